@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Install Coffer's pinned third-party developer tools into <repo>/.tools/.
+#
+# Idempotent: each toolset records a stamp of what it installed and is skipped
+# when the stamp still matches the pinned versions. Safe to run from any
+# directory and from CI.
+#
+# Toolsets:
+#   npm   - tools/package.json + tools/package-lock.json (anvil, solc-js)
+#
+# To add a toolset, write an install_<name> function and call it from main.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
+TOOLS_DIR="${REPO_ROOT}/.tools"
+TOOLS_BIN="${TOOLS_DIR}/bin"
+PINS_DIR="${REPO_ROOT}/tools"
+
+log() { printf 'install-tools: %s\n' "$*"; }
+die() { printf 'install-tools: error: %s\n' "$*" >&2; exit 1; }
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not found on PATH"
+}
+
+# Stable digest of the given files (order matters).
+digest() {
+    cat "$@" | sha256sum | cut -d' ' -f1
+}
+
+# Create/refresh the symlink .tools/bin/<name> -> <target> (relative link).
+link_bin() {
+    local name="$1" target="$2"
+    [[ -f "${TOOLS_DIR}/${target}" ]] || die "expected binary missing: .tools/${target}"
+    chmod +x "${TOOLS_DIR}/${target}"
+    mkdir -p "${TOOLS_BIN}"
+    ln -sfn "../${target}" "${TOOLS_BIN}/${name}"
+}
+
+# --- npm toolset -------------------------------------------------------------
+# Pinned in tools/package.json (exact versions) and tools/package-lock.json.
+install_npm_tools() {
+    need node
+    need npm
+    local stamp="${TOOLS_DIR}/.npm-tools.stamp"
+    local want
+    want="$(digest "${PINS_DIR}/package.json" "${PINS_DIR}/package-lock.json")"
+
+    if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" && -d "${TOOLS_DIR}/node_modules" ]]; then
+        log "npm tools: up to date (tools/package-lock.json unchanged)"
+    else
+        log "npm tools: installing from tools/package-lock.json"
+        rm -f "${stamp}"
+        cp "${PINS_DIR}/package.json" "${PINS_DIR}/package-lock.json" "${TOOLS_DIR}/"
+        (cd "${TOOLS_DIR}" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+        printf '%s\n' "${want}" >"${stamp}"
+    fi
+
+    # anvil: prebuilt binary shipped inside the npm package.
+    link_bin anvil "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+    log "anvil: linked .tools/bin/anvil"
+
+    # solc-js: used by contracts/build.mjs via .tools/node_modules/solc.
+    local solc_version
+    solc_version="$(node -p 'require(process.argv[1]).version' "${TOOLS_DIR}/node_modules/solc/package.json")"
+    log "solc-js: ${solc_version} at .tools/node_modules/solc"
+}
+
+main() {
+    case "$(uname -s)-$(uname -m)" in
+        Linux-x86_64) ;;
+        *) die "unsupported platform $(uname -s)-$(uname -m): pinned tools are linux-amd64 only" ;;
+    esac
+    mkdir -p "${TOOLS_DIR}" "${TOOLS_BIN}"
+    log "installing into ${TOOLS_DIR}"
+
+    install_npm_tools
+
+    log "done: $("${TOOLS_BIN}/anvil" --version | head -n1)"
+}
+
+main "$@"
