@@ -40,6 +40,9 @@ link_bin() {
 
 # --- npm toolset -------------------------------------------------------------
 # Pinned in tools/package.json (exact versions) and tools/package-lock.json.
+ANVIL_REL="node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+SOLC_REL="node_modules/solc/package.json"
+
 install_npm_tools() {
     need node
     need npm
@@ -47,7 +50,8 @@ install_npm_tools() {
     local want
     want="$(digest "${PINS_DIR}/package.json" "${PINS_DIR}/package-lock.json")"
 
-    if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" && -d "${TOOLS_DIR}/node_modules" ]]; then
+    if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" \
+        && -f "${TOOLS_DIR}/${ANVIL_REL}" && -f "${TOOLS_DIR}/${SOLC_REL}" ]]; then
         log "npm tools: up to date (tools/package-lock.json unchanged)"
     else
         log "npm tools: installing from tools/package-lock.json"
@@ -58,12 +62,12 @@ install_npm_tools() {
     fi
 
     # anvil: prebuilt binary shipped inside the npm package.
-    link_bin anvil "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+    link_bin anvil "${ANVIL_REL}"
     log "anvil: linked .tools/bin/anvil"
 
     # solc-js: used by contracts/build.mjs via .tools/node_modules/solc.
     local solc_version
-    solc_version="$(node -p 'require(process.argv[1]).version' "${TOOLS_DIR}/node_modules/solc/package.json")"
+    solc_version="$(node -p 'require(process.argv[1]).version' "${TOOLS_DIR}/${SOLC_REL}")"
     log "solc-js: ${solc_version} at .tools/node_modules/solc"
 }
 
