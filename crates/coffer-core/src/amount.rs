@@ -84,7 +84,10 @@ impl Amount {
         let mut digits = String::with_capacity(whole.len() + usize::from(decimals));
         digits.push_str(whole);
         digits.push_str(fraction);
-        digits.extend(std::iter::repeat_n('0', usize::from(decimals) - fraction.len()));
+        digits.extend(std::iter::repeat_n(
+            '0',
+            usize::from(decimals) - fraction.len(),
+        ));
         let digits = digits.trim_start_matches('0');
         if digits.is_empty() {
             return Ok(Amount::ZERO);
@@ -226,12 +229,17 @@ mod tests {
             parse("1.0000000", 6),
             Err(AmountError::TooPrecise { decimals: 6 })
         );
-        assert_eq!(parse("1.5", 0), Err(AmountError::TooPrecise { decimals: 0 }));
+        assert_eq!(
+            parse("1.5", 0),
+            Err(AmountError::TooPrecise { decimals: 0 })
+        );
     }
 
     #[test]
     fn rejects_anything_but_plain_decimals() {
-        for bad in ["-1", "+1", "1e6", " 1", "1 ", "1,000", "1.2.3", ".", "0x10", "１"] {
+        for bad in [
+            "-1", "+1", "1e6", " 1", "1 ", "1,000", "1.2.3", ".", "0x10", "１",
+        ] {
             assert_eq!(parse(bad, 6), Err(AmountError::Malformed), "{bad:?}");
         }
         assert_eq!(parse("", 6), Err(AmountError::Empty));
@@ -250,17 +258,30 @@ mod tests {
         assert_eq!(Amount::from(100_000_000).to_decimal_string(6), "100");
         assert_eq!(Amount::from(1).to_decimal_string(6), "0.000001");
         assert_eq!(Amount::ZERO.to_decimal_string(6), "0");
-        assert_eq!(Amount::from(100_000_000).to_decimal_string_min(6, 2), "100.00");
-        assert_eq!(Amount::from(1_234_500).to_decimal_string_min(6, 2), "1.2345");
+        assert_eq!(
+            Amount::from(100_000_000).to_decimal_string_min(6, 2),
+            "100.00"
+        );
+        assert_eq!(
+            Amount::from(1_234_500).to_decimal_string_min(6, 2),
+            "1.2345"
+        );
         assert_eq!(Amount::from(7).to_decimal_string(0), "7");
     }
 
     #[test]
     fn base_units_text_is_canonical() {
-        assert_eq!(Amount::from_base_units_str("1500000"), Ok(Amount::from(1_500_000)));
+        assert_eq!(
+            Amount::from_base_units_str("1500000"),
+            Ok(Amount::from(1_500_000))
+        );
         assert_eq!(Amount::from_base_units_str("0"), Ok(Amount::ZERO));
         for bad in ["", "01", "1.0", "-1", "00"] {
-            assert_eq!(Amount::from_base_units_str(bad), Err(AmountError::Malformed), "{bad:?}");
+            assert_eq!(
+                Amount::from_base_units_str(bad),
+                Err(AmountError::Malformed),
+                "{bad:?}"
+            );
         }
     }
 

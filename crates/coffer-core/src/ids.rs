@@ -29,7 +29,10 @@ impl MerchantId {
         if valid {
             Ok(MerchantId(text.to_owned()))
         } else {
-            Err(IdError { kind: "merchant", prefix: Self::PREFIX })
+            Err(IdError {
+                kind: "merchant",
+                prefix: Self::PREFIX,
+            })
         }
     }
 
@@ -66,7 +69,13 @@ mod tests {
     #[test]
     fn merchant_ids_need_the_prefix_and_an_alphanumeric_suffix() {
         assert!(MerchantId::parse("mer_abc123").is_ok());
-        for bad in ["abc123", "mer_", "mer_a-b", "key_abc", &format!("mer_{}", "a".repeat(65))] {
+        for bad in [
+            "abc123",
+            "mer_",
+            "mer_a-b",
+            "key_abc",
+            &format!("mer_{}", "a".repeat(65)),
+        ] {
             assert!(MerchantId::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,1 +1,23 @@
-//! placeholder
+//! Coffer's HTTP server.
+//!
+//! Handlers are thin: they extract, call a service, and render the result in their API
+//! family's dialect. This crate holds:
+//!
+//! - [`app`]: [`app::AppState`] and [`app::router`], which assemble every route, plus
+//!   [`app::serve`], which runs a router until shutdown and lets requests in flight finish;
+//! - [`merchants`]: the merchant and API-key service (create, list, revoke, authenticate),
+//!   shared with the CLI;
+//! - [`auth`]: the extractor that turns `Authorization: Bearer <key>` or
+//!   `Merchant-App-Key: <key>` into the calling merchant;
+//! - [`error`]: [`error::ApiError`], stable error codes in Coffer's native JSON envelope;
+//! - [`metrics`]: Prometheus counters and histograms for every request;
+//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod merchants;
+pub mod metrics;
+pub mod routes;
+
+pub use app::{AppState, router, serve};

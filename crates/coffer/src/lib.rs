@@ -1,1 +1,16 @@
-//! placeholder
+//! The Coffer binary's library: the CLI, configuration, wiring and `coffer dev`.
+//!
+//! `main` only parses arguments and calls [`cli::run`]. Everything here is in a library so that
+//! integration tests can build the same [`serve::Application`] the binary runs.
+//!
+//! - [`config`]: layered, typed, validated configuration and the `config example` template;
+//! - [`serve`]: opening the store, building the server, binding, graceful shutdown;
+//! - [`dev`]: the local environment — anvil chains, test tokens, funded payers, a demo
+//!   merchant and a summary file;
+//! - [`cli`]: the commands.
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod serve;
+pub mod telemetry;

@@ -30,11 +30,21 @@ struct AssetSpec {
 }
 
 const fn usdc(address: Address, name: &'static str) -> AssetSpec {
-    AssetSpec { symbol: "USDC", address, decimals: 6, eip3009: Some((name, "2")) }
+    AssetSpec {
+        symbol: "USDC",
+        address,
+        decimals: 6,
+        eip3009: Some((name, "2")),
+    }
 }
 
 const fn erc20(symbol: &'static str, address: Address, decimals: u8) -> AssetSpec {
-    AssetSpec { symbol, address, decimals, eip3009: None }
+    AssetSpec {
+        symbol,
+        address,
+        decimals,
+        eip3009: None,
+    }
 }
 
 fn build(spec: ChainSpec, assets: &[AssetSpec]) -> Chain {
@@ -52,7 +62,11 @@ fn build(spec: ChainSpec, assets: &[AssetSpec]) -> Chain {
             okx_chain_name: spec.display_name.to_owned(),
             gatepay_chain: spec.gatepay_chain.to_owned(),
             cryptopay_slug: spec.cryptopay_slug.to_owned(),
-            aliases: spec.aliases.iter().map(|alias| (*alias).to_owned()).collect(),
+            aliases: spec
+                .aliases
+                .iter()
+                .map(|alias| (*alias).to_owned())
+                .collect(),
         },
         assets: assets
             .iter()
@@ -90,8 +104,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["eth", "eth-mainnet", "ethereum-mainnet"],
             },
             &[
-                usdc(address!("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"), "USD Coin"),
-                erc20("USDT", address!("0xdAC17F958D2ee523a2206206994597C13D831ec7"), 6),
+                usdc(
+                    address!("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
+                    6,
+                ),
             ],
         ),
         build(
@@ -107,8 +128,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["base-mainnet"],
             },
             &[
-                usdc(address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"), "USD Coin"),
-                erc20("USDT", address!("0xfde4C96c8593536E31F229EA8f37b2ADa2699bb2"), 6),
+                usdc(
+                    address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0xfde4C96c8593536E31F229EA8f37b2ADa2699bb2"),
+                    6,
+                ),
             ],
         ),
         build(
@@ -123,7 +151,10 @@ pub(super) fn chains() -> Vec<Chain> {
                 cryptopay_slug: "base-sepolia",
                 aliases: &["base_sepolia"],
             },
-            &[usdc(address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e"), "USDC")],
+            &[usdc(
+                address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e"),
+                "USDC",
+            )],
         ),
         build(
             ChainSpec {
@@ -138,8 +169,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["matic", "polygon-mainnet"],
             },
             &[
-                usdc(address!("0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"), "USD Coin"),
-                erc20("USDT", address!("0xc2132D05D31c914a87C6611C10748AEb04B58e8F"), 6),
+                usdc(
+                    address!("0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0xc2132D05D31c914a87C6611C10748AEb04B58e8F"),
+                    6,
+                ),
             ],
         ),
         build(
@@ -155,8 +193,16 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["bsc-mainnet", "bnb", "binance-smart-chain"],
             },
             &[
-                erc20("USDT", address!("0x55d398326f99059fF775485246999027B3197955"), 18),
-                erc20("USDC", address!("0x8AC76a51cc950d9822D68b83fE1Ad97B32Cd580d"), 18),
+                erc20(
+                    "USDT",
+                    address!("0x55d398326f99059fF775485246999027B3197955"),
+                    18,
+                ),
+                erc20(
+                    "USDC",
+                    address!("0x8AC76a51cc950d9822D68b83fE1Ad97B32Cd580d"),
+                    18,
+                ),
             ],
         ),
         build(
@@ -172,8 +218,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["arbitrum-one", "arbitrum-mainnet"],
             },
             &[
-                usdc(address!("0xaf88d065e77c8cC2239327C5EDb3A432268e5831"), "USD Coin"),
-                erc20("USDT", address!("0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"), 6),
+                usdc(
+                    address!("0xaf88d065e77c8cC2239327C5EDb3A432268e5831"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0xFd086bC7CD5C481DCC9C85ebE478A1C0b69FCbb9"),
+                    6,
+                ),
             ],
         ),
         build(
@@ -189,8 +242,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["op", "op-mainnet", "optimism-mainnet"],
             },
             &[
-                usdc(address!("0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85"), "USD Coin"),
-                erc20("USDT", address!("0x94b008aA00579c1307B0EF2c499aD98a8ce58e58"), 6),
+                usdc(
+                    address!("0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0x94b008aA00579c1307B0EF2c499aD98a8ce58e58"),
+                    6,
+                ),
             ],
         ),
         build(
@@ -206,8 +266,15 @@ pub(super) fn chains() -> Vec<Chain> {
                 aliases: &["avax", "avalanche-c", "avalanche-mainnet"],
             },
             &[
-                usdc(address!("0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E"), "USD Coin"),
-                erc20("USDT", address!("0x9702230A8Ea53601f5cD2dc00fDBc13d4dF4A8c7"), 6),
+                usdc(
+                    address!("0xB97EF9Ef8734C71904D8002F8b6Bc66Dd9c48a6E"),
+                    "USD Coin",
+                ),
+                erc20(
+                    "USDT",
+                    address!("0x9702230A8Ea53601f5cD2dc00fDBc13d4dF4A8c7"),
+                    6,
+                ),
             ],
         ),
         build(

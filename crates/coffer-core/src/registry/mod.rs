@@ -184,7 +184,7 @@ pub struct ChainOverride {
     /// EIP-155 chain id (required for a new chain).
     pub chain_id: Option<u64>,
     /// RPC endpoints, tried in order with failover.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rpc_urls: Vec<String>,
     /// Confirmations before a payment counts.
     pub confirmations: Option<u64>,
@@ -203,10 +203,10 @@ pub struct ChainOverride {
     /// CryptoPay slug.
     pub cryptopay_slug: Option<String>,
     /// Extra accepted names.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
     /// Assets to add or override, keyed by symbol.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assets: BTreeMap<String, AssetOverride>,
 }
 
@@ -249,7 +249,10 @@ impl ChainRegistry {
     ///
     /// # Errors
     /// [`RegistryError`] naming the configuration key that is missing, invalid or colliding.
-    pub fn apply(&mut self, overrides: &BTreeMap<String, ChainOverride>) -> Result<(), RegistryError> {
+    pub fn apply(
+        &mut self,
+        overrides: &BTreeMap<String, ChainOverride>,
+    ) -> Result<(), RegistryError> {
         for (key, change) in overrides {
             let index = match self.chains.iter().position(|chain| chain.key() == key) {
                 Some(index) => index,
@@ -299,7 +302,9 @@ impl ChainRegistry {
 
     /// Chains that have at least one RPC URL configured.
     pub fn configured(&self) -> impl Iterator<Item = &Chain> {
-        self.chains.iter().filter(|chain| !chain.rpc_urls.is_empty())
+        self.chains
+            .iter()
+            .filter(|chain| !chain.rpc_urls.is_empty())
     }
 
     /// By EIP-155 chain id.

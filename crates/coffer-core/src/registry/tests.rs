@@ -25,7 +25,9 @@ fn the_builtin_registry_covers_the_required_networks() {
         ("avalanche", 43114),
         ("x-layer", 196),
     ] {
-        let chain = registry.by_name(key).unwrap_or_else(|| panic!("{key} missing"));
+        let chain = registry
+            .by_name(key)
+            .unwrap_or_else(|| panic!("{key} missing"));
         assert_eq!(chain.chain_id, chain_id, "{key}");
         assert!(!chain.assets.is_empty(), "{key} has no assets");
     }
@@ -56,14 +58,25 @@ fn each_naming_scheme_finds_the_same_chain() {
     assert_eq!(registry.by_caip2("eip155:137").map(Chain::key), polygon);
     assert_eq!(registry.by_okx_chain_index("137").map(Chain::key), polygon);
     assert_eq!(registry.by_gatepay_chain("MATIC").map(Chain::key), polygon);
-    assert_eq!(registry.by_cryptopay_slug("polygon").map(Chain::key), polygon);
+    assert_eq!(
+        registry.by_cryptopay_slug("polygon").map(Chain::key),
+        polygon
+    );
     assert_eq!(registry.by_x402_v1_name("polygon").map(Chain::key), polygon);
     let (chain, asset) = registry
         .by_gatepay_full_curr_type("USDT_MATIC")
         .expect("USDT_MATIC is known");
     assert_eq!((chain.chain_id, asset.symbol.as_str()), (137, "USDT"));
-    assert_eq!(registry.by_name("bsc-mainnet").map(|c| c.chain_id), Some(56));
-    assert_eq!(registry.by_okx_chain_index("196").map(|c| c.names.okx_chain_name.as_str()), Some("X Layer"));
+    assert_eq!(
+        registry.by_name("bsc-mainnet").map(|c| c.chain_id),
+        Some(56)
+    );
+    assert_eq!(
+        registry
+            .by_okx_chain_index("196")
+            .map(|c| c.names.okx_chain_name.as_str()),
+        Some("X Layer")
+    );
 }
 
 #[test]
@@ -78,8 +91,15 @@ fn eip712_names_differ_between_deployments_of_usdc() {
     };
     assert_eq!(domain("base").as_deref(), Some("USD Coin"));
     assert_eq!(domain("base-sepolia").as_deref(), Some("USDC"));
-    let xlayer = registry.by_name("x-layer").and_then(|c| c.asset_by_symbol("USDT"));
-    assert_eq!(xlayer.and_then(|a| a.eip712.as_ref()).map(|d| d.name.as_str()), Some("USD₮0"));
+    let xlayer = registry
+        .by_name("x-layer")
+        .and_then(|c| c.asset_by_symbol("USDT"));
+    assert_eq!(
+        xlayer
+            .and_then(|a| a.eip712.as_ref())
+            .map(|d| d.name.as_str()),
+        Some("USD₮0")
+    );
 }
 
 #[test]
@@ -106,7 +126,10 @@ fn configuration_adds_rpc_urls_and_overrides_assets() {
     assert_eq!(chain.rpc_urls, ["http://127.0.0.1:8545"]);
     assert_eq!(chain.confirmations, 2);
     let usdc = chain.asset_by_symbol("USDC").expect("usdc");
-    assert_eq!(usdc.address, address!("0x1111111111111111111111111111111111111111"));
+    assert_eq!(
+        usdc.address,
+        address!("0x1111111111111111111111111111111111111111")
+    );
     assert_eq!(usdc.eip712.as_ref().map(|d| d.name.as_str()), Some("USDC"));
     assert_eq!(registry.configured().count(), 1);
 }
@@ -121,12 +144,21 @@ fn configuration_can_add_a_chain_with_its_assets() {
             address: Some(address!("0x2222222222222222222222222222222222222222")),
             decimals: Some(6),
             transfer_method: Some(TransferMethod::Eip3009),
-            eip712: Some(Eip712Domain { name: "USDC".into(), version: "2".into() }),
+            eip712: Some(Eip712Domain {
+                name: "USDC".into(),
+                version: "2".into(),
+            }),
             gatepay_full_curr_type: None,
         },
     );
-    let change = ChainOverride { chain_id: Some(31337), assets, ..ChainOverride::default() };
-    registry.apply(&overrides(&[("localnet", change)])).expect("new chain");
+    let change = ChainOverride {
+        chain_id: Some(31337),
+        assets,
+        ..ChainOverride::default()
+    };
+    registry
+        .apply(&overrides(&[("localnet", change)]))
+        .expect("new chain");
     let chain = registry.by_caip2("eip155:31337").expect("added");
     assert_eq!(chain.key(), "localnet");
     assert_eq!(chain.assets[0].gatepay_full_curr_type, "USDC_LOCALNET");
@@ -138,24 +170,51 @@ fn bad_overrides_name_the_offending_key() {
     let error = registry
         .apply(&overrides(&[("nowhere", ChainOverride::default())]))
         .expect_err("no chain id");
-    assert_eq!(error.to_string(), "chains.nowhere.chain_id: required for a chain Coffer does not know");
+    assert_eq!(
+        error.to_string(),
+        "chains.nowhere.chain_id: required for a chain Coffer does not know"
+    );
 
-    let duplicate = ChainOverride { chain_id: Some(56), ..ChainOverride::default() };
+    let duplicate = ChainOverride {
+        chain_id: Some(56),
+        ..ChainOverride::default()
+    };
     let error = ChainRegistry::builtin()
         .apply(&overrides(&[("bnb-copy", duplicate)]))
         .expect_err("duplicate chain id");
     assert!(error.to_string().contains("chain_id 56"), "{error}");
 
     let mut assets = BTreeMap::new();
-    assets.insert("DAI".to_owned(), AssetOverride { decimals: Some(18), ..AssetOverride::default() });
+    assets.insert(
+        "DAI".to_owned(),
+        AssetOverride {
+            decimals: Some(18),
+            ..AssetOverride::default()
+        },
+    );
     let error = ChainRegistry::builtin()
-        .apply(&overrides(&[("ethereum", ChainOverride { assets, ..ChainOverride::default() })]))
+        .apply(&overrides(&[(
+            "ethereum",
+            ChainOverride {
+                assets,
+                ..ChainOverride::default()
+            },
+        )]))
         .expect_err("no address");
-    assert_eq!(error.to_string(), "chains.ethereum.assets.DAI.address: required for an asset Coffer does not know");
+    assert_eq!(
+        error.to_string(),
+        "chains.ethereum.assets.DAI.address: required for an asset Coffer does not know"
+    );
 
-    let bad_url = ChainOverride { rpc_urls: vec!["ws://x".into()], ..ChainOverride::default() };
+    let bad_url = ChainOverride {
+        rpc_urls: vec!["ws://x".into()],
+        ..ChainOverride::default()
+    };
     let error = ChainRegistry::builtin()
         .apply(&overrides(&[("base", bad_url)]))
         .expect_err("bad url");
-    assert!(error.to_string().starts_with("chains.base.rpc_urls[0]"), "{error}");
+    assert!(
+        error.to_string().starts_with("chains.base.rpc_urls[0]"),
+        "{error}"
+    );
 }

@@ -1,0 +1,137 @@
+//! The application: shared state, the router, and a server that shuts down gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware;
+use coffer_core::ChainRegistry;
+use coffer_evm::rpc::ChainRpc;
+use coffer_store::Store;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::merchants::Merchants;
+use crate::metrics::{self, Metrics};
+use crate::routes;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Merchants and API keys.
+    pub merchants: Merchants,
+    /// Known chains.
+    pub chains: Arc<ChainRegistry>,
+    /// RPC clients of the configured chains.
+    pub rpcs: Arc<Vec<ChainRpc>>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// How long a readiness probe waits for each dependency.
+    pub readiness_timeout: Duration,
+}
+
+impl AppState {
+    /// State over a store and a registry, with RPC clients for every configured chain.
+    ///
+    /// # Errors
+    /// [`coffer_evm::EvmError::InvalidUrl`] when a configured RPC URL does not parse.
+    pub fn new(store: Arc<dyn Store>, chains: ChainRegistry) -> Result<Self, coffer_evm::EvmError> {
+        let rpcs = chains
+            .configured()
+            .map(ChainRpc::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AppState {
+            merchants: Merchants::new(store.clone()),
+            store,
+            chains: Arc::new(chains),
+            rpcs: Arc::new(rpcs),
+            metrics: Arc::new(Metrics::new()),
+            readiness_timeout: Duration::from_secs(3),
+        })
+    }
+}
+
+/// Coffer's OpenAPI document; routes add themselves through [`router`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Coffer",
+        description = "Self-hosted crypto payment gateway. Authenticate with \
+            `Authorization: Bearer <api key>` (or `Merchant-App-Key: <api key>`).",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    modifiers(&ApiKeyScheme)
+)]
+struct ApiDoc;
+
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route, documented, with metrics and request tracing.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::routes())
+        .merge(routes::merchant::routes())
+        .merge(routes::meta::routes())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(axum::Extension(openapi))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting connections
+/// and waits for requests in flight to finish.
+///
+/// # Errors
+/// The I/O error if serving fails.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,356 @@
+//! The `coffer` commands.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use coffer_core::MerchantId;
+use coffer_server::merchants::{MerchantError, Merchants};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::config::{Config, EXAMPLE};
+use crate::dev::{self, DevArgs};
+use crate::serve::{self, Application, StartError};
+use crate::telemetry;
+
+/// Self-hosted crypto payment gateway.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (TOML). Defaults to ./coffer.toml when it exists.
+    #[arg(long, short, global = true, env = "COFFER_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A top-level command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Run everything locally: two anvil chains with test tokens, funded payers, a demo
+    /// merchant, and the server.
+    Dev(DevArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage merchants.
+    Merchant {
+        /// What to do with merchants.
+        #[command(subcommand)]
+        action: MerchantAction,
+    },
+    /// Manage API keys.
+    Key {
+        /// What to do with keys.
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Work with configuration.
+    Config {
+        /// What to do with configuration.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `coffer merchant …`.
+#[derive(Debug, Subcommand)]
+pub enum MerchantAction {
+    /// Create a merchant; prints its id and webhook secret.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Default webhook endpoint.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List merchants.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coffer key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Create an API key for a merchant; the key is printed once and never stored.
+    Create {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List API keys (ids and labels, never the keys).
+    List {
+        /// Only this merchant's keys.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by id (`ck_…`); it stops working at once.
+    Revoke {
+        /// The key's id, as shown by `coffer key list`.
+        id: String,
+    },
+}
+
+/// `coffer config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print a commented configuration template.
+    Example,
+    /// Validate the configuration (file and environment) and print the result.
+    Check,
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// One line for stderr.
+    pub message: String,
+    /// 2 for configuration errors, 1 otherwise.
+    pub exit_code: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            exit_code: 1,
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for Failure {
+    fn from(error: crate::config::ConfigError) -> Self {
+        Failure {
+            message: format!("invalid configuration: {error}"),
+            exit_code: 2,
+        }
+    }
+}
+
+impl From<StartError> for Failure {
+    fn from(error: StartError) -> Self {
+        match error {
+            StartError::Config(error) => error.into(),
+            other => Failure::new(other.to_string()),
+        }
+    }
+}
+
+impl From<MerchantError> for Failure {
+    fn from(error: MerchantError) -> Self {
+        Failure::new(error.to_string())
+    }
+}
+
+fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit.map(Path::to_path_buf).or_else(|| {
+        let default = PathBuf::from("coffer.toml");
+        default.is_file().then_some(default)
+    })
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// [`Failure`] with the message and exit code to report.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let path = config_path(cli.config.as_deref());
+    if let Command::Config {
+        action: ConfigAction::Example,
+    } = cli.command
+    {
+        print!("{EXAMPLE}");
+        return Ok(());
+    }
+    let config = Config::load(path.as_deref())?;
+    telemetry::init(&config.log);
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Example,
+        } => Ok(()),
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            let mut shown = config.clone();
+            shown.database.url = coffer_store::redact_url(&shown.database.url);
+            let text = toml::to_string_pretty(&shown).map_err(|e| Failure::new(e.to_string()))?;
+            println!("# configuration is valid\n{text}");
+            Ok(())
+        }
+        Command::Serve => {
+            let app = Application::build(&config).await?;
+            tracing::info!(address = %app.address(), backend = app.state().store.backend(), "coffer is listening");
+            app.run_until(serve::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Dev(args) => dev::run(config, args).await,
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            println!("database is up to date ({})", store.backend());
+            Ok(())
+        }
+        Command::Merchant { action } => merchant_command(&config, action).await,
+        Command::Key { action } => key_command(&config, action).await,
+    }
+}
+
+async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn coffer_store::Store>, Failure> {
+    coffer_store::open(&config.database.url)
+        .await
+        .map_err(|error| {
+            Failure::new(format!(
+                "database {}: {error}",
+                coffer_store::redact_url(&config.database.url)
+            ))
+        })
+}
+
+fn parse_merchant(text: &str) -> Result<MerchantId, Failure> {
+    MerchantId::parse(text).map_err(|error| Failure::new(format!("--merchant: {error}")))
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn merchant_command(config: &Config, action: MerchantAction) -> Result<(), Failure> {
+    let merchants = Merchants::new(open_store(config).await?);
+    match action {
+        MerchantAction::Create {
+            name,
+            webhook_url,
+            json,
+        } => {
+            let merchant = merchants.create(&name, webhook_url.as_deref()).await?;
+            if json {
+                print_json(&json!({
+                    "id": merchant.id,
+                    "name": merchant.name,
+                    "webhook_url": merchant.webhook_url,
+                    "webhook_secret": merchant.webhook_secret,
+                }));
+            } else {
+                println!("created merchant {} ({})", merchant.id, merchant.name);
+                println!("webhook secret: {}", merchant.webhook_secret);
+                println!("next: coffer key create --merchant {}", merchant.id);
+            }
+        }
+        MerchantAction::List { json } => {
+            let all = merchants.list().await?;
+            if json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|m| json!({"id": m.id, "name": m.name, "webhook_url": m.webhook_url, "created_at": m.created_at}))
+                    .collect();
+                print_json(&json!(rows));
+            } else {
+                println!("{:<22} {:<25} {:<32} NAME", "ID", "CREATED", "WEBHOOK");
+                for m in all {
+                    let created = m.created_at.to_rfc3339_opts(chrono_secs(), true);
+                    println!(
+                        "{:<22} {:<25} {:<32} {}",
+                        m.id,
+                        created,
+                        m.webhook_url.as_deref().unwrap_or("-"),
+                        m.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn chrono_secs() -> chrono::SecondsFormat {
+    chrono::SecondsFormat::Secs
+}
+
+async fn key_command(config: &Config, action: KeyAction) -> Result<(), Failure> {
+    let merchants = Merchants::new(open_store(config).await?);
+    match action {
+        KeyAction::Create {
+            merchant,
+            label,
+            json,
+        } => {
+            let merchant = parse_merchant(&merchant)?;
+            let created =
+                merchants
+                    .create_key(&merchant, &label)
+                    .await
+                    .map_err(|error| match error {
+                        MerchantError::Store(coffer_store::StoreError::NotFound(_)) => {
+                            Failure::new(format!("--merchant: no merchant {merchant}"))
+                        }
+                        other => other.into(),
+                    })?;
+            if json {
+                print_json(
+                    &json!({"id": created.row.id, "merchant_id": merchant, "label": created.row.label, "key": created.key.expose_secret()}),
+                );
+            } else {
+                println!("created API key {} for {merchant}", created.row.id);
+                println!("key: {}", created.key.expose_secret());
+                println!("store it now: Coffer keeps only its hash and cannot show it again");
+            }
+        }
+        KeyAction::List { merchant, json } => {
+            let merchant = merchant.as_deref().map(parse_merchant).transpose()?;
+            let keys = merchants.keys(merchant.as_ref()).await?;
+            if json {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| json!({"id": k.id, "merchant_id": k.merchant_id, "label": k.label, "created_at": k.created_at, "revoked_at": k.revoked_at}))
+                    .collect();
+                print_json(&json!(rows));
+            } else {
+                println!("{:<16} {:<22} {:<8} LABEL", "ID", "MERCHANT", "STATE");
+                for k in keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<16} {:<22} {:<8} {}",
+                        k.id, k.merchant_id, state, k.label
+                    );
+                }
+            }
+        }
+        KeyAction::Revoke { id } => {
+            let row = merchants
+                .revoke_key(&id)
+                .await
+                .map_err(|error| match error {
+                    MerchantError::Store(coffer_store::StoreError::NotFound(_)) => {
+                        Failure::new(format!("no API key {id}"))
+                    }
+                    other => other.into(),
+                })?;
+            println!("revoked API key {} of {}", row.id, row.merchant_id);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Configuration: defaults < TOML file < `COFFER__…` environment variables.
+//!
+//! Environment variables use `__` between levels: `COFFER__SERVER__LISTEN=0.0.0.0:8080`,
+//! `COFFER__DATABASE__URL=postgres://…`,
+//! `COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS='["https://sepolia.base.org"]'`. In chain keys an
+//! underscore stands for a hyphen, since variable names cannot hold one.
+//!
+//! [`Config::load`] reports the first problem as one message naming the key, e.g.
+//! `server.listen: invalid socket address syntax`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use coffer_core::{ChainOverride, ChainRegistry};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Storage.
+    pub database: DatabaseConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Chains: RPC URLs and registry overrides, by chain key.
+    pub chains: BTreeMap<String, ChainOverride>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Seconds to let requests in flight finish after a shutdown signal.
+    pub shutdown_grace_seconds: u64,
+    /// Seconds a readiness probe waits for each dependency.
+    pub readiness_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_seconds: 30,
+            readiness_timeout_seconds: 3,
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite:<path>` (default `sqlite:coffer.db`) or `postgres://user@host/db`.
+    pub url: String,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &coffer_store::redact_url(&self.url))
+            .finish()
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite:coffer.db".to_owned(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `coffer=debug,tower_http=info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults, then `file` (if given; an explicitly named file must exist), then the
+    /// environment, and validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("COFFER__").split("__"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment.merge(env).extract().map_err(describe)?;
+        config.normalized().validated()
+    }
+
+    /// Parses a TOML document on top of the defaults (no environment), for tests and
+    /// `config check`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(describe)?;
+        config.normalized().validated()
+    }
+
+    fn normalized(mut self) -> Self {
+        self.chains = std::mem::take(&mut self.chains)
+            .into_iter()
+            .map(|(key, chain)| (key.replace('_', "-"), chain))
+            .collect();
+        self
+    }
+
+    fn validated(self) -> Result<Self, ConfigError> {
+        let scheme = self
+            .database
+            .url
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(
+            scheme.as_deref(),
+            Some("sqlite" | "postgres" | "postgresql")
+        ) {
+            return Err(ConfigError(format!(
+                "database.url: unsupported scheme in {:?}: use sqlite:<path> or postgres://…",
+                coffer_store::redact_url(&self.database.url)
+            )));
+        }
+        if self.server.readiness_timeout_seconds == 0 {
+            return Err(ConfigError(
+                "server.readiness_timeout_seconds: must be at least 1".to_owned(),
+            ));
+        }
+        self.registry()?;
+        Ok(self)
+    }
+
+    /// The built-in chain registry with this configuration's chains applied.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad chain key.
+    pub fn registry(&self) -> Result<ChainRegistry, ConfigError> {
+        let mut registry = ChainRegistry::builtin();
+        registry
+            .apply(&self.chains)
+            .map_err(|error| ConfigError(error.to_string()))?;
+        Ok(registry)
+    }
+}
+
+/// Turns figment's error into one line that starts with the dotted key.
+fn describe(error: figment::Error) -> ConfigError {
+    let key = error.path.join(".");
+    let source = error
+        .metadata
+        .as_ref()
+        .map(|meta| match &meta.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", meta.name),
+        })
+        .unwrap_or_default();
+    let kind = error.kind.to_string();
+    if key.is_empty() {
+        ConfigError(format!("{kind}{source}"))
+    } else {
+        ConfigError(format!("{key}: {kind}{source}"))
+    }
+}
+
+/// A commented configuration template, printed by `coffer config example`.
+pub const EXAMPLE: &str = r#"# Coffer configuration. Every key is optional; the values shown are the defaults.
+# Environment variables override this file: COFFER__<SECTION>__<KEY>, e.g.
+#   COFFER__SERVER__LISTEN=0.0.0.0:8080
+#   COFFER__DATABASE__URL=postgres://coffer@localhost/coffer
+#   COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS='["https://sepolia.base.org"]'
+
+[server]
+# Address and port to listen on.
+listen = "127.0.0.1:8080"
+# Seconds to let requests in flight finish after SIGINT/SIGTERM.
+shutdown_grace_seconds = 30
+# Seconds /readyz waits for the database and each chain's RPC.
+readiness_timeout_seconds = 3
+
+[database]
+# sqlite:<path> for one process (created if missing), or
+# postgres://user:password@host:5432/dbname for several replicas.
+url = "sqlite:coffer.db"
+
+[log]
+# "pretty" for people, "json" for log collectors.
+format = "pretty"
+# A tracing filter; RUST_LOG overrides it.
+level = "info"
+
+# Chains. Coffer knows ethereum, base, base-sepolia, polygon, bsc, arbitrum, optimism,
+# avalanche and x-layer with their USDC/USDT contracts; a chain is watched once it has RPC URLs.
+# Several URLs give failover, tried in order.
+#
+# [chains.base]
+# rpc_urls = ["https://mainnet.base.org", "https://base.llamarpc.com"]
+# confirmations = 10
+#
+# Override or add an asset (a new asset needs address and decimals; an EIP-3009 token also
+# needs its EIP-712 domain):
+#
+# [chains.base.assets.EURC]
+# address = "0x60a3E35Cc302bFA44Cb288Bc5a4F316Fdb1adb42"
+# decimals = 6
+# transfer_method = "eip3009"   # or "erc20"
+# eip712 = { name = "EURC", version = "2" }
+#
+# Add a chain Coffer does not know (chain_id is required):
+#
+# [chains.my-l2]
+# chain_id = 424242
+# rpc_urls = ["https://rpc.my-l2.example"]
+# display_name = "My L2"
+# native_symbol = "ETH"
+# confirmations = 5
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(toml: &str) -> String {
+        Config::from_toml(toml)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_example_is_valid_and_equals_the_defaults() {
+        assert_eq!(Config::from_toml(EXAMPLE).ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        assert!(
+            error_of("[server]\nlisten = \"nowhere\"").starts_with("server.listen: "),
+            "{}",
+            error_of("[server]\nlisten = \"nowhere\"")
+        );
+        assert!(error_of("[server]\nlisten = 5").starts_with("server.listen: "));
+        assert!(error_of("[log]\nformat = \"xml\"").starts_with("log.format: "));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let error = error_of("[server]\nlisen = \"127.0.0.1:1\"");
+        assert!(error.contains("lisen"), "{error}");
+        assert!(error.starts_with("server"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_database_scheme_is_refused() {
+        assert!(
+            error_of("[database]\nurl = \"mysql://x\"")
+                .starts_with("database.url: unsupported scheme")
+        );
+    }
+
+    #[test]
+    fn chain_errors_name_the_chain() {
+        assert_eq!(
+            error_of("[chains.mystery]\nrpc_urls = [\"http://127.0.0.1:1\"]"),
+            "chains.mystery.chain_id: required for a chain Coffer does not know"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_underscores_stand_for_hyphens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("coffer.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[log]\nformat = \"json\"\n",
+        )
+        .expect("write");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("COFFER__SERVER__LISTEN", "127.0.0.1:9001");
+            jail.set_env(
+                "COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS",
+                "[\"http://127.0.0.1:8545\"]",
+            );
+            let config = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            assert_eq!(config.server.listen.port(), 9001);
+            assert_eq!(config.log.format, LogFormat::Json);
+            let registry = config.registry().map_err(|e| e.to_string())?;
+            let chain = registry.by_name("base-sepolia").ok_or("base-sepolia")?;
+            assert_eq!(chain.rpc_urls, ["http://127.0.0.1:8545"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let error = Config::load(Some(Path::new("/nonexistent/coffer.toml")))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("config file /nonexistent/coffer.toml does not exist")
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! `coffer dev`: a complete local environment in one command.
+//!
+//! It starts two anvil chains — chain id 84532 as `base-sepolia` with the EIP-3009 test token
+//! installed at Base Sepolia's real USDC address (EIP-712 name "USDC", version "2"), and chain
+//! id 56 as `bsc` with the plain 18-decimal token at BSC's USDT address — funds payer accounts,
+//! creates a demo merchant with an API key and a webhook secret, serves the API, and writes a
+//! machine-readable summary so scripts can start paying at once.
+//!
+//! State lives in a data directory (default `.coffer-dev/`): the chains' state files, the
+//! SQLite database and the demo credentials. Running again resumes; `--fresh` starts clean.
+//! Everything here is for local development only: the accounts are anvil's public test keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alloy::hex;
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, U256, address};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use clap::Args;
+use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::testnet::{self, PlainTokenSpec, UsdcSpec};
+use coffer_server::merchants::Merchants;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::Failure;
+use crate::config::Config;
+use crate::serve::{self, Application};
+
+/// Base Sepolia's USDC address, where the official x402 clients expect USDC on chain 84532.
+pub const BASE_SEPOLIA_USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+/// BSC's USDT address.
+pub const BSC_USDT: Address = address!("0x55d398326f99059fF775485246999027B3197955");
+/// Dev account indexes funded as payers.
+const PAYERS: std::ops::RangeInclusive<u32> = 1..=4;
+/// Whole tokens minted to each payer.
+const PAYER_TOKENS: u64 = 10_000;
+
+/// Options of `coffer dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Port for the API server (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Where to write the JSON summary (default: <data-dir>/summary.json).
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<PathBuf>,
+    /// Delete the data directory first and start from scratch.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Where chains, database and demo credentials are kept.
+    #[arg(long, default_value = ".coffer-dev", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Seconds between blocks on the local chains.
+    #[arg(long, default_value_t = 1)]
+    pub block_time: u64,
+}
+
+/// The summary file: everything a script needs to pay the local Coffer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Base URL of the API.
+    pub api_base_url: String,
+    /// The demo merchant.
+    pub merchant_id: String,
+    /// The demo merchant's API key (dev only).
+    pub api_key: String,
+    /// The demo merchant's webhook secret (dev only).
+    pub webhook_secret: String,
+    /// Coffer's own signer (hot wallet / facilitator) on every chain.
+    pub signer: String,
+    /// The local chains.
+    pub chains: Vec<ChainSummary>,
+}
+
+/// One local chain in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainSummary {
+    /// Coffer's key (`base-sepolia`).
+    pub name: String,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// CAIP-2 id.
+    pub caip2: String,
+    /// HTTP RPC URL.
+    pub rpc_url: String,
+    /// Test tokens.
+    pub tokens: Vec<TokenSummary>,
+    /// Funded payer accounts.
+    pub payers: Vec<AccountSummary>,
+}
+
+/// A token in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSummary {
+    /// Ticker.
+    pub symbol: String,
+    /// Contract address.
+    pub address: String,
+    /// Decimals.
+    pub decimals: u8,
+    /// EIP-712 domain name, for EIP-3009 tokens.
+    pub eip712_name: Option<String>,
+    /// EIP-712 domain version, for EIP-3009 tokens.
+    pub eip712_version: Option<String>,
+}
+
+/// A funded account (dev keys only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountSummary {
+    /// Address.
+    pub address: String,
+    /// Private key, hex (anvil's public test key).
+    pub private_key: String,
+}
+
+/// The demo merchant's credentials, kept in the data directory so a re-run reuses them.
+#[derive(Serialize, Deserialize)]
+struct DemoCredentials {
+    merchant_id: String,
+    api_key: String,
+}
+
+struct LocalChain {
+    key: &'static str,
+    chain_id: u64,
+    anvil: Anvil,
+}
+
+fn fail(context: &str) -> impl Fn(coffer_evm::EvmError) -> Failure + '_ {
+    move |error| Failure::new(format!("{context}: {error}"))
+}
+
+fn io_fail(context: String) -> impl Fn(std::io::Error) -> Failure {
+    move |error| Failure::new(format!("{context}: {error}"))
+}
+
+/// Runs the local environment until Ctrl-C, then stops the server and the chains.
+///
+/// # Errors
+/// [`Failure`] when anvil is missing, a chain cannot be set up, or the server cannot start.
+pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
+    if args.fresh && args.data_dir.exists() {
+        std::fs::remove_dir_all(&args.data_dir).map_err(io_fail(format!(
+            "cannot remove {}",
+            args.data_dir.display()
+        )))?;
+    }
+    std::fs::create_dir_all(&args.data_dir).map_err(io_fail(format!(
+        "cannot create {}",
+        args.data_dir.display()
+    )))?;
+    let binary = anvil::locate_binary().ok_or_else(|| {
+        Failure::new("anvil not found: run scripts/install-tools.sh (or set COFFER_ANVIL)")
+    })?;
+
+    eprintln!("coffer dev: starting local chains");
+    let mut chains = Vec::new();
+    for (key, chain_id) in [("base-sepolia", 84_532), ("bsc", 56)] {
+        let options = AnvilOptions {
+            binary: binary.clone(),
+            chain_id,
+            port: 0,
+            state_file: Some(args.data_dir.join(format!("{key}.chain.json"))),
+            block_time: None,
+        };
+        let anvil = Anvil::start(&options).await.map_err(fail(key))?;
+        chains.push(LocalChain {
+            key,
+            chain_id,
+            anvil,
+        });
+    }
+    let outcome = run_with_chains(&mut config, &args, &chains).await;
+    eprintln!("coffer dev: stopping local chains");
+    for chain in chains {
+        if let Err(error) = chain.anvil.stop().await {
+            eprintln!("coffer dev: {}: {error}", chain.key);
+        }
+    }
+    outcome
+}
+
+async fn run_with_chains(
+    config: &mut Config,
+    args: &DevArgs,
+    chains: &[LocalChain],
+) -> Result<(), Failure> {
+    let signer = testnet::dev_account(0).map_err(fail("signer"))?;
+    let payers = PAYERS
+        .map(testnet::dev_account)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail("payers"))?;
+    for chain in chains {
+        eprintln!("coffer dev: {}: preparing test tokens", chain.key);
+        prepare_chain(chain, &signer, &payers, args.block_time).await?;
+    }
+
+    config.database.url = format!("sqlite:{}", args.data_dir.join("coffer.db").display());
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    for chain in chains {
+        let entry = config
+            .chains
+            .entry(chain.key.to_owned())
+            .or_insert_with(ChainOverride::default);
+        entry.rpc_urls = vec![chain.anvil.url().to_owned()];
+        entry.confirmations = Some(2);
+    }
+    let registry = config.registry()?;
+    let app = Application::build_with(config, registry.clone()).await?;
+    let api_base_url = format!("http://{}", app.address());
+    let merchants = app.state().merchants.clone();
+    let (merchant_id, api_key) = demo_merchant(&merchants, &args.data_dir).await?;
+    let merchant = merchants.get(&merchant_id_of(&merchant_id)?).await?;
+
+    let summary = Summary {
+        api_base_url: api_base_url.clone(),
+        merchant_id: merchant_id.clone(),
+        api_key: api_key.expose_secret().to_owned(),
+        webhook_secret: merchant.webhook_secret.clone(),
+        signer: signer.address().to_checksum(None),
+        chains: chains
+            .iter()
+            .map(|chain| chain_summary(chain, &registry, &payers))
+            .collect(),
+    };
+    let summary_path = args
+        .summary
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("summary.json"));
+    write_summary(&summary_path, &summary)?;
+    print_banner(&summary, &summary_path);
+    app.run_until(serve::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn merchant_id_of(text: &str) -> Result<coffer_core::MerchantId, Failure> {
+    coffer_core::MerchantId::parse(text).map_err(|error| Failure::new(error.to_string()))
+}
+
+async fn prepare_chain(
+    chain: &LocalChain,
+    signer: &PrivateKeySigner,
+    payers: &[PrivateKeySigner],
+    block_time: u64,
+) -> Result<(), Failure> {
+    let url = chain
+        .anvil
+        .url()
+        .parse()
+        .map_err(|_| Failure::new(format!("{}: bad RPC URL", chain.key)))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(url);
+    let owner = signer.address();
+    let (token, decimals, installed) = if chain.chain_id == 84_532 {
+        let spec = UsdcSpec {
+            name: "USDC".to_owned(),
+            version: "2".to_owned(),
+            symbol: "USDC".to_owned(),
+            decimals: 6,
+            owner,
+        };
+        let installed = testnet::install_usdc_at(&provider, BASE_SEPOLIA_USDC, &spec)
+            .await
+            .map_err(fail(chain.key))?;
+        (BASE_SEPOLIA_USDC, spec.decimals, installed)
+    } else {
+        let spec = PlainTokenSpec {
+            name: "Tether USD".to_owned(),
+            symbol: "USDT".to_owned(),
+            decimals: 18,
+            owner,
+        };
+        let installed = testnet::install_plain_token_at(&provider, BSC_USDT, &spec)
+            .await
+            .map_err(fail(chain.key))?;
+        (BSC_USDT, spec.decimals, installed)
+    };
+    if installed {
+        let amount = U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(decimals));
+        for payer in payers {
+            testnet::mint(&provider, token, payer.address(), amount)
+                .await
+                .map_err(fail(chain.key))?;
+        }
+    }
+    // Blocks keep coming without transactions, so confirmations advance.
+    provider
+        .raw_request::<_, ()>("evm_setIntervalMining".into(), (block_time,))
+        .await
+        .map_err(|error| {
+            Failure::new(format!(
+                "{}: cannot start interval mining: {error}",
+                chain.key
+            ))
+        })?;
+    Ok(())
+}
+
+async fn demo_merchant(
+    merchants: &Merchants,
+    data_dir: &Path,
+) -> Result<(String, SecretString), Failure> {
+    let path = data_dir.join("demo-merchant.json");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(saved) = serde_json::from_str::<DemoCredentials>(&text)
+    {
+        let key = SecretString::from(saved.api_key);
+        if merchants.authenticate(&key).await.is_ok() {
+            return Ok((saved.merchant_id, key));
+        }
+    }
+    let merchant = merchants.create("Demo Shop", None).await?;
+    let created = merchants.create_key(&merchant.id, "coffer dev").await?;
+    let saved = DemoCredentials {
+        merchant_id: merchant.id.to_string(),
+        api_key: created.key.expose_secret().to_owned(),
+    };
+    let text = serde_json::to_string_pretty(&saved).map_err(|e| Failure::new(e.to_string()))?;
+    std::fs::write(&path, text).map_err(io_fail(format!("cannot write {}", path.display())))?;
+    Ok((saved.merchant_id, created.key))
+}
+
+fn chain_summary(
+    chain: &LocalChain,
+    registry: &ChainRegistry,
+    payers: &[PrivateKeySigner],
+) -> ChainSummary {
+    let known = registry.by_chain_id(chain.chain_id);
+    let tokens = known
+        .map(|c| {
+            c.assets
+                .iter()
+                .filter(|asset| asset.address == BASE_SEPOLIA_USDC || asset.address == BSC_USDT)
+                .map(|asset| TokenSummary {
+                    symbol: asset.symbol.clone(),
+                    address: asset.address.to_checksum(None),
+                    decimals: asset.decimals,
+                    eip712_name: asset.eip712.as_ref().map(|d| d.name.clone()),
+                    eip712_version: asset.eip712.as_ref().map(|d| d.version.clone()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ChainSummary {
+        name: chain.key.to_owned(),
+        chain_id: chain.chain_id,
+        caip2: format!("eip155:{}", chain.chain_id),
+        rpc_url: chain.anvil.url().to_owned(),
+        tokens,
+        payers: payers
+            .iter()
+            .map(|payer| AccountSummary {
+                address: payer.address().to_checksum(None),
+                private_key: format!("0x{}", hex::encode(payer.to_bytes())),
+            })
+            .collect(),
+    }
+}
+
+fn write_summary(path: &Path, summary: &Summary) -> Result<(), Failure> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(io_fail(format!("cannot create {}", parent.display())))?;
+    }
+    let text = serde_json::to_string_pretty(summary).map_err(|e| Failure::new(e.to_string()))?;
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text + "\n")
+        .map_err(io_fail(format!("cannot write {}", partial.display())))?;
+    std::fs::rename(&partial, path).map_err(io_fail(format!("cannot write {}", path.display())))
+}
+
+fn print_banner(summary: &Summary, summary_path: &Path) {
+    let mut banner = String::new();
+    banner.push_str("\n  Coffer dev is running\n\n");
+    banner.push_str(&format!("  API          {}\n", summary.api_base_url));
+    banner.push_str(&format!("  merchant     {}\n", summary.merchant_id));
+    banner.push_str(&format!("  API key      {}\n", summary.api_key));
+    for chain in &summary.chains {
+        let tokens: Vec<_> = chain
+            .tokens
+            .iter()
+            .map(|t| format!("{} {}", t.symbol, t.address))
+            .collect();
+        banner.push_str(&format!(
+            "  {:<13}{} (chain {}), {}\n",
+            chain.name,
+            chain.rpc_url,
+            chain.chain_id,
+            tokens.join(", ")
+        ));
+    }
+    banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
+    banner.push_str("  Try it:\n");
+    banner.push_str(&format!(
+        "    curl -s {}/api/merchant -H \"Authorization: Bearer {}\"\n\n",
+        summary.api_base_url, summary.api_key
+    ));
+    banner.push_str(
+        "  Ctrl-C stops Coffer and the chains; run again to resume, --fresh to start over.\n",
+    );
+    println!("{banner}");
+}

@@ -1,0 +1,153 @@
+//! Building and running the server: open the store, build the state, bind, serve until a
+//! shutdown signal, let requests in flight finish.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use coffer_core::ChainRegistry;
+use coffer_server::AppState;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    grace: Duration,
+}
+
+/// Why the application could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("database {url}: {source}")]
+    Store {
+        /// The URL without password.
+        url: String,
+        /// The cause.
+        source: coffer_store::StoreError,
+    },
+    /// An RPC URL is invalid.
+    #[error(transparent)]
+    Evm(#[from] coffer_evm::EvmError),
+    /// The address could not be bound or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Application {
+    /// Opens the store and binds the listener (port 0 picks a free port; see
+    /// [`Application::address`]).
+    ///
+    /// # Errors
+    /// [`StartError`] when the database, the RPC configuration or the address is unusable.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let registry = config.registry()?;
+        Self::build_with(config, registry).await
+    }
+
+    /// Like [`Application::build`] with an explicit registry (`coffer dev` adds its chains).
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with(config: &Config, registry: ChainRegistry) -> Result<Self, StartError> {
+        let store = coffer_store::open(&config.database.url)
+            .await
+            .map_err(|source| StartError::Store {
+                url: coffer_store::redact_url(&config.database.url),
+                source,
+            })?;
+        let mut state = AppState::new(store, registry)?;
+        state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| StartError::Io {
+                context: format!("cannot listen on {}", config.server.listen),
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartError::Io {
+            context: "cannot read the bound address".to_owned(),
+            source,
+        })?;
+        Ok(Application {
+            listener,
+            address,
+            state,
+            grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The shared state (store, services).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then waits up to the grace period for requests in
+    /// flight.
+    ///
+    /// # Errors
+    /// [`StartError::Io`] when serving fails.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let router = coffer_server::router(self.state);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stopping_tx.send(());
+        };
+        let server = coffer_server::serve(self.listener, router, signal);
+        tokio::pin!(server);
+        let grace = self.grace;
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = async {
+                let _ = stopping_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        result.map_err(|source| StartError::Io {
+            context: "server failed".to_owned(),
+            source,
+        })
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminated => {}
+    }
+}

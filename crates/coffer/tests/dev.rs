@@ -1,0 +1,268 @@
+//! `coffer dev` as a new user meets it: it comes up with two chains, its summary lets a script
+//! pay, the banner's request works, Ctrl-C stops everything, and a second run resumes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::sol;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use coffer::dev::Summary;
+use tokio::process::{Child, Command};
+
+sol! {
+    #[sol(rpc)]
+    interface IToken {
+        function name() external view returns (string);
+        function version() external view returns (string);
+        function symbol() external view returns (string);
+        function decimals() external view returns (uint8);
+        function balanceOf(address account) external view returns (uint256);
+        function DOMAIN_SEPARATOR() external view returns (bytes32);
+        function transfer(address to, uint256 value) external returns (bool);
+    }
+
+    struct Probe { uint256 value; }
+}
+
+struct Dev {
+    child: Child,
+    summary: Summary,
+    stdout: String,
+}
+
+async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
+    let summary_path = data_dir.join("out/summary.json");
+    let _ = std::fs::remove_file(&summary_path);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["dev", "--port", "0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--summary")
+        .arg(&summary_path)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("coffer dev starts");
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(&summary_path) {
+            let summary: Summary = serde_json::from_str(&text).expect("summary is JSON");
+            let stdout = read_banner(&mut child).await;
+            return Dev {
+                child,
+                summary,
+                stdout,
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("coffer dev exited early with {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("coffer dev wrote no summary within 60 s");
+}
+
+async fn read_banner(child: &mut Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
+    {
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    banner
+}
+
+async fn interrupt(mut dev: Dev) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(dev.child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(status.success(), "coffer dev exited with {status}");
+}
+
+fn banner_curl(banner: &str) -> (String, String) {
+    let line = banner
+        .lines()
+        .find(|line| line.trim_start().starts_with("curl "))
+        .expect("a curl line");
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http"))
+        .expect("url")
+        .to_owned();
+    let key = line
+        .split("Bearer ")
+        .nth(1)
+        .expect("bearer")
+        .trim_end_matches('"')
+        .to_owned();
+    (url, key)
+}
+
+#[tokio::test]
+async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(data_dir.path(), &[]).await;
+    let summary = dev.summary.clone();
+
+    // The banner's curl works as printed.
+    let (url, key) = banner_curl(&dev.stdout);
+    assert_eq!(key, summary.api_key);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["id"], summary.merchant_id.as_str());
+    assert!(summary.webhook_secret.starts_with("whsec_"));
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", summary.api_base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+
+    // The summary lets a script pay: RPC answers for the right chain, tokens exist with the
+    // given EIP-712 domain, payers hold tokens.
+    let names: Vec<_> = summary
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), c.chain_id))
+        .collect();
+    assert_eq!(names, [("base-sepolia", 84_532), ("bsc", 56)]);
+    let mut balances = Vec::new();
+    for chain in &summary.chains {
+        let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().unwrap());
+        assert_eq!(provider.get_chain_id().await.unwrap(), chain.chain_id);
+        assert_eq!(chain.tokens.len(), 1);
+        let token = &chain.tokens[0];
+        let address: Address = token.address.parse().unwrap();
+        let contract = IToken::new(address, &provider);
+        assert_eq!(contract.decimals().call().await.unwrap(), token.decimals);
+        assert_eq!(contract.symbol().call().await.unwrap(), token.symbol);
+        if let (Some(name), Some(version)) = (&token.eip712_name, &token.eip712_version) {
+            assert_eq!(contract.name().call().await.unwrap(), *name);
+            assert_eq!(contract.version().call().await.unwrap(), *version);
+            let domain = Eip712Domain::new(
+                Some(name.clone().into()),
+                Some(version.clone().into()),
+                Some(U256::from(chain.chain_id)),
+                Some(address),
+                None,
+            );
+            assert_eq!(
+                contract.DOMAIN_SEPARATOR().call().await.unwrap(),
+                domain.separator()
+            );
+            let _ = Probe { value: U256::ZERO }.eip712_signing_hash(&domain);
+        }
+        assert!(chain.payers.len() >= 2);
+        for payer in &chain.payers {
+            let signer: alloy::signers::local::PrivateKeySigner =
+                payer.private_key.parse().unwrap();
+            assert_eq!(signer.address().to_checksum(None), payer.address);
+            let balance = contract.balanceOf(signer.address()).call().await.unwrap();
+            assert_eq!(
+                balance,
+                U256::from(10_000u64) * U256::from(10u64).pow(U256::from(token.decimals))
+            );
+            assert!(
+                provider.get_balance(signer.address()).await.unwrap() > U256::ZERO,
+                "payer has gas"
+            );
+        }
+        balances.push((chain.rpc_url.clone(), address));
+    }
+    let usdc = &summary.chains[0].tokens[0];
+    assert_eq!(
+        (
+            usdc.address.as_str(),
+            usdc.eip712_name.as_deref(),
+            usdc.eip712_version.as_deref()
+        ),
+        (
+            "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+            Some("USDC"),
+            Some("2")
+        )
+    );
+    assert_eq!(
+        (
+            summary.chains[1].tokens[0].symbol.as_str(),
+            summary.chains[1].tokens[0].decimals
+        ),
+        ("USDT", 18)
+    );
+    summary.signer.parse::<Address>().expect("signer address");
+
+    // A payer pays on chain; the transfer must survive a restart.
+    let payer = &summary.chains[0].payers[0];
+    let payee: Address = summary.chains[0].payers[1].address.parse().unwrap();
+    let payer_signer: alloy::signers::local::PrivateKeySigner = payer.private_key.parse().unwrap();
+    let paying = ProviderBuilder::new()
+        .wallet(payer_signer)
+        .connect_http(summary.chains[0].rpc_url.parse().unwrap());
+    let usdc_address: Address = summary.chains[0].tokens[0].address.parse().unwrap();
+    let receipt = IToken::new(usdc_address, &paying)
+        .transfer(payee, U256::from(1_500_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+
+    // Ctrl-C stops Coffer and the chains.
+    interrupt(dev).await;
+    for (rpc_url, _) in &balances {
+        let provider = ProviderBuilder::new().connect_http(rpc_url.parse().unwrap());
+        assert!(
+            provider.get_chain_id().await.is_err(),
+            "{rpc_url} still answers after Ctrl-C"
+        );
+    }
+
+    // A second run keeps the merchant, the key and the chains' state (no second mint).
+    let again = start_dev(data_dir.path(), &[]).await;
+    assert_eq!(again.summary.merchant_id, summary.merchant_id);
+    assert_eq!(again.summary.api_key, summary.api_key);
+    let chain = &again.summary.chains[0];
+    let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().unwrap());
+    let token = IToken::new(chain.tokens[0].address.parse().unwrap(), &provider);
+    let payer: Address = chain.payers[0].address.parse().unwrap();
+    assert_eq!(
+        token.balanceOf(payer).call().await.unwrap(),
+        U256::from(9_998_500_000u64)
+    );
+    assert_eq!(
+        token.balanceOf(payee).call().await.unwrap(),
+        U256::from(10_001_500_000u64)
+    );
+    assert!(provider.get_block_number().await.unwrap() >= receipt.block_number.unwrap());
+    interrupt(again).await;
+
+    // --fresh starts over.
+    let fresh = start_dev(data_dir.path(), &["--fresh"]).await;
+    assert_ne!(fresh.summary.merchant_id, summary.merchant_id);
+    interrupt(fresh).await;
+}
