@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs Coffer's whole test suite on a fresh machine: installs the pinned tools, makes sure
+# PostgreSQL is up, then format check, clippy, every test (SQLite and PostgreSQL, real anvil
+# chains) and the documentation build. CI runs exactly this (.ci/run).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools (anvil, solc-js)"
+scripts/install-tools.sh
+
+step "PostgreSQL"
+export COFFER_TEST_POSTGRES_URL="${COFFER_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+        echo "starting the local PostgreSQL cluster"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+    fi
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 || {
+    echo "PostgreSQL is not reachable at 127.0.0.1:5432; set COFFER_TEST_POSTGRES_URL to a server" >&2
+    exit 1
+}
+# Each test makes its own database; drop those left by earlier runs.
+psql "$COFFER_TEST_POSTGRES_URL" -Atqc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'coffer\_test\_%'" |
+    while read -r name; do psql "$COFFER_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS \"$name\"" >/dev/null; done
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked --no-fail-fast
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "done"
