@@ -4,7 +4,7 @@
 //! ABI the code uses is exactly the one compiled; a test in `coffer` recompiles the sources
 //! with the pinned solc and fails when an artifact is stale.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::too_many_arguments)]
 
 use alloy::sol;
 

@@ -1,5 +1,7 @@
 //! One conformance suite, run against every backend: each test body takes a fresh store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use chrono::{Duration, TimeZone, Utc};
 use coffer_core::MerchantId;
 use coffer_store::testing::{Backend, TestDatabase};

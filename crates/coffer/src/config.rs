@@ -317,6 +317,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn environment_overrides_the_file_and_underscores_stand_for_hyphens() {
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("coffer.toml");

@@ -19,7 +19,7 @@ use alloy::primitives::{Address, U256, address};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use clap::Args;
-use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_core::ChainRegistry;
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::testnet::{self, PlainTokenSpec, UsdcSpec};
 use coffer_server::merchants::Merchants;
@@ -202,10 +202,7 @@ async fn run_with_chains(
     config.database.url = format!("sqlite:{}", args.data_dir.join("coffer.db").display());
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
     for chain in chains {
-        let entry = config
-            .chains
-            .entry(chain.key.to_owned())
-            .or_insert_with(ChainOverride::default);
+        let entry = config.chains.entry(chain.key.to_owned()).or_default();
         entry.rpc_urls = vec![chain.anvil.url().to_owned()];
         entry.confirmations = Some(2);
     }
