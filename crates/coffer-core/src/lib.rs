@@ -12,10 +12,12 @@
 
 pub mod amount;
 pub mod ids;
+pub mod order;
 pub mod registry;
 
 pub use amount::{Amount, AmountError};
 pub use ids::{IdError, MerchantId};
+pub use order::{Evaluation, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus, evaluate};
 pub use registry::{
     Asset, AssetOverride, Chain, ChainOverride, ChainRegistry, Eip712Domain, NetworkNames,
     RegistryError, TransferMethod,
