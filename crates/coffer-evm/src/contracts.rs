@@ -1,7 +1,7 @@
 //! Contract bindings.
 //!
 //! The test tokens are bound from their committed artifacts in `contracts/artifacts/`, so the
-//! ABI the code uses is exactly the one compiled; a test in `coffer` recompiles the sources
+//! ABI the code uses is exactly the one compiled; `tests/artifacts.rs` recompiles the sources
 //! with the pinned solc and fails when an artifact is stale.
 
 #![allow(missing_docs, clippy::too_many_arguments)]
