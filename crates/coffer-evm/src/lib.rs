@@ -3,6 +3,7 @@
 //! - [`contracts`]: Solidity bindings — the ERC-20 interface Coffer reads, and the test tokens
 //!   in `contracts/` (an EIP-3009 token behaving like USDC, a plain 18-decimal ERC-20 like BSC
 //!   USDT, and an ERC-1271 smart wallet) with their committed bytecode.
+//! - [`hd`]: watch-only deposit addresses from a merchant's xpub (BIP-32).
 //! - [`rpc`]: [`rpc::ChainRpc`], a chain's RPC endpoints with failover and a readiness probe.
 //! - [`testnet`]: deployment of the test tokens, either as a fresh contract or at a canonical
 //!   address (so that clients which trust only the public USDC address pay the local chain).
@@ -12,6 +13,7 @@
 
 pub mod anvil;
 pub mod contracts;
+pub mod hd;
 pub mod rpc;
 pub mod testnet;
 

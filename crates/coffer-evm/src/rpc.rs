@@ -62,10 +62,24 @@ impl ChainRpc {
         &self.chain
     }
 
-    /// The first endpoint's provider (callers that need failover use [`ChainRpc::probe`] or
-    /// the watcher's retry loop).
-    pub fn primary(&self) -> Option<&DynProvider> {
-        self.endpoints.first().map(|endpoint| &endpoint.provider)
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// How many endpoints there are.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Endpoint `index` (modulo the count) as `(printable URL, provider)`, for callers that
+    /// rotate through endpoints on failure.
+    pub fn endpoint(&self, index: usize) -> Option<(&str, &DynProvider)> {
+        let count = self.endpoints.len();
+        (count > 0).then(|| {
+            let endpoint = &self.endpoints[index % count];
+            (endpoint.printable.as_str(), &endpoint.provider)
+        })
     }
 
     /// Asks each endpoint in turn for its chain id and latest block, returning the first that

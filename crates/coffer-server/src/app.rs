@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::ApiError;
 use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
+use crate::orders::PaymentOrders;
 use crate::routes;
 
 /// What every handler can reach.
@@ -27,6 +28,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Merchants and API keys.
     pub merchants: Merchants,
+    /// Payment orders.
+    pub orders: PaymentOrders,
+    /// Base URL for links Coffer hands out (payment pages).
+    pub public_url: String,
     /// Known chains.
     pub chains: Arc<ChainRegistry>,
     /// RPC clients of the configured chains.
@@ -35,25 +40,36 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long a readiness probe waits for each dependency.
     pub readiness_timeout: Duration,
+    /// Wakes the webhook dispatcher when new events were written.
+    pub webhook_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
-    /// State over a store and a registry, with RPC clients for every configured chain.
+    /// State over a store and a registry, with RPC clients for every configured chain; links
+    /// are built on `public_url`.
     ///
     /// # Errors
     /// [`coffer_evm::EvmError::InvalidUrl`] when a configured RPC URL does not parse.
-    pub fn new(store: Arc<dyn Store>, chains: ChainRegistry) -> Result<Self, coffer_evm::EvmError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        chains: ChainRegistry,
+        public_url: &str,
+    ) -> Result<Self, coffer_evm::EvmError> {
         let rpcs = chains
             .configured()
             .map(ChainRpc::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let chains = Arc::new(chains);
         Ok(AppState {
             merchants: Merchants::new(store.clone()),
+            orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
+            public_url: public_url.trim_end_matches('/').to_owned(),
             store,
-            chains: Arc::new(chains),
+            chains,
             rpcs: Arc::new(rpcs),
             metrics: Arc::new(Metrics::new()),
             readiness_timeout: Duration::from_secs(3),
+            webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
@@ -90,6 +106,8 @@ pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::routes())
         .merge(routes::merchant::routes())
+        .merge(routes::payment_orders::routes())
+        .merge(routes::webhooks::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);

@@ -16,6 +16,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    field: Option<String>,
 }
 
 /// The JSON body of an error.
@@ -34,6 +35,9 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// Human-readable explanation naming the offending field or header.
     pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -43,7 +47,29 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// A 400 about one request field: the message starts with the field's name.
+    pub fn field(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        let field = field.into();
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: format!("{field}: {message}"),
+            field: Some(field),
+        }
+    }
+
+    /// Changes the HTTP status.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 
     /// 401 `UNAUTHORIZED`.
@@ -79,6 +105,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                field: self.field,
             },
         };
         (self.status, Json(body)).into_response()

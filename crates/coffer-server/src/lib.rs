@@ -11,13 +11,23 @@
 //!   `Merchant-App-Key: <key>` into the calling merchant;
 //! - [`error`]: [`error::ApiError`], stable error codes in Coffer's native JSON envelope;
 //! - [`metrics`]: Prometheus counters and histograms for every request;
+//! - [`orders`]: the payment-order service and its wire form, and [`orders::reevaluate`], the
+//!   one place payments become status changes and events;
+//! - [`events`]: events (the outbox) and webhook signatures;
+//! - [`json`]: request bodies whose errors name the field;
+//! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
+//!   `run_once` step wrapped in a loop;
 //! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
 
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod events;
+pub mod json;
 pub mod merchants;
 pub mod metrics;
+pub mod orders;
 pub mod routes;
+pub mod workers;
 
 pub use app::{AppState, router, serve};

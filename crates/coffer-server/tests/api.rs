@@ -34,7 +34,8 @@ impl TestServer {
         extend: impl FnOnce(axum::Router) -> axum::Router,
     ) -> Self {
         let db = TestDatabase::new(backend).await.expect("fresh database");
-        let mut state = AppState::new(db.store.clone(), registry).expect("state");
+        let mut state =
+            AppState::new(db.store.clone(), registry, "http://127.0.0.1").expect("state");
         state.readiness_timeout = Duration::from_secs(2);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

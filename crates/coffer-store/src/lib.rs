@@ -16,6 +16,7 @@
 //! timestamps as UTC.
 
 mod migrate;
+mod order_rows;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -26,8 +27,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use coffer_core::MerchantId;
+use coffer_core::{MerchantId, OrderStatus};
 
+pub use order_rows::{
+    AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
+    EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
+    OrderUpdate, PaymentRow, WalletRow,
+};
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
 
 /// A storage failure, classified for callers.
@@ -87,11 +93,223 @@ impl StoreError {
     }
 }
 
+/// The payment ledger: deposit wallets, payment orders, payments, chain progress, events and
+/// webhook deliveries.
+///
+/// Every method is atomic. State changes and the events describing them are written in one
+/// transaction (outbox), and order updates carry the version they were computed from, so a
+/// concurrent change makes the later writer fail with [`StoreError::Conflict`] and retry.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Sets a merchant's extended public key for a chain (`chain_id` 0: every EVM chain).
+    /// Replacing the key restarts its child index at 0; keeping it keeps the index.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown merchant.
+    async fn set_wallet(
+        &self,
+        merchant: &MerchantId,
+        chain_id: u64,
+        xpub: &str,
+        now_ms: i64,
+    ) -> Result<WalletRow, StoreError>;
+
+    /// The merchant's wallet for a chain: the chain's own, else the all-chains one.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn wallet(
+        &self,
+        merchant: &MerchantId,
+        chain_id: u64,
+    ) -> Result<Option<WalletRow>, StoreError>;
+
+    /// Takes the wallet's next child index; an index is handed out once.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the wallet changed meanwhile.
+    async fn reserve_address_index(&self, wallet: &WalletRow) -> Result<u32, StoreError>;
+
+    /// Inserts an order with its creation event.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with `"nonce"`, `"idempotency key"` or `"receiving address"`.
+    async fn insert_order(&self, order: NewOrder) -> Result<OrderRow, StoreError>;
+
+    /// Reads an order by its public id.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is none.
+    async fn order(&self, order_id: &str) -> Result<OrderRow, StoreError>;
+
+    /// The order a merchant created with an `Idempotency-Key`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn order_by_idempotency_key(
+        &self,
+        merchant: &MerchantId,
+        key: &str,
+    ) -> Result<Option<OrderRow>, StoreError>;
+
+    /// One page of a merchant's orders and the total matching the filters.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn list_orders(&self, query: &OrderQuery) -> Result<(Vec<OrderRow>, u64), StoreError>;
+
+    /// Orders of a chain still monitored at `now_ms`, with `id > after_id`, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn watched_orders(
+        &self,
+        chain_id: u64,
+        after_id: i64,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<OrderRow>, StoreError>;
+
+    /// Orders of a chain in one status.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn orders_in_status(
+        &self,
+        chain_id: u64,
+        status: OrderStatus,
+    ) -> Result<Vec<OrderRow>, StoreError>;
+
+    /// Pending orders whose window closed by `now_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn orders_due_to_expire(
+        &self,
+        now_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<OrderRow>, StoreError>;
+
+    /// Every payment recorded for an order, orphaned ones included.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn payments_for_order(&self, order_id: &str) -> Result<Vec<PaymentRow>, StoreError>;
+
+    /// Applies order updates and their events in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when an order's version moved; nothing is applied then.
+    async fn update_orders(&self, updates: &[OrderUpdate]) -> Result<(), StoreError>;
+
+    /// The last block the watcher processed on a chain.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn chain_cursor(&self, chain_id: u64) -> Result<Option<ChainBlock>, StoreError>;
+
+    /// A processed block by number, if still kept.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn chain_block(
+        &self,
+        chain_id: u64,
+        number: u64,
+    ) -> Result<Option<ChainBlock>, StoreError>;
+
+    /// Commits one watcher step (rewind, blocks, payments, order updates, events, cursor)
+    /// atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when an order's version moved; nothing is applied then.
+    async fn commit_chain_step(&self, step: &ChainStep) -> Result<(), StoreError>;
+
+    /// A merchant's events, newest first, optionally of one order.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn events(
+        &self,
+        merchant: &MerchantId,
+        order_id: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<EventRow>, StoreError>;
+
+    /// One event.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is none.
+    async fn event(&self, event_id: &str) -> Result<EventRow, StoreError>;
+
+    /// A merchant's webhook deliveries, newest first, optionally of one event.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn deliveries(
+        &self,
+        merchant: &MerchantId,
+        event_id: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
+
+    /// The attempts of one delivery, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn delivery_attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError>;
+
+    /// Schedules a new delivery of an event (redelivery).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the delivery id is taken.
+    async fn schedule_delivery(
+        &self,
+        event: &EventRow,
+        delivery_id: &str,
+        url: &str,
+        now_ms: i64,
+    ) -> Result<DeliveryRow, StoreError>;
+
+    /// Claims up to `limit` due deliveries for `lease_ms`; a claimed delivery is not handed to
+    /// another dispatcher until its lease ends or an attempt is recorded.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+
+    /// Logs an attempt and moves the delivery to its next state.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn record_attempt(&self, outcome: &AttemptOutcome) -> Result<(), StoreError>;
+}
+
+/// What a reorg needs to know.
+#[async_trait]
+pub trait ReorgQueries: Send + Sync + 'static {
+    /// Orders with live payments in blocks above `block_number` (those a reorg back to that
+    /// block would orphan).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn orders_paid_after(
+        &self,
+        chain_id: u64,
+        block_number: u64,
+    ) -> Result<Vec<OrderRow>, StoreError>;
+}
+
 /// Everything Coffer persists.
 ///
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Ledger + ReorgQueries + Send + Sync + 'static {
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

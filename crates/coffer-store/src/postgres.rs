@@ -16,11 +16,18 @@ use crate::migrate::{Migration, pending};
 use crate::rows::merchant_id;
 use crate::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant, Store, StoreError};
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "merchants_and_api_keys",
-    sql: include_str!("../migrations/postgres/0001_merchants_and_api_keys.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "merchants_and_api_keys",
+        sql: include_str!("../migrations/postgres/0001_merchants_and_api_keys.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "payment_orders",
+        sql: include_str!("../migrations/postgres/0002_payment_orders.sql"),
+    },
+];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_6666_6572;
@@ -231,4 +238,20 @@ impl Store for PostgresStore {
         .map_err(StoreError::classify("api key"))?;
         api_key_row(&row)
     }
+}
+
+/// The payment ledger on this backend; the SQL is shared with the other backend.
+mod ledger {
+    type Db = sqlx::Postgres;
+    type DbPool = sqlx::PgPool;
+    type DbRow = sqlx::postgres::PgRow;
+    type ThisStore = super::PostgresStore;
+
+    const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until_ms = $1
+        WHERE id IN (SELECT id FROM webhook_deliveries
+                     WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2
+                     ORDER BY next_attempt_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+        RETURNING delivery_id";
+
+    include!("orders_sql.rs");
 }

@@ -47,6 +47,12 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Manage merchants' deposit wallets (extended public keys).
+    Wallet {
+        /// What to do with wallets.
+        #[command(subcommand)]
+        action: WalletAction,
+    },
     /// Work with configuration.
     Config {
         /// What to do with configuration.
@@ -106,6 +112,24 @@ pub enum KeyAction {
     Revoke {
         /// The key's id, as shown by `coffer key list`.
         id: String,
+    },
+}
+
+/// `coffer wallet …`.
+#[derive(Debug, Subcommand)]
+pub enum WalletAction {
+    /// Set the extended public key (`xpub…`, e.g. of `m/44'/60'/0'/0`) whose children become
+    /// deposit addresses; watch-only, Coffer never needs the private key.
+    Set {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// The extended public key.
+        #[arg(long)]
+        xpub: String,
+        /// Only for this chain (a key such as `base`); default: every EVM chain.
+        #[arg(long)]
+        chain: Option<String>,
     },
 }
 
@@ -209,6 +233,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Merchant { action } => merchant_command(&config, action).await,
         Command::Key { action } => key_command(&config, action).await,
+        Command::Wallet { action } => wallet_command(&config, action).await,
     }
 }
 
@@ -350,6 +375,44 @@ async fn key_command(config: &Config, action: KeyAction) -> Result<(), Failure> 
                     other => other.into(),
                 })?;
             println!("revoked API key {} of {}", row.id, row.merchant_id);
+        }
+    }
+    Ok(())
+}
+
+async fn wallet_command(config: &Config, action: WalletAction) -> Result<(), Failure> {
+    match action {
+        WalletAction::Set {
+            merchant,
+            xpub,
+            chain,
+        } => {
+            let merchant = parse_merchant(&merchant)?;
+            let key = coffer_evm::hd::DepositKey::parse(&xpub)
+                .map_err(|error| Failure::new(format!("--xpub: {error}")))?;
+            let chain_id = match chain.as_deref() {
+                None => 0,
+                Some(name) => config
+                    .registry()?
+                    .by_name(name)
+                    .map(|chain| chain.chain_id)
+                    .ok_or_else(|| Failure::new(format!("--chain: unknown chain {name:?}")))?,
+            };
+            let store = open_store(config).await?;
+            store
+                .merchant(&merchant)
+                .await
+                .map_err(|_| Failure::new(format!("--merchant: no merchant {merchant}")))?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let wallet = store
+                .set_wallet(&merchant, chain_id, &xpub, now)
+                .await
+                .map_err(|error| Failure::new(error.to_string()))?;
+            let first = key
+                .address(wallet.next_index)
+                .map_err(|error| Failure::new(error.to_string()))?;
+            let scope = chain.as_deref().unwrap_or("every EVM chain");
+            println!("deposit wallet set for {merchant} on {scope}; next deposit address {first}");
         }
     }
     Ok(())

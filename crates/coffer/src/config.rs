@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Seconds a readiness probe waits for each dependency.
     pub readiness_timeout_seconds: u64,
+    /// Base URL customers and merchants reach Coffer at (for payment links); defaults to
+    /// `http://<listen address>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_seconds: 30,
             readiness_timeout_seconds: 3,
+            public_url: None,
         }
     }
 }
@@ -172,6 +176,13 @@ impl Config {
                 coffer_store::redact_url(&self.database.url)
             )));
         }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "server.public_url: must be an http:// or https:// URL".to_owned(),
+            ));
+        }
         if self.server.readiness_timeout_seconds == 0 {
             return Err(ConfigError(
                 "server.readiness_timeout_seconds: must be at least 1".to_owned(),
@@ -227,6 +238,8 @@ listen = "127.0.0.1:8080"
 shutdown_grace_seconds = 30
 # Seconds /readyz waits for the database and each chain's RPC.
 readiness_timeout_seconds = 3
+# Base URL for payment links; defaults to http://<listen>.
+# public_url = "https://pay.example.com"
 
 [database]
 # sqlite:<path> for one process (created if missing), or

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use alloy::hex;
 use alloy::network::EthereumWallet;
@@ -23,6 +24,7 @@ use coffer_core::ChainRegistry;
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::testnet::{self, PlainTokenSpec, UsdcSpec};
 use coffer_server::merchants::Merchants;
+use coffer_server::workers::Intervals;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -206,12 +208,42 @@ async fn run_with_chains(
         entry.rpc_urls = vec![chain.anvil.url().to_owned()];
         entry.confirmations = Some(2);
     }
+    // Payment-order examples say `"blockchain": "base"`: locally that is the Base Sepolia chain.
+    config
+        .chains
+        .entry("base".to_owned())
+        .or_default()
+        .cryptopay_slug = Some("base-mainnet".to_owned());
+    config
+        .chains
+        .entry("base-sepolia".to_owned())
+        .or_default()
+        .cryptopay_slug = Some("base".to_owned());
     let registry = config.registry()?;
-    let app = Application::build_with(config, registry.clone()).await?;
+    let app = Application::build_with(config, registry.clone())
+        .await?
+        .with_intervals(Intervals {
+            watcher: Duration::from_millis(200),
+            expirer: Duration::from_millis(500),
+            dispatcher: Duration::from_millis(500),
+        });
     let api_base_url = format!("http://{}", app.address());
     let merchants = app.state().merchants.clone();
     let (merchant_id, api_key) = demo_merchant(&merchants, &args.data_dir).await?;
     let merchant = merchants.get(&merchant_id_of(&merchant_id)?).await?;
+    let deposit_key = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
+        .and_then(|key| key.to_base58())
+        .map_err(|error| Failure::new(format!("dev deposit key: {error}")))?;
+    app.state()
+        .store
+        .set_wallet(
+            &merchant.id,
+            0,
+            &deposit_key,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await
+        .map_err(|error| Failure::new(format!("dev deposit wallet: {error}")))?;
 
     let summary = Summary {
         api_base_url: api_base_url.clone(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use coffer_core::ChainRegistry;
 use coffer_server::AppState;
+use coffer_server::workers::Intervals;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -16,6 +17,7 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     grace: Duration,
+    intervals: Intervals,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -67,8 +69,6 @@ impl Application {
                 url: coffer_store::redact_url(&config.database.url),
                 source,
             })?;
-        let mut state = AppState::new(store, registry)?;
-        state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Io {
@@ -79,10 +79,18 @@ impl Application {
             context: "cannot read the bound address".to_owned(),
             source,
         })?;
+        let public_url = config
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let mut state = AppState::new(store, registry, &public_url)?;
+        state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         Ok(Application {
             listener,
             address,
             state,
+            intervals: Intervals::default(),
             grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         })
     }
@@ -97,6 +105,12 @@ impl Application {
         &self.state
     }
 
+    /// Changes how often idle workers poll (`coffer dev` polls faster).
+    pub fn with_intervals(mut self, intervals: Intervals) -> Self {
+        self.intervals = intervals;
+        self
+    }
+
     /// Serves until `shutdown` completes, then waits up to the grace period for requests in
     /// flight.
     ///
@@ -106,11 +120,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
+        let workers =
+            coffer_server::workers::spawn_all(&self.state, self.intervals, &workers_stopping);
         let router = coffer_server::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop_workers.send(true);
             let _ = stopping_tx.send(());
         };
         let server = coffer_server::serve(self.listener, router, signal);
@@ -126,6 +144,9 @@ impl Application {
                 Ok(())
             }
         };
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+        }
         result.map_err(|source| StartError::Io {
             context: "server failed".to_owned(),
             source,

@@ -272,16 +272,28 @@ impl ChainRegistry {
     fn check_unique(&self) -> Result<(), RegistryError> {
         for (i, chain) in self.chains.iter().enumerate() {
             for other in &self.chains[..i] {
+                let v1_names = |c: &Chain| -> Vec<String> {
+                    std::iter::once(&c.names.x402_v1)
+                        .chain(&c.names.aliases)
+                        .map(|name| name.to_ascii_lowercase())
+                        .collect()
+                };
+                let theirs = v1_names(other);
                 let collision = if chain.chain_id == other.chain_id {
                     Some(format!("chain_id {}", chain.chain_id))
+                } else if chain
+                    .names
+                    .cryptopay_slug
+                    .eq_ignore_ascii_case(&other.names.cryptopay_slug)
+                {
+                    Some(format!("cryptopay_slug {:?}", chain.names.cryptopay_slug))
+                } else if chain.names.okx_chain_index == other.names.okx_chain_index {
+                    Some(format!("okx_chain_index {:?}", chain.names.okx_chain_index))
                 } else {
-                    let names = std::iter::once(&chain.names.cryptopay_slug)
-                        .chain(&chain.names.aliases)
-                        .chain(std::iter::once(&chain.names.x402_v1));
-                    names
-                        .filter(|name| other.answers_to(name))
+                    v1_names(chain)
+                        .into_iter()
+                        .find(|name| theirs.contains(name))
                         .map(|name| format!("name {name:?}"))
-                        .next()
                 };
                 if let Some(what) = collision {
                     return Err(RegistryError::Duplicate {

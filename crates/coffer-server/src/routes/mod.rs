@@ -4,3 +4,5 @@
 pub mod health;
 pub mod merchant;
 pub mod meta;
+pub mod payment_orders;
+pub mod webhooks;

@@ -1,0 +1,738 @@
+//! Payment orders: creation, reading, listing, and their wire form.
+//!
+//! The service validates a request against the chain registry, reserves a fresh deposit
+//! address from the merchant's xpub, and writes the order with its `payment_order.created`
+//! event. Status changes happen elsewhere (watcher, expirer) through [`reevaluate`], the one
+//! place that turns payments into an order update and its events.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use coffer_core::{
+    Amount, Chain, ChainRegistry, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus, evaluate,
+};
+use coffer_evm::hd::DepositKey;
+use coffer_store::{
+    MerchantRow, NewOrder, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Store, StoreError,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::events::{new_id, order_event, rfc3339_ms};
+
+/// How long an order stays payable when the request gives no `expires_at`.
+pub const DEFAULT_EXPIRY_MS: i64 = 30 * 60 * 1000;
+/// How long after expiry late payments are still credited.
+pub const MONITORING_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// The longest payment window accepted.
+pub const MAX_EXPIRY_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+/// `POST /api/payment-orders/` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderRequest {
+    /// Amount in the token's units, e.g. `"100.00"`; no more decimals than the token has.
+    pub amount: String,
+    /// Token symbol (`USDC`, `USDT`) or the chain's native coin (`ETH`, `BNB`).
+    pub currency: String,
+    /// Blockchain slug (`base`, `ethereum`, `polygon`, `bsc`, …).
+    pub blockchain: String,
+    /// Order details as a JSON-encoded string.
+    pub order_info: String,
+    /// Unique per merchant.
+    pub nonce: i64,
+    /// Webhook endpoint for this order (else the merchant's).
+    pub webhook_url: Option<String>,
+    /// Where to send the customer after payment.
+    pub redirect_url: Option<String>,
+    /// End of the payment window, RFC 3339; default 30 minutes from now.
+    pub expires_at: Option<String>,
+    /// How much less than `amount` still completes the order; default `"0"`.
+    pub underpayment_tolerance: Option<String>,
+}
+
+/// The confirming transaction, in the seed's shape.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TransactionView {
+    /// Transaction hash.
+    pub transaction_hash: String,
+    /// Block number.
+    pub block_number: u64,
+    /// Confirmations so far.
+    pub confirmations: u64,
+    /// `confirmed` once deep enough, else `pending`.
+    pub status: &'static str,
+}
+
+/// One payment of an order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentView {
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Log index of the `Transfer` event (-1 for a native-coin transfer).
+    pub log_index: i64,
+    /// Block number.
+    pub block_number: u64,
+    /// Confirmations so far (0 when orphaned).
+    pub confirmations: u64,
+    /// Amount, in token units.
+    pub amount: String,
+    /// Sender.
+    pub sender: String,
+    /// `pending`, `confirmed`, or `orphaned` (its block left the chain).
+    pub status: &'static str,
+}
+
+/// A payment order on the wire.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderView {
+    /// Sequential number.
+    pub id: i64,
+    /// Public id.
+    pub order_id: String,
+    /// Amount asked, in token units.
+    pub amount: String,
+    /// Token symbol.
+    pub currency: String,
+    /// Blockchain slug.
+    pub blockchain: String,
+    /// `pending`, `processing`, `confirmed`, `expired` or `failed`.
+    pub status: &'static str,
+    /// `underpaid`, `overpaid`, `paid_late`, or null.
+    pub payment_status: Option<&'static str>,
+    /// Sum of the payments counted, in token units.
+    pub amount_paid: String,
+    /// Accepted shortfall, in token units.
+    pub underpayment_tolerance: String,
+    /// Deposit address for this order.
+    pub receiving_address: String,
+    /// Token contract (null for the native coin).
+    pub token_address: Option<String>,
+    /// Page for the customer.
+    pub payment_url: String,
+    /// QR code of the payment (SVG).
+    pub qr_code_url: String,
+    /// Order info as given.
+    pub order_info: String,
+    /// Nonce as given.
+    pub nonce: i64,
+    /// Per-order webhook endpoint.
+    pub webhook_url: Option<String>,
+    /// Redirect URL.
+    pub redirect_url: Option<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// End of the payment window.
+    pub expires_at: String,
+    /// When it was confirmed.
+    pub confirmed_at: Option<String>,
+    /// The confirming (or latest) transaction.
+    pub transaction: Option<TransactionView>,
+    /// Every payment seen.
+    pub payments: Vec<PaymentView>,
+}
+
+/// What can go wrong with a payment-order request.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// Bad input, with its CryptoPay error code.
+    #[error("{message}")]
+    Invalid {
+        /// Stable code (`INVALID_AMOUNT`, …).
+        code: &'static str,
+        /// The field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The merchant has no xpub for the chain.
+    #[error("no deposit wallet configured for {0}")]
+    WalletNotConfigured(String),
+    /// The nonce was used before.
+    #[error("nonce {0} was already used")]
+    DuplicateNonce(i64),
+    /// The `Idempotency-Key` was used with another body.
+    #[error("Idempotency-Key was already used with a different request body")]
+    IdempotencyMismatch,
+    /// No such order for this merchant.
+    #[error("payment order {0} not found")]
+    NotFound(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<OrderError> for ApiError {
+    fn from(error: OrderError) -> Self {
+        use axum::http::StatusCode;
+        match error {
+            OrderError::Invalid {
+                code,
+                field,
+                message,
+            } => ApiError::field(code, field, message),
+            OrderError::WalletNotConfigured(chain) => ApiError::field(
+                "WALLET_NOT_CONFIGURED",
+                "blockchain",
+                format!(
+                    "no deposit wallet is configured for {chain}; set one with `coffer wallet set`"
+                ),
+            ),
+            OrderError::DuplicateNonce(nonce) => ApiError::field(
+                "DUPLICATE_NONCE",
+                "nonce",
+                format!("{nonce} was already used"),
+            )
+            .with_status(StatusCode::CONFLICT),
+            OrderError::IdempotencyMismatch => ApiError::field(
+                "IDEMPOTENCY_KEY_REUSED",
+                "Idempotency-Key",
+                "was already used with a different request body",
+            )
+            .with_status(StatusCode::CONFLICT),
+            OrderError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ORDER_NOT_FOUND",
+                format!("payment order {id} not found"),
+            ),
+            OrderError::Store(error) => ApiError::internal(&error),
+        }
+    }
+}
+
+fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> OrderError {
+    OrderError::Invalid {
+        code,
+        field,
+        message: message.into(),
+    }
+}
+
+/// The payment-order service.
+#[derive(Clone)]
+pub struct PaymentOrders {
+    store: Arc<dyn Store>,
+    chains: Arc<ChainRegistry>,
+    public_url: String,
+}
+
+/// What [`PaymentOrders::create`] did.
+#[derive(Debug)]
+pub struct Created {
+    /// The order.
+    pub order: OrderRow,
+    /// False when an earlier request with the same `Idempotency-Key` created it.
+    pub fresh: bool,
+}
+
+/// The token an order is paid in.
+struct PaidWith<'a> {
+    chain: &'a Chain,
+    symbol: String,
+    address: Option<String>,
+    decimals: u8,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn is_http_url(text: &str) -> bool {
+    (text.starts_with("https://") || text.starts_with("http://"))
+        && text.len() <= 2048
+        && !text.contains(char::is_whitespace)
+}
+
+impl PaymentOrders {
+    /// A service over `store` for the chains in `chains`; links are built on `public_url`.
+    pub fn new(store: Arc<dyn Store>, chains: Arc<ChainRegistry>, public_url: String) -> Self {
+        PaymentOrders {
+            store,
+            chains,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn resolve<'a>(&'a self, request: &CreateOrderRequest) -> Result<PaidWith<'a>, OrderError> {
+        let chain = self
+            .chains
+            .by_cryptopay_slug(&request.blockchain)
+            .or_else(|| self.chains.by_name(&request.blockchain))
+            .filter(|chain| !chain.rpc_urls.is_empty())
+            .ok_or_else(|| {
+                let supported: Vec<_> = self
+                    .chains
+                    .configured()
+                    .map(|c| c.names.cryptopay_slug.as_str())
+                    .collect();
+                invalid(
+                    "INVALID_BLOCKCHAIN",
+                    "blockchain",
+                    format!(
+                        "{:?} is not supported; use one of: {}",
+                        request.blockchain,
+                        supported.join(", ")
+                    ),
+                )
+            })?;
+        if let Some(asset) = chain.asset_by_symbol(&request.currency) {
+            return Ok(PaidWith {
+                chain,
+                symbol: asset.symbol.clone(),
+                address: Some(asset.address.to_checksum(None).to_ascii_lowercase()),
+                decimals: asset.decimals,
+            });
+        }
+        if chain.native_symbol.eq_ignore_ascii_case(&request.currency) {
+            return Ok(PaidWith {
+                chain,
+                symbol: chain.native_symbol.clone(),
+                address: None,
+                decimals: 18,
+            });
+        }
+        let mut supported: Vec<_> = chain.assets.iter().map(|a| a.symbol.as_str()).collect();
+        supported.push(&chain.native_symbol);
+        Err(invalid(
+            "UNSUPPORTED_CURRENCY",
+            "currency",
+            format!(
+                "{:?} is not supported on {}; use one of: {}",
+                request.currency,
+                chain.names.cryptopay_slug,
+                supported.join(", ")
+            ),
+        ))
+    }
+
+    /// Validates and creates an order, or returns the one an earlier request with the same
+    /// `Idempotency-Key` created.
+    ///
+    /// # Errors
+    /// [`OrderError`] naming the bad field, `WalletNotConfigured`, `DuplicateNonce`,
+    /// `IdempotencyMismatch`.
+    pub async fn create(
+        &self,
+        merchant: &MerchantRow,
+        request: &CreateOrderRequest,
+        raw_body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, OrderError> {
+        let request_hash = hex::encode(Sha256::digest(raw_body));
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self
+                .store
+                .order_by_idempotency_key(&merchant.id, key)
+                .await?
+        {
+            return if existing.request_hash.as_deref() == Some(request_hash.as_str()) {
+                Ok(Created {
+                    order: existing,
+                    fresh: false,
+                })
+            } else {
+                Err(OrderError::IdempotencyMismatch)
+            };
+        }
+        let paid_with = self.resolve(request)?;
+        let amount =
+            Amount::parse_decimal(request.amount.trim(), paid_with.decimals).map_err(|error| {
+                invalid(
+                    "INVALID_AMOUNT",
+                    "amount",
+                    format!("{:?}: {error}", request.amount),
+                )
+            })?;
+        if amount.is_zero() {
+            return Err(invalid(
+                "INVALID_AMOUNT",
+                "amount",
+                "must be greater than zero",
+            ));
+        }
+        let tolerance = match &request.underpayment_tolerance {
+            None => Amount::ZERO,
+            Some(text) => {
+                Amount::parse_decimal(text.trim(), paid_with.decimals).map_err(|error| {
+                    invalid(
+                        "INVALID_AMOUNT",
+                        "underpayment_tolerance",
+                        error.to_string(),
+                    )
+                })?
+            }
+        };
+        if tolerance >= amount {
+            return Err(invalid(
+                "INVALID_AMOUNT",
+                "underpayment_tolerance",
+                "must be less than amount",
+            ));
+        }
+        if serde_json::from_str::<serde_json::Value>(&request.order_info).is_err() {
+            return Err(invalid(
+                "INVALID_ORDER_INFO",
+                "order_info",
+                "must be a JSON-encoded string, e.g. \"{\\\"product\\\": \\\"Plan\\\"}\"",
+            ));
+        }
+        if request.order_info.len() > 16 * 1024 {
+            return Err(invalid(
+                "INVALID_ORDER_INFO",
+                "order_info",
+                "must be at most 16 KiB",
+            ));
+        }
+        if request.nonce < 0 {
+            return Err(invalid(
+                "VALIDATION_ERROR",
+                "nonce",
+                "must be a non-negative integer",
+            ));
+        }
+        for (field, url) in [
+            ("webhook_url", &request.webhook_url),
+            ("redirect_url", &request.redirect_url),
+        ] {
+            if let Some(url) = url
+                && !is_http_url(url)
+            {
+                return Err(invalid(
+                    "VALIDATION_ERROR",
+                    field,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        let now = now_ms();
+        let expires_at_ms = match &request.expires_at {
+            None => now + DEFAULT_EXPIRY_MS,
+            Some(text) => {
+                let at = DateTime::parse_from_rfc3339(text)
+                    .map_err(|_| {
+                        invalid(
+                            "VALIDATION_ERROR",
+                            "expires_at",
+                            "must be an RFC 3339 time such as 2030-01-01T12:00:00Z",
+                        )
+                    })?
+                    .timestamp_millis();
+                if at <= now {
+                    return Err(invalid(
+                        "VALIDATION_ERROR",
+                        "expires_at",
+                        "must be in the future",
+                    ));
+                }
+                if at - now > MAX_EXPIRY_MS {
+                    return Err(invalid(
+                        "VALIDATION_ERROR",
+                        "expires_at",
+                        "must be at most 30 days away",
+                    ));
+                }
+                at
+            }
+        };
+        let chain = paid_with.chain;
+        let wallet = self
+            .store
+            .wallet(&merchant.id, chain.chain_id)
+            .await?
+            .ok_or_else(|| OrderError::WalletNotConfigured(chain.names.cryptopay_slug.clone()))?;
+        let key = DepositKey::parse(&wallet.xpub).map_err(|error| {
+            OrderError::Store(StoreError::Corrupt {
+                what: "wallet xpub",
+                detail: error.to_string(),
+            })
+        })?;
+        let index = self.store.reserve_address_index(&wallet).await?;
+        let address = key.address(index).map_err(|error| {
+            OrderError::Store(StoreError::Corrupt {
+                what: "deposit address",
+                detail: error.to_string(),
+            })
+        })?;
+        let order_id = format!("ORD-{}", &new_id("x")[2..14]);
+        let order = NewOrder {
+            order_id: order_id.clone(),
+            merchant_id: merchant.id.clone(),
+            chain_id: chain.chain_id,
+            blockchain: chain.names.cryptopay_slug.clone(),
+            currency: paid_with.symbol,
+            asset_address: paid_with.address,
+            decimals: paid_with.decimals,
+            amount,
+            underpayment_tolerance: tolerance,
+            receiving_address: address.to_checksum(None),
+            derivation_index: index,
+            order_info: request.order_info.clone(),
+            nonce: request.nonce,
+            webhook_url: request.webhook_url.clone(),
+            redirect_url: request.redirect_url.clone(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_hash: Some(request_hash),
+            created_at_ms: now,
+            expires_at_ms,
+            monitor_until_ms: expires_at_ms + MONITORING_WINDOW_MS,
+            event: order_event(
+                merchant,
+                &order_id,
+                request.webhook_url.as_deref(),
+                "payment_order.created",
+                serde_json::Value::Null,
+                now,
+                false,
+            ),
+        };
+        match self.store.insert_order(order).await {
+            Ok(stored) => Ok(Created {
+                order: stored,
+                fresh: true,
+            }),
+            Err(StoreError::Conflict("nonce")) => Err(OrderError::DuplicateNonce(request.nonce)),
+            Err(StoreError::Conflict("idempotency key")) => {
+                // A concurrent request with the same key won; answer as it did.
+                let key = idempotency_key.unwrap_or_default();
+                match self
+                    .store
+                    .order_by_idempotency_key(&merchant.id, key)
+                    .await?
+                {
+                    Some(existing)
+                        if existing.request_hash == Some(hex::encode(Sha256::digest(raw_body))) =>
+                    {
+                        Ok(Created {
+                            order: existing,
+                            fresh: false,
+                        })
+                    }
+                    _ => Err(OrderError::IdempotencyMismatch),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Reads a merchant's order with its payments, rendered.
+    ///
+    /// # Errors
+    /// [`OrderError::NotFound`] when the order does not exist or belongs to someone else.
+    pub async fn get(
+        &self,
+        merchant: &MerchantRow,
+        order_id: &str,
+    ) -> Result<OrderView, OrderError> {
+        let order = match self.store.order(order_id).await {
+            Ok(order) if order.merchant_id == merchant.id => order,
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                return Err(OrderError::NotFound(order_id.to_owned()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        self.render(&order).await
+    }
+
+    /// Renders an order with its payments and current confirmations.
+    ///
+    /// # Errors
+    /// [`OrderError::Store`] when reading fails.
+    pub async fn render(&self, order: &OrderRow) -> Result<OrderView, OrderError> {
+        let payments = self.store.payments_for_order(&order.order_id).await?;
+        let head = self
+            .store
+            .chain_cursor(order.chain_id)
+            .await?
+            .map(|block| block.number);
+        let required = self
+            .chains
+            .by_chain_id(order.chain_id)
+            .map_or(1, |chain| chain.confirmations);
+        Ok(self.view(order, &payments, head, required))
+    }
+
+    /// A page of a merchant's orders and the total.
+    ///
+    /// # Errors
+    /// [`OrderError::Store`] when reading fails.
+    pub async fn list(&self, query: &OrderQuery) -> Result<(Vec<OrderView>, u64), OrderError> {
+        let (orders, count) = self.store.list_orders(query).await?;
+        let mut views = Vec::with_capacity(orders.len());
+        for order in &orders {
+            views.push(self.render(order).await?);
+        }
+        Ok((views, count))
+    }
+
+    /// The chain id for a `blockchain` filter value.
+    pub fn chain_id_for(&self, slug: &str) -> Option<u64> {
+        self.chains
+            .by_cryptopay_slug(slug)
+            .or_else(|| self.chains.by_name(slug))
+            .map(|chain| chain.chain_id)
+    }
+
+    /// The wire form of an order.
+    pub fn view(
+        &self,
+        order: &OrderRow,
+        payments: &[PaymentRow],
+        head: Option<u64>,
+        required: u64,
+    ) -> OrderView {
+        let format = |amount: Amount| amount.to_decimal_string_min(order.decimals, 2);
+        let confirmations = |row: &PaymentRow| match head {
+            Some(head) if !row.orphaned && head >= row.payment.block_number => {
+                head - row.payment.block_number + 1
+            }
+            _ => 0,
+        };
+        let payment_views: Vec<PaymentView> = payments
+            .iter()
+            .map(|row| {
+                let confirmations = confirmations(row);
+                PaymentView {
+                    tx_hash: row.payment.tx_hash.clone(),
+                    log_index: row.payment.log_index,
+                    block_number: row.payment.block_number,
+                    confirmations,
+                    amount: format(row.payment.amount),
+                    sender: row.payment.sender.clone(),
+                    status: if row.orphaned {
+                        "orphaned"
+                    } else if confirmations >= required.max(1) {
+                        "confirmed"
+                    } else {
+                        "pending"
+                    },
+                }
+            })
+            .collect();
+        let transaction = payments.iter().rev().find(|row| !row.orphaned).map(|row| {
+            let confirmations = confirmations(row);
+            TransactionView {
+                transaction_hash: row.payment.tx_hash.clone(),
+                block_number: row.payment.block_number,
+                confirmations,
+                status: if confirmations >= required.max(1) {
+                    "confirmed"
+                } else {
+                    "pending"
+                },
+            }
+        });
+        OrderView {
+            id: order.id,
+            order_id: order.order_id.clone(),
+            amount: format(order.amount),
+            currency: order.currency.clone(),
+            blockchain: order.blockchain.clone(),
+            status: order.status.as_str(),
+            payment_status: order.sub_status.as_str(),
+            amount_paid: format(order.amount_paid),
+            underpayment_tolerance: format(order.underpayment_tolerance),
+            receiving_address: order.receiving_address.clone(),
+            token_address: order.asset_address.clone(),
+            payment_url: format!("{}/pay/{}", self.public_url, order.order_id),
+            qr_code_url: format!("/qr/{}", order.order_id),
+            order_info: order.order_info.clone(),
+            nonce: order.nonce,
+            webhook_url: order.webhook_url.clone(),
+            redirect_url: order.redirect_url.clone(),
+            created_at: rfc3339_ms(order.created_at_ms),
+            expires_at: rfc3339_ms(order.expires_at_ms),
+            confirmed_at: order.confirmed_at_ms.map(rfc3339_ms),
+            transaction,
+            payments: payment_views,
+        }
+    }
+}
+
+/// Recomputes an order from its payments at chain height `head`, and returns the update with
+/// its events when anything changed. `orphaned_now` says payments were just lost to a reorg.
+#[allow(clippy::too_many_arguments)]
+pub fn reevaluate(
+    service: &PaymentOrders,
+    merchant: &MerchantRow,
+    order: &OrderRow,
+    payments: &[PaymentRow],
+    head: u64,
+    required_confirmations: u64,
+    now_ms: i64,
+    new_payments: usize,
+    orphaned_now: bool,
+) -> Option<OrderUpdate> {
+    let facts: Vec<PaymentFacts> = payments
+        .iter()
+        .filter(|row| !row.orphaned)
+        .map(|row| PaymentFacts {
+            amount: row.payment.amount,
+            confirmations: head.saturating_sub(row.payment.block_number) + 1,
+            block_time: row.payment.block_time,
+        })
+        .collect();
+    let terms = OrderTerms {
+        amount: order.amount,
+        underpayment_tolerance: order.underpayment_tolerance,
+        expires_at: order.expires_at_ms / 1000,
+        monitor_until: order.monitor_until_ms / 1000,
+        closed: order.closed,
+    };
+    let evaluation = evaluate(&terms, &facts, required_confirmations, now_ms / 1000);
+    let changed = evaluation.status != order.status
+        || evaluation.sub_status != order.sub_status
+        || evaluation.amount_paid != order.amount_paid;
+    if !changed && new_payments == 0 && !orphaned_now {
+        return None;
+    }
+    let confirmed_at_ms = match evaluation.status {
+        OrderStatus::Confirmed => order.confirmed_at_ms.or(Some(now_ms)),
+        _ => None,
+    };
+    let mut next = order.clone();
+    next.status = evaluation.status;
+    next.sub_status = evaluation.sub_status;
+    next.amount_paid = evaluation.amount_paid;
+    next.confirmed_at_ms = confirmed_at_ms;
+    let data =
+        serde_json::to_value(service.view(&next, payments, Some(head), required_confirmations))
+            .unwrap_or_default();
+    let mut events = Vec::new();
+    let mut push = |event_type: &str| {
+        events.push(order_event(
+            merchant,
+            &order.order_id,
+            order.webhook_url.as_deref(),
+            event_type,
+            data.clone(),
+            now_ms,
+            true,
+        ));
+    };
+    if orphaned_now {
+        push("payment_order.reorged");
+    }
+    if new_payments > 0 {
+        push("payment_order.payment_detected");
+    }
+    if evaluation.status != order.status {
+        push(&format!("payment_order.{}", evaluation.status));
+    } else if evaluation.sub_status != order.sub_status
+        && evaluation.sub_status != PaymentSubStatus::None
+    {
+        push("payment_order.updated");
+    }
+    Some(OrderUpdate {
+        order_id: order.order_id.clone(),
+        expected_version: order.version,
+        status: evaluation.status,
+        sub_status: evaluation.sub_status,
+        amount_paid: evaluation.amount_paid,
+        confirmed_at_ms,
+        closed: order.closed,
+        updated_at_ms: now_ms,
+        events,
+    })
+}

@@ -1,0 +1,263 @@
+//! The payment-orders family, compatible with CryptoPay: `{success, data}` envelopes, a
+//! DRF-style paginated list, and CryptoPay's error codes.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use coffer_core::OrderStatus;
+use coffer_store::{OrderOrdering, OrderQuery};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CallingMerchant;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::JsonBody;
+use crate::orders::{CreateOrderRequest, OrderView};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order))
+}
+
+/// `{"success": true, "data": order}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderEnvelope {
+    /// Always `true`.
+    pub success: bool,
+    /// The order.
+    pub data: OrderView,
+}
+
+/// A page of orders, DRF style.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    /// Orders matching the filters.
+    pub count: u64,
+    /// The next page's URL, or null.
+    pub next: Option<String>,
+    /// The previous page's URL, or null.
+    pub previous: Option<String>,
+    /// This page.
+    pub results: Vec<OrderView>,
+}
+
+/// List filters.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `pending`, `processing`, `confirmed`, `expired` or `failed`.
+    pub status: Option<String>,
+    /// Blockchain slug.
+    pub blockchain: Option<String>,
+    /// Token symbol.
+    pub currency: Option<String>,
+    /// Page number, from 1 (default 1).
+    pub page: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    pub page_size: Option<String>,
+    /// `-created_at` (default), `created_at`, `amount`, `-amount`, `status`, `-status`.
+    pub ordering: Option<String>,
+}
+
+/// Create a payment order: a fresh deposit address for `amount` of `currency` on
+/// `blockchain`. Send `Idempotency-Key` to make retries safe: the same key and body answer the
+/// same order; the same key with another body is refused.
+#[utoipa::path(
+    post,
+    path = "/api/payment-orders/",
+    tag = "payment orders",
+    security(("api_key" = [])),
+    request_body = CreateOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    responses(
+        (status = 201, description = "Created", body = OrderEnvelope),
+        (status = 200, description = "Replayed with the same Idempotency-Key", body = OrderEnvelope),
+        (status = 400, description = "INVALID_AMOUNT, UNSUPPORTED_CURRENCY, INVALID_BLOCKCHAIN, WALLET_NOT_CONFIGURED, INVALID_ORDER_INFO, VALIDATION_ERROR, INVALID_JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 409, description = "DUPLICATE_NONCE or IDEMPOTENCY_KEY_REUSED", body = ErrorBody)
+    )
+)]
+async fn create_order(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+    headers: HeaderMap,
+    body: JsonBody<CreateOrderRequest>,
+) -> Result<(StatusCode, Json<OrderEnvelope>), ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|key| !key.is_empty() && key.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "VALIDATION_ERROR",
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible characters",
+                    )
+                })?;
+            Some(key.to_owned())
+        }
+    };
+    let created = state
+        .orders
+        .create(&merchant, &body.value, &body.raw, key.as_deref())
+        .await?;
+    let view = state.orders.render(&created.order).await?;
+    let status = if created.fresh {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(OrderEnvelope {
+            success: true,
+            data: view,
+        }),
+    ))
+}
+
+/// Read one of your payment orders, with its payments and confirmations.
+#[utoipa::path(
+    get,
+    path = "/api/payment-orders/{order_id}/",
+    tag = "payment orders",
+    security(("api_key" = [])),
+    params(("order_id" = String, Path, description = "The order's id, ORD-…")),
+    responses((status = 200, body = OrderEnvelope), (status = 401, body = ErrorBody), (status = 404, description = "ORDER_NOT_FOUND", body = ErrorBody))
+)]
+async fn get_order(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderEnvelope>, ApiError> {
+    let view = state.orders.get(&merchant, &order_id).await?;
+    Ok(Json(OrderEnvelope {
+        success: true,
+        data: view,
+    }))
+}
+
+fn parse_positive(
+    field: &'static str,
+    text: Option<&str>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|value| (1..=max).contains(value))
+            .ok_or_else(|| {
+                ApiError::field(
+                    "VALIDATION_ERROR",
+                    field,
+                    format!("must be an integer from 1 to {max}"),
+                )
+            }),
+    }
+}
+
+/// List your payment orders, newest first, filtered and paginated.
+#[utoipa::path(
+    get,
+    path = "/api/payment-orders/",
+    tag = "payment orders",
+    security(("api_key" = [])),
+    params(ListParams),
+    responses((status = 200, body = OrderPage), (status = 400, description = "VALIDATION_ERROR", body = ErrorBody), (status = 401, body = ErrorBody))
+)]
+async fn list_orders(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+    Query(params): Query<ListParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let status = params
+        .status
+        .as_deref()
+        .map(|text| {
+            text.parse::<OrderStatus>()
+                .map_err(|error| ApiError::field("VALIDATION_ERROR", "status", error))
+        })
+        .transpose()?;
+    let chain_id = match params.blockchain.as_deref() {
+        None => None,
+        Some(slug) => Some(state.orders.chain_id_for(slug).ok_or_else(|| {
+            ApiError::field(
+                "INVALID_BLOCKCHAIN",
+                "blockchain",
+                format!("{slug:?} is not a known blockchain"),
+            )
+        })?),
+    };
+    let ordering = match params.ordering.as_deref().unwrap_or("-created_at") {
+        "-created_at" => OrderOrdering::NewestFirst,
+        "created_at" => OrderOrdering::OldestFirst,
+        "amount" => OrderOrdering::AmountAscending,
+        "-amount" => OrderOrdering::AmountDescending,
+        "status" => OrderOrdering::StatusAscending,
+        "-status" => OrderOrdering::StatusDescending,
+        _ => {
+            return Err(ApiError::field(
+                "VALIDATION_ERROR",
+                "ordering",
+                "must be one of -created_at, created_at, amount, -amount, status, -status",
+            ));
+        }
+    };
+    let page = parse_positive("page", params.page.as_deref(), 1, 1_000_000)?;
+    let page_size = parse_positive("page_size", params.page_size.as_deref(), 20, 100)?;
+    let query = OrderQuery {
+        merchant_id: merchant.id.clone(),
+        status,
+        chain_id,
+        currency: params.currency.as_deref().map(str::to_ascii_uppercase),
+        ordering,
+        offset: (page - 1) * page_size,
+        limit: page_size,
+    };
+    let (results, count) = state.orders.list(&query).await?;
+    let link = |page: u64| {
+        let mut pairs = vec![format!("page={page}")];
+        for (name, value) in [
+            ("status", &params.status),
+            ("blockchain", &params.blockchain),
+            ("currency", &params.currency),
+            ("page_size", &params.page_size),
+            ("ordering", &params.ordering),
+        ] {
+            if let Some(value) = value {
+                pairs.push(format!("{name}={}", urlencode(value)));
+            }
+        }
+        format!("/api/payment-orders/?{}", pairs.join("&"))
+    };
+    let next = (page * page_size < count).then(|| link(page + 1));
+    let previous = (page > 1).then(|| link(page - 1));
+    Ok(Json(OrderPage {
+        count,
+        next,
+        previous,
+        results,
+    }))
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,155 @@
+//! The webhook dispatcher: claims due deliveries, signs and sends them, and logs each attempt.
+//!
+//! Deliveries are independent: each has its own schedule, attempts run concurrently with a
+//! timeout, so one slow or failing endpoint never holds up another. A failed attempt is retried
+//! with exponential backoff (10 s, 20 s, 40 s, … capped at 6 h) until 3 days after the event;
+//! then the delivery is marked failed (and can still be redelivered through the API).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use coffer_store::{AttemptOutcome, AttemptRow, DeliveryStatus, DueDelivery, Store};
+use futures_util::stream::{self, StreamExt};
+
+use super::{Outcome, StepError, Worker};
+use crate::app::AppState;
+use crate::events::{SIGNATURE_HEADER, sign};
+
+/// Retries stop this long after the event.
+pub const RETRY_WINDOW_MS: i64 = 3 * 24 * 60 * 60 * 1000;
+const FIRST_RETRY_MS: i64 = 10_000;
+const MAX_RETRY_MS: i64 = 6 * 60 * 60 * 1000;
+const LEASE_MS: i64 = 60_000;
+const BATCH: u64 = 32;
+const CONCURRENCY: usize = 16;
+
+/// When to try again after `attempts` failed attempts.
+pub fn next_attempt_at(now_ms: i64, attempts: u32) -> i64 {
+    let exponent = attempts.saturating_sub(1).min(20);
+    now_ms
+        + FIRST_RETRY_MS
+            .saturating_mul(1 << exponent)
+            .min(MAX_RETRY_MS)
+}
+
+/// Sends webhooks.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the application's store.
+    pub fn new(state: &AppState) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Coffer-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Dispatcher {
+            store: state.store.clone(),
+            client,
+        }
+    }
+
+    async fn attempt(&self, due: DueDelivery) -> AttemptOutcome {
+        let started = Instant::now();
+        let now_ms = Utc::now().timestamp_millis();
+        let body = due.payload.into_bytes();
+        let signature = sign(&due.webhook_secret, now_ms / 1000, &body);
+        let result = self
+            .client
+            .post(&due.delivery.url)
+            .header("Content-Type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .header("Coffer-Event", &due.event_type)
+            .header("Coffer-Delivery", &due.delivery.delivery_id)
+            .body(body)
+            .send()
+            .await;
+        let (status_code, error) = match result {
+            Ok(response) if response.status().is_success() => {
+                (Some(response.status().as_u16()), None)
+            }
+            Ok(response) => (
+                Some(response.status().as_u16()),
+                Some(format!("endpoint answered {}", response.status())),
+            ),
+            Err(error) => (None, Some(error.without_url().to_string())),
+        };
+        let attempts = due.delivery.attempts + 1;
+        let status = if error.is_none() {
+            DeliveryStatus::Delivered
+        } else if now_ms - due.event_created_at_ms >= RETRY_WINDOW_MS {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Pending
+        };
+        if let Some(error) = &error {
+            tracing::info!(delivery = %due.delivery.delivery_id, attempts, %error, "webhook delivery failed");
+        }
+        AttemptOutcome {
+            attempt: AttemptRow {
+                delivery_id: due.delivery.delivery_id,
+                attempted_at_ms: now_ms,
+                status_code,
+                error,
+                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            },
+            status,
+            next_attempt_at_ms: next_attempt_at(now_ms, attempts),
+        }
+    }
+
+    /// Sends every due delivery once; returns how many were attempted.
+    ///
+    /// # Errors
+    /// [`StepError`] when the store fails.
+    pub async fn dispatch_due(&self) -> Result<usize, StepError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let due = self
+            .store
+            .claim_due_deliveries(now_ms, LEASE_MS, BATCH)
+            .await?;
+        let count = due.len();
+        let outcomes: Vec<AttemptOutcome> = stream::iter(due)
+            .map(|due| self.attempt(due))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            self.store.record_attempt(&outcome).await?;
+        }
+        Ok(count)
+    }
+}
+
+impl Worker for Dispatcher {
+    fn name(&self) -> String {
+        "dispatcher".to_owned()
+    }
+
+    async fn run_once(&mut self) -> Result<Outcome, StepError> {
+        let attempted = self.dispatch_due().await?;
+        Ok(if attempted > 0 {
+            Outcome::Worked
+        } else {
+            Outcome::Idle
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_six_hours() {
+        assert_eq!(next_attempt_at(0, 1), 10_000);
+        assert_eq!(next_attempt_at(0, 2), 20_000);
+        assert_eq!(next_attempt_at(0, 3), 40_000);
+        assert_eq!(next_attempt_at(0, 30), MAX_RETRY_MS);
+    }
+}

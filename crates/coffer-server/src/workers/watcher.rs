@@ -1,0 +1,645 @@
+//! The chain watcher: one per chain.
+//!
+//! Each step follows the chain from the stored cursor towards the head:
+//!
+//! 1. refresh the in-memory set of watched deposit addresses (new orders since the last step;
+//!    a full reload now and then drops orders whose monitoring window closed);
+//! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
+//!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
+//!    blocks are orphaned and their orders re-evaluated (e.g. `processing` → `pending`);
+//! 3. fetch `Transfer` logs of the chain's tokens for a block range in one call, and match
+//!    recipients against the address set — the cost per block does not depend on how many
+//!    orders are open; native-coin payments are found in the blocks' transactions when some
+//!    order asks for the native coin;
+//! 4. re-evaluate affected orders (new payments, orders waiting for confirmations) and commit
+//!    payments, order updates, events, recent block hashes and the cursor in one transaction.
+//!
+//! A crash anywhere replays the range: payments are keyed by (chain, tx hash, log index), so a
+//! replay never credits twice. RPC failures rotate to the next configured endpoint; the loop
+//! backs off. The range grows while calls succeed and halves when a node refuses it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use alloy::consensus::Transaction as _;
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::TransactionResponse as _;
+use alloy::primitives::{Address, B256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Block, Filter};
+use alloy::sol_types::SolEvent;
+use chrono::Utc;
+use coffer_core::{Amount, Chain, MerchantId, OrderStatus};
+use coffer_evm::contracts::IERC20;
+use coffer_evm::rpc::ChainRpc;
+use coffer_store::{
+    ChainBlock, ChainStep, MerchantRow, NewPayment, OrderRow, OrderUpdate, PaymentRow, Store,
+    StoreError,
+};
+
+use super::{Outcome, StepError, Worker};
+use crate::app::AppState;
+use crate::orders::{PaymentOrders, reevaluate};
+
+/// Block hashes kept for reorg detection.
+const KEEP_BLOCKS: u64 = 256;
+/// Largest range for one `eth_getLogs`.
+const MAX_RANGE: u64 = 2_000;
+/// Largest range when blocks must be fetched whole (native-coin orders).
+const MAX_RANGE_WITH_BLOCKS: u64 = 50;
+/// Full reload of the address set every this many steps.
+const RELOAD_EVERY: u64 = 600;
+
+#[derive(Debug, Clone)]
+struct Watched {
+    order_id: String,
+    asset: Option<Address>,
+    monitor_until_ms: i64,
+}
+
+/// Follows one chain.
+pub struct Watcher {
+    chain: Chain,
+    rpc: ChainRpc,
+    endpoint: usize,
+    store: Arc<dyn Store>,
+    orders: PaymentOrders,
+    wake: Arc<tokio::sync::Notify>,
+    tokens: Vec<Address>,
+    watched: HashMap<Address, Watched>,
+    native_watchers: usize,
+    last_order_id: i64,
+    range: u64,
+    steps: u64,
+}
+
+/// What [`Watcher::step`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepReport {
+    /// Nothing new on chain.
+    Idle,
+    /// Blocks `from..=to` processed.
+    Progressed {
+        /// First block.
+        from: u64,
+        /// Last block.
+        to: u64,
+        /// Payments recorded.
+        payments: usize,
+        /// Orders whose state changed.
+        updated: usize,
+    },
+    /// A reorg was found; the cursor moved back to the common ancestor.
+    Reorged {
+        /// The common ancestor.
+        ancestor: u64,
+        /// Orders whose state changed.
+        updated: usize,
+    },
+}
+
+fn rpc_error(error: impl std::fmt::Display) -> StepError {
+    StepError(format!("rpc: {error}"))
+}
+
+fn hash_text(hash: B256) -> String {
+    format!("{hash:#x}")
+}
+
+impl Watcher {
+    /// A watcher for `chain_id`, if that chain has RPC endpoints.
+    pub fn new(state: &AppState, chain_id: u64) -> Option<Self> {
+        let chain = state.chains.by_chain_id(chain_id)?.clone();
+        let rpc = state
+            .rpcs
+            .iter()
+            .find(|rpc| rpc.chain_id() == chain_id)?
+            .clone();
+        Some(Watcher {
+            tokens: chain.assets.iter().map(|asset| asset.address).collect(),
+            chain,
+            rpc,
+            endpoint: 0,
+            store: state.store.clone(),
+            orders: state.orders.clone(),
+            wake: state.webhook_wakeup.clone(),
+            watched: HashMap::new(),
+            native_watchers: 0,
+            last_order_id: 0,
+            range: 50,
+            steps: 0,
+        })
+    }
+
+    /// How many deposit addresses are watched.
+    pub fn watched_addresses(&self) -> usize {
+        self.watched.len()
+    }
+
+    fn provider(&self) -> Result<DynProvider, StepError> {
+        self.rpc
+            .endpoint(self.endpoint)
+            .map(|(_, provider)| provider.clone())
+            .ok_or_else(|| StepError(format!("{}: no RPC endpoint configured", self.chain.key())))
+    }
+
+    fn fail_over(&mut self, error: &StepError) {
+        if self.rpc.endpoint_count() > 1 {
+            let from = self
+                .rpc
+                .endpoint(self.endpoint)
+                .map(|(url, _)| url.to_owned())
+                .unwrap_or_default();
+            self.endpoint = (self.endpoint + 1) % self.rpc.endpoint_count();
+            let to = self
+                .rpc
+                .endpoint(self.endpoint)
+                .map(|(url, _)| url.to_owned())
+                .unwrap_or_default();
+            tracing::warn!(chain = self.chain.key(), %from, %to, %error, "RPC failed; switching endpoint");
+        }
+    }
+
+    async fn refresh_watched(&mut self, now_ms: i64) -> Result<(), StepError> {
+        if self.steps % RELOAD_EVERY == 0 {
+            self.watched.clear();
+            self.native_watchers = 0;
+            self.last_order_id = 0;
+        }
+        loop {
+            let batch = self
+                .store
+                .watched_orders(self.chain.chain_id, self.last_order_id, now_ms, 10_000)
+                .await?;
+            let done = batch.len() < 10_000;
+            for order in batch {
+                self.last_order_id = order.id;
+                let Ok(address) = order.receiving_address.parse::<Address>() else {
+                    continue;
+                };
+                let asset = order
+                    .asset_address
+                    .as_deref()
+                    .and_then(|text| text.parse::<Address>().ok());
+                if asset.is_none() {
+                    self.native_watchers += 1;
+                }
+                self.watched.insert(
+                    address,
+                    Watched {
+                        order_id: order.order_id,
+                        asset,
+                        monitor_until_ms: order.monitor_until_ms,
+                    },
+                );
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn header(provider: &DynProvider, number: u64, full: bool) -> Result<Block, StepError> {
+        let request = provider.get_block_by_number(BlockNumberOrTag::Number(number));
+        let block = if full {
+            request.full().await
+        } else {
+            request.await
+        };
+        block
+            .map_err(rpc_error)?
+            .ok_or_else(|| StepError(format!("block {number} not found")))
+    }
+
+    /// One step; see the module docs.
+    ///
+    /// # Errors
+    /// [`StepError`] on RPC or store failure (the step is then retried from the same cursor).
+    pub async fn step(&mut self) -> Result<StepReport, StepError> {
+        let result = self.step_inner().await;
+        if let Err(error) = &result
+            && error.0.starts_with("rpc")
+        {
+            self.fail_over(error);
+        }
+        result
+    }
+
+    async fn step_inner(&mut self) -> Result<StepReport, StepError> {
+        let now_ms = Utc::now().timestamp_millis();
+        self.refresh_watched(now_ms).await?;
+        self.steps += 1;
+        let provider = self.provider()?;
+        let head = provider.get_block_number().await.map_err(rpc_error)?;
+        let chain_id = self.chain.chain_id;
+        let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
+            // First run on this chain: start at the head.
+            let block = Self::header(&provider, head, false).await?;
+            let start = ChainBlock {
+                number: head,
+                hash: hash_text(block.header.hash),
+                parent_hash: hash_text(block.header.parent_hash),
+            };
+            self.store
+                .commit_chain_step(&ChainStep {
+                    chain_id,
+                    rewind_to: None,
+                    blocks: vec![start.clone()],
+                    cursor: start,
+                    payments: Vec::new(),
+                    order_updates: Vec::new(),
+                    keep_blocks: KEEP_BLOCKS,
+                    now_ms,
+                })
+                .await?;
+            return Ok(StepReport::Progressed {
+                from: head,
+                to: head,
+                payments: 0,
+                updated: 0,
+            });
+        };
+        if head <= cursor.number {
+            return Ok(StepReport::Idle);
+        }
+        let from = cursor.number + 1;
+        let first = Self::header(&provider, from, self.native_watchers > 0).await?;
+        if hash_text(first.header.parent_hash) != cursor.hash {
+            return self.rewind(&provider, cursor.number, now_ms).await;
+        }
+        let max_range = if self.native_watchers > 0 {
+            MAX_RANGE_WITH_BLOCKS
+        } else {
+            self.range
+        };
+        let to = head.min(from + max_range - 1);
+        let step = self.scan(&provider, from, to, first, now_ms).await;
+        match step {
+            Ok(report) => {
+                self.range = (self.range * 2).min(MAX_RANGE);
+                Ok(report)
+            }
+            Err(error)
+                if error.0.contains("range")
+                    || error.0.contains("limit")
+                    || error.0.contains("too many") =>
+            {
+                self.range = (self.range / 2).max(1);
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn scan(
+        &mut self,
+        provider: &DynProvider,
+        from: u64,
+        to: u64,
+        first: Block,
+        now_ms: i64,
+    ) -> Result<StepReport, StepError> {
+        let chain_id = self.chain.chain_id;
+        // Blocks whose hashes we keep (the recent ones) and whose contents we need.
+        let near_from = to.saturating_sub(KEEP_BLOCKS - 1).max(from);
+        let mut blocks: HashMap<u64, Block> = HashMap::new();
+        blocks.insert(from, first);
+        let full = self.native_watchers > 0;
+        let wanted: Vec<u64> = if full {
+            (from..=to).collect()
+        } else {
+            (near_from..=to).collect()
+        };
+        for number in wanted {
+            if let std::collections::hash_map::Entry::Vacant(entry) = blocks.entry(number) {
+                entry.insert(Self::header(provider, number, full).await?);
+            }
+        }
+        // Consecutive blocks we fetched must link up, or a reorg happened mid-step.
+        for number in from + 1..=to {
+            if let (Some(parent), Some(child)) = (blocks.get(&(number - 1)), blocks.get(&number))
+                && child.header.parent_hash != parent.header.hash
+            {
+                return Err(StepError(format!(
+                    "chain changed while reading block {number}; retrying"
+                )));
+            }
+        }
+
+        let mut payments = Vec::new();
+        if !self.tokens.is_empty() && !self.watched.is_empty() {
+            let filter = Filter::new()
+                .address(self.tokens.clone())
+                .event_signature(IERC20::Transfer::SIGNATURE_HASH)
+                .from_block(from)
+                .to_block(to);
+            let logs = provider.get_logs(&filter).await.map_err(rpc_error)?;
+            for log in logs {
+                if log.removed {
+                    continue;
+                }
+                let Ok(transfer) = log.log_decode::<IERC20::Transfer>() else {
+                    continue;
+                };
+                let event = &transfer.inner.data;
+                let Some(watched) = self.watched.get(&event.to) else {
+                    continue;
+                };
+                if watched.asset != Some(log.address())
+                    || watched.monitor_until_ms <= now_ms - 60_000
+                {
+                    continue;
+                }
+                let (Some(number), Some(block_hash), Some(tx_hash), Some(log_index)) = (
+                    log.block_number,
+                    log.block_hash,
+                    log.transaction_hash,
+                    log.log_index,
+                ) else {
+                    continue;
+                };
+                let block = match blocks.get(&number) {
+                    Some(block) => block.clone(),
+                    None => {
+                        let block = Self::header(provider, number, false).await?;
+                        blocks.insert(number, block.clone());
+                        block
+                    }
+                };
+                if block.header.hash != block_hash {
+                    return Err(StepError(format!(
+                        "log of block {number} is from another fork; retrying"
+                    )));
+                }
+                payments.push(NewPayment {
+                    chain_id,
+                    tx_hash: hash_text(tx_hash),
+                    log_index: i64::try_from(log_index).unwrap_or(i64::MAX),
+                    order_id: watched.order_id.clone(),
+                    asset_address: Some(log.address().to_checksum(None).to_ascii_lowercase()),
+                    sender: event.from.to_checksum(None),
+                    recipient: event.to.to_checksum(None),
+                    amount: Amount::from_base_units(event.value),
+                    block_number: number,
+                    block_hash: hash_text(block_hash),
+                    block_time: i64::try_from(block.header.timestamp).unwrap_or(i64::MAX),
+                    detected_at_ms: now_ms,
+                });
+            }
+        }
+        if full {
+            for number in from..=to {
+                let Some(block) = blocks.get(&number) else {
+                    continue;
+                };
+                let Some(transactions) = block.transactions.as_transactions() else {
+                    continue;
+                };
+                for tx in transactions {
+                    let Some(recipient) = tx.to() else { continue };
+                    let Some(watched) = self.watched.get(&recipient) else {
+                        continue;
+                    };
+                    if watched.asset.is_some() || tx.value().is_zero() {
+                        continue;
+                    }
+                    let receipt = provider
+                        .get_transaction_receipt(tx.tx_hash())
+                        .await
+                        .map_err(rpc_error)?;
+                    if !receipt.is_some_and(|receipt| receipt.status()) {
+                        continue;
+                    }
+                    payments.push(NewPayment {
+                        chain_id,
+                        tx_hash: hash_text(tx.tx_hash()),
+                        log_index: -1,
+                        order_id: watched.order_id.clone(),
+                        asset_address: None,
+                        sender: tx.from().to_checksum(None),
+                        recipient: recipient.to_checksum(None),
+                        amount: Amount::from_base_units(tx.value()),
+                        block_number: number,
+                        block_hash: hash_text(block.header.hash),
+                        block_time: i64::try_from(block.header.timestamp).unwrap_or(i64::MAX),
+                        detected_at_ms: now_ms,
+                    });
+                }
+            }
+        }
+
+        // Orders to re-evaluate: those just paid and those waiting for confirmations.
+        let mut affected: Vec<OrderRow> = self
+            .store
+            .orders_in_status(chain_id, OrderStatus::Processing)
+            .await?;
+        let mut seen: HashSet<String> = affected
+            .iter()
+            .map(|order| order.order_id.clone())
+            .collect();
+        let mut new_per_order: HashMap<String, Vec<NewPayment>> = HashMap::new();
+        for payment in &payments {
+            new_per_order
+                .entry(payment.order_id.clone())
+                .or_default()
+                .push(payment.clone());
+            if seen.insert(payment.order_id.clone()) {
+                affected.push(self.store.order(&payment.order_id).await?);
+            }
+        }
+        let mut updates = Vec::new();
+        let mut merchants: HashMap<MerchantId, MerchantRow> = HashMap::new();
+        for order in &affected {
+            let mut known = self.store.payments_for_order(&order.order_id).await?;
+            let fresh = new_per_order.remove(&order.order_id).unwrap_or_default();
+            let mut new_count = 0;
+            for payment in fresh {
+                match known.iter_mut().find(|row| {
+                    row.payment.tx_hash == payment.tx_hash
+                        && row.payment.log_index == payment.log_index
+                }) {
+                    Some(row) if !row.orphaned && row.payment.block_hash == payment.block_hash => {}
+                    Some(row) => {
+                        row.payment = payment;
+                        row.orphaned = false;
+                        new_count += 1;
+                    }
+                    None => {
+                        known.push(PaymentRow {
+                            payment,
+                            orphaned: false,
+                        });
+                        new_count += 1;
+                    }
+                }
+            }
+            let merchant = match merchants.get(&order.merchant_id) {
+                Some(merchant) => merchant.clone(),
+                None => {
+                    let merchant = self.store.merchant(&order.merchant_id).await?;
+                    merchants.insert(order.merchant_id.clone(), merchant.clone());
+                    merchant
+                }
+            };
+            if let Some(update) = reevaluate(
+                &self.orders,
+                &merchant,
+                order,
+                &known,
+                to,
+                self.chain.confirmations,
+                now_ms,
+                new_count,
+                false,
+            ) {
+                updates.push(update);
+            }
+        }
+
+        let mut kept: Vec<ChainBlock> = (near_from..=to)
+            .filter_map(|number| blocks.get(&number))
+            .map(|block| ChainBlock {
+                number: block.header.number,
+                hash: hash_text(block.header.hash),
+                parent_hash: hash_text(block.header.parent_hash),
+            })
+            .collect();
+        kept.sort_by_key(|block| block.number);
+        let cursor = kept
+            .last()
+            .cloned()
+            .ok_or_else(|| StepError("no block to advance to".to_owned()))?;
+        let report = StepReport::Progressed {
+            from,
+            to,
+            payments: payments.len(),
+            updated: updates.len(),
+        };
+        let notify = updates
+            .iter()
+            .any(|update: &OrderUpdate| !update.events.is_empty());
+        self.commit(ChainStep {
+            chain_id,
+            rewind_to: None,
+            blocks: kept,
+            cursor,
+            payments,
+            order_updates: updates,
+            keep_blocks: KEEP_BLOCKS,
+            now_ms,
+        })
+        .await?;
+        if notify {
+            self.wake.notify_one();
+        }
+        Ok(report)
+    }
+
+    async fn commit(&self, step: ChainStep) -> Result<(), StepError> {
+        match self.store.commit_chain_step(&step).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(what)) => Err(StepError(format!(
+                "{what} changed during the step; retrying"
+            ))),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Walks back from `cursor` to the newest stored block still on the canonical chain and
+    /// commits a rewind to it.
+    async fn rewind(
+        &mut self,
+        provider: &DynProvider,
+        cursor: u64,
+        now_ms: i64,
+    ) -> Result<StepReport, StepError> {
+        let chain_id = self.chain.chain_id;
+        let mut number = cursor;
+        let ancestor = loop {
+            let canonical = Self::header(provider, number, false).await?;
+            let canonical_block = ChainBlock {
+                number,
+                hash: hash_text(canonical.header.hash),
+                parent_hash: hash_text(canonical.header.parent_hash),
+            };
+            match self.store.chain_block(chain_id, number).await? {
+                Some(stored) if stored.hash == canonical_block.hash => break canonical_block,
+                Some(_) if number > 0 => number -= 1,
+                _ => {
+                    tracing::error!(
+                        chain = self.chain.key(),
+                        block = number,
+                        "reorg deeper than the kept block hashes"
+                    );
+                    break canonical_block;
+                }
+            }
+        };
+        let ancestor_number = ancestor.number;
+        tracing::warn!(
+            chain = self.chain.key(),
+            from = cursor,
+            ancestor = ancestor_number,
+            "reorg: rewinding"
+        );
+        let mut updates = Vec::new();
+        for order in self
+            .store
+            .orders_paid_after(chain_id, ancestor_number)
+            .await?
+        {
+            let mut payments = self.store.payments_for_order(&order.order_id).await?;
+            for row in &mut payments {
+                if row.payment.block_number > ancestor_number {
+                    row.orphaned = true;
+                }
+            }
+            let merchant = self.store.merchant(&order.merchant_id).await?;
+            if let Some(update) = reevaluate(
+                &self.orders,
+                &merchant,
+                &order,
+                &payments,
+                ancestor_number,
+                self.chain.confirmations,
+                now_ms,
+                0,
+                true,
+            ) {
+                updates.push(update);
+            }
+        }
+        let updated = updates.len();
+        self.commit(ChainStep {
+            chain_id,
+            rewind_to: Some(ancestor_number),
+            blocks: Vec::new(),
+            cursor: ancestor,
+            payments: Vec::new(),
+            order_updates: updates,
+            keep_blocks: KEEP_BLOCKS,
+            now_ms,
+        })
+        .await?;
+        if updated > 0 {
+            self.wake.notify_one();
+        }
+        Ok(StepReport::Reorged {
+            ancestor: ancestor_number,
+            updated,
+        })
+    }
+}
+
+impl Worker for Watcher {
+    fn name(&self) -> String {
+        format!("watcher:{}", self.chain.key())
+    }
+
+    async fn run_once(&mut self) -> Result<Outcome, StepError> {
+        Ok(match self.step().await? {
+            StepReport::Idle => Outcome::Idle,
+            StepReport::Progressed { .. } | StepReport::Reorged { .. } => Outcome::Worked,
+        })
+    }
+}
