@@ -260,7 +260,18 @@ impl Watcher {
             });
         };
         if head <= cursor.number {
-            return Ok(StepReport::Idle);
+            // Nothing new, but the tip itself may have been replaced (same height, new blocks).
+            let tip = provider
+                .get_block_by_number(BlockNumberOrTag::Number(cursor.number))
+                .await
+                .map_err(rpc_error)?;
+            return match tip {
+                Some(tip) if hash_text(tip.header.hash) == cursor.hash => Ok(StepReport::Idle),
+                _ => {
+                    self.rewind(&provider, head.min(cursor.number), now_ms)
+                        .await
+                }
+            };
         }
         let from = cursor.number + 1;
         let first = Self::header(&provider, from, self.native_watchers > 0).await?;

@@ -1,0 +1,948 @@
+//! Payment orders end to end against a real anvil chain, on SQLite and PostgreSQL: the HTTP
+//! API creates orders, real ERC-20 transfers pay them, the watcher, expirer and dispatcher are
+//! driven step by step, and a local endpoint receives the signed webhooks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::anvil::ReorgOptions;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use axum::http::HeaderMap;
+use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::contracts::IERC20;
+use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
+use coffer_server::AppState;
+use coffer_server::events::verify_signature;
+use coffer_server::workers::dispatcher::Dispatcher;
+use coffer_server::workers::expirer::Expirer;
+use coffer_server::workers::watcher::{StepReport, Watcher};
+use coffer_store::MerchantRow;
+use coffer_store::testing::{Backend, TestDatabase};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const USDC: Address = alloy::primitives::address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+const CHAIN_ID: u64 = 84_532;
+
+/// A local webhook endpoint that records what it receives and can be switched off.
+#[derive(Clone, Default)]
+struct Sink {
+    received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Sink {
+    async fn start(&self) -> String {
+        let sink = self.clone();
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let sink = sink.clone();
+                async move {
+                    if sink.failing.load(Ordering::SeqCst) {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    sink.received.lock().unwrap().push((headers, body));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        url
+    }
+
+    fn events(&self) -> Vec<(HeaderMap, Value)> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(headers, body)| (headers.clone(), serde_json::from_str(body).unwrap()))
+            .collect()
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|(_, body)| body["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+struct Env {
+    anvil: Anvil,
+    chain: DynProvider,
+    state: AppState,
+    base: String,
+    merchant: MerchantRow,
+    key: String,
+    payer: PrivateKeySigner,
+    watcher: Watcher,
+    sink: Sink,
+    sink_url: String,
+    _stop: oneshot::Sender<()>,
+    _db: TestDatabase,
+}
+
+impl Env {
+    async fn new(backend: Backend) -> Env {
+        let binary =
+            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+        let anvil = Anvil::start(&AnvilOptions {
+            binary,
+            chain_id: CHAIN_ID,
+            port: 0,
+            state_file: None,
+            block_time: None,
+        })
+        .await
+        .expect("anvil");
+        let owner = testnet::dev_account(0).unwrap();
+        let chain = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(owner.clone()))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
+        let spec = UsdcSpec {
+            name: "USDC".into(),
+            version: "2".into(),
+            symbol: "USDC".into(),
+            decimals: 6,
+            owner: owner.address(),
+        };
+        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
+        let payer = testnet::dev_account(1).unwrap();
+        testnet::mint(
+            &chain,
+            USDC,
+            payer.address(),
+            U256::from(1_000_000_000_000u64),
+        )
+        .await
+        .unwrap();
+
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: vec![anvil.url().to_owned()],
+                confirmations: Some(2),
+                ..Default::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+
+        let db = TestDatabase::new(backend).await.expect("database");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(db.store.clone(), registry, &base).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(coffer_server::serve(
+            listener,
+            coffer_server::router(state.clone()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+
+        let sink = Sink::default();
+        let sink_url = sink.start().await;
+        let merchant = state
+            .merchants
+            .create("Shop", Some(&sink_url))
+            .await
+            .unwrap();
+        let key = state
+            .merchants
+            .create_key(&merchant.id, "test")
+            .await
+            .unwrap();
+        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
+            .unwrap()
+            .to_base58()
+            .unwrap();
+        state
+            .store
+            .set_wallet(&merchant.id, 0, &xpub, 0)
+            .await
+            .unwrap();
+        let mut watcher = Watcher::new(&state, CHAIN_ID).expect("watcher");
+        watcher.step().await.expect("first step sets the cursor");
+        Env {
+            anvil,
+            chain,
+            key: secrecy::ExposeSecret::expose_secret(&key.key).to_owned(),
+            state,
+            base,
+            merchant,
+            payer,
+            watcher,
+            sink,
+            sink_url,
+            _stop: stop,
+            _db: db,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn create_order(&self, amount: &str, nonce: i64, extra: Value) -> Value {
+        let mut body = json!({
+            "amount": amount,
+            "currency": "USDC",
+            "blockchain": "base-sepolia",
+            "order_info": "{\"product\": \"Premium Plan\", \"quantity\": 1}",
+            "nonce": nonce,
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, body) = self.post("/api/payment-orders/", body, &[]).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["data"].clone()
+    }
+
+    async fn order(&self, order_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/payment-orders/{order_id}/")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    /// Signs a USDC transfer from the payer; returns the raw transaction.
+    async fn signed_transfer(&self, to: &str, units: u64) -> Bytes {
+        let to: Address = to.parse().unwrap();
+        let wallet = EthereumWallet::from(self.payer.clone());
+        let nonce = self
+            .chain
+            .get_transaction_count(self.payer.address())
+            .await
+            .unwrap();
+        let request = TransactionRequest::default()
+            .with_from(self.payer.address())
+            .with_to(USDC)
+            .with_input(
+                IERC20::transferCall {
+                    to,
+                    value: U256::from(units),
+                }
+                .abi_encode(),
+            )
+            .with_nonce(nonce)
+            .with_chain_id(CHAIN_ID)
+            .with_gas_limit(100_000)
+            .with_max_fee_per_gas(20_000_000_000)
+            .with_max_priority_fee_per_gas(1_000_000_000);
+        let envelope = request.build(&wallet).await.unwrap();
+        envelope.encoded_2718().into()
+    }
+
+    /// Pays `units` of USDC to `to` and waits for the receipt.
+    async fn pay(&self, to: &str, units: u64) -> Bytes {
+        let raw = self.signed_transfer(to, units).await;
+        let receipt = self
+            .chain
+            .send_raw_transaction(&raw)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+        raw
+    }
+
+    async fn mine(&self, blocks: u64) {
+        self.chain.anvil_mine(Some(blocks), None).await.unwrap();
+    }
+
+    /// Runs the watcher until it has caught up with the head.
+    async fn watch(&mut self) -> Vec<StepReport> {
+        let mut reports = Vec::new();
+        loop {
+            let report = self.watcher.step().await.expect("watcher step");
+            if report == StepReport::Idle {
+                return reports;
+            }
+            reports.push(report);
+        }
+    }
+
+    async fn deliver(&self) -> usize {
+        Dispatcher::new(&self.state)
+            .dispatch_due()
+            .await
+            .expect("dispatch")
+    }
+}
+
+fn usdc(units: u64) -> u64 {
+    units * 1_000_000
+}
+
+async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature(
+    backend: Backend,
+) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("100.00", 1, json!({})).await;
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["amount"], "100.00");
+    let order_id = order["order_id"].as_str().unwrap();
+    let address = order["receiving_address"].as_str().unwrap();
+
+    env.pay(address, usdc(100)).await;
+    env.watch().await;
+    let seen = env.order(order_id).await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["amount_paid"].as_str()),
+        (Some("processing"), Some("100.00"))
+    );
+    assert_eq!(seen["transaction"]["confirmations"], 1);
+
+    env.mine(1).await;
+    env.watch().await;
+    let confirmed = env.order(order_id).await;
+    assert_eq!(confirmed["status"], "confirmed");
+    assert_eq!(confirmed["payment_status"], Value::Null);
+    assert_eq!(confirmed["transaction"]["status"], "confirmed");
+    assert_eq!(confirmed["transaction"]["confirmations"], 2);
+    assert!(confirmed["confirmed_at"].is_string());
+    assert_eq!(confirmed["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        confirmed["payments"][0]["sender"],
+        env.payer.address().to_checksum(None)
+    );
+
+    assert!(env.deliver().await >= 2);
+    assert_eq!(
+        env.sink.event_types(),
+        [
+            "payment_order.payment_detected",
+            "payment_order.processing",
+            "payment_order.confirmed"
+        ]
+    );
+    for (headers, body) in env.sink.events() {
+        let signature = headers.get("coffer-signature").unwrap().to_str().unwrap();
+        let raw = serde_json::to_string(&body).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let received = env
+            .sink
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, text)| serde_json::from_str::<Value>(text).unwrap() == body)
+            .unwrap()
+            .1
+            .clone();
+        assert!(
+            verify_signature(
+                &env.merchant.webhook_secret,
+                signature,
+                received.as_bytes(),
+                now,
+                300
+            ),
+            "{raw}"
+        );
+        assert!(!verify_signature(
+            "whsec_wrong",
+            signature,
+            received.as_bytes(),
+            now,
+            300
+        ));
+        assert_eq!(body["data"]["order_id"], order_id);
+    }
+    let last = env.sink.events().pop().unwrap().1;
+    assert_eq!(last["data"]["status"], "confirmed");
+    assert_eq!(
+        env.deliver().await,
+        0,
+        "delivered events are not sent again"
+    );
+}
+
+async fn underpayment_waits_and_a_second_payment_completes_the_order(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("50", 2, json!({})).await;
+    let (order_id, address) = (
+        order["order_id"].as_str().unwrap(),
+        order["receiving_address"].as_str().unwrap(),
+    );
+    env.pay(address, usdc(20)).await;
+    env.mine(3).await;
+    env.watch().await;
+    let partial = env.order(order_id).await;
+    assert_eq!(
+        (
+            partial["status"].as_str(),
+            partial["payment_status"].as_str()
+        ),
+        (Some("pending"), Some("underpaid"))
+    );
+    assert_eq!(partial["amount_paid"], "20.00");
+    env.pay(address, usdc(30)).await;
+    env.mine(1).await;
+    env.watch().await;
+    let done = env.order(order_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["payment_status"].as_str()),
+        (Some("confirmed"), None)
+    );
+    assert_eq!(done["amount_paid"], "50.00");
+    assert_eq!(done["payments"].as_array().unwrap().len(), 2);
+}
+
+async fn overpayment_confirms_and_is_flagged(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("10.5", 3, json!({})).await;
+    env.pay(order["receiving_address"].as_str().unwrap(), 12_000_000)
+        .await;
+    env.mine(2).await;
+    env.watch().await;
+    let done = env.order(order["order_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (done["status"].as_str(), done["payment_status"].as_str()),
+        (Some("confirmed"), Some("overpaid"))
+    );
+    assert_eq!(done["amount_paid"], "12.00");
+}
+
+async fn a_payment_after_expiry_is_recorded_and_flagged_paid_late(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let expires = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let order = env
+        .create_order("5", 4, json!({ "expires_at": expires }))
+        .await;
+    let order_id = order["order_id"].as_str().unwrap();
+    let expirer = Expirer::new(&env.state);
+    assert_eq!(
+        expirer
+            .expire_due(chrono::Utc::now().timestamp_millis())
+            .await
+            .unwrap(),
+        0
+    );
+    // Past the window, by more than the chain clock's one-second resolution.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    assert_eq!(
+        expirer
+            .expire_due(chrono::Utc::now().timestamp_millis())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(env.order(order_id).await["status"], "expired");
+    env.mine(1).await;
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(5))
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+    let late = env.order(order_id).await;
+    assert_eq!(
+        (late["status"].as_str(), late["payment_status"].as_str()),
+        (Some("confirmed"), Some("paid_late"))
+    );
+    env.deliver().await;
+    let types = env.sink.event_types();
+    assert!(
+        types.contains(&"payment_order.expired".to_owned()),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"payment_order.confirmed".to_owned()),
+        "{types:?}"
+    );
+}
+
+async fn a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again(
+    backend: Backend,
+) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("7", 5, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.mine(2).await;
+    env.watch().await;
+    let raw = env
+        .pay(order["receiving_address"].as_str().unwrap(), usdc(7))
+        .await;
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "processing");
+
+    // Replace the block holding the payment with an empty one.
+    env.chain
+        .anvil_reorg(ReorgOptions {
+            depth: 1,
+            tx_block_pairs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let reports = env.watch().await;
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, StepReport::Reorged { updated: 1, .. })),
+        "{reports:?}"
+    );
+    let dropped = env.order(order_id).await;
+    assert_eq!(
+        (dropped["status"].as_str(), dropped["amount_paid"].as_str()),
+        (Some("pending"), Some("0.00"))
+    );
+    assert_eq!(dropped["payments"][0]["status"], "orphaned");
+    env.deliver().await;
+    // Deliveries run concurrently, so they may arrive in any order.
+    let types = env.sink.event_types();
+    assert!(
+        types.contains(&"payment_order.reorged".to_owned()),
+        "{types:?}"
+    );
+    assert!(
+        types.contains(&"payment_order.pending".to_owned()),
+        "{types:?}"
+    );
+
+    // The same signed transaction is mined again: the same payment comes back, once.
+    let receipt = env
+        .chain
+        .send_raw_transaction(&raw)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    env.mine(1).await;
+    let reports = env.watch().await;
+    let back = env.order(order_id).await;
+    assert_eq!(back["status"], "confirmed", "{reports:?} {back}");
+    assert_eq!(back["amount_paid"], "7.00");
+    assert_eq!(
+        back["payments"].as_array().unwrap().len(),
+        1,
+        "one transfer is one payment: {back}"
+    );
+}
+
+async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("3", 6, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(3))
+        .await;
+    env.watch().await;
+    // A new watcher, as after a restart, picks up from the stored cursor.
+    env.watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    env.mine(1).await;
+    env.watch().await;
+    let done = env.order(order_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("3.00"))
+    );
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1);
+    let (_, events) = env.get(&format!("/api/events/?order_id={order_id}")).await;
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "payment_order.confirmed",
+            "payment_order.processing",
+            "payment_order.payment_detected",
+            "payment_order.created"
+        ]
+    );
+}
+
+async fn a_failing_webhook_endpoint_is_retried_and_never_blocks_others(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let healthy = Sink::default();
+    let healthy_url = healthy.start().await;
+    env.sink.failing.store(true, Ordering::SeqCst);
+    let down = env.create_order("1", 7, json!({})).await;
+    let up = env
+        .create_order("1", 8, json!({ "webhook_url": healthy_url }))
+        .await;
+    env.pay(down["receiving_address"].as_str().unwrap(), usdc(1))
+        .await;
+    env.pay(up["receiving_address"].as_str().unwrap(), usdc(1))
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+    env.deliver().await;
+    assert!(
+        healthy
+            .event_types()
+            .contains(&"payment_order.confirmed".to_owned()),
+        "{:?}",
+        healthy.event_types()
+    );
+    assert!(env.sink.events().is_empty());
+
+    let (_, events) = env
+        .get(&format!(
+            "/api/events/?order_id={}",
+            down["order_id"].as_str().unwrap()
+        ))
+        .await;
+    let confirmed = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "payment_order.confirmed")
+        .unwrap()
+        .clone();
+    let event_id = confirmed["id"].as_str().unwrap();
+    let (_, deliveries) = env
+        .get(&format!("/api/events/{event_id}/deliveries/"))
+        .await;
+    let delivery = &deliveries["data"][0];
+    assert_eq!(delivery["status"], "pending");
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["log"][0]["status_code"], 500);
+    assert!(delivery["next_attempt_at"].is_string());
+    assert_eq!(env.deliver().await, 0, "the retry waits for its backoff");
+
+    env.sink.failing.store(false, Ordering::SeqCst);
+    let (status, scheduled) = env
+        .post(
+            &format!("/api/events/{event_id}/redeliver/"),
+            json!({}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{scheduled}");
+    assert_eq!(env.deliver().await, 1);
+    assert_eq!(env.sink.event_types(), ["payment_order.confirmed"]);
+    let (_, deliveries) = env
+        .get(&format!("/api/events/{event_id}/deliveries/"))
+        .await;
+    let statuses: Vec<&str> = deliveries["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["delivered", "pending"]);
+    let _ = env.sink_url;
+}
+
+async fn concurrent_orders_with_one_nonce_create_exactly_one(backend: Backend) {
+    let env = Arc::new(Env::new(backend).await);
+    let attempts = (0..12).map(|_| {
+        let env = env.clone();
+        tokio::spawn(async move {
+            let body = json!({"amount": "1", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 42});
+            env.post("/api/payment-orders/", body, &[]).await
+        })
+    });
+    let mut created = 0;
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "DUPLICATE_NONCE"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(created, 1);
+    let (_, page) = env.get("/api/payment-orders/").await;
+    assert_eq!(page["count"], 1);
+}
+
+async fn idempotency_keys_replay_the_same_order_and_refuse_a_different_body(backend: Backend) {
+    let env = Env::new(backend).await;
+    let body = json!({"amount": "2", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 9});
+    let (first_status, first) = env
+        .post(
+            "/api/payment-orders/",
+            body.clone(),
+            &[("Idempotency-Key", "k-1")],
+        )
+        .await;
+    let (again_status, again) = env
+        .post("/api/payment-orders/", body, &[("Idempotency-Key", "k-1")])
+        .await;
+    assert_eq!(
+        (first_status, again_status),
+        (StatusCode::CREATED, StatusCode::OK)
+    );
+    assert_eq!(first["data"]["order_id"], again["data"]["order_id"]);
+    assert_eq!(
+        first["data"]["receiving_address"],
+        again["data"]["receiving_address"]
+    );
+    let other = json!({"amount": "3", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 10});
+    let (status, error) = env
+        .post("/api/payment-orders/", other, &[("Idempotency-Key", "k-1")])
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
+    let (_, page) = env.get("/api/payment-orders/").await;
+    assert_eq!(page["count"], 1);
+}
+
+async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) {
+    let env = Env::new(backend).await;
+    let valid = json!({"amount": "1.5", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 1});
+    let with = |key: &str, value: Value| {
+        let mut body = valid.clone();
+        body[key] = value;
+        body
+    };
+    let cases = [
+        (
+            with("amount", json!("1.0000001")),
+            "INVALID_AMOUNT",
+            "amount",
+        ),
+        (with("amount", json!("0")), "INVALID_AMOUNT", "amount"),
+        (with("amount", json!("-5")), "INVALID_AMOUNT", "amount"),
+        (with("amount", json!("abc")), "INVALID_AMOUNT", "amount"),
+        (with("amount", json!(5)), "VALIDATION_ERROR", "amount"),
+        (
+            with("currency", json!("DOGE")),
+            "UNSUPPORTED_CURRENCY",
+            "currency",
+        ),
+        (
+            with("blockchain", json!("solana")),
+            "INVALID_BLOCKCHAIN",
+            "blockchain",
+        ),
+        (
+            with("blockchain", json!("ethereum")),
+            "INVALID_BLOCKCHAIN",
+            "blockchain",
+        ),
+        (
+            with("order_info", json!("not json")),
+            "INVALID_ORDER_INFO",
+            "order_info",
+        ),
+        (with("nonce", json!("x")), "VALIDATION_ERROR", "nonce"),
+        (
+            with("webhook_url", json!("ftp://x")),
+            "VALIDATION_ERROR",
+            "webhook_url",
+        ),
+        (
+            with("expires_at", json!("yesterday")),
+            "VALIDATION_ERROR",
+            "expires_at",
+        ),
+        (
+            with("expires_at", json!("2001-01-01T00:00:00Z")),
+            "VALIDATION_ERROR",
+            "expires_at",
+        ),
+        (with("colour", json!("red")), "VALIDATION_ERROR", "colour"),
+    ];
+    for (body, code, field) in cases {
+        let (status, error) = env.post("/api/payment-orders/", body.clone(), &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert_eq!(error["success"], false);
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+        assert_eq!(error["error"]["field"], field, "{body}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(field),
+            "{error}"
+        );
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/payment-orders/", env.base))
+        .bearer_auth(&env.key)
+        .header("Content-Type", "application/json")
+        .body("{\"amount\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "INVALID_JSON");
+
+    // A merchant without a deposit wallet.
+    let other = env.state.merchants.create("No Wallet", None).await.unwrap();
+    let key = env
+        .state
+        .merchants
+        .create_key(&other.id, "k")
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/payment-orders/", env.base))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&key.key))
+        .json(&valid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "WALLET_NOT_CONFIGURED");
+
+    let (_, page) = env.get("/api/payment-orders/").await;
+    assert_eq!(page["count"], 0, "nothing was created");
+    let (status, missing) = env.get("/api/payment-orders/ORD-nothing/").await;
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("ORDER_NOT_FOUND"))
+    );
+}
+
+async fn the_list_filters_orders_and_pages_through_them(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    for (i, amount) in ["5", "1", "3", "2", "4"].iter().enumerate() {
+        env.create_order(amount, 100 + i64::try_from(i).unwrap(), json!({}))
+            .await;
+    }
+    let paid = env.create_order("6", 200, json!({})).await;
+    env.pay(paid["receiving_address"].as_str().unwrap(), usdc(6))
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+
+    let (_, page) = env.get("/api/payment-orders/?page_size=2").await;
+    assert_eq!(page["count"], 6);
+    assert_eq!(page["results"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        page["results"][0]["order_id"], paid["order_id"],
+        "newest first"
+    );
+    assert_eq!(page["next"], "/api/payment-orders/?page=2&page_size=2");
+    assert_eq!(page["previous"], Value::Null);
+    let (_, last) = env.get("/api/payment-orders/?page=3&page_size=2").await;
+    assert_eq!(last["next"], Value::Null);
+    assert_eq!(last["previous"], "/api/payment-orders/?page=2&page_size=2");
+
+    let (_, confirmed) = env
+        .get("/api/payment-orders/?status=confirmed&blockchain=base-sepolia&currency=USDC")
+        .await;
+    assert_eq!(confirmed["count"], 1);
+    assert_eq!(confirmed["results"][0]["order_id"], paid["order_id"]);
+    let (_, by_amount) = env.get("/api/payment-orders/?ordering=amount").await;
+    let amounts: Vec<&str> = by_amount["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(amounts, ["1.00", "2.00", "3.00", "4.00", "5.00", "6.00"]);
+    for bad in [
+        "?page_size=101",
+        "?page=0",
+        "?status=paid",
+        "?ordering=nonce",
+        "?blockchain=mars",
+    ] {
+        let (status, error) = env.get(&format!("/api/payment-orders/{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {error}");
+    }
+}
+
+async fn native_coin_payments_are_detected(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env
+        .create_order("0.25", 300, json!({ "currency": "ETH" }))
+        .await;
+    let to: Address = order["receiving_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wallet = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(env.payer.clone()))
+        .connect_http(env.anvil.url().parse().unwrap());
+    let tx = TransactionRequest::default()
+        .with_to(to)
+        .with_value(U256::from(250_000_000_000_000_000u64));
+    wallet
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    env.mine(1).await;
+    env.watch().await;
+    let done = env.order(order["order_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("0.25"))
+    );
+    assert_eq!(done["payments"][0]["log_index"], -1);
+}
+
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
+        }
+    };
+}
+
+on_both_databases!(
+    an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature,
+    underpayment_waits_and_a_second_payment_completes_the_order,
+    overpayment_confirms_and_is_flagged,
+    a_payment_after_expiry_is_recorded_and_flagged_paid_late,
+    a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again,
+    a_restarted_watcher_replays_nothing_twice,
+    a_failing_webhook_endpoint_is_retried_and_never_blocks_others,
+    concurrent_orders_with_one_nonce_create_exactly_one,
+    idempotency_keys_replay_the_same_order_and_refuse_a_different_body,
+    bad_requests_get_their_error_code_and_change_nothing,
+    the_list_filters_orders_and_pages_through_them,
+    native_coin_payments_are_detected,
+);
