@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::merchant::routes())
         .merge(routes::payment_orders::routes())
         .merge(routes::webhooks::routes())
+        .merge(routes::pay_page::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);

@@ -328,6 +328,24 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
     assert_eq!(order["amount"], "100.00");
     let order_id = order["order_id"].as_str().unwrap();
     let address = order["receiving_address"].as_str().unwrap();
+    let page = reqwest::get(order["payment_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("100.00 USDC") && page.contains(address) && page.contains(">pending<"),
+        "{page}"
+    );
+    let qr = reqwest::get(format!(
+        "{}{}",
+        env.base,
+        order["qr_code_url"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(qr.headers()["content-type"], "image/svg+xml");
+    assert!(qr.text().await.unwrap().contains("<svg"));
 
     env.pay(address, usdc(100)).await;
     env.watch().await;

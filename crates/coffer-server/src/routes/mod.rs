@@ -4,5 +4,6 @@
 pub mod health;
 pub mod merchant;
 pub mod meta;
+pub mod pay_page;
 pub mod payment_orders;
 pub mod webhooks;
