@@ -331,6 +331,16 @@ pub trait Store: Ledger + ReorgQueries + Send + Sync + 'static {
     /// [`StoreError::NotFound`] when there is none with this id.
     async fn merchant(&self, id: &MerchantId) -> Result<MerchantRow, StoreError>;
 
+    /// Sets or clears a merchant's default webhook endpoint.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such merchant.
+    async fn set_merchant_webhook_url(
+        &self,
+        id: &MerchantId,
+        url: Option<&str>,
+    ) -> Result<MerchantRow, StoreError>;
+
     /// Lists merchants, oldest first.
     ///
     /// # Errors

@@ -323,7 +323,7 @@ pub struct OrderUpdate {
     pub sub_status: PaymentSubStatus,
     /// New amount paid.
     pub amount_paid: Amount,
-    /// Confirmation time (kept once set unless the order leaves `confirmed`).
+    /// Confirmation time (callers keep the first one while the order stays `confirmed`).
     pub confirmed_at_ms: Option<i64>,
     /// Close the order (an operator's decision).
     pub closed: bool,

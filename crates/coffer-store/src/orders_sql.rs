@@ -669,7 +669,7 @@ pub(crate) async fn record_attempt(pool: &DbPool, outcome: &AttemptOutcome) -> R
     sqlx::query(
         "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_attempt_at_ms = $2,
              locked_until_ms = 0, last_status_code = $3, last_error = $4, delivered_at_ms = $5
-         WHERE delivery_id = $6",
+         WHERE delivery_id = $6 AND status = 'pending'",
     )
     .bind(outcome.status.as_str())
     .bind(outcome.next_attempt_at_ms)

@@ -164,6 +164,20 @@ impl Store for SqliteStore {
         merchant_row(&row)
     }
 
+    async fn set_merchant_webhook_url(
+        &self,
+        id: &MerchantId,
+        url: Option<&str>,
+    ) -> Result<MerchantRow, StoreError> {
+        let row = sqlx::query("UPDATE merchants SET webhook_url = ? WHERE id = ? RETURNING *")
+            .bind(url)
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::classify("merchant"))?;
+        merchant_row(&row)
+    }
+
     async fn merchants(&self) -> Result<Vec<MerchantRow>, StoreError> {
         sqlx::query("SELECT * FROM merchants ORDER BY created_at, id")
             .fetch_all(&self.pool)

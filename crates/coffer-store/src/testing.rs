@@ -2,9 +2,8 @@
 //!
 //! PostgreSQL is reached through `COFFER_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each call creates a uniquely named database
-
-//! sweep, since `Drop` cannot be async: databases older than an hour named `coffer_test_*` are
-//! removed when a new one is made.
+//! `coffer_test_<pid>_<n>_<micros>` on that server. `Drop` cannot be async, so they are not
+//! dropped by the test; `scripts/test.sh` drops every `coffer_test_*` database before a run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -72,6 +72,9 @@ pub struct Summary {
     pub api_key: String,
     /// The demo merchant's webhook secret (dev only).
     pub webhook_secret: String,
+    /// The demo merchant's webhook endpoint: a local inbox that verifies signatures and lists
+    /// what it received (`GET`).
+    pub webhook_inbox_url: String,
     /// Coffer's own signer (hot wallet / facilitator) on every chain.
     pub signer: String,
     /// The local chains.
@@ -231,6 +234,15 @@ async fn run_with_chains(
     let merchants = app.state().merchants.clone();
     let (merchant_id, api_key) = demo_merchant(&merchants, &args.data_dir).await?;
     let merchant = merchants.get(&merchant_id_of(&merchant_id)?).await?;
+    let inbox_url = crate::dev_inbox::start(merchant.webhook_secret.clone())
+        .await
+        .map_err(io_fail("cannot start the webhook inbox".to_owned()))?;
+    let merchant = app
+        .state()
+        .store
+        .set_merchant_webhook_url(&merchant.id, Some(&inbox_url))
+        .await
+        .map_err(|error| Failure::new(format!("demo merchant webhook: {error}")))?;
     let deposit_key = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
         .and_then(|key| key.to_base58())
         .map_err(|error| Failure::new(format!("dev deposit key: {error}")))?;
@@ -250,6 +262,7 @@ async fn run_with_chains(
         merchant_id: merchant_id.clone(),
         api_key: api_key.expose_secret().to_owned(),
         webhook_secret: merchant.webhook_secret.clone(),
+        webhook_inbox_url: inbox_url.clone(),
         signer: signer.address().to_checksum(None),
         chains: chains
             .iter()
@@ -423,6 +436,10 @@ fn print_banner(summary: &Summary, summary_path: &Path) {
             tokens.join(", ")
         ));
     }
+    banner.push_str(&format!(
+        "  webhooks     {} (signed deliveries land here)\n",
+        summary.webhook_inbox_url
+    ));
     banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
     banner.push_str("  Try it:\n");
     banner.push_str(&format!(

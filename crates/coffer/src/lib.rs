@@ -12,5 +12,6 @@
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dev_inbox;
 pub mod serve;
 pub mod telemetry;

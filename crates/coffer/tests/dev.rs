@@ -85,6 +85,18 @@ async fn read_banner(child: &mut Child) -> String {
     banner
 }
 
+impl Drop for Dev {
+    /// A failing test still stops `coffer dev` gracefully, so its anvil chains stop too.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+    }
+}
+
 async fn interrupt(mut dev: Dev) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(dev.child.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
@@ -213,6 +225,85 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
         ("USDT", 18)
     );
     summary.signer.parse::<Address>().expect("signer address");
+
+    // The payment-orders seed's request, verbatim but for host and key: an order on "base"
+    // (the local Base chain), paid from a funded account, confirmed, and webhooked, signed.
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{}/api/payment-orders/", summary.api_base_url))
+        .bearer_auth(&summary.api_key)
+        .json(&serde_json::json!({
+            "amount": "100.00",
+            "currency": "USDC",
+            "blockchain": "base",
+            "order_info": serde_json::json!({"product": "Premium Plan", "customer_id": "user_123", "quantity": 1}).to_string(),
+            "nonce": 1_640_995_200_123_456_i64,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["data"]["status"], "pending", "{created}");
+    let order_id = created["data"]["order_id"].as_str().unwrap().to_owned();
+    let deposit: Address = created["data"]["receiving_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let customer: alloy::signers::local::PrivateKeySigner =
+        summary.chains[0].payers[2].private_key.parse().unwrap();
+    let customer_chain = ProviderBuilder::new()
+        .wallet(customer)
+        .connect_http(summary.chains[0].rpc_url.parse().unwrap());
+    let usdc_at: Address = summary.chains[0].tokens[0].address.parse().unwrap();
+    IToken::new(usdc_at, &customer_chain)
+        .transfer(deposit, U256::from(100_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let mut confirmed_hook = None;
+    for _ in 0..150 {
+        let inbox: serde_json::Value = reqwest::get(&summary.webhook_inbox_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        confirmed_hook = inbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|hook| {
+                hook["event_type"] == "payment_order.confirmed"
+                    && hook["body"]["data"]["order_id"] == order_id.as_str()
+            })
+            .cloned();
+        if confirmed_hook.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hook = confirmed_hook.expect("a payment_order.confirmed webhook within 15 s");
+    assert_eq!(hook["signature_valid"], true);
+    let order: serde_json::Value = client
+        .get(format!(
+            "{}/api/payment-orders/{order_id}/",
+            summary.api_base_url
+        ))
+        .bearer_auth(&summary.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["data"]["status"], "confirmed");
+    assert_eq!(order["data"]["amount_paid"], "100.00");
 
     // A payer pays on chain; the transfer must survive a restart.
     let payer = &summary.chains[0].payers[0];

@@ -1,0 +1,101 @@
+//! A webhook inbox for `coffer dev`: the demo merchant's webhook endpoint.
+//!
+//! It checks each delivery's `Coffer-Signature` with the merchant's secret, prints one line per
+//! webhook, and lists what it received at `GET /webhooks` (newest first), so the whole loop —
+//! order, payment, confirmation, signed webhook — can be watched locally.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use coffer_server::events::{SIGNATURE_HEADER, verify_signature};
+use serde::Serialize;
+
+const KEEP: usize = 200;
+
+/// One received webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    /// Event type.
+    pub event_type: String,
+    /// Whether the signature verified with the merchant's secret.
+    pub signature_valid: bool,
+    /// The body as JSON.
+    pub body: serde_json::Value,
+}
+
+#[derive(Clone)]
+struct Inbox {
+    secret: Arc<String>,
+    received: Arc<Mutex<VecDeque<Received>>>,
+}
+
+async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let valid = verify_signature(
+        &inbox.secret,
+        signature,
+        &body,
+        chrono::Utc::now().timestamp(),
+        300,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let event_type = json["type"].as_str().unwrap_or("?").to_owned();
+    let order = &json["data"];
+    eprintln!(
+        "coffer dev: webhook {event_type} {} status={} paid={} signature {}",
+        order["order_id"].as_str().unwrap_or("-"),
+        order["status"].as_str().unwrap_or("-"),
+        order["amount_paid"].as_str().unwrap_or("-"),
+        if valid { "ok" } else { "INVALID" }
+    );
+    if let Ok(mut received) = inbox.received.lock() {
+        received.push_front(Received {
+            event_type,
+            signature_valid: valid,
+            body: json,
+        });
+        received.truncate(KEEP);
+    }
+    if valid {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
+}
+
+async fn list(State(inbox): State<Inbox>) -> Json<Vec<Received>> {
+    Json(
+        inbox
+            .received
+            .lock()
+            .map(|received| received.iter().cloned().collect())
+            .unwrap_or_default(),
+    )
+}
+
+/// Starts the inbox on a free loopback port; returns its URL (`http://127.0.0.1:port/webhooks`).
+///
+/// # Errors
+/// The I/O error when no port can be bound.
+pub async fn start(secret: String) -> std::io::Result<String> {
+    let inbox = Inbox {
+        secret: Arc::new(secret),
+        received: Arc::default(),
+    };
+    let router = Router::new()
+        .route("/webhooks", post(receive).get(list))
+        .with_state(inbox);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhooks", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(url)
+}
