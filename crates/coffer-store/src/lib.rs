@@ -8,6 +8,11 @@
 //! - [`sqlite::SqliteStore`], the default: a single file, WAL mode, for one process.
 //! - [`postgres::PostgresStore`], for several replicas sharing one database.
 //!
+//! The backends share their SQL: `accounts_sql.rs` and `orders_sql.rs` are compiled once per
+//! backend (`include!` with the backend's row and pool types), with placeholders written `$1`,
+//! `$2`, … in order of first use, which both databases bind positionally. Only migrations and the
+//! delivery-claim statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) differ.
+//!
 //! [`open`] picks the backend from the URL scheme (`sqlite:` or `postgres:`/`postgresql:`);
 //! any other scheme is an error, never a silent new SQLite file. Both backends run the same
 //! conformance suite (`tests/conformance.rs`).

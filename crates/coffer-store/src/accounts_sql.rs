@@ -1,0 +1,148 @@
+// Merchants and API keys: one implementation compiled once per backend, like
+// `orders_sql.rs`. The including module defines `DbRow`, `ThisStore` and `BACKEND`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use coffer_core::MerchantId;
+use sqlx::Row;
+
+use crate::rows::merchant_id;
+use crate::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant, StoreError};
+
+fn merchant_row(row: &DbRow) -> Result<MerchantRow, StoreError> {
+    let read = StoreError::classify("merchant");
+    Ok(MerchantRow {
+        id: merchant_id(row.try_get("id").map_err(&read)?)?,
+        name: row.try_get("name").map_err(&read)?,
+        webhook_url: row.try_get("webhook_url").map_err(&read)?,
+        webhook_secret: row.try_get("webhook_secret").map_err(&read)?,
+        created_at: row.try_get("created_at").map_err(&read)?,
+    })
+}
+
+fn api_key_row(row: &DbRow) -> Result<ApiKeyRow, StoreError> {
+    let read = StoreError::classify("api key");
+    Ok(ApiKeyRow {
+        id: row.try_get("id").map_err(&read)?,
+        merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+        label: row.try_get("label").map_err(&read)?,
+        secret_hash: row.try_get("secret_hash").map_err(&read)?,
+        created_at: row.try_get("created_at").map_err(&read)?,
+        revoked_at: row.try_get("revoked_at").map_err(&read)?,
+    })
+}
+
+#[async_trait]
+impl crate::Store for ThisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::Database)
+    }
+
+    async fn insert_merchant(&self, merchant: NewMerchant) -> Result<MerchantRow, StoreError> {
+        sqlx::query(
+            "INSERT INTO merchants (id, name, webhook_url, webhook_secret, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(merchant.id.as_str())
+        .bind(&merchant.name)
+        .bind(&merchant.webhook_url)
+        .bind(&merchant.webhook_secret)
+        .bind(merchant.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::classify("merchant"))?;
+        Ok(merchant.into())
+    }
+
+    async fn merchant(&self, id: &MerchantId) -> Result<MerchantRow, StoreError> {
+        let row = sqlx::query("SELECT * FROM merchants WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::classify("merchant"))?;
+        merchant_row(&row)
+    }
+
+    async fn set_merchant_webhook_url(
+        &self,
+        id: &MerchantId,
+        url: Option<&str>,
+    ) -> Result<MerchantRow, StoreError> {
+        let row = sqlx::query("UPDATE merchants SET webhook_url = $1 WHERE id = $2 RETURNING *")
+            .bind(url)
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::classify("merchant"))?;
+        merchant_row(&row)
+    }
+
+    async fn merchants(&self) -> Result<Vec<MerchantRow>, StoreError> {
+        sqlx::query("SELECT * FROM merchants ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .iter()
+            .map(merchant_row)
+            .collect()
+    }
+
+    async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKeyRow, StoreError> {
+        self.merchant(&key.merchant_id).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, merchant_id, label, secret_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.id)
+        .bind(key.merchant_id.as_str())
+        .bind(&key.label)
+        .bind(&key.secret_hash)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::classify("api key"))?;
+        Ok(key.into())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::classify("api key"))?;
+        api_key_row(&row)
+    }
+
+    async fn api_keys(&self, merchant: Option<&MerchantId>) -> Result<Vec<ApiKeyRow>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM api_keys WHERE CAST($1 AS TEXT) IS NULL OR merchant_id = $1 ORDER BY created_at, id",
+        )
+        .bind(merchant.map(MerchantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?
+        .iter()
+        .map(api_key_row)
+        .collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<ApiKeyRow, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING *",
+        )
+        .bind(at)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::classify("api key"))?;
+        api_key_row(&row)
+    }
+}
