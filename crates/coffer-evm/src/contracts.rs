@@ -41,3 +41,26 @@ sol!(
     TestSmartWallet,
     "../../contracts/artifacts/TestSmartWallet.json"
 );
+
+sol! {
+    /// The EIP-3009 surface of USDC-like tokens (FiatTokenV2_2), as the facilitator uses it.
+    #[sol(rpc)]
+    interface IEip3009 {
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function balanceOf(address account) external view returns (uint256);
+        function name() external view returns (string);
+        function version() external view returns (string);
+    }
+
+    /// The EIP-712 message an EIP-3009 transfer authorization signs.
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}

@@ -30,6 +30,8 @@ pub struct AppState {
     pub merchants: Merchants,
     /// Payment orders.
     pub orders: PaymentOrders,
+    /// The x402 facilitator (verification).
+    pub facilitator: coffer_x402::facilitator::Facilitator,
     /// Base URL for links Coffer hands out (payment pages).
     pub public_url: String,
     /// Known chains.
@@ -60,13 +62,19 @@ impl AppState {
             .map(ChainRpc::new)
             .collect::<Result<Vec<_>, _>>()?;
         let chains = Arc::new(chains);
+        let rpcs = Arc::new(rpcs);
         Ok(AppState {
+            facilitator: coffer_x402::facilitator::Facilitator::new(
+                chains.clone(),
+                rpcs.clone(),
+                alloy::primitives::Address::ZERO,
+            ),
             merchants: Merchants::new(store.clone()),
             orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             store,
             chains,
-            rpcs: Arc::new(rpcs),
+            rpcs,
             metrics: Arc::new(Metrics::new()),
             readiness_timeout: Duration::from_secs(3),
             webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
@@ -109,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::payment_orders::routes())
         .merge(routes::webhooks::routes())
         .merge(routes::pay_page::routes())
+        .merge(routes::x402::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);

@@ -296,6 +296,8 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/api/events/{event_id}/redeliver/",
         "/pay/{order_id}",
         "/qr/{order_id}",
+        "/x402/verify",
+        "/x402/supported",
     ]);
     assert_eq!(documented, expected);
     let client = reqwest::Client::new();

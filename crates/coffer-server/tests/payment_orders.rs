@@ -964,3 +964,37 @@ on_both_databases!(
     the_list_filters_orders_and_pages_through_them,
     native_coin_payments_are_detected,
 );
+
+#[tokio::test]
+async fn the_watcher_fails_over_to_the_next_rpc_endpoint() {
+    let env = Env::new(Backend::Sqlite).await;
+    let mut registry = ChainRegistry::builtin();
+    let mut overrides = BTreeMap::new();
+    let urls = vec!["http://127.0.0.1:9".to_owned(), env.anvil.url().to_owned()];
+    overrides.insert(
+        "base-sepolia".to_owned(),
+        ChainOverride {
+            rpc_urls: urls,
+            confirmations: Some(2),
+            ..Default::default()
+        },
+    );
+    registry.apply(&overrides).unwrap();
+    let state = AppState::new(env.state.store.clone(), registry, &env.base).unwrap();
+    let mut watcher = Watcher::new(&state, CHAIN_ID).unwrap();
+
+    let order = env.create_order("1", 900, json!({})).await;
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(1))
+        .await;
+    env.mine(1).await;
+    let first = watcher.step().await;
+    assert!(
+        first.as_ref().is_err_and(|e| e.0.starts_with("rpc")),
+        "the dead endpoint fails first: {first:?}"
+    );
+    while watcher.step().await.expect("the next endpoint answers") != StepReport::Idle {}
+    assert_eq!(
+        env.order(order["order_id"].as_str().unwrap()).await["status"],
+        "confirmed"
+    );
+}

@@ -226,6 +226,34 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     );
     summary.signer.parse::<Address>().expect("signer address");
 
+    // The seed's JavaScript example, run by node, creates an order.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/create_order.mjs"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .env("COFFER_URL", &summary.api_base_url)
+        .env("CRYPTOPAY_API_KEY", &summary.api_key)
+        .output()
+        .await
+        .expect("node runs the example");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let from_js: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(from_js["success"], true, "{from_js}");
+    assert_eq!(
+        (
+            from_js["data"]["status"].as_str(),
+            from_js["data"]["amount"].as_str()
+        ),
+        (Some("pending"), Some("100.00"))
+    );
+    assert_eq!(from_js["data"]["blockchain"], "base");
+
     // The payment-orders seed's request, verbatim but for host and key: an order on "base"
     // (the local Base chain), paid from a funded account, confirmed, and webhooked, signed.
     let client = reqwest::Client::new();

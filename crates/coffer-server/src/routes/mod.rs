@@ -7,3 +7,4 @@ pub mod meta;
 pub mod pay_page;
 pub mod payment_orders;
 pub mod webhooks;
+pub mod x402;

@@ -1,0 +1,76 @@
+//! The x402 facilitator in the Coinbase reference wire format (versions 1 and 2).
+//!
+//! Verification answers HTTP 200 for valid and invalid payments alike, as the reference
+//! clients expect; only a body that is not a payment request gets 400, still with
+//! `isValid: false` and a reason so clients that read `isValid` keep working.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use coffer_x402::wire::{PaymentRequest, Supported, VerifyResponse};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify))
+        .routes(routes!(supported))
+}
+
+/// Verify an x402 `exact` EVM payment (EIP-3009 authorization) without settling it: scheme,
+/// EIP-712 domain, network and asset, signature, recipient, validity window and exact value,
+/// then a simulation that proves the nonce is unused and the balance suffices. Body:
+/// `{x402Version, paymentPayload, paymentRequirements}` in version 1 or 2.
+#[utoipa::path(
+    post,
+    path = "/x402/verify",
+    tag = "x402",
+    request_body(content = Object, description = "{x402Version, paymentPayload, paymentRequirements}"),
+    responses(
+        (status = 200, description = "{isValid, invalidReason?, invalidMessage?, payer?}", body = Object),
+        (status = 400, description = "Not a payment request: {isValid: false, invalidReason, invalidMessage}", body = Object)
+    )
+)]
+async fn verify(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json<VerifyResponse>) {
+    let request = match PaymentRequest::parse(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            let version = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|value| {
+                    value
+                        .pointer("/paymentPayload/x402Version")
+                        .and_then(serde_json::Value::as_u64)
+                })
+                .unwrap_or(2);
+            let reason = if version == 1 {
+                "invalid_payload"
+            } else {
+                "invalid_exact_evm_payload"
+            };
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(VerifyResponse {
+                    is_valid: false,
+                    invalid_reason: Some(reason.to_owned()),
+                    invalid_message: Some(error.to_string()),
+                    payer: None,
+                }),
+            );
+        }
+    };
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    (
+        StatusCode::OK,
+        Json(state.facilitator.verify(&request, now).await),
+    )
+}
+
+/// The (version, scheme, network) kinds this facilitator verifies, v1 and v2 in one list.
+#[utoipa::path(get, path = "/x402/supported", tag = "x402", responses((status = 200, description = "{kinds, extensions, signers}", body = Object)))]
+async fn supported(State(state): State<AppState>) -> Json<Supported> {
+    Json(state.facilitator.supported(&[]))
+}

@@ -1,0 +1,461 @@
+//! The x402 facilitator's `/x402/verify` against a real EIP-3009 token on anvil: valid payments
+//! in both wire versions, and each way a payment can be wrong, with its reason — and nothing is
+//! ever broadcast by verification.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256, address};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::contracts::{IEip3009, TestSmartWallet, TransferWithAuthorization};
+use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_server::AppState;
+use coffer_store::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+
+const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+
+struct Env {
+    _anvil: Anvil,
+    chain: DynProvider,
+    base: String,
+    payer: PrivateKeySigner,
+    _db: TestDatabase,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let binary =
+            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+        let anvil = Anvil::start(&AnvilOptions {
+            binary,
+            chain_id: 84_532,
+            port: 0,
+            state_file: None,
+            block_time: None,
+        })
+        .await
+        .unwrap();
+        let owner = testnet::dev_account(0).unwrap();
+        let chain = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(owner.clone()))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
+        let spec = UsdcSpec {
+            name: "USDC".into(),
+            version: "2".into(),
+            symbol: "USDC".into(),
+            decimals: 6,
+            owner: owner.address(),
+        };
+        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
+        let payer = testnet::dev_account(1).unwrap();
+        testnet::mint(&chain, USDC, payer.address(), U256::from(5_000_000u64))
+            .await
+            .unwrap();
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: vec![anvil.url().to_owned()],
+                ..Default::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+        let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(db.store.clone(), registry, &base).unwrap();
+        tokio::spawn(coffer_server::serve(
+            listener,
+            coffer_server::router(state),
+            std::future::pending(),
+        ));
+        Env {
+            _anvil: anvil,
+            chain,
+            base,
+            payer,
+            _db: db,
+        }
+    }
+
+    async fn verify(&self, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/x402/verify", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+fn now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
+}
+
+struct Auth {
+    from: Address,
+    to: Address,
+    value: u64,
+    valid_after: u64,
+    valid_before: u64,
+    nonce: B256,
+}
+
+impl Auth {
+    fn fresh(from: Address, value: u64) -> Auth {
+        Auth {
+            from,
+            to: PAY_TO,
+            value,
+            valid_after: now() - 600,
+            valid_before: now() + 300,
+            nonce: B256::from(rand::random::<[u8; 32]>()),
+        }
+    }
+
+    fn message(&self) -> TransferWithAuthorization {
+        TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from(self.value),
+            validAfter: U256::from(self.valid_after),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        }
+    }
+
+    fn hash(&self, name: &str) -> B256 {
+        let domain = Eip712Domain::new(
+            Some(name.to_owned().into()),
+            Some("2".into()),
+            Some(U256::from(84_532)),
+            Some(USDC),
+            None,
+        );
+        self.message().eip712_signing_hash(&domain)
+    }
+
+    fn sign(&self, signer: &PrivateKeySigner) -> String {
+        let signature = signer.sign_hash_sync(&self.hash("USDC")).unwrap();
+        format!("0x{}", alloy::hex::encode(signature.as_bytes()))
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "from": self.from.to_checksum(None), "to": self.to.to_checksum(None), "value": self.value.to_string(),
+            "validAfter": self.valid_after.to_string(), "validBefore": self.valid_before.to_string(),
+            "nonce": format!("{:#x}", self.nonce),
+        })
+    }
+}
+
+fn v2_request(auth: &Auth, signature: &str, amount: u64) -> Value {
+    let requirements = json!({
+        "scheme": "exact", "network": "eip155:84532", "amount": amount.to_string(),
+        "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300,
+        "extra": {"name": "USDC", "version": "2"}
+    });
+    json!({
+        "x402Version": 2,
+        "paymentPayload": {"x402Version": 2, "resource": {"url": "http://127.0.0.1/paid"}, "accepted": requirements,
+                           "payload": {"signature": signature, "authorization": auth.json()}},
+        "paymentRequirements": requirements,
+    })
+}
+
+fn v1_request(auth: &Auth, signature: &str) -> Value {
+    json!({
+        "x402Version": 1,
+        "paymentPayload": {"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
+                           "payload": {"signature": signature, "authorization": auth.json()}},
+        "paymentRequirements": {"scheme": "exact", "network": "base-sepolia", "maxAmountRequired": auth.value.to_string(),
+            "resource": "http://127.0.0.1/paid", "description": "", "mimeType": "application/json",
+            "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 60, "asset": USDC.to_checksum(None),
+            "extra": {"name": "USDC", "version": "2"}},
+    })
+}
+
+#[tokio::test]
+async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without_any_transaction() {
+    let env = Env::new().await;
+    let payer = env.payer.clone();
+    let nonce_before = env
+        .chain
+        .get_transaction_count(Address::ZERO)
+        .await
+        .unwrap();
+    let block_before = env.chain.get_block_number().await.unwrap();
+
+    let auth = Auth::fresh(payer.address(), 10_000);
+    let (status, reply) = env
+        .verify(&v2_request(&auth, &auth.sign(&payer), 10_000))
+        .await;
+    assert_eq!(
+        (status, reply.clone()),
+        (
+            200,
+            json!({"isValid": true, "payer": payer.address().to_checksum(None)})
+        )
+    );
+    let (status, reply) = env.verify(&v1_request(&auth, &auth.sign(&payer))).await;
+    assert_eq!(
+        (status, reply["isValid"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
+    );
+
+    let other = PrivateKeySigner::random();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "bad signature",
+            v2_request(&auth, &auth.sign(&other), 10_000),
+            "invalid_exact_evm_signature",
+        ),
+        (
+            "expired",
+            {
+                let a = Auth {
+                    valid_before: now() + 2,
+                    ..Auth::fresh(payer.address(), 10_000)
+                };
+                v2_request(&a, &a.sign(&payer), 10_000)
+            },
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
+        (
+            "not yet valid",
+            {
+                let a = Auth {
+                    valid_after: now() + 60,
+                    ..Auth::fresh(payer.address(), 10_000)
+                };
+                v2_request(&a, &a.sign(&payer), 10_000)
+            },
+            "invalid_exact_evm_payload_authorization_valid_after",
+        ),
+        (
+            "wrong recipient",
+            {
+                let a = Auth {
+                    to: other.address(),
+                    ..Auth::fresh(payer.address(), 10_000)
+                };
+                v2_request(&a, &a.sign(&payer), 10_000)
+            },
+            "invalid_exact_evm_recipient_mismatch",
+        ),
+        (
+            "wrong amount",
+            v2_request(&auth, &auth.sign(&payer), 20_000),
+            "invalid_exact_evm_authorization_value",
+        ),
+        (
+            "insufficient balance",
+            {
+                let a = Auth::fresh(payer.address(), 9_000_000);
+                v2_request(&a, &a.sign(&payer), 9_000_000)
+            },
+            "invalid_exact_evm_insufficient_balance",
+        ),
+        (
+            "unknown asset",
+            {
+                let mut request = v2_request(&auth, &auth.sign(&payer), 10_000);
+                request["paymentRequirements"]["asset"] =
+                    json!("0x1111111111111111111111111111111111111111");
+                request["paymentPayload"]["accepted"]["asset"] =
+                    json!("0x1111111111111111111111111111111111111111");
+                request
+            },
+            "invalid_exact_evm_asset_not_supported",
+        ),
+        (
+            "unknown network",
+            {
+                let mut request = v2_request(&auth, &auth.sign(&payer), 10_000);
+                request["paymentRequirements"]["network"] = json!("eip155:999999");
+                request["paymentPayload"]["accepted"]["network"] = json!("eip155:999999");
+                request
+            },
+            "invalid_exact_evm_network_mismatch",
+        ),
+        (
+            "wrong domain name",
+            {
+                let a = Auth::fresh(payer.address(), 10_000);
+                let signature = payer.sign_hash_sync(&a.hash("USD Coin")).unwrap();
+                let mut request = v2_request(
+                    &a,
+                    &format!("0x{}", alloy::hex::encode(signature.as_bytes())),
+                    10_000,
+                );
+                request["paymentRequirements"]["extra"]["name"] = json!("USD Coin");
+                request["paymentPayload"]["accepted"]["extra"]["name"] = json!("USD Coin");
+                request
+            },
+            "invalid_exact_evm_token_name_mismatch",
+        ),
+        (
+            "no EIP-712 domain",
+            {
+                let mut request = v2_request(&auth, &auth.sign(&payer), 10_000);
+                request["paymentRequirements"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("extra");
+                request
+            },
+            "invalid_exact_evm_missing_eip712_domain",
+        ),
+        (
+            "not exact",
+            {
+                let mut request = v2_request(&auth, &auth.sign(&payer), 10_000);
+                request["paymentRequirements"]["scheme"] = json!("upto");
+                request
+            },
+            "invalid_exact_evm_scheme",
+        ),
+    ];
+    for (case, request, reason) in cases {
+        let (status, reply) = env.verify(&request).await;
+        assert_eq!(status, 200, "{case}: {reply}");
+        assert_eq!(reply["isValid"], false, "{case}: {reply}");
+        assert_eq!(reply["invalidReason"], reason, "{case}: {reply}");
+    }
+
+    // A high-s twin of a valid signature recovers to the payer, but tokens refuse it.
+    let signature = payer.sign_hash_sync(&auth.hash("USDC")).unwrap();
+    let n = U256::from_str_radix(
+        "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+        16,
+    )
+    .unwrap();
+    let high = alloy::primitives::Signature::new(signature.r(), n - signature.s(), !signature.v());
+    let (_, reply) = env
+        .verify(&v2_request(
+            &auth,
+            &format!("0x{}", alloy::hex::encode(high.as_bytes())),
+            10_000,
+        ))
+        .await;
+    assert_eq!(
+        reply["invalidReason"], "invalid_exact_evm_signature",
+        "{reply}"
+    );
+
+    // Malformed requests get 400 with a reason naming the problem.
+    for body in ["{", "{\"x402Version\":2}", "[]"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/x402/verify", env.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{body}");
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(reply["isValid"], false);
+        assert!(reply["invalidMessage"].is_string());
+    }
+
+    // Verification never sent a transaction.
+    assert_eq!(env.chain.get_block_number().await.unwrap(), block_before);
+    assert_eq!(
+        env.chain
+            .get_transaction_count(Address::ZERO)
+            .await
+            .unwrap(),
+        nonce_before
+    );
+
+    // Once the authorization is used on chain, the same payment is a reused nonce.
+    let v = 27 + u8::from(signature.v());
+    let relayer = testnet::dev_account(5).unwrap();
+    let relaying = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(relayer))
+        .connect_http(env._anvil.url().parse().unwrap());
+    let m = auth.message();
+    IEip3009::new(USDC, &relaying)
+        .transferWithAuthorization_0(
+            m.from,
+            m.to,
+            m.value,
+            m.validAfter,
+            m.validBefore,
+            m.nonce,
+            v,
+            signature.r().into(),
+            signature.s().into(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let (_, reply) = env
+        .verify(&v2_request(&auth, &auth.sign(&payer), 10_000))
+        .await;
+    assert_eq!(
+        reply["invalidReason"], "invalid_exact_evm_nonce_already_used",
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_contract_wallet_pays_with_an_erc1271_signature() {
+    let env = Env::new().await;
+    let owner = testnet::dev_account(2).unwrap();
+    let wallet = TestSmartWallet::deploy(&env.chain, owner.address())
+        .await
+        .unwrap();
+    testnet::mint(&env.chain, USDC, *wallet.address(), U256::from(50_000u64))
+        .await
+        .unwrap();
+    let auth = Auth::fresh(*wallet.address(), 10_000);
+    // The wallet vouches (ERC-1271) for a signature by its owner over the EIP-712 hash.
+    let (_, reply) = env
+        .verify(&v2_request(&auth, &auth.sign(&owner), 10_000))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"isValid": true, "payer": wallet.address().to_checksum(None)})
+    );
+    let stranger = PrivateKeySigner::random();
+    let (_, reply) = env
+        .verify(&v2_request(&auth, &auth.sign(&stranger), 10_000))
+        .await;
+    assert_eq!(
+        reply["invalidReason"], "invalid_exact_evm_signature",
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn supported_lists_both_versions_of_each_configured_chain() {
+    let env = Env::new().await;
+    let reply: Value = reqwest::get(format!("{}/x402/supported", env.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        reply["kinds"],
+        json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}, {"x402Version": 1, "scheme": "exact", "network": "base-sepolia"}])
+    );
+    assert!(reply["signers"].is_object());
+}

@@ -1,0 +1,17 @@
+//! x402 for Coffer: the HTTP 402 payment protocol's wire formats and the facilitator that
+//! verifies EIP-3009 authorizations.
+//!
+//! - [`wire`]: the Coinbase reference wire format, version 1 (network names such as
+//!   `base-sepolia`, `maxAmountRequired`) and version 2 (CAIP-2 networks, `amount`, the
+//!   `accepted` echo), for `/verify`, `/settle` and `/supported`.
+//! - [`facilitator`]: [`facilitator::Facilitator::verify`] checks a payment in the reference
+//!   order — scheme, EIP-712 domain, network, signature, recipient, validity window, exact
+//!   value — and then proves nonce and balance with one simulation of
+//!   `transferWithAuthorization`, diagnosing a failure with precise reasons. Only assets in the
+//!   chain registry are accepted, so Coffer never calls an arbitrary contract.
+//! - [`reasons`]: the reason strings, in the TypeScript reference's set for v2 and the legacy
+//!   names for v1.
+
+pub mod facilitator;
+pub mod reasons;
+pub mod wire;

@@ -1,0 +1,330 @@
+//! The facilitator's wire format (Coinbase reference), versions 1 and 2.
+//!
+//! Requests are parsed leniently where clients differ (extra fields are ignored, `extra` may be
+//! absent) and strictly where money is concerned (numbers are decimal strings, addresses and
+//! hashes are hex, checked later by the facilitator). Replies omit null fields, and settle
+//! replies always carry `transaction` and `network`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An EIP-3009 authorization as signed by the payer; every number is a decimal string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    /// Payer.
+    pub from: String,
+    /// Payee.
+    pub to: String,
+    /// Amount in base units.
+    pub value: String,
+    /// Unix seconds after which it is valid.
+    pub valid_after: String,
+    /// Unix seconds before which it is valid.
+    pub valid_before: String,
+    /// 32-byte hex nonce.
+    pub nonce: String,
+}
+
+/// The `exact` EVM payload: a signature over an authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExactEvmPayload {
+    /// Hex signature: 65 bytes for an EOA, longer for contract wallets.
+    pub signature: String,
+    /// What was signed.
+    pub authorization: Authorization,
+}
+
+/// What a resource asks for, version 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequirementsV1 {
+    /// `exact`.
+    pub scheme: String,
+    /// v1 network name (`base-sepolia`).
+    pub network: String,
+    /// Amount in base units.
+    pub max_amount_required: String,
+    /// The resource's URL.
+    #[serde(default)]
+    pub resource: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// MIME type.
+    #[serde(default)]
+    pub mime_type: String,
+    /// Recipient.
+    pub pay_to: String,
+    /// Seconds the payment may take.
+    #[serde(default)]
+    pub max_timeout_seconds: u64,
+    /// Token contract.
+    pub asset: String,
+    /// Output schema, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    /// `{name, version}` of the EIP-712 domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
+}
+
+/// What a resource asks for, version 2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequirementsV2 {
+    /// `exact`.
+    pub scheme: String,
+    /// CAIP-2 network (`eip155:84532`).
+    pub network: String,
+    /// Amount in base units.
+    pub amount: String,
+    /// Token contract.
+    pub asset: String,
+    /// Recipient.
+    pub pay_to: String,
+    /// Seconds the payment may take.
+    #[serde(default)]
+    pub max_timeout_seconds: u64,
+    /// `{name, version}` of the EIP-712 domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
+}
+
+/// A version-1 payment (the decoded `X-PAYMENT` header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadV1 {
+    /// 1.
+    pub x402_version: u8,
+    /// `exact`.
+    pub scheme: String,
+    /// v1 network name.
+    pub network: String,
+    /// The signed authorization.
+    pub payload: ExactEvmPayload,
+}
+
+/// A version-2 payment (the decoded `PAYMENT-SIGNATURE` header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayloadV2 {
+    /// 2.
+    pub x402_version: u8,
+    /// The resource paid for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Value>,
+    /// The requirement the client chose, echoed.
+    pub accepted: RequirementsV2,
+    /// The signed authorization.
+    pub payload: ExactEvmPayload,
+    /// Extensions echoed by the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Value>,
+}
+
+/// A `/verify` or `/settle` request of either version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentRequest {
+    /// Version 1.
+    V1 {
+        /// The payment.
+        payload: PayloadV1,
+        /// What was asked.
+        requirements: RequirementsV1,
+    },
+    /// Version 2.
+    V2 {
+        /// The payment.
+        payload: PayloadV2,
+        /// What was asked.
+        requirements: RequirementsV2,
+    },
+}
+
+/// Why a request body is not a payment request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    /// The field at fault.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRequest {
+    x402_version: Option<Value>,
+    payment_payload: Value,
+    payment_requirements: Value,
+}
+
+fn field_error(prefix: &str, error: &serde_json::Error) -> RequestError {
+    let message = error.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let field = message
+        .split('`')
+        .nth(1)
+        .map_or_else(|| prefix.to_owned(), |name| format!("{prefix}.{name}"));
+    RequestError { field, message }
+}
+
+impl PaymentRequest {
+    /// Parses a `/verify` or `/settle` body; the version comes from
+    /// `paymentPayload.x402Version` (the top-level `x402Version` is advisory, as in the
+    /// reference facilitator).
+    ///
+    /// # Errors
+    /// [`RequestError`] naming the missing or malformed field.
+    pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
+        let raw: RawRequest = serde_json::from_slice(body).map_err(|error| {
+            if error.is_syntax() || error.is_eof() {
+                RequestError {
+                    field: "body".to_owned(),
+                    message: format!("malformed JSON: {error}"),
+                }
+            } else {
+                field_error("body", &error)
+            }
+        })?;
+        let version = raw
+            .payment_payload
+            .get("x402Version")
+            .or(raw.x402_version.as_ref())
+            .and_then(Value::as_u64)
+            .ok_or_else(|| RequestError {
+                field: "paymentPayload.x402Version".to_owned(),
+                message: "must be 1 or 2".to_owned(),
+            })?;
+        match version {
+            1 => Ok(PaymentRequest::V1 {
+                payload: serde_json::from_value(raw.payment_payload)
+                    .map_err(|e| field_error("paymentPayload", &e))?,
+                requirements: serde_json::from_value(raw.payment_requirements)
+                    .map_err(|e| field_error("paymentRequirements", &e))?,
+            }),
+            2 => Ok(PaymentRequest::V2 {
+                payload: serde_json::from_value(raw.payment_payload)
+                    .map_err(|e| field_error("paymentPayload", &e))?,
+                requirements: serde_json::from_value(raw.payment_requirements)
+                    .map_err(|e| field_error("paymentRequirements", &e))?,
+            }),
+            other => Err(RequestError {
+                field: "paymentPayload.x402Version".to_owned(),
+                message: format!("version {other} is not supported; use 1 or 2"),
+            }),
+        }
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> u8 {
+        match self {
+            PaymentRequest::V1 { .. } => 1,
+            PaymentRequest::V2 { .. } => 2,
+        }
+    }
+}
+
+/// The `/verify` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    /// Whether the payment may be settled.
+    pub is_valid: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    /// Details for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_message: Option<String>,
+    /// The payer, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+}
+
+/// One `/supported` kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedKind {
+    /// 1 or 2.
+    pub x402_version: u8,
+    /// `exact`.
+    pub scheme: String,
+    /// v1 name or CAIP-2 id.
+    pub network: String,
+}
+
+/// The `/supported` reply: v1 and v2 kinds in one list, and the signers per namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supported {
+    /// Every (version, scheme, network) served.
+    pub kinds: Vec<SupportedKind>,
+    /// Extensions (none yet).
+    pub extensions: Vec<String>,
+    /// Settlement signers by namespace (`eip155:*`).
+    pub signers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V2: &str = r#"{"x402Version":2,"paymentPayload":{"x402Version":2,"resource":{"url":"https://x"},
+      "accepted":{"scheme":"exact","network":"eip155:84532","amount":"10000","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+        "payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","maxTimeoutSeconds":300,"extra":{"name":"USDC","version":"2"}},
+      "payload":{"signature":"0x00","authorization":{"from":"0x857b06519E91e3A54538791bDbb0E22373e36b66",
+        "to":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","value":"10000","validAfter":"1","validBefore":"2","nonce":"0x01"}}},
+      "paymentRequirements":{"scheme":"exact","network":"eip155:84532","amount":"10000","asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+        "payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","maxTimeoutSeconds":300,"extra":{"name":"USDC","version":"2"}}}"#;
+
+    #[test]
+    fn both_versions_parse_by_the_payloads_version() {
+        let request = PaymentRequest::parse(V2.as_bytes()).expect("v2");
+        assert_eq!(request.version(), 2);
+        let v1 = r#"{"x402Version":1,"paymentPayload":{"x402Version":1,"scheme":"exact","network":"base-sepolia",
+          "payload":{"signature":"0x00","authorization":{"from":"0x1","to":"0x2","value":"1","validAfter":"0","validBefore":"9","nonce":"0x0"}}},
+          "paymentRequirements":{"scheme":"exact","network":"base-sepolia","maxAmountRequired":"1","resource":"https://x",
+          "description":"","mimeType":"","payTo":"0x2","maxTimeoutSeconds":60,"asset":"0x3"}}"#;
+        assert_eq!(
+            PaymentRequest::parse(v1.as_bytes()).expect("v1").version(),
+            1
+        );
+    }
+
+    #[test]
+    fn malformed_requests_name_the_field() {
+        assert_eq!(PaymentRequest::parse(b"{").unwrap_err().field, "body");
+        let missing = V2.replace("\"payTo\":\"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\",\"maxTimeoutSeconds\":300,\"extra\":{\"name\":\"USDC\",\"version\":\"2\"}}}", "\"maxTimeoutSeconds\":300}}");
+        assert_eq!(
+            PaymentRequest::parse(missing.as_bytes()).unwrap_err().field,
+            "paymentRequirements.payTo"
+        );
+        let version = V2.replace(
+            "\"paymentPayload\":{\"x402Version\":2",
+            "\"paymentPayload\":{\"x402Version\":3",
+        );
+        assert_eq!(
+            PaymentRequest::parse(version.as_bytes()).unwrap_err().field,
+            "paymentPayload.x402Version"
+        );
+    }
+
+    #[test]
+    fn replies_omit_nulls() {
+        let reply = VerifyResponse {
+            is_valid: true,
+            invalid_reason: None,
+            invalid_message: None,
+            payer: Some("0x1".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"isValid":true,"payer":"0x1"}"#
+        );
+    }
+}
