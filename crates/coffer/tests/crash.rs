@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, U256, address};
-use alloy::providers::ext::AnvilApi;
 use alloy::providers::ProviderBuilder;
+use alloy::providers::ext::AnvilApi;
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
