@@ -20,6 +20,9 @@ use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
 use crate::orders::PaymentOrders;
 use crate::routes;
+use alloy::signers::local::PrivateKeySigner;
+use coffer_x402::facilitator::Facilitator;
+use coffer_x402::settlement::{SettleOptions, Settler};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,7 +34,9 @@ pub struct AppState {
     /// Payment orders.
     pub orders: PaymentOrders,
     /// The x402 facilitator (verification).
-    pub facilitator: coffer_x402::facilitator::Facilitator,
+    pub facilitator: Facilitator,
+    /// The x402 settlement engine.
+    pub settler: Arc<Settler>,
     /// Base URL for links Coffer hands out (payment pages).
     pub public_url: String,
     /// Known chains.
@@ -63,12 +68,20 @@ impl AppState {
             .collect::<Result<Vec<_>, _>>()?;
         let chains = Arc::new(chains);
         let rpcs = Arc::new(rpcs);
+        let facilitator = Facilitator::new(
+            chains.clone(),
+            rpcs.clone(),
+            alloy::primitives::Address::ZERO,
+        );
         Ok(AppState {
-            facilitator: coffer_x402::facilitator::Facilitator::new(
-                chains.clone(),
+            settler: Arc::new(Settler::new(
+                facilitator.clone(),
+                store.clone(),
                 rpcs.clone(),
-                alloy::primitives::Address::ZERO,
-            ),
+                Vec::new(),
+                SettleOptions::default(),
+            )),
+            facilitator,
             merchants: Merchants::new(store.clone()),
             orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -79,6 +92,28 @@ impl AppState {
             readiness_timeout: Duration::from_secs(3),
             webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+}
+
+impl AppState {
+    /// Configures the x402 settlement signers (the first one also simulates verifications).
+    pub fn with_settlement(
+        mut self,
+        signers: Vec<PrivateKeySigner>,
+        options: SettleOptions,
+    ) -> Self {
+        let caller = signers
+            .first()
+            .map_or(alloy::primitives::Address::ZERO, PrivateKeySigner::address);
+        self.facilitator = Facilitator::new(self.chains.clone(), self.rpcs.clone(), caller);
+        self.settler = Arc::new(Settler::new(
+            self.facilitator.clone(),
+            self.store.clone(),
+            self.rpcs.clone(),
+            signers,
+            options,
+        ));
+        self
     }
 }
 

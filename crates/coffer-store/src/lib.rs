@@ -24,6 +24,7 @@ mod migrate;
 mod order_rows;
 pub mod postgres;
 mod rows;
+mod settlement_rows;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -40,6 +41,9 @@ pub use order_rows::{
     OrderUpdate, PaymentRow, WalletRow,
 };
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
+pub use settlement_rows::{
+    NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement,
+};
 
 /// A storage failure, classified for callers.
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +299,77 @@ pub trait Ledger: Send + Sync + 'static {
     async fn record_attempt(&self, outcome: &AttemptOutcome) -> Result<(), StoreError>;
 }
 
+/// The x402 settlement journal.
+///
+/// A settlement is claimed by its authorization's identity before anything else happens, and
+/// its signed transaction is journaled before it is broadcast, so concurrent or repeated
+/// settles of one authorization share one transaction, and a restart can finish it.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Claims the settlement of an authorization; `true` when this call created the row.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn claim_settlement(
+        &self,
+        new: &NewSettlement,
+    ) -> Result<(SettlementRow, bool), StoreError>;
+
+    /// The settlement of an authorization, if claimed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn settlement(&self, key: &SettlementKey) -> Result<Option<SettlementRow>, StoreError>;
+
+    /// The settlement that broadcast a transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn settlement_by_tx_hash(
+        &self,
+        tx_hash: &str,
+    ) -> Result<Option<SettlementRow>, StoreError>;
+
+    /// One past the highest account nonce the journal holds for a signer, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn next_signer_nonce(
+        &self,
+        chain_id: u64,
+        signer: &str,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Journals the signed transaction (status `broadcast`) before it is sent.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the row is no longer pending or the signer nonce is taken.
+    async fn record_signed(
+        &self,
+        id: i64,
+        signed: &SignedSettlement,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a pending or broadcast settlement succeeded or failed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn finish_settlement(
+        &self,
+        id: i64,
+        status: SettlementStatus,
+        error_reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Settlements broadcast but not yet resolved, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError>;
+}
+
 /// What a reorg needs to know.
 #[async_trait]
 pub trait ReorgQueries: Send + Sync + 'static {
@@ -314,7 +389,7 @@ pub trait ReorgQueries: Send + Sync + 'static {
 ///
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
-pub trait Store: Ledger + ReorgQueries + Send + Sync + 'static {
+pub trait Store: Ledger + ReorgQueries + Journal + Send + Sync + 'static {
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

@@ -24,6 +24,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "payment_orders",
         sql: include_str!("../migrations/postgres/0002_payment_orders.sql"),
     },
+    Migration {
+        version: 3,
+        name: "settlements",
+        sql: include_str!("../migrations/postgres/0003_settlements.sql"),
+    },
 ];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).
@@ -137,4 +142,13 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+}
+
+/// The x402 settlement journal on this backend; the SQL is shared with the other backend.
+mod journal {
+    type DbPool = sqlx::PgPool;
+    type DbRow = sqlx::postgres::PgRow;
+    type ThisStore = super::PostgresStore;
+
+    include!("settlements_sql.rs");
 }

@@ -21,6 +21,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "payment_orders",
         sql: include_str!("../migrations/sqlite/0002_payment_orders.sql"),
     },
+    Migration {
+        version: 3,
+        name: "settlements",
+        sql: include_str!("../migrations/sqlite/0003_settlements.sql"),
+    },
 ];
 
 /// A store in a SQLite file.
@@ -121,4 +126,13 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+}
+
+/// The x402 settlement journal on this backend; the SQL is shared with the other backend.
+mod journal {
+    type DbPool = sqlx::SqlitePool;
+    type DbRow = sqlx::sqlite::SqliteRow;
+    type ThisStore = super::SqliteStore;
+
+    include!("settlements_sql.rs");
 }

@@ -9,9 +9,16 @@
 //!   value — and then proves nonce and balance with one simulation of
 //!   `transferWithAuthorization`, diagnosing a failure with precise reasons. Only assets in the
 //!   chain registry are accepted, so Coffer never calls an arbitrary contract.
+//! - [`settlement`]: [`settlement::Settler::settle`] settles exactly once: the authorization
+//!   is claimed in the journal by `(chain, token, payer, nonce)`, the signed transaction is
+//!   journaled before it is broadcast with a signer nonce Coffer assigns itself, concurrent or
+//!   repeated calls share that one transaction, a receipt wait that runs out answers
+//!   `settlement_pending` with the hash, and [`settlement::Settler::reconcile`] resolves
+//!   pending ones, also after a restart.
 //! - [`reasons`]: the reason strings, in the TypeScript reference's set for v2 and the legacy
 //!   names for v1.
 
 pub mod facilitator;
 pub mod reasons;
+pub mod settlement;
 pub mod wire;

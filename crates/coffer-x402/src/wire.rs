@@ -221,6 +221,22 @@ impl PaymentRequest {
         }
     }
 
+    /// The network as the request names it (v1 name or CAIP-2).
+    pub fn network(&self) -> &str {
+        match self {
+            PaymentRequest::V1 { requirements, .. } => &requirements.network,
+            PaymentRequest::V2 { requirements, .. } => &requirements.network,
+        }
+    }
+
+    /// The payer as given.
+    pub fn payer(&self) -> &str {
+        match self {
+            PaymentRequest::V1 { payload, .. } => &payload.payload.authorization.from,
+            PaymentRequest::V2 { payload, .. } => &payload.payload.authorization.from,
+        }
+    }
+
     /// The protocol version.
     pub fn version(&self) -> u8 {
         match self {
@@ -245,6 +261,27 @@ pub struct VerifyResponse {
     /// The payer, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payer: Option<String>,
+}
+
+/// The `/settle` reply; `transaction` and `network` are always present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleResponse {
+    /// Whether the transfer happened.
+    pub success: bool,
+    /// Why not; `settlement_pending` when it was broadcast but not yet mined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    /// Details for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// The payer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// Transaction hash, `""` when nothing was broadcast.
+    pub transaction: String,
+    /// The network as requested.
+    pub network: String,
 }
 
 /// One `/supported` kind.

@@ -27,6 +27,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The x402 facilitator.
+    pub x402: X402Config,
     /// Chains: RPC URLs and registry overrides, by chain key.
     pub chains: BTreeMap<String, ChainOverride>,
 }
@@ -97,6 +99,79 @@ impl Default for LogConfig {
             format: LogFormat::Pretty,
             level: "info".to_owned(),
         }
+    }
+}
+
+/// `[x402]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct X402Config {
+    /// Private keys (0x hex) of the accounts that settle payments; they pay the gas.
+    pub signer_keys: SignerKeys,
+    /// Seconds `/x402/settle` waits for a receipt before answering `settlement_pending`.
+    pub settle_timeout_seconds: u64,
+    /// The highest fee per gas Coffer pays for a settlement, in gwei.
+    pub max_fee_gwei: u64,
+}
+
+impl Default for X402Config {
+    fn default() -> Self {
+        X402Config {
+            signer_keys: SignerKeys::default(),
+            settle_timeout_seconds: 10,
+            max_fee_gwei: 500,
+        }
+    }
+}
+
+impl X402Config {
+    /// The signers, parsed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key that is not a private key.
+    pub fn signers(&self) -> Result<Vec<alloy::signers::local::PrivateKeySigner>, ConfigError> {
+        use secrecy::ExposeSecret;
+        self.signer_keys
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                key.expose_secret().trim().parse().map_err(|_| {
+                    ConfigError(format!(
+                        "x402.signer_keys[{i}]: not a 32-byte hex private key"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Private keys that never print: `Debug` and serialization show `***`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SignerKeys(pub Vec<secrecy::SecretString>);
+
+impl std::fmt::Debug for SignerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[***; {}]", self.0.len())
+    }
+}
+
+impl Serialize for SignerKeys {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|_| "***"))
+    }
+}
+
+impl PartialEq for SignerKeys {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.expose_secret() == b.expose_secret())
     }
 }
 
@@ -189,6 +264,7 @@ impl Config {
             ));
         }
         self.registry()?;
+        self.x402.signers()?;
         Ok(self)
     }
 
@@ -251,6 +327,15 @@ url = "sqlite:coffer.db"
 format = "pretty"
 # A tracing filter; RUST_LOG overrides it.
 level = "info"
+
+[x402]
+# Private keys (0x hex) of the accounts that settle x402 payments and pay their gas.
+# Prefer the environment: COFFER__X402__SIGNER_KEYS='["0x…"]'. They are never printed.
+signer_keys = []
+# Seconds /x402/settle waits for a receipt before answering "settlement_pending" (with the hash).
+settle_timeout_seconds = 10
+# The highest fee per gas paid for a settlement, in gwei.
+max_fee_gwei = 500
 
 # Chains. Coffer knows ethereum, base, base-sepolia, polygon, bsc, arbitrum, optimism,
 # avalanche and x-layer with their USDC/USDT contracts; a chain is watched once it has RPC URLs.

@@ -205,6 +205,9 @@ async fn run_with_chains(
     }
 
     config.database.url = format!("sqlite:{}", args.data_dir.join("coffer.db").display());
+    config.x402.signer_keys = crate::config::SignerKeys(vec![secrecy::SecretString::from(
+        format!("0x{}", hex::encode(signer.to_bytes())),
+    )]);
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
     for chain in chains {
         let entry = config.chains.entry(chain.key.to_owned()).or_default();

@@ -84,7 +84,13 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
-        let mut state = AppState::new(store, registry, &public_url)?;
+        let signers = config.x402.signers()?;
+        let settle = coffer_x402::settlement::SettleOptions {
+            receipt_timeout: Duration::from_secs(config.x402.settle_timeout_seconds),
+            max_fee_per_gas: u128::from(config.x402.max_fee_gwei) * 1_000_000_000,
+        };
+        let mut state =
+            AppState::new(store, registry, &public_url)?.with_settlement(signers, settle);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         Ok(Application {
             listener,

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use coffer_x402::wire::{PaymentRequest, Supported, VerifyResponse};
+use coffer_x402::wire::{PaymentRequest, SettleResponse, Supported, VerifyResponse};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,6 +17,7 @@ use crate::app::AppState;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(verify))
+        .routes(routes!(settle))
         .routes(routes!(supported))
 }
 
@@ -38,19 +39,7 @@ async fn verify(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json
     let request = match PaymentRequest::parse(&body) {
         Ok(request) => request,
         Err(error) => {
-            let version = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|value| {
-                    value
-                        .pointer("/paymentPayload/x402Version")
-                        .and_then(serde_json::Value::as_u64)
-                })
-                .unwrap_or(2);
-            let reason = if version == 1 {
-                "invalid_payload"
-            } else {
-                "invalid_exact_evm_payload"
-            };
+            let reason = malformed_reason(&body);
             return (
                 StatusCode::BAD_REQUEST,
                 Json(VerifyResponse {
@@ -69,8 +58,67 @@ async fn verify(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json
     )
 }
 
+fn malformed_reason(body: &[u8]) -> &'static str {
+    let version = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .pointer("/paymentPayload/x402Version")
+                .and_then(serde_json::Value::as_u64)
+        })
+        .unwrap_or(2);
+    if version == 1 {
+        "invalid_payload"
+    } else {
+        "invalid_exact_evm_payload"
+    }
+}
+
+/// Settle an x402 `exact` EVM payment: re-verify, then `transferWithAuthorization` from
+/// Coffer's signer, exactly once per authorization. Concurrent and repeated calls for one
+/// authorization get the same transaction. When the receipt does not arrive in time the
+/// answer is `success: false, errorReason: "settlement_pending"` **with** the transaction
+/// hash: the payment is in flight, do not ask the payer to sign again.
+#[utoipa::path(
+    post,
+    path = "/x402/settle",
+    tag = "x402",
+    request_body(content = Object, description = "{x402Version, paymentPayload, paymentRequirements}"),
+    responses(
+        (status = 200, description = "{success, errorReason?, errorMessage?, payer?, transaction, network}", body = Object),
+        (status = 400, description = "Not a payment request", body = Object)
+    )
+)]
+async fn settle(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json<SettleResponse>) {
+    let request = match PaymentRequest::parse(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(SettleResponse {
+                    success: false,
+                    error_reason: Some(malformed_reason(&body).to_owned()),
+                    error_message: Some(error.to_string()),
+                    payer: None,
+                    transaction: String::new(),
+                    network: String::new(),
+                }),
+            );
+        }
+    };
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    (
+        StatusCode::OK,
+        Json(state.settler.settle(&request, now).await),
+    )
+}
+
 /// The (version, scheme, network) kinds this facilitator verifies, v1 and v2 in one list.
 #[utoipa::path(get, path = "/x402/supported", tag = "x402", responses((status = 200, description = "{kinds, extensions, signers}", body = Object)))]
 async fn supported(State(state): State<AppState>) -> Json<Supported> {
-    Json(state.facilitator.supported(&[]))
+    Json(
+        state
+            .facilitator
+            .supported(&state.settler.signer_addresses()),
+    )
 }

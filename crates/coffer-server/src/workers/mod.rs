@@ -8,6 +8,7 @@
 
 pub mod dispatcher;
 pub mod expirer;
+pub mod reconciler;
 pub mod watcher;
 
 use std::future::Future;
@@ -131,6 +132,12 @@ pub fn spawn_all(
     }
     handles.push(tokio::spawn(run(
         expirer::Expirer::new(state),
+        shutdown.clone(),
+        intervals.expirer,
+        None,
+    )));
+    handles.push(tokio::spawn(run(
+        reconciler::Reconciler::new(state),
         shutdown.clone(),
         intervals.expirer,
         None,

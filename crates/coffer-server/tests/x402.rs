@@ -1,13 +1,16 @@
-//! The x402 facilitator's `/x402/verify` against a real EIP-3009 token on anvil: valid payments
+//! The x402 facilitator against a real EIP-3009 token on anvil. `/x402/verify`: valid payments
 //! in both wire versions, and each way a payment can be wrong, with its reason — and nothing is
-//! ever broadcast by verification.
+//! ever broadcast by verification. `/x402/settle`: exactly one transfer per authorization,
+//! however many calls, concurrent or repeated, or restarts in between.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256, address};
+use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
@@ -18,6 +21,7 @@ use coffer_evm::contracts::{IEip3009, TestSmartWallet, TransferWithAuthorization
 use coffer_evm::testnet::{self, UsdcSpec};
 use coffer_server::AppState;
 use coffer_store::testing::{Backend, TestDatabase};
+use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
 const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
@@ -28,6 +32,7 @@ struct Env {
     chain: DynProvider,
     base: String,
     payer: PrivateKeySigner,
+    state: AppState,
     _db: TestDatabase,
 }
 
@@ -74,10 +79,17 @@ impl Env {
         let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(db.store.clone(), registry, &base).unwrap();
+        let signer = testnet::dev_account(9).unwrap();
+        let options = SettleOptions {
+            receipt_timeout: Duration::from_secs(2),
+            ..SettleOptions::default()
+        };
+        let state = AppState::new(db.store.clone(), registry, &base)
+            .unwrap()
+            .with_settlement(vec![signer], options);
         tokio::spawn(coffer_server::serve(
             listener,
-            coffer_server::router(state),
+            coffer_server::router(state.clone()),
             std::future::pending(),
         ));
         Env {
@@ -85,8 +97,27 @@ impl Env {
             chain,
             base,
             payer,
+            state,
             _db: db,
         }
+    }
+
+    async fn settle(&self, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/x402/settle", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn balance(&self, who: Address) -> U256 {
+        IEip3009::new(USDC, &self.chain)
+            .balanceOf(who)
+            .call()
+            .await
+            .unwrap()
     }
 
     async fn verify(&self, body: &Value) -> (u16, Value) {
@@ -457,5 +488,170 @@ async fn supported_lists_both_versions_of_each_configured_chain() {
         reply["kinds"],
         json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}, {"x402Version": 1, "scheme": "exact", "network": "base-sepolia"}])
     );
-    assert!(reply["signers"].is_object());
+    let signer = testnet::dev_account(9).unwrap().address().to_checksum(None);
+    assert_eq!(reply["signers"], json!({"eip155:*": [signer]}));
+}
+
+#[tokio::test]
+async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
+    let env = Env::new().await;
+    let auth = Auth::fresh(env.payer.address(), 250_000);
+    let request = v2_request(&auth, &auth.sign(&env.payer), 250_000);
+    let payer_before = env.balance(env.payer.address()).await;
+    let (status, first) = env.settle(&request).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["success"], true, "{first}");
+    assert_eq!(first["network"], "eip155:84532");
+    assert_eq!(first["payer"], env.payer.address().to_checksum(None));
+    let hash: alloy::primitives::TxHash = first["transaction"].as_str().unwrap().parse().unwrap();
+    let receipt = env
+        .chain
+        .get_transaction_receipt(hash)
+        .await
+        .unwrap()
+        .expect("mined");
+    assert!(receipt.status());
+    assert_eq!(env.balance(PAY_TO).await, U256::from(250_000u64));
+    assert_eq!(
+        payer_before - env.balance(env.payer.address()).await,
+        U256::from(250_000u64)
+    );
+
+    let (_, again) = env.settle(&request).await;
+    assert_eq!(again, first, "a repeat answers the same settlement");
+    let (_, v1) = env.settle(&v1_request(&auth, &auth.sign(&env.payer))).await;
+    assert_eq!(
+        (v1["success"].as_bool(), v1["transaction"].as_str()),
+        (Some(true), first["transaction"].as_str())
+    );
+    assert_eq!(
+        env.balance(PAY_TO).await,
+        U256::from(250_000u64),
+        "still one transfer"
+    );
+
+    // An invalid payment is refused before anything is written or sent.
+    let stranger = PrivateKeySigner::random();
+    let bad = Auth::fresh(env.payer.address(), 1_000);
+    let (_, refused) = env
+        .settle(&v2_request(&bad, &bad.sign(&stranger), 1_000))
+        .await;
+    assert_eq!(
+        refused,
+        json!({"success": false, "errorReason": "invalid_exact_evm_signature",
+        "errorMessage": refused["errorMessage"], "payer": env.payer.address().to_checksum(None),
+        "transaction": "", "network": "eip155:84532"})
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer() {
+    let env = std::sync::Arc::new(Env::new().await);
+    let auth = Auth::fresh(env.payer.address(), 100_000);
+    let request = std::sync::Arc::new(v2_request(&auth, &auth.sign(&env.payer), 100_000));
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let (env, request) = (env.clone(), request.clone());
+            tokio::spawn(async move { env.settle(&request).await.1 })
+        })
+        .collect();
+    let mut hashes = std::collections::BTreeSet::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!(reply["success"], true, "{reply}");
+        hashes.insert(reply["transaction"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        hashes.len(),
+        1,
+        "every caller got the same transaction: {hashes:?}"
+    );
+    assert_eq!(env.balance(PAY_TO).await, U256::from(100_000u64));
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(
+        env.chain.get_transaction_count(signer).await.unwrap(),
+        1,
+        "one broadcast"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors() {
+    let env = std::sync::Arc::new(Env::new().await);
+    let calls: Vec<_> = (0..1000)
+        .map(|_| {
+            let env = env.clone();
+            let auth = Auth::fresh(env.payer.address(), 1_000);
+            let request = v2_request(&auth, &auth.sign(&env.payer), 1_000);
+            tokio::spawn(async move { env.settle(&request).await.1 })
+        })
+        .collect();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!(reply["success"], true, "{reply}");
+    }
+    assert_eq!(env.balance(PAY_TO).await, U256::from(1_000_000u64));
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1000);
+}
+
+#[tokio::test]
+async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction() {
+    let env = Env::new().await;
+    env.chain.anvil_set_auto_mine(false).await.unwrap();
+    let auth = Auth::fresh(env.payer.address(), 42_000);
+    let request = v2_request(&auth, &auth.sign(&env.payer), 42_000);
+
+    // The receipt wait runs out: pending, with the hash, never a plain failure.
+    let (_, pending) = env.settle(&request).await;
+    assert_eq!(pending["success"], false);
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+    let hash = pending["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(hash.len(), 66);
+
+    // "Restart": a new settler over the same journal; the node also lost the transaction.
+    let signer = testnet::dev_account(9).unwrap();
+    let restarted = AppState::new(
+        env.state.store.clone(),
+        env.state.chains.as_ref().clone(),
+        &env.base,
+    )
+    .unwrap()
+    .with_settlement(
+        vec![signer.clone()],
+        SettleOptions {
+            receipt_timeout: Duration::from_millis(300),
+            ..SettleOptions::default()
+        },
+    );
+    env.chain
+        .anvil_drop_transaction(hash.parse().unwrap())
+        .await
+        .unwrap();
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let parsed = coffer_x402::wire::PaymentRequest::parse(request.to_string().as_bytes()).unwrap();
+    let again = restarted.settler.settle(&parsed, now).await;
+    assert_eq!(
+        (again.error_reason.as_deref(), again.transaction.as_str()),
+        (Some("settlement_pending"), hash.as_str())
+    );
+
+    // Reconciliation rebroadcasts the journaled transaction; once mined, it resolves.
+    assert_eq!(restarted.settler.reconcile().await.unwrap(), 0);
+    env.chain.anvil_mine(Some(1), None).await.unwrap();
+    assert_eq!(restarted.settler.reconcile().await.unwrap(), 1);
+    let done = restarted.settler.settle(&parsed, now).await;
+    assert_eq!(
+        (done.success, done.transaction.as_str()),
+        (true, hash.as_str())
+    );
+    assert_eq!(env.balance(PAY_TO).await, U256::from(42_000u64));
+    assert_eq!(
+        env.chain
+            .get_transaction_count(signer.address())
+            .await
+            .unwrap(),
+        1,
+        "never a second broadcast"
+    );
 }

@@ -1,0 +1,157 @@
+// The x402 settlement journal: one implementation compiled once per backend (see
+// `orders_sql.rs`). The including module defines `DbPool`, `DbRow` and `ThisStore`.
+
+use sqlx::Row;
+
+use crate::StoreError;
+use crate::settlement_rows::{NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement};
+
+fn settlement_row(row: &DbRow) -> Result<SettlementRow, StoreError> {
+    let read = StoreError::classify("settlement");
+    let status: String = row.try_get("status").map_err(&read)?;
+    let chain_id: i64 = row.try_get("chain_id").map_err(&read)?;
+    let signer_nonce: Option<i64> = row.try_get("signer_nonce").map_err(&read)?;
+    let corrupt = |what, detail: String| StoreError::Corrupt { what, detail };
+    Ok(SettlementRow {
+        id: row.try_get("id").map_err(&read)?,
+        key: SettlementKey {
+            chain_id: u64::try_from(chain_id).map_err(|e| corrupt("chain id", e.to_string()))?,
+            token: row.try_get("token").map_err(&read)?,
+            payer: row.try_get("payer").map_err(&read)?,
+            auth_nonce: row.try_get("auth_nonce").map_err(&read)?,
+        },
+        pay_to: row.try_get("pay_to").map_err(&read)?,
+        value: row.try_get("value").map_err(&read)?,
+        network: row.try_get("network").map_err(&read)?,
+        status: SettlementStatus::parse(&status).ok_or_else(|| corrupt("settlement status", status.clone()))?,
+        signer: row.try_get("signer").map_err(&read)?,
+        signer_nonce: signer_nonce.map(|n| u64::try_from(n).unwrap_or_default()),
+        tx_hash: row.try_get("tx_hash").map_err(&read)?,
+        raw_tx: row.try_get("raw_tx").map_err(&read)?,
+        error_reason: row.try_get("error_reason").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+        updated_at_ms: row.try_get("updated_at_ms").map_err(&read)?,
+    })
+}
+
+fn chain(chain_id: u64) -> Result<i64, StoreError> {
+    i64::try_from(chain_id).map_err(|_| StoreError::Corrupt { what: "chain id", detail: "exceeds 2^63".to_owned() })
+}
+
+async fn settlement_by_key(pool: &DbPool, key: &SettlementKey) -> Result<Option<SettlementRow>, StoreError> {
+    sqlx::query("SELECT * FROM settlements WHERE chain_id = $1 AND token = $2 AND payer = $3 AND auth_nonce = $4")
+        .bind(chain(key.chain_id)?)
+        .bind(&key.token)
+        .bind(&key.payer)
+        .bind(&key.auth_nonce)
+        .fetch_optional(pool)
+        .await
+        .map_err(StoreError::Database)?
+        .as_ref()
+        .map(settlement_row)
+        .transpose()
+}
+
+#[async_trait::async_trait]
+impl crate::Journal for ThisStore {
+    async fn claim_settlement(&self, new: &NewSettlement) -> Result<(SettlementRow, bool), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO settlements (chain_id, token, payer, auth_nonce, pay_to, value, network, status,
+                 created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+             ON CONFLICT (chain_id, token, payer, auth_nonce) DO NOTHING
+             RETURNING *",
+        )
+        .bind(chain(new.key.chain_id)?)
+        .bind(&new.key.token)
+        .bind(&new.key.payer)
+        .bind(&new.key.auth_nonce)
+        .bind(&new.pay_to)
+        .bind(&new.value)
+        .bind(&new.network)
+        .bind(new.now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        match inserted {
+            Some(row) => Ok((settlement_row(&row)?, true)),
+            None => settlement_by_key(&self.pool, &new.key)
+                .await?
+                .map(|row| (row, false))
+                .ok_or(StoreError::NotFound("settlement")),
+        }
+    }
+
+    async fn settlement(&self, key: &SettlementKey) -> Result<Option<SettlementRow>, StoreError> {
+        settlement_by_key(&self.pool, key).await
+    }
+
+    async fn settlement_by_tx_hash(&self, tx_hash: &str) -> Result<Option<SettlementRow>, StoreError> {
+        sqlx::query("SELECT * FROM settlements WHERE tx_hash = $1")
+            .bind(tx_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(settlement_row)
+            .transpose()
+    }
+
+    async fn next_signer_nonce(&self, chain_id: u64, signer: &str) -> Result<Option<u64>, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(signer_nonce) FROM settlements WHERE chain_id = $1 AND signer = $2 AND status <> 'failed'",
+        )
+        .bind(chain(chain_id)?)
+        .bind(signer)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        Ok(max.map(|n| u64::try_from(n).unwrap_or_default() + 1))
+    }
+
+    async fn record_signed(&self, id: i64, signed: &SignedSettlement, now_ms: i64) -> Result<(), StoreError> {
+        let nonce = i64::try_from(signed.signer_nonce)
+            .map_err(|_| StoreError::Corrupt { what: "signer nonce", detail: "exceeds 2^63".to_owned() })?;
+        let updated = sqlx::query(
+            "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
+                 updated_at_ms = $5
+             WHERE id = $6 AND status = 'pending'",
+        )
+        .bind(&signed.signer)
+        .bind(nonce)
+        .bind(&signed.tx_hash)
+        .bind(&signed.raw_tx)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::classify("signer nonce"))?;
+        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("settlement")) }
+    }
+
+    async fn finish_settlement(&self, id: i64, status: SettlementStatus, error_reason: Option<&str>, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3
+             WHERE id = $4 AND status IN ('pending', 'broadcast')",
+        )
+        .bind(status.as_str())
+        .bind(error_reason)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::Database)
+    }
+
+    async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError> {
+        sqlx::query("SELECT * FROM settlements WHERE status = 'broadcast' ORDER BY updated_at_ms LIMIT $1")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .iter()
+            .map(settlement_row)
+            .collect()
+    }
+}
