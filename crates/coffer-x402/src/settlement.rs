@@ -238,7 +238,10 @@ impl Settler {
             && !(row.status == SettlementStatus::Pending
                 && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
         {
-            return self.existing(row).await.map(Settled::Row);
+            return self
+                .existing(row)
+                .await
+                .map(|row| Settled::Row(Box::new(row)));
         }
         // Prove it on chain before writing anything, so a forged request for someone else's
         // authorization can never claim (and block) its journal row.
@@ -260,7 +263,10 @@ impl Settler {
         let abandoned = row.status == SettlementStatus::Pending
             && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS;
         if !fresh && !abandoned {
-            return self.existing(row).await.map(Settled::Row);
+            return self
+                .existing(row)
+                .await
+                .map(|row| Settled::Row(Box::new(row)));
         }
         match self.sign_journal_broadcast(&row, payment, key).await {
             Ok(()) => {}
@@ -269,7 +275,7 @@ impl Settler {
                 return self
                     .finish(row, SettlementStatus::Failed, Some(TRANSACTION_FAILED))
                     .await
-                    .map(Settled::Row);
+                    .map(|row| Settled::Row(Box::new(row)));
             }
         }
         let row = self
@@ -278,7 +284,9 @@ impl Settler {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("journal row vanished")?;
-        self.await_receipt(row).await.map(Settled::Row)
+        self.await_receipt(row)
+            .await
+            .map(|row| Settled::Row(Box::new(row)))
     }
 
     async fn existing(&self, row: SettlementRow) -> Result<SettlementRow, String> {
@@ -492,7 +500,7 @@ impl Settler {
 /// How a settlement ended for this call.
 enum Settled {
     /// The journal row (succeeded, failed, or still pending).
-    Row(SettlementRow),
+    Row(Box<SettlementRow>),
     /// The payment was invalid; nothing was written or sent.
     Rejected(crate::facilitator::Rejection),
 }

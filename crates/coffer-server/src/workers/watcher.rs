@@ -161,7 +161,7 @@ impl Watcher {
     }
 
     async fn refresh_watched(&mut self, now_ms: i64) -> Result<(), StepError> {
-        if self.steps % RELOAD_EVERY == 0 {
+        if self.steps.is_multiple_of(RELOAD_EVERY) {
             self.watched.clear();
             self.native_watchers = 0;
             self.last_order_id = 0;
