@@ -6,7 +6,8 @@
 # directory and from CI.
 #
 # Toolsets:
-#   npm   - tools/package.json + tools/package-lock.json (anvil, solc-js)
+#   npm    - tools/package.json + tools/package-lock.json (anvil, solc-js, x402 clients)
+#   python - tools/requirements.txt (the PyPI x402 client) in a venv at .tools/python
 #
 # To add a toolset, write an install_<name> function and call it from main.
 set -euo pipefail
@@ -71,6 +72,26 @@ install_npm_tools() {
     log "solc-js: ${solc_version} at .tools/node_modules/solc"
 }
 
+# --- Python toolset ----------------------------------------------------------
+# The official PyPI x402 client, pinned in tools/requirements.txt, in a venv at .tools/python.
+install_python_tools() {
+    need python3
+    local venv="${TOOLS_DIR}/python"
+    local stamp="${TOOLS_DIR}/.python-tools.stamp"
+    local want
+    want="$(digest "${PINS_DIR}/requirements.txt")"
+    if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" && -x "${venv}/bin/python" ]]; then
+        log "python tools: up to date (tools/requirements.txt unchanged)"
+        return
+    fi
+    log "python tools: installing from tools/requirements.txt"
+    rm -f "${stamp}"
+    [[ -x "${venv}/bin/python" ]] || python3 -m venv "${venv}"
+    "${venv}/bin/pip" install --quiet --disable-pip-version-check -r "${PINS_DIR}/requirements.txt"
+    printf '%s\n' "${want}" >"${stamp}"
+    log "python tools: $("${venv}/bin/pip" show x402 | grep '^Version' | tr -d '\n')"
+}
+
 main() {
     case "$(uname -s)-$(uname -m)" in
         Linux-x86_64) ;;
@@ -80,6 +101,7 @@ main() {
     log "installing into ${TOOLS_DIR}"
 
     install_npm_tools
+    install_python_tools
 
     log "done: $("${TOOLS_BIN}/anvil" --version | head -n1)"
 }

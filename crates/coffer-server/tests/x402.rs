@@ -655,3 +655,64 @@ async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transactio
         "never a second broadcast"
     );
 }
+
+/// Runs an official client (npm or PyPI) to build a payment payload.
+fn official_payload(client: &str, version: u8, private_key: &str, requirements: &Value) -> Value {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let input = json!({"version": version, "privateKey": private_key, "requirements": requirements, "resource": "http://127.0.0.1/paid"});
+    let (program, script) = match client {
+        "npm" => ("node".to_owned(), format!("{root}/interop/x402_client.mjs")),
+        _ => (
+            format!("{root}/.tools/python/bin/python"),
+            format!("{root}/interop/x402_client.py"),
+        ),
+    };
+    let output = std::process::Command::new(&program)
+        .arg(&script)
+        .arg(input.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is missing ({e}): run scripts/install-tools.sh"));
+    assert!(
+        output.status.success(),
+        "{client} v{version}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn payments_built_by_the_official_npm_and_pypi_clients_verify_and_settle() {
+    let env = Env::new().await;
+    let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
+    let v2 = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000", "asset": USDC.to_checksum(None),
+        "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}});
+    let v1 = json!({"scheme": "exact", "network": "base-sepolia", "maxAmountRequired": "10000", "resource": "http://127.0.0.1/paid",
+        "description": "", "mimeType": "application/json", "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None),
+        "maxTimeoutSeconds": 60, "extra": {"name": "USDC", "version": "2"}});
+    let mut paid = U256::ZERO;
+    for (client, version, requirements) in [
+        ("npm", 2, &v2),
+        ("npm", 1, &v1),
+        ("pypi", 2, &v2),
+        ("pypi", 1, &v1),
+    ] {
+        let payload = official_payload(client, version, &key, requirements);
+        let request = json!({"x402Version": version, "paymentPayload": payload, "paymentRequirements": requirements});
+        let (_, verified) = env.verify(&request).await;
+        assert_eq!(verified["isValid"], true, "{client} v{version}: {verified}");
+        let payer_before = env.balance(env.payer.address()).await;
+        let (_, settled) = env.settle(&request).await;
+        assert_eq!(settled["success"], true, "{client} v{version}: {settled}");
+        assert_eq!(settled["network"], requirements["network"]);
+        paid += U256::from(10_000u64);
+        assert_eq!(
+            env.balance(PAY_TO).await,
+            paid,
+            "{client} v{version}: the payee got exactly the amount"
+        );
+        assert_eq!(
+            payer_before - env.balance(env.payer.address()).await,
+            U256::from(10_000u64)
+        );
+    }
+}
