@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::ApiError;
 use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
+use crate::okx::OkxCredentials;
 use crate::orders::PaymentOrders;
 use crate::routes;
 use alloy::signers::local::PrivateKeySigner;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub facilitator: Facilitator,
     /// The x402 settlement engine.
     pub settler: Arc<Settler>,
+    /// How long a synchronous settlement waits for its receipt.
+    pub settle_timeout: Duration,
+    /// OKX-style credentials.
+    pub okx: OkxCredentials,
     /// Base URL for links Coffer hands out (payment pages).
     pub public_url: String,
     /// Known chains.
@@ -82,6 +87,8 @@ impl AppState {
                 SettleOptions::default(),
             )),
             facilitator,
+            settle_timeout: SettleOptions::default().receipt_timeout,
+            okx: OkxCredentials::new(store.clone()),
             merchants: Merchants::new(store.clone()),
             orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -106,6 +113,7 @@ impl AppState {
             .first()
             .map_or(alloy::primitives::Address::ZERO, PrivateKeySigner::address);
         self.facilitator = Facilitator::new(self.chains.clone(), self.rpcs.clone(), caller);
+        self.settle_timeout = options.receipt_timeout;
         self.settler = Arc::new(Settler::new(
             self.facilitator.clone(),
             self.store.clone(),
@@ -153,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::webhooks::routes())
         .merge(routes::pay_page::routes())
         .merge(routes::x402::routes())
+        .merge(routes::okx::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);

@@ -13,6 +13,7 @@
 //! - [`metrics`]: Prometheus counters and histograms for every request;
 //! - [`orders`]: the payment-order service and its wire form, and [`orders::reevaluate`], the
 //!   one place payments become status changes and events;
+//! - [`okx`]: OKX-style credentials and `OK-ACCESS-*` request authentication;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -26,6 +27,7 @@ pub mod events;
 pub mod json;
 pub mod merchants;
 pub mod metrics;
+pub mod okx;
 pub mod orders;
 pub mod routes;
 pub mod workers;

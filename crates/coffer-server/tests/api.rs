@@ -297,7 +297,15 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/pay/{order_id}",
         "/qr/{order_id}",
         "/x402/verify",
+        "/x402/settle",
         "/x402/supported",
+        "/api/v6/x402/supported",
+        "/api/v6/x402/verify",
+        "/api/v6/x402/settle",
+        "/api/v6/pay/x402/supported",
+        "/api/v6/pay/x402/verify",
+        "/api/v6/pay/x402/settle",
+        "/api/v6/pay/x402/settle/status",
     ]);
     assert_eq!(documented, expected);
     let client = reqwest::Client::new();

@@ -716,3 +716,197 @@ async fn payments_built_by_the_official_npm_and_pypi_clients_verify_and_settle()
         );
     }
 }
+
+/// Sends a request signed like OKX's SDKs.
+async fn okx_call(
+    env: &Env,
+    method: &str,
+    path: &str,
+    body: &str,
+    credential: (&str, &str, &str),
+    timestamp: Option<String>,
+) -> (u16, Value) {
+    let (key, secret, passphrase) = credential;
+    let timestamp = timestamp
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let signature = coffer_server::okx::sign(secret, &timestamp, method, path, body.as_bytes());
+    let client = reqwest::Client::new();
+    let request = if method == "GET" {
+        client.get(format!("{}{path}", env.base))
+    } else {
+        client
+            .post(format!("{}{path}", env.base))
+            .body(body.to_owned())
+    };
+    let response = request
+        .header("Content-Type", "application/json")
+        .header("OK-ACCESS-KEY", key)
+        .header("OK-ACCESS-SIGN", signature)
+        .header("OK-ACCESS-PASSPHRASE", passphrase)
+        .header("OK-ACCESS-TIMESTAMP", timestamp)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_credentials() {
+    let env = Env::new().await;
+    let merchant = env.state.merchants.create("OKX Shop", None).await.unwrap();
+    let created = env.state.okx.create(&merchant.id).await.unwrap();
+    let credential = (
+        created.access_key.as_str(),
+        coffer_server::okx::expose(&created.secret),
+        coffer_server::okx::expose(&created.passphrase),
+    );
+
+    // Legacy generation: string code, data array, chainIndex, the seed's body shape (no
+    // network, no EIP-712 domain in `extra`, chainIndex as a number).
+    let (status, supported) =
+        okx_call(&env, "GET", "/api/v6/x402/supported", "", credential, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(supported["code"], "0");
+    assert_eq!(
+        supported["data"],
+        json!([{"x402Version": 1, "scheme": "exact", "chainIndex": "84532", "chainName": "Base Sepolia"}])
+    );
+    let auth = Auth::fresh(env.payer.address(), 1_000_000);
+    let body = json!({
+        "x402Version": 1, "chainIndex": 84532,
+        "paymentPayload": {"x402Version": 1, "scheme": "exact", "payload": {"signature": auth.sign(&env.payer), "authorization": auth.json()}},
+        "paymentRequirements": {"scheme": "exact", "maxAmountRequired": "1000000", "resource": "https://api.example.com/premium/resource/123",
+            "description": "Premium API access for data analysis", "mimeType": "application/json", "outputSchema": {"data": "string"},
+            "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 10, "asset": USDC.to_checksum(None), "extra": {"gasLimit": "1000000"}},
+    })
+    .to_string();
+    let (_, verified) =
+        okx_call(&env, "POST", "/api/v6/x402/verify", &body, credential, None).await;
+    assert_eq!(verified["code"], "0");
+    assert_eq!(verified["data"][0]["isValid"], true, "{verified}");
+    let (_, settled) = okx_call(&env, "POST", "/api/v6/x402/settle", &body, credential, None).await;
+    let data = &settled["data"][0];
+    assert_eq!(
+        (
+            data["success"].as_bool(),
+            data["chainIndex"].as_str(),
+            data["chainName"].as_str()
+        ),
+        (Some(true), Some("84532"), Some("Base Sepolia")),
+        "{settled}"
+    );
+    assert_eq!(data["txHash"].as_str().unwrap().len(), 66);
+    assert_eq!(env.balance(PAY_TO).await, U256::from(1_000_000u64));
+
+    // Current generation: numeric code, v2 body, syncSettle, settle/status.
+    let (_, supported) = okx_call(
+        &env,
+        "GET",
+        "/api/v6/pay/x402/supported",
+        "",
+        credential,
+        None,
+    )
+    .await;
+    assert_eq!(supported["code"], 0);
+    assert_eq!(
+        supported["data"]["kinds"],
+        json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}])
+    );
+    let auth = Auth::fresh(env.payer.address(), 30_000);
+    let mut request = v2_request(&auth, &auth.sign(&env.payer), 30_000);
+    request["syncSettle"] = json!(true);
+    let (_, verified) = okx_call(
+        &env,
+        "POST",
+        "/api/v6/pay/x402/verify",
+        &request.to_string(),
+        credential,
+        None,
+    )
+    .await;
+    assert_eq!(verified["data"]["isValid"], true, "{verified}");
+    let (_, settled) = okx_call(
+        &env,
+        "POST",
+        "/api/v6/pay/x402/settle",
+        &request.to_string(),
+        credential,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (settled["code"].as_u64(), settled["data"]["status"].as_str()),
+        (Some(0), Some("success")),
+        "{settled}"
+    );
+    let hash = settled["data"]["transaction"].as_str().unwrap();
+    let path = format!("/api/v6/pay/x402/settle/status?txHash={hash}");
+    let (_, status) = okx_call(&env, "GET", &path, "", credential, None).await;
+    assert_eq!(
+        (
+            status["data"]["status"].as_str(),
+            status["data"]["success"].as_bool()
+        ),
+        (Some("success"), Some(true)),
+        "{status}"
+    );
+
+    // Bad credentials get OKX's codes, in each generation's envelope.
+    let stale = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cases = [
+        (("", credential.1, credential.2), None, "50103"),
+        ((credential.0, credential.1, ""), None, "50104"),
+        ((credential.0, credential.1, "wrong"), None, "50105"),
+        (
+            (credential.0, "not-the-secret", credential.2),
+            None,
+            "50113",
+        ),
+        (credential, Some(stale), "50112"),
+        (
+            (
+                "00000000-0000-0000-0000-000000000000",
+                credential.1,
+                credential.2,
+            ),
+            None,
+            "50111",
+        ),
+    ];
+    for (bad, timestamp, code) in cases {
+        let (status, reply) = okx_call(
+            &env,
+            "POST",
+            "/api/v6/x402/verify",
+            &body,
+            bad,
+            timestamp.clone(),
+        )
+        .await;
+        assert_eq!(
+            (status, reply["code"].as_str()),
+            (401, Some(code)),
+            "{reply}"
+        );
+        let (status, reply) = okx_call(
+            &env,
+            "GET",
+            "/api/v6/pay/x402/supported",
+            "",
+            bad,
+            timestamp,
+        )
+        .await;
+        assert_eq!(
+            (status, reply["code"].as_u64()),
+            (401, code.parse::<u64>().ok()),
+            "{reply}"
+        );
+    }
+    env.state.okx.revoke(credential.0).await.unwrap();
+    let (status, reply) =
+        okx_call(&env, "GET", "/api/v6/x402/supported", "", credential, None).await;
+    assert_eq!((status, reply["code"].as_str()), (401, Some("50111")));
+}

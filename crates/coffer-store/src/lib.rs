@@ -370,6 +370,69 @@ pub trait Journal: Send + Sync + 'static {
     async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError>;
 }
 
+/// An OKX-style API credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OkxCredentialRow {
+    /// `OK-ACCESS-KEY`.
+    pub access_key: String,
+    /// Owner.
+    pub merchant_id: MerchantId,
+    /// The HMAC secret.
+    pub secret: String,
+    /// SHA-256 (hex) of the passphrase.
+    pub passphrase_hash: String,
+    /// Creation time.
+    pub created_at_ms: i64,
+    /// Revocation time.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for OkxCredentialRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OkxCredentialRow")
+            .field("access_key", &self.access_key)
+            .field("merchant_id", &self.merchant_id)
+            .field("secret", &"***")
+            .field("revoked_at_ms", &self.revoked_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// OKX-style API credentials (`OK-ACCESS-*` headers).
+#[async_trait]
+pub trait Credentials: Send + Sync + 'static {
+    /// Stores a credential.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the key exists, [`StoreError::NotFound`]-like database
+    /// errors for an unknown merchant.
+    async fn insert_okx_credential(&self, credential: &OkxCredentialRow) -> Result<(), StoreError>;
+
+    /// A credential by access key, revoked or not.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn okx_credential(
+        &self,
+        access_key: &str,
+    ) -> Result<Option<OkxCredentialRow>, StoreError>;
+
+    /// A merchant's credentials.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn okx_credentials(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<OkxCredentialRow>, StoreError>;
+
+    /// Revokes a credential; it stops working at once.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown key.
+    async fn revoke_okx_credential(&self, access_key: &str, now_ms: i64) -> Result<(), StoreError>;
+}
+
 /// What a reorg needs to know.
 #[async_trait]
 pub trait ReorgQueries: Send + Sync + 'static {
@@ -389,7 +452,7 @@ pub trait ReorgQueries: Send + Sync + 'static {
 ///
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
-pub trait Store: Ledger + ReorgQueries + Journal + Send + Sync + 'static {
+pub trait Store: Ledger + ReorgQueries + Journal + Credentials + Send + Sync + 'static {
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

@@ -152,3 +152,11 @@ mod journal {
 
     include!("settlements_sql.rs");
 }
+
+/// OKX-style credentials on this backend; the SQL is shared with the other backend.
+mod credentials {
+    type DbRow = sqlx::postgres::PgRow;
+    type ThisStore = super::PostgresStore;
+
+    include!("credentials_sql.rs");
+}

@@ -136,3 +136,11 @@ mod journal {
 
     include!("settlements_sql.rs");
 }
+
+/// OKX-style credentials on this backend; the SQL is shared with the other backend.
+mod credentials {
+    type DbRow = sqlx::sqlite::SqliteRow;
+    type ThisStore = super::SqliteStore;
+
+    include!("credentials_sql.rs");
+}

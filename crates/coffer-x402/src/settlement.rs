@@ -149,8 +149,21 @@ impl Settler {
         self.signers.get(spread % self.signers.len())
     }
 
-    /// Settles a payment; see the module docs.
+    /// Settles a payment, waiting for the receipt up to the configured bound; see the module
+    /// docs.
     pub async fn settle(&self, request: &PaymentRequest, now: u64) -> SettleResponse {
+        self.settle_with(request, now, self.options.receipt_timeout)
+            .await
+    }
+
+    /// Settles a payment, waiting for the receipt up to `receipt_timeout` (zero: answer
+    /// `settlement_pending` as soon as it is broadcast, unless it is already mined).
+    pub async fn settle_with(
+        &self,
+        request: &PaymentRequest,
+        now: u64,
+        receipt_timeout: Duration,
+    ) -> SettleResponse {
         let version = request.version();
         let reply = |success: bool,
                      reason: Option<&str>,
@@ -177,7 +190,10 @@ impl Settler {
         let key = key_of(&payment);
         let lock = lock_for(&self.authorizations, &key);
         let _serialised = lock.lock().await;
-        match self.settle_once(request, &payment, &key).await {
+        match self
+            .settle_once(request, &payment, &key, receipt_timeout)
+            .await
+        {
             Ok(Settled::Row(row)) => self.reply_for(&row, version, request),
             Ok(Settled::Rejected(rejection)) => reply(
                 false,
@@ -228,6 +244,7 @@ impl Settler {
         request: &PaymentRequest,
         payment: &CheckedPayment,
         key: &SettlementKey,
+        receipt_timeout: Duration,
     ) -> Result<Settled, String> {
         // An existing row decides the answer: this authorization is (being) settled already.
         if let Some(row) = self
@@ -239,7 +256,7 @@ impl Settler {
                 && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
         {
             return self
-                .existing(row)
+                .existing(row, receipt_timeout)
                 .await
                 .map(|row| Settled::Row(Box::new(row)));
         }
@@ -264,7 +281,7 @@ impl Settler {
             && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS;
         if !fresh && !abandoned {
             return self
-                .existing(row)
+                .existing(row, receipt_timeout)
                 .await
                 .map(|row| Settled::Row(Box::new(row)));
         }
@@ -284,14 +301,18 @@ impl Settler {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("journal row vanished")?;
-        self.await_receipt(row)
+        self.await_receipt(row, receipt_timeout)
             .await
             .map(|row| Settled::Row(Box::new(row)))
     }
 
-    async fn existing(&self, row: SettlementRow) -> Result<SettlementRow, String> {
+    async fn existing(
+        &self,
+        row: SettlementRow,
+        receipt_timeout: Duration,
+    ) -> Result<SettlementRow, String> {
         match row.status {
-            SettlementStatus::Broadcast => self.await_receipt(row).await,
+            SettlementStatus::Broadcast => self.await_receipt(row, receipt_timeout).await,
             _ => Ok(row),
         }
     }
@@ -422,8 +443,12 @@ impl Settler {
     }
 
     /// Waits for a broadcast settlement's receipt, up to the bound, and records the outcome.
-    async fn await_receipt(&self, row: SettlementRow) -> Result<SettlementRow, String> {
-        let deadline = tokio::time::Instant::now() + self.options.receipt_timeout;
+    async fn await_receipt(
+        &self,
+        row: SettlementRow,
+        receipt_timeout: Duration,
+    ) -> Result<SettlementRow, String> {
+        let deadline = tokio::time::Instant::now() + receipt_timeout;
         loop {
             if let Some(resolved) = self.check_receipt(&row).await? {
                 return Ok(resolved);
@@ -460,6 +485,27 @@ impl Settler {
                 Ok(None)
             }
         }
+    }
+
+    /// The journaled settlement of a transaction, checked once against the chain if it is
+    /// still pending.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn status_of(&self, tx_hash: &str) -> Result<Option<SettlementRow>, StoreError> {
+        let Some(row) = self
+            .store
+            .settlement_by_tx_hash(&tx_hash.to_ascii_lowercase())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.status == SettlementStatus::Broadcast
+            && let Ok(Some(resolved)) = self.check_receipt(&row).await
+        {
+            return Ok(Some(resolved));
+        }
+        Ok(Some(row))
     }
 
     /// Resolves broadcast settlements (after a timeout or a restart): records receipts that

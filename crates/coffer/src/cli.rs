@@ -47,6 +47,12 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Manage OKX-style API credentials (for the `/api/v6/…/x402` facilitator endpoints).
+    OkxKey {
+        /// What to do with OKX credentials.
+        #[command(subcommand)]
+        action: OkxKeyAction,
+    },
     /// Manage merchants' deposit wallets (extended public keys).
     Wallet {
         /// What to do with wallets.
@@ -112,6 +118,25 @@ pub enum KeyAction {
     Revoke {
         /// The key's id, as shown by `coffer key list`.
         id: String,
+    },
+}
+
+/// `coffer okx-key …`.
+#[derive(Debug, Subcommand)]
+pub enum OkxKeyAction {
+    /// Create a credential; the secret and passphrase are printed once.
+    Create {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a credential by its access key; it stops working at once.
+    Revoke {
+        /// The `OK-ACCESS-KEY`.
+        access_key: String,
     },
 }
 
@@ -234,6 +259,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Merchant { action } => merchant_command(&config, action).await,
         Command::Key { action } => key_command(&config, action).await,
         Command::Wallet { action } => wallet_command(&config, action).await,
+        Command::OkxKey { action } => okx_key_command(&config, action).await,
     }
 }
 
@@ -413,6 +439,44 @@ async fn wallet_command(config: &Config, action: WalletAction) -> Result<(), Fai
                 .map_err(|error| Failure::new(error.to_string()))?;
             let scope = chain.as_deref().unwrap_or("every EVM chain");
             println!("deposit wallet set for {merchant} on {scope}; next deposit address {first}");
+        }
+    }
+    Ok(())
+}
+
+async fn okx_key_command(config: &Config, action: OkxKeyAction) -> Result<(), Failure> {
+    let credentials = coffer_server::okx::OkxCredentials::new(open_store(config).await?);
+    match action {
+        OkxKeyAction::Create { merchant, json } => {
+            let merchant = parse_merchant(&merchant)?;
+            let created = credentials
+                .create(&merchant)
+                .await
+                .map_err(|error| match error {
+                    coffer_store::StoreError::NotFound(_) => {
+                        Failure::new(format!("--merchant: no merchant {merchant}"))
+                    }
+                    other => Failure::new(other.to_string()),
+                })?;
+            let secret = coffer_server::okx::expose(&created.secret);
+            let passphrase = coffer_server::okx::expose(&created.passphrase);
+            if json {
+                print_json(
+                    &json!({"access_key": created.access_key, "secret": secret, "passphrase": passphrase, "merchant_id": merchant}),
+                );
+            } else {
+                println!("OK-ACCESS-KEY        {}", created.access_key);
+                println!("secret (signing)     {secret}");
+                println!("OK-ACCESS-PASSPHRASE {passphrase}");
+                println!("store them now: the secret and passphrase are not shown again");
+            }
+        }
+        OkxKeyAction::Revoke { access_key } => {
+            credentials
+                .revoke(&access_key)
+                .await
+                .map_err(|_| Failure::new(format!("no OKX credential {access_key}")))?;
+            println!("revoked OKX credential {access_key}");
         }
     }
     Ok(())

@@ -23,7 +23,6 @@ use clap::Args;
 use coffer_core::ChainRegistry;
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::testnet::{self, PlainTokenSpec, UsdcSpec};
-use coffer_server::merchants::Merchants;
 use coffer_server::workers::Intervals;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -77,8 +76,21 @@ pub struct Summary {
     pub webhook_inbox_url: String,
     /// Coffer's own signer (hot wallet / facilitator) on every chain.
     pub signer: String,
+    /// OKX-style credentials of the demo merchant, for `/api/v6/x402/*` (dev only).
+    pub okx: OkxSummary,
     /// The local chains.
     pub chains: Vec<ChainSummary>,
+}
+
+/// OKX-style credentials in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OkxSummary {
+    /// `OK-ACCESS-KEY`.
+    pub access_key: String,
+    /// The HMAC secret `OK-ACCESS-SIGN` is made with.
+    pub secret: String,
+    /// `OK-ACCESS-PASSPHRASE`.
+    pub passphrase: String,
 }
 
 /// One local chain in the summary.
@@ -127,6 +139,7 @@ pub struct AccountSummary {
 struct DemoCredentials {
     merchant_id: String,
     api_key: String,
+    okx: OkxSummary,
 }
 
 struct LocalChain {
@@ -235,8 +248,8 @@ async fn run_with_chains(
         });
     let api_base_url = format!("http://{}", app.address());
     let merchants = app.state().merchants.clone();
-    let (merchant_id, api_key) = demo_merchant(&merchants, &args.data_dir).await?;
-    let merchant = merchants.get(&merchant_id_of(&merchant_id)?).await?;
+    let demo = demo_merchant(app.state(), &args.data_dir).await?;
+    let merchant = merchants.get(&merchant_id_of(&demo.merchant_id)?).await?;
     let inbox_url = crate::dev_inbox::start(merchant.webhook_secret.clone())
         .await
         .map_err(io_fail("cannot start the webhook inbox".to_owned()))?;
@@ -262,8 +275,9 @@ async fn run_with_chains(
 
     let summary = Summary {
         api_base_url: api_base_url.clone(),
-        merchant_id: merchant_id.clone(),
-        api_key: api_key.expose_secret().to_owned(),
+        merchant_id: demo.merchant_id.clone(),
+        api_key: demo.api_key.clone(),
+        okx: demo.okx.clone(),
         webhook_secret: merchant.webhook_secret.clone(),
         webhook_inbox_url: inbox_url.clone(),
         signer: signer.address().to_checksum(None),
@@ -347,27 +361,40 @@ async fn prepare_chain(
 }
 
 async fn demo_merchant(
-    merchants: &Merchants,
+    state: &coffer_server::AppState,
     data_dir: &Path,
-) -> Result<(String, SecretString), Failure> {
+) -> Result<DemoCredentials, Failure> {
     let path = data_dir.join("demo-merchant.json");
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(saved) = serde_json::from_str::<DemoCredentials>(&text)
     {
-        let key = SecretString::from(saved.api_key);
-        if merchants.authenticate(&key).await.is_ok() {
-            return Ok((saved.merchant_id, key));
+        let key = SecretString::from(saved.api_key.clone());
+        if state.merchants.authenticate(&key).await.is_ok() {
+            return Ok(saved);
         }
     }
-    let merchant = merchants.create("Demo Shop", None).await?;
-    let created = merchants.create_key(&merchant.id, "coffer dev").await?;
+    let merchant = state.merchants.create("Demo Shop", None).await?;
+    let created = state
+        .merchants
+        .create_key(&merchant.id, "coffer dev")
+        .await?;
+    let okx = state
+        .okx
+        .create(&merchant.id)
+        .await
+        .map_err(|error| Failure::new(format!("demo OKX credential: {error}")))?;
     let saved = DemoCredentials {
         merchant_id: merchant.id.to_string(),
         api_key: created.key.expose_secret().to_owned(),
+        okx: OkxSummary {
+            access_key: okx.access_key.clone(),
+            secret: okx.secret.expose_secret().to_owned(),
+            passphrase: okx.passphrase.expose_secret().to_owned(),
+        },
     };
     let text = serde_json::to_string_pretty(&saved).map_err(|e| Failure::new(e.to_string()))?;
     std::fs::write(&path, text).map_err(io_fail(format!("cannot write {}", path.display())))?;
-    Ok((saved.merchant_id, created.key))
+    Ok(saved)
 }
 
 fn chain_summary(
@@ -452,5 +479,6 @@ fn print_banner(summary: &Summary, summary_path: &Path) {
     banner.push_str(
         "  Ctrl-C stops Coffer and the chains; run again to resume, --fresh to start over.\n",
     );
-    println!("{banner}");
+    // A closed stdout (a script that stopped reading) must not stop Coffer.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{banner}\n").as_bytes());
 }

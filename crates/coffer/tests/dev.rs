@@ -82,6 +82,8 @@ async fn read_banner(child: &mut Child) -> String {
             break;
         }
     }
+    // Keep reading, as a terminal would, so coffer dev never writes into a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     banner
 }
 

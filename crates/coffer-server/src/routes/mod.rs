@@ -4,6 +4,7 @@
 pub mod health;
 pub mod merchant;
 pub mod meta;
+pub mod okx;
 pub mod pay_page;
 pub mod payment_orders;
 pub mod webhooks;

@@ -22,3 +22,14 @@ CREATE TABLE settlements (
 CREATE UNIQUE INDEX settlements_signer_nonce ON settlements (chain_id, signer, signer_nonce)
     WHERE signer_nonce IS NOT NULL AND status <> 'failed';
 CREATE INDEX settlements_open ON settlements (status, updated_at_ms);
+
+-- OKX-style API credentials (OK-ACCESS-KEY / -SIGN / -PASSPHRASE): the secret is kept to check
+-- HMAC signatures; the passphrase only as a SHA-256 hash.
+CREATE TABLE okx_credentials (
+    access_key      TEXT PRIMARY KEY NOT NULL,
+    merchant_id     TEXT NOT NULL REFERENCES merchants (id),
+    secret          TEXT NOT NULL,
+    passphrase_hash TEXT NOT NULL,
+    created_at_ms   BIGINT NOT NULL,
+    revoked_at_ms   BIGINT
+);

@@ -1,0 +1,267 @@
+//! OKX-style API credentials and request authentication.
+//!
+//! A credential is an access key, a secret and a passphrase, shown once at creation. Each
+//! request carries `OK-ACCESS-KEY`, `OK-ACCESS-PASSPHRASE`, `OK-ACCESS-TIMESTAMP` (ISO-8601
+//! UTC with milliseconds) and `OK-ACCESS-SIGN` = base64(HMAC-SHA256(secret, timestamp +
+//! METHOD + path[?query] + raw body)). Timestamps more than 30 seconds from Coffer's clock are
+//! refused. Failures use OKX's codes 50103–50113.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, Uri};
+use chrono::{DateTime, Utc};
+use coffer_core::MerchantId;
+use coffer_store::{MerchantRow, OkxCredentialRow, Store, StoreError};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// How far a request's timestamp may be from Coffer's clock.
+pub const TIMESTAMP_TOLERANCE_MS: i64 = 30_000;
+
+/// A refused request: OKX's code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    /// OKX error code (`50103` …).
+    pub code: u32,
+    /// Message.
+    pub message: &'static str,
+}
+
+const fn refuse(code: u32, message: &'static str) -> AuthError {
+    AuthError { code, message }
+}
+
+/// A new credential, with its secret and passphrase shown once.
+pub struct NewCredential {
+    /// `OK-ACCESS-KEY`.
+    pub access_key: String,
+    /// The HMAC secret.
+    pub secret: SecretString,
+    /// The passphrase.
+    pub passphrase: SecretString,
+}
+
+impl std::fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn hash_passphrase(passphrase: &str) -> String {
+    hex::encode(Sha256::digest(passphrase.as_bytes()))
+}
+
+/// The base64 `OK-ACCESS-SIGN` of a request.
+pub fn sign(
+    secret: &str,
+    timestamp: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(timestamp.as_bytes());
+    mac.update(method.to_ascii_uppercase().as_bytes());
+    mac.update(path_and_query.as_bytes());
+    mac.update(body);
+    base64_encode(&mac.finalize().into_bytes())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(TABLE[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The credential service.
+#[derive(Clone)]
+pub struct OkxCredentials {
+    store: Arc<dyn Store>,
+}
+
+impl OkxCredentials {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        OkxCredentials { store }
+    }
+
+    /// Creates a credential for a merchant.
+    ///
+    /// # Errors
+    /// The store's error (`NotFound` for an unknown merchant).
+    pub async fn create(&self, merchant: &MerchantId) -> Result<NewCredential, StoreError> {
+        self.store.merchant(merchant).await?;
+        let raw = random(32).to_ascii_lowercase();
+        let access_key = format!(
+            "{}-{}-{}-{}-{}",
+            &raw[0..8],
+            &raw[8..12],
+            &raw[12..16],
+            &raw[16..20],
+            &raw[20..32]
+        );
+        let secret = random(32).to_ascii_uppercase();
+        let passphrase = random(16);
+        self.store
+            .insert_okx_credential(&OkxCredentialRow {
+                access_key: access_key.clone(),
+                merchant_id: merchant.clone(),
+                secret: secret.clone(),
+                passphrase_hash: hash_passphrase(&passphrase),
+                created_at_ms: Utc::now().timestamp_millis(),
+                revoked_at_ms: None,
+            })
+            .await?;
+        Ok(NewCredential {
+            access_key,
+            secret: secret.into(),
+            passphrase: passphrase.into(),
+        })
+    }
+
+    /// Revokes a credential.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown key.
+    pub async fn revoke(&self, access_key: &str) -> Result<(), StoreError> {
+        self.store
+            .revoke_okx_credential(access_key, Utc::now().timestamp_millis())
+            .await
+    }
+
+    /// Authenticates a request, returning the merchant.
+    ///
+    /// # Errors
+    /// [`AuthError`] with OKX's code for a missing header, an unknown or revoked key, a wrong
+    /// passphrase, a stale or malformed timestamp, or a wrong signature.
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<MerchantRow, AuthError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let key = header("ok-access-key").ok_or(refuse(
+            50103,
+            "Request header OK-ACCESS-KEY can not be empty.",
+        ))?;
+        let passphrase = header("ok-access-passphrase").ok_or(refuse(
+            50104,
+            "Request header OK-ACCESS-PASSPHRASE can not be empty.",
+        ))?;
+        let signature = header("ok-access-sign").ok_or(refuse(
+            50106,
+            "Request header OK-ACCESS-SIGN can not be empty.",
+        ))?;
+        let timestamp = header("ok-access-timestamp").ok_or(refuse(
+            50107,
+            "Request header OK-ACCESS-TIMESTAMP can not be empty.",
+        ))?;
+        let sent = DateTime::parse_from_rfc3339(timestamp)
+            .map_err(|_| refuse(50112, "Invalid OK-ACCESS-TIMESTAMP."))?;
+        if (Utc::now().timestamp_millis() - sent.timestamp_millis()).abs() > TIMESTAMP_TOLERANCE_MS
+        {
+            return Err(refuse(
+                50112,
+                "Invalid OK-ACCESS-TIMESTAMP: it is more than 30 seconds from the server time.",
+            ));
+        }
+        let credential = match self.store.okx_credential(key).await {
+            Ok(Some(credential)) if credential.revoked_at_ms.is_none() => credential,
+            Ok(_) => return Err(refuse(50111, "Invalid OK-ACCESS-KEY.")),
+            Err(error) => {
+                tracing::error!(%error, "reading an OKX credential failed");
+                return Err(refuse(50026, "System error."));
+            }
+        };
+        if !bool::from(
+            hash_passphrase(passphrase)
+                .as_bytes()
+                .ct_eq(credential.passphrase_hash.as_bytes()),
+        ) {
+            return Err(refuse(
+                50105,
+                "Request header OK-ACCESS-PASSPHRASE incorrect.",
+            ));
+        }
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let expected = sign(&credential.secret, timestamp, method.as_str(), &path, body);
+        if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
+            return Err(refuse(50113, "Invalid Sign."));
+        }
+        self.store
+            .merchant(&credential.merchant_id)
+            .await
+            .map_err(|_| refuse(50111, "Invalid OK-ACCESS-KEY."))
+    }
+}
+
+/// A secret as text, for tests and the CLI.
+pub fn expose(secret: &SecretString) -> &str {
+    secret.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_matches_okxs_worked_example() {
+        // vendor-apis.md §D.3: secret "secret", POST /api/v6/x402/settle.
+        let signature = sign(
+            "secret",
+            "2023-10-18T12:21:41.274Z",
+            "POST",
+            "/api/v6/x402/settle",
+            br#"{"x402Version":1,"chainIndex":"196"}"#,
+        );
+        assert_eq!(signature, "mpjnMjAHry1x3RN+Ji4cB5B6WmK+AnGQkhOBzDoDFzs=");
+    }
+
+    #[test]
+    fn base64_pads_like_the_standard() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+    }
+}

@@ -1,0 +1,431 @@
+//! OKX's x402 facilitator dialects, authenticated with `OK-ACCESS-*` headers.
+//!
+//! - `/api/v6/x402/{supported,verify,settle}`: the legacy generation — x402 version 1,
+//!   networks by `chainIndex`, envelope `{"code": "0", "msg": "", "data": [ … ]}` with a string
+//!   code and `data` as an array.
+//! - `/api/v6/pay/x402/{supported,verify,settle,settle/status}`: the current generation —
+//!   version 2 in the Coinbase format, envelope `{"code": 0, "msg": "", "data": { … }}` with a
+//!   numeric code, `syncSettle`, and a settlement `status` of `pending`, `success` or
+//!   `timeout`.
+//!
+//! Both run on the same facilitator and settlement journal as `/x402/*`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use coffer_store::SettlementStatus;
+use coffer_x402::wire::PaymentRequest;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::okx::AuthError;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(v1_supported))
+        .routes(routes!(v1_verify))
+        .routes(routes!(v1_settle))
+        .routes(routes!(v2_supported))
+        .routes(routes!(v2_verify))
+        .routes(routes!(v2_settle))
+        .routes(routes!(v2_settle_status))
+}
+
+/// Which envelope to answer in.
+#[derive(Clone, Copy)]
+enum Dialect {
+    /// `code` as a string, `data` as an array.
+    Legacy,
+    /// `code` as a number.
+    Current,
+}
+
+fn envelope(dialect: Dialect, status: StatusCode, code: u32, msg: &str, data: Value) -> Response {
+    let code = match dialect {
+        Dialect::Legacy => Value::String(code.to_string()),
+        Dialect::Current => Value::from(code),
+    };
+    (
+        status,
+        Json(json!({"code": code, "msg": msg, "data": data})),
+    )
+        .into_response()
+}
+
+fn refused(dialect: Dialect, error: &AuthError) -> Response {
+    let status = if error.code == 50026 {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let empty = match dialect {
+        Dialect::Legacy => json!([]),
+        Dialect::Current => Value::Null,
+    };
+    envelope(dialect, status, error.code, error.message, empty)
+}
+
+fn invalid(dialect: Dialect, message: String) -> Response {
+    let empty = match dialect {
+        Dialect::Legacy => json!([]),
+        Dialect::Current => Value::Null,
+    };
+    envelope(
+        dialect,
+        StatusCode::BAD_REQUEST,
+        51000,
+        &format!("Parameter invalid: {message}"),
+        empty,
+    )
+}
+
+async fn authenticate(
+    state: &AppState,
+    dialect: Dialect,
+    method: &Method,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Response> {
+    state
+        .okx
+        .authenticate(method, &uri.0, headers, body)
+        .await
+        .map(drop)
+        .map_err(|error| refused(dialect, &error))
+}
+
+fn now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default()
+}
+
+/// Rewrites a legacy (`chainIndex`) body into the Coinbase v1 request the facilitator reads.
+fn legacy_request(
+    state: &AppState,
+    body: &[u8],
+) -> Result<(PaymentRequest, String, String), String> {
+    let mut value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body: malformed JSON: {e}"))?;
+    let index = match value.get("chainIndex") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Number(number)) => number.to_string(),
+        _ => return Err("chainIndex: required (e.g. \"196\")".to_owned()),
+    };
+    let chain = state
+        .chains
+        .by_okx_chain_index(&index)
+        .filter(|chain| !chain.rpc_urls.is_empty())
+        .ok_or_else(|| format!("chainIndex: {index} is not supported"))?;
+    let network = Value::String(chain.names.x402_v1.clone());
+    // OKX lets `asset` and the EIP-712 domain be implied by the chain: fill them from the
+    // registry (the chain's EIP-3009 token), the authority on token domains.
+    if let Some(Value::Object(requirements)) = value.get_mut("paymentRequirements") {
+        let asset = match requirements.get("asset").and_then(Value::as_str) {
+            Some(text) => text
+                .parse::<alloy::primitives::Address>()
+                .ok()
+                .and_then(|a| chain.asset_by_address(a)),
+            None => chain
+                .assets
+                .iter()
+                .find(|a| a.transfer_method == coffer_core::TransferMethod::Eip3009),
+        };
+        if let Some(asset) = asset {
+            requirements
+                .entry("asset")
+                .or_insert_with(|| json!(asset.address.to_checksum(None)));
+            if let Some(domain) = &asset.eip712 {
+                let extra = requirements.entry("extra").or_insert_with(|| json!({}));
+                if let Value::Object(extra) = extra {
+                    extra.entry("name").or_insert_with(|| json!(domain.name));
+                    extra
+                        .entry("version")
+                        .or_insert_with(|| json!(domain.version));
+                }
+            }
+        }
+    }
+    for pointer in ["/paymentPayload", "/paymentRequirements"] {
+        match value.pointer_mut(pointer) {
+            Some(Value::Object(object)) => {
+                object.entry("network").or_insert_with(|| network.clone());
+            }
+            _ => return Err(format!("{}: required", &pointer[1..])),
+        }
+    }
+    value["x402Version"] = json!(1);
+    value["paymentPayload"]["x402Version"] = json!(1);
+    let request = PaymentRequest::parse(value.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    Ok((request, index, chain.names.okx_chain_name.clone()))
+}
+
+/// OKX legacy: the supported (chainIndex, scheme) pairs.
+#[utoipa::path(get, path = "/api/v6/x402/supported", tag = "x402 (OKX)", responses((status = 200, description = "{code: \"0\", msg, data: [{x402Version, scheme, chainIndex, chainName}]}", body = Object), (status = 401, description = "OKX auth error 50103–50113", body = Object)))]
+async fn v1_supported(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authenticate(&state, Dialect::Legacy, &method, &uri, &headers, b"").await
+    {
+        return response;
+    }
+    let kinds: Vec<Value> = state
+        .facilitator
+        .supported(&[])
+        .kinds
+        .iter()
+        .filter(|kind| kind.x402_version == 1)
+        .filter_map(|kind| state.chains.by_x402_v1_name(&kind.network))
+        .map(|chain| json!({"x402Version": 1, "scheme": "exact", "chainIndex": chain.names.okx_chain_index, "chainName": chain.names.okx_chain_name}))
+        .collect();
+    envelope(Dialect::Legacy, StatusCode::OK, 0, "", Value::Array(kinds))
+}
+
+/// OKX legacy: verify a version-1 payment on `chainIndex`.
+#[utoipa::path(post, path = "/api/v6/x402/verify", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 1, chainIndex, paymentPayload, paymentRequirements}"), responses((status = 200, description = "{code: \"0\", msg, data: [{isValid, invalidReason, payer}]}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v1_verify(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
+    {
+        return response;
+    }
+    let (request, _, _) = match legacy_request(&state, &body) {
+        Ok(parsed) => parsed,
+        Err(message) => return invalid(Dialect::Legacy, message),
+    };
+    let reply = state.facilitator.verify(&request, now()).await;
+    let data = json!([{"isValid": reply.is_valid, "invalidReason": reply.invalid_reason, "payer": reply.payer}]);
+    envelope(Dialect::Legacy, StatusCode::OK, 0, "success", data)
+}
+
+/// OKX legacy: settle a version-1 payment on `chainIndex`.
+#[utoipa::path(post, path = "/api/v6/x402/settle", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 1, chainIndex, paymentPayload, paymentRequirements, syncSettle?}"), responses((status = 200, description = "{code: \"0\", msg, data: [{chainIndex, chainName, success, payer, txHash, errorMsg, errorReason}]}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v1_settle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
+    {
+        return response;
+    }
+    let (request, chain_index, chain_name) = match legacy_request(&state, &body) {
+        Ok(parsed) => parsed,
+        Err(message) => return invalid(Dialect::Legacy, message),
+    };
+    let reply = state.settler.settle(&request, now()).await;
+    let data = json!([{
+        "chainIndex": chain_index,
+        "chainName": chain_name,
+        "success": reply.success,
+        "payer": reply.payer,
+        "txHash": reply.transaction,
+        "errorMsg": reply.error_reason,
+        "errorReason": reply.error_reason,
+    }]);
+    envelope(Dialect::Legacy, StatusCode::OK, 0, "", data)
+}
+
+/// OKX current: supported kinds (x402 version 2) and signers.
+#[utoipa::path(get, path = "/api/v6/pay/x402/supported", tag = "x402 (OKX)", responses((status = 200, description = "{code: 0, msg, data: {kinds, extensions, signers}}", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v2_supported(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Current, &method, &uri, &headers, b"").await
+    {
+        return response;
+    }
+    let mut supported = state
+        .facilitator
+        .supported(&state.settler.signer_addresses());
+    supported.kinds.retain(|kind| kind.x402_version == 2);
+    envelope(
+        Dialect::Current,
+        StatusCode::OK,
+        0,
+        "",
+        serde_json::to_value(supported).unwrap_or_default(),
+    )
+}
+
+fn current_request(body: &[u8]) -> Result<PaymentRequest, String> {
+    let request = PaymentRequest::parse(body).map_err(|e| e.to_string())?;
+    if request.version() == 2 {
+        Ok(request)
+    } else {
+        Err("x402Version: must be 2 on /api/v6/pay/x402".to_owned())
+    }
+}
+
+/// OKX current: verify a version-2 payment.
+#[utoipa::path(post, path = "/api/v6/pay/x402/verify", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 2, paymentPayload, paymentRequirements}"), responses((status = 200, description = "{code: 0, msg, data: {isValid, invalidReason?, invalidMessage?, payer}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v2_verify(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await
+    {
+        return response;
+    }
+    let request = match current_request(&body) {
+        Ok(request) => request,
+        Err(message) => return invalid(Dialect::Current, message),
+    };
+    let reply = state.facilitator.verify(&request, now()).await;
+    envelope(
+        Dialect::Current,
+        StatusCode::OK,
+        0,
+        "",
+        serde_json::to_value(reply).unwrap_or_default(),
+    )
+}
+
+/// OKX current: settle a version-2 payment. `syncSettle: true` waits for the receipt (status
+/// `success`, or `timeout` with the hash); otherwise the answer comes at broadcast (`pending`).
+#[utoipa::path(post, path = "/api/v6/pay/x402/settle", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 2, paymentPayload, paymentRequirements, syncSettle?}"), responses((status = 200, description = "{code: 0, msg, data: {success, errorReason?, payer, transaction, network, status}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v2_settle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await
+    {
+        return response;
+    }
+    let request = match current_request(&body) {
+        Ok(request) => request,
+        Err(message) => return invalid(Dialect::Current, message),
+    };
+    let sync = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("syncSettle").and_then(Value::as_bool))
+        .unwrap_or(false);
+    let wait = if sync {
+        state.settle_timeout
+    } else {
+        Duration::ZERO
+    };
+    let reply = state.settler.settle_with(&request, now(), wait).await;
+    let pending =
+        reply.error_reason.as_deref() == Some(coffer_x402::settlement::SETTLEMENT_PENDING);
+    let status = match (reply.success, pending, sync) {
+        (true, _, _) => Some("success"),
+        (false, true, true) => Some("timeout"),
+        (false, true, false) => Some("pending"),
+        (false, false, _) => None,
+    };
+    let mut data = serde_json::to_value(&reply).unwrap_or_default();
+    if let Some(status) = status {
+        data["status"] = json!(status);
+        if pending {
+            // Pending is not a failure: the transaction is in flight.
+            data.as_object_mut().map(|o| o.remove("errorReason"));
+        }
+    }
+    envelope(Dialect::Current, StatusCode::OK, 0, "", data)
+}
+
+/// `?txHash=0x…`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// The settlement transaction.
+    #[serde(rename = "txHash")]
+    pub tx_hash: Option<String>,
+}
+
+/// OKX current: the status of a settlement by transaction hash.
+#[utoipa::path(get, path = "/api/v6/pay/x402/settle/status", tag = "x402 (OKX)", params(StatusParams), responses((status = 200, description = "{code: 0, msg, data: {success, status: pending|success|failed, errorReason, payer, transaction, network}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+async fn v2_settle_status(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    Query(params): Query<StatusParams>,
+) -> Response {
+    if let Err(response) =
+        authenticate(&state, Dialect::Current, &method, &uri, &headers, b"").await
+    {
+        return response;
+    }
+    let Some(tx_hash) = params
+        .tx_hash
+        .filter(|hash| hash.len() == 66 && hash.starts_with("0x"))
+    else {
+        return invalid(
+            Dialect::Current,
+            "txHash: required, a 0x-prefixed 32-byte hash".to_owned(),
+        );
+    };
+    let row = match state.settler.status_of(&tx_hash).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return envelope(
+                Dialect::Current,
+                StatusCode::OK,
+                51000,
+                "Parameter invalid: txHash: no settlement with this transaction",
+                Value::Null,
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading a settlement failed");
+            return envelope(
+                Dialect::Current,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                50026,
+                "System error.",
+                Value::Null,
+            );
+        }
+    };
+    let status = match row.status {
+        SettlementStatus::Succeeded => "success",
+        SettlementStatus::Failed => "failed",
+        SettlementStatus::Pending | SettlementStatus::Broadcast => "pending",
+    };
+    let payer = alloy::primitives::Address::parse_checksummed(&row.key.payer, None)
+        .or_else(|_| row.key.payer.parse::<alloy::primitives::Address>())
+        .map(|address| address.to_checksum(None))
+        .unwrap_or(row.key.payer.clone());
+    let data = json!({
+        "success": row.status == SettlementStatus::Succeeded,
+        "status": status,
+        "errorReason": row.error_reason,
+        "errorMessage": null,
+        "payer": payer,
+        "transaction": row.tx_hash,
+        "network": row.network,
+    });
+    envelope(Dialect::Current, StatusCode::OK, 0, "", data)
+}

@@ -1,0 +1,74 @@
+// OKX-style API credentials: one implementation compiled once per backend (see
+// `orders_sql.rs`). The including module defines `DbRow` and `ThisStore`.
+
+use coffer_core::MerchantId;
+use sqlx::Row;
+
+use crate::StoreError;
+use crate::rows::merchant_id;
+
+/// A stored OKX-style credential.
+fn credential_row(row: &DbRow) -> Result<crate::OkxCredentialRow, StoreError> {
+    let read = StoreError::classify("OKX credential");
+    Ok(crate::OkxCredentialRow {
+        access_key: row.try_get("access_key").map_err(&read)?,
+        merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+        secret: row.try_get("secret").map_err(&read)?,
+        passphrase_hash: row.try_get("passphrase_hash").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+        revoked_at_ms: row.try_get("revoked_at_ms").map_err(&read)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl crate::Credentials for ThisStore {
+    async fn insert_okx_credential(&self, credential: &crate::OkxCredentialRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO okx_credentials (access_key, merchant_id, secret, passphrase_hash, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&credential.access_key)
+        .bind(credential.merchant_id.as_str())
+        .bind(&credential.secret)
+        .bind(&credential.passphrase_hash)
+        .bind(credential.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::classify("OKX credential"))
+    }
+
+    async fn okx_credential(&self, access_key: &str) -> Result<Option<crate::OkxCredentialRow>, StoreError> {
+        sqlx::query("SELECT * FROM okx_credentials WHERE access_key = $1")
+            .bind(access_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(credential_row)
+            .transpose()
+    }
+
+    async fn okx_credentials(&self, merchant: &MerchantId) -> Result<Vec<crate::OkxCredentialRow>, StoreError> {
+        sqlx::query("SELECT * FROM okx_credentials WHERE merchant_id = $1 ORDER BY created_at_ms")
+            .bind(merchant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .iter()
+            .map(credential_row)
+            .collect()
+    }
+
+    async fn revoke_okx_credential(&self, access_key: &str, now_ms: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE okx_credentials SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE access_key = $2",
+        )
+        .bind(now_ms)
+        .bind(access_key)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound("OKX credential")) }
+    }
+}
