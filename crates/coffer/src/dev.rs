@@ -46,7 +46,7 @@ pub struct DevArgs {
     /// Port for the API server (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Where to write the JSON summary (default: <data-dir>/summary.json).
+    /// Where to write the JSON summary (default: summary.json in the data directory).
     #[arg(long, value_name = "PATH")]
     pub summary: Option<PathBuf>,
     /// Delete the data directory first and start from scratch.

@@ -245,3 +245,161 @@ async fn a_killed_server_resumes_without_losing_or_double_counting_on_sqlite() {
 async fn a_killed_server_resumes_without_losing_or_double_counting_on_postgres() {
     a_killed_server_resumes_without_losing_or_double_counting(Backend::Postgres).await;
 }
+
+/// Signs an EIP-3009 authorization for `to` with the payer's key, as an x402 v2 request.
+fn x402_request(payer: &alloy::signers::local::PrivateKeySigner, to: Address, value: u64) -> Value {
+    use alloy::signers::SignerSync;
+    use alloy::sol_types::{Eip712Domain, SolStruct};
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let nonce = alloy::primitives::B256::from(rand::random::<[u8; 32]>());
+    let message = coffer_evm::contracts::TransferWithAuthorization {
+        from: payer.address(),
+        to,
+        value: U256::from(value),
+        validAfter: U256::from(now - 600),
+        validBefore: U256::from(now + 600),
+        nonce,
+    };
+    let domain = Eip712Domain::new(
+        Some("USDC".into()),
+        Some("2".into()),
+        Some(U256::from(84_532)),
+        Some(USDC),
+        None,
+    );
+    let signature = payer
+        .sign_hash_sync(&message.eip712_signing_hash(&domain))
+        .unwrap();
+    let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": value.to_string(), "asset": USDC.to_checksum(None),
+        "payTo": to.to_checksum(None), "maxTimeoutSeconds": 600, "extra": {"name": "USDC", "version": "2"}});
+    json!({"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {"x402Version": 2, "accepted": requirements,
+        "payload": {"signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "authorization": {
+            "from": payer.address().to_checksum(None), "to": to.to_checksum(None), "value": value.to_string(),
+            "validAfter": (now - 600).to_string(), "validBefore": (now + 600).to_string(), "nonce": format!("{nonce:#x}")}}}})
+}
+
+#[tokio::test]
+async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart() {
+    use alloy::providers::Provider;
+    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+    let chain = Anvil::start(&AnvilOptions {
+        binary,
+        chain_id: 84_532,
+        port: 0,
+        state_file: None,
+        block_time: None,
+    })
+    .await
+    .unwrap();
+    let owner = testnet::dev_account(0).unwrap();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner.clone()))
+        .connect_http(chain.url().parse().unwrap());
+    let spec = UsdcSpec {
+        name: "USDC".into(),
+        version: "2".into(),
+        symbol: "USDC".into(),
+        decimals: 6,
+        owner: owner.address(),
+    };
+    testnet::install_usdc_at(&provider, USDC, &spec)
+        .await
+        .unwrap();
+    let payer = testnet::dev_account(4).unwrap();
+    testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
+        .await
+        .unwrap();
+    provider.anvil_set_auto_mine(false).await.unwrap();
+
+    let signer = testnet::dev_account(7).unwrap();
+    let (database_url, _dir) = fresh_url(Backend::Sqlite).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = Node {
+        env: vec![
+            ("COFFER__DATABASE__URL".into(), database_url),
+            ("COFFER__SERVER__LISTEN".into(), format!("127.0.0.1:{port}")),
+            (
+                "COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS".into(),
+                format!("[\"{}\"]", chain.url()),
+            ),
+            (
+                "COFFER__X402__SIGNER_KEYS".into(),
+                format!("[\"0x{}\"]", alloy::hex::encode(signer.to_bytes())),
+            ),
+            ("COFFER__X402__SETTLE_TIMEOUT_SECONDS".into(), "30".into()),
+        ],
+        port,
+    };
+    let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+    let request = x402_request(&payer, payee, 70_000);
+    let base = format!("http://127.0.0.1:{port}");
+
+    // The server broadcasts, then waits for a receipt that cannot come; it is killed meanwhile.
+    let server = node.serve().await;
+    let pending = tokio::spawn({
+        let (url, request) = (format!("{base}/x402/settle"), request.clone());
+        async move { reqwest::Client::new().post(url).json(&request).send().await }
+    });
+    let mut broadcast = false;
+    for _ in 0..100 {
+        if provider
+            .get_transaction_count(signer.address())
+            .pending()
+            .await
+            .unwrap()
+            == 1
+        {
+            broadcast = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(broadcast, "the settlement was broadcast");
+    kill(server).await;
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the first caller never got an answer"
+    );
+
+    // After a restart the block is mined; the reconciler and a retried settle find the one
+    // transaction.
+    let server = node.serve().await;
+    provider.anvil_mine(Some(1), None).await.unwrap();
+    let mut settled = Value::Null;
+    for _ in 0..50 {
+        settled = reqwest::Client::new()
+            .post(format!("{base}/x402/settle"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if settled["success"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(settled["success"], true, "{settled}");
+    let balance = IERC20::new(USDC, &provider)
+        .balanceOf(payee)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(balance, U256::from(70_000u64));
+    assert_eq!(
+        provider
+            .get_transaction_count(signer.address())
+            .await
+            .unwrap(),
+        1,
+        "never a second broadcast"
+    );
+    kill(server).await;
+    chain.stop().await.unwrap();
+}
