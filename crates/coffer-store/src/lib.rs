@@ -137,7 +137,20 @@ pub trait Ledger: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when the wallet changed meanwhile.
-    async fn reserve_address_index(&self, wallet: &WalletRow) -> Result<u32, StoreError>;
+    async fn reserve_address_index(&self, wallet: &WalletRow) -> Result<u32, StoreError> {
+        self.reserve_address_indexes(wallet, 1).await
+    }
+
+    /// Takes the wallet's next `count` child indexes at once and returns the first; each is
+    /// handed out once, across every process sharing the database.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the wallet changed meanwhile.
+    async fn reserve_address_indexes(
+        &self,
+        wallet: &WalletRow,
+        count: u32,
+    ) -> Result<u32, StoreError>;
 
     /// Inserts an order with its creation event.
     ///

@@ -195,22 +195,23 @@ pub(crate) async fn wallet(pool: &DbPool, merchant: &MerchantId, chain_id: u64) 
     .transpose()
 }
 
-pub(crate) async fn reserve_address_index(pool: &DbPool, wallet: &WalletRow) -> Result<u32, StoreError> {
+pub(crate) async fn reserve_address_indexes(pool: &DbPool, wallet: &WalletRow, count: u32) -> Result<u32, StoreError> {
     let next: i64 = sqlx::query_scalar(
-        "UPDATE merchant_wallets SET next_index = next_index + 1
-         WHERE merchant_id = $1 AND chain_id = $2 AND xpub = $3 RETURNING next_index",
+        "UPDATE merchant_wallets SET next_index = next_index + $1
+         WHERE merchant_id = $2 AND chain_id = $3 AND xpub = $4 RETURNING next_index",
     )
+    .bind(i64::from(count.max(1)))
     .bind(wallet.merchant_id.as_str())
     .bind(to_i64(wallet.chain_id, "chain id")?)
     .bind(&wallet.xpub)
     .fetch_one(pool)
     .await
     .map_err(StoreError::classify("wallet"))?;
-    let index = next - 1;
-    if index >= 1 << 31 {
+    let first = next - i64::from(count.max(1));
+    if next > 1 << 31 {
         return Err(corrupt("next index", "the wallet has used every non-hardened child"));
     }
-    u32::try_from(index).map_err(|e| corrupt("next index", e))
+    u32::try_from(first).map_err(|e| corrupt("next index", e))
 }
 
 async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), StoreError> {
@@ -693,8 +694,8 @@ impl crate::Ledger for ThisStore {
         wallet(&self.pool, merchant, chain_id).await
     }
 
-    async fn reserve_address_index(&self, wallet: &WalletRow) -> Result<u32, StoreError> {
-        reserve_address_index(&self.pool, wallet).await
+    async fn reserve_address_indexes(&self, wallet: &WalletRow, count: u32) -> Result<u32, StoreError> {
+        reserve_address_indexes(&self.pool, wallet, count).await
     }
 
     async fn insert_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {

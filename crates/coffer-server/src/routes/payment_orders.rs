@@ -109,7 +109,11 @@ async fn create_order(
         .orders
         .create(&merchant, &body.value, &body.raw, key.as_deref())
         .await?;
-    let view = state.orders.render(&created.order).await?;
+    let view = if created.fresh {
+        state.orders.render_new(&created.order)
+    } else {
+        state.orders.render(&created.order).await?
+    };
     let status = if created.fresh {
         StatusCode::CREATED
     } else {
