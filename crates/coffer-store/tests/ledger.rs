@@ -349,6 +349,29 @@ async fn there_is_no_wallet_for_an_unknown_merchant_or_chain(store: &dyn Store) 
     );
 }
 
+async fn indexes_reserved_in_blocks_never_overlap(store: &dyn Store) {
+    let shop = add_merchant(store, "blocks").await;
+    let wallet = store.set_wallet(&shop, 0, XPUB_A, T0).await.expect("set");
+    let first = store
+        .reserve_address_indexes(&wallet, 16)
+        .await
+        .expect("block");
+    let single = store.reserve_address_index(&wallet).await.expect("single");
+    let second = store
+        .reserve_address_indexes(&wallet, 16)
+        .await
+        .expect("block");
+    assert_eq!((first, single, second), (0, 16, 17));
+    assert_eq!(
+        store
+            .wallet(&shop, 1)
+            .await
+            .expect("read")
+            .map(|w| w.next_index),
+        Some(33)
+    );
+}
+
 async fn address_indexes_are_handed_out_once_and_survive_setting_the_same_key(store: &dyn Store) {
     let shop = add_merchant(store, "indexes").await;
     let wallet = store.set_wallet(&shop, 0, XPUB_A, T0).await.expect("set");
@@ -2342,6 +2365,7 @@ macro_rules! ledger {
                 a_wallet_reads_back_and_the_all_chains_wallet_is_the_fallback,
                 there_is_no_wallet_for_an_unknown_merchant_or_chain,
                 address_indexes_are_handed_out_once_and_survive_setting_the_same_key,
+                indexes_reserved_in_blocks_never_overlap,
                 a_new_key_restarts_the_index_and_retires_the_old_one,
                 an_inserted_order_starts_pending_and_reads_back_equal,
                 an_order_is_written_with_its_creation_event_and_delivery,
