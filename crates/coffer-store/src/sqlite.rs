@@ -1,4 +1,5 @@
-//! The SQLite backend: one file, WAL journal, foreign keys on, a small connection pool.
+//! The SQLite backend: one file, WAL journal, foreign keys on, one connection that queues
+//! every statement (SQLite writes one at a time anyway).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,7 +50,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            // One connection: SQLite has one writer at a time, and a queue in the pool beats
+            // writers sleeping on the busy handler (long tails under load). Reads are fast
+            // enough to share it; scale out with PostgreSQL.
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(StoreError::Database)?;

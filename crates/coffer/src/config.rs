@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// Base URL customers and merchants reach Coffer at (for payment links); defaults to
     /// `http://<listen address>`.
     pub public_url: Option<String>,
+    /// How often each chain's watcher asks its RPC for a new block, in milliseconds. A webhook
+    /// leaves about half of this after the confirming block on average.
+    pub watcher_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             readiness_timeout_seconds: 3,
             public_url: None,
+            watcher_poll_ms: 100,
         }
     }
 }
@@ -258,6 +262,11 @@ impl Config {
                 "server.public_url: must be an http:// or https:// URL".to_owned(),
             ));
         }
+        if self.server.watcher_poll_ms == 0 {
+            return Err(ConfigError(
+                "server.watcher_poll_ms: must be at least 1".to_owned(),
+            ));
+        }
         if self.server.readiness_timeout_seconds == 0 {
             return Err(ConfigError(
                 "server.readiness_timeout_seconds: must be at least 1".to_owned(),
@@ -316,6 +325,8 @@ shutdown_grace_seconds = 30
 readiness_timeout_seconds = 3
 # Base URL for payment links; defaults to http://<listen>.
 # public_url = "https://pay.example.com"
+# Milliseconds between a chain watcher's polls for new blocks (one RPC request each when idle).
+watcher_poll_ms = 100
 
 [database]
 # sqlite:<path> for one process (created if missing), or

@@ -242,7 +242,7 @@ async fn run_with_chains(
     let app = Application::build_with(config, registry.clone())
         .await?
         .with_intervals(Intervals {
-            watcher: Duration::from_millis(200),
+            watcher: Duration::from_millis(config.server.watcher_poll_ms),
             expirer: Duration::from_millis(500),
             dispatcher: Duration::from_millis(500),
         });

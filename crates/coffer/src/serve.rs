@@ -96,7 +96,10 @@ impl Application {
             listener,
             address,
             state,
-            intervals: Intervals::default(),
+            intervals: Intervals {
+                watcher: Duration::from_millis(config.server.watcher_poll_ms),
+                ..Intervals::default()
+            },
             grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         })
     }

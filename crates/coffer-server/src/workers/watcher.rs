@@ -230,7 +230,14 @@ impl Watcher {
         self.refresh_watched(now_ms).await?;
         self.steps += 1;
         let provider = self.provider()?;
-        let head = provider.get_block_number().await.map_err(rpc_error)?;
+        // One call gives the head's number and hash: an idle poll costs a single request and
+        // still notices a tip replaced at the same height.
+        let latest = provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc_error)?
+            .ok_or_else(|| StepError("rpc: the node returned no latest block".to_owned()))?;
+        let head = latest.header.number;
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
             // First run on this chain: start at the head.
@@ -259,19 +266,14 @@ impl Watcher {
                 updated: 0,
             });
         };
+        if head == cursor.number && hash_text(latest.header.hash) == cursor.hash {
+            return Ok(StepReport::Idle);
+        }
         if head <= cursor.number {
-            // Nothing new, but the tip itself may have been replaced (same height, new blocks).
-            let tip = provider
-                .get_block_by_number(BlockNumberOrTag::Number(cursor.number))
-                .await
-                .map_err(rpc_error)?;
-            return match tip {
-                Some(tip) if hash_text(tip.header.hash) == cursor.hash => Ok(StepReport::Idle),
-                _ => {
-                    self.rewind(&provider, head.min(cursor.number), now_ms)
-                        .await
-                }
-            };
+            // The tip was replaced at the same height, or the chain got shorter.
+            return self
+                .rewind(&provider, head.min(cursor.number), now_ms)
+                .await;
         }
         let from = cursor.number + 1;
         let first = Self::header(&provider, from, self.native_watchers > 0).await?;

@@ -42,7 +42,8 @@ CREATE TABLE payment_orders (
     UNIQUE (chain_id, receiving_address)
 );
 CREATE INDEX payment_orders_by_merchant ON payment_orders (merchant_id, created_at_ms);
-CREATE INDEX payment_orders_watched ON payment_orders (chain_id, monitor_until_ms, id);
+CREATE INDEX payment_orders_watched ON payment_orders (chain_id, id);
+CREATE INDEX payment_orders_by_status ON payment_orders (chain_id, status, id);
 CREATE INDEX payment_orders_expiring ON payment_orders (status, expires_at_ms);
 
 CREATE TABLE payments (
