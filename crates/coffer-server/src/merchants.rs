@@ -208,8 +208,8 @@ impl Merchants {
     ) -> Result<MerchantRow, MerchantError> {
         let presented = presented.expose_secret();
         let id = key_id(presented).ok_or(MerchantError::InvalidKey)?;
-        let row = match self.store.api_key(id).await {
-            Ok(row) => row,
+        let (row, merchant) = match self.store.api_key_with_merchant(id).await {
+            Ok(found) => found,
             Err(StoreError::NotFound(_)) => return Err(MerchantError::InvalidKey),
             Err(error) => return Err(error.into()),
         };
@@ -219,7 +219,7 @@ impl Merchants {
         if row.revoked_at.is_some() {
             return Err(MerchantError::RevokedKey);
         }
-        Ok(self.store.merchant(&row.merchant_id).await?)
+        Ok(merchant)
     }
 }
 

@@ -225,7 +225,19 @@ pub struct PaymentOrders {
     chains: Arc<ChainRegistry>,
     public_url: String,
     reserved: Arc<ReservedIndexes>,
+    wallets: Arc<WalletCache>,
 }
+
+/// How long a merchant's wallet is reused before it is read again.
+const WALLET_CACHE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Recently read deposit wallets, per (merchant, chain).
+type WalletCache = std::sync::Mutex<
+    std::collections::HashMap<
+        (String, u64),
+        (std::time::Instant, coffer_store::WalletRow, DepositKey),
+    >,
+>;
 
 /// What [`PaymentOrders::create`] did.
 #[derive(Debug)]
@@ -262,7 +274,51 @@ impl PaymentOrders {
             chains,
             public_url: public_url.trim_end_matches('/').to_owned(),
             reserved: Arc::default(),
+            wallets: Arc::default(),
         }
+    }
+
+    /// The merchant's deposit wallet for a chain and its parsed key, cached for a moment so
+    /// that creating orders does not read and parse it every time.
+    async fn deposit_wallet(
+        &self,
+        merchant: &MerchantRow,
+        chain: &Chain,
+    ) -> Result<(coffer_store::WalletRow, DepositKey), OrderError> {
+        let cache_key = (merchant.id.to_string(), chain.chain_id);
+        let now = std::time::Instant::now();
+        if let Some((at, wallet, key)) = self
+            .wallets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&cache_key)
+            && now.duration_since(*at) < WALLET_CACHE
+        {
+            return Ok((wallet.clone(), key.clone()));
+        }
+        let wallet = self
+            .store
+            .wallet(&merchant.id, chain.chain_id)
+            .await?
+            .ok_or_else(|| OrderError::WalletNotConfigured(chain.names.cryptopay_slug.clone()))?;
+        let key = DepositKey::parse(&wallet.xpub).map_err(|error| {
+            OrderError::Store(StoreError::Corrupt {
+                what: "wallet xpub",
+                detail: error.to_string(),
+            })
+        })?;
+        self.wallets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(cache_key, (now, wallet.clone(), key.clone()));
+        Ok((wallet, key))
+    }
+
+    fn forget_wallet(&self, merchant: &MerchantRow, chain_id: u64) {
+        self.wallets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(merchant.id.to_string(), chain_id));
     }
 
     /// The wallet's next unused child index, from this process's reserved block or a new one.
@@ -481,18 +537,23 @@ impl PaymentOrders {
             }
         };
         let chain = paid_with.chain;
-        let wallet = self
-            .store
-            .wallet(&merchant.id, chain.chain_id)
-            .await?
-            .ok_or_else(|| OrderError::WalletNotConfigured(chain.names.cryptopay_slug.clone()))?;
-        let key = DepositKey::parse(&wallet.xpub).map_err(|error| {
-            OrderError::Store(StoreError::Corrupt {
-                what: "wallet xpub",
-                detail: error.to_string(),
-            })
-        })?;
-        let index = self.next_index(&wallet).await?;
+        let (wallet, key) = self.deposit_wallet(merchant, chain).await?;
+        let index = match self.next_index(&wallet).await {
+            Ok(index) => index,
+            // The merchant replaced the key meanwhile: read it again, once.
+            Err(StoreError::NotFound(_)) => {
+                self.forget_wallet(merchant, chain.chain_id);
+                let (fresh, _) = self.deposit_wallet(merchant, chain).await?;
+                if fresh.xpub != wallet.xpub {
+                    return Box::pin(self.create(merchant, request, raw_body, idempotency_key))
+                        .await;
+                }
+                return Err(OrderError::WalletNotConfigured(
+                    chain.names.cryptopay_slug.clone(),
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        };
         let address = key.address(index).map_err(|error| {
             OrderError::Store(StoreError::Corrupt {
                 what: "deposit address",

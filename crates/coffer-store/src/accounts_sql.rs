@@ -121,6 +121,29 @@ impl crate::Store for ThisStore {
         api_key_row(&row)
     }
 
+    async fn api_key_with_merchant(&self, id: &str) -> Result<(ApiKeyRow, MerchantRow), StoreError> {
+        let row = sqlx::query(
+            "SELECT k.id AS key_id, k.merchant_id, k.label, k.secret_hash, k.created_at AS key_created_at,
+                    k.revoked_at, m.id, m.name, m.webhook_url, m.webhook_secret, m.created_at
+             FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+             WHERE k.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::classify("api key"))?;
+        let read = StoreError::classify("api key");
+        let key = ApiKeyRow {
+            id: row.try_get("key_id").map_err(&read)?,
+            merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+            label: row.try_get("label").map_err(&read)?,
+            secret_hash: row.try_get("secret_hash").map_err(&read)?,
+            created_at: row.try_get("key_created_at").map_err(&read)?,
+            revoked_at: row.try_get("revoked_at").map_err(&read)?,
+        };
+        Ok((key, merchant_row(&row)?))
+    }
+
     async fn api_keys(&self, merchant: Option<&MerchantId>) -> Result<Vec<ApiKeyRow>, StoreError> {
         sqlx::query(
             "SELECT * FROM api_keys WHERE CAST($1 AS TEXT) IS NULL OR merchant_id = $1 ORDER BY created_at, id",

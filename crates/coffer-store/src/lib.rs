@@ -516,6 +516,13 @@ pub trait Store: Ledger + ReorgQueries + Journal + Credentials + Send + Sync + '
     /// [`StoreError::NotFound`] when there is none.
     async fn api_key(&self, id: &str) -> Result<ApiKeyRow, StoreError>;
 
+    /// Reads an API key and its merchant in one query (authentication's hot path).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such key.
+    async fn api_key_with_merchant(&self, id: &str)
+    -> Result<(ApiKeyRow, MerchantRow), StoreError>;
+
     /// Lists API keys, of one merchant or of all, oldest first.
     ///
     /// # Errors

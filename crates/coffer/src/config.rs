@@ -58,7 +58,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 30,
             readiness_timeout_seconds: 3,
             public_url: None,
-            watcher_poll_ms: 100,
+            watcher_poll_ms: 50,
         }
     }
 }
@@ -326,7 +326,8 @@ readiness_timeout_seconds = 3
 # Base URL for payment links; defaults to http://<listen>.
 # public_url = "https://pay.example.com"
 # Milliseconds between a chain watcher's polls for new blocks (one RPC request each when idle).
-watcher_poll_ms = 100
+# A webhook leaves about half of this after the confirming block; raise it for rate-limited RPCs.
+watcher_poll_ms = 50
 
 [database]
 # sqlite:<path> for one process (created if missing), or

@@ -54,7 +54,7 @@ pub struct Intervals {
 impl Default for Intervals {
     fn default() -> Self {
         Intervals {
-            watcher: Duration::from_millis(100),
+            watcher: Duration::from_millis(50),
             expirer: Duration::from_secs(1),
             dispatcher: Duration::from_secs(1),
         }
