@@ -364,17 +364,19 @@ pub trait Journal: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
-    /// Marks a pending or broadcast settlement succeeded or failed.
+    /// Moves a settlement from `from` to `to` (compare-and-set); `false` when it was no longer
+    /// in `from` (another process moved it first) and nothing changed.
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.
     async fn finish_settlement(
         &self,
         id: i64,
-        status: SettlementStatus,
+        from: SettlementStatus,
+        to: SettlementStatus,
         error_reason: Option<&str>,
         now_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Settlements broadcast but not yet resolved, oldest first.
     ///

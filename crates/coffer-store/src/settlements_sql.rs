@@ -129,19 +129,26 @@ impl crate::Journal for ThisStore {
         if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("settlement")) }
     }
 
-    async fn finish_settlement(&self, id: i64, status: SettlementStatus, error_reason: Option<&str>, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3
-             WHERE id = $4 AND status IN ('pending', 'broadcast')",
+    async fn finish_settlement(
+        &self,
+        id: i64,
+        from: SettlementStatus,
+        to: SettlementStatus,
+        error_reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5",
         )
-        .bind(status.as_str())
+        .bind(to.as_str())
         .bind(error_reason)
         .bind(now_ms)
         .bind(id)
+        .bind(from.as_str())
         .execute(&self.pool)
         .await
-        .map(drop)
-        .map_err(StoreError::Database)
+        .map_err(StoreError::Database)?;
+        Ok(updated.rows_affected() == 1)
     }
 
     async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError> {

@@ -288,6 +288,21 @@ impl Settler {
         match self.sign_journal_broadcast(&row, payment, key).await {
             Ok(()) => {}
             Err(Refused(message)) => {
+                // Another process may have taken over the same claim and broadcast: then its
+                // transaction is the answer, and this row must not be marked failed.
+                let current = self
+                    .store
+                    .settlement(key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(current) =
+                    current.filter(|current| current.status != SettlementStatus::Pending)
+                {
+                    return self
+                        .existing(current, receipt_timeout)
+                        .await
+                        .map(|row| Settled::Row(Box::new(row)));
+                }
                 tracing::warn!(%message, "the settlement transaction was not broadcast");
                 return self
                     .finish(row, SettlementStatus::Failed, Some(TRANSACTION_FAILED))
@@ -431,8 +446,10 @@ impl Settler {
         status: SettlementStatus,
         reason: Option<&str>,
     ) -> Result<SettlementRow, String> {
+        // Compare-and-set from the state this call saw: if another process moved the row
+        // meanwhile, its outcome stands and is what we answer.
         self.store
-            .finish_settlement(row.id, status, reason, now_ms())
+            .finish_settlement(row.id, row.status, status, reason, now_ms())
             .await
             .map_err(|e| e.to_string())?;
         self.store

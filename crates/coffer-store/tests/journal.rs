@@ -1,0 +1,203 @@
+//! The x402 settlement journal and OKX credentials, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Utc;
+use coffer_core::MerchantId;
+use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::{
+    NewMerchant, NewSettlement, OkxCredentialRow, SettlementKey, SettlementStatus,
+    SignedSettlement, Store, StoreError,
+};
+
+fn key(nonce: &str) -> SettlementKey {
+    SettlementKey {
+        chain_id: 84_532,
+        token: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".to_owned(),
+        payer: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".to_owned(),
+        auth_nonce: nonce.to_owned(),
+    }
+}
+
+fn claim(nonce: &str) -> NewSettlement {
+    NewSettlement {
+        key: key(nonce),
+        pay_to: "0x2096".to_owned(),
+        value: "10000".to_owned(),
+        network: "eip155:84532".to_owned(),
+        now_ms: 1,
+    }
+}
+
+fn signed(nonce: u64, hash: &str) -> SignedSettlement {
+    SignedSettlement {
+        signer: "0xsigner".to_owned(),
+        signer_nonce: nonce,
+        tx_hash: hash.to_owned(),
+        raw_tx: "0x02".to_owned(),
+    }
+}
+
+async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &dyn Store) {
+    let (row, fresh) = store.claim_settlement(&claim("0x01")).await.unwrap();
+    assert!(fresh);
+    assert_eq!(row.status, SettlementStatus::Pending);
+    let (again, fresh) = store.claim_settlement(&claim("0x01")).await.unwrap();
+    assert!(!fresh, "a second claim finds the first");
+    assert_eq!(again.id, row.id);
+
+    assert_eq!(
+        store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
+        None
+    );
+    store
+        .record_signed(row.id, &signed(7, "0xaa"), 2)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            store.record_signed(row.id, &signed(8, "0xbb"), 3).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "signed once"
+    );
+    assert_eq!(
+        store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
+        Some(8)
+    );
+    let by_hash = store
+        .settlement_by_tx_hash("0xaa")
+        .await
+        .unwrap()
+        .expect("found by hash");
+    assert_eq!(
+        (by_hash.status, by_hash.signer_nonce),
+        (SettlementStatus::Broadcast, Some(7))
+    );
+    assert_eq!(store.open_settlements(10).await.unwrap().len(), 1);
+
+    // Compare-and-set: only from the state the caller saw.
+    let moved = store
+        .finish_settlement(
+            row.id,
+            SettlementStatus::Pending,
+            SettlementStatus::Failed,
+            Some("x"),
+            4,
+        )
+        .await
+        .unwrap();
+    assert!(!moved, "the row is no longer pending");
+    let moved = store
+        .finish_settlement(
+            row.id,
+            SettlementStatus::Broadcast,
+            SettlementStatus::Succeeded,
+            None,
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_eq!(
+        store
+            .settlement(&key("0x01"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SettlementStatus::Succeeded
+    );
+    assert!(store.open_settlements(10).await.unwrap().is_empty());
+
+    // A signer nonce is used by one live settlement only; a failed one frees it.
+    let (other, _) = store.claim_settlement(&claim("0x02")).await.unwrap();
+    assert!(
+        store
+            .record_signed(other.id, &signed(7, "0xcc"), 6)
+            .await
+            .is_err(),
+        "nonce 7 is taken"
+    );
+    store
+        .record_signed(other.id, &signed(8, "0xcc"), 6)
+        .await
+        .unwrap();
+    store
+        .finish_settlement(
+            other.id,
+            SettlementStatus::Broadcast,
+            SettlementStatus::Failed,
+            Some("refused"),
+            7,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
+        Some(8),
+        "the failed nonce is reusable"
+    );
+}
+
+async fn okx_credentials_authenticate_until_revoked(store: &dyn Store) {
+    let merchant = MerchantId::from_suffix("okx").unwrap();
+    store
+        .insert_merchant(NewMerchant {
+            id: merchant.clone(),
+            name: "OKX".to_owned(),
+            webhook_url: None,
+            webhook_secret: "whsec_x".to_owned(),
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let credential = OkxCredentialRow {
+        access_key: "key-1".to_owned(),
+        merchant_id: merchant.clone(),
+        secret: "SECRET".to_owned(),
+        passphrase_hash: "hash".to_owned(),
+        created_at_ms: 1,
+        revoked_at_ms: None,
+    };
+    store.insert_okx_credential(&credential).await.unwrap();
+    assert!(matches!(
+        store.insert_okx_credential(&credential).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.okx_credential("key-1").await.unwrap(),
+        Some(credential.clone())
+    );
+    assert_eq!(store.okx_credentials(&merchant).await.unwrap().len(), 1);
+    store.revoke_okx_credential("key-1", 9).await.unwrap();
+    assert_eq!(
+        store
+            .okx_credential("key-1")
+            .await
+            .unwrap()
+            .and_then(|c| c.revoked_at_ms),
+        Some(9)
+    );
+    assert!(matches!(
+        store.revoke_okx_credential("nope", 9).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.okx_credential("nope").await.unwrap(), None);
+}
+
+macro_rules! on_both_databases {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Sqlite).await.unwrap().store).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Postgres).await.unwrap().store).await; })*
+        }
+    };
+}
+
+on_both_databases!(
+    an_authorization_is_claimed_once_and_moves_by_compare_and_set,
+    okx_credentials_authenticate_until_revoked
+);
