@@ -245,9 +245,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Serve => {
+            let shutdown = serve::shutdown_signal();
             let app = Application::build(&config).await?;
             tracing::info!(address = %app.address(), backend = app.state().store.backend(), "coffer is listening");
-            app.run_until(serve::shutdown_signal()).await?;
+            app.run_until(shutdown).await?;
             Ok(())
         }
         Command::Dev(args) => dev::run(config, args).await,

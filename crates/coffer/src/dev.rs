@@ -161,6 +161,7 @@ fn io_fail(context: String) -> impl Fn(std::io::Error) -> Failure {
 /// # Errors
 /// [`Failure`] when anvil is missing, a chain cannot be set up, or the server cannot start.
 pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
+    let shutdown = serve::shutdown_signal();
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir).map_err(io_fail(format!(
             "cannot remove {}",
@@ -192,7 +193,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
             anvil,
         });
     }
-    let outcome = run_with_chains(&mut config, &args, &chains).await;
+    let outcome = run_with_chains(&mut config, &args, &chains, shutdown).await;
     eprintln!("coffer dev: stopping local chains");
     for chain in chains {
         if let Err(error) = chain.anvil.stop().await {
@@ -206,6 +207,7 @@ async fn run_with_chains(
     config: &mut Config,
     args: &DevArgs,
     chains: &[LocalChain],
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let signer = testnet::dev_account(0).map_err(fail("signer"))?;
     let payers = PAYERS
@@ -292,7 +294,7 @@ async fn run_with_chains(
         .unwrap_or_else(|| args.data_dir.join("summary.json"));
     write_summary(&summary_path, &summary)?;
     print_banner(&summary, &summary_path);
-    app.run_until(serve::shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     Ok(())
 }
 
