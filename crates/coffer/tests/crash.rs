@@ -87,7 +87,10 @@ async fn wait_for_status(base: &str, key: &str, order_id: &str, status: &str) ->
     );
 }
 
-async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Backend) {
+/// A fresh anvil chain (id 84532) with the EIP-3009 test token at Base Sepolia's USDC address,
+/// and a provider whose wallet owns the token (it can mint).
+async fn chain_with_usdc() -> (Anvil, alloy::providers::DynProvider) {
+    use alloy::providers::Provider;
     let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
     let chain = Anvil::start(&AnvilOptions {
         binary,
@@ -101,7 +104,8 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
     let owner = testnet::dev_account(0).unwrap();
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::from(owner.clone()))
-        .connect_http(chain.url().parse().unwrap());
+        .connect_http(chain.url().parse().unwrap())
+        .erased();
     let spec = UsdcSpec {
         name: "USDC".into(),
         version: "2".into(),
@@ -112,6 +116,11 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
     testnet::install_usdc_at(&provider, USDC, &spec)
         .await
         .unwrap();
+    (chain, provider)
+}
+
+async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Backend) {
+    let (chain, provider) = chain_with_usdc().await;
     let payer = testnet::dev_account(3).unwrap();
     testnet::mint(
         &provider,
@@ -281,30 +290,7 @@ fn x402_request(payer: &alloy::signers::local::PrivateKeySigner, to: Address, va
 #[tokio::test]
 async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart() {
     use alloy::providers::Provider;
-    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-    let chain = Anvil::start(&AnvilOptions {
-        binary,
-        chain_id: 84_532,
-        port: 0,
-        state_file: None,
-        block_time: None,
-    })
-    .await
-    .unwrap();
-    let owner = testnet::dev_account(0).unwrap();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(owner.clone()))
-        .connect_http(chain.url().parse().unwrap());
-    let spec = UsdcSpec {
-        name: "USDC".into(),
-        version: "2".into(),
-        symbol: "USDC".into(),
-        decimals: 6,
-        owner: owner.address(),
-    };
-    testnet::install_usdc_at(&provider, USDC, &spec)
-        .await
-        .unwrap();
+    let (chain, provider) = chain_with_usdc().await;
     let payer = testnet::dev_account(4).unwrap();
     testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
         .await
