@@ -42,6 +42,36 @@ sol!(
     "../../contracts/artifacts/TestSmartWallet.json"
 );
 
+sol!(
+    /// Multicall3's `aggregate3`, for local chains (public chains have Multicall3 deployed at
+    /// [`MULTICALL3`]).
+    #[sol(rpc)]
+    TestMulticall3,
+    "../../contracts/artifacts/TestMulticall3.json"
+);
+
+sol! {
+    /// Multicall3's batching entry point (the canonical ABI; struct names do not change it).
+    #[sol(rpc)]
+    interface IMulticall3 {
+        struct Call3 {
+            address target;
+            bool allowFailure;
+            bytes callData;
+        }
+        struct CallResult {
+            bool success;
+            bytes returnData;
+        }
+        function aggregate3(Call3[] calldata calls) external payable returns (CallResult[] memory returnData);
+    }
+}
+
+/// Where Multicall3 lives on every public EVM chain Coffer supports (and, installed by
+/// [`crate::testnet::install_multicall3`], on local chains).
+pub const MULTICALL3: alloy::primitives::Address =
+    alloy::primitives::address!("0xcA11bde05977b3631167028862bE2a173976CA11");
+
 sol! {
     /// The EIP-3009 surface of USDC-like tokens (FiatTokenV2_2), as the facilitator uses it.
     #[sol(rpc)]
@@ -52,6 +82,7 @@ sol! {
         function balanceOf(address account) external view returns (uint256);
         function name() external view returns (string);
         function version() external view returns (string);
+        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
     }
 
     /// The EIP-712 message an EIP-3009 transfer authorization signs.

@@ -12,7 +12,7 @@ use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
 
 use crate::EvmError;
-use crate::contracts::{TestUsdc, TestUsdt};
+use crate::contracts::{MULTICALL3, TestMulticall3, TestUsdc, TestUsdt};
 
 /// The mnemonic anvil funds its default accounts from. Public: for local chains only.
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -169,6 +169,21 @@ async fn initialize_plain<P: Provider<Ethereum>>(
         spec.owner,
     ))
     .await
+}
+
+/// Installs a Multicall3-compatible contract at [`MULTICALL3`] on an anvil chain (public
+/// chains have the real one there); does nothing when code is already there.
+///
+/// # Errors
+/// [`EvmError::Rpc`] when an RPC call fails.
+pub async fn install_multicall3<P: Provider<Ethereum>>(provider: &P) -> Result<bool, EvmError> {
+    if has_code(provider, MULTICALL3).await? {
+        return Ok(false);
+    }
+    provider
+        .anvil_set_code(MULTICALL3, TestMulticall3::DEPLOYED_BYTECODE.clone())
+        .await?;
+    Ok(true)
 }
 
 /// Mints `amount` base units of a test token (either kind) to `to`; the provider's wallet
