@@ -34,10 +34,19 @@ struct Env {
     payer: PrivateKeySigner,
     state: AppState,
     _db: TestDatabase,
+    client: reqwest::Client,
 }
 
 impl Env {
     async fn new() -> Env {
+        Env::with(SettleOptions {
+            receipt_timeout: Duration::from_secs(2),
+            ..SettleOptions::default()
+        })
+        .await
+    }
+
+    async fn with(options: SettleOptions) -> Env {
         let binary =
             anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
         let anvil = Anvil::start(&AnvilOptions {
@@ -62,6 +71,7 @@ impl Env {
             owner: owner.address(),
         };
         testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
+        testnet::install_multicall3(&chain).await.unwrap();
         let payer = testnet::dev_account(1).unwrap();
         testnet::mint(&chain, USDC, payer.address(), U256::from(5_000_000u64))
             .await
@@ -80,10 +90,6 @@ impl Env {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let signer = testnet::dev_account(9).unwrap();
-        let options = SettleOptions {
-            receipt_timeout: Duration::from_secs(2),
-            ..SettleOptions::default()
-        };
         let state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
             .with_settlement(vec![signer], options);
@@ -99,11 +105,13 @@ impl Env {
             payer,
             state,
             _db: db,
+            client: reqwest::Client::new(),
         }
     }
 
     async fn settle(&self, body: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
+        let response = self
+            .client
             .post(format!("{}/x402/settle", self.base))
             .json(body)
             .send()
@@ -121,7 +129,8 @@ impl Env {
     }
 
     async fn verify(&self, body: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
+        let response = self
+            .client
             .post(format!("{}/x402/verify", self.base))
             .json(body)
             .send()
@@ -544,7 +553,7 @@ async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer() {
     let env = std::sync::Arc::new(Env::new().await);
     let auth = Auth::fresh(env.payer.address(), 100_000);
@@ -575,7 +584,7 @@ async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer()
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors() {
     let env = std::sync::Arc::new(Env::new().await);
     let calls: Vec<_> = (0..1000)
@@ -586,13 +595,162 @@ async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_er
             tokio::spawn(async move { env.settle(&request).await.1 })
         })
         .collect();
+    let mut transactions = std::collections::BTreeSet::new();
     for call in calls {
         let reply = call.await.unwrap();
         assert_eq!(reply["success"], true, "{reply}");
+        transactions.insert(reply["transaction"].as_str().unwrap().to_owned());
     }
     assert_eq!(env.balance(PAY_TO).await, U256::from(1_000_000u64));
     let signer = testnet::dev_account(9).unwrap().address();
-    assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1000);
+    let sent = env.chain.get_transaction_count(signer).await.unwrap();
+    assert_eq!(
+        usize::try_from(sent).unwrap(),
+        transactions.len(),
+        "every transaction sent is one some caller was given"
+    );
+    assert!(
+        transactions.len() < 1000,
+        "batches carried several settlements: {} transactions",
+        transactions.len()
+    );
+}
+
+#[tokio::test]
+async fn settlements_arriving_together_share_one_multicall_transaction_and_one_failing_call_fails_alone()
+ {
+    let env = std::sync::Arc::new(
+        Env::with(SettleOptions {
+            receipt_timeout: Duration::from_secs(5),
+            batch_window: Duration::from_millis(400),
+            ..SettleOptions::default()
+        })
+        .await,
+    );
+    // A second payer holds 0.7 USDC and signs two 0.6 USDC authorizations: each one alone is
+    // valid (and simulates), together they overdraw, so one call in the batch must fail.
+    let short = testnet::dev_account(2).unwrap();
+    testnet::mint(&env.chain, USDC, short.address(), U256::from(700_000u64))
+        .await
+        .unwrap();
+    let mut requests = Vec::new();
+    for _ in 0..5 {
+        let auth = Auth::fresh(env.payer.address(), 100_000);
+        requests.push(v2_request(&auth, &auth.sign(&env.payer), 100_000));
+    }
+    for _ in 0..2 {
+        let auth = Auth::fresh(short.address(), 600_000);
+        requests.push(v2_request(&auth, &auth.sign(&short), 600_000));
+    }
+    let calls: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let env = env.clone();
+            tokio::spawn(async move { env.settle(&request).await.1 })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for call in calls {
+        replies.push(call.await.unwrap());
+    }
+    let transactions: std::collections::BTreeSet<&str> = replies
+        .iter()
+        .map(|reply| reply["transaction"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        transactions.len(),
+        1,
+        "one transaction for all: {replies:?}"
+    );
+    let succeeded = replies.iter().filter(|r| r["success"] == true).count();
+    assert_eq!(succeeded, 6, "{replies:?}");
+    let failed: Vec<_> = replies.iter().filter(|r| r["success"] == false).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0]["errorReason"],
+        "invalid_exact_evm_transaction_failed"
+    );
+    assert_eq!(failed[0]["payer"], short.address().to_checksum(None));
+
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1);
+    let hash: alloy::primitives::TxHash = transactions.first().unwrap().parse().unwrap();
+    let mined = env
+        .chain
+        .get_transaction_by_hash(hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        alloy::consensus::Transaction::to(mined.inner.inner()),
+        Some(coffer_evm::contracts::MULTICALL3)
+    );
+    assert_eq!(
+        env.balance(PAY_TO).await,
+        U256::from(5 * 100_000u64 + 600_000)
+    );
+    assert_eq!(env.balance(short.address()).await, U256::from(100_000u64));
+}
+
+#[tokio::test]
+async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_mined_one() {
+    let env = Env::with(SettleOptions {
+        receipt_timeout: Duration::from_millis(300),
+        bump_after: Duration::ZERO,
+        ..SettleOptions::default()
+    })
+    .await;
+    env.chain.anvil_set_auto_mine(false).await.unwrap();
+    let auth = Auth::fresh(env.payer.address(), 31_000);
+    let request = v2_request(&auth, &auth.sign(&env.payer), 31_000);
+    let (_, pending) = env.settle(&request).await;
+    assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
+    let first: alloy::primitives::TxHash =
+        pending["transaction"].as_str().unwrap().parse().unwrap();
+
+    // Still in the pool with no receipt: replaced at the same nonce with higher fees.
+    assert_eq!(env.state.settler.reconcile().await.unwrap(), 0);
+    let row = env
+        .state
+        .settler
+        .status_of(&format!("{first:#x}"))
+        .await
+        .unwrap()
+        .expect("the first hash still finds its settlement");
+    let replacement: alloy::primitives::TxHash = row.tx_hash.unwrap().parse().unwrap();
+    assert_ne!(replacement, first, "a replacement was journaled");
+    let (old, new) = (
+        env.chain.get_transaction_by_hash(first).await.unwrap(),
+        env.chain
+            .get_transaction_by_hash(replacement)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    if let Some(old) = old {
+        use alloy::consensus::Transaction as _;
+        assert!(new.inner.inner().max_fee_per_gas() > old.inner.inner().max_fee_per_gas());
+        assert_eq!(new.inner.inner().nonce(), old.inner.inner().nonce());
+    }
+
+    env.chain.anvil_mine(Some(1), None).await.unwrap();
+    assert_eq!(env.state.settler.reconcile().await.unwrap(), 1);
+    let (_, done) = env.settle(&request).await;
+    assert_eq!(
+        (done["success"].as_bool(), done["transaction"].as_str()),
+        (Some(true), Some(format!("{replacement:#x}").as_str()))
+    );
+    assert!(
+        env.chain
+            .get_transaction_receipt(first)
+            .await
+            .unwrap()
+            .is_none(),
+        "the replaced transaction was never mined"
+    );
+    assert_eq!(env.balance(PAY_TO).await, U256::from(31_000u64));
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -353,19 +353,55 @@ pub trait Journal: Send + Sync + 'static {
         signer: &str,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Journals the signed transaction (status `broadcast`) before it is sent.
+    /// Journals a signed transaction and moves the settlements it carries (one, or a batch) to
+    /// `broadcast`, all in one database transaction, before it is sent.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the row is no longer pending or the signer nonce is taken.
+    /// [`StoreError::Conflict`] when a row is no longer pending or the signer nonce is taken;
+    /// nothing is written then.
     async fn record_signed(
         &self,
-        id: i64,
+        ids: &[i64],
         signed: &SignedSettlement,
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
+    /// Forgets a journaled transaction the node refused (nothing was broadcast), freeing its
+    /// signer nonce.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn void_transaction(&self, tx_hash: &str) -> Result<(), StoreError>;
+
+    /// Journals `signed`, a replacement of `replaced` at the same signer nonce with higher
+    /// fees, and points the broadcast settlements of `replaced` at it. Returns how many
+    /// settlements moved.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the hash is journaled already.
+    async fn replace_transaction(
+        &self,
+        replaced: &str,
+        signed: &SignedSettlement,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Every journaled transaction `(hash, raw)` at a signer nonce, oldest first: the first one
+    /// and its fee-bumped replacements; any of them may be the one mined.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn transactions_at_nonce(
+        &self,
+        chain_id: u64,
+        signer: &str,
+        signer_nonce: u64,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Moves a settlement from `from` to `to` (compare-and-set); `false` when it was no longer
-    /// in `from` (another process moved it first) and nothing changed.
+    /// in `from` (another process moved it first) and nothing changed. `mined_tx` names the
+    /// journaled transaction that decided it when that is not the latest (an earlier one at the
+    /// same signer nonce was mined instead of its fee-bumped replacement).
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.
@@ -375,6 +411,7 @@ pub trait Journal: Send + Sync + 'static {
         from: SettlementStatus,
         to: SettlementStatus,
         error_reason: Option<&str>,
+        mined_tx: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
 

@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlements",
         sql: include_str!("../migrations/postgres/0003_settlements.sql"),
     },
+    Migration {
+        version: 6,
+        name: "settlement_transactions",
+        sql: include_str!("../migrations/postgres/0006_settlement_transactions.sql"),
+    },
 ];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).

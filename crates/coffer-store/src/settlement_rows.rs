@@ -97,6 +97,8 @@ pub struct SettlementRow {
 /// A signed transaction about to be broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedSettlement {
+    /// Chain id.
+    pub chain_id: u64,
     /// The signer.
     pub signer: String,
     /// Its account nonce.

@@ -87,46 +87,144 @@ impl crate::Journal for ThisStore {
     }
 
     async fn settlement_by_tx_hash(&self, tx_hash: &str) -> Result<Option<SettlementRow>, StoreError> {
-        sqlx::query("SELECT * FROM settlements WHERE tx_hash = $1")
-            .bind(tx_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(settlement_row)
-            .transpose()
+        // Any transaction at the settlement's signer nonce finds it: a fee bump replaced the
+        // hash the caller was given, or a batch shares one transaction.
+        sqlx::query(
+            "SELECT s.* FROM settlement_transactions t
+             JOIN settlements s ON s.chain_id = t.chain_id AND s.signer = t.signer AND s.signer_nonce = t.signer_nonce
+             WHERE t.tx_hash = $1
+             ORDER BY CASE s.status WHEN 'succeeded' THEN 0 WHEN 'broadcast' THEN 1 WHEN 'pending' THEN 2 ELSE 3 END, s.id
+             LIMIT 1",
+        )
+        .bind(tx_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Database)?
+        .as_ref()
+        .map(settlement_row)
+        .transpose()
     }
 
     async fn next_signer_nonce(&self, chain_id: u64, signer: &str) -> Result<Option<u64>, StoreError> {
-        let max: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(signer_nonce) FROM settlements WHERE chain_id = $1 AND signer = $2 AND status <> 'failed'",
-        )
-        .bind(chain(chain_id)?)
-        .bind(signer)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::Database)?;
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(signer_nonce) FROM settlement_transactions WHERE chain_id = $1 AND signer = $2")
+                .bind(chain(chain_id)?)
+                .bind(signer)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
         Ok(max.map(|n| u64::try_from(n).unwrap_or_default() + 1))
     }
 
-    async fn record_signed(&self, id: i64, signed: &SignedSettlement, now_ms: i64) -> Result<(), StoreError> {
+    async fn record_signed(&self, ids: &[i64], signed: &SignedSettlement, now_ms: i64) -> Result<(), StoreError> {
         let nonce = i64::try_from(signed.signer_nonce)
             .map_err(|_| StoreError::Corrupt { what: "signer nonce", detail: "exceeds 2^63".to_owned() })?;
-        let updated = sqlx::query(
-            "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
-                 updated_at_ms = $5
-             WHERE id = $6 AND status = 'pending'",
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        sqlx::query(
+            "INSERT INTO settlement_transactions (tx_hash, chain_id, signer, signer_nonce, raw_tx, replaces, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6)",
         )
+        .bind(&signed.tx_hash)
+        .bind(chain(signed.chain_id)?)
         .bind(&signed.signer)
         .bind(nonce)
+        .bind(&signed.raw_tx)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::classify("signer nonce"))?;
+        for id in ids {
+            let updated = sqlx::query(
+                "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
+                     updated_at_ms = $5
+                 WHERE id = $6 AND status = 'pending'",
+            )
+            .bind(&signed.signer)
+            .bind(nonce)
+            .bind(&signed.tx_hash)
+            .bind(&signed.raw_tx)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Conflict("settlement"));
+            }
+        }
+        tx.commit().await.map_err(StoreError::Database)
+    }
+
+    async fn void_transaction(&self, tx_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM settlement_transactions WHERE tx_hash = $1")
+            .bind(tx_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(())
+    }
+
+    async fn replace_transaction(
+        &self,
+        replaced: &str,
+        signed: &SignedSettlement,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let nonce = i64::try_from(signed.signer_nonce)
+            .map_err(|_| StoreError::Corrupt { what: "signer nonce", detail: "exceeds 2^63".to_owned() })?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        sqlx::query(
+            "INSERT INTO settlement_transactions (tx_hash, chain_id, signer, signer_nonce, raw_tx, replaces, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&signed.tx_hash)
+        .bind(chain(signed.chain_id)?)
+        .bind(&signed.signer)
+        .bind(nonce)
+        .bind(&signed.raw_tx)
+        .bind(replaced)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::classify("settlement transaction"))?;
+        let updated = sqlx::query(
+            "UPDATE settlements SET tx_hash = $1, raw_tx = $2, updated_at_ms = $3 WHERE tx_hash = $4 AND status = 'broadcast'",
+        )
         .bind(&signed.tx_hash)
         .bind(&signed.raw_tx)
         .bind(now_ms)
-        .bind(id)
-        .execute(&self.pool)
+        .bind(replaced)
+        .execute(&mut *tx)
         .await
-        .map_err(StoreError::classify("signer nonce"))?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("settlement")) }
+        .map_err(StoreError::Database)?;
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(updated.rows_affected())
+    }
+
+    async fn transactions_at_nonce(
+        &self,
+        chain_id: u64,
+        signer: &str,
+        signer_nonce: u64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let nonce = i64::try_from(signer_nonce)
+            .map_err(|_| StoreError::Corrupt { what: "signer nonce", detail: "exceeds 2^63".to_owned() })?;
+        let rows = sqlx::query(
+            "SELECT tx_hash, raw_tx FROM settlement_transactions
+             WHERE chain_id = $1 AND signer = $2 AND signer_nonce = $3 ORDER BY created_at_ms, tx_hash",
+        )
+        .bind(chain(chain_id)?)
+        .bind(signer)
+        .bind(nonce)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|row| {
+                let read = StoreError::classify("settlement transaction");
+                Ok((row.try_get("tx_hash").map_err(&read)?, row.try_get("raw_tx").map_err(&read)?))
+            })
+            .collect()
     }
 
     async fn finish_settlement(
@@ -135,14 +233,19 @@ impl crate::Journal for ThisStore {
         from: SettlementStatus,
         to: SettlementStatus,
         error_reason: Option<&str>,
+        mined_tx: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5",
+            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3,
+                 tx_hash = COALESCE($4, tx_hash),
+                 raw_tx = COALESCE((SELECT raw_tx FROM settlement_transactions WHERE tx_hash = $4), raw_tx)
+             WHERE id = $5 AND status = $6",
         )
         .bind(to.as_str())
         .bind(error_reason)
         .bind(now_ms)
+        .bind(mined_tx)
         .bind(id)
         .bind(from.as_str())
         .execute(&self.pool)

@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlements",
         sql: include_str!("../migrations/sqlite/0003_settlements.sql"),
     },
+    Migration {
+        version: 6,
+        name: "settlement_transactions",
+        sql: include_str!("../migrations/sqlite/0006_settlement_transactions.sql"),
+    },
 ];
 
 /// A store in a SQLite file.

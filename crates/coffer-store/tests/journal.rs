@@ -31,6 +31,7 @@ fn claim(nonce: &str) -> NewSettlement {
 
 fn signed(nonce: u64, hash: &str) -> SignedSettlement {
     SignedSettlement {
+        chain_id: 84_532,
         signer: "0xsigner".to_owned(),
         signer_nonce: nonce,
         tx_hash: hash.to_owned(),
@@ -51,12 +52,12 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
         None
     );
     store
-        .record_signed(row.id, &signed(7, "0xaa"), 2)
+        .record_signed(&[row.id], &signed(7, "0xaa"), 2)
         .await
         .unwrap();
     assert!(
         matches!(
-            store.record_signed(row.id, &signed(8, "0xbb"), 3).await,
+            store.record_signed(&[row.id], &signed(8, "0xbb"), 3).await,
             Err(StoreError::Conflict(_))
         ),
         "signed once"
@@ -83,6 +84,7 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
             SettlementStatus::Pending,
             SettlementStatus::Failed,
             Some("x"),
+            None,
             4,
         )
         .await
@@ -93,6 +95,7 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
             row.id,
             SettlementStatus::Broadcast,
             SettlementStatus::Succeeded,
+            None,
             None,
             5,
         )
@@ -110,25 +113,39 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
     );
     assert!(store.open_settlements(10).await.unwrap().is_empty());
 
-    // A signer nonce is used by one live settlement only; a failed one frees it.
+    // A signer nonce is used by one transaction only; a voided (refused) one frees it.
     let (other, _) = store.claim_settlement(&claim("0x02")).await.unwrap();
     assert!(
-        store
-            .record_signed(other.id, &signed(7, "0xcc"), 6)
-            .await
-            .is_err(),
+        matches!(
+            store
+                .record_signed(&[other.id], &signed(7, "0xcc"), 6)
+                .await,
+            Err(StoreError::Conflict(_))
+        ),
         "nonce 7 is taken"
     );
+    assert_eq!(
+        store
+            .settlement(&key("0x02"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SettlementStatus::Pending,
+        "a refused journal write changes nothing"
+    );
     store
-        .record_signed(other.id, &signed(8, "0xcc"), 6)
+        .record_signed(&[other.id], &signed(8, "0xcc"), 6)
         .await
         .unwrap();
+    store.void_transaction("0xcc").await.unwrap();
     store
         .finish_settlement(
             other.id,
             SettlementStatus::Broadcast,
             SettlementStatus::Failed,
             Some("refused"),
+            None,
             7,
         )
         .await
@@ -136,7 +153,77 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
     assert_eq!(
         store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
         Some(8),
-        "the failed nonce is reusable"
+        "the voided nonce is reusable"
+    );
+}
+
+async fn a_batch_shares_one_transaction_and_a_fee_bump_replaces_it(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for nonce in ["0x11", "0x12", "0x13"] {
+        ids.push(store.claim_settlement(&claim(nonce)).await.unwrap().0.id);
+    }
+    // The batch is journaled all or nothing: one row that is no longer pending rolls it back.
+    store
+        .finish_settlement(
+            ids[2],
+            SettlementStatus::Pending,
+            SettlementStatus::Failed,
+            Some("x"),
+            None,
+            2,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.record_signed(&ids, &signed(3, "0xb1"), 3).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .settlement(&key("0x11"))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SettlementStatus::Pending
+    );
+    assert_eq!(
+        store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
+        None
+    );
+
+    store
+        .record_signed(&ids[..2], &signed(3, "0xb1"), 3)
+        .await
+        .unwrap();
+    assert_eq!(store.open_settlements(10).await.unwrap().len(), 2);
+    let mut bump = signed(3, "0xb2");
+    bump.raw_tx = "0x03".to_owned();
+    assert_eq!(
+        store.replace_transaction("0xb1", &bump, 4).await.unwrap(),
+        2
+    );
+    for nonce in ["0x11", "0x12"] {
+        let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+        assert_eq!(
+            (row.tx_hash.as_deref(), row.raw_tx.as_deref()),
+            (Some("0xb2"), Some("0x03"))
+        );
+    }
+    let hashes: Vec<String> = store
+        .transactions_at_nonce(84_532, "0xsigner", 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(hash, _)| hash)
+        .collect();
+    assert_eq!(hashes, ["0xb1", "0xb2"]);
+    // The hash a caller was first given still finds its settlement.
+    let found = store.settlement_by_tx_hash("0xb1").await.unwrap().unwrap();
+    assert_eq!(found.tx_hash.as_deref(), Some("0xb2"));
+    assert_eq!(
+        store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
+        Some(4)
     );
 }
 
@@ -199,5 +286,6 @@ macro_rules! on_both_databases {
 
 on_both_databases!(
     an_authorization_is_claimed_once_and_moves_by_compare_and_set,
+    a_batch_shares_one_transaction_and_a_fee_bump_replaces_it,
     okx_credentials_authenticate_until_revoked
 );

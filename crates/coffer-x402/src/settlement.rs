@@ -4,27 +4,35 @@
 //! 2. Calls for the same authorization are serialised in this process, and the journal row
 //!    keyed by `(chain, token, payer, nonce)` is claimed; a row that exists already decides
 //!    the answer (its result, its pending transaction) — nothing is broadcast twice.
-//! 3. The owner re-verifies with a simulation, then signs `transferWithAuthorization` with a
-//!    signer nonce from Coffer's journal (never below the node's count), journals the signed
-//!    transaction, and only then broadcasts it.
+//! 3. The owner re-verifies with a simulation and hands the claim to its signer's batch queue.
+//!    Claims that arrive within [`SettleOptions::batch_window`] share one Multicall3
+//!    `aggregate3` transaction (each call allowed to fail on its own); a lone claim, or a chain
+//!    without Multicall3, gets a plain `transferWithAuthorization`. The transaction is signed
+//!    with a signer nonce from Coffer's journal (never below the node's count) and journaled
+//!    with every claim it carries before it is broadcast.
 //! 4. It waits for the receipt up to a bound. Past it, the answer is `settlement_pending` with
 //!    the transaction hash — never a plain failure, which would make the client sign again and
 //!    pay twice. [`Settler::reconcile`] resolves pending settlements later, rebroadcasting the
-//!    journaled transaction if the node lost it.
+//!    journaled transaction if the node lost it and replacing it with higher fees (same signer
+//!    nonce) when it is stuck past [`SettleOptions::bump_after`].
+//!
+//! Each settlement's outcome is read from the receipt's `AuthorizationUsed(payer, nonce)` log
+//! of its token, so one failed call in a batch fails only its own settlement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy::eips::eip2718::Encodable2718;
+use alloy::consensus::{Transaction, TxEnvelope};
+use alloy::eips::eip2718::{Decodable2718, Encodable2718};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, Signature, TxHash};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolCall;
+use alloy::sol_types::{SolCall, SolEvent};
 use chrono::Utc;
-use coffer_evm::contracts::IEip3009;
+use coffer_evm::contracts::{IEip3009, IMulticall3, MULTICALL3};
 use coffer_evm::rpc::ChainRpc;
 use coffer_store::{
     NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement, Store,
@@ -40,6 +48,10 @@ pub const SETTLEMENT_PENDING: &str = "settlement_pending";
 pub const TRANSACTION_FAILED: &str = "invalid_exact_evm_transaction_failed";
 /// Gas limit of one `transferWithAuthorization` (USDC uses about 60–80k).
 const GAS_LIMIT: u64 = 150_000;
+/// Gas limit added per authorization carried by a Multicall3 batch.
+const GAS_PER_BATCHED_CALL: u64 = 120_000;
+/// A replacement raises both fee fields by at least this many percent (nodes demand 10).
+const FEE_BUMP_PERCENT: u128 = 25;
 /// A claimed row with no transaction after this long is taken over (its owner died).
 const ABANDONED_AFTER_MS: i64 = 30_000;
 
@@ -50,6 +62,14 @@ pub struct SettleOptions {
     pub receipt_timeout: Duration,
     /// The highest `maxFeePerGas` Coffer pays, in wei.
     pub max_fee_per_gas: u128,
+    /// How long a claim waits for others to share its Multicall3 transaction (zero: every
+    /// authorization is sent in its own transaction).
+    pub batch_window: Duration,
+    /// The most authorizations one transaction carries.
+    pub max_batch: usize,
+    /// A broadcast transaction still without a receipt after this long is replaced by one with
+    /// higher fees at the same signer nonce.
+    pub bump_after: Duration,
 }
 
 impl Default for SettleOptions {
@@ -57,6 +77,9 @@ impl Default for SettleOptions {
         SettleOptions {
             receipt_timeout: Duration::from_secs(10),
             max_fee_per_gas: 500_000_000_000,
+            batch_window: Duration::from_millis(50),
+            max_batch: 100,
+            bump_after: Duration::from_secs(30),
         }
     }
 }
@@ -82,7 +105,28 @@ pub struct Settler {
     signers: Vec<PrivateKeySigner>,
     options: SettleOptions,
     authorizations: Locks<SettlementKey>,
-    signer_nonces: Locks<(u64, Address)>,
+    sender: Sender,
+    queues: Arc<BatchQueues>,
+}
+
+/// Claims waiting to be sent, per `(chain, signer)`.
+type BatchQueues = Mutex<HashMap<(u64, Address), Vec<Queued>>>;
+
+/// Signs, journals and broadcasts settlement transactions; shared with the batch flushers.
+#[derive(Clone)]
+struct Sender {
+    store: Arc<dyn Store>,
+    options: SettleOptions,
+    signer_nonces: Arc<Locks<(u64, Address)>>,
+    /// Whether each chain has Multicall3, once looked up.
+    multicall: Arc<Mutex<HashMap<u64, bool>>>,
+}
+
+/// A claimed settlement waiting in its signer's batch queue.
+struct Queued {
+    row_id: i64,
+    payment: CheckedPayment,
+    done: tokio::sync::oneshot::Sender<Result<(), Refused>>,
 }
 
 impl std::fmt::Debug for Settler {
@@ -118,12 +162,18 @@ impl Settler {
     ) -> Self {
         Settler {
             facilitator,
+            sender: Sender {
+                store: store.clone(),
+                options,
+                signer_nonces: Arc::default(),
+                multicall: Arc::default(),
+            },
             store,
             rpcs,
             signers,
             options,
             authorizations: Mutex::default(),
-            signer_nonces: Mutex::default(),
+            queues: Arc::default(),
         }
     }
 
@@ -285,7 +335,7 @@ impl Settler {
                 .await
                 .map(|row| Settled::Row(Box::new(row)));
         }
-        match self.sign_journal_broadcast(&row, payment, key).await {
+        match self.broadcast(&row, payment, key).await {
             Ok(()) => {}
             Err(Refused(message)) => {
                 // Another process may have taken over the same claim and broadcast: then its
@@ -332,9 +382,9 @@ impl Settler {
         }
     }
 
-    /// Signs with the next signer nonce, journals, and broadcasts, all under the signer's lock
-    /// so that a refused transaction's nonce is reused by the next one and never leaves a gap.
-    async fn sign_journal_broadcast(
+    /// Sends a claimed settlement: alone, or through its signer's batch queue when batching is
+    /// on. Returns once its transaction is journaled and handed to the node.
+    async fn broadcast(
         &self,
         row: &SettlementRow,
         payment: &CheckedPayment,
@@ -342,102 +392,59 @@ impl Settler {
     ) -> Result<(), Refused> {
         let signer = self
             .signer_for(key)
-            .ok_or_else(|| Refused("no settlement signer is configured".to_owned()))?;
+            .ok_or_else(|| Refused("no settlement signer is configured".to_owned()))?
+            .clone();
+        let chain_id = payment.chain.chain_id;
         let provider = self
-            .provider(payment.chain.chain_id)
+            .provider(chain_id)
             .ok_or_else(|| Refused("no RPC endpoint".to_owned()))?;
-        let input = if payment.signature.len() == 65 {
-            let signature = Signature::try_from(payment.signature.as_ref())
-                .map_err(|e| Refused(e.to_string()))?;
-            IEip3009::transferWithAuthorization_0Call {
-                from: payment.from,
-                to: payment.to,
-                value: payment.value,
-                validAfter: payment.valid_after,
-                validBefore: payment.valid_before,
-                nonce: payment.nonce,
-                v: 27 + u8::from(signature.v()),
-                r: B256::from(signature.r()),
-                s: B256::from(signature.s()),
-            }
-            .abi_encode()
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let queued = Queued {
+            row_id: row.id,
+            payment: payment.clone(),
+            done,
+        };
+        if self.options.batch_window.is_zero() {
+            self.sender
+                .send_batch(&provider, &signer, chain_id, vec![queued])
+                .await;
         } else {
-            IEip3009::transferWithAuthorization_1Call {
-                from: payment.from,
-                to: payment.to,
-                value: payment.value,
-                validAfter: payment.valid_after,
-                validBefore: payment.valid_before,
-                nonce: payment.nonce,
-                signature: payment.signature.clone(),
-            }
-            .abi_encode()
-        };
-        let fees = provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(|e| Refused(format!("fee estimate: {e}")))?;
-        if fees.max_fee_per_gas > self.options.max_fee_per_gas {
-            return Err(Refused(format!(
-                "gas price {} above the cap {}",
-                fees.max_fee_per_gas, self.options.max_fee_per_gas
-            )));
-        }
-        let signer_address = signer.address();
-        let nonce_lock = lock_for(
-            &self.signer_nonces,
-            &(payment.chain.chain_id, signer_address),
-        );
-        let _nonce_guard = nonce_lock.lock().await;
-        let on_chain = provider
-            .get_transaction_count(signer_address)
-            .pending()
-            .await
-            .map_err(|e| Refused(format!("nonce: {e}")))?;
-        let journaled = self
-            .store
-            .next_signer_nonce(payment.chain.chain_id, &format!("{signer_address:#x}"))
-            .await
-            .map_err(|e| Refused(e.to_string()))?
-            .unwrap_or(0);
-        let nonce = on_chain.max(journaled);
-        let request = TransactionRequest::default()
-            .with_from(signer_address)
-            .with_to(payment.asset.address)
-            .with_input(input)
-            .with_nonce(nonce)
-            .with_chain_id(payment.chain.chain_id)
-            .with_gas_limit(GAS_LIMIT)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let envelope = request
-            .build(&EthereumWallet::from(signer.clone()))
-            .await
-            .map_err(|e| Refused(format!("signing: {e}")))?;
-        let signed = SignedSettlement {
-            signer: format!("{signer_address:#x}"),
-            signer_nonce: nonce,
-            tx_hash: format!("{:#x}", envelope.tx_hash()),
-            raw_tx: format!("0x{}", alloy::hex::encode(envelope.encoded_2718())),
-        };
-        self.store
-            .record_signed(row.id, &signed, now_ms())
-            .await
-            .map_err(|e| Refused(e.to_string()))?;
-        let raw = envelope.encoded_2718();
-        match provider.send_raw_transaction(&raw).await {
-            Ok(_) => Ok(()),
-            // The node refused it: nothing was broadcast; failing the row frees the nonce.
-            Err(error) if error.as_error_resp().is_some() => {
-                Err(Refused(format!("node refused {}: {error}", signed.tx_hash)))
-            }
-            Err(error) => {
-                // Unknown whether it arrived: it stays journaled as broadcast; reconciliation
-                // rebroadcasts it if the node does not know it.
-                tracing::warn!(%error, tx = %signed.tx_hash, "broadcast outcome unknown; will reconcile");
-                Ok(())
+            let first = {
+                let mut queues = self
+                    .queues
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let queue = queues.entry((chain_id, signer.address())).or_default();
+                queue.push(queued);
+                queue.len() == 1
+            };
+            // The first claim of a window schedules the flush; it runs on its own task, so a
+            // caller that goes away never strands the others.
+            if first {
+                let queues = self.queues.clone();
+                let sender = self.sender.clone();
+                let window = self.options.batch_window;
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    let claims = queues
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&(chain_id, signer.address()))
+                        .unwrap_or_default();
+                    let mut claims = claims.into_iter().peekable();
+                    while claims.peek().is_some() {
+                        let batch: Vec<Queued> = claims
+                            .by_ref()
+                            .take(sender.options.max_batch.max(1))
+                            .collect();
+                        sender.send_batch(&provider, &signer, chain_id, batch).await;
+                    }
+                });
             }
         }
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(Refused("the batch was abandoned".to_owned())))
     }
 
     async fn finish(
@@ -446,10 +453,20 @@ impl Settler {
         status: SettlementStatus,
         reason: Option<&str>,
     ) -> Result<SettlementRow, String> {
+        self.finish_with(row, status, reason, None).await
+    }
+
+    async fn finish_with(
+        &self,
+        row: SettlementRow,
+        status: SettlementStatus,
+        reason: Option<&str>,
+        mined_tx: Option<&str>,
+    ) -> Result<SettlementRow, String> {
         // Compare-and-set from the state this call saw: if another process moved the row
         // meanwhile, its outcome stands and is what we answer.
         self.store
-            .finish_settlement(row.id, row.status, status, reason, now_ms())
+            .finish_settlement(row.id, row.status, status, reason, mined_tx, now_ms())
             .await
             .map_err(|e| e.to_string())?;
         self.store
@@ -467,7 +484,7 @@ impl Settler {
     ) -> Result<SettlementRow, String> {
         let deadline = tokio::time::Instant::now() + receipt_timeout;
         loop {
-            if let Some(resolved) = self.check_receipt(&row).await? {
+            if let Some(resolved) = self.check_receipt(&row, false).await? {
                 return Ok(resolved);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -477,31 +494,53 @@ impl Settler {
         }
     }
 
-    /// Looks once for the receipt of a broadcast settlement; `Some` when it resolved.
-    async fn check_receipt(&self, row: &SettlementRow) -> Result<Option<SettlementRow>, String> {
-        let Some(hash) = row
-            .tx_hash
-            .as_deref()
-            .and_then(|hash| hash.parse::<TxHash>().ok())
-        else {
+    /// Looks once for the receipt of a broadcast settlement's transaction; `Some` when it
+    /// resolved. With `earlier` it also looks at the transactions its fee bumps replaced.
+    async fn check_receipt(
+        &self,
+        row: &SettlementRow,
+        earlier: bool,
+    ) -> Result<Option<SettlementRow>, String> {
+        let Some(current) = row.tx_hash.clone() else {
             return Ok(None);
         };
         let provider = self.provider(row.key.chain_id).ok_or("no RPC endpoint")?;
-        match provider.get_transaction_receipt(hash).await {
-            Ok(Some(receipt)) => {
-                let (status, reason) = if receipt.status() {
-                    (SettlementStatus::Succeeded, None)
-                } else {
-                    (SettlementStatus::Failed, Some(TRANSACTION_FAILED))
-                };
-                self.finish(row.clone(), status, reason).await.map(Some)
-            }
-            Ok(None) => Ok(None),
-            Err(error) => {
-                tracing::warn!(%error, "receipt lookup failed");
-                Ok(None)
+        let mut candidates = vec![current.clone()];
+        if earlier && let (Some(signer), Some(nonce)) = (row.signer.as_deref(), row.signer_nonce) {
+            let journaled = self
+                .store
+                .transactions_at_nonce(row.key.chain_id, signer, nonce)
+                .await
+                .map_err(|e| e.to_string())?;
+            candidates.extend(
+                journaled
+                    .into_iter()
+                    .map(|(hash, _)| hash)
+                    .filter(|hash| *hash != current),
+            );
+        }
+        for candidate in candidates {
+            let Ok(hash) = candidate.parse::<TxHash>() else {
+                continue;
+            };
+            match provider.get_transaction_receipt(hash).await {
+                Ok(Some(receipt)) => {
+                    let (status, reason) = if authorization_used(&receipt, &row.key) {
+                        (SettlementStatus::Succeeded, None)
+                    } else {
+                        (SettlementStatus::Failed, Some(TRANSACTION_FAILED))
+                    };
+                    let mined = (candidate != current).then_some(candidate.as_str());
+                    return self
+                        .finish_with(row.clone(), status, reason, mined)
+                        .await
+                        .map(Some);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "receipt lookup failed"),
             }
         }
+        Ok(None)
     }
 
     /// The journaled settlement of a transaction, checked once against the chain if it is
@@ -518,7 +557,7 @@ impl Settler {
             return Ok(None);
         };
         if row.status == SettlementStatus::Broadcast
-            && let Ok(Some(resolved)) = self.check_receipt(&row).await
+            && let Ok(Some(resolved)) = self.check_receipt(&row, true).await
         {
             return Ok(Some(resolved));
         }
@@ -526,24 +565,33 @@ impl Settler {
     }
 
     /// Resolves broadcast settlements (after a timeout or a restart): records receipts that
-    /// arrived and rebroadcasts journaled transactions the node no longer knows. Returns how
-    /// many resolved.
+    /// arrived (of the latest transaction or one it replaced), rebroadcasts journaled
+    /// transactions the node no longer knows, and replaces ones stuck past
+    /// [`SettleOptions::bump_after`] with higher fees. Returns how many resolved.
     ///
     /// # Errors
     /// The store's error.
     pub async fn reconcile(&self) -> Result<usize, StoreError> {
         let mut resolved = 0;
+        let mut handled = std::collections::HashSet::new();
         for row in self.store.open_settlements(100).await? {
-            match self.check_receipt(&row).await {
+            match self.check_receipt(&row, true).await {
                 Ok(Some(_)) => resolved += 1,
-                Ok(None) => self.rebroadcast_if_lost(&row).await,
+                Ok(None) => {
+                    // A batch's rows share one transaction: act on it once per pass.
+                    if let Some(hash) = row.tx_hash.clone()
+                        && handled.insert(hash)
+                    {
+                        self.resend_if_lost_or_stuck(&row).await;
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "reconciling a settlement failed"),
             }
         }
         Ok(resolved)
     }
 
-    async fn rebroadcast_if_lost(&self, row: &SettlementRow) {
+    async fn resend_if_lost_or_stuck(&self, row: &SettlementRow) {
         let (Some(provider), Some(hash), Some(raw)) = (
             self.provider(row.key.chain_id),
             row.tx_hash
@@ -553,11 +601,347 @@ impl Settler {
         ) else {
             return;
         };
-        if let Ok(None) = provider.get_transaction_by_hash(hash).await {
-            tracing::info!(tx = %hash, "rebroadcasting a journaled settlement the node lost");
-            let _ = provider.send_raw_transaction(&raw).await;
+        match provider.get_transaction_by_hash(hash).await {
+            Ok(None) => {
+                tracing::info!(tx = %hash, "rebroadcasting a journaled settlement the node lost");
+                let _ = provider.send_raw_transaction(&raw).await;
+            }
+            Ok(Some(_)) => {
+                let stuck_for = now_ms() - row.updated_at_ms;
+                let bump_after =
+                    i64::try_from(self.options.bump_after.as_millis()).unwrap_or(i64::MAX);
+                if stuck_for >= bump_after
+                    && let Err(error) = self.bump_fees(&provider, row, &raw).await
+                {
+                    tracing::warn!(tx = %hash, %error, "cannot replace a stuck settlement");
+                }
+            }
+            Err(error) => tracing::warn!(tx = %hash, %error, "transaction lookup failed"),
         }
     }
+
+    /// Replaces a stuck transaction with the same call at the same signer nonce and fees raised
+    /// by [`FEE_BUMP_PERCENT`] (or to the current estimate, if higher), journaled before it is
+    /// sent. Whichever of the two is mined settles the batch; the other can no longer be.
+    async fn bump_fees(
+        &self,
+        provider: &DynProvider,
+        row: &SettlementRow,
+        raw: &Bytes,
+    ) -> Result<(), String> {
+        let stuck = TxEnvelope::decode_2718(&mut raw.as_ref()).map_err(|e| e.to_string())?;
+        let signer_address = row
+            .signer
+            .as_deref()
+            .and_then(|s| s.parse::<Address>().ok())
+            .ok_or("the journal row names no signer")?;
+        let signer = self
+            .signers
+            .iter()
+            .find(|signer| signer.address() == signer_address)
+            .ok_or("the signer that sent it is no longer configured")?;
+        let raised = |fee: u128| fee + fee * FEE_BUMP_PERCENT / 100 + 1;
+        let estimate = provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| format!("fee estimate: {e}"))?;
+        let tip = raised(stuck.max_priority_fee_per_gas().unwrap_or_default())
+            .max(estimate.max_priority_fee_per_gas);
+        let max_fee = raised(stuck.max_fee_per_gas())
+            .max(estimate.max_fee_per_gas)
+            .max(tip);
+        if max_fee > self.options.max_fee_per_gas {
+            return Err(format!(
+                "the replacement's fee {max_fee} would pass the cap {}",
+                self.options.max_fee_per_gas
+            ));
+        }
+        let to = stuck
+            .to()
+            .ok_or("the stuck transaction creates a contract")?;
+        let replacement = TransactionRequest::default()
+            .with_from(signer_address)
+            .with_to(to)
+            .with_input(stuck.input().clone())
+            .with_nonce(stuck.nonce())
+            .with_chain_id(row.key.chain_id)
+            .with_gas_limit(stuck.gas_limit())
+            .with_max_fee_per_gas(max_fee)
+            .with_max_priority_fee_per_gas(tip)
+            .build(&EthereumWallet::from(signer.clone()))
+            .await
+            .map_err(|e| format!("signing: {e}"))?;
+        let signed = SignedSettlement {
+            chain_id: row.key.chain_id,
+            signer: format!("{signer_address:#x}"),
+            signer_nonce: stuck.nonce(),
+            tx_hash: format!("{:#x}", replacement.tx_hash()),
+            raw_tx: format!("0x{}", alloy::hex::encode(replacement.encoded_2718())),
+        };
+        let replaced = row.tx_hash.as_deref().unwrap_or_default();
+        self.store
+            .replace_transaction(replaced, &signed, now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(replaced, tx = %signed.tx_hash, max_fee, "replaced a stuck settlement with higher fees");
+        provider
+            .send_raw_transaction(&replacement.encoded_2718())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("broadcast: {e}"))
+    }
+}
+
+impl Sender {
+    /// Signs one transaction for `claims` (a Multicall3 batch when there are several and the
+    /// chain has Multicall3; else one plain transaction each), journals it with every claim,
+    /// broadcasts it, and tells each claim's caller.
+    async fn send_batch(
+        &self,
+        provider: &DynProvider,
+        signer: &PrivateKeySigner,
+        chain_id: u64,
+        claims: Vec<Queued>,
+    ) {
+        if claims.len() > 1 && !self.has_multicall(provider, chain_id).await {
+            for claim in claims {
+                self.send(provider, signer, chain_id, vec![claim]).await;
+            }
+            return;
+        }
+        self.send(provider, signer, chain_id, claims).await;
+    }
+
+    async fn has_multicall(&self, provider: &DynProvider, chain_id: u64) -> bool {
+        let known = self
+            .multicall
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&chain_id)
+            .copied();
+        if let Some(known) = known {
+            return known;
+        }
+        match provider.get_code_at(MULTICALL3).await {
+            Ok(code) => {
+                let present = !code.is_empty();
+                if !present {
+                    tracing::warn!(
+                        chain_id,
+                        "no Multicall3 on this chain: settlements are not batched"
+                    );
+                }
+                self.multicall
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(chain_id, present);
+                present
+            }
+            Err(_) => false,
+        }
+    }
+
+    async fn send(
+        &self,
+        provider: &DynProvider,
+        signer: &PrivateKeySigner,
+        chain_id: u64,
+        claims: Vec<Queued>,
+    ) {
+        let mut calls = Vec::with_capacity(claims.len());
+        let mut accepted = Vec::with_capacity(claims.len());
+        for claim in claims {
+            match authorization_call(&claim.payment) {
+                Ok(call) => {
+                    calls.push(IMulticall3::Call3 {
+                        target: claim.payment.asset.address,
+                        allowFailure: true,
+                        callData: call.into(),
+                    });
+                    accepted.push(claim);
+                }
+                Err(refused) => {
+                    let _ = claim.done.send(Err(refused));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = accepted.iter().map(|claim| claim.row_id).collect();
+        let outcome = self
+            .sign_journal_broadcast(provider, signer, chain_id, &ids, calls)
+            .await;
+        if accepted.len() > 1 {
+            tracing::debug!(
+                chain_id,
+                size = accepted.len(),
+                ok = outcome.is_ok(),
+                "settlement batch sent"
+            );
+        }
+        for claim in accepted {
+            let _ = claim.done.send(match &outcome {
+                Ok(()) => Ok(()),
+                Err(Refused(message)) => Err(Refused(message.clone())),
+            });
+        }
+    }
+
+    /// Signs with the next signer nonce, journals, and broadcasts, all under the signer's lock
+    /// so that a refused transaction's nonce is reused by the next one and never leaves a gap.
+    async fn sign_journal_broadcast(
+        &self,
+        provider: &DynProvider,
+        signer: &PrivateKeySigner,
+        chain_id: u64,
+        ids: &[i64],
+        mut calls: Vec<IMulticall3::Call3>,
+    ) -> Result<(), Refused> {
+        let (to, input, gas_limit) = if calls.len() == 1 {
+            let call = calls.remove(0);
+            (call.target, call.callData, GAS_LIMIT)
+        } else {
+            let gas = GAS_LIMIT + GAS_PER_BATCHED_CALL * calls.len() as u64;
+            let input = IMulticall3::aggregate3Call { calls }.abi_encode();
+            (MULTICALL3, Bytes::from(input), gas)
+        };
+        let fees = provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| Refused(format!("fee estimate: {e}")))?;
+        if fees.max_fee_per_gas > self.options.max_fee_per_gas {
+            return Err(Refused(format!(
+                "gas price {} above the cap {}",
+                fees.max_fee_per_gas, self.options.max_fee_per_gas
+            )));
+        }
+        let signer_address = signer.address();
+        let nonce_lock = lock_for(&self.signer_nonces, &(chain_id, signer_address));
+        let _nonce_guard = nonce_lock.lock().await;
+        let on_chain = provider
+            .get_transaction_count(signer_address)
+            .pending()
+            .await
+            .map_err(|e| Refused(format!("nonce: {e}")))?;
+        let journaled = self
+            .store
+            .next_signer_nonce(chain_id, &format!("{signer_address:#x}"))
+            .await
+            .map_err(|e| Refused(e.to_string()))?
+            .unwrap_or(0);
+        let nonce = on_chain.max(journaled);
+        let envelope = TransactionRequest::default()
+            .with_from(signer_address)
+            .with_to(to)
+            .with_input(input)
+            .with_nonce(nonce)
+            .with_chain_id(chain_id)
+            .with_gas_limit(gas_limit)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
+            .build(&EthereumWallet::from(signer.clone()))
+            .await
+            .map_err(|e| Refused(format!("signing: {e}")))?;
+        let signed = SignedSettlement {
+            chain_id,
+            signer: format!("{signer_address:#x}"),
+            signer_nonce: nonce,
+            tx_hash: format!("{:#x}", envelope.tx_hash()),
+            raw_tx: format!("0x{}", alloy::hex::encode(envelope.encoded_2718())),
+        };
+        self.store
+            .record_signed(ids, &signed, now_ms())
+            .await
+            .map_err(|e| Refused(e.to_string()))?;
+        let raw = envelope.encoded_2718();
+        match provider.send_raw_transaction(&raw).await {
+            Ok(_) => Ok(()),
+            // The node refused it: nothing was broadcast. Forget the transaction (freeing its
+            // nonce for the next one) and fail the settlements it carried.
+            Err(error) if error.as_error_resp().is_some() => {
+                let message = format!("node refused {}: {error}", signed.tx_hash);
+                self.store
+                    .void_transaction(&signed.tx_hash)
+                    .await
+                    .map_err(|e| Refused(e.to_string()))?;
+                for id in ids {
+                    self.store
+                        .finish_settlement(
+                            *id,
+                            SettlementStatus::Broadcast,
+                            SettlementStatus::Failed,
+                            Some(TRANSACTION_FAILED),
+                            None,
+                            now_ms(),
+                        )
+                        .await
+                        .map_err(|e| Refused(e.to_string()))?;
+                }
+                Err(Refused(message))
+            }
+            Err(error) => {
+                // Unknown whether it arrived: it stays journaled as broadcast; reconciliation
+                // rebroadcasts it if the node does not know it.
+                tracing::warn!(%error, tx = %signed.tx_hash, "broadcast outcome unknown; will reconcile");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `transferWithAuthorization` call of a checked payment (the `v, r, s` overload for a
+/// 65-byte signature, the `bytes` one for contract wallets).
+fn authorization_call(payment: &CheckedPayment) -> Result<Vec<u8>, Refused> {
+    if payment.signature.len() == 65 {
+        let signature =
+            Signature::try_from(payment.signature.as_ref()).map_err(|e| Refused(e.to_string()))?;
+        Ok(IEip3009::transferWithAuthorization_0Call {
+            from: payment.from,
+            to: payment.to,
+            value: payment.value,
+            validAfter: payment.valid_after,
+            validBefore: payment.valid_before,
+            nonce: payment.nonce,
+            v: 27 + u8::from(signature.v()),
+            r: B256::from(signature.r()),
+            s: B256::from(signature.s()),
+        }
+        .abi_encode())
+    } else {
+        Ok(IEip3009::transferWithAuthorization_1Call {
+            from: payment.from,
+            to: payment.to,
+            value: payment.value,
+            validAfter: payment.valid_after,
+            validBefore: payment.valid_before,
+            nonce: payment.nonce,
+            signature: payment.signature.clone(),
+        }
+        .abi_encode())
+    }
+}
+
+/// Whether a receipt shows this settlement's authorization used: its token's
+/// `AuthorizationUsed(payer, nonce)` log in a successful transaction. A batch whose own call
+/// for it failed has none.
+fn authorization_used(receipt: &TransactionReceipt, key: &SettlementKey) -> bool {
+    let (Ok(token), Ok(payer), Ok(nonce)) = (
+        key.token.parse::<Address>(),
+        key.payer.parse::<Address>(),
+        key.auth_nonce.parse::<B256>(),
+    ) else {
+        return false;
+    };
+    receipt.status()
+        && receipt.inner.logs().iter().any(|log| {
+            let topics = log.topics();
+            log.address() == token
+                && topics.len() == 3
+                && topics[0] == IEip3009::AuthorizationUsed::SIGNATURE_HASH
+                && topics[1] == payer.into_word()
+                && topics[2] == nonce
+        })
 }
 
 /// How a settlement ended for this call.

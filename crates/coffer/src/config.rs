@@ -116,6 +116,14 @@ pub struct X402Config {
     pub settle_timeout_seconds: u64,
     /// The highest fee per gas Coffer pays for a settlement, in gwei.
     pub max_fee_gwei: u64,
+    /// Milliseconds a settlement waits for others to share one Multicall3 transaction
+    /// (0: one transaction per settlement).
+    pub batch_window_ms: u64,
+    /// The most settlements one transaction carries.
+    pub max_batch: usize,
+    /// Seconds without a receipt after which a settlement transaction is replaced with higher
+    /// fees (same nonce).
+    pub bump_after_seconds: u64,
 }
 
 impl Default for X402Config {
@@ -124,6 +132,9 @@ impl Default for X402Config {
             signer_keys: SignerKeys::default(),
             settle_timeout_seconds: 10,
             max_fee_gwei: 500,
+            batch_window_ms: 50,
+            max_batch: 100,
+            bump_after_seconds: 30,
         }
     }
 }
@@ -348,6 +359,14 @@ signer_keys = []
 settle_timeout_seconds = 10
 # The highest fee per gas paid for a settlement, in gwei.
 max_fee_gwei = 500
+# Settlements arriving within this many milliseconds share one Multicall3 aggregate3
+# transaction (each call may fail on its own); 0 sends one transaction per settlement.
+batch_window_ms = 50
+# The most settlements one transaction carries.
+max_batch = 100
+# A settlement transaction with no receipt after this many seconds is replaced by one with
+# higher fees at the same nonce (up to max_fee_gwei).
+bump_after_seconds = 30
 
 # Chains. Coffer knows ethereum, base, base-sepolia, polygon, bsc, arbitrum, optimism,
 # avalanche and x-layer with their USDC/USDT contracts; a chain is watched once it has RPC URLs.

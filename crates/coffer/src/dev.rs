@@ -341,6 +341,10 @@ async fn prepare_chain(
             .map_err(fail(chain.key))?;
         (BSC_USDT, spec.decimals, installed)
     };
+    // Public chains have Multicall3; settlement batches use it here too.
+    testnet::install_multicall3(&provider)
+        .await
+        .map_err(fail(chain.key))?;
     if installed {
         let amount = U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(decimals));
         for payer in payers {

@@ -88,6 +88,9 @@ impl Application {
         let settle = coffer_x402::settlement::SettleOptions {
             receipt_timeout: Duration::from_secs(config.x402.settle_timeout_seconds),
             max_fee_per_gas: u128::from(config.x402.max_fee_gwei) * 1_000_000_000,
+            batch_window: Duration::from_millis(config.x402.batch_window_ms),
+            max_batch: config.x402.max_batch,
+            bump_after: Duration::from_secs(config.x402.bump_after_seconds),
         };
         let mut state =
             AppState::new(store, registry, &public_url)?.with_settlement(signers, settle);
