@@ -7,7 +7,9 @@
 #   2. the chain watcher's time per block with 10 and with 100,000 open orders
 #      (`coffer-bench watcher`), on both databases;
 #   3. the time from the block that completes confirmations to the payment_order.confirmed
-#      webhook leaving (`coffer-bench webhook-latency`), on both databases.
+#      webhook leaving (`coffer-bench webhook-latency`), on both databases;
+#   4. x402 settlements per second and gas per settled payment, with Multicall3 batching and
+#      with one transaction per payment (`coffer-bench settle`), on both databases.
 #
 # Installs the pinned tools and wrk when missing and builds in release mode. All traffic stays
 # on 127.0.0.1; everything started here is stopped, and every database made here removed, on
@@ -17,7 +19,8 @@
 #   BENCH_CONNECTIONS=32     wrk connections
 #   BENCH_WATCHER_ORDERS=100000  open orders in the large watcher run
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="http watcher webhook"   which measurements to run
+#   BENCH_PARTS="http watcher webhook settle"   which measurements to run
+#   BENCH_SETTLEMENTS=2000   payments settled in each settle run
 #   BENCH_SKIP_BUILD=1       use the release binaries already in target/release
 #   COFFER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres  (needs CREATEDB)
 set -euo pipefail
@@ -31,7 +34,8 @@ threads="${BENCH_THREADS:-2}"
 connections="${BENCH_CONNECTIONS:-32}"
 large="${BENCH_WATCHER_ORDERS:-100000}"
 backends="${BENCH_BACKENDS:-sqlite postgres}"
-parts="${BENCH_PARTS:-http watcher webhook}"
+parts="${BENCH_PARTS:-http watcher webhook settle}"
+settlements="${BENCH_SETTLEMENTS:-2000}"
 export COFFER_BENCH_POSTGRES_URL="${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_admin="$COFFER_BENCH_POSTGRES_URL"
 
@@ -256,6 +260,15 @@ if wants webhook; then
     webhook_runs+=("$first_backend-250")
 fi
 
+settle_tables=()
+if wants settle; then
+    for backend in $backends; do
+        step "x402 settlement: $backend, $settlements payments, batched and not"
+        "$bench" settle --backend "$backend" --payments "$settlements" | tee "$work/settle-$backend.txt"
+        settle_tables+=("$backend")
+    done
+fi
+
 # verdict <awk condition over a and b> <a> <b>
 verdict() { awk -v a="$2" -v b="$3" "BEGIN { exit !($1) }" && echo "yes" || echo "**no**"; }
 
@@ -293,4 +306,8 @@ for key in "${webhook_runs[@]}"; do
     printf '| Confirming block → webhook | %s | p50 %s ms, p99 %s ms (watcher poll %s ms; median %s ms waiting for the poll) | < 100 ms | %s |\n' \
         "$backend" "${webhook_median[$key]}" "${webhook_p99[$key]}" "$poll" "${webhook_wait[$key]}" \
         "$(verdict 'a < 100' "${webhook_p99[$key]}" 0)"
+done
+for backend in "${settle_tables[@]}"; do
+    printf '\nx402 settlement on %s (goal: ≥ 500 settlements/s batched; gas per payment ≥ 20%% below one transaction each):\n\n' "$backend"
+    cat "$work/settle-$backend.txt"
 done

@@ -1,4 +1,4 @@
-//! `coffer-bench`: measurements of Coffer's payment-order targets on a local anvil chain.
+//! `coffer-bench`: measurements of Coffer's payment-order and settlement targets on a local anvil chain.
 //!
 //! - `watcher`: time per block of [`coffer_server::workers::watcher::Watcher::step`] with a
 //!   given number of open orders, steady state measured apart from the first step after a
@@ -6,12 +6,15 @@
 //! - `webhook-latency`: with the workers running, the time from mining the block that completes
 //!   an order's confirmations to its `payment_order.confirmed` webhook reaching a local
 //!   endpoint;
+//! - `settle`: x402 settlements per second and gas per settled payment, with Multicall3
+//!   batching and with one transaction per payment;
 //! - `xpub`: prints the dev deposit xpub, for scripts that set up a merchant with the CLI.
 //!
 //! Order creation over HTTP is measured with `wrk` against `coffer serve`; `scripts/bench.sh`
 //! runs everything and prints the summary table. Each run uses a fresh database (a temporary
 //! SQLite file, or a new PostgreSQL database dropped afterwards) and a throwaway anvil chain.
 
+mod settle;
 mod setup;
 mod stats;
 mod watcher;
@@ -35,6 +38,8 @@ enum Command {
     Watcher(watcher::Args),
     /// Time from the confirming block to the `payment_order.confirmed` webhook.
     WebhookLatency(webhook::Args),
+    /// Settle x402 payments: throughput and gas per payment, batched and not.
+    Settle(settle::Args),
     /// Print the dev deposit xpub (`m/44'/60'/1'/0` of the public anvil mnemonic).
     Xpub,
 }
@@ -45,6 +50,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Watcher(args) => watcher::run(args).await,
         Command::WebhookLatency(args) => webhook::run(args).await,
+        Command::Settle(args) => settle::run(args).await,
         Command::Xpub => setup::dev_xpub().map(|xpub| println!("{xpub}")),
     };
     match result {

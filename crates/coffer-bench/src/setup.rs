@@ -300,6 +300,11 @@ impl Chain {
         })
     }
 
+    /// A provider signing as the chain's owner (the token's minter).
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
     /// The RPC URL.
     pub fn url(&self) -> &str {
         self.anvil.url()
