@@ -140,6 +140,9 @@ mod ledger {
     type DbRow = sqlx::postgres::PgRow;
     type ThisStore = super::PostgresStore;
 
+    /// Whether an order and its event are written by one statement. One round trip for an order and its event instead of four.
+    const ORDER_AND_EVENT_IN_ONE_STATEMENT: bool = true;
+
     const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until_ms = $1
         WHERE id IN (SELECT id FROM webhook_deliveries
                      WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2

@@ -128,6 +128,9 @@ mod ledger {
     type DbRow = sqlx::sqlite::SqliteRow;
     type ThisStore = super::SqliteStore;
 
+    /// Whether an order and its event are written by one statement. SQLite has no data-modifying CTEs; its transactions are in-process and cheap.
+    const ORDER_AND_EVENT_IN_ONE_STATEMENT: bool = false;
+
     const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until_ms = $1
         WHERE id IN (SELECT id FROM webhook_deliveries
                      WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2
