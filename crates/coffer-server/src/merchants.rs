@@ -4,7 +4,9 @@
 //! returned once, at creation. Authentication looks the key up by its id and compares hashes
 //! in constant time, so neither timing nor the database reveals a key.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use coffer_core::MerchantId;
@@ -69,7 +71,17 @@ impl std::fmt::Debug for CreatedKey {
 #[derive(Clone)]
 pub struct Merchants {
     store: Arc<dyn Store>,
+    /// Recently verified keys. Only successes are
+    /// kept, for [`KEY_CACHE_TTL`], so a key revoked by another process stops working within
+    /// that time (at once when revoked through this one).
+    verified: Arc<std::sync::Mutex<VerifiedKeys>>,
 }
+
+/// Key id → (secret hash, merchant, when read).
+type VerifiedKeys = HashMap<String, (Vec<u8>, MerchantRow, Instant)>;
+
+/// How long a verified API key is trusted without reading the database again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 fn random_alphanumeric(len: usize) -> String {
     rand::rng()
@@ -90,7 +102,10 @@ fn hash_key(key: &str) -> Vec<u8> {
 impl Merchants {
     /// A service over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Merchants { store }
+        Merchants {
+            store,
+            verified: Arc::default(),
+        }
     }
 
     /// Creates a merchant with a fresh webhook secret.
@@ -193,7 +208,15 @@ impl Merchants {
     /// # Errors
     /// [`MerchantError::Store`] with `NotFound` for an unknown key.
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKeyRow, MerchantError> {
-        Ok(self.store.revoke_api_key(id, Utc::now()).await?)
+        let revoked = self.store.revoke_api_key(id, Utc::now()).await?;
+        self.verified_keys().remove(id);
+        Ok(revoked)
+    }
+
+    fn verified_keys(&self) -> std::sync::MutexGuard<'_, VerifiedKeys> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Resolves a presented API key to its merchant.
@@ -208,17 +231,30 @@ impl Merchants {
     ) -> Result<MerchantRow, MerchantError> {
         let presented = presented.expose_secret();
         let id = key_id(presented).ok_or(MerchantError::InvalidKey)?;
+        let presented_hash = hash_key(presented);
+        if let Some((hash, merchant, read_at)) = self.verified_keys().get(id)
+            && read_at.elapsed() < KEY_CACHE_TTL
+            && bool::from(presented_hash.ct_eq(hash))
+        {
+            return Ok(merchant.clone());
+        }
         let (row, merchant) = match self.store.api_key_with_merchant(id).await {
             Ok(found) => found,
             Err(StoreError::NotFound(_)) => return Err(MerchantError::InvalidKey),
             Err(error) => return Err(error.into()),
         };
-        if !bool::from(hash_key(presented).ct_eq(&row.secret_hash)) {
+        if !bool::from(presented_hash.ct_eq(&row.secret_hash)) {
             return Err(MerchantError::InvalidKey);
         }
         if row.revoked_at.is_some() {
             return Err(MerchantError::RevokedKey);
         }
+        let mut verified = self.verified_keys();
+        verified.retain(|_, (_, _, read_at)| read_at.elapsed() < KEY_CACHE_TTL);
+        verified.insert(
+            id.to_owned(),
+            (row.secret_hash.clone(), merchant.clone(), Instant::now()),
+        );
         Ok(merchant)
     }
 }

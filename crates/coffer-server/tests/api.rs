@@ -192,6 +192,26 @@ async fn api_keys_authenticate_their_merchant_until_revoked(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["message"], "API key has been revoked");
+
+    // Revoked by another process (e.g. the CLI): verified keys are trusted for at most
+    // KEY_CACHE_TTL without reading the database again.
+    let second_key = merchants.create_key(&shop.id, "second").await.expect("key");
+    let second = format!("Bearer {}", second_key.key.expose_secret());
+    let (status, _) = server
+        .get("/api/merchant", &[("authorization", &second)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let elsewhere = coffer_server::merchants::Merchants::new(server.state.store.clone());
+    elsewhere
+        .revoke_key(&second_key.row.id)
+        .await
+        .expect("revoke elsewhere");
+    tokio::time::sleep(coffer_server::merchants::KEY_CACHE_TTL + Duration::from_millis(50)).await;
+    let (status, body) = server
+        .get("/api/merchant", &[("authorization", &second)])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["message"], "API key has been revoked");
     server.shutdown().await;
 }
 
