@@ -20,6 +20,7 @@
 //! Amounts are stored as canonical decimal text of base units (see `coffer_core::Amount`),
 //! timestamps as UTC.
 
+pub mod checkout;
 mod migrate;
 mod order_rows;
 pub mod postgres;
@@ -35,6 +36,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use coffer_core::{MerchantId, OrderStatus};
 
+pub use checkout::{
+    Checkout, GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow,
+};
 pub use order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
     EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
@@ -504,7 +508,9 @@ pub trait ReorgQueries: Send + Sync + 'static {
 ///
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
-pub trait Store: Ledger + ReorgQueries + Journal + Credentials + Send + Sync + 'static {
+pub trait Store:
+    Ledger + ReorgQueries + Journal + Credentials + Checkout + Send + Sync + 'static
+{
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

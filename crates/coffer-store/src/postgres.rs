@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0003_settlements.sql"),
     },
     Migration {
+        version: 4,
+        name: "gatepay",
+        sql: include_str!("../migrations/postgres/0004_gatepay.sql"),
+    },
+    Migration {
         version: 6,
         name: "settlement_transactions",
         sql: include_str!("../migrations/postgres/0006_settlement_transactions.sql"),
@@ -167,4 +172,13 @@ mod credentials {
     type ThisStore = super::PostgresStore;
 
     include!("credentials_sql.rs");
+}
+
+/// GatePay credentials, nonces, orders, refunds and fiat quotes on this backend; the SQL is
+/// shared with the other backend.
+mod checkout {
+    type DbRow = sqlx::postgres::PgRow;
+    type ThisStore = super::PostgresStore;
+
+    include!("checkout_sql.rs");
 }

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0003_settlements.sql"),
     },
     Migration {
+        version: 4,
+        name: "gatepay",
+        sql: include_str!("../migrations/sqlite/0004_gatepay.sql"),
+    },
+    Migration {
         version: 6,
         name: "settlement_transactions",
         sql: include_str!("../migrations/sqlite/0006_settlement_transactions.sql"),
@@ -155,4 +160,13 @@ mod credentials {
     type ThisStore = super::SqliteStore;
 
     include!("credentials_sql.rs");
+}
+
+/// GatePay credentials, nonces, orders, refunds and fiat quotes on this backend; the SQL is
+/// shared with the other backend.
+mod checkout {
+    type DbRow = sqlx::sqlite::SqliteRow;
+    type ThisStore = super::SqliteStore;
+
+    include!("checkout_sql.rs");
 }

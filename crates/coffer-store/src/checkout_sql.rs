@@ -1,0 +1,253 @@
+// GatePay credentials, nonces, orders, refunds and fiat quotes: one implementation compiled
+// once per backend (see `orders_sql.rs`). The including module defines `DbRow` and `ThisStore`.
+
+use coffer_core::MerchantId;
+use sqlx::Row;
+
+use crate::StoreError;
+use crate::checkout::{GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow};
+use crate::rows::merchant_id;
+
+fn credential_row(row: &DbRow) -> Result<GatePayCredentialRow, StoreError> {
+    let read = StoreError::classify("GatePay credential");
+    Ok(GatePayCredentialRow {
+        client_id: row.try_get("client_id").map_err(&read)?,
+        merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+        secret: row.try_get("secret").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+        revoked_at_ms: row.try_get("revoked_at_ms").map_err(&read)?,
+    })
+}
+
+fn order_row(row: &DbRow) -> Result<GatePayOrderRow, StoreError> {
+    let read = StoreError::classify("GatePay order");
+    Ok(GatePayOrderRow {
+        prepay_id: row.try_get("prepay_id").map_err(&read)?,
+        merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+        merchant_trade_no: row.try_get("merchant_trade_no").map_err(&read)?,
+        order_id: row.try_get("order_id").map_err(&read)?,
+        client_id: row.try_get("client_id").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+    })
+}
+
+fn refund_row(row: &DbRow) -> Result<GatePayRefundRow, StoreError> {
+    let read = StoreError::classify("GatePay refund");
+    Ok(GatePayRefundRow {
+        merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
+        refund_request_id: row.try_get("refund_request_id").map_err(&read)?,
+        prepay_id: row.try_get("prepay_id").map_err(&read)?,
+        refund_amount: row.try_get("refund_amount").map_err(&read)?,
+        refund_reason: row.try_get("refund_reason").map_err(&read)?,
+        status: row.try_get("status").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+    })
+}
+
+fn quote_row(row: &DbRow) -> Result<OrderQuoteRow, StoreError> {
+    let read = StoreError::classify("order quote");
+    Ok(OrderQuoteRow {
+        order_id: row.try_get("order_id").map_err(&read)?,
+        fiat_currency: row.try_get("fiat_currency").map_err(&read)?,
+        fiat_amount: row.try_get("fiat_amount").map_err(&read)?,
+        rate: row.try_get("rate").map_err(&read)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+    })
+}
+
+#[async_trait::async_trait]
+impl crate::Checkout for ThisStore {
+    async fn insert_gatepay_credential(&self, credential: &GatePayCredentialRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gatepay_credentials (client_id, merchant_id, secret, created_at_ms)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&credential.client_id)
+        .bind(credential.merchant_id.as_str())
+        .bind(&credential.secret)
+        .bind(credential.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::classify("GatePay credential"))
+    }
+
+    async fn gatepay_credential(&self, client_id: &str) -> Result<Option<GatePayCredentialRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_credentials WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(credential_row)
+            .transpose()
+    }
+
+    async fn gatepay_credentials(&self, merchant: &MerchantId) -> Result<Vec<GatePayCredentialRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_credentials WHERE merchant_id = $1 ORDER BY created_at_ms, client_id")
+            .bind(merchant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .iter()
+            .map(credential_row)
+            .collect()
+    }
+
+    async fn revoke_gatepay_credential(&self, client_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE gatepay_credentials SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE client_id = $2",
+        )
+        .bind(now_ms)
+        .bind(client_id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound("GatePay credential")) }
+    }
+
+    async fn use_gatepay_nonce(&self, client_id: &str, nonce: &str, now_ms: i64, forget_before_ms: i64) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM gatepay_nonces WHERE seen_at_ms < $1")
+            .bind(forget_before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        let inserted = sqlx::query(
+            "INSERT INTO gatepay_nonces (client_id, nonce, seen_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (client_id, nonce) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(nonce)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn insert_gatepay_order(&self, order: &GatePayOrderRow) -> Result<(), StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&order.prepay_id)
+        .bind(order.merchant_id.as_str())
+        .bind(&order.merchant_trade_no)
+        .bind(&order.order_id)
+        .bind(&order.client_id)
+        .bind(order.created_at_ms)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                // Tell which constraint: the trade number is the one a caller can act on.
+                let taken = crate::Checkout::gatepay_order_by_trade_no(self, &order.merchant_id, &order.merchant_trade_no).await?;
+                Err(StoreError::Conflict(if taken.is_some() { "merchantTradeNo" } else { "prepayId" }))
+            }
+            Err(error) => Err(StoreError::Database(error)),
+        }
+    }
+
+    async fn delete_gatepay_order(&self, prepay_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM gatepay_orders WHERE prepay_id = $1")
+            .bind(prepay_id)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(StoreError::Database)
+    }
+
+    async fn gatepay_order_by_prepay_id(&self, merchant: &MerchantId, prepay_id: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND prepay_id = $2")
+            .bind(merchant.as_str())
+            .bind(prepay_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(order_row)
+            .transpose()
+    }
+
+    async fn gatepay_order_by_trade_no(&self, merchant: &MerchantId, merchant_trade_no: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND merchant_trade_no = $2")
+            .bind(merchant.as_str())
+            .bind(merchant_trade_no)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(order_row)
+            .transpose()
+    }
+
+    async fn insert_gatepay_refund(&self, refund: &GatePayRefundRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gatepay_refunds (merchant_id, refund_request_id, prepay_id, refund_amount, refund_reason, status, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(refund.merchant_id.as_str())
+        .bind(&refund.refund_request_id)
+        .bind(&refund.prepay_id)
+        .bind(&refund.refund_amount)
+        .bind(&refund.refund_reason)
+        .bind(&refund.status)
+        .bind(refund.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::classify("refundRequestId"))
+    }
+
+    async fn gatepay_refund(&self, merchant: &MerchantId, refund_request_id: &str) -> Result<Option<GatePayRefundRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND refund_request_id = $2")
+            .bind(merchant.as_str())
+            .bind(refund_request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(refund_row)
+            .transpose()
+    }
+
+    async fn gatepay_refunds_for(&self, merchant: &MerchantId, prepay_id: &str) -> Result<Vec<GatePayRefundRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND prepay_id = $2 ORDER BY created_at_ms, refund_request_id")
+            .bind(merchant.as_str())
+            .bind(prepay_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .iter()
+            .map(refund_row)
+            .collect()
+    }
+
+    async fn insert_order_quote(&self, quote: &OrderQuoteRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO order_quotes (order_id, fiat_currency, fiat_amount, rate, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&quote.order_id)
+        .bind(&quote.fiat_currency)
+        .bind(&quote.fiat_amount)
+        .bind(&quote.rate)
+        .bind(quote.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(StoreError::classify("order quote"))
+    }
+
+    async fn order_quote(&self, order_id: &str) -> Result<Option<OrderQuoteRow>, StoreError> {
+        sqlx::query("SELECT * FROM order_quotes WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(quote_row)
+            .transpose()
+    }
+}
