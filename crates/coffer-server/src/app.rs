@@ -16,6 +16,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::fiat::FiatRates;
+use crate::gatepay::GatePayCredentials;
 use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
 use crate::okx::OkxCredentials;
@@ -42,6 +44,8 @@ pub struct AppState {
     pub settle_timeout: Duration,
     /// OKX-style credentials.
     pub okx: OkxCredentials,
+    /// GatePay-style credentials.
+    pub gatepay: GatePayCredentials,
     /// Base URL for links Coffer hands out (payment pages).
     pub public_url: String,
     /// Known chains.
@@ -89,6 +93,7 @@ impl AppState {
             facilitator,
             settle_timeout: SettleOptions::default().receipt_timeout,
             okx: OkxCredentials::new(store.clone()),
+            gatepay: GatePayCredentials::new(store.clone()),
             merchants: Merchants::new(store.clone()),
             orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -103,6 +108,13 @@ impl AppState {
 }
 
 impl AppState {
+    /// Converts fiat prices with `rates` (the default table has the stablecoins at 1:1 to USD).
+    #[must_use]
+    pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
+        self.orders = self.orders.with_fiat_rates(rates);
+        self
+    }
+
     /// Configures the x402 settlement signers (the first one also simulates verifications).
     pub fn with_settlement(
         mut self,
@@ -162,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::pay_page::routes())
         .merge(routes::x402::routes())
         .merge(routes::okx::routes())
+        .merge(routes::gatepay::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);

@@ -14,6 +14,9 @@
 //! - [`orders`]: the payment-order service and its wire form, and [`orders::reevaluate`], the
 //!   one place payments become status changes and events;
 //! - [`okx`]: OKX-style credentials and `OK-ACCESS-*` request authentication;
+//! - [`gatepay`]: GatePay-style credentials, `X-GatePay-*` request authentication and
+//!   notifications; [`gatepay_orders`]: the GatePay checkout flows over payment orders;
+//! - [`fiat`]: fiat-priced orders (the rate table and exact, documented rounding);
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -24,6 +27,9 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod fiat;
+pub mod gatepay;
+pub mod gatepay_orders;
 pub mod json;
 pub mod merchants;
 pub mod metrics;

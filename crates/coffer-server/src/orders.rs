@@ -13,7 +13,8 @@ use coffer_core::{
 };
 use coffer_evm::hd::DepositKey;
 use coffer_store::{
-    MerchantRow, NewOrder, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Store, StoreError,
+    MerchantRow, NewOrder, OrderQuery, OrderQuoteRow, OrderRow, OrderUpdate, PaymentRow, Store,
+    StoreError,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,6 +22,8 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::events::{new_id, order_event, rfc3339_ms};
+use crate::fiat::{FiatError, FiatRates, Quote};
+use crate::gatepay::{self, BizStatus, OrderFacts};
 
 /// How long an order stays payable when the request gives no `expires_at`.
 pub const DEFAULT_EXPIRY_MS: i64 = 30 * 60 * 1000;
@@ -34,7 +37,17 @@ pub const MAX_EXPIRY_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
     /// Amount in the token's units, e.g. `"100.00"`; no more decimals than the token has.
-    pub amount: String,
+    /// Required unless the order is priced in fiat (`fiat_currency` + `fiat_amount`).
+    #[serde(default)]
+    pub amount: Option<String>,
+    /// Price the order in a fiat currency (`USD`) instead: the token amount is
+    /// `fiat_amount / rate` at the configured rate, locked for the order's lifetime and
+    /// rounded up to the token's decimals. Give it with `fiat_amount` and without `amount`.
+    #[serde(default)]
+    pub fiat_currency: Option<String>,
+    /// The fiat price, a decimal string with at most 2 decimals (`"19.99"`).
+    #[serde(default)]
+    pub fiat_amount: Option<String>,
     /// Token symbol (`USDC`, `USDT`) or the chain's native coin (`ETH`, `BNB`).
     pub currency: String,
     /// Blockchain slug (`base`, `ethereum`, `polygon`, `bsc`, …).
@@ -114,6 +127,12 @@ pub struct OrderView {
     pub payment_url: String,
     /// QR code of the payment (SVG).
     pub qr_code_url: String,
+    /// Fiat currency of a fiat-priced order.
+    pub fiat_currency: Option<String>,
+    /// Fiat price of a fiat-priced order.
+    pub fiat_amount: Option<String>,
+    /// Fiat units per token, locked at creation (fiat-priced orders).
+    pub exchange_rate: Option<String>,
     /// Order info as given.
     pub order_info: String,
     /// Nonce as given.
@@ -132,6 +151,19 @@ pub struct OrderView {
     pub transaction: Option<TransactionView>,
     /// Every payment seen.
     pub payments: Vec<PaymentView>,
+}
+
+impl OrderView {
+    /// The view with the fiat price and locked rate of a fiat-priced order.
+    #[must_use]
+    pub fn with_quote(mut self, quote: Option<&OrderQuoteRow>) -> Self {
+        if let Some(quote) = quote {
+            self.fiat_currency = Some(quote.fiat_currency.clone());
+            self.fiat_amount = Some(quote.fiat_amount.clone());
+            self.exchange_rate = Some(quote.rate.clone());
+        }
+        self
+    }
 }
 
 /// What can go wrong with a payment-order request.
@@ -222,6 +254,7 @@ type ReservedIndexes =
 #[derive(Clone)]
 pub struct PaymentOrders {
     store: Arc<dyn Store>,
+    rates: Arc<FiatRates>,
     chains: Arc<ChainRegistry>,
     public_url: String,
     reserved: Arc<ReservedIndexes>,
@@ -246,6 +279,8 @@ pub struct Created {
     pub order: OrderRow,
     /// False when an earlier request with the same `Idempotency-Key` created it.
     pub fresh: bool,
+    /// The fiat price and locked rate, for a fiat-priced order just created.
+    pub quote: Option<OrderQuoteRow>,
 }
 
 /// The token an order is paid in.
@@ -273,9 +308,27 @@ impl PaymentOrders {
             store,
             chains,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            rates: Arc::new(FiatRates::default()),
             reserved: Arc::default(),
             wallets: Arc::default(),
         }
+    }
+
+    /// The same service converting fiat prices with `rates`.
+    #[must_use]
+    pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
+        self.rates = Arc::new(rates);
+        self
+    }
+
+    /// The exchange-rate table.
+    pub fn fiat_rates(&self) -> &FiatRates {
+        &self.rates
+    }
+
+    /// The base URL links are built on.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The merchant's deposit wallet for a chain and its parsed key, cached for a moment so
@@ -407,6 +460,70 @@ impl PaymentOrders {
         ))
     }
 
+    /// The amount to ask for: `amount` as given, or the fiat price converted at the locked
+    /// rate (rounded up to the token's decimals, see [`crate::fiat`]).
+    fn price(
+        &self,
+        request: &CreateOrderRequest,
+        paid_with: &PaidWith<'_>,
+    ) -> Result<(Amount, Option<Quote>), OrderError> {
+        let fiat = match (&request.fiat_currency, &request.fiat_amount) {
+            (None, None) => None,
+            (Some(currency), Some(amount)) => Some((currency, amount)),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "VALIDATION_ERROR",
+                    "fiat_amount",
+                    "is required with fiat_currency",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "VALIDATION_ERROR",
+                    "fiat_currency",
+                    "is required with fiat_amount",
+                ));
+            }
+        };
+        match (&request.amount, fiat) {
+            (Some(_), Some(_)) => Err(invalid(
+                "VALIDATION_ERROR",
+                "amount",
+                "give either amount or fiat_currency with fiat_amount, not both",
+            )),
+            (None, None) => Err(invalid(
+                "VALIDATION_ERROR",
+                "amount",
+                "is required (or price the order with fiat_currency and fiat_amount)",
+            )),
+            (None, Some((currency, fiat_amount))) => {
+                let quote = self
+                    .rates
+                    .convert(currency, fiat_amount, &paid_with.symbol, paid_with.decimals)
+                    .map_err(|error| match error {
+                        FiatError::BadAmount | FiatError::TooLarge => invalid(
+                            "INVALID_AMOUNT",
+                            "fiat_amount",
+                            format!("{fiat_amount:?}: {error}"),
+                        ),
+                        FiatError::BadCurrency | FiatError::NoRate { .. } => invalid(
+                            "UNSUPPORTED_CURRENCY",
+                            "fiat_currency",
+                            format!("{currency:?}: {error}"),
+                        ),
+                    })?;
+                Ok((quote.amount, Some(quote)))
+            }
+            (Some(text), None) => {
+                let amount =
+                    Amount::parse_decimal(text.trim(), paid_with.decimals).map_err(|error| {
+                        invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {error}"))
+                    })?;
+                Ok((amount, None))
+            }
+        }
+    }
+
     /// Validates and creates an order, or returns the one an earlier request with the same
     /// `Idempotency-Key` created.
     ///
@@ -420,6 +537,23 @@ impl PaymentOrders {
         raw_body: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<Created, OrderError> {
+        self.create_with_id(merchant, request, raw_body, idempotency_key, None)
+            .await
+    }
+
+    /// [`PaymentOrders::create`] with the order's public id chosen by the caller (another API
+    /// family that records its own names for the order first); `None` draws one.
+    ///
+    /// # Errors
+    /// As [`PaymentOrders::create`].
+    pub async fn create_with_id(
+        &self,
+        merchant: &MerchantRow,
+        request: &CreateOrderRequest,
+        raw_body: &[u8],
+        idempotency_key: Option<&str>,
+        order_id: Option<String>,
+    ) -> Result<Created, OrderError> {
         let request_hash = hex::encode(Sha256::digest(raw_body));
         if let Some(key) = idempotency_key
             && let Some(existing) = self
@@ -431,20 +565,14 @@ impl PaymentOrders {
                 Ok(Created {
                     order: existing,
                     fresh: false,
+                    quote: None,
                 })
             } else {
                 Err(OrderError::IdempotencyMismatch)
             };
         }
         let paid_with = self.resolve(request)?;
-        let amount =
-            Amount::parse_decimal(request.amount.trim(), paid_with.decimals).map_err(|error| {
-                invalid(
-                    "INVALID_AMOUNT",
-                    "amount",
-                    format!("{:?}: {error}", request.amount),
-                )
-            })?;
+        let (amount, quote) = self.price(request, &paid_with)?;
         if amount.is_zero() {
             return Err(invalid(
                 "INVALID_AMOUNT",
@@ -545,8 +673,14 @@ impl PaymentOrders {
                 self.forget_wallet(merchant, chain.chain_id);
                 let (fresh, _) = self.deposit_wallet(merchant, chain).await?;
                 if fresh.xpub != wallet.xpub {
-                    return Box::pin(self.create(merchant, request, raw_body, idempotency_key))
-                        .await;
+                    return Box::pin(self.create_with_id(
+                        merchant,
+                        request,
+                        raw_body,
+                        idempotency_key,
+                        order_id,
+                    ))
+                    .await;
                 }
                 return Err(OrderError::WalletNotConfigured(
                     chain.names.cryptopay_slug.clone(),
@@ -560,7 +694,22 @@ impl PaymentOrders {
                 detail: error.to_string(),
             })
         })?;
-        let order_id = format!("ORD-{}", &new_id("x")[2..14]);
+        let order_id = order_id.unwrap_or_else(|| format!("ORD-{}", &new_id("x")[2..14]));
+        let quote = match quote {
+            None => None,
+            Some(quote) => {
+                let row = OrderQuoteRow {
+                    order_id: order_id.clone(),
+                    fiat_currency: quote.fiat_currency,
+                    fiat_amount: quote.fiat_amount,
+                    rate: quote.rate.to_decimal_string(),
+                    created_at_ms: now,
+                };
+                // Written first: a quote whose order never got written is never read.
+                self.store.insert_order_quote(&row).await?;
+                Some(row)
+            }
+        };
         let order = NewOrder {
             order_id: order_id.clone(),
             merchant_id: merchant.id.clone(),
@@ -596,6 +745,7 @@ impl PaymentOrders {
             Ok(stored) => Ok(Created {
                 order: stored,
                 fresh: true,
+                quote,
             }),
             Err(StoreError::Conflict("nonce")) => Err(OrderError::DuplicateNonce(request.nonce)),
             Err(StoreError::Conflict("idempotency key")) => {
@@ -612,6 +762,7 @@ impl PaymentOrders {
                         Ok(Created {
                             order: existing,
                             fresh: false,
+                            quote: None,
                         })
                     }
                     _ => Err(OrderError::IdempotencyMismatch),
@@ -655,7 +806,10 @@ impl PaymentOrders {
             .chains
             .by_chain_id(order.chain_id)
             .map_or(1, |chain| chain.confirmations);
-        Ok(self.view(order, &payments, head, required))
+        let quote = self.store.order_quote(&order.order_id).await?;
+        Ok(self
+            .view(order, &payments, head, required)
+            .with_quote(quote.as_ref()))
     }
 
     /// Renders an order just created: it has no payments yet, so nothing more is read.
@@ -751,6 +905,9 @@ impl PaymentOrders {
             token_address: order.asset_address.clone(),
             payment_url: format!("{}/pay/{}", self.public_url, order.order_id),
             qr_code_url: format!("/qr/{}", order.order_id),
+            fiat_currency: None,
+            fiat_amount: None,
+            exchange_rate: None,
             order_info: order.order_info.clone(),
             nonce: order.nonce,
             webhook_url: order.webhook_url.clone(),
@@ -814,6 +971,9 @@ pub fn reevaluate(
         serde_json::to_value(service.view(&next, payments, Some(head), required_confirmations))
             .unwrap_or_default();
     let mut events = Vec::new();
+    // A GatePay order tells its merchant in GatePay's format only; Coffer's events are kept.
+    let gatepay_facts = OrderFacts::from_order_info(&order.order_info);
+    let deliver_native = gatepay_facts.is_none();
     let mut push = |event_type: &str| {
         events.push(order_event(
             merchant,
@@ -822,7 +982,7 @@ pub fn reevaluate(
             event_type,
             data.clone(),
             now_ms,
-            true,
+            deliver_native,
         ));
     };
     if orphaned_now {
@@ -833,6 +993,31 @@ pub fn reevaluate(
     }
     if evaluation.status != order.status {
         push(&format!("payment_order.{}", evaluation.status));
+        let biz_status = match evaluation.status {
+            OrderStatus::Confirmed => Some(BizStatus::PaySuccess),
+            OrderStatus::Expired | OrderStatus::Failed => Some(BizStatus::PayClose),
+            OrderStatus::Pending | OrderStatus::Processing => None,
+        };
+        if let (Some(facts), Some(biz_status)) = (&gatepay_facts, biz_status) {
+            let live = payments.iter().rev().find(|row| !row.orphaned);
+            let paid = gatepay::Paid {
+                amount: evaluation
+                    .amount_paid
+                    .to_decimal_string_min(order.decimals, 0),
+                transaction_id: live.map(|row| row.payment.tx_hash.clone()),
+                payer: live.map(|row| row.payment.sender.clone()),
+            };
+            events.push(gatepay::notification_event(
+                merchant,
+                &order.order_id,
+                order.webhook_url.as_deref(),
+                facts,
+                biz_status,
+                &paid,
+                order.created_at_ms,
+                now_ms,
+            ));
+        }
     } else if evaluation.sub_status != order.sub_status
         && evaluation.sub_status != PaymentSubStatus::None
     {

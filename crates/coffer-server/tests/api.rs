@@ -315,6 +315,7 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/api/events/{event_id}/deliveries/",
         "/api/events/{event_id}/redeliver/",
         "/pay/{order_id}",
+        "/pay/{order_id}/status",
         "/qr/{order_id}",
         "/x402/verify",
         "/x402/settle",
@@ -326,6 +327,11 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/api/v6/pay/x402/verify",
         "/api/v6/pay/x402/settle",
         "/api/v6/pay/x402/settle/status",
+        "/v1/pay/checkout/order",
+        "/v1/pay/order/query",
+        "/v1/pay/order/close",
+        "/v1/pay/order/refund",
+        "/v1/pay/order/refund/query",
     ]);
     assert_eq!(documented, expected);
     let client = reqwest::Client::new();

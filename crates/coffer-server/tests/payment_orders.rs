@@ -334,7 +334,9 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let page = page.text().await.unwrap();
     assert!(
-        page.contains("100.00 USDC") && page.contains(address) && page.contains(">pending<"),
+        page.contains("100.00 USDC")
+            && page.contains(address)
+            && page.contains("data-stage=\"waiting\""),
         "{page}"
     );
     let qr = reqwest::get(format!(

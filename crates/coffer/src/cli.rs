@@ -53,6 +53,12 @@ pub enum Command {
         #[command(subcommand)]
         action: OkxKeyAction,
     },
+    /// Manage GatePay-style API credentials (ClientId and secret, for `/v1/pay/…`).
+    GatepayKey {
+        /// What to do with GatePay credentials.
+        #[command(subcommand)]
+        action: GatePayKeyAction,
+    },
     /// Manage merchants' deposit wallets (extended public keys).
     Wallet {
         /// What to do with wallets.
@@ -137,6 +143,25 @@ pub enum OkxKeyAction {
     Revoke {
         /// The `OK-ACCESS-KEY`.
         access_key: String,
+    },
+}
+
+/// `coffer gatepay-key …`.
+#[derive(Debug, Subcommand)]
+pub enum GatePayKeyAction {
+    /// Create a credential; the secret is printed once.
+    Create {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a credential by its ClientId; it stops working at once.
+    Revoke {
+        /// The `X-GatePay-Certificate-ClientId`.
+        client_id: String,
     },
 }
 
@@ -261,6 +286,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Key { action } => key_command(&config, action).await,
         Command::Wallet { action } => wallet_command(&config, action).await,
         Command::OkxKey { action } => okx_key_command(&config, action).await,
+        Command::GatepayKey { action } => gatepay_key_command(&config, action).await,
     }
 }
 
@@ -478,6 +504,42 @@ async fn okx_key_command(config: &Config, action: OkxKeyAction) -> Result<(), Fa
                 .await
                 .map_err(|_| Failure::new(format!("no OKX credential {access_key}")))?;
             println!("revoked OKX credential {access_key}");
+        }
+    }
+    Ok(())
+}
+
+async fn gatepay_key_command(config: &Config, action: GatePayKeyAction) -> Result<(), Failure> {
+    let credentials = coffer_server::gatepay::GatePayCredentials::new(open_store(config).await?);
+    match action {
+        GatePayKeyAction::Create { merchant, json } => {
+            let merchant = parse_merchant(&merchant)?;
+            let created = credentials
+                .create(&merchant)
+                .await
+                .map_err(|error| match error {
+                    coffer_store::StoreError::NotFound(_) => {
+                        Failure::new(format!("--merchant: no merchant {merchant}"))
+                    }
+                    other => Failure::new(other.to_string()),
+                })?;
+            let secret = secrecy::ExposeSecret::expose_secret(&created.secret);
+            if json {
+                print_json(
+                    &json!({"client_id": created.client_id, "secret": secret, "merchant_id": merchant}),
+                );
+            } else {
+                println!("X-GatePay-Certificate-ClientId {}", created.client_id);
+                println!("secret (HMAC-SHA512)           {secret}");
+                println!("store it now: the secret is not shown again");
+            }
+        }
+        GatePayKeyAction::Revoke { client_id } => {
+            credentials
+                .revoke(&client_id)
+                .await
+                .map_err(|_| Failure::new(format!("no GatePay credential {client_id}")))?;
+            println!("revoked GatePay credential {client_id}");
         }
     }
     Ok(())

@@ -31,6 +31,18 @@ pub struct Config {
     pub x402: X402Config,
     /// Chains: RPC URLs and registry overrides, by chain key.
     pub chains: BTreeMap<String, ChainOverride>,
+    /// Fiat-priced orders.
+    pub fiat: FiatConfig,
+}
+
+/// `[fiat]`: exchange rates for fiat-priced orders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiatConfig {
+    /// Fiat code → token symbol → fiat units per token, as decimal strings
+    /// (`[fiat.rates.EUR] USDC = "0.92"`). Laid over the default table, which has USDC, USDT,
+    /// USDT0, DAI, PYUSD and FDUSD at 1 USD.
+    pub rates: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// `[server]`.
@@ -285,7 +297,16 @@ impl Config {
         }
         self.registry()?;
         self.x402.signers()?;
+        self.fiat_rates()?;
         Ok(self)
+    }
+
+    /// The exchange-rate table: the defaults with `[fiat.rates]` laid over them.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad rate (`fiat.rates.EUR.USDC: …`).
+    pub fn fiat_rates(&self) -> Result<coffer_server::fiat::FiatRates, ConfigError> {
+        coffer_server::fiat::FiatRates::with_overrides(&self.fiat.rates).map_err(ConfigError)
     }
 
     /// The built-in chain registry with this configuration's chains applied.
@@ -393,6 +414,14 @@ bump_after_seconds = 30
 # display_name = "My L2"
 # native_symbol = "ETH"
 # confirmations = 5
+
+# Exchange rates for fiat-priced orders (fiat_currency + fiat_amount): fiat units per token.
+# USDC, USDT, USDT0, DAI, PYUSD and FDUSD are 1 USD unless set here. The token amount is
+# fiat_amount / rate, rounded up to the token's decimals; the rate is locked per order.
+#
+# [fiat.rates.EUR]
+# USDC = "0.92"
+# USDT = "0.92"
 "#;
 
 #[cfg(test)]

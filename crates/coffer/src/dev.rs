@@ -78,6 +78,8 @@ pub struct Summary {
     pub signer: String,
     /// OKX-style credentials of the demo merchant, for `/api/v6/x402/*` (dev only).
     pub okx: OkxSummary,
+    /// GatePay-style credentials of the demo merchant, for `/v1/pay/*` (dev only).
+    pub gatepay: GatePaySummary,
     /// The local chains.
     pub chains: Vec<ChainSummary>,
 }
@@ -91,6 +93,15 @@ pub struct OkxSummary {
     pub secret: String,
     /// `OK-ACCESS-PASSPHRASE`.
     pub passphrase: String,
+}
+
+/// GatePay-style credentials in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatePaySummary {
+    /// `X-GatePay-Certificate-ClientId`.
+    pub client_id: String,
+    /// The HMAC-SHA512 secret requests and notifications are signed with.
+    pub secret: String,
 }
 
 /// One local chain in the summary.
@@ -140,6 +151,9 @@ struct DemoCredentials {
     merchant_id: String,
     api_key: String,
     okx: OkxSummary,
+    /// Absent in files written before GatePay credentials existed.
+    #[serde(default)]
+    gatepay: Option<GatePaySummary>,
 }
 
 struct LocalChain {
@@ -252,7 +266,8 @@ async fn run_with_chains(
     let merchants = app.state().merchants.clone();
     let demo = demo_merchant(app.state(), &args.data_dir).await?;
     let merchant = merchants.get(&merchant_id_of(&demo.merchant_id)?).await?;
-    let inbox_url = crate::dev_inbox::start(merchant.webhook_secret.clone())
+    let gatepay_secret = demo.gatepay.as_ref().map(|g| g.secret.clone());
+    let inbox_url = crate::dev_inbox::start(merchant.webhook_secret.clone(), gatepay_secret)
         .await
         .map_err(io_fail("cannot start the webhook inbox".to_owned()))?;
     let merchant = app
@@ -280,6 +295,10 @@ async fn run_with_chains(
         merchant_id: demo.merchant_id.clone(),
         api_key: demo.api_key.clone(),
         okx: demo.okx.clone(),
+        gatepay: demo
+            .gatepay
+            .clone()
+            .ok_or_else(|| Failure::new("demo GatePay credential missing"))?,
         webhook_secret: merchant.webhook_secret.clone(),
         webhook_inbox_url: inbox_url.clone(),
         signer: signer.address().to_checksum(None),
@@ -375,7 +394,13 @@ async fn demo_merchant(
         && let Ok(saved) = serde_json::from_str::<DemoCredentials>(&text)
     {
         let key = SecretString::from(saved.api_key.clone());
-        if state.merchants.authenticate(&key).await.is_ok() {
+        if let Ok(merchant) = state.merchants.authenticate(&key).await {
+            if saved.gatepay.is_some() {
+                return Ok(saved);
+            }
+            let mut saved = saved;
+            saved.gatepay = Some(demo_gatepay(state, &merchant.id).await?);
+            write_demo(&path, &saved)?;
             return Ok(saved);
         }
     }
@@ -397,10 +422,30 @@ async fn demo_merchant(
             secret: okx.secret.expose_secret().to_owned(),
             passphrase: okx.passphrase.expose_secret().to_owned(),
         },
+        gatepay: Some(demo_gatepay(state, &merchant.id).await?),
     };
-    let text = serde_json::to_string_pretty(&saved).map_err(|e| Failure::new(e.to_string()))?;
-    std::fs::write(&path, text).map_err(io_fail(format!("cannot write {}", path.display())))?;
+    write_demo(&path, &saved)?;
     Ok(saved)
+}
+
+async fn demo_gatepay(
+    state: &coffer_server::AppState,
+    merchant: &coffer_core::MerchantId,
+) -> Result<GatePaySummary, Failure> {
+    let created = state
+        .gatepay
+        .create(merchant)
+        .await
+        .map_err(|error| Failure::new(format!("demo GatePay credential: {error}")))?;
+    Ok(GatePaySummary {
+        client_id: created.client_id.clone(),
+        secret: created.secret.expose_secret().to_owned(),
+    })
+}
+
+fn write_demo(path: &Path, saved: &DemoCredentials) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(saved).map_err(|e| Failure::new(e.to_string()))?;
+    std::fs::write(path, text).map_err(io_fail(format!("cannot write {}", path.display())))
 }
 
 fn chain_summary(

@@ -2,7 +2,9 @@
 //!
 //! It checks each delivery's `Coffer-Signature` with the merchant's secret, prints one line per
 //! webhook, and lists what it received at `GET /webhooks` (newest first), so the whole loop —
-//! order, payment, confirmation, signed webhook — can be watched locally.
+//! order, payment, confirmation, signed webhook — can be watched locally. GatePay-format
+//! notifications (`X-GatePay-Signature`) are checked with the demo GatePay secret and
+//! acknowledged with `{"returnCode":"SUCCESS"}`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use coffer_server::events::{SIGNATURE_HEADER, verify_signature};
 use serde::Serialize;
@@ -32,10 +35,14 @@ pub struct Received {
 #[derive(Clone)]
 struct Inbox {
     secret: Arc<String>,
+    gatepay_secret: Arc<Option<String>>,
     received: Arc<Mutex<VecDeque<Received>>>,
 }
 
-async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> Response {
+    if headers.contains_key("x-gatepay-signature") {
+        return receive_gatepay(&inbox, &headers, &body);
+    }
     let signature = headers
         .get(SIGNATURE_HEADER)
         .and_then(|value| value.to_str().ok())
@@ -66,9 +73,52 @@ async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) ->
         received.truncate(KEEP);
     }
     if valid {
-        StatusCode::OK
+        StatusCode::OK.into_response()
     } else {
-        StatusCode::UNAUTHORIZED
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    };
+    let valid = inbox.gatepay_secret.as_deref().is_some_and(|secret| {
+        coffer_server::gatepay::verify(
+            secret,
+            header("x-gatepay-timestamp"),
+            header("x-gatepay-nonce"),
+            body,
+            header("x-gatepay-signature"),
+        )
+    });
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let event_type = format!("gatepay {}", json["bizStatus"].as_str().unwrap_or("?"));
+    eprintln!(
+        "coffer dev: GatePay notification {} prepayId={} signature {}",
+        json["bizStatus"].as_str().unwrap_or("-"),
+        json["bizId"].as_str().unwrap_or("-"),
+        if valid { "ok" } else { "INVALID" }
+    );
+    if let Ok(mut received) = inbox.received.lock() {
+        received.push_front(Received {
+            event_type,
+            signature_valid: valid,
+            body: json,
+        });
+        received.truncate(KEEP);
+    }
+    if valid {
+        Json(serde_json::json!({"returnCode": "SUCCESS", "returnMessage": ""})).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"returnCode": "FAIL", "returnMessage": "bad signature"})),
+        )
+            .into_response()
     }
 }
 
@@ -86,9 +136,10 @@ async fn list(State(inbox): State<Inbox>) -> Json<Vec<Received>> {
 ///
 /// # Errors
 /// The I/O error when no port can be bound.
-pub async fn start(secret: String) -> std::io::Result<String> {
+pub async fn start(secret: String, gatepay_secret: Option<String>) -> std::io::Result<String> {
     let inbox = Inbox {
         secret: Arc::new(secret),
+        gatepay_secret: Arc::new(gatepay_secret),
         received: Arc::default(),
     };
     let router = Router::new()

@@ -92,8 +92,10 @@ impl Application {
             max_batch: config.x402.max_batch,
             bump_after: Duration::from_secs(config.x402.bump_after_seconds),
         };
-        let mut state =
-            AppState::new(store, registry, &public_url)?.with_settlement(signers, settle);
+        let rates = config.fiat_rates()?;
+        let mut state = AppState::new(store, registry, &public_url)?
+            .with_settlement(signers, settle)
+            .with_fiat_rates(rates);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         Ok(Application {
             listener,

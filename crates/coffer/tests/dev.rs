@@ -335,6 +335,94 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     assert_eq!(order["data"]["status"], "confirmed");
     assert_eq!(order["data"]["amount_paid"], "100.00");
 
+    // GatePay, with the summary's credential: a signed checkout order returns a `location`
+    // that answers; paying it makes the query return PAID and the merchant's inbox receive a
+    // correctly signed PAY_SUCCESS notification.
+    let body = serde_json::json!({
+        "merchantTradeNo": "dev-1",
+        "env": {"terminalType": "WEB"},
+        "goods": {"goodsName": "Plan"},
+        "fullCurrType": "USDC_BASESEPOLIA",
+        "orderAmount": "3",
+    })
+    .to_string();
+    let gatepay_call = |path: &'static str, body: String, nonce: &'static str| {
+        let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+        let signature = coffer_server::gatepay::sign(
+            &summary.gatepay.secret,
+            &timestamp,
+            nonce,
+            body.as_bytes(),
+        );
+        client
+            .post(format!("{}{path}", summary.api_base_url))
+            .header("Content-Type", "application/json")
+            .header("X-GatePay-Certificate-ClientId", &summary.gatepay.client_id)
+            .header("X-GatePay-Timestamp", timestamp)
+            .header("X-GatePay-Nonce", nonce)
+            .header("X-GatePay-Signature", signature)
+            .body(body)
+            .send()
+    };
+    let created: serde_json::Value = gatepay_call("/v1/pay/checkout/order", body, "dev1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["status"], "SUCCESS", "{created}");
+    let location = created["data"]["location"].as_str().unwrap();
+    assert_eq!(reqwest::get(location).await.unwrap().status(), 200);
+    let prepay_id = created["data"]["prepayId"].as_str().unwrap().to_owned();
+    let deposit: Address = created["data"]["chain"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    IToken::new(usdc_at, &customer_chain)
+        .transfer(deposit, U256::from(3_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let mut notification = None;
+    for _ in 0..150 {
+        let inbox: serde_json::Value = reqwest::get(&summary.webhook_inbox_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        notification = inbox
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|hook| {
+                hook["event_type"] == "gatepay PAY_SUCCESS"
+                    && hook["body"]["bizId"] == prepay_id.as_str()
+            })
+            .cloned();
+        if notification.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let notification = notification.expect("a GatePay PAY_SUCCESS notification within 15 s");
+    assert_eq!(notification["signature_valid"], true);
+    let queried: serde_json::Value = gatepay_call(
+        "/v1/pay/order/query",
+        serde_json::json!({"prepayId": prepay_id}).to_string(),
+        "dev2",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(queried["data"]["status"], "PAID", "{queried}");
+
     // A payer pays on chain; the transfer must survive a restart.
     let payer = &summary.chains[0].payers[0];
     let payee: Address = summary.chains[0].payers[1].address.parse().unwrap();

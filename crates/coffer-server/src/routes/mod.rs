@@ -1,6 +1,7 @@
 //! HTTP handlers, grouped by what they serve. Each module exposes `routes()`, an
 //! [`utoipa_axum::router::OpenApiRouter`] so that every route appears in `/openapi.json`.
 
+pub mod gatepay;
 pub mod health;
 pub mod merchant;
 pub mod meta;

@@ -110,7 +110,10 @@ async fn create_order(
         .create(&merchant, &body.value, &body.raw, key.as_deref())
         .await?;
     let view = if created.fresh {
-        state.orders.render_new(&created.order)
+        state
+            .orders
+            .render_new(&created.order)
+            .with_quote(created.quote.as_ref())
     } else {
         state.orders.render(&created.order).await?
     };

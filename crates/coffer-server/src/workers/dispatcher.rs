@@ -15,6 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use super::{Outcome, StepError, Worker};
 use crate::app::AppState;
 use crate::events::{SIGNATURE_HEADER, sign};
+use crate::gatepay;
 
 /// Retries stop this long after the event.
 pub const RETRY_WINDOW_MS: i64 = 3 * 24 * 60 * 60 * 1000;
@@ -58,24 +59,55 @@ impl Dispatcher {
         let started = Instant::now();
         let now_ms = Utc::now().timestamp_millis();
         let body = due.payload.into_bytes();
-        let signature = sign(&due.webhook_secret, now_ms / 1000, &body);
-        let result = self
+        let gatepay = due.event_type.starts_with(gatepay::EVENT_PREFIX);
+        let mut request = self
             .client
             .post(&due.delivery.url)
             .header("Content-Type", "application/json")
-            .header(SIGNATURE_HEADER, signature)
             .header("Coffer-Event", &due.event_type)
-            .header("Coffer-Delivery", &due.delivery.delivery_id)
-            .body(body)
-            .send()
-            .await;
-        let (status_code, error) = match result {
-            Ok(response) if response.status().is_success() => {
-                (Some(response.status().as_u16()), None)
+            .header("Coffer-Delivery", &due.delivery.delivery_id);
+        if gatepay {
+            // GatePay's format: signed with the credential's secret, X-GatePay-* headers.
+            match self.gatepay_secret(&body).await {
+                Ok((client_id, secret)) => {
+                    for (name, value) in gatepay::notification_headers(&client_id, &secret, &body) {
+                        request = request.header(name, value);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(delivery = %due.delivery.delivery_id, %error, "cannot sign a GatePay notification");
+                }
             }
-            Ok(response) => (
-                Some(response.status().as_u16()),
-                Some(format!("endpoint answered {}", response.status())),
+        } else {
+            request = request.header(
+                SIGNATURE_HEADER,
+                sign(&due.webhook_secret, now_ms / 1000, &body),
+            );
+        }
+        let result = request.body(body).send().await;
+        let result = match result {
+            // GatePay's merchants acknowledge with {"returnCode":"SUCCESS"}; anything else is
+            // retried.
+            Ok(response) if gatepay && response.status().is_success() => {
+                let status = response.status();
+                match response.bytes().await {
+                    Ok(answer) if gatepay::acknowledged(&answer) => Ok((status, None)),
+                    Ok(_) => Ok((
+                        status,
+                        Some("endpoint did not answer {\"returnCode\":\"SUCCESS\"}".to_owned()),
+                    )),
+                    Err(error) => Err(error),
+                }
+            }
+            Ok(response) => Ok((response.status(), None)),
+            Err(error) => Err(error),
+        };
+        let (status_code, error) = match result {
+            Ok((status, Some(error))) => (Some(status.as_u16()), Some(error)),
+            Ok((status, None)) if status.is_success() => (Some(status.as_u16()), None),
+            Ok((status, None)) => (
+                Some(status.as_u16()),
+                Some(format!("endpoint answered {status}")),
             ),
             Err(error) => (None, Some(error.without_url().to_string())),
         };
@@ -101,6 +133,25 @@ impl Dispatcher {
             status,
             next_attempt_at_ms: next_attempt_at(now_ms, attempts),
         }
+    }
+
+    /// The client id and secret that sign a GatePay notification (named in its `client_id`).
+    async fn gatepay_secret(&self, body: &[u8]) -> Result<(String, String), String> {
+        let client_id = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|value| {
+                value
+                    .get("client_id")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
+            .ok_or("the notification names no client_id")?;
+        let credential = self
+            .store
+            .gatepay_credential(&client_id)
+            .await
+            .map_err(|error| error.to_string())?
+            .ok_or("its GatePay credential no longer exists")?;
+        Ok((credential.client_id, credential.secret))
     }
 
     /// Sends every due delivery once; returns how many were attempted.

@@ -1,0 +1,522 @@
+//! GatePay-style credentials, request authentication and merchant notifications.
+//!
+//! A credential is a ClientId and a secret, shown once at creation. Each request carries
+//! `X-GatePay-Certificate-ClientId`, `X-GatePay-Timestamp` (unix milliseconds),
+//! `X-GatePay-Nonce` and `X-GatePay-Signature` = lowercase hex
+//! HMAC-SHA512(secret, timestamp + "\n" + nonce + "\n" + raw body + "\n"). Timestamps more
+//! than five minutes from Coffer's clock are refused, and a nonce is accepted once per client:
+//! nonces are kept in the database (for ten minutes, twice the window), so a replay is refused
+//! after a restart and by every replica. `X-GatePay-Certificate-SN`, which GatePay's SDKs also
+//! send, is accepted and ignored.
+//!
+//! Notifications to the merchant are signed the same way with the same secret, in GatePay's
+//! envelope `{"bizType":"PAY","bizId":prepayId,"bizStatus":…,"client_id":…,"data":"<JSON>"}`
+//! (see [`notification_event`]); they go through the webhook outbox and dispatcher like every
+//! other event, and count as delivered only when the merchant answers
+//! `{"returnCode":"SUCCESS"}`.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use chrono::Utc;
+use coffer_core::MerchantId;
+use coffer_store::{GatePayCredentialRow, MerchantRow, NewDelivery, NewEvent, Store, StoreError};
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::Sha512;
+use subtle::ConstantTimeEq;
+
+use crate::events::new_id;
+
+/// How far a request's timestamp may be from Coffer's clock.
+pub const TIMESTAMP_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+/// How long a used nonce is remembered (longer than any timestamp that is still accepted).
+pub const NONCE_MEMORY_MS: i64 = 2 * TIMESTAMP_TOLERANCE_MS;
+/// Event types of GatePay notifications start with this; the dispatcher delivers them in
+/// GatePay's format.
+pub const EVENT_PREFIX: &str = "gatepay.";
+
+/// A refused request: GatePay's code, label and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    /// GatePay error code (`400002` …).
+    pub code: &'static str,
+    /// GatePay's label (`INVALID_SIGNATURE` …).
+    pub label: &'static str,
+    /// Message naming the header at fault.
+    pub message: &'static str,
+}
+
+const fn refuse(code: &'static str, label: &'static str, message: &'static str) -> AuthError {
+    AuthError {
+        code,
+        label,
+        message,
+    }
+}
+
+/// A new credential, with its secret shown once.
+pub struct NewCredential {
+    /// `X-GatePay-Certificate-ClientId`.
+    pub client_id: String,
+    /// The HMAC-SHA512 secret.
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn mac(secret: &str, timestamp: &str, nonce: &str, body: &[u8]) -> Hmac<Sha512> {
+    let mut mac = <Hmac<Sha512> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(timestamp.as_bytes());
+    mac.update(b"\n");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\n");
+    mac.update(body);
+    mac.update(b"\n");
+    mac
+}
+
+/// The `X-GatePay-Signature` of a request or notification: lowercase hex
+/// HMAC-SHA512(secret, `timestamp\nnonce\nbody\n`), 128 characters.
+pub fn sign(secret: &str, timestamp: &str, nonce: &str, body: &[u8]) -> String {
+    hex::encode(mac(secret, timestamp, nonce, body).finalize().into_bytes())
+}
+
+/// Checks a signature in constant time; hex case does not matter.
+pub fn verify(secret: &str, timestamp: &str, nonce: &str, body: &[u8], signature: &str) -> bool {
+    match hex::decode(signature.trim()) {
+        Ok(bytes) => mac(secret, timestamp, nonce, body)
+            .verify_slice(&bytes)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The headers that sign a notification `body` with `secret` now.
+pub fn notification_headers(client_id: &str, secret: &str, body: &[u8]) -> Vec<(String, String)> {
+    let timestamp = Utc::now().timestamp_millis().to_string();
+    let nonce = random(32);
+    let signature = sign(secret, &timestamp, &nonce, body);
+    vec![
+        (
+            "X-GatePay-Certificate-ClientId".to_owned(),
+            client_id.to_owned(),
+        ),
+        ("X-GatePay-Timestamp".to_owned(), timestamp),
+        ("X-GatePay-Nonce".to_owned(), nonce),
+        ("X-GatePay-Signature".to_owned(), signature),
+    ]
+}
+
+/// The credential service.
+#[derive(Clone)]
+pub struct GatePayCredentials {
+    store: Arc<dyn Store>,
+}
+
+impl GatePayCredentials {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        GatePayCredentials { store }
+    }
+
+    /// Creates a credential for a merchant.
+    ///
+    /// # Errors
+    /// The store's error (`NotFound` for an unknown merchant).
+    pub async fn create(&self, merchant: &MerchantId) -> Result<NewCredential, StoreError> {
+        self.store.merchant(merchant).await?;
+        let raw = random(32).to_ascii_lowercase();
+        let client_id = format!(
+            "{}-{}-{}-{}-{}",
+            &raw[0..8],
+            &raw[8..12],
+            &raw[12..16],
+            &raw[16..20],
+            &raw[20..32]
+        );
+        let secret = random(48);
+        self.store
+            .insert_gatepay_credential(&GatePayCredentialRow {
+                client_id: client_id.clone(),
+                merchant_id: merchant.clone(),
+                secret: secret.clone(),
+                created_at_ms: Utc::now().timestamp_millis(),
+                revoked_at_ms: None,
+            })
+            .await?;
+        Ok(NewCredential {
+            client_id,
+            secret: secret.into(),
+        })
+    }
+
+    /// Revokes a credential.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown client id.
+    pub async fn revoke(&self, client_id: &str) -> Result<(), StoreError> {
+        self.store
+            .revoke_gatepay_credential(client_id, Utc::now().timestamp_millis())
+            .await
+    }
+
+    /// Authenticates a request, returning the merchant and the client id.
+    ///
+    /// Checks run in this order: client id, timestamp, nonce format, signature, and last
+    /// nonce reuse (so that a forged request cannot burn a nonce).
+    ///
+    /// # Errors
+    /// [`AuthError`] with GatePay's code: `400004` unknown or revoked ClientId, `400003`
+    /// missing or stale timestamp, `400020` missing, malformed or reused nonce, `400002`
+    /// missing or wrong signature, `300000` when the store fails.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(MerchantRow, String), AuthError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let client_id = header("x-gatepay-certificate-clientid").ok_or(refuse(
+            "400004",
+            "INVALID_CLIENT_ID",
+            "X-GatePay-Certificate-ClientId: required",
+        ))?;
+        let timestamp = header("x-gatepay-timestamp").ok_or(refuse(
+            "400003",
+            "REQUEST_TIMESTAMP_TIMEOUT",
+            "X-GatePay-Timestamp: required (unix milliseconds)",
+        ))?;
+        let sent: i64 = timestamp.parse().map_err(|_| {
+            refuse(
+                "400003",
+                "REQUEST_TIMESTAMP_TIMEOUT",
+                "X-GatePay-Timestamp: must be unix milliseconds",
+            )
+        })?;
+        let now_ms = Utc::now().timestamp_millis();
+        if (now_ms - sent).abs() > TIMESTAMP_TOLERANCE_MS {
+            return Err(refuse(
+                "400003",
+                "REQUEST_TIMESTAMP_TIMEOUT",
+                "X-GatePay-Timestamp: more than 5 minutes from the server time",
+            ));
+        }
+        let nonce = header("x-gatepay-nonce").ok_or(refuse(
+            "400020",
+            "SIGNATURE_NONCE_ERROR",
+            "X-GatePay-Nonce: required",
+        ))?;
+        if nonce.len() > 64
+            || !nonce
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(refuse(
+                "400020",
+                "SIGNATURE_NONCE_ERROR",
+                "X-GatePay-Nonce: must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        let signature = header("x-gatepay-signature").ok_or(refuse(
+            "400002",
+            "INVALID_SIGNATURE",
+            "X-GatePay-Signature: required",
+        ))?;
+        let credential = match self.store.gatepay_credential(client_id).await {
+            Ok(Some(credential)) if credential.revoked_at_ms.is_none() => credential,
+            Ok(_) => {
+                return Err(refuse(
+                    "400004",
+                    "INVALID_CLIENT_ID",
+                    "X-GatePay-Certificate-ClientId: unknown or revoked",
+                ));
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading a GatePay credential failed");
+                return Err(refuse("300000", "SYSTEM_ERROR", "system error, retry"));
+            }
+        };
+        let expected = sign(&credential.secret, timestamp, nonce, body);
+        let given = signature.to_ascii_lowercase();
+        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(refuse(
+                "400002",
+                "INVALID_SIGNATURE",
+                "X-GatePay-Signature: does not match HMAC-SHA512 of timestamp, nonce and body",
+            ));
+        }
+        match self
+            .store
+            .use_gatepay_nonce(client_id, nonce, now_ms, now_ms - NONCE_MEMORY_MS)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(refuse(
+                    "400020",
+                    "SIGNATURE_NONCE_ERROR",
+                    "X-GatePay-Nonce: already used by this client",
+                ));
+            }
+            Err(error) => {
+                tracing::error!(%error, "recording a GatePay nonce failed");
+                return Err(refuse("300000", "SYSTEM_ERROR", "system error, retry"));
+            }
+        }
+        let merchant = self
+            .store
+            .merchant(&credential.merchant_id)
+            .await
+            .map_err(|_| {
+                refuse(
+                    "400004",
+                    "INVALID_CLIENT_ID",
+                    "X-GatePay-Certificate-ClientId: unknown or revoked",
+                )
+            })?;
+        Ok((merchant, credential.client_id))
+    }
+}
+
+/// What Coffer keeps about a GatePay order in the order's `order_info` (a JSON object under
+/// the key `gatepay`), so that status changes can be told to the merchant in GatePay's words
+/// without another lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderFacts {
+    /// `prepayId`.
+    pub prepay_id: String,
+    /// `merchantTradeNo`.
+    pub merchant_trade_no: String,
+    /// The credential that created the order.
+    pub client_id: String,
+    /// `env.terminalType`.
+    pub terminal_type: String,
+    /// `goods.goodsType`.
+    pub goods_type: String,
+    /// `goods.goodsName`.
+    pub goods_name: String,
+    /// `goods.goodsDetail`.
+    pub goods_detail: String,
+    /// `merchantUserId`.
+    pub merchant_user_id: Option<i64>,
+    /// `channelId`.
+    pub channel_id: String,
+    /// The order's price before the surcharge, in token units.
+    pub order_amount: String,
+    /// `surchargeAmount`, in token units.
+    pub surcharge_amount: String,
+    /// `currency` (the token symbol).
+    pub currency: String,
+    /// `cancelUrl`.
+    pub cancel_url: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OrderInfo {
+    gatepay: OrderFacts,
+}
+
+impl OrderFacts {
+    /// The `order_info` text of a GatePay order.
+    pub fn to_order_info(&self) -> String {
+        serde_json::to_string(&OrderInfo {
+            gatepay: self.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// The facts of a GatePay order, or `None` for an order made through another API.
+    pub fn from_order_info(order_info: &str) -> Option<OrderFacts> {
+        if !order_info.starts_with("{\"gatepay\"") {
+            return None;
+        }
+        serde_json::from_str::<OrderInfo>(order_info)
+            .ok()
+            .map(|info| info.gatepay)
+    }
+}
+
+/// The `bizStatus` of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BizStatus {
+    /// Paid (and confirmed).
+    PaySuccess,
+    /// Closed by the merchant or expired unpaid.
+    PayClose,
+}
+
+impl BizStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            BizStatus::PaySuccess => "PAY_SUCCESS",
+            BizStatus::PayClose => "PAY_CLOSE",
+        }
+    }
+}
+
+/// What a notification says about the payment.
+#[derive(Debug, Clone)]
+pub struct Paid {
+    /// Amount paid, in token units.
+    pub amount: String,
+    /// The confirming transaction.
+    pub transaction_id: Option<String>,
+    /// Who paid.
+    pub payer: Option<String>,
+}
+
+/// Builds the GatePay notification of an order's new state, as an event in the outbox with a
+/// delivery to `url` (the order's `callbackUrl`, else the merchant's webhook endpoint).
+#[allow(clippy::too_many_arguments)]
+pub fn notification_event(
+    merchant: &MerchantRow,
+    order_id: &str,
+    url: Option<&str>,
+    facts: &OrderFacts,
+    status: BizStatus,
+    paid: &Paid,
+    created_at_ms: i64,
+    now_ms: i64,
+) -> NewEvent {
+    let mut data = serde_json::json!({
+        "merchantTradeNo": facts.merchant_trade_no,
+        "productType": facts.goods_type,
+        "productName": facts.goods_name,
+        "tradeType": facts.terminal_type,
+        "goodsName": facts.goods_name,
+        "terminalType": facts.terminal_type,
+        "currency": facts.currency,
+        "totalFee": paid.amount,
+        "orderAmount": facts.order_amount,
+        "createTime": created_at_ms,
+        "channelId": facts.channel_id,
+    });
+    if status == BizStatus::PaySuccess {
+        data["transactionId"] =
+            serde_json::Value::from(paid.transaction_id.clone().unwrap_or_default());
+        if let Some(payer) = &paid.payer {
+            data["payerAddress"] = serde_json::Value::from(payer.clone());
+        }
+    }
+    let payload = serde_json::json!({
+        "bizType": "PAY",
+        "bizId": facts.prepay_id,
+        "bizStatus": status.as_str(),
+        "client_id": facts.client_id,
+        "data": data.to_string(),
+    });
+    let url = url.or(merchant.webhook_url.as_deref());
+    NewEvent {
+        event_id: new_id("evt"),
+        merchant_id: merchant.id.clone(),
+        order_id: Some(order_id.to_owned()),
+        event_type: format!("{EVENT_PREFIX}{}", status.as_str().to_ascii_lowercase()),
+        payload: payload.to_string(),
+        created_at_ms: now_ms,
+        delivery: url.map(|url| NewDelivery {
+            delivery_id: new_id("whd"),
+            url: url.to_owned(),
+        }),
+    }
+}
+
+/// Whether a merchant's answer to a notification acknowledges it:
+/// `{"returnCode":"SUCCESS"}`.
+pub fn acknowledged(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| {
+            value
+                .get("returnCode")
+                .and_then(|code| code.as_str().map(str::to_owned))
+        })
+        .is_some_and(|code| code == "SUCCESS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_matches_the_published_worked_example() {
+        // vendor-apis.md §B.2 (ccx-api's unit test, recomputed with Python's hmac).
+        let signature = sign("123", "1700073707111", "456", b"{the_answer: 42}");
+        assert_eq!(
+            signature,
+            "1b03f547af065490c6e106bd93afc861329c52b596512d49489ca0c4ea57adee2991a576e402422a6bb092b83acf0a5618f5b0a7d4c639ae7779fbb3a1b16346"
+        );
+        assert!(verify(
+            "123",
+            "1700073707111",
+            "456",
+            b"{the_answer: 42}",
+            &signature.to_ascii_uppercase()
+        ));
+        assert!(!verify(
+            "124",
+            "1700073707111",
+            "456",
+            b"{the_answer: 42}",
+            &signature
+        ));
+    }
+
+    #[test]
+    fn an_empty_body_signs_three_lines() {
+        let mut mac =
+            <Hmac<Sha512> as Mac>::new_from_slice(b"k").unwrap_or_else(|_| unreachable!());
+        mac.update(b"1\n2\n\n");
+        assert_eq!(
+            sign("k", "1", "2", b""),
+            hex::encode(mac.finalize().into_bytes())
+        );
+    }
+
+    #[test]
+    fn only_return_code_success_acknowledges() {
+        assert!(acknowledged(
+            br#"{"returnCode":"SUCCESS","returnMessage":""}"#
+        ));
+        assert!(!acknowledged(br#"{"returnCode":"FAIL"}"#));
+        assert!(!acknowledged(b"OK"));
+    }
+
+    #[test]
+    fn order_facts_round_trip_through_order_info() {
+        let facts = OrderFacts {
+            prepay_id: "1".into(),
+            merchant_trade_no: "t".into(),
+            ..OrderFacts::default()
+        };
+        assert_eq!(
+            OrderFacts::from_order_info(&facts.to_order_info()),
+            Some(facts)
+        );
+        assert_eq!(OrderFacts::from_order_info("{\"product\":1}"), None);
+    }
+}
