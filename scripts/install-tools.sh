@@ -8,6 +8,8 @@
 # Toolsets:
 #   npm    - tools/package.json + tools/package-lock.json (anvil, solc-js, x402 clients)
 #   python - tools/requirements.txt (the PyPI x402 client) in a venv at .tools/python
+#   chromium - Debian's chromium package (/usr/bin/chromium) for the checkout-page browser
+#            test, installed with apt-get when missing (needs root, as in CI)
 #
 # To add a toolset, write an install_<name> function and call it from main.
 set -euo pipefail
@@ -92,6 +94,21 @@ install_python_tools() {
     log "python tools: $("${venv}/bin/pip" show x402 | grep '^Version' | tr -d '\n')"
 }
 
+# --- Chromium ----------------------------------------------------------------
+# The checkout-page browser test drives Debian's Chromium with playwright-core (npm toolset).
+install_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        log "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+        return
+    fi
+    need apt-get
+    [[ "$(id -u)" == "0" ]] || die "chromium is missing and installing it needs root: apt-get install chromium"
+    log "chromium: installing the Debian package with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null
+    log "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+}
+
 main() {
     case "$(uname -s)-$(uname -m)" in
         Linux-x86_64) ;;
@@ -102,6 +119,7 @@ main() {
 
     install_npm_tools
     install_python_tools
+    install_chromium
 
     log "done: $("${TOOLS_BIN}/anvil" --version | head -n1)"
 }

@@ -1,0 +1,107 @@
+// Drives Coffer's hosted checkout page in headless Chromium (Debian's /usr/bin/chromium) with
+// playwright-core, for the `checkout_page` integration test.
+//
+// Usage: node checkout_page.cjs <page url> <expected amount text> <return url> <screenshot dir>
+//
+// It prints one line per milestone on stdout, which the Rust test waits for:
+//   READY       the page shows the amount and the QR code (the test then pays on anvil)
+//   CONFIRMING  the page shows "confirming (1 of 2)" (the test then mines one more block)
+//   PAID        the page shows "paid"
+//   DONE        the browser followed the redirect to the return URL
+// Any failure exits non-zero with the reason on stderr.
+'use strict';
+
+const path = require('path');
+const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
+
+const [url, amount, returnUrl, shots] = process.argv.slice(2);
+if (!url || !amount || !returnUrl || !shots) {
+  console.error('usage: node checkout_page.cjs <url> <amount> <return url> <screenshot dir>');
+  process.exit(2);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+  try {
+    const origin = new URL(url).origin;
+
+    // Chinese, by Accept-Language.
+    const zh = await browser.newContext({ locale: 'zh-CN', viewport: { width: 390, height: 844 } });
+    const zhPage = await zh.newPage();
+    await zhPage.goto(url);
+    check((await zhPage.getAttribute('html', 'lang')) === 'zh', 'zh-CN did not get the Chinese page');
+    check((await zhPage.textContent('#status')).includes('等待付款'), 'Chinese status text missing');
+    await zhPage.screenshot({ path: path.join(shots, '00-waiting-zh.png'), fullPage: true });
+    await zh.close();
+
+    // A phone, in English.
+    const context = await browser.newContext({
+      locale: 'en-US',
+      viewport: { width: 390, height: 844 },
+      isMobile: true,
+      hasTouch: true,
+    });
+    const page = await context.newPage();
+    const foreign = [];
+    page.on('request', (request) => {
+      if (!request.url().startsWith(origin) && !request.url().startsWith(returnUrl)) {
+        foreign.push(request.url());
+      }
+    });
+    await page.goto(url);
+    check((await page.getAttribute('html', 'lang')) === 'en', 'en-US did not get the English page');
+    const shown = (await page.textContent('#amount')).trim();
+    check(shown === amount, `amount shows ${JSON.stringify(shown)}, expected ${JSON.stringify(amount)}`);
+    await page.waitForFunction(() => {
+      const img = document.getElementById('qr');
+      return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: 10000 });
+    const qrAlt = await page.getAttribute('#qr', 'alt');
+    check(qrAlt && qrAlt.includes(amount), 'the QR code has no text alternative naming the amount');
+    const address = (await page.textContent('#address')).trim();
+    check(/^0x[0-9a-fA-F]{40}$/.test(address), `no deposit address: ${address}`);
+    check(await page.isVisible('#copy'), 'no copy button');
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    check(width <= 390, `the page is wider than the phone: ${width}px`);
+    await page.screenshot({ path: path.join(shots, '01-waiting.png'), fullPage: true });
+    console.log('READY');
+
+    await page.waitForFunction(
+      () => document.getElementById('status').dataset.stage === 'confirming',
+      null,
+      { timeout: 60000, polling: 100 },
+    );
+    const confirming = await page.textContent('#status');
+    check(/1 of 2/.test(confirming), `expected "1 of 2" confirmations, saw ${JSON.stringify(confirming)}`);
+    await page.screenshot({ path: path.join(shots, '02-confirming.png'), fullPage: true });
+    console.log('CONFIRMING');
+
+    await page.waitForFunction(
+      () => document.getElementById('status').dataset.stage === 'paid',
+      null,
+      { timeout: 60000, polling: 100 },
+    );
+    await page.screenshot({ path: path.join(shots, '03-paid.png'), fullPage: true });
+    console.log('PAID');
+
+    await page.waitForURL(returnUrl, { timeout: 30000 });
+    await page.screenshot({ path: path.join(shots, '04-returned.png'), fullPage: true });
+    check(foreign.length === 0, `the page loaded external resources: ${foreign.join(', ')}`);
+    console.log('DONE');
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error && error.stack ? error.stack : String(error));
+  process.exit(1);
+});
