@@ -757,6 +757,26 @@ async fn closing_an_unpaid_order_cancels_it_and_notifies_pay_close(backend: Back
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["data"]["result"], "SUCCESS");
     assert_eq!(env.query(prepay_id).await["status"], "CANCELLED");
+    // The checkout page shows the cancelled screen and sends the customer to cancelUrl.
+    let location = data["location"].as_str().unwrap();
+    let page = reqwest::get(location).await.unwrap().text().await.unwrap();
+    assert!(page.contains("data-stage=\"cancelled\""), "{page}");
+    assert!(
+        page.contains("url=https://shop.example/cancelled"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("id=\"cancel\""),
+        "no cancel link once cancelled"
+    );
+    let live: Value = reqwest::get(format!("{location}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["stage"], "cancelled");
+    assert_eq!(live["cancel_url"], "https://shop.example/cancelled");
     let (_, again) = env
         .call("/v1/pay/order/close", r#"{"merchantTradeNo":"close-1"}"#)
         .await;
@@ -775,6 +795,32 @@ async fn closing_an_unpaid_order_cancels_it_and_notifies_pay_close(backend: Back
     assert_eq!(notification["bizStatus"], "PAY_CLOSE");
     let inner: Value = serde_json::from_str(notification["data"].as_str().unwrap()).unwrap();
     assert!(inner.get("transactionId").is_none());
+}
+
+async fn the_checkout_page_shows_what_an_underpaid_order_still_needs(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let data = env.create(order_body("under-1", "5")).await;
+    env.pay(data["chain"]["address"].as_str().unwrap(), 2_000_000)
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+    let location = data["location"].as_str().unwrap();
+    let live: Value = reqwest::get(format!("{location}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&live["stage"], &live["amount_paid"], &live["amount_due"]),
+        (&json!("underpaid"), &json!("2.00"), &json!("3.00"))
+    );
+    let page = reqwest::get(location).await.unwrap().text().await.unwrap();
+    assert!(page.contains("data-stage=\"underpaid\""), "{page}");
+    assert_eq!(
+        env.query(data["prepayId"].as_str().unwrap()).await["subStatus"],
+        "underpaid"
+    );
 }
 
 async fn fiat_priced_orders_lock_and_return_the_rate(backend: Backend) {
@@ -887,5 +933,6 @@ on_both_databases!(
     a_paid_order_queries_paid_and_the_merchant_gets_a_signed_notification,
     an_unacknowledged_notification_is_retried,
     closing_an_unpaid_order_cancels_it_and_notifies_pay_close,
+    the_checkout_page_shows_what_an_underpaid_order_still_needs,
     fiat_priced_orders_lock_and_return_the_rate,
 );

@@ -125,6 +125,29 @@ async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) 
     assert!(String::from_utf8_lossy(&malformed.stderr).contains("--merchant"));
     let unknown = coffer(&["key", "revoke", "ck_nothing"], &env);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no API key ck_nothing"));
+
+    // GatePay credentials: the secret is shown once, revocation ends the ClientId.
+    let gatepay = stdout_json(&coffer(
+        &[
+            "gatepay-key",
+            "create",
+            "--merchant",
+            &merchant_id,
+            "--json",
+        ],
+        &env,
+    ));
+    let client_id = gatepay["client_id"].as_str().unwrap().to_owned();
+    assert_eq!(client_id.len(), 36);
+    assert_eq!(gatepay["secret"].as_str().unwrap().len(), 48);
+    assert_eq!(gatepay["merchant_id"], merchant_id.as_str());
+    let revoked = coffer(&["gatepay-key", "revoke", &client_id], &env);
+    assert!(revoked.status.success());
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains(&client_id));
+    let unknown = coffer(&["gatepay-key", "revoke", "nobody"], &env);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no GatePay credential nobody"));
+    let missing = coffer(&["gatepay-key", "create", "--merchant", "mer_nobody"], &env);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no merchant mer_nobody"));
 }
 
 #[tokio::test]

@@ -131,7 +131,7 @@ async fn live_status(state: &AppState, order: &OrderRow) -> Result<PaymentStatus
         stage,
         amount: view.amount,
         amount_paid: view.amount_paid,
-        amount_due: due.to_decimal_string(order.decimals),
+        amount_due: due.to_decimal_string_min(order.decimals, 2),
         currency: order.currency.clone(),
         confirmations: confirmations.min(required),
         required_confirmations: required,
