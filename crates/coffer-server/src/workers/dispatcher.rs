@@ -66,16 +66,19 @@ impl Dispatcher {
             .header("Content-Type", "application/json")
             .header("Coffer-Event", &due.event_type)
             .header("Coffer-Delivery", &due.delivery.delivery_id);
+        let mut unsigned = None;
         if gatepay {
-            // GatePay's format: signed with the credential's secret, X-GatePay-* headers.
+            // GatePay's format: signed with the credential's secret, X-GatePay-* headers. A
+            // notification that cannot be signed is not sent (the attempt fails and is retried).
             match self.gatepay_secret(&body).await {
                 Ok((client_id, secret)) => {
-                    for (name, value) in gatepay::notification_headers(&client_id, &secret, &body) {
+                    let headers = gatepay::notification_headers(&client_id, &secret, &body);
+                    for (name, value) in headers {
                         request = request.header(name, value);
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(delivery = %due.delivery.delivery_id, %error, "cannot sign a GatePay notification");
+                    unsigned = Some(format!("cannot sign the GatePay notification: {error}"))
                 }
             }
         } else {
@@ -84,32 +87,36 @@ impl Dispatcher {
                 sign(&due.webhook_secret, now_ms / 1000, &body),
             );
         }
-        let result = request.body(body).send().await;
-        let result = match result {
-            // GatePay's merchants acknowledge with {"returnCode":"SUCCESS"}; anything else is
-            // retried.
-            Ok(response) if gatepay && response.status().is_success() => {
-                let status = response.status();
-                match response.bytes().await {
-                    Ok(answer) if gatepay::acknowledged(&answer) => Ok((status, None)),
-                    Ok(_) => Ok((
-                        status,
-                        Some("endpoint did not answer {\"returnCode\":\"SUCCESS\"}".to_owned()),
-                    )),
-                    Err(error) => Err(error),
+        let (status_code, error) = if let Some(error) = unsigned {
+            (None, Some(error))
+        } else {
+            let result = request.body(body).send().await;
+            let result = match result {
+                // GatePay's merchants acknowledge with {"returnCode":"SUCCESS"}; anything else is
+                // retried.
+                Ok(response) if gatepay && response.status().is_success() => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Ok(answer) if gatepay::acknowledged(&answer) => Ok((status, None)),
+                        Ok(_) => Ok((
+                            status,
+                            Some("endpoint did not answer {\"returnCode\":\"SUCCESS\"}".to_owned()),
+                        )),
+                        Err(error) => Err(error),
+                    }
                 }
+                Ok(response) => Ok((response.status(), None)),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok((status, Some(error))) => (Some(status.as_u16()), Some(error)),
+                Ok((status, None)) if status.is_success() => (Some(status.as_u16()), None),
+                Ok((status, None)) => (
+                    Some(status.as_u16()),
+                    Some(format!("endpoint answered {status}")),
+                ),
+                Err(error) => (None, Some(error.without_url().to_string())),
             }
-            Ok(response) => Ok((response.status(), None)),
-            Err(error) => Err(error),
-        };
-        let (status_code, error) = match result {
-            Ok((status, Some(error))) => (Some(status.as_u16()), Some(error)),
-            Ok((status, None)) if status.is_success() => (Some(status.as_u16()), None),
-            Ok((status, None)) => (
-                Some(status.as_u16()),
-                Some(format!("endpoint answered {status}")),
-            ),
-            Err(error) => (None, Some(error.without_url().to_string())),
         };
         let attempts = due.delivery.attempts + 1;
         let status = if error.is_none() {
