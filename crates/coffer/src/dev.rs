@@ -503,6 +503,10 @@ fn print_banner(summary: &Summary, summary_path: &Path) {
     banner.push_str(&format!("  API          {}\n", summary.api_base_url));
     banner.push_str(&format!("  merchant     {}\n", summary.merchant_id));
     banner.push_str(&format!("  API key      {}\n", summary.api_key));
+    banner.push_str(&format!(
+        "  GatePay      ClientId {} (its secret is in the summary)\n",
+        summary.gatepay.client_id
+    ));
     for chain in &summary.chains {
         let tokens: Vec<_> = chain
             .tokens
