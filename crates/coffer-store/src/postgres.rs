@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlements",
         sql: include_str!("../migrations/postgres/0003_settlements.sql"),
     },
+    Migration {
+        version: 5,
+        name: "x402_sales",
+        sql: include_str!("../migrations/postgres/0005_x402_sales.sql"),
+    },
 ];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).
@@ -142,6 +147,7 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+    include!("sales_sql.rs");
 }
 
 /// The x402 settlement journal on this backend; the SQL is shared with the other backend.

@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlements",
         sql: include_str!("../migrations/sqlite/0003_settlements.sql"),
     },
+    Migration {
+        version: 5,
+        name: "x402_sales",
+        sql: include_str!("../migrations/sqlite/0005_x402_sales.sql"),
+    },
 ];
 
 /// A store in a SQLite file.
@@ -130,6 +135,7 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+    include!("sales_sql.rs");
 }
 
 /// The x402 settlement journal on this backend; the SQL is shared with the other backend.
