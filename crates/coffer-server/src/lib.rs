@@ -14,6 +14,9 @@
 //! - [`orders`]: the payment-order service and its wire form, and [`orders::reevaluate`], the
 //!   one place payments become status changes and events;
 //! - [`okx`]: OKX-style credentials and `OK-ACCESS-*` request authentication;
+//! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
+//! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
+//! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -29,7 +32,10 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod paywall;
+pub mod pelago;
 pub mod routes;
+pub mod sales;
 pub mod workers;
 
 pub use app::{AppState, router, serve};

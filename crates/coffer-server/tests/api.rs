@@ -306,6 +306,9 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/api/v6/pay/x402/verify",
         "/api/v6/pay/x402/settle",
         "/api/v6/pay/x402/settle/status",
+        "/openapi/crypto/x402/order",
+        "/openapi/crypto/x402/order/{orderId}",
+        "/openapi/crypto/x402/supported",
     ]);
     assert_eq!(documented, expected);
     let client = reqwest::Client::new();
