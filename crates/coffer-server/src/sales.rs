@@ -209,6 +209,22 @@ impl X402Sales {
         let Some(key) = settlement_key(&self.chains, request) else {
             return Ok(None);
         };
+        // Most settlements pay no merchant of this Coffer: one lookup and done.
+        let pay_to = match request {
+            PaymentRequest::V1 { requirements, .. } => &requirements.pay_to,
+            PaymentRequest::V2 { requirements, .. } => &requirements.pay_to,
+        };
+        let Ok(pay_to) = pay_to.parse::<Address>() else {
+            return Ok(None);
+        };
+        if self
+            .store
+            .pay_to_owner(key.chain_id, &format!("{pay_to:#x}"))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         self.record_key(&key, description, None).await
     }
 

@@ -92,6 +92,13 @@ impl Application {
         let mut state =
             AppState::new(store, registry, &public_url)?.with_settlement(signers, settle);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
+        let paywall = coffer_server::paywall::Paywall::new(
+            &config.paywall.routes,
+            &state.chains,
+            &public_url,
+        )
+        .map_err(|error| crate::config::ConfigError(error.to_string()))?;
+        state.paywall = std::sync::Arc::new(paywall);
         Ok(Application {
             listener,
             address,
