@@ -2,7 +2,8 @@
 //
 //   node interop/x402_fetch.mjs '<json>'
 //
-// where <json> is {"version": 1|2, "privateKey": "0x…", "url": "http…"}. Version 2 uses
+// where <json> is {"version": 1|2, "privateKey": "0x…", "url": "http…"} and optionally
+// "method", "headers" (an object) and "body" (a string) for the request. Version 2 uses
 // @x402/fetch with @x402/core's x402Client and @x402/evm's exact scheme; version 1 uses the
 // legacy `x402-fetch`. Prints {"status", "body", "paymentResponse"} as JSON, where
 // paymentResponse is the decoded PAYMENT-RESPONSE / X-PAYMENT-RESPONSE header (or null).
@@ -30,7 +31,11 @@ if (input.version === 2) {
   fetchWithPayment = wrapFetchWithPayment(fetch, account);
 }
 
-const response = await fetchWithPayment(input.url, { method: 'GET' });
+const response = await fetchWithPayment(input.url, {
+  method: input.method ?? 'GET',
+  headers: input.headers ?? {},
+  body: input.body,
+});
 const header = response.headers.get('PAYMENT-RESPONSE') ?? response.headers.get('X-PAYMENT-RESPONSE');
 const paymentResponse = header ? JSON.parse(Buffer.from(header, 'base64').toString('utf8')) : null;
 console.log(JSON.stringify({ status: response.status, body: await response.text(), paymentResponse }));

@@ -2,7 +2,8 @@
 
     .tools/python/bin/python interop/x402_fetch.py '<json>'
 
-where <json> is {"privateKey": "0x…", "url": "http…"}. It does what the package's requests
+where <json> is {"privateKey": "0x…", "url": "http…"} and optionally "method", "headers" (an
+object) and "body" (a string) for the request. It does what the package's requests
 adapter does (which needs the optional `requests` extra): read the 402 (the PAYMENT-REQUIRED
 header first, else the v1 body), build the payment with x402ClientSync, send it once in the
 header the client picks, and print {"status", "body", "paymentResponse"} as JSON.
@@ -21,7 +22,13 @@ http = x402HTTPClientSync(client)
 
 
 def get(url, headers):
-    request = urllib.request.Request(url, headers=headers)
+    body = args.get("body")
+    request = urllib.request.Request(
+        url,
+        data=body.encode("utf-8") if body is not None else None,
+        headers={**args.get("headers", {}), **headers},
+        method=args.get("method", "GET"),
+    )
     try:
         with urllib.request.urlopen(request) as response:
             return response.status, dict(response.headers), response.read()

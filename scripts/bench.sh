@@ -7,7 +7,9 @@
 #   2. the chain watcher's time per block with 10 and with 100,000 open orders
 #      (`coffer-bench watcher`), on both databases;
 #   3. the time from the block that completes confirmations to the payment_order.confirmed
-#      webhook leaving (`coffer-bench webhook-latency`), on both databases.
+#      webhook leaving (`coffer-bench webhook-latency`), on both databases;
+#   4. the x402 paywall (`coffer-bench paywall`): a paid request's latency through the paywall
+#      against calling the upstream directly (p50/p99), and unpaid 402 answers per second.
 #
 # Installs the pinned tools and wrk when missing and builds in release mode. All traffic stays
 # on 127.0.0.1; everything started here is stopped, and every database made here removed, on
@@ -17,7 +19,7 @@
 #   BENCH_CONNECTIONS=32     wrk connections
 #   BENCH_WATCHER_ORDERS=100000  open orders in the large watcher run
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="http watcher webhook"   which measurements to run
+#   BENCH_PARTS="http watcher webhook paywall"   which measurements to run
 #   BENCH_SKIP_BUILD=1       use the release binaries already in target/release
 #   COFFER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres  (needs CREATEDB)
 set -euo pipefail
@@ -31,7 +33,7 @@ threads="${BENCH_THREADS:-2}"
 connections="${BENCH_CONNECTIONS:-32}"
 large="${BENCH_WATCHER_ORDERS:-100000}"
 backends="${BENCH_BACKENDS:-sqlite postgres}"
-parts="${BENCH_PARTS:-http watcher webhook}"
+parts="${BENCH_PARTS:-http watcher webhook paywall}"
 export COFFER_BENCH_POSTGRES_URL="${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_admin="$COFFER_BENCH_POSTGRES_URL"
 
@@ -256,6 +258,16 @@ if wants webhook; then
     webhook_runs+=("$first_backend-250")
 fi
 
+if wants paywall; then
+    step "x402 paywall: paid overhead and unpaid 402s per second"
+    line="$(run_bench paywall paywall --paid 200 --seconds "$duration" --connections "$connections")"
+    paywall_direct_p50="$(field "$line" direct_p50_ms)"
+    paywall_direct_p99="$(field "$line" direct_p99_ms)"
+    paywall_paid_p50="$(field "$line" paid_p50_ms)"
+    paywall_paid_p99="$(field "$line" paid_p99_ms)"
+    paywall_rps="$(field "$line" unpaid_rps)"
+fi
+
 # verdict <awk condition over a and b> <a> <b>
 verdict() { awk -v a="$2" -v b="$3" "BEGIN { exit !($1) }" && echo "yes" || echo "**no**"; }
 
@@ -294,3 +306,8 @@ for key in "${webhook_runs[@]}"; do
         "$backend" "${webhook_median[$key]}" "${webhook_p99[$key]}" "$poll" "${webhook_wait[$key]}" \
         "$(verdict 'a < 100' "${webhook_p99[$key]}" 0)"
 done
+if wants paywall; then
+    printf '| Paywall, paid request | sqlite | p50 %s ms, p99 %s ms (upstream directly: p50 %s ms, p99 %s ms) | (documented) | - |\n' \
+        "$paywall_paid_p50" "$paywall_paid_p99" "$paywall_direct_p50" "$paywall_direct_p99"
+    printf '| Paywall, unpaid 402s | - | %s/s | ≥ 20,000/s | %s |\n' "$paywall_rps" "$(verdict 'a >= 20000' "$paywall_rps" 0)"
+fi

@@ -6,12 +6,15 @@
 //! - `webhook-latency`: with the workers running, the time from mining the block that completes
 //!   an order's confirmations to its `payment_order.confirmed` webhook reaching a local
 //!   endpoint;
+//! - `paywall`: the x402 paywall's overhead per paid request against calling the upstream
+//!   directly, and unpaid 402 answers per second;
 //! - `xpub`: prints the dev deposit xpub, for scripts that set up a merchant with the CLI.
 //!
 //! Order creation over HTTP is measured with `wrk` against `coffer serve`; `scripts/bench.sh`
 //! runs everything and prints the summary table. Each run uses a fresh database (a temporary
 //! SQLite file, or a new PostgreSQL database dropped afterwards) and a throwaway anvil chain.
 
+mod paywall;
 mod setup;
 mod stats;
 mod watcher;
@@ -35,6 +38,8 @@ enum Command {
     Watcher(watcher::Args),
     /// Time from the confirming block to the `payment_order.confirmed` webhook.
     WebhookLatency(webhook::Args),
+    /// The x402 paywall: paid-request overhead against the upstream, and unpaid 402s per second.
+    Paywall(paywall::Args),
     /// Print the dev deposit xpub (`m/44'/60'/1'/0` of the public anvil mnemonic).
     Xpub,
 }
@@ -45,6 +50,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Watcher(args) => watcher::run(args).await,
         Command::WebhookLatency(args) => webhook::run(args).await,
+        Command::Paywall(args) => paywall::run(args).await,
         Command::Xpub => setup::dev_xpub().map(|xpub| println!("{xpub}")),
     };
     match result {

@@ -188,25 +188,25 @@ impl Paywall {
                 .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
                 .transpose()
                 .map_err(|_| error("method", "is not an HTTP method".to_owned()))?;
-            let pay_to: Address = config.pay_to.parse().map_err(|_| {
-                error(
-                    "pay_to",
-                    format!("{:?} is not a 0x address", config.pay_to),
-                )
-            })?;
+            let pay_to: Address = config
+                .pay_to
+                .parse()
+                .map_err(|_| error("pay_to", format!("{:?} is not a 0x address", config.pay_to)))?;
             let upstream = url::Url::parse(&config.upstream)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| error("upstream", "must be an http:// or https:// URL".to_owned()))?;
+                .ok_or_else(|| {
+                    error("upstream", "must be an http:// or https:// URL".to_owned())
+                })?;
             if config.networks.is_empty() {
                 return Err(error("networks", "name at least one network".to_owned()));
             }
             let mut accepts = Vec::new();
             let mut price_label = String::new();
             for network in &config.networks {
-                let chain = chains.by_name(network).ok_or_else(|| {
-                    error("networks", format!("unknown network {network:?}"))
-                })?;
+                let chain = chains
+                    .by_name(network)
+                    .ok_or_else(|| error("networks", format!("unknown network {network:?}")))?;
                 for symbol in &config.assets {
                     let asset = chain
                         .asset_by_symbol(symbol)
@@ -303,8 +303,7 @@ impl Paywall {
 }
 
 fn b64(value: &impl Serialize) -> String {
-    base64::engine::general_purpose::STANDARD
-        .encode(serde_json::to_vec(value).unwrap_or_default())
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// Decodes a base64 header: the standard alphabet, tolerating URL-safe and missing padding.
@@ -359,13 +358,24 @@ impl Challenge<'_> {
     }
 
     /// A 402 (or `status`) with the v2 header and the v1 body.
-    fn respond(&self, status: StatusCode, error: &str, extra: Option<(&str, String)>) -> Response<Body> {
+    fn respond(
+        &self,
+        status: StatusCode,
+        error: &str,
+        extra: Option<(&str, String)>,
+    ) -> Response<Body> {
         let mut response = Response::new(Body::from(self.v1(error).to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Ok(value) = HeaderValue::from_str(&b64(&self.v2(error))) {
-            headers.insert(HeaderName::from_static(x402_headers::PAYMENT_REQUIRED), value);
+            headers.insert(
+                HeaderName::from_static(x402_headers::PAYMENT_REQUIRED),
+                value,
+            );
         }
         if let Some((name, value)) = extra
             && let (Ok(name), Ok(value)) = (
@@ -417,9 +427,15 @@ impl Challenge<'_> {
         let mut response = Response::new(Body::from(page));
         *response.status_mut() = StatusCode::PAYMENT_REQUIRED;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
         if let Ok(value) = HeaderValue::from_str(&b64(&self.v2("Payment required"))) {
-            headers.insert(HeaderName::from_static(x402_headers::PAYMENT_REQUIRED), value);
+            headers.insert(
+                HeaderName::from_static(x402_headers::PAYMENT_REQUIRED),
+                value,
+            );
         }
         expose(headers);
         response
@@ -473,12 +489,10 @@ fn parse_payment(headers: &HeaderMap) -> Option<Result<Payment, String>> {
         ("X-PAYMENT", headers.get(x402_headers::X_PAYMENT)?, 1)
     };
     let parsed = (|| {
-        let text = value
-            .to_str()
-            .map_err(|_| format!("{name}: not ASCII"))?;
+        let text = value.to_str().map_err(|_| format!("{name}: not ASCII"))?;
         let bytes = decode_header(text).ok_or_else(|| format!("{name}: not base64"))?;
-        let json: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{name}: not JSON: {e}"))?;
+        let json: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{name}: not JSON: {e}"))?;
         let claimed = json.get("x402Version").and_then(Value::as_u64);
         match (version, claimed) {
             (2, Some(2)) => serde_json::from_value::<PayloadV2>(json)
@@ -499,9 +513,10 @@ fn bad_request(code: &str, message: &str) -> Response<Body> {
     let body = json!({"x402Version": 1, "error": message, "code": code});
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = StatusCode::BAD_REQUEST;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     expose(response.headers_mut());
     response
 }
@@ -569,9 +584,11 @@ pub async fn serve(
             }
         }
         Payment::V1(payload) => {
-            let found = route.accepts.iter().filter_map(|a| a.v1.as_ref()).find(|r| {
-                r.scheme == payload.scheme && r.network == payload.network
-            });
+            let found = route
+                .accepts
+                .iter()
+                .filter_map(|a| a.v1.as_ref())
+                .find(|r| r.scheme == payload.scheme && r.network == payload.network);
             let Some(found) = found else {
                 return challenge.respond(
                     StatusCode::PAYMENT_REQUIRED,
@@ -601,7 +618,17 @@ pub async fn serve(
             None,
         );
     }
-    let response = paid(state, route, &challenge, request, &key, parts, body, path_and_query).await;
+    let response = paid(
+        state,
+        route,
+        &challenge,
+        request,
+        &key,
+        parts,
+        body,
+        path_and_query,
+    )
+    .await;
     paywall.release(&key);
     response
 }
@@ -628,13 +655,18 @@ async fn paid(
         }
         Err(error) => {
             tracing::error!(%error, "reading the settlement journal failed");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "the settlement journal is unavailable");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the settlement journal is unavailable",
+            );
         }
     }
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let verified = state.facilitator.verify(&request, now).await;
     if !verified.is_valid {
-        let reason = verified.invalid_reason.unwrap_or_else(|| "invalid_payment".to_owned());
+        let reason = verified
+            .invalid_reason
+            .unwrap_or_else(|| "invalid_payment".to_owned());
         return challenge.respond(StatusCode::PAYMENT_REQUIRED, &reason, None);
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -645,7 +677,10 @@ async fn paid(
         Ok(upstream) => upstream,
         Err(error) => {
             tracing::warn!(%error, "paywall upstream failed");
-            return plain(StatusCode::BAD_GATEWAY, "the upstream did not answer; nothing was charged");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the upstream did not answer; nothing was charged",
+            );
         }
     };
     if upstream.status().as_u16() >= 400 {
@@ -661,7 +696,11 @@ async fn paid(
     };
     let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
     if settled.success {
-        if let Err(error) = state.sales.record_settled(&request, &route.description).await {
+        if let Err(error) = state
+            .sales
+            .record_settled(&request, &route.description)
+            .await
+        {
             tracing::warn!(%error, "recording a paywall sale failed; the reconciler retries");
         }
     } else if !pending {
@@ -696,9 +735,10 @@ fn plain(status: StatusCode, message: &str) -> Response<Body> {
     let body = json!({"error": message});
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     expose(response.headers_mut());
     response
 }

@@ -25,9 +25,9 @@ use coffer_core::{Amount, Asset, Chain, ChainRegistry, OrderStatus, TransferMeth
 use coffer_store::{
     MerchantRow, NewOrder, OrderRow, OrderSource, Recorded, SettlementStatus, Store, StoreError,
 };
+use coffer_x402::facilitator::Facilitator;
 use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler};
 use coffer_x402::wire::{ExactEvmPayload, PayloadV1, PaymentRequest, RequirementsV1};
-use coffer_x402::facilitator::Facilitator;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -240,7 +240,11 @@ impl Pelago {
                     .by_name(name)
                     .or_else(|| self.chains.by_caip2(name))
                     .ok_or_else(|| {
-                        invalid("INVALID_NETWORK", "network", format!("unknown network {name:?}"))
+                        invalid(
+                            "INVALID_NETWORK",
+                            "network",
+                            format!("unknown network {name:?}"),
+                        )
                     })?
                     .chain_id,
             ),
@@ -263,7 +267,10 @@ impl Pelago {
             let Ok(pay_to) = row.address.parse::<Address>() else {
                 continue;
             };
-            if options.iter().any(|(c, _, _): &(Chain, Asset, Address)| c.chain_id == chain.chain_id) {
+            if options
+                .iter()
+                .any(|(c, _, _): &(Chain, Asset, Address)| c.chain_id == chain.chain_id)
+            {
                 continue;
             }
             options.push((chain.clone(), asset.clone(), pay_to));
@@ -271,7 +278,11 @@ impl Pelago {
         if options.is_empty() {
             return Err(invalid(
                 "PAYTO_NOT_CONFIGURED",
-                if network.is_some() { "network" } else { "currency" },
+                if network.is_some() {
+                    "network"
+                } else {
+                    "currency"
+                },
                 format!(
                     "the merchant has no x402 payTo address for {currency} on {}; register one with `coffer payto add`",
                     network.unwrap_or("any served network")
@@ -374,9 +385,16 @@ impl Pelago {
     ) -> Result<Outcome, PelagoError> {
         let description = request.description.clone().unwrap_or_default();
         if description.len() > 1024 {
-            return Err(invalid("INVALID_DESCRIPTION", "description", "must be at most 1024 bytes"));
+            return Err(invalid(
+                "INVALID_DESCRIPTION",
+                "description",
+                "must be at most 1024 bytes",
+            ));
         }
-        let currency = request.currency.clone().unwrap_or_else(|| "USDC".to_owned());
+        let currency = request
+            .currency
+            .clone()
+            .unwrap_or_else(|| "USDC".to_owned());
         let existing = match &request.order_id {
             Some(order_id) => Some(self.own_order(merchant, order_id).await?),
             None => None,
@@ -385,17 +403,30 @@ impl Pelago {
             let order = match existing {
                 Some(order) => order,
                 None => {
-                    let options = self.options(merchant, &currency, request.network.as_deref()).await?;
+                    let options = self
+                        .options(merchant, &currency, request.network.as_deref())
+                        .await?;
                     let text = request.amount.as_deref().ok_or_else(|| {
-                        invalid("INVALID_AMOUNT", "amount", "required to create an order (a decimal string such as \"2.60\")")
+                        invalid(
+                            "INVALID_AMOUNT",
+                            "amount",
+                            "required to create an order (a decimal string such as \"2.60\")",
+                        )
                     })?;
                     let (chain, asset, pay_to) = &options[0];
-                    let amount = Amount::parse_decimal(text.trim(), asset.decimals)
-                        .map_err(|e| invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {e}")))?;
+                    let amount =
+                        Amount::parse_decimal(text.trim(), asset.decimals).map_err(|e| {
+                            invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {e}"))
+                        })?;
                     if amount.is_zero() {
-                        return Err(invalid("INVALID_AMOUNT", "amount", "must be greater than zero"));
+                        return Err(invalid(
+                            "INVALID_AMOUNT",
+                            "amount",
+                            "must be greater than zero",
+                        ));
                     }
-                    self.insert_order(merchant, chain, asset, *pay_to, amount, &description).await?
+                    self.insert_order(merchant, chain, asset, *pay_to, amount, &description)
+                        .await?
                 }
             };
             if order.status != OrderStatus::Pending {
@@ -419,14 +450,23 @@ impl Pelago {
         };
         let decoded = crate::paywall::decode_header(header)
             .ok_or_else(|| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT", "not base64"))?;
-        let payment: Value = serde_json::from_slice(&decoded)
-            .map_err(|e| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT", format!("not JSON: {e}")))?;
+        let payment: Value = serde_json::from_slice(&decoded).map_err(|e| {
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT",
+                format!("not JSON: {e}"),
+            )
+        })?;
         let network = payment
             .get("network")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.network", "required"))?;
         if payment.get("scheme").and_then(Value::as_str) != Some("exact") {
-            return Err(invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.scheme", "must be \"exact\""));
+            return Err(invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.scheme",
+                "must be \"exact\"",
+            ));
         }
         let inner = payment
             .get("payload")
@@ -441,13 +481,21 @@ impl Pelago {
                 (Some(sale), None) => inner
                     .pointer("/authorization/nonce")
                     .and_then(Value::as_str)
-                    .is_some_and(|n| sale.auth_nonce.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(n))),
+                    .is_some_and(|n| {
+                        sale.auth_nonce
+                            .as_deref()
+                            .is_some_and(|s| s.eq_ignore_ascii_case(n))
+                    }),
                 _ => false,
             };
             return if same {
                 Ok(Outcome::Confirmed(confirmed(&order.order_id)))
             } else {
-                Err(refused("ORDER_ALREADY_PAID", format!("order {} is paid already", order.order_id), Some(&order.order_id)))
+                Err(refused(
+                    "ORDER_ALREADY_PAID",
+                    format!("order {} is paid already", order.order_id),
+                    Some(&order.order_id),
+                ))
             };
         }
         if let Some(order) = &existing
@@ -463,22 +511,49 @@ impl Pelago {
             .chains
             .by_name(network)
             .filter(|c| !c.rpc_urls.is_empty())
-            .ok_or_else(|| invalid("INVALID_NETWORK", "X-PAYMENT.network", format!("network {network:?} is not served here")))?
+            .ok_or_else(|| {
+                invalid(
+                    "INVALID_NETWORK",
+                    "X-PAYMENT.network",
+                    format!("network {network:?} is not served here"),
+                )
+            })?
             .clone();
         if inner.get("txHash").is_some() {
-            let proof: TxProof = serde_json::from_value(inner.clone())
-                .map_err(|e| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload", e.to_string()))?;
-            self.pay_with_transfer(merchant, existing, &chain, request.currency.as_deref(), &proof, &description)
-                .await
+            let proof: TxProof = serde_json::from_value(inner.clone()).map_err(|e| {
+                invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload", e.to_string())
+            })?;
+            self.pay_with_transfer(
+                merchant,
+                existing,
+                &chain,
+                request.currency.as_deref(),
+                &proof,
+                &description,
+            )
+            .await
         } else {
             let payload: PayloadV1 = serde_json::from_value(payment.clone())
                 .map_err(|e| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT", e.to_string()))?;
-            self.pay_with_authorization(merchant, existing, &chain, &currency, payload, &description, resource, request.amount.as_deref())
-                .await
+            self.pay_with_authorization(
+                merchant,
+                existing,
+                &chain,
+                &currency,
+                payload,
+                &description,
+                resource,
+                request.amount.as_deref(),
+            )
+            .await
         }
     }
 
-    async fn own_order(&self, merchant: &MerchantRow, order_id: &str) -> Result<OrderRow, PelagoError> {
+    async fn own_order(
+        &self,
+        merchant: &MerchantRow,
+        order_id: &str,
+    ) -> Result<OrderRow, PelagoError> {
         match self.store.order(order_id).await {
             Ok(order) if order.merchant_id == merchant.id => Ok(order),
             Ok(_) | Err(StoreError::NotFound(_)) => Err(PelagoError::NotFound),
@@ -501,12 +576,27 @@ impl Pelago {
         let asset = chain
             .assets
             .iter()
-            .find(|a| a.transfer_method == TransferMethod::Eip3009 && a.symbol.eq_ignore_ascii_case(existing.as_ref().map_or(currency, |o| o.currency.as_str())))
-            .ok_or_else(|| invalid("INVALID_NETWORK", "X-PAYMENT.network", format!("no EIP-3009 {currency} on {}", chain.key())))?
+            .find(|a| {
+                a.transfer_method == TransferMethod::Eip3009
+                    && a.symbol.eq_ignore_ascii_case(
+                        existing.as_ref().map_or(currency, |o| o.currency.as_str()),
+                    )
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "INVALID_NETWORK",
+                    "X-PAYMENT.network",
+                    format!("no EIP-3009 {currency} on {}", chain.key()),
+                )
+            })?
             .clone();
         let ExactEvmPayload { authorization, .. } = &payload.payload;
         let pay_to: Address = authorization.to.parse().map_err(|_| {
-            invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.authorization.to", "not an address")
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.payload.authorization.to",
+                "not an address",
+            )
         })?;
         let owner = self.sales.owner(chain.chain_id, pay_to).await?;
         if owner.as_ref().map(|m| &m.id) != Some(&merchant.id) {
@@ -517,21 +607,36 @@ impl Pelago {
             ));
         }
         let value = Amount::from_base_units_str(&authorization.value).map_err(|_| {
-            invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.authorization.value", "not an integer")
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.payload.authorization.value",
+                "not an integer",
+            )
         })?;
         let required = match &existing {
-            Some(order) => rescale(order.amount, order.decimals, asset.decimals).ok_or_else(|| {
-                refused("ORDER_NOT_PAYABLE", format!("the order's amount cannot be paid in {}", asset.symbol), Some(&order.order_id))
-            })?,
+            Some(order) => {
+                rescale(order.amount, order.decimals, asset.decimals).ok_or_else(|| {
+                    refused(
+                        "ORDER_NOT_PAYABLE",
+                        format!("the order's amount cannot be paid in {}", asset.symbol),
+                        Some(&order.order_id),
+                    )
+                })?
+            }
             None => match asked {
                 // The body's amount, when given, is what must be paid.
                 Some(text) => {
-                    let asked = Amount::parse_decimal(text.trim(), asset.decimals)
-                        .map_err(|e| invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {e}")))?;
+                    let asked =
+                        Amount::parse_decimal(text.trim(), asset.decimals).map_err(|e| {
+                            invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {e}"))
+                        })?;
                     if asked != value {
                         return Err(refused(
                             "PAYMENT_INVALID",
-                            format!("authorization.value {} differs from amount {text}", value.to_base_units_string()),
+                            format!(
+                                "authorization.value {} differs from amount {text}",
+                                value.to_base_units_string()
+                            ),
                             None,
                         ));
                     }
@@ -551,43 +656,83 @@ impl Pelago {
             max_timeout_seconds: 300,
             asset: asset.address.to_checksum(None),
             output_schema: None,
-            extra: asset.eip712.as_ref().map(|d| json!({"name": d.name, "version": d.version})),
+            extra: asset
+                .eip712
+                .as_ref()
+                .map(|d| json!({"name": d.name, "version": d.version})),
         };
         let mut payload = payload;
         payload.network = chain.names.x402_v1.clone();
-        let request = PaymentRequest::V1 { payload, requirements };
+        let request = PaymentRequest::V1 {
+            payload,
+            requirements,
+        };
         let key = settlement_key(&self.chains, &request).ok_or_else(|| {
-            invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.authorization", "from and nonce must be an address and 32 bytes")
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.payload.authorization",
+                "from and nonce must be an address and 32 bytes",
+            )
         })?;
         // An authorization already settled pays only the order it was recorded for.
         if let Some(row) = self.store.settlement(&key).await?
             && row.status == SettlementStatus::Succeeded
         {
-            let recorded = self.sales.record_key(&key, description, None).await.ok().flatten();
+            let recorded = self
+                .sales
+                .record_key(&key, description, None)
+                .await
+                .ok()
+                .flatten();
             let paid = recorded.as_ref().map(|r| r.order().order_id.clone());
             return match (paid, &existing) {
-                (Some(paid), Some(order)) if paid == order.order_id => Ok(Outcome::Confirmed(confirmed(&paid))),
+                (Some(paid), Some(order)) if paid == order.order_id => {
+                    Ok(Outcome::Confirmed(confirmed(&paid)))
+                }
                 (Some(paid), None) => Ok(Outcome::Confirmed(confirmed(&paid))),
-                _ => Err(refused("PAYMENT_ALREADY_USED", "this authorization was settled for another order", existing.as_ref().map(|o| o.order_id.as_str()))),
+                _ => Err(refused(
+                    "PAYMENT_ALREADY_USED",
+                    "this authorization was settled for another order",
+                    existing.as_ref().map(|o| o.order_id.as_str()),
+                )),
             };
         }
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or_default();
         let verified = self.facilitator.verify(&request, now).await;
         if !verified.is_valid {
-            let reason = verified.invalid_reason.unwrap_or_else(|| "invalid_payment".to_owned());
+            let reason = verified
+                .invalid_reason
+                .unwrap_or_else(|| "invalid_payment".to_owned());
             let message = verified.invalid_message.unwrap_or_default();
-            return Err(refused("PAYMENT_INVALID", format!("{reason}: {message}"), existing.as_ref().map(|o| o.order_id.as_str())));
+            return Err(refused(
+                "PAYMENT_INVALID",
+                format!("{reason}: {message}"),
+                existing.as_ref().map(|o| o.order_id.as_str()),
+            ));
         }
         let order = match existing {
             Some(order) => order,
-            None => self.insert_order(merchant, chain, &asset, pay_to, value, description).await?,
+            None => {
+                self.insert_order(merchant, chain, &asset, pay_to, value, description)
+                    .await?
+            }
         };
-        let settled = self.settler.settle_with(&request, now, self.settle_timeout).await;
+        let settled = self
+            .settler
+            .settle_with(&request, now, self.settle_timeout)
+            .await;
         if !settled.success {
             let reason = settled.error_reason.unwrap_or_default();
-            let code = if reason == SETTLEMENT_PENDING { "SETTLEMENT_PENDING" } else { "SETTLEMENT_FAILED" };
+            let code = if reason == SETTLEMENT_PENDING {
+                "SETTLEMENT_PENDING"
+            } else {
+                "SETTLEMENT_FAILED"
+            };
             let message = if reason == SETTLEMENT_PENDING {
-                format!("settlement_pending: transaction {} is broadcast; query the order, do not pay again", settled.transaction)
+                format!(
+                    "settlement_pending: transaction {} is broadcast; query the order, do not pay again",
+                    settled.transaction
+                )
             } else {
                 format!("{reason}: {}", settled.error_message.unwrap_or_default())
             };
@@ -599,8 +744,14 @@ impl Pelago {
             .await
             .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
         match recorded {
-            Some(recorded) if recorded.order().order_id == order.order_id => Ok(Outcome::Confirmed(confirmed(&order.order_id))),
-            _ => Err(refused("PAYMENT_ALREADY_USED", "this authorization was recorded for another order", Some(&order.order_id))),
+            Some(recorded) if recorded.order().order_id == order.order_id => {
+                Ok(Outcome::Confirmed(confirmed(&order.order_id)))
+            }
+            _ => Err(refused(
+                "PAYMENT_ALREADY_USED",
+                "this authorization was recorded for another order",
+                Some(&order.order_id),
+            )),
         }
     }
 
@@ -615,25 +766,45 @@ impl Pelago {
     ) -> Result<Outcome, PelagoError> {
         let order_id = existing.as_ref().map(|o| o.order_id.as_str());
         let tx_hash: B256 = proof.tx_hash.parse().map_err(|_| {
-            invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.txHash", "must be 32 bytes of 0x hex")
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.payload.txHash",
+                "must be 32 bytes of 0x hex",
+            )
         })?;
         let tx_text = format!("{tx_hash:#x}");
         let signature = Signature::from_str(proof.signature.trim()).map_err(|_| {
-            invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.signature", "must be a 65-byte 0x hex signature")
+            invalid(
+                "INVALID_PAYMENT_HEADER",
+                "X-PAYMENT.payload.signature",
+                "must be a 65-byte 0x hex signature",
+            )
         })?;
         let claimed = proof
             .amount
             .as_deref()
             .map(Amount::from_base_units_str)
             .transpose()
-            .map_err(|_| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.amount", "must be an integer string of base units"))?;
+            .map_err(|_| {
+                invalid(
+                    "INVALID_PAYMENT_HEADER",
+                    "X-PAYMENT.payload.amount",
+                    "must be an integer string of base units",
+                )
+            })?;
         // The token: the order's; else the one asked for; else any token of the chain.
         let symbol = existing.as_ref().map(|o| o.currency.as_str()).or(currency);
         let assets: Vec<Asset> = match symbol {
             Some(symbol) => vec![
                 chain
                     .asset_by_symbol(symbol)
-                    .ok_or_else(|| invalid("INVALID_NETWORK", "X-PAYMENT.network", format!("no {symbol} on {}", chain.key())))?
+                    .ok_or_else(|| {
+                        invalid(
+                            "INVALID_NETWORK",
+                            "X-PAYMENT.network",
+                            format!("no {symbol} on {}", chain.key()),
+                        )
+                    })?
                     .clone(),
             ],
             None => chain.assets.clone(),
@@ -648,8 +819,14 @@ impl Pelago {
             .collect();
         let receipt = match self.sales.receipt(chain.chain_id, &tx_text).await {
             Ok(receipt) => receipt,
-            Err(crate::sales::SaleError::Chain { message, .. }) if message.starts_with("no receipt") => {
-                return Err(refused("TX_NOT_FOUND", format!("transaction {tx_text} is not mined on {}", chain.key()), order_id));
+            Err(crate::sales::SaleError::Chain { message, .. })
+                if message.starts_with("no receipt") =>
+            {
+                return Err(refused(
+                    "TX_NOT_FOUND",
+                    format!("transaction {tx_text} is not mined on {}", chain.key()),
+                    order_id,
+                ));
             }
             Err(error) => return Err(PelagoError::Unavailable(error.to_string())),
         };
@@ -684,12 +861,22 @@ impl Pelago {
         if let Some(claimed) = claimed
             && Amount::from_base_units(transfer.value) < claimed
         {
-            return Err(refused("TX_AMOUNT_MISMATCH", "payload.amount exceeds the transfer", order_id));
+            return Err(refused(
+                "TX_AMOUNT_MISMATCH",
+                "payload.amount exceeds the transfer",
+                order_id,
+            ));
         }
         let message = proof_message(order_id.unwrap_or(""), &tx_text);
         let signer = signature
             .recover_address_from_msg(message.as_bytes())
-            .map_err(|_| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload.signature", "does not recover"))?;
+            .map_err(|_| {
+                invalid(
+                    "INVALID_PAYMENT_HEADER",
+                    "X-PAYMENT.payload.signature",
+                    "does not recover",
+                )
+            })?;
         if signer != transfer.from {
             return Err(refused(
                 "TX_NOT_PAYERS",
@@ -706,23 +893,43 @@ impl Pelago {
         if confirmations < chain.confirmations.max(1) {
             return Err(refused(
                 "TX_NOT_CONFIRMED",
-                format!("transaction {tx_text} has {confirmations} of {} confirmations; retry shortly", chain.confirmations),
+                format!(
+                    "transaction {tx_text} has {confirmations} of {} confirmations; retry shortly",
+                    chain.confirmations
+                ),
                 order_id,
             ));
         }
         if let Some(used) = self.payment_owner(chain.chain_id, &tx_text).await? {
-            return Err(refused("TX_ALREADY_USED", format!("transaction {tx_text} already paid order {used}"), order_id));
+            return Err(refused(
+                "TX_ALREADY_USED",
+                format!("transaction {tx_text} already paid order {used}"),
+                order_id,
+            ));
         }
         let order = match existing {
             Some(order) => order,
             None => {
                 let pay_to = transfer.to;
-                self.insert_order(merchant, chain, &asset, pay_to, Amount::from_base_units(transfer.value), description)
-                    .await?
+                self.insert_order(
+                    merchant,
+                    chain,
+                    &asset,
+                    pay_to,
+                    Amount::from_base_units(transfer.value),
+                    description,
+                )
+                .await?
             }
         };
-        match self.sales.record_transfer(&order, chain.chain_id, &tx_text, transfer).await {
-            Ok(Recorded::New(_) | Recorded::Already(_)) => Ok(Outcome::Confirmed(confirmed(&order.order_id))),
+        match self
+            .sales
+            .record_transfer(&order, chain.chain_id, &tx_text, transfer)
+            .await
+        {
+            Ok(Recorded::New(_) | Recorded::Already(_)) => {
+                Ok(Outcome::Confirmed(confirmed(&order.order_id)))
+            }
             Err(crate::sales::SaleError::Store(StoreError::Conflict("payment"))) => Err(refused(
                 "TX_ALREADY_USED",
                 format!("transaction {tx_text} already paid another order"),
@@ -738,7 +945,11 @@ impl Pelago {
     }
 
     /// The order a transaction already pays, if any.
-    async fn payment_owner(&self, chain_id: u64, tx_hash: &str) -> Result<Option<String>, PelagoError> {
+    async fn payment_owner(
+        &self,
+        chain_id: u64,
+        tx_hash: &str,
+    ) -> Result<Option<String>, PelagoError> {
         Ok(self.store.order_paid_by(chain_id, tx_hash).await?)
     }
 
@@ -746,7 +957,11 @@ impl Pelago {
     ///
     /// # Errors
     /// [`PelagoError::NotFound`] for an unknown order or someone else's.
-    pub async fn status(&self, merchant: &MerchantRow, order_id: &str) -> Result<OrderStatusView, PelagoError> {
+    pub async fn status(
+        &self,
+        merchant: &MerchantRow,
+        order_id: &str,
+    ) -> Result<OrderStatusView, PelagoError> {
         let order = match self.store.order(order_id).await {
             Ok(order) if order.merchant_id == merchant.id => order,
             Ok(_) | Err(StoreError::NotFound(_)) => return Err(PelagoError::NotFound),

@@ -287,11 +287,12 @@ impl X402Sales {
             message: "journaled value is not an amount".to_owned(),
         })?;
         let receipt = self.receipt(key.chain_id, &tx_hash).await?;
-        let transfer = authorized_transfer(&receipt, token, payer, pay_to, nonce, value.base_units())
-            .ok_or_else(|| SaleError::NoTransfer {
-                tx_hash: tx_hash.clone(),
-                message: "no Transfer log of this authorization".to_owned(),
-            })?;
+        let transfer =
+            authorized_transfer(&receipt, token, payer, pay_to, nonce, value.base_units())
+                .ok_or_else(|| SaleError::NoTransfer {
+                    tx_hash: tx_hash.clone(),
+                    message: "no Transfer log of this authorization".to_owned(),
+                })?;
         let sale = self
             .sale(
                 &merchant,
@@ -442,12 +443,13 @@ impl X402Sales {
                 chain_id,
                 message: "unknown chain".to_owned(),
             })?;
-        let asset = chain
-            .asset_by_address(transfer.token)
-            .ok_or_else(|| SaleError::NoTransfer {
-                tx_hash: tx_hash.to_owned(),
-                message: format!("token {} is not known on {}", transfer.token, chain.key()),
-            })?;
+        let asset =
+            chain
+                .asset_by_address(transfer.token)
+                .ok_or_else(|| SaleError::NoTransfer {
+                    tx_hash: tx_hash.to_owned(),
+                    message: format!("token {} is not known on {}", transfer.token, chain.key()),
+                })?;
         let amount = Amount::from_base_units(transfer.value);
         let block_time = self.block_time(chain_id, transfer.block_number).await;
         let order_id = match existing {
@@ -629,7 +631,9 @@ pub fn authorized_transfer(
         log.address() == token
             && IERC20::Transfer::decode_log(&log.inner)
                 .ok()
-                .is_some_and(|t| t.data.from == payer && t.data.to == pay_to && t.data.value == value)
+                .is_some_and(|t| {
+                    t.data.from == payer && t.data.to == pay_to && t.data.value == value
+                })
     };
     let found: &alloy::rpc::types::Log = match used {
         // The transfer sits right after (FiatToken) or right before the authorization's log.

@@ -12,13 +12,13 @@ use std::time::Duration;
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256, address};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolStruct};
 use base64::Engine;
 use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::{IEip3009, IERC20, TransferWithAuthorization};
+use coffer_evm::contracts::{IERC20, IEip3009, TransferWithAuthorization};
 use coffer_evm::testnet::{self, UsdcSpec};
 use coffer_server::AppState;
 use coffer_server::paywall::{Paywall, PaywallRouteConfig};
@@ -304,7 +304,11 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
         "paymentRequirements": requirements,
     });
     let (status, first) = env.post_json("/x402/settle", &request).await;
-    assert_eq!((status, first["success"].as_bool()), (200, Some(true)), "{first}");
+    assert_eq!(
+        (status, first["success"].as_bool()),
+        (200, Some(true)),
+        "{first}"
+    );
     let (_, again) = env.post_json("/x402/settle", &request).await;
     assert_eq!(again["transaction"], first["transaction"]);
 
@@ -315,10 +319,18 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     assert_eq!(order.amount.to_base_units_string(), "250000");
     assert_eq!(order.amount_paid.to_base_units_string(), "250000");
     assert_eq!(order.receiving_address, PAY_TO.to_checksum(None));
-    let payments = env.state.store.payments_for_order(&order.order_id).await.unwrap();
+    let payments = env
+        .state
+        .store
+        .payments_for_order(&order.order_id)
+        .await
+        .unwrap();
     assert_eq!(payments.len(), 1);
     let payment = &payments[0].payment;
-    assert_eq!(payment.tx_hash, first["transaction"].as_str().unwrap().to_ascii_lowercase());
+    assert_eq!(
+        payment.tx_hash,
+        first["transaction"].as_str().unwrap().to_ascii_lowercase()
+    );
     assert_eq!(payment.sender, env.payer.address().to_checksum(None));
     assert_eq!(payment.amount.to_base_units_string(), "250000");
     let receipt = env
@@ -346,7 +358,12 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
         .unwrap();
     let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&"payment_order.confirmed"), "{types:?}");
-    let deliveries = env.state.store.deliveries(&env.merchant.id, None, 10).await.unwrap();
+    let deliveries = env
+        .state
+        .store
+        .deliveries(&env.merchant.id, None, 10)
+        .await
+        .unwrap();
     assert_eq!(deliveries.len(), 1, "one webhook for the confirmation");
 
     // The order is listed through the payment-orders API like any other.
@@ -375,7 +392,11 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
         .await;
     assert_eq!(reply["success"], true, "{reply}");
     assert_eq!(env.orders().await.len(), 1);
-    assert_eq!(env.state.sales.sweep().await.unwrap(), 0, "nothing left to record");
+    assert_eq!(
+        env.state.sales.sweep().await.unwrap(),
+        0,
+        "nothing left to record"
+    );
 }
 
 #[tokio::test]
@@ -407,7 +428,10 @@ async fn paywall(backend: Backend) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(required["x402Version"], 2);
     assert_eq!(required["accepts"][0], requirements_v2(PAY_TO, 10_000));
-    assert_eq!(required["resource"]["url"], format!("{}/premium/quote", env.base));
+    assert_eq!(
+        required["resource"]["url"],
+        format!("{}/premium/quote", env.base)
+    );
     assert_eq!(body["x402Version"], 1);
     let v1 = &body["accepts"][0];
     assert_eq!(v1["network"], "base-sepolia");
@@ -434,7 +458,8 @@ async fn paywall(backend: Backend) {
     let mut accepted = requirements_v2(PAY_TO, 10_000);
     // Address case and key order do not matter.
     accepted["payTo"] = json!(PAY_TO.to_string().to_ascii_lowercase());
-    let payment = json!({"x402Version": 2, "accepted": accepted, "payload": auth.payload(&env.payer)});
+    let payment =
+        json!({"x402Version": 2, "accepted": accepted, "payload": auth.payload(&env.payer)});
     let paid = client
         .get(&url)
         .header("PAYMENT-SIGNATURE", b64(&payment))
@@ -530,10 +555,11 @@ async fn pelago(backend: Backend) {
     };
 
     // Create → 402 with requirements and the order id.
-    let response = create(json!({"description": "Payment for premium subscription", "amount": "2.60"}))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        create(json!({"description": "Payment for premium subscription", "amount": "2.60"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(response.status().as_u16(), 402);
     let required: Value = response.json().await.unwrap();
     let order_id = required["orderId"].as_str().unwrap().to_owned();
@@ -543,12 +569,15 @@ async fn pelago(backend: Backend) {
 
     // Pay with an EIP-3009 authorization → 200 confirmed.
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 2_600_000);
-    let header = b64(&json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": auth.payload(&env.payer)}));
-    let response = create(json!({"description": "Payment for premium subscription", "orderId": order_id}))
-        .header("X-PAYMENT", &header)
-        .send()
-        .await
-        .unwrap();
+    let header = b64(
+        &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": auth.payload(&env.payer)}),
+    );
+    let response =
+        create(json!({"description": "Payment for premium subscription", "orderId": order_id}))
+            .header("X-PAYMENT", &header)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let confirmed: Value = response.json().await.unwrap();
     assert_eq!(
@@ -583,14 +612,19 @@ async fn pelago(backend: Backend) {
         .await
         .unwrap();
     let tx_hash = format!("{:#x}", receipt.transaction_hash);
-    let response = create(json!({"amount": "1", "description": "proof"})).send().await.unwrap();
+    let response = create(json!({"amount": "1", "description": "proof"}))
+        .send()
+        .await
+        .unwrap();
     let second: Value = response.json().await.unwrap();
     let second_id = second["orderId"].as_str().unwrap().to_owned();
     let proof = |order: &str, signer: &PrivateKeySigner| {
         let message = coffer_server::pelago::proof_message(order, &tx_hash);
         let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
-        b64(&json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
-            "payload": {"amount": "1000000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}}))
+        b64(
+            &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
+            "payload": {"amount": "1000000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}}),
+        )
     };
     // Someone else's transfer: the signature is not by its sender.
     let thief = PrivateKeySigner::random();
@@ -607,7 +641,12 @@ async fn pelago(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap()
+    );
 
     // The same transaction for a third order is refused.
     let response = create(json!({"amount": "1"})).send().await.unwrap();
@@ -623,7 +662,11 @@ async fn pelago(backend: Backend) {
     assert_eq!(refused["code"], "TX_ALREADY_USED");
 
     // A malformed header and an unknown order are clear 4xx.
-    let response = create(json!({})).header("X-PAYMENT", "!!").send().await.unwrap();
+    let response = create(json!({}))
+        .header("X-PAYMENT", "!!")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let response = client
         .get(format!("{endpoint}/CO000"))
@@ -632,7 +675,10 @@ async fn pelago(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 404);
-    let response = create(json!({"description": "no amount"})).send().await.unwrap();
+    let response = create(json!({"description": "no amount"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 400);
 
     // Supported methods list the payTo and both forms.
@@ -670,9 +716,13 @@ fn repo_root() -> std::path::PathBuf {
 }
 
 /// Runs an official client; returns its JSON output.
-fn official_fetch(client: &str, version: u8, key: &str, url: &str) -> Value {
+fn official_fetch(client: &str, version: u8, key: &str, url: &str, request: &Value) -> Value {
     let root = repo_root();
-    let input = json!({"version": version, "privateKey": key, "url": url}).to_string();
+    let mut input = json!({"version": version, "privateKey": key, "url": url});
+    for (name, value) in request.as_object().into_iter().flatten() {
+        input[name] = value.clone();
+    }
+    let input = input.to_string();
     let output = match client {
         "npm" => std::process::Command::new("node")
             .arg(root.join("interop/x402_fetch.mjs"))
@@ -705,18 +755,68 @@ async fn the_official_fetch_clients_pay_through_the_paywall_once_each() {
         let result = tokio::task::spawn_blocking({
             let key = key.clone();
             let url = url.clone();
-            move || official_fetch(client, version, &key, &url)
+            move || official_fetch(client, version, &key, &url, &json!({}))
         })
         .await
         .unwrap();
         assert_eq!(result["status"], 200, "{client} v{version}: {result}");
-        assert_eq!(result["paymentResponse"]["success"], true, "{client} v{version}: {result}");
+        assert_eq!(
+            result["paymentResponse"]["success"], true,
+            "{client} v{version}: {result}"
+        );
         let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
         assert_eq!(body["quote"], "paid content");
         hits += 1;
-        assert_eq!(env.hits.load(Ordering::SeqCst), hits, "{client} v{version}: one upstream request");
-        assert_eq!(env.balance(PAY_TO).await - payee_before, U256::from(10_000u64));
-        assert_eq!(payer_before - env.balance(env.payer.address()).await, U256::from(10_000u64));
+        assert_eq!(
+            env.hits.load(Ordering::SeqCst),
+            hits,
+            "{client} v{version}: one upstream request"
+        );
+        assert_eq!(
+            env.balance(PAY_TO).await - payee_before,
+            U256::from(10_000u64)
+        );
+        assert_eq!(
+            payer_before - env.balance(env.payer.address()).await,
+            U256::from(10_000u64)
+        );
     }
     assert_eq!(env.orders().await.len(), 3, "each sale is an order");
+}
+
+#[tokio::test]
+async fn the_official_fetch_clients_pay_pelago_orders() {
+    let env = Env::new(Backend::Sqlite).await;
+    let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
+    let url = format!("{}/openapi/crypto/x402/order", env.base);
+    let request = json!({
+        "method": "POST",
+        "headers": {"Merchant-App-Key": env.api_key, "Content-Type": "application/json"},
+        "body": json!({"description": "Payment for premium subscription", "amount": "0.02"}).to_string(),
+    });
+    for (client, version) in [("npm", 2), ("npm", 1), ("pypi", 2)] {
+        let payee_before = env.balance(PAY_TO).await;
+        let result = tokio::task::spawn_blocking({
+            let (key, url, request) = (key.clone(), url.clone(), request.clone());
+            move || official_fetch(client, version, &key, &url, &request)
+        })
+        .await
+        .unwrap();
+        assert_eq!(result["status"], 200, "{client} v{version}: {result}");
+        let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["status"], "confirmed", "{client} v{version}: {body}");
+        assert_eq!(body["message"], "Payment successful");
+        assert_eq!(
+            env.balance(PAY_TO).await - payee_before,
+            U256::from(20_000u64),
+            "{client} v{version}: paid once"
+        );
+        let order = env
+            .state
+            .store
+            .order(body["orderId"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(order.status.as_str(), "confirmed");
+    }
 }

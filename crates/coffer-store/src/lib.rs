@@ -472,7 +472,8 @@ pub trait ReorgQueries: Send + Sync + 'static {
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
 pub trait Store:
-    Ledger + ReorgQueries + Journal + Credentials + Sales + Send + Sync + 'static {
+    Ledger + ReorgQueries + Journal + Credentials + Sales + Send + Sync + 'static
+{
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;
 

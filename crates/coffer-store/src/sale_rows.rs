@@ -211,7 +211,11 @@ pub trait Sales: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.
-    async fn order_paid_by(&self, chain_id: u64, tx_hash: &str) -> Result<Option<String>, StoreError>;
+    async fn order_paid_by(
+        &self,
+        chain_id: u64,
+        tx_hash: &str,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Succeeded settlements paid to a registered payTo and not recorded yet (those whose
     /// receipt came after the settle call answered), oldest first.

@@ -420,7 +420,11 @@ async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() 
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let paid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(paid["status"], 200, "{paid}");
     assert_eq!(paid["paymentResponse"]["success"], true);
@@ -456,11 +460,20 @@ async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() 
     for _ in 0..30 {
         let output = Command::new("curl")
             .args(["-s", "--location", "--request", "POST"])
-            .arg(format!("{}/openapi/crypto/x402/order", summary.api_base_url))
+            .arg(format!(
+                "{}/openapi/crypto/x402/order",
+                summary.api_base_url
+            ))
             .args(["--header", &format!("X-PAYMENT: {x_payment}")])
-            .args(["--header", &format!("Merchant-App-Key: {}", summary.api_key)])
+            .args([
+                "--header",
+                &format!("Merchant-App-Key: {}", summary.api_key),
+            ])
             .args(["--header", "Content-Type: application/json"])
-            .args(["--data-raw", "{\n    \"description\": \"Payment for premium subscription\"\n}"])
+            .args([
+                "--data-raw",
+                "{\n    \"description\": \"Payment for premium subscription\"\n}",
+            ])
             .output()
             .await
             .unwrap();
@@ -474,7 +487,10 @@ async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() 
     assert_eq!(answer["message"], "Payment successful");
     let order_id = answer["orderId"].as_str().unwrap();
     let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/openapi/crypto/x402/order/{order_id}", summary.api_base_url))
+        .get(format!(
+            "{}/openapi/crypto/x402/order/{order_id}",
+            summary.api_base_url
+        ))
         .header("Merchant-App-Key", &summary.api_key)
         .send()
         .await

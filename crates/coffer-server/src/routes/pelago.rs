@@ -53,15 +53,13 @@ fn error_response(error: PelagoError) -> Response {
                 "SETTLEMENT_PENDING" => StatusCode::ACCEPTED,
                 _ => StatusCode::PAYMENT_REQUIRED,
             };
-            let body = json!({"x402Version": 1, "code": code, "error": message, "orderId": order_id});
+            let body =
+                json!({"x402Version": 1, "code": code, "error": message, "orderId": order_id});
             (status, Json(body)).into_response()
         }
-        PelagoError::NotFound => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "record not found",
-        )
-        .into_response(),
+        PelagoError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "record not found").into_response()
+        }
         PelagoError::Unavailable(message) => {
             tracing::warn!(%message, "pelago order: chain unavailable");
             ApiError::new(
@@ -142,7 +140,8 @@ async fn create_or_confirm(
             accepts,
             error,
         }) => {
-            let body = json!({"x402Version": 1, "error": error, "orderId": order_id, "accepts": accepts});
+            let body =
+                json!({"x402Version": 1, "error": error, "orderId": order_id, "accepts": accepts});
             (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
         }
         Err(error) => error_response(error),
