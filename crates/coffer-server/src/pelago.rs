@@ -675,12 +675,28 @@ impl Pelago {
             )
         })?;
         // An authorization already settled pays only the order it was recorded for.
-        if let Some(row) = self.store.settlement(&key).await?
+        let journaled = self.store.settlement(&key).await?;
+        if let Some(row) = &journaled
+            && matches!(
+                row.status,
+                SettlementStatus::Broadcast | SettlementStatus::Pending
+            )
+        {
+            return Err(refused(
+                "SETTLEMENT_PENDING",
+                format!(
+                    "settlement_pending: transaction {} is broadcast; retry shortly, do not pay again",
+                    row.tx_hash.as_deref().unwrap_or("(not yet signed)")
+                ),
+                existing.as_ref().map(|o| o.order_id.as_str()),
+            ));
+        }
+        if let Some(row) = &journaled
             && row.status == SettlementStatus::Succeeded
         {
             let recorded = self
                 .sales
-                .record_key(&key, description, None)
+                .record_key(&key, description, existing.as_ref())
                 .await
                 .ok()
                 .flatten();
