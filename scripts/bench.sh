@@ -8,7 +8,9 @@
 #      (`coffer-bench watcher`), on both databases;
 #   3. the time from the block that completes confirmations to the payment_order.confirmed
 #      webhook leaving (`coffer-bench webhook-latency`), on both databases;
-#   4. x402 settlements per second and gas per settled payment, with Multicall3 batching and
+#   4. the x402 paywall (`coffer-bench paywall`): a paid request's latency through the paywall
+#      against calling the upstream directly (p50/p99), and unpaid 402 answers per second;
+#   5. x402 settlements per second and gas per settled payment, with Multicall3 batching and
 #      with one transaction per payment (`coffer-bench settle`), on both databases.
 #
 # Installs the pinned tools and wrk when missing and builds in release mode. All traffic stays
@@ -19,7 +21,7 @@
 #   BENCH_CONNECTIONS=32     wrk connections
 #   BENCH_WATCHER_ORDERS=100000  open orders in the large watcher run
 #   BENCH_BACKENDS="sqlite postgres"
-#   BENCH_PARTS="http watcher webhook settle"   which measurements to run
+#   BENCH_PARTS="http watcher webhook paywall settle"   which measurements to run
 #   BENCH_SETTLEMENTS=2000   payments settled in each settle run
 #   BENCH_SKIP_BUILD=1       use the release binaries already in target/release
 #   COFFER_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres  (needs CREATEDB)
@@ -34,7 +36,7 @@ threads="${BENCH_THREADS:-2}"
 connections="${BENCH_CONNECTIONS:-32}"
 large="${BENCH_WATCHER_ORDERS:-100000}"
 backends="${BENCH_BACKENDS:-sqlite postgres}"
-parts="${BENCH_PARTS:-http watcher webhook settle}"
+parts="${BENCH_PARTS:-http watcher webhook paywall settle}"
 settlements="${BENCH_SETTLEMENTS:-2000}"
 export COFFER_BENCH_POSTGRES_URL="${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_admin="$COFFER_BENCH_POSTGRES_URL"
@@ -260,6 +262,16 @@ if wants webhook; then
     webhook_runs+=("$first_backend-250")
 fi
 
+if wants paywall; then
+    step "x402 paywall: paid overhead and unpaid 402s per second"
+    line="$(run_bench paywall paywall --paid 200 --seconds "$duration" --connections "$connections")"
+    paywall_direct_p50="$(field "$line" direct_p50_ms)"
+    paywall_direct_p99="$(field "$line" direct_p99_ms)"
+    paywall_paid_p50="$(field "$line" paid_p50_ms)"
+    paywall_paid_p99="$(field "$line" paid_p99_ms)"
+    paywall_rps="$(field "$line" unpaid_rps)"
+fi
+
 settle_tables=()
 if wants settle; then
     for backend in $backends; do
@@ -307,6 +319,11 @@ for key in "${webhook_runs[@]}"; do
         "$backend" "${webhook_median[$key]}" "${webhook_p99[$key]}" "$poll" "${webhook_wait[$key]}" \
         "$(verdict 'a < 100' "${webhook_p99[$key]}" 0)"
 done
+if wants paywall; then
+    printf '| Paywall, paid request | sqlite | p50 %s ms, p99 %s ms (upstream directly: p50 %s ms, p99 %s ms) | (documented) | - |\n' \
+        "$paywall_paid_p50" "$paywall_paid_p99" "$paywall_direct_p50" "$paywall_direct_p99"
+    printf '| Paywall, unpaid 402s | - | %s/s | ≥ 20,000/s | %s |\n' "$paywall_rps" "$(verdict 'a >= 20000' "$paywall_rps" 0)"
+fi
 for backend in "${settle_tables[@]}"; do
     printf '\nx402 settlement on %s (goal: ≥ 500 settlements/s batched; gas per payment ≥ 20%% below one transaction each):\n\n' "$backend"
     cat "$work/settle-$backend.txt"

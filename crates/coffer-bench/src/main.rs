@@ -8,6 +8,8 @@
 //!   endpoint;
 //! - `settle`: x402 settlements per second and gas per settled payment, with Multicall3
 //!   batching and with one transaction per payment;
+//! - `paywall`: the x402 paywall's overhead per paid request against calling the upstream
+//!   directly, and unpaid 402 answers per second;
 //! - `xpub`: prints the dev deposit xpub, for scripts that set up a merchant with the CLI.
 //!
 //! Order creation over HTTP is measured with `wrk` against `coffer serve`; `scripts/bench.sh`
@@ -15,6 +17,7 @@
 //! SQLite file, or a new PostgreSQL database dropped afterwards) and a throwaway anvil chain.
 
 mod settle;
+mod paywall;
 mod setup;
 mod stats;
 mod watcher;
@@ -40,6 +43,8 @@ enum Command {
     WebhookLatency(webhook::Args),
     /// Settle x402 payments: throughput and gas per payment, batched and not.
     Settle(settle::Args),
+    /// The x402 paywall: paid-request overhead against the upstream, and unpaid 402s per second.
+    Paywall(paywall::Args),
     /// Print the dev deposit xpub (`m/44'/60'/1'/0` of the public anvil mnemonic).
     Xpub,
 }
@@ -51,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Watcher(args) => watcher::run(args).await,
         Command::WebhookLatency(args) => webhook::run(args).await,
         Command::Settle(args) => settle::run(args).await,
+        Command::Paywall(args) => paywall::run(args).await,
         Command::Xpub => setup::dev_xpub().map(|xpub| println!("{xpub}")),
     };
     match result {

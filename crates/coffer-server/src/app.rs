@@ -22,7 +22,9 @@ use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
 use crate::okx::OkxCredentials;
 use crate::orders::PaymentOrders;
+use crate::paywall::Paywall;
 use crate::routes;
+use crate::sales::X402Sales;
 use alloy::signers::local::PrivateKeySigner;
 use coffer_x402::facilitator::Facilitator;
 use coffer_x402::settlement::{SettleOptions, Settler};
@@ -58,6 +60,10 @@ pub struct AppState {
     pub readiness_timeout: Duration,
     /// Wakes the webhook dispatcher when new events were written.
     pub webhook_wakeup: Arc<tokio::sync::Notify>,
+    /// x402 settlements recorded as orders.
+    pub sales: X402Sales,
+    /// The x402 paywall's routes (none unless configured).
+    pub paywall: Arc<Paywall>,
 }
 
 impl AppState {
@@ -82,7 +88,18 @@ impl AppState {
             rpcs.clone(),
             alloy::primitives::Address::ZERO,
         );
+        let webhook_wakeup = Arc::new(tokio::sync::Notify::new());
+        let orders = PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned());
+        let sales = X402Sales::new(
+            store.clone(),
+            chains.clone(),
+            rpcs.clone(),
+            orders.clone(),
+            webhook_wakeup.clone(),
+        );
         Ok(AppState {
+            sales,
+            paywall: Arc::new(Paywall::default()),
             settler: Arc::new(Settler::new(
                 facilitator.clone(),
                 store.clone(),
@@ -95,14 +112,14 @@ impl AppState {
             okx: OkxCredentials::new(store.clone()),
             gatepay: GatePayCredentials::new(store.clone()),
             merchants: Merchants::new(store.clone()),
-            orders: PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned()),
+            orders,
             public_url: public_url.trim_end_matches('/').to_owned(),
             store,
             chains,
             rpcs,
             metrics: Arc::new(Metrics::new()),
             readiness_timeout: Duration::from_secs(3),
-            webhook_wakeup: Arc::new(tokio::sync::Notify::new()),
+            webhook_wakeup,
         })
     }
 }
@@ -175,11 +192,12 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::x402::routes())
         .merge(routes::okx::routes())
         .merge(routes::gatepay::routes())
+        .merge(routes::pelago::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     router
-        .fallback(not_found)
+        .fallback(paywall_or_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -188,6 +206,19 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(openapi))
         .with_state(state)
+}
+
+/// Requests no API route took: a paywall route's, or a 404.
+async fn paywall_or_not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let paywall = state.paywall.clone();
+    match paywall.route_for(request.method(), request.uri().path()) {
+        Some(route) => crate::paywall::serve(&state, route, request).await,
+        None => not_found(request.uri().clone()).await.into_response(),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

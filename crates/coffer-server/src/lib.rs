@@ -17,6 +17,9 @@
 //! - [`gatepay`]: GatePay-style credentials, `X-GatePay-*` request authentication and
 //!   notifications; [`gatepay_orders`]: the GatePay checkout flows over payment orders;
 //! - [`fiat`]: fiat-priced orders (the rate table and exact, documented rounding);
+//! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
+//! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
+//! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -35,7 +38,10 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod paywall;
+pub mod pelago;
 pub mod routes;
+pub mod sales;
 pub mod workers;
 
 pub use app::{AppState, router, serve};

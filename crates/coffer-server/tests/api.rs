@@ -332,6 +332,9 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/v1/pay/order/close",
         "/v1/pay/order/refund",
         "/v1/pay/order/refund/query",
+        "/openapi/crypto/x402/order",
+        "/openapi/crypto/x402/order/{orderId}",
+        "/openapi/crypto/x402/supported",
     ]);
     assert_eq!(documented, expected);
     let client = reqwest::Client::new();

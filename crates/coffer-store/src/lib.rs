@@ -25,6 +25,7 @@ mod migrate;
 mod order_rows;
 pub mod postgres;
 mod rows;
+mod sale_rows;
 mod settlement_rows;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
@@ -45,6 +46,9 @@ pub use order_rows::{
     OrderUpdate, PaymentRow, WalletRow,
 };
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
+pub use sale_rows::{
+    NewSale, OrderSource, PayToRow, Recorded, SaleOrder, SaleProof, SaleRow, Sales,
+};
 pub use settlement_rows::{
     NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement,
 };
@@ -509,7 +513,7 @@ pub trait ReorgQueries: Send + Sync + 'static {
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
 pub trait Store:
-    Ledger + ReorgQueries + Journal + Credentials + Checkout + Send + Sync + 'static
+    Ledger + ReorgQueries + Journal + Credentials + Checkout + Sales + Send + Sync + 'static
 {
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;

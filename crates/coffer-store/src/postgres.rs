@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0004_gatepay.sql"),
     },
     Migration {
+        version: 5,
+        name: "x402_sales",
+        sql: include_str!("../migrations/postgres/0005_x402_sales.sql"),
+    },
+    Migration {
         version: 6,
         name: "settlement_transactions",
         sql: include_str!("../migrations/postgres/0006_settlement_transactions.sql"),
@@ -155,6 +160,7 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+    include!("sales_sql.rs");
 }
 
 /// The x402 settlement journal on this backend; the SQL is shared with the other backend.

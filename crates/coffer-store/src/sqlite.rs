@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0004_gatepay.sql"),
     },
     Migration {
+        version: 5,
+        name: "x402_sales",
+        sql: include_str!("../migrations/sqlite/0005_x402_sales.sql"),
+    },
+    Migration {
         version: 6,
         name: "settlement_transactions",
         sql: include_str!("../migrations/sqlite/0006_settlement_transactions.sql"),
@@ -143,6 +148,7 @@ mod ledger {
         RETURNING delivery_id";
 
     include!("orders_sql.rs");
+    include!("sales_sql.rs");
 }
 
 /// The x402 settlement journal on this backend; the SQL is shared with the other backend.

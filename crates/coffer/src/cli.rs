@@ -65,6 +65,13 @@ pub enum Command {
         #[command(subcommand)]
         action: WalletAction,
     },
+    /// Manage merchants' x402 payTo addresses: settlements paid to one are recorded as the
+    /// merchant's orders (with a payment and webhooks).
+    Payto {
+        /// What to do with payTo addresses.
+        #[command(subcommand)]
+        action: PayToAction,
+    },
     /// Work with configuration.
     Config {
         /// What to do with configuration.
@@ -183,6 +190,44 @@ pub enum WalletAction {
     },
 }
 
+/// `coffer payto …`.
+#[derive(Debug, Subcommand)]
+pub enum PayToAction {
+    /// Register an address as the merchant's x402 payTo on a chain.
+    Add {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// The chain (a key such as `base-sepolia`, a CAIP-2 id, or a slug).
+        #[arg(long)]
+        chain: String,
+        /// The address (0x…).
+        #[arg(long)]
+        address: String,
+    },
+    /// Unregister an address.
+    Remove {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// The chain.
+        #[arg(long)]
+        chain: String,
+        /// The address (0x…).
+        #[arg(long)]
+        address: String,
+    },
+    /// List a merchant's payTo addresses.
+    List {
+        /// The merchant's id (`mer_…`).
+        #[arg(long)]
+        merchant: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `coffer config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
@@ -287,6 +332,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Wallet { action } => wallet_command(&config, action).await,
         Command::OkxKey { action } => okx_key_command(&config, action).await,
         Command::GatepayKey { action } => gatepay_key_command(&config, action).await,
+        Command::Payto { action } => pay_to_command(&config, action).await,
     }
 }
 
@@ -540,6 +586,96 @@ async fn gatepay_key_command(config: &Config, action: GatePayKeyAction) -> Resul
                 .await
                 .map_err(|_| Failure::new(format!("no GatePay credential {client_id}")))?;
             println!("revoked GatePay credential {client_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn pay_to_command(config: &Config, action: PayToAction) -> Result<(), Failure> {
+    let registry = config.registry()?;
+    let chain_of = |name: &str| {
+        registry
+            .by_name(name)
+            .or_else(|| registry.by_caip2(name))
+            .map(|chain| (chain.chain_id, chain.key().to_owned()))
+            .ok_or_else(|| Failure::new(format!("--chain: unknown chain {name:?}")))
+    };
+    let address_of = |text: &str| {
+        text.parse::<alloy::primitives::Address>()
+            .map_err(|_| Failure::new(format!("--address: {text:?} is not a 0x address")))
+    };
+    let store = open_store(config).await?;
+    match action {
+        PayToAction::Add {
+            merchant,
+            chain,
+            address,
+        } => {
+            let merchant = parse_merchant(&merchant)?;
+            let (chain_id, key) = chain_of(&chain)?;
+            let address = address_of(&address)?;
+            store
+                .merchant(&merchant)
+                .await
+                .map_err(|_| Failure::new(format!("--merchant: no merchant {merchant}")))?;
+            let row = coffer_store::PayToRow {
+                chain_id,
+                address: format!("{address:#x}"),
+                merchant_id: merchant.clone(),
+                created_at_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            store.add_pay_to(&row).await.map_err(|error| match error {
+                coffer_store::StoreError::Conflict(_) => Failure::new(format!(
+                    "--address: {address} is another merchant's payTo on {key}"
+                )),
+                other => Failure::new(other.to_string()),
+            })?;
+            println!("x402 payTo {address} on {key} now records sales for {merchant}");
+        }
+        PayToAction::Remove {
+            merchant,
+            chain,
+            address,
+        } => {
+            let merchant = parse_merchant(&merchant)?;
+            let (chain_id, key) = chain_of(&chain)?;
+            let address = address_of(&address)?;
+            store
+                .remove_pay_to(&merchant, chain_id, &format!("{address:#x}"))
+                .await
+                .map_err(|_| Failure::new(format!("{merchant} has no payTo {address} on {key}")))?;
+            println!("removed x402 payTo {address} on {key}");
+        }
+        PayToAction::List { merchant, json } => {
+            let merchant = parse_merchant(&merchant)?;
+            let rows = store
+                .pay_tos(&merchant)
+                .await
+                .map_err(|error| Failure::new(error.to_string()))?;
+            let named: Vec<(String, String)> = rows
+                .iter()
+                .map(|row| {
+                    let chain = registry
+                        .by_chain_id(row.chain_id)
+                        .map_or_else(|| row.chain_id.to_string(), |c| c.key().to_owned());
+                    let address = row
+                        .address
+                        .parse::<alloy::primitives::Address>()
+                        .map_or_else(|_| row.address.clone(), |a| a.to_checksum(None));
+                    (chain, address)
+                })
+                .collect();
+            if json {
+                let list: Vec<_> = named
+                    .iter()
+                    .map(|(chain, address)| json!({"chain": chain, "address": address}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                for (chain, address) in named {
+                    println!("{chain:<20} {address}");
+                }
+            }
         }
     }
     Ok(())

@@ -33,6 +33,8 @@ pub struct Config {
     pub chains: BTreeMap<String, ChainOverride>,
     /// Fiat-priced orders.
     pub fiat: FiatConfig,
+    /// The x402 paywall.
+    pub paywall: PaywallConfig,
 }
 
 /// `[fiat]`: exchange rates for fiat-priced orders.
@@ -43,6 +45,14 @@ pub struct FiatConfig {
     /// (`[fiat.rates.EUR] USDC = "0.92"`). Laid over the default table, which has USDC, USDT,
     /// USDT0, DAI, PYUSD and FDUSD at 1 USD.
     pub rates: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `[paywall]`: routes sold over x402, reverse-proxied to their upstream once paid.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaywallConfig {
+    /// `[[paywall.routes]]`.
+    pub routes: Vec<coffer_server::paywall::PaywallRouteConfig>,
 }
 
 /// `[server]`.
@@ -215,7 +225,7 @@ pub enum LogFormat {
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl Config {
     /// Loads defaults, then `file` (if given; an explicitly named file must exist), then the
@@ -422,6 +432,21 @@ bump_after_seconds = 30
 # [fiat.rates.EUR]
 # USDC = "0.92"
 # USDT = "0.92"
+
+# The x402 paywall: sell any HTTP API per request. Requests to `path` answer 402 until paid;
+# paid ones are proxied to `upstream` (path and query appended) and settled when it answers < 400.
+#
+# [[paywall.routes]]
+# path = "/premium/*"            # an exact path, or a prefix ending in /*
+# method = "GET"                 # any method when absent
+# price = "0.01"                 # in token units
+# networks = ["base-sepolia"]    # x402 v1 names or CAIP-2 ids
+# assets = ["USDC"]              # EIP-3009 tokens, by symbol
+# pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+# upstream = "http://127.0.0.1:9000"
+# description = "Premium market data"
+# mime_type = "application/json"
+# max_timeout_seconds = 300
 "#;
 
 #[cfg(test)]

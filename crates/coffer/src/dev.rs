@@ -39,6 +39,10 @@ pub const BSC_USDT: Address = address!("0x55d398326f99059fF775485246999027B31979
 const PAYERS: std::ops::RangeInclusive<u32> = 1..=4;
 /// Whole tokens minted to each payer.
 const PAYER_TOKENS: u64 = 10_000;
+/// Dev account index that receives the demo paywall's payments (the merchant's payTo).
+const PAY_TO_ACCOUNT: u32 = 9;
+/// The demo paywall route's price.
+const DEMO_PRICE: &str = "0.01";
 
 /// Options of `coffer dev`.
 #[derive(Debug, Clone, Args)]
@@ -82,6 +86,27 @@ pub struct Summary {
     pub gatepay: GatePaySummary,
     /// The local chains.
     pub chains: Vec<ChainSummary>,
+    /// The demo x402 paywall route.
+    pub paywall: PaywallSummary,
+}
+
+/// The demo paywall route in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaywallSummary {
+    /// The paywalled URL: fetch it with an x402 client.
+    pub url: String,
+    /// Its price (`0.01 USDC`).
+    pub price: String,
+    /// The same price in base units.
+    pub amount: String,
+    /// The network it is paid on.
+    pub network: String,
+    /// Who is paid (registered as the demo merchant's payTo, so each sale is an order).
+    pub pay_to: String,
+    /// The upstream it proxies to.
+    pub upstream_url: String,
+    /// The upstream's hit counter (`GET`, `{"hits": n}`).
+    pub upstream_hits_url: String,
 }
 
 /// OKX-style credentials in the summary.
@@ -254,6 +279,27 @@ async fn run_with_chains(
         .entry("base-sepolia".to_owned())
         .or_default()
         .cryptopay_slug = Some("base".to_owned());
+    let upstream = crate::dev_upstream::start()
+        .await
+        .map_err(io_fail("cannot start the demo upstream".to_owned()))?;
+    let pay_to = testnet::dev_account(PAY_TO_ACCOUNT)
+        .map_err(fail("payTo account"))?
+        .address();
+    config
+        .paywall
+        .routes
+        .push(coffer_server::paywall::PaywallRouteConfig {
+            path: "/premium/*".to_owned(),
+            method: Some("GET".to_owned()),
+            price: DEMO_PRICE.to_owned(),
+            networks: vec!["base-sepolia".to_owned()],
+            assets: vec!["USDC".to_owned()],
+            pay_to: pay_to.to_checksum(None),
+            upstream: upstream.base_url.clone(),
+            description: "A premium quote (coffer dev demo)".to_owned(),
+            mime_type: "application/json".to_owned(),
+            max_timeout_seconds: 300,
+        });
     let registry = config.registry()?;
     let app = Application::build_with(config, registry.clone())
         .await?
@@ -290,7 +336,26 @@ async fn run_with_chains(
         .await
         .map_err(|error| Failure::new(format!("dev deposit wallet: {error}")))?;
 
+    // The demo merchant is paid over x402 at one address on every local chain (the paywall on
+    // base-sepolia; Pelago orders on both).
+    for chain in chains {
+        app.state()
+            .sales
+            .add_pay_to(&merchant, chain.chain_id, pay_to)
+            .await
+            .map_err(|error| Failure::new(format!("demo payTo: {error}")))?;
+    }
+    let paywall = PaywallSummary {
+        url: format!("{api_base_url}/premium/quote"),
+        price: format!("{DEMO_PRICE} USDC"),
+        amount: "10000".to_owned(),
+        network: "base-sepolia".to_owned(),
+        pay_to: pay_to.to_checksum(None),
+        upstream_url: upstream.base_url.clone(),
+        upstream_hits_url: upstream.hits_url.clone(),
+    };
     let summary = Summary {
+        paywall,
         api_base_url: api_base_url.clone(),
         merchant_id: demo.merchant_id.clone(),
         api_key: demo.api_key.clone(),
@@ -524,6 +589,10 @@ fn print_banner(summary: &Summary, summary_path: &Path) {
     banner.push_str(&format!(
         "  webhooks     {} (signed deliveries land here)\n",
         summary.webhook_inbox_url
+    ));
+    banner.push_str(&format!(
+        "  paywall      {} ({}; upstream hits at {})\n",
+        summary.paywall.url, summary.paywall.price, summary.paywall.upstream_hits_url
     ));
     banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
     banner.push_str("  Try it:\n");

@@ -13,5 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod dev_inbox;
+pub mod dev_upstream;
 pub mod serve;
 pub mod telemetry;

@@ -97,6 +97,13 @@ impl Application {
             .with_settlement(signers, settle)
             .with_fiat_rates(rates);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
+        let paywall = coffer_server::paywall::Paywall::new(
+            &config.paywall.routes,
+            &state.chains,
+            &public_url,
+        )
+        .map_err(|error| crate::config::ConfigError(error.to_string()))?;
+        state.paywall = std::sync::Arc::new(paywall);
         Ok(Application {
             listener,
             address,

@@ -475,3 +475,118 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     assert_ne!(fresh.summary.merchant_id, summary.merchant_id);
     interrupt(fresh).await;
 }
+
+#[tokio::test]
+async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() {
+    use alloy::signers::SignerSync;
+    use base64::Engine;
+    let data_dir = tempfile::tempdir().unwrap();
+    let dev = start_dev(data_dir.path(), &[]).await;
+    let summary = dev.summary.clone();
+    assert!(dev.stdout.contains(&summary.paywall.url), "{}", dev.stdout);
+    let hits = || async {
+        let count: serde_json::Value = reqwest::get(&summary.paywall.upstream_hits_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        count["hits"].as_u64().unwrap()
+    };
+
+    // The demo paywall: 402 until paid, then the upstream's answer, once.
+    let unpaid = reqwest::get(&summary.paywall.url).await.unwrap();
+    assert_eq!(unpaid.status().as_u16(), 402);
+    assert!(unpaid.headers().contains_key("payment-required"));
+    assert_eq!(hits().await, 0);
+    let payer = &summary.chains[0].payers[2];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = serde_json::json!({"version": 2, "privateKey": payer.private_key, "url": summary.paywall.url});
+    let output = Command::new("node")
+        .arg(root.join("interop/x402_fetch.mjs"))
+        .arg(input.to_string())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let paid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(paid["status"], 200, "{paid}");
+    assert_eq!(paid["paymentResponse"]["success"], true);
+    assert_eq!(hits().await, 1);
+
+    // Pelago's published curl example, with real values: a USDT transfer on bsc-mainnet (the
+    // local chain 56), proven by its tx hash and the sender's signature.
+    let bsc = &summary.chains[1];
+    let payer = &bsc.payers[2];
+    let signer: alloy::signers::local::PrivateKeySigner = payer.private_key.parse().unwrap();
+    let paying = ProviderBuilder::new()
+        .wallet(signer.clone())
+        .connect_http(bsc.rpc_url.parse().unwrap());
+    let usdt: Address = bsc.tokens[0].address.parse().unwrap();
+    let pay_to: Address = summary.paywall.pay_to.parse().unwrap();
+    let receipt = IToken::new(usdt, &paying)
+        .transfer(pay_to, U256::from(2_600_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let tx_hash = format!("{:#x}", receipt.transaction_hash);
+    let message = coffer_server::pelago::proof_message("", &tx_hash);
+    let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
+    let x_payment = base64::engine::general_purpose::STANDARD.encode(
+        serde_json::json!({"x402Version": 1, "scheme": "exact", "network": "bsc-mainnet",
+            "payload": {"amount": "2600000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}})
+        .to_string(),
+    );
+    let mut answer = serde_json::Value::Null;
+    for _ in 0..30 {
+        let output = Command::new("curl")
+            .args(["-s", "--location", "--request", "POST"])
+            .arg(format!(
+                "{}/openapi/crypto/x402/order",
+                summary.api_base_url
+            ))
+            .args(["--header", &format!("X-PAYMENT: {x_payment}")])
+            .args([
+                "--header",
+                &format!("Merchant-App-Key: {}", summary.api_key),
+            ])
+            .args(["--header", "Content-Type: application/json"])
+            .args([
+                "--data-raw",
+                "{\n    \"description\": \"Payment for premium subscription\"\n}",
+            ])
+            .output()
+            .await
+            .unwrap();
+        answer = serde_json::from_slice(&output.stdout).unwrap();
+        if answer["code"] != "TX_NOT_CONFIRMED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(answer["status"], "confirmed", "{answer}");
+    assert_eq!(answer["message"], "Payment successful");
+    let order_id = answer["orderId"].as_str().unwrap();
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/openapi/crypto/x402/order/{order_id}",
+            summary.api_base_url
+        ))
+        .header("Merchant-App-Key", &summary.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["txHash"], tx_hash.as_str());
+    assert_eq!(status["payStatus"], "paid");
+    interrupt(dev).await;
+}

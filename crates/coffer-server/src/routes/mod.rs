@@ -8,5 +8,6 @@ pub mod meta;
 pub mod okx;
 pub mod pay_page;
 pub mod payment_orders;
+pub mod pelago;
 pub mod webhooks;
 pub mod x402;

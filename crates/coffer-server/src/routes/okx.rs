@@ -232,6 +232,7 @@ async fn v1_settle(
         Err(message) => return invalid(Dialect::Legacy, message),
     };
     let reply = state.settler.settle(&request, now()).await;
+    state.sales.after_settle(&request, &reply).await;
     let data = json!([{
         "chainIndex": chain_index,
         "chainName": chain_name,
@@ -336,6 +337,7 @@ async fn v2_settle(
         Duration::ZERO
     };
     let reply = state.settler.settle_with(&request, now(), wait).await;
+    state.sales.after_settle(&request, &reply).await;
     let pending =
         reply.error_reason.as_deref() == Some(coffer_x402::settlement::SETTLEMENT_PENDING);
     let status = match (reply.success, pending, sync) {

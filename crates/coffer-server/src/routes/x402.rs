@@ -78,7 +78,8 @@ fn malformed_reason(body: &[u8]) -> &'static str {
 /// Coffer's signer, exactly once per authorization. Concurrent and repeated calls for one
 /// authorization get the same transaction. When the receipt does not arrive in time the
 /// answer is `success: false, errorReason: "settlement_pending"` **with** the transaction
-/// hash: the payment is in flight, do not ask the payer to sign again.
+/// hash: the payment is in flight, do not ask the payer to sign again. A settlement paid to a
+/// merchant's registered payTo address is recorded as a confirmed order with its payment.
 #[utoipa::path(
     post,
     path = "/x402/settle",
@@ -107,10 +108,9 @@ async fn settle(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json
         }
     };
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
-    (
-        StatusCode::OK,
-        Json(state.settler.settle(&request, now).await),
-    )
+    let reply = state.settler.settle(&request, now).await;
+    state.sales.after_settle(&request, &reply).await;
+    (StatusCode::OK, Json(reply))
 }
 
 /// The (version, scheme, network) kinds this facilitator verifies, v1 and v2 in one list.

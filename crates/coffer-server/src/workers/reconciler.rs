@@ -1,6 +1,6 @@
 //! The settlement reconciler: resolves x402 settlements that were broadcast but whose receipt
 //! did not arrive in time (or whose process restarted), rebroadcasting journaled transactions
-//! the node lost.
+//! the node lost, then records succeeded settlements to a merchant's payTo as orders.
 
 use std::sync::Arc;
 
@@ -8,10 +8,12 @@ use coffer_x402::settlement::Settler;
 
 use super::{Outcome, StepError, Worker};
 use crate::app::AppState;
+use crate::sales::X402Sales;
 
 /// Resolves pending settlements.
 pub struct Reconciler {
     settler: Arc<Settler>,
+    sales: X402Sales,
 }
 
 impl Reconciler {
@@ -19,6 +21,7 @@ impl Reconciler {
     pub fn new(state: &AppState) -> Self {
         Reconciler {
             settler: state.settler.clone(),
+            sales: state.sales.clone(),
         }
     }
 }
@@ -30,7 +33,15 @@ impl Worker for Reconciler {
 
     async fn run_once(&mut self) -> Result<Outcome, StepError> {
         let resolved = self.settler.reconcile().await?;
-        Ok(if resolved > 0 {
+        // Settlements that succeeded after their settle call answered become orders now.
+        let recorded = match self.sales.sweep().await {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::warn!(%error, "recording x402 sales failed");
+                0
+            }
+        };
+        Ok(if resolved + recorded > 0 {
             Outcome::Worked
         } else {
             Outcome::Idle

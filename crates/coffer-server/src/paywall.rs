@@ -1,0 +1,776 @@
+//! The x402 paywall: routes configured in `coffer.toml` are reverse-proxied to an upstream URL
+//! and answer `402 Payment Required` until paid.
+//!
+//! A request without payment gets one 402 that both protocol versions read: the v2
+//! `PAYMENT-REQUIRED` header (base64 JSON, CAIP-2 networks) and a v1 JSON body (v1 network names
+//! only, `description` and `mimeType` always present, no `outputSchema`, an absolute `resource`
+//! URL). Browsers (`Accept: text/html` and a `Mozilla` user agent) get an HTML page instead of
+//! the JSON body.
+//!
+//! A paid request carries `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1). Coffer matches it
+//! against freshly built requirements (v2: the echoed `accepted`, compared field by field with
+//! addresses case-folded; v1: scheme and network), verifies it, forwards the request, and
+//! settles only when the upstream answered below 400. The answer carries `PAYMENT-RESPONSE`
+//! (v2) or `X-PAYMENT-RESPONSE` (v1). When settlement fails the upstream body is withheld and
+//! the client gets a 402; when it is still pending (`settlement_pending`, the transaction is
+//! broadcast and journaled) the body is delivered — the client is never asked to pay twice for
+//! one authorization. A payment header seen before (settled, or being settled) is refused.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use base64::Engine;
+use coffer_core::{Amount, ChainRegistry, TransferMethod};
+use coffer_store::SettlementKey;
+use coffer_x402::settlement::SETTLEMENT_PENDING;
+use coffer_x402::wire::{
+    PayloadV1, PayloadV2, PaymentRequest, RequirementsV1, RequirementsV2, SettleResponse,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::sales::settlement_key;
+
+/// Header names the paywall reads and writes.
+pub mod x402_headers {
+    /// v2 402 challenge.
+    pub const PAYMENT_REQUIRED: &str = "payment-required";
+    /// v2 payment.
+    pub const PAYMENT_SIGNATURE: &str = "payment-signature";
+    /// v2 settlement result.
+    pub const PAYMENT_RESPONSE: &str = "payment-response";
+    /// v1 payment.
+    pub const X_PAYMENT: &str = "x-payment";
+    /// v1 settlement result.
+    pub const X_PAYMENT_RESPONSE: &str = "x-payment-response";
+    /// What browsers may read.
+    pub const EXPOSED: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+}
+
+/// Largest request body forwarded upstream.
+const MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// One `[[paywall.routes]]` entry of `coffer.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaywallRouteConfig {
+    /// Path pattern: an exact path (`/weather`) or a prefix ending in `/*` (`/premium/*`).
+    pub path: String,
+    /// HTTP method (`GET`, `POST`, …); any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Price in token units, e.g. `"0.01"`; never more decimals than the token has.
+    pub price: String,
+    /// Accepted networks (x402 v1 names or CAIP-2 ids), e.g. `["base-sepolia"]`.
+    pub networks: Vec<String>,
+    /// Accepted tokens by symbol; default `["USDC"]`. Only EIP-3009 tokens can be paid.
+    #[serde(default = "default_assets")]
+    pub assets: Vec<String>,
+    /// Who is paid (an address; register it with `coffer payto add` to record sales as orders).
+    pub pay_to: String,
+    /// Where paid requests go: the upstream's base URL; the request path and query are appended.
+    pub upstream: String,
+    /// What is sold (shown to the payer).
+    #[serde(default)]
+    pub description: String,
+    /// The MIME type of the resource.
+    #[serde(default = "default_mime")]
+    pub mime_type: String,
+    /// How long the payer's authorization must stay valid; default 300.
+    #[serde(default = "default_timeout")]
+    pub max_timeout_seconds: u64,
+}
+
+fn default_assets() -> Vec<String> {
+    vec!["USDC".to_owned()]
+}
+
+fn default_mime() -> String {
+    "application/json".to_owned()
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+/// A configuration mistake, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("paywall.routes[{index}].{field}: {message}")]
+pub struct PaywallConfigError {
+    /// Which route.
+    pub index: usize,
+    /// Which field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One way to pay a route.
+#[derive(Debug, Clone)]
+struct Accept {
+    v1: Option<RequirementsV1>,
+    v2: RequirementsV2,
+}
+
+/// A validated paywall route.
+#[derive(Debug, Clone)]
+pub struct PaywallRoute {
+    pattern: String,
+    prefix: bool,
+    method: Option<Method>,
+    upstream: String,
+    description: String,
+    mime_type: String,
+    accepts: Vec<Accept>,
+    /// The price, for summaries (`0.01 USDC`).
+    pub price_label: String,
+}
+
+impl PaywallRoute {
+    /// The path pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        if self.prefix {
+            path == self.pattern || path.starts_with(&format!("{}/", self.pattern))
+        } else {
+            path == self.pattern
+        }
+    }
+}
+
+/// The paywall's routes and its upstream client.
+#[derive(Debug, Default)]
+pub struct Paywall {
+    routes: Vec<PaywallRoute>,
+    client: reqwest::Client,
+    public_url: String,
+    in_flight: Mutex<HashSet<SettlementKey>>,
+}
+
+impl Paywall {
+    /// Validates route configuration against the chain registry.
+    ///
+    /// # Errors
+    /// [`PaywallConfigError`] naming the first bad field.
+    pub fn new(
+        configs: &[PaywallRouteConfig],
+        chains: &ChainRegistry,
+        public_url: &str,
+    ) -> Result<Self, PaywallConfigError> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for (index, config) in configs.iter().enumerate() {
+            let error = |field, message: String| PaywallConfigError {
+                index,
+                field,
+                message,
+            };
+            if !config.path.starts_with('/') {
+                return Err(error("path", "must start with /".to_owned()));
+            }
+            let (pattern, prefix) = match config.path.strip_suffix("/*") {
+                Some(base) => (base.to_owned(), true),
+                None => (config.path.clone(), false),
+            };
+            let method = config
+                .method
+                .as_deref()
+                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                .transpose()
+                .map_err(|_| error("method", "is not an HTTP method".to_owned()))?;
+            let pay_to: Address = config
+                .pay_to
+                .parse()
+                .map_err(|_| error("pay_to", format!("{:?} is not a 0x address", config.pay_to)))?;
+            let upstream = url::Url::parse(&config.upstream)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    error("upstream", "must be an http:// or https:// URL".to_owned())
+                })?;
+            if config.networks.is_empty() {
+                return Err(error("networks", "name at least one network".to_owned()));
+            }
+            let mut accepts = Vec::new();
+            let mut price_label = String::new();
+            for network in &config.networks {
+                let chain = chains
+                    .by_name(network)
+                    .ok_or_else(|| error("networks", format!("unknown network {network:?}")))?;
+                for symbol in &config.assets {
+                    let asset = chain
+                        .asset_by_symbol(symbol)
+                        .filter(|a| a.transfer_method == TransferMethod::Eip3009)
+                        .ok_or_else(|| {
+                            error(
+                                "assets",
+                                format!("{symbol:?} is not an EIP-3009 token on {}", chain.key()),
+                            )
+                        })?;
+                    let amount = Amount::parse_decimal(config.price.trim(), asset.decimals)
+                        .map_err(|e| error("price", format!("{:?}: {e}", config.price)))?;
+                    if amount.is_zero() {
+                        return Err(error("price", "must be greater than zero".to_owned()));
+                    }
+                    if price_label.is_empty() {
+                        price_label = format!("{} {}", config.price.trim(), asset.symbol);
+                    }
+                    let extra = asset
+                        .eip712
+                        .as_ref()
+                        .map(|d| json!({"name": d.name, "version": d.version}));
+                    let v2 = RequirementsV2 {
+                        scheme: "exact".to_owned(),
+                        network: chain.names.caip2.clone(),
+                        amount: amount.to_base_units_string(),
+                        asset: asset.address.to_checksum(None),
+                        pay_to: pay_to.to_checksum(None),
+                        max_timeout_seconds: config.max_timeout_seconds,
+                        extra: extra.clone(),
+                    };
+                    let v1 = Some(RequirementsV1 {
+                        scheme: "exact".to_owned(),
+                        network: chain.names.x402_v1.clone(),
+                        max_amount_required: amount.to_base_units_string(),
+                        resource: String::new(),
+                        description: config.description.clone(),
+                        mime_type: config.mime_type.clone(),
+                        pay_to: pay_to.to_checksum(None),
+                        max_timeout_seconds: config.max_timeout_seconds,
+                        asset: asset.address.to_checksum(None),
+                        output_schema: None,
+                        extra,
+                    });
+                    accepts.push(Accept { v1, v2 });
+                }
+            }
+            routes.push(PaywallRoute {
+                pattern,
+                prefix,
+                method,
+                upstream: upstream.as_str().trim_end_matches('/').to_owned(),
+                description: config.description.clone(),
+                mime_type: config.mime_type.clone(),
+                accepts,
+                price_label,
+            });
+        }
+        Ok(Paywall {
+            routes,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            in_flight: Mutex::default(),
+        })
+    }
+
+    /// The configured routes.
+    pub fn routes(&self) -> &[PaywallRoute] {
+        &self.routes
+    }
+
+    /// The route a request falls under.
+    pub fn route_for(&self, method: &Method, path: &str) -> Option<&PaywallRoute> {
+        self.routes.iter().find(|r| r.matches(method, path))
+    }
+
+    fn claim(&self, key: &SettlementKey) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone())
+    }
+
+    fn release(&self, key: &SettlementKey) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+fn b64(value: &impl Serialize) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Decodes a base64 header: the standard alphabet, tolerating URL-safe and missing padding.
+pub fn decode_header(value: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let trimmed = value.trim();
+    STANDARD
+        .decode(trimmed)
+        .ok()
+        .or_else(|| URL_SAFE_NO_PAD.decode(trimmed.trim_end_matches('=')).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(trimmed.trim_end_matches('='))
+                .ok()
+        })
+}
+
+struct Challenge<'a> {
+    route: &'a PaywallRoute,
+    resource: String,
+}
+
+impl Challenge<'_> {
+    fn v2(&self, error: &str) -> Value {
+        let accepts: Vec<&RequirementsV2> = self.route.accepts.iter().map(|a| &a.v2).collect();
+        json!({
+            "x402Version": 2,
+            "error": error,
+            "resource": {
+                "url": self.resource,
+                "description": self.route.description,
+                "mimeType": self.route.mime_type,
+            },
+            "accepts": accepts,
+        })
+    }
+
+    fn v1_accepts(&self) -> Vec<RequirementsV1> {
+        self.route
+            .accepts
+            .iter()
+            .filter_map(|a| a.v1.clone())
+            .map(|mut r| {
+                r.resource.clone_from(&self.resource);
+                r
+            })
+            .collect()
+    }
+
+    fn v1(&self, error: &str) -> Value {
+        json!({"x402Version": 1, "error": error, "accepts": self.v1_accepts()})
+    }
+
+    /// A 402 (or `status`) with the v2 header and the v1 body.
+    fn respond(
+        &self,
+        status: StatusCode,
+        error: &str,
+        extra: Option<(&str, String)>,
+    ) -> Response<Body> {
+        let mut response = Response::new(Body::from(self.v1(error).to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&b64(&self.v2(error))) {
+            headers.insert(
+                HeaderName::from_static(x402_headers::PAYMENT_REQUIRED),
+                value,
+            );
+        }
+        if let Some((name, value)) = extra
+            && let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            )
+        {
+            headers.insert(name, value);
+        }
+        expose(headers);
+        response
+    }
+
+    fn html(&self) -> Response<Body> {
+        let escape = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let options: String = self
+            .route
+            .accepts
+            .iter()
+            .map(|a| {
+                format!(
+                    "<li><code>{}</code> base units of <code>{}</code> on <code>{}</code> to <code>{}</code></li>",
+                    escape(&a.v2.amount),
+                    escape(&a.v2.asset),
+                    escape(&a.v2.network),
+                    escape(&a.v2.pay_to)
+                )
+            })
+            .collect();
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Payment required</title>\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+             code{{background:#f3f3f3;padding:0 .2em;word-break:break-all}}</style></head><body>\
+             <h1>Payment required</h1><p>{}</p><p>Price: <strong>{}</strong></p>\
+             <p>This resource is sold over <a href=\"https://x402.org\">x402</a>. Fetch <code>{}</code> with an x402 \
+             client (for example <code>@x402/fetch</code>) and it pays and retries by itself. Accepted:</p><ul>{}</ul>\
+             </body></html>",
+            escape(&self.route.description),
+            escape(&self.route.price_label),
+            escape(&self.resource),
+            options
+        );
+        let mut response = Response::new(Body::from(page));
+        *response.status_mut() = StatusCode::PAYMENT_REQUIRED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&b64(&self.v2("Payment required"))) {
+            headers.insert(
+                HeaderName::from_static(x402_headers::PAYMENT_REQUIRED),
+                value,
+            );
+        }
+        expose(headers);
+        response
+    }
+}
+
+fn expose(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(x402_headers::EXPOSED),
+    );
+}
+
+fn is_browser(headers: &HeaderMap) -> bool {
+    let get = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    get(header::ACCEPT).contains("text/html") && get(header::USER_AGENT).contains("Mozilla")
+}
+
+fn lower(text: &str) -> String {
+    text.trim().to_ascii_lowercase()
+}
+
+/// Whether a client's v2 `accepted` is the requirement Coffer built: every field equal, with
+/// addresses compared case-insensitively and `extra` compared as JSON values.
+pub fn same_requirement(accepted: &RequirementsV2, built: &RequirementsV2) -> bool {
+    accepted.scheme == built.scheme
+        && accepted.network == built.network
+        && accepted.amount == built.amount
+        && lower(&accepted.asset) == lower(&built.asset)
+        && lower(&accepted.pay_to) == lower(&built.pay_to)
+        && accepted.max_timeout_seconds == built.max_timeout_seconds
+        && accepted.extra.clone().unwrap_or_else(|| json!({}))
+            == built.extra.clone().unwrap_or_else(|| json!({}))
+}
+
+/// What a payment header says.
+enum Payment {
+    V1(Box<PayloadV1>),
+    V2(Box<PayloadV2>),
+}
+
+fn parse_payment(headers: &HeaderMap) -> Option<Result<Payment, String>> {
+    let (name, value, version) = if let Some(v) = headers.get(x402_headers::PAYMENT_SIGNATURE) {
+        ("PAYMENT-SIGNATURE", v, 2)
+    } else {
+        ("X-PAYMENT", headers.get(x402_headers::X_PAYMENT)?, 1)
+    };
+    let parsed = (|| {
+        let text = value.to_str().map_err(|_| format!("{name}: not ASCII"))?;
+        let bytes = decode_header(text).ok_or_else(|| format!("{name}: not base64"))?;
+        let json: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{name}: not JSON: {e}"))?;
+        let claimed = json.get("x402Version").and_then(Value::as_u64);
+        match (version, claimed) {
+            (2, Some(2)) => serde_json::from_value::<PayloadV2>(json)
+                .map(|p| Payment::V2(Box::new(p)))
+                .map_err(|e| format!("{name}: {e}")),
+            (1, Some(1)) => serde_json::from_value::<PayloadV1>(json)
+                .map(|p| Payment::V1(Box::new(p)))
+                .map_err(|e| format!("{name}: {e}")),
+            (_, other) => Err(format!(
+                "{name}.x402Version: {other:?} does not match the header (version {version})"
+            )),
+        }
+    })();
+    Some(parsed)
+}
+
+fn bad_request(code: &str, message: &str) -> Response<Body> {
+    let body = json!({"x402Version": 1, "error": message, "code": code});
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    expose(response.headers_mut());
+    response
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+fn forwardable(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !HOP_BY_HOP.contains(&name)
+        && name != x402_headers::PAYMENT_SIGNATURE
+        && name != x402_headers::X_PAYMENT
+        && name != "content-length"
+}
+
+/// Serves a request that falls under a paywall route.
+pub async fn serve(
+    state: &AppState,
+    route: &PaywallRoute,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    let paywall = &state.paywall;
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let challenge = Challenge {
+        route,
+        resource: format!("{}{}", paywall.public_url, parts.uri.path()),
+    };
+    let payment = match parse_payment(&parts.headers) {
+        None if is_browser(&parts.headers) => return challenge.html(),
+        None => {
+            return challenge.respond(StatusCode::PAYMENT_REQUIRED, "Payment required", None);
+        }
+        Some(Err(message)) => return bad_request("INVALID_PAYMENT_HEADER", &message),
+        Some(Ok(payment)) => payment,
+    };
+    let request = match payment {
+        Payment::V2(payload) => {
+            let Some(found) = route
+                .accepts
+                .iter()
+                .find(|a| same_requirement(&payload.accepted, &a.v2))
+            else {
+                return challenge.respond(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "No matching payment requirements",
+                    None,
+                );
+            };
+            PaymentRequest::V2 {
+                requirements: found.v2.clone(),
+                payload: *payload,
+            }
+        }
+        Payment::V1(payload) => {
+            let found = route
+                .accepts
+                .iter()
+                .filter_map(|a| a.v1.as_ref())
+                .find(|r| r.scheme == payload.scheme && r.network == payload.network);
+            let Some(found) = found else {
+                return challenge.respond(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "No matching payment requirements",
+                    None,
+                );
+            };
+            let mut requirements = found.clone();
+            requirements.resource.clone_from(&challenge.resource);
+            PaymentRequest::V1 {
+                requirements,
+                payload: *payload,
+            }
+        }
+    };
+    let Some(key) = settlement_key(&state.chains, &request) else {
+        return bad_request(
+            "INVALID_PAYMENT_HEADER",
+            "payload.authorization: from and nonce must be an address and 32 bytes of hex",
+        );
+    };
+    // A header seen before — settled, being settled, or in flight here — is a replay.
+    if !paywall.claim(&key) {
+        return challenge.respond(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_already_used: this authorization is being settled",
+            None,
+        );
+    }
+    let response = paid(
+        state,
+        route,
+        &challenge,
+        request,
+        &key,
+        parts,
+        body,
+        path_and_query,
+    )
+    .await;
+    paywall.release(&key);
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn paid(
+    state: &AppState,
+    route: &PaywallRoute,
+    challenge: &Challenge<'_>,
+    request: PaymentRequest,
+    key: &SettlementKey,
+    parts: axum::http::request::Parts,
+    body: Body,
+    path_and_query: String,
+) -> Response<Body> {
+    match state.store.settlement(key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return challenge.respond(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_already_used: this authorization was settled before",
+                None,
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading the settlement journal failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the settlement journal is unavailable",
+            );
+        }
+    }
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
+    let verified = state.facilitator.verify(&request, now).await;
+    if !verified.is_valid {
+        let reason = verified
+            .invalid_reason
+            .unwrap_or_else(|| "invalid_payment".to_owned());
+        return challenge.respond(StatusCode::PAYMENT_REQUIRED, &reason, None);
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let upstream = match forward(state, route, &parts, body, &path_and_query).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::warn!(%error, "paywall upstream failed");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the upstream did not answer; nothing was charged",
+            );
+        }
+    };
+    if upstream.status().as_u16() >= 400 {
+        return upstream;
+    }
+    let settled = state
+        .settler
+        .settle_with(&request, now, state.settle_timeout)
+        .await;
+    let header_name = match request {
+        PaymentRequest::V1 { .. } => x402_headers::X_PAYMENT_RESPONSE,
+        PaymentRequest::V2 { .. } => x402_headers::PAYMENT_RESPONSE,
+    };
+    let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
+    if settled.success {
+        if let Err(error) = state
+            .sales
+            .record_settled(&request, &route.description)
+            .await
+        {
+            tracing::warn!(%error, "recording a paywall sale failed; the reconciler retries");
+        }
+    } else if !pending {
+        let reason = settled
+            .error_reason
+            .clone()
+            .unwrap_or_else(|| "settlement_failed".to_owned());
+        return challenge.respond(
+            StatusCode::PAYMENT_REQUIRED,
+            &reason,
+            Some((header_name, b64(&settled))),
+        );
+    }
+    with_payment_response(upstream, header_name, &settled)
+}
+
+fn with_payment_response(
+    mut response: Response<Body>,
+    name: &'static str,
+    settled: &SettleResponse,
+) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&b64(settled)) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
+    expose(response.headers_mut());
+    response
+}
+
+fn plain(status: StatusCode, message: &str) -> Response<Body> {
+    let body = json!({"error": message});
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    expose(response.headers_mut());
+    response
+}
+
+async fn forward(
+    state: &AppState,
+    route: &PaywallRoute,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+    path_and_query: &str,
+) -> Result<Response<Body>, reqwest::Error> {
+    let url = format!("{}{}", route.upstream, path_and_query);
+    let mut outgoing = state
+        .paywall
+        .client
+        .request(parts.method.clone(), url)
+        .body(body);
+    for (name, value) in &parts.headers {
+        if forwardable(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let upstream = outgoing.send().await?;
+    let status = upstream.status();
+    let upstream_headers = upstream.headers().clone();
+    let bytes = upstream.bytes().await?;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &upstream_headers {
+        if forwardable(name) {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,192 @@
+//! The Pelago-compatible "Crypto for x402" family: create or confirm an order
+//! (`POST /openapi/crypto/x402/order`), query it, and list the supported payment methods.
+//! Authenticated with `Merchant-App-Key`. See [`crate::pelago`] for the payment forms.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::CallingMerchant;
+use crate::error::ApiError;
+use crate::pelago::{OrderRequest, OrderStatusView, Outcome, Pelago, PelagoError};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_or_confirm))
+        .routes(routes!(order_status))
+        .routes(routes!(payment_methods))
+}
+
+fn service(state: &AppState) -> Pelago {
+    Pelago::new(
+        state.store.clone(),
+        state.chains.clone(),
+        state.facilitator.clone(),
+        state.settler.clone(),
+        state.settle_timeout,
+        state.sales.clone(),
+    )
+}
+
+fn error_response(error: PelagoError) -> Response {
+    match error {
+        PelagoError::Invalid {
+            code,
+            field,
+            message,
+        } => ApiError::field(code, field, message).into_response(),
+        PelagoError::Refused {
+            code,
+            message,
+            order_id,
+        } => {
+            let status = match code {
+                "TX_ALREADY_USED" | "PAYMENT_ALREADY_USED" | "ORDER_ALREADY_PAID" => {
+                    StatusCode::CONFLICT
+                }
+                "SETTLEMENT_PENDING" => StatusCode::ACCEPTED,
+                _ => StatusCode::PAYMENT_REQUIRED,
+            };
+            let body =
+                json!({"x402Version": 1, "code": code, "error": message, "orderId": order_id});
+            (status, Json(body)).into_response()
+        }
+        PelagoError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "record not found").into_response()
+        }
+        PelagoError::Unavailable(message) => {
+            tracing::warn!(%message, "pelago order: chain unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CHAIN_UNAVAILABLE",
+                "the chain could not be reached; retry",
+            )
+            .into_response()
+        }
+        PelagoError::Store(error) => ApiError::internal(&error).into_response(),
+    }
+}
+
+/// Create an order, or confirm one with `X-PAYMENT`.
+///
+/// Without `X-PAYMENT`: creates an order (body `{description, amount, currency?, network?}`,
+/// `amount` in token units, `currency` default `USDC`, `network` default every network the
+/// merchant registered a payTo on) — or, with `orderId`, re-reads one — and answers **402**
+/// `{x402Version: 1, error, orderId, accepts: [x402 v1 requirements]}`.
+///
+/// With `X-PAYMENT` (base64 JSON, x402 v1): pays `orderId` (or, without one, creates and pays an
+/// order for the amount the payment proves) and answers **200**
+/// `{orderId, status: "confirmed", message: "Payment successful"}`. The payload is either an
+/// EIP-3009 authorization (settled by Coffer) or Pelago's tx-hash proof
+/// `{amount, signature, txHash}` where `signature` is the transfer sender's `personal_sign` of
+/// `"Coffer x402 payment\norderId: <orderId or empty>\ntxHash: <lower-case tx hash>"`.
+#[utoipa::path(
+    post,
+    path = "/openapi/crypto/x402/order",
+    tag = "x402 seller (Pelago)",
+    request_body = OrderRequest,
+    params(("X-PAYMENT" = Option<String>, Header, description = "base64 x402 v1 payment")),
+    responses(
+        (status = 200, description = "Payment successful, order confirmed", body = crate::pelago::Confirmed),
+        (status = 400, description = "Bad input (code and field)", body = crate::error::ErrorBody),
+        (status = 402, description = "{x402Version, error, orderId, accepts}", body = Object),
+        (status = 409, description = "The transaction or authorization already paid an order", body = Object)
+    ),
+    security(("api_key" = []))
+)]
+async fn create_or_confirm(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request: OrderRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        OrderRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(error) => {
+                let message = error.to_string();
+                let field = message
+                    .split('`')
+                    .nth(1)
+                    .map_or_else(|| "body".to_owned(), str::to_owned);
+                return ApiError::field("VALIDATION_ERROR", field, message).into_response();
+            }
+        }
+    };
+    let x_payment = match headers.get("x-payment").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(text)) => Some(text.to_owned()),
+        Some(Err(_)) => {
+            return ApiError::field("INVALID_PAYMENT_HEADER", "X-PAYMENT", "not ASCII")
+                .into_response();
+        }
+    };
+    let resource = format!("{}/openapi/crypto/x402/order", state.public_url);
+    match service(&state)
+        .order(&merchant, &request, x_payment.as_deref(), &resource)
+        .await
+    {
+        Ok(Outcome::Confirmed(confirmed)) => (StatusCode::OK, Json(confirmed)).into_response(),
+        Ok(Outcome::PaymentRequired {
+            order_id,
+            accepts,
+            error,
+        }) => {
+            let body =
+                json!({"x402Version": 1, "error": error, "orderId": order_id, "accepts": accepts});
+            (StatusCode::PAYMENT_REQUIRED, Json(body)).into_response()
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// Query an order: `{orderId, message, orderStatus, payStatus, paidAmount, transactionFee,
+/// gasFee, txHash}`; 404 when it does not exist.
+#[utoipa::path(
+    get,
+    path = "/openapi/crypto/x402/order/{orderId}",
+    tag = "x402 seller (Pelago)",
+    params(("orderId" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderStatusView),
+        (status = 404, description = "record not found", body = crate::error::ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn order_status(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+    Path(order_id): Path<String>,
+) -> Response {
+    match service(&state).status(&merchant, &order_id).await {
+        Ok(view) => Json(view).into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+/// The supported payment methods: each network and token the merchant can be paid in, with
+/// the scheme (`exact`) and payment forms (`eip3009`, `txHash`).
+#[utoipa::path(
+    get,
+    path = "/openapi/crypto/x402/supported",
+    tag = "x402 seller (Pelago)",
+    responses((status = 200, description = "{x402Version, methods: [...]}", body = Object)),
+    security(("api_key" = []))
+)]
+async fn payment_methods(
+    State(state): State<AppState>,
+    CallingMerchant(merchant): CallingMerchant,
+) -> Response {
+    match service(&state).methods(&merchant).await {
+        Ok(methods) => Json(methods).into_response(),
+        Err(error) => error_response(error),
+    }
+}

@@ -1,0 +1,688 @@
+//! x402 sales: settlements paid to a merchant's x402 `payTo` address become payment orders.
+//!
+//! Whatever settled the payment — `/x402/settle`, the OKX routes, the paywall or the Pelago
+//! endpoint — the journal row of the authorization says who paid whom how much, and in which
+//! transaction. When the `payTo` is registered to a merchant ([`X402Sales::add_pay_to`]), the
+//! sale is written as an order already `confirmed`, with its payment (transaction hash, log
+//! index of the `Transfer`, block, amount, payer) and its events, in one transaction. The sale
+//! is keyed by the authorization, so a repeated settle never records twice. Settlements whose
+//! receipt came after the settle call answered (`settlement_pending`) are recorded by
+//! [`X402Sales::sweep`], which the settlement reconciler runs.
+//!
+//! Webhooks then flow through the existing outbox like any other order's.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionReceipt;
+use alloy::sol_types::SolEvent;
+use chrono::Utc;
+use coffer_core::{Amount, ChainRegistry};
+use coffer_evm::contracts::IERC20;
+use coffer_evm::rpc::ChainRpc;
+use coffer_store::{
+    MerchantRow, NewOrder, NewPayment, NewSale, OrderRow, OrderSource, PayToRow, Recorded,
+    SaleOrder, SaleProof, SettlementKey, SettlementStatus, Store, StoreError,
+};
+use coffer_x402::wire::{PaymentRequest, SettleResponse};
+
+use crate::events::{new_id, order_event};
+use crate::orders::PaymentOrders;
+
+alloy::sol! {
+    /// Emitted by EIP-3009 tokens when an authorization is used.
+    event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+}
+
+/// What can go wrong while recording a sale.
+#[derive(Debug, thiserror::Error)]
+pub enum SaleError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The chain could not be asked (retry later).
+    #[error("chain {chain_id}: {message}")]
+    Chain {
+        /// The chain.
+        chain_id: u64,
+        /// What failed.
+        message: String,
+    },
+    /// The transaction does not show the transfer that was expected.
+    #[error("transaction {tx_hash}: {message}")]
+    NoTransfer {
+        /// The transaction.
+        tx_hash: String,
+        /// What is missing.
+        message: String,
+    },
+}
+
+/// A transfer found in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundTransfer {
+    /// Token contract.
+    pub token: Address,
+    /// Sender.
+    pub from: Address,
+    /// Recipient.
+    pub to: Address,
+    /// Amount in base units.
+    pub value: U256,
+    /// Log index.
+    pub log_index: u64,
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash.
+    pub block_hash: B256,
+}
+
+/// Records x402 settlements as orders.
+#[derive(Clone)]
+pub struct X402Sales {
+    store: Arc<dyn Store>,
+    chains: Arc<ChainRegistry>,
+    rpcs: Arc<Vec<ChainRpc>>,
+    orders: PaymentOrders,
+    webhook_wakeup: Arc<tokio::sync::Notify>,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// `amount` (base units at `from` decimals) at `to` decimals, when exact.
+pub fn rescale(amount: Amount, from: u8, to: u8) -> Option<Amount> {
+    let ten = U256::from(10u8);
+    let units = amount.base_units();
+    let scaled = if to >= from {
+        units.checked_mul(ten.pow(U256::from(to - from)))?
+    } else {
+        let divisor = ten.pow(U256::from(from - to));
+        if units % divisor != U256::ZERO {
+            return None;
+        }
+        units / divisor
+    };
+    Some(Amount::from_base_units(scaled))
+}
+
+/// The journal key of an authorization, as the settlement engine writes it.
+pub fn settlement_key(chains: &ChainRegistry, request: &PaymentRequest) -> Option<SettlementKey> {
+    let (network, asset, authorization) = match request {
+        PaymentRequest::V1 {
+            payload,
+            requirements,
+        } => (
+            chains.by_x402_v1_name(&requirements.network)?,
+            &requirements.asset,
+            &payload.payload.authorization,
+        ),
+        PaymentRequest::V2 {
+            payload,
+            requirements,
+        } => (
+            chains.by_caip2(&requirements.network)?,
+            &requirements.asset,
+            &payload.payload.authorization,
+        ),
+    };
+    let asset: Address = asset.parse().ok()?;
+    let payer: Address = authorization.from.parse().ok()?;
+    let nonce: B256 = authorization.nonce.parse().ok()?;
+    Some(SettlementKey {
+        chain_id: network.chain_id,
+        token: format!("{asset:#x}"),
+        payer: format!("{payer:#x}"),
+        auth_nonce: format!("{nonce:#x}"),
+    })
+}
+
+impl X402Sales {
+    /// The service over the application's store, chains and RPC clients.
+    pub fn new(
+        store: Arc<dyn Store>,
+        chains: Arc<ChainRegistry>,
+        rpcs: Arc<Vec<ChainRpc>>,
+        orders: PaymentOrders,
+        webhook_wakeup: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        X402Sales {
+            store,
+            chains,
+            rpcs,
+            orders,
+            webhook_wakeup,
+        }
+    }
+
+    /// Registers a merchant's payTo address on a chain.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when another merchant registered it.
+    pub async fn add_pay_to(
+        &self,
+        merchant: &MerchantRow,
+        chain_id: u64,
+        address: Address,
+    ) -> Result<PayToRow, StoreError> {
+        let row = PayToRow {
+            chain_id,
+            address: format!("{address:#x}"),
+            merchant_id: merchant.id.clone(),
+            created_at_ms: now_ms(),
+        };
+        self.store.add_pay_to(&row).await?;
+        Ok(row)
+    }
+
+    /// The merchant owning `address` on a chain, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] when reading fails.
+    pub async fn owner(
+        &self,
+        chain_id: u64,
+        address: Address,
+    ) -> Result<Option<MerchantRow>, StoreError> {
+        match self
+            .store
+            .pay_to_owner(chain_id, &format!("{address:#x}"))
+            .await?
+        {
+            Some(row) => Ok(Some(self.store.merchant(&row.merchant_id).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the settlement of a request that settled successfully, if its payTo belongs to
+    /// a merchant; `description` goes into the order info.
+    ///
+    /// # Errors
+    /// [`SaleError`] when the journal, the chain or the store fails.
+    pub async fn record_settled(
+        &self,
+        request: &PaymentRequest,
+        description: &str,
+    ) -> Result<Option<Recorded>, SaleError> {
+        let Some(key) = settlement_key(&self.chains, request) else {
+            return Ok(None);
+        };
+        // Most settlements pay no merchant of this Coffer: one lookup and done.
+        let pay_to = match request {
+            PaymentRequest::V1 { requirements, .. } => &requirements.pay_to,
+            PaymentRequest::V2 { requirements, .. } => &requirements.pay_to,
+        };
+        let Ok(pay_to) = pay_to.parse::<Address>() else {
+            return Ok(None);
+        };
+        if self
+            .store
+            .pay_to_owner(key.chain_id, &format!("{pay_to:#x}"))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.record_key(&key, description, None).await
+    }
+
+    /// Records a settle call's result when it succeeded; failures are logged (the reconciler's
+    /// sweep records the sale later).
+    pub async fn after_settle(&self, request: &PaymentRequest, reply: &SettleResponse) {
+        if !reply.success {
+            return;
+        }
+        if let Err(error) = self.record_settled(request, "").await {
+            tracing::warn!(%error, "recording an x402 sale failed; the reconciler retries");
+        }
+    }
+
+    /// Records the settlement journaled under `key` (when it succeeded and its payTo is a
+    /// merchant's), into `existing` — a pending order of that merchant — or a new order.
+    ///
+    /// # Errors
+    /// [`SaleError`] when the journal, the chain or the store fails.
+    pub async fn record_key(
+        &self,
+        key: &SettlementKey,
+        description: &str,
+        existing: Option<&OrderRow>,
+    ) -> Result<Option<Recorded>, SaleError> {
+        let Some(row) = self.store.settlement(key).await? else {
+            return Ok(None);
+        };
+        if row.status != SettlementStatus::Succeeded {
+            return Ok(None);
+        }
+        let Some(tx_hash) = row.tx_hash.clone() else {
+            return Ok(None);
+        };
+        let pay_to: Address = row.pay_to.parse().map_err(|_| SaleError::NoTransfer {
+            tx_hash: tx_hash.clone(),
+            message: format!("journaled payTo {:?} is not an address", row.pay_to),
+        })?;
+        let merchant = match existing {
+            Some(order) => self.store.merchant(&order.merchant_id).await?,
+            None => match self.owner(key.chain_id, pay_to).await? {
+                Some(merchant) => merchant,
+                None => return Ok(None),
+            },
+        };
+        let token: Address = key.token.parse().map_err(|_| SaleError::NoTransfer {
+            tx_hash: tx_hash.clone(),
+            message: "journaled token is not an address".to_owned(),
+        })?;
+        let payer: Address = key.payer.parse().map_err(|_| SaleError::NoTransfer {
+            tx_hash: tx_hash.clone(),
+            message: "journaled payer is not an address".to_owned(),
+        })?;
+        let nonce: B256 = key.auth_nonce.parse().map_err(|_| SaleError::NoTransfer {
+            tx_hash: tx_hash.clone(),
+            message: "journaled nonce is not 32 bytes".to_owned(),
+        })?;
+        let value = Amount::from_base_units_str(&row.value).map_err(|_| SaleError::NoTransfer {
+            tx_hash: tx_hash.clone(),
+            message: "journaled value is not an amount".to_owned(),
+        })?;
+        let receipt = self.receipt(key.chain_id, &tx_hash).await?;
+        let transfer =
+            authorized_transfer(&receipt, token, payer, pay_to, nonce, value.base_units())
+                .ok_or_else(|| SaleError::NoTransfer {
+                    tx_hash: tx_hash.clone(),
+                    message: "no Transfer log of this authorization".to_owned(),
+                })?;
+        let sale = self
+            .sale(
+                &merchant,
+                key.chain_id,
+                &transfer,
+                &tx_hash,
+                SaleProof::Authorization {
+                    auth_nonce: key.auth_nonce.clone(),
+                },
+                description,
+                existing,
+            )
+            .await?;
+        let recorded = self.store.record_sale(&sale).await?;
+        if matches!(recorded, Recorded::New(_)) {
+            self.webhook_wakeup.notify_one();
+        }
+        Ok(Some(recorded))
+    }
+
+    /// Records a transfer the payer broadcast itself (Pelago's tx-hash proof) into a pending
+    /// order.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`"payment"`) when the transfer already pays an order.
+    pub async fn record_transfer(
+        &self,
+        order: &OrderRow,
+        chain_id: u64,
+        tx_hash: &str,
+        transfer: &FoundTransfer,
+    ) -> Result<Recorded, SaleError> {
+        let merchant = self.store.merchant(&order.merchant_id).await?;
+        let sale = self
+            .sale(
+                &merchant,
+                chain_id,
+                transfer,
+                tx_hash,
+                SaleProof::Transfer,
+                "",
+                Some(order),
+            )
+            .await?;
+        let recorded = self.store.record_sale(&sale).await?;
+        self.webhook_wakeup.notify_one();
+        Ok(recorded)
+    }
+
+    /// Records succeeded settlements not recorded yet; returns how many were recorded.
+    ///
+    /// # Errors
+    /// [`SaleError`] when the store fails; a chain failure on one settlement is logged and the
+    /// rest go on.
+    pub async fn sweep(&self) -> Result<usize, SaleError> {
+        let keys = self.store.unrecorded_settlements(100).await?;
+        let mut recorded = 0;
+        for key in keys {
+            match self.record_key(&key, "", None).await {
+                Ok(Some(Recorded::New(_))) => recorded += 1,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "recording an x402 sale failed"),
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// The receipt of a transaction.
+    ///
+    /// # Errors
+    /// [`SaleError::Chain`] when the chain cannot be asked or has no such receipt.
+    pub async fn receipt(
+        &self,
+        chain_id: u64,
+        tx_hash: &str,
+    ) -> Result<TransactionReceipt, SaleError> {
+        let chain_error = |message: String| SaleError::Chain { chain_id, message };
+        let hash: B256 = tx_hash
+            .parse()
+            .map_err(|_| chain_error(format!("{tx_hash:?} is not a transaction hash")))?;
+        let provider = self
+            .rpcs
+            .iter()
+            .find(|rpc| rpc.chain_id() == chain_id)
+            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .ok_or_else(|| chain_error("no RPC endpoint configured".to_owned()))?;
+        provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(|error| chain_error(error.to_string()))?
+            .ok_or_else(|| chain_error(format!("no receipt for {tx_hash}")))
+    }
+
+    /// The current block number of a chain.
+    ///
+    /// # Errors
+    /// [`SaleError::Chain`] when the chain cannot be asked.
+    pub async fn block_number(&self, chain_id: u64) -> Result<u64, SaleError> {
+        let provider = self
+            .rpcs
+            .iter()
+            .find(|rpc| rpc.chain_id() == chain_id)
+            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .ok_or_else(|| SaleError::Chain {
+                chain_id,
+                message: "no RPC endpoint configured".to_owned(),
+            })?;
+        provider
+            .get_block_number()
+            .await
+            .map_err(|error| SaleError::Chain {
+                chain_id,
+                message: error.to_string(),
+            })
+    }
+
+    async fn block_time(&self, chain_id: u64, number: u64) -> i64 {
+        let provider = self
+            .rpcs
+            .iter()
+            .find(|rpc| rpc.chain_id() == chain_id)
+            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()));
+        let Some(provider) = provider else {
+            return Utc::now().timestamp();
+        };
+        match provider.get_block_by_number(number.into()).await {
+            Ok(Some(block)) => i64::try_from(block.header.timestamp).unwrap_or(i64::MAX),
+            _ => Utc::now().timestamp(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sale(
+        &self,
+        merchant: &MerchantRow,
+        chain_id: u64,
+        transfer: &FoundTransfer,
+        tx_hash: &str,
+        proof: SaleProof,
+        description: &str,
+        existing: Option<&OrderRow>,
+    ) -> Result<NewSale, SaleError> {
+        let now = now_ms();
+        let chain = self
+            .chains
+            .by_chain_id(chain_id)
+            .ok_or_else(|| SaleError::Chain {
+                chain_id,
+                message: "unknown chain".to_owned(),
+            })?;
+        let asset =
+            chain
+                .asset_by_address(transfer.token)
+                .ok_or_else(|| SaleError::NoTransfer {
+                    tx_hash: tx_hash.to_owned(),
+                    message: format!("token {} is not known on {}", transfer.token, chain.key()),
+                })?;
+        let amount = Amount::from_base_units(transfer.value);
+        let block_time = self.block_time(chain_id, transfer.block_number).await;
+        let order_id = match existing {
+            Some(order) => order.order_id.clone(),
+            None => format!("ORD-{}", &new_id("x")[2..14]),
+        };
+        let receiving_address = transfer.to.to_checksum(None);
+        let payment = NewPayment {
+            chain_id,
+            tx_hash: tx_hash.to_ascii_lowercase(),
+            log_index: i64::try_from(transfer.log_index).unwrap_or(i64::MAX),
+            order_id: order_id.clone(),
+            asset_address: Some(format!("{:#x}", transfer.token)),
+            sender: transfer.from.to_checksum(None),
+            recipient: receiving_address.clone(),
+            amount,
+            block_number: transfer.block_number,
+            block_hash: format!("{:#x}", transfer.block_hash),
+            block_time,
+            detected_at_ms: now,
+        };
+        let webhook_url = existing.and_then(|order| order.webhook_url.clone());
+        let (order, source, order_row_for_view) = match existing {
+            Some(order) => {
+                let asked = rescale(order.amount, order.decimals, asset.decimals).unwrap_or(amount);
+                let mut next = order.clone();
+                next.amount = asked;
+                next.chain_id = chain_id;
+                next.blockchain = chain.names.cryptopay_slug.clone();
+                next.currency = asset.symbol.clone();
+                next.asset_address = Some(format!("{:#x}", asset.address));
+                next.decimals = asset.decimals;
+                next.receiving_address = receiving_address.clone();
+                (
+                    SaleOrder::Existing {
+                        order_id: order.order_id.clone(),
+                        expected_version: order.version,
+                        chain_id,
+                        blockchain: next.blockchain.clone(),
+                        currency: next.currency.clone(),
+                        asset_address: next.asset_address.clone(),
+                        decimals: asset.decimals,
+                        amount: asked,
+                        receiving_address: receiving_address.clone(),
+                    },
+                    OrderSource::Pelago,
+                    next,
+                )
+            }
+            None => {
+                let order_info = serde_json::json!({
+                    "x402": true,
+                    "description": description,
+                    "payer": transfer.from.to_checksum(None),
+                })
+                .to_string();
+                let new = NewOrder {
+                    order_id: order_id.clone(),
+                    merchant_id: merchant.id.clone(),
+                    chain_id,
+                    blockchain: chain.names.cryptopay_slug.clone(),
+                    currency: asset.symbol.clone(),
+                    asset_address: Some(format!("{:#x}", asset.address)),
+                    decimals: asset.decimals,
+                    amount,
+                    underpayment_tolerance: Amount::ZERO,
+                    receiving_address: receiving_address.clone(),
+                    derivation_index: 0,
+                    order_info: order_info.clone(),
+                    nonce: 0,
+                    webhook_url: None,
+                    redirect_url: None,
+                    idempotency_key: None,
+                    request_hash: None,
+                    created_at_ms: now,
+                    expires_at_ms: now,
+                    monitor_until_ms: now,
+                    event: order_event(
+                        merchant,
+                        &order_id,
+                        None,
+                        "payment_order.created",
+                        serde_json::Value::Null,
+                        now,
+                        false,
+                    ),
+                };
+                let row = OrderRow {
+                    id: 0,
+                    order_id: order_id.clone(),
+                    merchant_id: merchant.id.clone(),
+                    chain_id,
+                    blockchain: new.blockchain.clone(),
+                    currency: new.currency.clone(),
+                    asset_address: new.asset_address.clone(),
+                    decimals: asset.decimals,
+                    amount,
+                    underpayment_tolerance: Amount::ZERO,
+                    amount_paid: amount,
+                    status: coffer_core::OrderStatus::Confirmed,
+                    sub_status: coffer_core::PaymentSubStatus::None,
+                    receiving_address: receiving_address.clone(),
+                    derivation_index: 0,
+                    order_info,
+                    nonce: 0,
+                    webhook_url: None,
+                    redirect_url: None,
+                    idempotency_key: None,
+                    request_hash: None,
+                    closed: false,
+                    created_at_ms: now,
+                    expires_at_ms: now,
+                    monitor_until_ms: now,
+                    confirmed_at_ms: Some(now),
+                    updated_at_ms: now,
+                    version: 0,
+                };
+                (SaleOrder::New(Box::new(new)), OrderSource::X402, row)
+            }
+        };
+        let mut view_row = order_row_for_view;
+        view_row.status = coffer_core::OrderStatus::Confirmed;
+        view_row.amount_paid = amount;
+        view_row.confirmed_at_ms = Some(now);
+        let payment_row = coffer_store::PaymentRow {
+            payment: payment.clone(),
+            orphaned: false,
+        };
+        let view = self.orders.view(
+            &view_row,
+            std::slice::from_ref(&payment_row),
+            Some(transfer.block_number),
+            1,
+        );
+        let data = serde_json::to_value(view).unwrap_or_default();
+        let events = vec![order_event(
+            merchant,
+            &order_id,
+            webhook_url.as_deref(),
+            "payment_order.confirmed",
+            data,
+            now,
+            true,
+        )];
+        Ok(NewSale {
+            order,
+            merchant_id: merchant.id.clone(),
+            source,
+            proof,
+            payment,
+            events,
+            now_ms: now,
+        })
+    }
+}
+
+/// The `Transfer` log an EIP-3009 authorization produced: the token's `AuthorizationUsed` for
+/// `(payer, nonce)` and, next to it, the matching `Transfer` (a batched transaction may hold
+/// several transfers of the same payer).
+pub fn authorized_transfer(
+    receipt: &TransactionReceipt,
+    token: Address,
+    payer: Address,
+    pay_to: Address,
+    nonce: B256,
+    value: U256,
+) -> Option<FoundTransfer> {
+    if !receipt.status() {
+        return None;
+    }
+    let logs = receipt.inner.logs();
+    let used = logs.iter().position(|log| {
+        log.address() == token
+            && log.topics().first() == Some(&AuthorizationUsed::SIGNATURE_HASH)
+            && log.topics().get(1) == Some(&payer.into_word())
+            && log.topics().get(2) == Some(&nonce)
+    });
+    let is_transfer = |log: &alloy::rpc::types::Log| -> bool {
+        log.address() == token
+            && IERC20::Transfer::decode_log(&log.inner)
+                .ok()
+                .is_some_and(|t| {
+                    t.data.from == payer && t.data.to == pay_to && t.data.value == value
+                })
+    };
+    let found: &alloy::rpc::types::Log = match used {
+        // The transfer sits right after (FiatToken) or right before the authorization's log.
+        Some(at) => {
+            let after = logs.get(at + 1).filter(|log| is_transfer(log));
+            let before = at
+                .checked_sub(1)
+                .and_then(|i| logs.get(i))
+                .filter(|log| is_transfer(log));
+            after.or(before)?
+        }
+        None => logs.iter().find(|log| is_transfer(log))?,
+    };
+    Some(FoundTransfer {
+        token,
+        from: payer,
+        to: pay_to,
+        value,
+        log_index: found.log_index?,
+        block_number: found.block_number.or(receipt.block_number)?,
+        block_hash: found.block_hash.or(receipt.block_hash)?,
+    })
+}
+
+/// Every `Transfer` of `token` to `pay_to` in a successful receipt.
+pub fn transfers_to(
+    receipt: &TransactionReceipt,
+    token: Address,
+    pay_to: Address,
+) -> Vec<FoundTransfer> {
+    if !receipt.status() {
+        return Vec::new();
+    }
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(|log| log.address() == token)
+        .filter_map(|log| {
+            let decoded = IERC20::Transfer::decode_log(&log.inner).ok()?.data;
+            (decoded.to == pay_to).then_some(FoundTransfer {
+                token,
+                from: decoded.from,
+                to: decoded.to,
+                value: decoded.value,
+                log_index: log.log_index?,
+                block_number: log.block_number.or(receipt.block_number)?,
+                block_hash: log.block_hash.or(receipt.block_hash)?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,822 @@
+//! The x402 seller against a real EIP-3009 token on anvil: settlements to a merchant's payTo
+//! recorded as orders (on SQLite and PostgreSQL), the paywall reverse proxy, and the
+//! Pelago-compatible order endpoint with both payment forms.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256, address};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use base64::Engine;
+use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::contracts::{IERC20, IEip3009, TransferWithAuthorization};
+use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_server::AppState;
+use coffer_server::paywall::{Paywall, PaywallRouteConfig};
+use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::{MerchantRow, OrderOrdering, OrderQuery};
+use coffer_x402::settlement::SettleOptions;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+/// The merchant's registered payTo.
+const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+/// A payTo nobody registered.
+const STRANGER_PAY_TO: Address = address!("0x1111111111111111111111111111111111111111");
+
+struct Env {
+    _anvil: Anvil,
+    chain: DynProvider,
+    base: String,
+    payer: PrivateKeySigner,
+    state: AppState,
+    merchant: MerchantRow,
+    api_key: String,
+    hits: Arc<AtomicU64>,
+    _db: TestDatabase,
+}
+
+async fn upstream(hits: Arc<AtomicU64>) -> String {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/premium/{*rest}",
+            get(|State(hits): State<Arc<AtomicU64>>| async move {
+                let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                axum::Json(json!({"quote": "paid content", "served": n}))
+            }),
+        )
+        .route(
+            "/broken/{*rest}",
+            get(|State(hits): State<Arc<AtomicU64>>| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                (StatusCode::INTERNAL_SERVER_ERROR, "upstream failed")
+            }),
+        )
+        .with_state(hits);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+impl Env {
+    async fn new(backend: Backend) -> Env {
+        let binary =
+            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+        let anvil = Anvil::start(&AnvilOptions {
+            binary,
+            chain_id: 84_532,
+            port: 0,
+            state_file: None,
+            block_time: None,
+        })
+        .await
+        .unwrap();
+        let owner = testnet::dev_account(0).unwrap();
+        let chain = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(owner.clone()))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
+        let spec = UsdcSpec {
+            name: "USDC".into(),
+            version: "2".into(),
+            symbol: "USDC".into(),
+            decimals: 6,
+            owner: owner.address(),
+        };
+        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
+        let payer = testnet::dev_account(1).unwrap();
+        testnet::mint(&chain, USDC, payer.address(), U256::from(5_000_000u64))
+            .await
+            .unwrap();
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: vec![anvil.url().to_owned()],
+                confirmations: Some(1),
+                ..Default::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+        let db = TestDatabase::new(backend).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let signer = testnet::dev_account(9).unwrap();
+        let options = SettleOptions {
+            receipt_timeout: Duration::from_secs(5),
+            ..SettleOptions::default()
+        };
+        let mut state = AppState::new(db.store.clone(), registry, &base)
+            .unwrap()
+            .with_settlement(vec![signer], options);
+        let hits = Arc::new(AtomicU64::new(0));
+        let upstream = upstream(hits.clone()).await;
+        let route = |path: &str| PaywallRouteConfig {
+            path: path.to_owned(),
+            method: Some("GET".to_owned()),
+            price: "0.01".to_owned(),
+            networks: vec!["base-sepolia".to_owned()],
+            assets: vec!["USDC".to_owned()],
+            pay_to: PAY_TO.to_checksum(None),
+            upstream: upstream.clone(),
+            description: "Premium quotes".to_owned(),
+            mime_type: "application/json".to_owned(),
+            max_timeout_seconds: 300,
+        };
+        state.paywall = Arc::new(
+            Paywall::new(
+                &[route("/premium/*"), route("/broken/*")],
+                &state.chains,
+                &base,
+            )
+            .unwrap(),
+        );
+        let merchant = state
+            .merchants
+            .create("Seller", Some("http://127.0.0.1:9/hooks"))
+            .await
+            .unwrap();
+        let key = state
+            .merchants
+            .create_key(&merchant.id, "test")
+            .await
+            .unwrap();
+        state
+            .sales
+            .add_pay_to(&merchant, 84_532, PAY_TO)
+            .await
+            .unwrap();
+        tokio::spawn(coffer_server::serve(
+            listener,
+            coffer_server::router(state.clone()),
+            std::future::pending(),
+        ));
+        Env {
+            _anvil: anvil,
+            chain,
+            base,
+            payer,
+            state,
+            merchant,
+            api_key: key.key.expose_secret().to_owned(),
+            hits,
+            _db: db,
+        }
+    }
+
+    async fn balance(&self, who: Address) -> U256 {
+        IEip3009::new(USDC, &self.chain)
+            .balanceOf(who)
+            .call()
+            .await
+            .unwrap()
+    }
+
+    async fn orders(&self) -> Vec<coffer_store::OrderRow> {
+        let (orders, _) = self
+            .state
+            .store
+            .list_orders(&OrderQuery {
+                merchant_id: self.merchant.id.clone(),
+                status: None,
+                chain_id: None,
+                currency: None,
+                ordering: OrderOrdering::OldestFirst,
+                offset: 0,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        orders
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+fn now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
+}
+
+struct Auth {
+    from: Address,
+    to: Address,
+    value: u64,
+    nonce: B256,
+    valid_before: u64,
+}
+
+impl Auth {
+    fn fresh(from: Address, to: Address, value: u64) -> Auth {
+        Auth {
+            from,
+            to,
+            value,
+            nonce: B256::from(rand::random::<[u8; 32]>()),
+            valid_before: now() + 300,
+        }
+    }
+
+    fn sign(&self, signer: &PrivateKeySigner) -> String {
+        let domain = Eip712Domain::new(
+            Some("USDC".into()),
+            Some("2".into()),
+            Some(U256::from(84_532)),
+            Some(USDC),
+            None,
+        );
+        let message = TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from(self.value),
+            validAfter: U256::from(now() - 600),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        };
+        let signature = signer
+            .sign_hash_sync(&message.eip712_signing_hash(&domain))
+            .unwrap();
+        format!("0x{}", alloy::hex::encode(signature.as_bytes()))
+    }
+
+    fn payload(&self, signer: &PrivateKeySigner) -> Value {
+        json!({
+            "signature": self.sign(signer),
+            "authorization": {
+                "from": self.from.to_checksum(None), "to": self.to.to_checksum(None),
+                "value": self.value.to_string(), "validAfter": (now() - 600).to_string(),
+                "validBefore": self.valid_before.to_string(), "nonce": format!("{:#x}", self.nonce),
+            }
+        })
+    }
+}
+
+fn requirements_v2(pay_to: Address, amount: u64) -> Value {
+    json!({
+        "scheme": "exact", "network": "eip155:84532", "amount": amount.to_string(),
+        "asset": USDC.to_checksum(None), "payTo": pay_to.to_checksum(None), "maxTimeoutSeconds": 300,
+        "extra": {"name": "USDC", "version": "2"}
+    })
+}
+
+fn b64(value: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+fn unb64(text: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
+    let env = Env::new(backend).await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 250_000);
+    let requirements = requirements_v2(PAY_TO, 250_000);
+    let request = json!({
+        "x402Version": 2,
+        "paymentPayload": {"x402Version": 2, "accepted": requirements, "payload": auth.payload(&env.payer)},
+        "paymentRequirements": requirements,
+    });
+    let (status, first) = env.post_json("/x402/settle", &request).await;
+    assert_eq!(
+        (status, first["success"].as_bool()),
+        (200, Some(true)),
+        "{first}"
+    );
+    let (_, again) = env.post_json("/x402/settle", &request).await;
+    assert_eq!(again["transaction"], first["transaction"]);
+
+    let orders = env.orders().await;
+    assert_eq!(orders.len(), 1, "a repeated settle records once");
+    let order = &orders[0];
+    assert_eq!(order.status.as_str(), "confirmed");
+    assert_eq!(order.amount.to_base_units_string(), "250000");
+    assert_eq!(order.amount_paid.to_base_units_string(), "250000");
+    assert_eq!(order.receiving_address, PAY_TO.to_checksum(None));
+    let payments = env
+        .state
+        .store
+        .payments_for_order(&order.order_id)
+        .await
+        .unwrap();
+    assert_eq!(payments.len(), 1);
+    let payment = &payments[0].payment;
+    assert_eq!(
+        payment.tx_hash,
+        first["transaction"].as_str().unwrap().to_ascii_lowercase()
+    );
+    assert_eq!(payment.sender, env.payer.address().to_checksum(None));
+    assert_eq!(payment.amount.to_base_units_string(), "250000");
+    let receipt = env
+        .chain
+        .get_transaction_receipt(payment.tx_hash.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(payment.block_number), receipt.block_number);
+    let transfer_log = receipt
+        .inner
+        .logs()
+        .iter()
+        .find(|log| log.log_index == Some(u64::try_from(payment.log_index).unwrap()))
+        .unwrap();
+    assert_eq!(
+        transfer_log.topics()[0],
+        <IERC20::Transfer as alloy::sol_types::SolEvent>::SIGNATURE_HASH
+    );
+    let events = env
+        .state
+        .store
+        .events(&env.merchant.id, Some(&order.order_id), 10)
+        .await
+        .unwrap();
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"payment_order.confirmed"), "{types:?}");
+    let deliveries = env
+        .state
+        .store
+        .deliveries(&env.merchant.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), 1, "one webhook for the confirmation");
+
+    // The order is listed through the payment-orders API like any other.
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/api/payment-orders/", env.base))
+        .bearer_auth(&env.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["results"][0]["status"], "confirmed");
+
+    // A settlement to an address no merchant registered is not recorded.
+    let stranger = Auth::fresh(env.payer.address(), STRANGER_PAY_TO, 1_000);
+    let requirements = requirements_v2(STRANGER_PAY_TO, 1_000);
+    let (_, reply) = env
+        .post_json(
+            "/x402/settle",
+            &json!({"x402Version": 2,
+                "paymentPayload": {"x402Version": 2, "accepted": requirements, "payload": stranger.payload(&env.payer)},
+                "paymentRequirements": requirements}),
+        )
+        .await;
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(env.orders().await.len(), 1);
+    assert_eq!(
+        env.state.sales.sweep().await.unwrap(),
+        0,
+        "nothing left to record"
+    );
+}
+
+#[tokio::test]
+async fn settlements_to_a_merchants_pay_to_are_recorded_once_on_sqlite() {
+    settlements_are_recorded_once_as_confirmed_orders(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn settlements_to_a_merchants_pay_to_are_recorded_once_on_postgres() {
+    settlements_are_recorded_once_as_confirmed_orders(Backend::Postgres).await;
+}
+
+async fn paywall(backend: Backend) {
+    let env = Env::new(backend).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/premium/quote?x=1", env.base);
+
+    // Unpaid: 402 with the v2 header and the v1 body, and the upstream is not called.
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 402);
+    let headers = response.headers().clone();
+    assert!(
+        headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("PAYMENT-RESPONSE")
+    );
+    let required = unb64(headers["payment-required"].to_str().unwrap());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(required["x402Version"], 2);
+    assert_eq!(required["accepts"][0], requirements_v2(PAY_TO, 10_000));
+    assert_eq!(
+        required["resource"]["url"],
+        format!("{}/premium/quote", env.base)
+    );
+    assert_eq!(body["x402Version"], 1);
+    let v1 = &body["accepts"][0];
+    assert_eq!(v1["network"], "base-sepolia");
+    assert_eq!(v1["maxAmountRequired"], "10000");
+    assert_eq!(v1["resource"], format!("{}/premium/quote", env.base));
+    assert_eq!(v1["description"], "Premium quotes");
+    assert_eq!(v1["mimeType"], "application/json");
+    assert!(v1.get("outputSchema").is_none());
+
+    // Browsers get a page.
+    let page = client
+        .get(&url)
+        .header("accept", "text/html")
+        .header("user-agent", "Mozilla/5.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 402);
+    assert!(page.text().await.unwrap().contains("Payment required"));
+
+    // Paid (v2): forwarded once, settled, answered with PAYMENT-RESPONSE.
+    let before = env.balance(PAY_TO).await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 10_000);
+    let mut accepted = requirements_v2(PAY_TO, 10_000);
+    // Address case and key order do not matter.
+    accepted["payTo"] = json!(PAY_TO.to_string().to_ascii_lowercase());
+    let payment =
+        json!({"x402Version": 2, "accepted": accepted, "payload": auth.payload(&env.payer)});
+    let paid = client
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", b64(&payment))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status().as_u16(), 200);
+    let settled = unb64(paid.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(settled["success"], true, "{settled}");
+    let body: Value = paid.json().await.unwrap();
+    assert_eq!(body["quote"], "paid content");
+    assert_eq!(env.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(env.balance(PAY_TO).await - before, U256::from(10_000u64));
+    assert_eq!(env.orders().await.len(), 1, "the sale is an order");
+
+    // The same header again is refused, and the upstream is not called again.
+    let replay = client
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", b64(&payment))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status().as_u16(), 402);
+    assert_eq!(env.hits.load(Ordering::SeqCst), 1);
+
+    // v1 (X-PAYMENT) works too, with X-PAYMENT-RESPONSE.
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 10_000);
+    let v1_payment = json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": auth.payload(&env.payer)});
+    let paid = client
+        .get(&url)
+        .header("X-PAYMENT", b64(&v1_payment))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status().as_u16(), 200);
+    assert!(paid.headers().contains_key("x-payment-response"));
+    assert_eq!(env.hits.load(Ordering::SeqCst), 2);
+
+    // A malformed header is a clear 400; a wrong amount does not match.
+    let malformed = client
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", "%%%not-base64")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status().as_u16(), 400);
+    let error: Value = malformed.json().await.unwrap();
+    assert_eq!(error["code"], "INVALID_PAYMENT_HEADER");
+    let cheap = Auth::fresh(env.payer.address(), PAY_TO, 1);
+    let wrong = json!({"x402Version": 2, "accepted": requirements_v2(PAY_TO, 1), "payload": cheap.payload(&env.payer)});
+    let refused = client
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", b64(&wrong))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 402);
+
+    // An upstream failure is not charged.
+    let before = env.balance(PAY_TO).await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 10_000);
+    let payment = json!({"x402Version": 2, "accepted": requirements_v2(PAY_TO, 10_000), "payload": auth.payload(&env.payer)});
+    let failed = client
+        .get(format!("{}/broken/thing", env.base))
+        .header("PAYMENT-SIGNATURE", b64(&payment))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status().as_u16(), 500);
+    assert!(!failed.headers().contains_key("payment-response"));
+    assert_eq!(env.balance(PAY_TO).await, before, "nothing settled");
+}
+
+#[tokio::test]
+async fn the_paywall_answers_402_until_paid_then_proxies_once_on_sqlite() {
+    paywall(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_paywall_answers_402_until_paid_then_proxies_once_on_postgres() {
+    paywall(Backend::Postgres).await;
+}
+
+async fn pelago(backend: Backend) {
+    let env = Env::new(backend).await;
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/openapi/crypto/x402/order", env.base);
+    let create = |body: Value| {
+        client
+            .post(&endpoint)
+            .header("Merchant-App-Key", &env.api_key)
+            .json(&body)
+    };
+
+    // Create → 402 with requirements and the order id.
+    let response =
+        create(json!({"description": "Payment for premium subscription", "amount": "2.60"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status().as_u16(), 402);
+    let required: Value = response.json().await.unwrap();
+    let order_id = required["orderId"].as_str().unwrap().to_owned();
+    assert!(order_id.starts_with("CO"));
+    assert_eq!(required["accepts"][0]["maxAmountRequired"], "2600000");
+    assert_eq!(required["accepts"][0]["network"], "base-sepolia");
+
+    // Pay with an EIP-3009 authorization → 200 confirmed.
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 2_600_000);
+    let header = b64(
+        &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": auth.payload(&env.payer)}),
+    );
+    let response =
+        create(json!({"description": "Payment for premium subscription", "orderId": order_id}))
+            .header("X-PAYMENT", &header)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let confirmed: Value = response.json().await.unwrap();
+    assert_eq!(
+        confirmed,
+        json!({"orderId": order_id, "status": "confirmed", "message": "Payment successful"})
+    );
+    let status: Value = client
+        .get(format!("{endpoint}/{order_id}"))
+        .header("Merchant-App-Key", &env.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["orderStatus"], "confirmed");
+    assert_eq!(status["payStatus"], "paid");
+    assert_eq!(status["paidAmount"], "2.60");
+    assert!(status["txHash"].as_str().unwrap().starts_with("0x"));
+
+    // Pay with a tx-hash proof: the payer transfers, then signs order id + tx hash.
+    let payer_chain = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(env.payer.clone()))
+        .connect_http(env._anvil.url().parse().unwrap());
+    let token = IERC20::new(USDC, &payer_chain);
+    let receipt = token
+        .transfer(PAY_TO, U256::from(1_000_000u64))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let tx_hash = format!("{:#x}", receipt.transaction_hash);
+    let response = create(json!({"amount": "1", "description": "proof"}))
+        .send()
+        .await
+        .unwrap();
+    let second: Value = response.json().await.unwrap();
+    let second_id = second["orderId"].as_str().unwrap().to_owned();
+    let proof = |order: &str, signer: &PrivateKeySigner| {
+        let message = coffer_server::pelago::proof_message(order, &tx_hash);
+        let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
+        b64(
+            &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
+            "payload": {"amount": "1000000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}}),
+        )
+    };
+    // Someone else's transfer: the signature is not by its sender.
+    let thief = PrivateKeySigner::random();
+    let response = create(json!({"orderId": second_id}))
+        .header("X-PAYMENT", proof(&second_id, &thief))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 402);
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(refused["code"], "TX_NOT_PAYERS");
+    let response = create(json!({"orderId": second_id}))
+        .header("X-PAYMENT", proof(&second_id, &env.payer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap()
+    );
+
+    // The same transaction for a third order is refused.
+    let response = create(json!({"amount": "1"})).send().await.unwrap();
+    let third: Value = response.json().await.unwrap();
+    let third_id = third["orderId"].as_str().unwrap().to_owned();
+    let response = create(json!({"orderId": third_id}))
+        .header("X-PAYMENT", proof(&third_id, &env.payer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(refused["code"], "TX_ALREADY_USED");
+
+    // A malformed header and an unknown order are clear 4xx.
+    let response = create(json!({}))
+        .header("X-PAYMENT", "!!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let response = client
+        .get(format!("{endpoint}/CO000"))
+        .header("Merchant-App-Key", &env.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let response = create(json!({"description": "no amount"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    // Supported methods list the payTo and both forms.
+    let methods: Value = client
+        .get(format!("{}/openapi/crypto/x402/supported", env.base))
+        .header("Merchant-App-Key", &env.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usdc = methods["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["currency"] == "USDC")
+        .unwrap();
+    assert_eq!(usdc["paymentForms"], json!(["eip3009", "txHash"]));
+    assert_eq!(env.orders().await.len(), 3);
+}
+
+#[tokio::test]
+async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof_on_sqlite() {
+    pelago(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof_on_postgres() {
+    pelago(Backend::Postgres).await;
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs an official client; returns its JSON output.
+fn official_fetch(client: &str, version: u8, key: &str, url: &str, request: &Value) -> Value {
+    let root = repo_root();
+    let mut input = json!({"version": version, "privateKey": key, "url": url});
+    for (name, value) in request.as_object().into_iter().flatten() {
+        input[name] = value.clone();
+    }
+    let input = input.to_string();
+    let output = match client {
+        "npm" => std::process::Command::new("node")
+            .arg(root.join("interop/x402_fetch.mjs"))
+            .arg(&input)
+            .output()
+            .unwrap(),
+        _ => std::process::Command::new(root.join(".tools/python/bin/python"))
+            .arg(root.join("interop/x402_fetch.py"))
+            .arg(&input)
+            .output()
+            .unwrap(),
+    };
+    assert!(
+        output.status.success(),
+        "{client} v{version}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_official_fetch_clients_pay_through_the_paywall_once_each() {
+    let env = Env::new(Backend::Sqlite).await;
+    let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
+    let url = format!("{}/premium/quote", env.base);
+    let mut hits = 0;
+    for (client, version) in [("npm", 2), ("npm", 1), ("pypi", 2)] {
+        let payee_before = env.balance(PAY_TO).await;
+        let payer_before = env.balance(env.payer.address()).await;
+        let result = tokio::task::spawn_blocking({
+            let key = key.clone();
+            let url = url.clone();
+            move || official_fetch(client, version, &key, &url, &json!({}))
+        })
+        .await
+        .unwrap();
+        assert_eq!(result["status"], 200, "{client} v{version}: {result}");
+        assert_eq!(
+            result["paymentResponse"]["success"], true,
+            "{client} v{version}: {result}"
+        );
+        let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["quote"], "paid content");
+        hits += 1;
+        assert_eq!(
+            env.hits.load(Ordering::SeqCst),
+            hits,
+            "{client} v{version}: one upstream request"
+        );
+        assert_eq!(
+            env.balance(PAY_TO).await - payee_before,
+            U256::from(10_000u64)
+        );
+        assert_eq!(
+            payer_before - env.balance(env.payer.address()).await,
+            U256::from(10_000u64)
+        );
+    }
+    assert_eq!(env.orders().await.len(), 3, "each sale is an order");
+}
+
+#[tokio::test]
+async fn the_official_fetch_clients_pay_pelago_orders() {
+    let env = Env::new(Backend::Sqlite).await;
+    let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
+    let url = format!("{}/openapi/crypto/x402/order", env.base);
+    let request = json!({
+        "method": "POST",
+        "headers": {"Merchant-App-Key": env.api_key, "Content-Type": "application/json"},
+        "body": json!({"description": "Payment for premium subscription", "amount": "0.02"}).to_string(),
+    });
+    for (client, version) in [("npm", 2), ("npm", 1), ("pypi", 2)] {
+        let payee_before = env.balance(PAY_TO).await;
+        let result = tokio::task::spawn_blocking({
+            let (key, url, request) = (key.clone(), url.clone(), request.clone());
+            move || official_fetch(client, version, &key, &url, &request)
+        })
+        .await
+        .unwrap();
+        assert_eq!(result["status"], 200, "{client} v{version}: {result}");
+        let body: Value = serde_json::from_str(result["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["status"], "confirmed", "{client} v{version}: {body}");
+        assert_eq!(body["message"], "Payment successful");
+        assert_eq!(
+            env.balance(PAY_TO).await - payee_before,
+            U256::from(20_000u64),
+            "{client} v{version}: paid once"
+        );
+        let order = env
+            .state
+            .store
+            .order(body["orderId"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(order.status.as_str(), "confirmed");
+    }
+}

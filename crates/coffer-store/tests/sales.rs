@@ -1,0 +1,280 @@
+//! x402 sales on both backends: payTo ownership, a sale recorded once per authorization, one
+//! transfer for one order, and the settlements still to record.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::Utc;
+use coffer_core::{Amount, MerchantId};
+use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::{
+    NewEvent, NewMerchant, NewOrder, NewPayment, NewSale, NewSettlement, OrderSource, PayToRow,
+    Recorded, SaleOrder, SaleProof, SettlementKey, SettlementStatus, SignedSettlement, Store,
+    StoreError,
+};
+
+const USDC: &str = "0x036cbd53842c5426634e7929541ec2318f3dcf7e";
+const PAY_TO: &str = "0x209693bc6afc0c5328ba36faf03c514ef312287c";
+const PAYER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
+
+async fn merchant(store: &dyn Store, id: &str) -> MerchantId {
+    let id = MerchantId::parse(id).unwrap();
+    store
+        .insert_merchant(NewMerchant {
+            id: id.clone(),
+            name: "Seller".to_owned(),
+            webhook_url: None,
+            webhook_secret: "whsec_x".to_owned(),
+            created_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn event(merchant: &MerchantId, order_id: &str, kind: &str) -> NewEvent {
+    NewEvent {
+        event_id: format!("evt_{kind}_{order_id}"),
+        merchant_id: merchant.clone(),
+        order_id: Some(order_id.to_owned()),
+        event_type: format!("payment_order.{kind}"),
+        payload: "{}".to_owned(),
+        created_at_ms: 1,
+        delivery: None,
+    }
+}
+
+fn order(merchant: &MerchantId, order_id: &str) -> NewOrder {
+    NewOrder {
+        order_id: order_id.to_owned(),
+        merchant_id: merchant.clone(),
+        chain_id: 84_532,
+        blockchain: "base".to_owned(),
+        currency: "USDC".to_owned(),
+        asset_address: Some(USDC.to_owned()),
+        decimals: 6,
+        amount: Amount::from(10_000),
+        underpayment_tolerance: Amount::ZERO,
+        receiving_address: PAY_TO.to_owned(),
+        derivation_index: 0,
+        order_info: "{}".to_owned(),
+        nonce: 0,
+        webhook_url: None,
+        redirect_url: None,
+        idempotency_key: None,
+        request_hash: None,
+        created_at_ms: 1,
+        expires_at_ms: 1,
+        monitor_until_ms: 1,
+        event: event(merchant, order_id, "created"),
+    }
+}
+
+fn payment(order_id: &str, tx: &str) -> NewPayment {
+    NewPayment {
+        chain_id: 84_532,
+        tx_hash: tx.to_owned(),
+        log_index: 1,
+        order_id: order_id.to_owned(),
+        asset_address: Some(USDC.to_owned()),
+        sender: PAYER.to_owned(),
+        recipient: PAY_TO.to_owned(),
+        amount: Amount::from(10_000),
+        block_number: 5,
+        block_hash: "0xbb".to_owned(),
+        block_time: 1,
+        detected_at_ms: 1,
+    }
+}
+
+fn sale(merchant: &MerchantId, order_id: &str, tx: &str, proof: SaleProof) -> NewSale {
+    NewSale {
+        order: SaleOrder::New(Box::new(order(merchant, order_id))),
+        merchant_id: merchant.clone(),
+        source: OrderSource::X402,
+        proof,
+        payment: payment(order_id, tx),
+        events: vec![event(merchant, order_id, "confirmed")],
+        now_ms: 2,
+    }
+}
+
+fn authorization(nonce: &str) -> SaleProof {
+    SaleProof::Authorization {
+        auth_nonce: nonce.to_owned(),
+    }
+}
+
+async fn sales(store: &dyn Store) {
+    let seller = merchant(store, "mer_seller").await;
+    let other = merchant(store, "mer_other").await;
+    let pay_to = |merchant: &MerchantId| PayToRow {
+        chain_id: 84_532,
+        address: PAY_TO.to_owned(),
+        merchant_id: merchant.clone(),
+        created_at_ms: 1,
+    };
+    store.add_pay_to(&pay_to(&seller)).await.unwrap();
+    store.add_pay_to(&pay_to(&seller)).await.unwrap();
+    assert!(matches!(
+        store.add_pay_to(&pay_to(&other)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .pay_to_owner(84_532, PAY_TO)
+            .await
+            .unwrap()
+            .unwrap()
+            .merchant_id,
+        seller
+    );
+    assert_eq!(store.pay_tos(&seller).await.unwrap().len(), 1);
+
+    // Two sales to one payTo are two orders; the same authorization again records nothing.
+    let first = store
+        .record_sale(&sale(&seller, "ORD-1", "0xt1", authorization("0x01")))
+        .await
+        .unwrap();
+    assert!(matches!(first, Recorded::New(_)));
+    assert_eq!(first.order().status.as_str(), "confirmed");
+    assert_eq!(first.order().amount_paid, Amount::from(10_000));
+    let second = store
+        .record_sale(&sale(&seller, "ORD-2", "0xt2", authorization("0x02")))
+        .await
+        .unwrap();
+    assert!(matches!(second, Recorded::New(_)));
+    let again = store
+        .record_sale(&sale(&seller, "ORD-3", "0xt1", authorization("0x01")))
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Already(first.order().clone()));
+    assert!(store.order("ORD-3").await.is_err(), "nothing written");
+    assert_eq!(store.payments_for_order("ORD-1").await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .order_paid_by(84_532, "0xt1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("ORD-1")
+    );
+    let events = store.events(&seller, Some("ORD-1"), 10).await.unwrap();
+    assert_eq!(events.len(), 2, "created and confirmed");
+
+    // A pending Pelago order is confirmed by a transfer, once; the transfer pays nothing else.
+    let pending = store
+        .insert_sale_order(&order(&seller, "CO-1"), OrderSource::Pelago)
+        .await
+        .unwrap();
+    assert_eq!(pending.status.as_str(), "pending");
+    let confirm = |order_id: &str, version: i64| NewSale {
+        order: SaleOrder::Existing {
+            order_id: order_id.to_owned(),
+            expected_version: version,
+            chain_id: 84_532,
+            blockchain: "base".to_owned(),
+            currency: "USDC".to_owned(),
+            asset_address: Some(USDC.to_owned()),
+            decimals: 6,
+            amount: Amount::from(10_000),
+            receiving_address: PAY_TO.to_owned(),
+        },
+        merchant_id: seller.clone(),
+        source: OrderSource::Pelago,
+        proof: SaleProof::Transfer,
+        payment: payment(order_id, "0xt9"),
+        events: vec![event(&seller, order_id, "confirmed")],
+        now_ms: 3,
+    };
+    let paid = store
+        .record_sale(&confirm("CO-1", pending.version))
+        .await
+        .unwrap();
+    assert_eq!(paid.order().status.as_str(), "confirmed");
+    let other_order = store
+        .insert_sale_order(&order(&seller, "CO-2"), OrderSource::Pelago)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .record_sale(&confirm("CO-2", other_order.version))
+            .await,
+        Err(StoreError::Conflict("payment"))
+    ));
+    assert_eq!(
+        store.order("CO-2").await.unwrap().status.as_str(),
+        "pending"
+    );
+    assert_eq!(
+        store.sale_for_order("CO-1").await.unwrap().unwrap().kind,
+        "transfer"
+    );
+
+    // A succeeded settlement to the registered payTo, not yet recorded, is listed until it is.
+    let key = SettlementKey {
+        chain_id: 84_532,
+        token: USDC.to_owned(),
+        payer: PAYER.to_owned(),
+        auth_nonce: "0x07".to_owned(),
+    };
+    let (row, _) = store
+        .claim_settlement(&NewSettlement {
+            key: key.clone(),
+            pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".to_owned(),
+            value: "10000".to_owned(),
+            network: "eip155:84532".to_owned(),
+            now_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .record_signed(
+            &[row.id],
+            &SignedSettlement {
+                chain_id: 84_532,
+                signer: "0xsigner".to_owned(),
+                signer_nonce: 0,
+                tx_hash: "0xt7".to_owned(),
+                raw_tx: "0x02".to_owned(),
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store.unrecorded_settlements(10).await.unwrap().is_empty(),
+        "not succeeded yet"
+    );
+    store
+        .finish_settlement(
+            row.id,
+            SettlementStatus::Broadcast,
+            SettlementStatus::Succeeded,
+            None,
+            None,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.unrecorded_settlements(10).await.unwrap(), vec![key]);
+    store
+        .record_sale(&sale(&seller, "ORD-7", "0xt7", authorization("0x07")))
+        .await
+        .unwrap();
+    assert!(store.unrecorded_settlements(10).await.unwrap().is_empty());
+
+    store.remove_pay_to(&seller, 84_532, PAY_TO).await.unwrap();
+    assert!(store.pay_to_owner(84_532, PAY_TO).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sales_on_sqlite() {
+    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
+    sales(db.store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn sales_on_postgres() {
+    let db = TestDatabase::new(Backend::Postgres).await.unwrap();
+    sales(db.store.as_ref()).await;
+}
