@@ -8,7 +8,7 @@
 //! `version` to say precisely why. Verification is free: nothing is ever broadcast.
 //!
 //! Signatures come in three kinds:
-//! - **EOA** (65 bytes, low-s): recovered offline;
+//! - **EOA** (65 bytes, low-s): recovered offline with libsecp256k1 ([`recovery`]);
 //! - **ERC-1271** (a deployed contract wallet): the token asks the wallet in the simulation;
 //! - **ERC-6492** (a wallet not deployed yet, [`erc6492`]): the wrapper is removed offline and
 //!   one deployless `eth_call` deploys the wallet, checks the inner signature with it and runs
@@ -20,6 +20,7 @@
 //!   operation, or anyone calling its factory), the same signature settles, unwrapped.
 
 pub mod erc6492;
+pub mod recovery;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -355,7 +356,7 @@ impl Facilitator {
                     }
                 }
                 Ok(parsed) => {
-                    signed_by_eoa = parsed.recover_address_from_prehash(&digest).ok() == Some(from);
+                    signed_by_eoa = recovery::recover_signer(&digest, &parsed) == Some(from);
                 }
                 Err(_) => {}
             }
