@@ -418,7 +418,11 @@ impl Facilitator {
         self.prove(payment, Undeployed::Refuse).await
     }
 
-    async fn prove(&self, payment: &CheckedPayment, undeployed: Undeployed) -> Result<(), Rejection> {
+    async fn prove(
+        &self,
+        payment: &CheckedPayment,
+        undeployed: Undeployed,
+    ) -> Result<(), Rejection> {
         let provider = self
             .provider(payment.chain.chain_id)
             .ok_or_else(|| reject(Reason::Network, "no RPC endpoint for this network"))?;
@@ -516,9 +520,7 @@ impl Facilitator {
             )),
             CheckOutcome::TransferFailed(data) => {
                 let token = IEip3009::new(payment.asset.address, provider);
-                Err(self
-                    .diagnose(&token, payment, &revert_text(&data))
-                    .await)
+                Err(self.diagnose(&token, payment, &revert_text(&data)).await)
             }
         }
     }
@@ -746,7 +748,10 @@ mod tests {
         let checked = facilitator()
             .check(&request(&auth, &forged.as_bytes()), NOW)
             .unwrap();
-        assert!(!checked.signed_by_eoa, "left to the chain: only a wallet could vouch");
+        assert!(
+            !checked.signed_by_eoa,
+            "left to the chain: only a wallet could vouch"
+        );
     }
 
     #[test]
@@ -781,6 +786,10 @@ mod tests {
             .check(&request(&auth, &garbage), NOW)
             .unwrap_err();
         assert_eq!(rejection.reason, Reason::Signature);
-        assert!(rejection.message.contains("ERC-6492"), "{}", rejection.message);
+        assert!(
+            rejection.message.contains("ERC-6492"),
+            "{}",
+            rejection.message
+        );
     }
 }

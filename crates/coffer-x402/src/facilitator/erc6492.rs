@@ -128,7 +128,11 @@ mod tests {
     #[test]
     fn a_wrapped_signature_unwraps_to_its_parts_and_others_are_not_wrapped() {
         let factory = Address::repeat_byte(0xfa);
-        let wrapped = wrap(factory, Bytes::from(vec![1, 2, 3]), Bytes::from(vec![7; 65]));
+        let wrapped = wrap(
+            factory,
+            Bytes::from(vec![1, 2, 3]),
+            Bytes::from(vec![7; 65]),
+        );
         assert!(wrapped.ends_with(MAGIC.as_slice()));
         assert_eq!(
             unwrap(&wrapped).unwrap().unwrap(),

@@ -91,7 +91,14 @@ mod tests {
             assert_eq!(ours, k256(&hash, &signature), "{signature:?}");
         }
         assert!(recovered > 0, "some random (r, s) pairs are recoverable");
-        let edge = [U256::ZERO, U256::from(1), N - U256::from(1), N, N + U256::from(1), U256::MAX];
+        let edge = [
+            U256::ZERO,
+            U256::from(1),
+            N - U256::from(1),
+            N,
+            N + U256::from(1),
+            U256::MAX,
+        ];
         for r in edge {
             for s in edge {
                 for parity in [false, true] {
