@@ -6,6 +6,9 @@
 //! - `webhook-latency`: with the workers running, the time from mining the block that completes
 //!   an order's confirmations to its `payment_order.confirmed` webhook reaching a local
 //!   endpoint;
+//! - `verify`: the x402 facilitator's offline verifications per second on one thread (decode,
+//!   EIP-712 hash, signer recovery, rules), and signer recovery alone with libsecp256k1 and
+//!   k256;
 //! - `xpub`: prints the dev deposit xpub, for scripts that set up a merchant with the CLI.
 //!
 //! Order creation over HTTP is measured with `wrk` against `coffer serve`; `scripts/bench.sh`
@@ -14,6 +17,7 @@
 
 mod setup;
 mod stats;
+mod verify;
 mod watcher;
 mod webhook;
 
@@ -35,6 +39,8 @@ enum Command {
     Watcher(watcher::Args),
     /// Time from the confirming block to the `payment_order.confirmed` webhook.
     WebhookLatency(webhook::Args),
+    /// Count x402 offline verifications per second on one thread.
+    Verify(verify::Args),
     /// Print the dev deposit xpub (`m/44'/60'/1'/0` of the public anvil mnemonic).
     Xpub,
 }
@@ -45,6 +51,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Watcher(args) => watcher::run(args).await,
         Command::WebhookLatency(args) => webhook::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
         Command::Xpub => setup::dev_xpub().map(|xpub| println!("{xpub}")),
     };
     match result {
