@@ -53,3 +53,26 @@ contract TestSmartWallet {
         return ret;
     }
 }
+
+/// @title TestSmartWalletFactory
+/// @notice CREATE2 factory of TestSmartWallets, for counterfactual (ERC-6492)
+/// tests: a wallet's address is known, can hold tokens and can sign before it
+/// is deployed. Deploying an existing wallet again returns it unchanged.
+contract TestSmartWalletFactory {
+    event WalletCreated(address indexed wallet, address indexed owner, bytes32 salt);
+
+    /// @notice Deploys the wallet of `walletOwner` and `salt` unless it exists; returns it.
+    function createWallet(address walletOwner, bytes32 salt) external returns (address wallet) {
+        wallet = walletAddress(walletOwner, salt);
+        if (wallet.code.length == 0) {
+            wallet = address(new TestSmartWallet{salt: salt}(walletOwner));
+            emit WalletCreated(wallet, walletOwner, salt);
+        }
+    }
+
+    /// @notice The address `createWallet(walletOwner, salt)` deploys to.
+    function walletAddress(address walletOwner, bytes32 salt) public view returns (address) {
+        bytes32 initCodeHash = keccak256(abi.encodePacked(type(TestSmartWallet).creationCode, abi.encode(walletOwner)));
+        return address(uint160(uint256(keccak256(abi.encodePacked(bytes1(0xff), address(this), salt, initCodeHash)))));
+    }
+}

@@ -10,16 +10,20 @@
 //!   batching and with one transaction per payment;
 //! - `paywall`: the x402 paywall's overhead per paid request against calling the upstream
 //!   directly, and unpaid 402 answers per second;
+//! - `verify`: the x402 facilitator's offline verifications per second on one thread (decode,
+//!   EIP-712 hash, signer recovery, rules), and signer recovery alone with libsecp256k1 and
+//!   k256;
 //! - `xpub`: prints the dev deposit xpub, for scripts that set up a merchant with the CLI.
 //!
 //! Order creation over HTTP is measured with `wrk` against `coffer serve`; `scripts/bench.sh`
 //! runs everything and prints the summary table. Each run uses a fresh database (a temporary
 //! SQLite file, or a new PostgreSQL database dropped afterwards) and a throwaway anvil chain.
 
-mod settle;
 mod paywall;
+mod settle;
 mod setup;
 mod stats;
+mod verify;
 mod watcher;
 mod webhook;
 
@@ -45,6 +49,8 @@ enum Command {
     Settle(settle::Args),
     /// The x402 paywall: paid-request overhead against the upstream, and unpaid 402s per second.
     Paywall(paywall::Args),
+    /// Count x402 offline verifications per second on one thread.
+    Verify(verify::Args),
     /// Print the dev deposit xpub (`m/44'/60'/1'/0` of the public anvil mnemonic).
     Xpub,
 }
@@ -57,6 +63,7 @@ async fn main() -> ExitCode {
         Command::WebhookLatency(args) => webhook::run(args).await,
         Command::Settle(args) => settle::run(args).await,
         Command::Paywall(args) => paywall::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
         Command::Xpub => setup::dev_xpub().map(|xpub| println!("{xpub}")),
     };
     match result {

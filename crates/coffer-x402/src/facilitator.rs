@@ -6,17 +6,35 @@
 //! balance suffices (and checks contract-wallet signatures through ERC-1271). When the
 //! simulation fails, a diagnosis reads `authorizationState`, `balanceOf`, `name` and
 //! `version` to say precisely why. Verification is free: nothing is ever broadcast.
+//!
+//! Signatures come in three kinds:
+//! - **EOA** (65 bytes, low-s): recovered offline with libsecp256k1 ([`recovery`]);
+//! - **ERC-1271** (a deployed contract wallet): the token asks the wallet in the simulation;
+//! - **ERC-6492** (a wallet not deployed yet, [`erc6492`]): the wrapper is removed offline and
+//!   one deployless `eth_call` deploys the wallet, checks the inner signature with it and runs
+//!   the transfer. Such a payment verifies, but it cannot settle while the wallet is not on
+//!   chain — `transferWithAuthorization` asks the wallet itself — so [`Facilitator::simulate`],
+//!   which settlement runs before it broadcasts, answers
+//!   `invalid_exact_evm_payload_undeployed_smart_wallet` and nothing is sent. Coffer never pays
+//!   gas for a factory named by a payer. Once the wallet is deployed (by its first user
+//!   operation, or anyone calling its factory), the same signature settles, unwrapped.
+
+pub mod erc6492;
+pub mod recovery;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, Signature, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::{Eip712Domain, SolCall, SolStruct};
 use coffer_core::{Asset, Chain, ChainRegistry, TransferMethod};
 use coffer_evm::contracts::{IEip3009, TransferWithAuthorization};
 use coffer_evm::rpc::ChainRpc;
 
+use self::erc6492::{CheckOutcome, Erc6492Signature};
 use crate::reasons::Reason;
 use crate::wire::{ExactEvmPayload, PaymentRequest, Supported, SupportedKind, VerifyResponse};
 
@@ -67,13 +85,27 @@ pub struct CheckedPayment {
     pub valid_before: U256,
     /// Authorization nonce.
     pub nonce: B256,
-    /// The signature as given.
+    /// The signature the token checks: as given, or the inner signature of an ERC-6492
+    /// wrapper.
     pub signature: Bytes,
     /// The EIP-712 domain the payer signed with.
     pub domain: Eip712Domain,
+    /// The EIP-712 hash of the authorization (what the payer signed).
+    pub digest: B256,
     /// Whether the signature recovered to `from` (an EOA). When not, `from` must be a
     /// contract wallet and the token checks the signature (ERC-1271) in the simulation.
     pub signed_by_eoa: bool,
+    /// The ERC-6492 wrapper the signature came in, if any: how to deploy the payer's wallet.
+    pub erc6492: Option<Erc6492Signature>,
+}
+
+/// What the simulation does with a valid ERC-6492 payment whose wallet is not deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undeployed {
+    /// Verification: the counterfactual proof is the answer.
+    Accept,
+    /// Settlement: the transfer cannot run yet; answer why.
+    Refuse,
 }
 
 /// The normalised view of either version's request.
@@ -279,7 +311,10 @@ impl Facilitator {
             ));
         }
         let nonce = B256::from_slice(&nonce_bytes);
-        let signature = parse_hex("signature", &terms.payload.signature)?;
+        let given = parse_hex("signature", &terms.payload.signature)?;
+        let wrapper = erc6492::unwrap(&given)
+            .transpose()
+            .map_err(|message| reject(Reason::Signature, message))?;
         let domain = Eip712Domain::new(
             Some(name.to_owned().into()),
             Some(version.to_owned().into()),
@@ -287,6 +322,45 @@ impl Facilitator {
             Some(asset_address),
             None,
         );
+        let digest = TransferWithAuthorization {
+            from,
+            to,
+            value,
+            validAfter: valid_after,
+            validBefore: valid_before,
+            nonce,
+        }
+        .eip712_signing_hash(&domain);
+        // The signature the token will check; an ERC-6492 wrapper is never sent to it.
+        let signature = wrapper
+            .as_ref()
+            .map_or_else(|| given.clone(), |wrapper| wrapper.inner.clone());
+        let mut signed_by_eoa = false;
+        if signature.len() == 65 {
+            // A bare 65-byte signature must be a valid low-s ECDSA signature. Inside an
+            // ERC-6492 wrapper it may be anything the wallet accepts; if it is the payer's own
+            // ECDSA signature (an EOA whose wallet software always wraps), it counts as such.
+            match Signature::try_from(signature.as_ref()) {
+                Err(_) if wrapper.is_none() => {
+                    return Err(reject(
+                        Reason::Signature,
+                        "the signature is not a valid secp256k1 signature",
+                    ));
+                }
+                Ok(parsed) if parsed.normalize_s().is_some() => {
+                    if wrapper.is_none() {
+                        return Err(reject(
+                            Reason::Signature,
+                            "high-s signatures are not accepted",
+                        ));
+                    }
+                }
+                Ok(parsed) => {
+                    signed_by_eoa = recovery::recover_signer(&digest, &parsed) == Some(from);
+                }
+                Err(_) => {}
+            }
+        }
         let checked = CheckedPayment {
             chain: chain.clone(),
             asset,
@@ -296,35 +370,12 @@ impl Facilitator {
             valid_after,
             valid_before,
             nonce,
-            signature: signature.clone(),
+            signature,
             domain,
-            signed_by_eoa: false,
+            digest,
+            signed_by_eoa,
+            erc6492: wrapper,
         };
-        let mut checked = checked;
-        if signature.len() == 65 {
-            let message = TransferWithAuthorization {
-                from,
-                to,
-                value,
-                validAfter: valid_after,
-                validBefore: valid_before,
-                nonce,
-            };
-            let hash = message.eip712_signing_hash(&checked.domain);
-            let parsed = Signature::try_from(signature.as_ref()).map_err(|_| {
-                reject(
-                    Reason::Signature,
-                    "the signature is not a valid secp256k1 signature",
-                )
-            })?;
-            if parsed.normalize_s().is_some() {
-                return Err(reject(
-                    Reason::Signature,
-                    "high-s signatures are not accepted",
-                ));
-            }
-            checked.signed_by_eoa = parsed.recover_address_from_prehash(&hash).ok() == Some(from);
-        }
         if to != parse_address("paymentRequirements.payTo", terms.pay_to)? {
             return Err(reject(
                 Reason::Recipient,
@@ -353,17 +404,31 @@ impl Facilitator {
         Ok(checked)
     }
 
-    /// Simulates the transfer; on failure, diagnoses why.
+    /// Proves the transfer would go through if it were sent now — settlement's last check
+    /// before it broadcasts; on failure, diagnoses why.
+    ///
+    /// A valid ERC-6492 payment whose wallet is not deployed yet is checked counterfactually
+    /// (so a bad inner signature, nonce or balance is still named), then refused with
+    /// `UndeployedSmartWallet`: the token would ask a wallet that does not exist.
     ///
     /// # Errors
     /// A [`Rejection`] with the diagnosed reason, or `SimulationFailed` when the chain cannot
     /// be asked.
     pub async fn simulate(&self, payment: &CheckedPayment) -> Result<(), Rejection> {
+        self.prove(payment, Undeployed::Refuse).await
+    }
+
+    async fn prove(
+        &self,
+        payment: &CheckedPayment,
+        undeployed: Undeployed,
+    ) -> Result<(), Rejection> {
         let provider = self
             .provider(payment.chain.chain_id)
             .ok_or_else(|| reject(Reason::Network, "no RPC endpoint for this network"))?;
         if !payment.signed_by_eoa {
-            // Only a deployed contract wallet can vouch for a signature that is not its own.
+            // Only a contract wallet can vouch for a signature that is not its own: a deployed
+            // one (ERC-1271), or one the signature says how to deploy (ERC-6492).
             let code = provider.get_code_at(payment.from).await.map_err(|error| {
                 reject(
                     Reason::SimulationFailed,
@@ -371,57 +436,93 @@ impl Facilitator {
                 )
             })?;
             if code.is_empty() {
-                return Err(reject(
-                    Reason::Signature,
-                    "the signature was not made by authorization.from",
-                ));
+                return match &payment.erc6492 {
+                    Some(wrapper) => {
+                        self.prove_counterfactually(&provider, payment, wrapper)
+                            .await?;
+                        match undeployed {
+                            Undeployed::Accept => Ok(()),
+                            Undeployed::Refuse => Err(reject(
+                                Reason::UndeployedSmartWallet,
+                                "the payer's smart wallet is valid but not deployed yet \
+                                 (ERC-6492); transferWithAuthorization needs it on chain: \
+                                 deploy the wallet, then settle again",
+                            )),
+                        }
+                    }
+                    None if payment.signature.len() == 65 => Err(reject(
+                        Reason::Signature,
+                        "the signature was not made by authorization.from",
+                    )),
+                    None => Err(reject(
+                        Reason::UndeployedSmartWallet,
+                        "authorization.from has no code and the signature carries no \
+                         ERC-6492 deployment",
+                    )),
+                };
             }
         }
         let token = IEip3009::new(payment.asset.address, &provider);
-        let p = payment;
-        let simulated = if p.signature.len() == 65 {
-            let signature = Signature::try_from(p.signature.as_ref()).map_err(|_| {
-                reject(
-                    Reason::Signature,
-                    "the signature is not a valid secp256k1 signature",
-                )
-            })?;
-            let v = 27 + u8::from(signature.v());
-            token
-                .transferWithAuthorization_0(
-                    p.from,
-                    p.to,
-                    p.value,
-                    p.valid_after,
-                    p.valid_before,
-                    p.nonce,
-                    v,
-                    signature.r().into(),
-                    signature.s().into(),
-                )
-                .from(self.caller)
-                .call()
-                .await
-                .map(drop)
-        } else {
-            token
-                .transferWithAuthorization_1(
-                    p.from,
-                    p.to,
-                    p.value,
-                    p.valid_after,
-                    p.valid_before,
-                    p.nonce,
-                    p.signature.clone(),
-                )
-                .from(self.caller)
-                .call()
-                .await
-                .map(drop)
+        let input = transfer_calldata(payment)?;
+        let call = TransactionRequest::default()
+            .with_from(self.caller)
+            .with_to(payment.asset.address)
+            .with_input(input);
+        let Err(error) = provider.call(call).await else {
+            return Ok(());
         };
-        let Err(error) = simulated else { return Ok(()) };
         tracing::debug!(%error, "simulated transferWithAuthorization reverted");
         Err(self.diagnose(&token, payment, &error.to_string()).await)
+    }
+
+    /// The deployless `eth_call` of [`erc6492::Erc6492Check`]: deploys the wallet, asks it about
+    /// the inner signature, runs the transfer.
+    async fn prove_counterfactually(
+        &self,
+        provider: &DynProvider,
+        payment: &CheckedPayment,
+        wrapper: &Erc6492Signature,
+    ) -> Result<(), Rejection> {
+        let code = erc6492::check_code(
+            payment.from,
+            wrapper,
+            payment.digest,
+            payment.asset.address,
+            transfer_calldata(payment)?,
+        );
+        let call = TransactionRequest::default()
+            .with_from(self.caller)
+            .with_deploy_code(code);
+        let output = provider.call(call).await.map_err(|error| {
+            reject(
+                Reason::SimulationFailed,
+                format!("the ERC-6492 check could not run: {error}"),
+            )
+        })?;
+        let outcome = erc6492::read_outcome(&output)
+            .map_err(|message| reject(Reason::SimulationFailed, message))?;
+        match outcome {
+            CheckOutcome::Valid => Ok(()),
+            CheckOutcome::FactoryFailed(data) => Err(reject(
+                Reason::Signature,
+                format!(
+                    "the ERC-6492 factory call reverted ({data}); the signature cannot deploy the \
+                     payer's wallet"
+                ),
+            )),
+            CheckOutcome::NotDeployed => Err(reject(
+                Reason::Signature,
+                "the ERC-6492 factory call does not deploy a wallet at authorization.from",
+            )),
+            CheckOutcome::SignatureRejected => Err(reject(
+                Reason::Signature,
+                "the payer's wallet, once deployed, rejects the inner ERC-6492 signature",
+            )),
+            CheckOutcome::TransferFailed(data) => {
+                let token = IEip3009::new(payment.asset.address, provider);
+                Err(self.diagnose(&token, payment, &revert_text(&data)).await)
+            }
+        }
     }
 
     async fn diagnose(
@@ -482,12 +583,13 @@ impl Facilitator {
         )
     }
 
-    /// Verifies a payment: static checks, then the simulation. Never broadcasts.
+    /// Verifies a payment: static checks, then the simulation. Never broadcasts. An ERC-6492
+    /// payment from a wallet not deployed yet is valid when it would be valid once deployed.
     pub async fn verify(&self, request: &PaymentRequest, now: u64) -> VerifyResponse {
         let version = request.version();
         let payer = Some(terms(request).payload.authorization.from.clone());
         let outcome = match self.check(request, now) {
-            Ok(payment) => self.simulate(&payment).await,
+            Ok(payment) => self.prove(&payment, Undeployed::Accept).await,
             Err(rejection) => Err(rejection),
         };
         match outcome {
@@ -504,5 +606,190 @@ impl Facilitator {
                 payer,
             },
         }
+    }
+}
+
+/// The `transferWithAuthorization` call settlement sends: the `(v, r, s)` overload for a
+/// 65-byte signature, the `bytes` one otherwise (FiatToken ≥ 2.2).
+fn transfer_calldata(payment: &CheckedPayment) -> Result<Bytes, Rejection> {
+    let p = payment;
+    if p.signature.len() == 65 {
+        let signature = Signature::try_from(p.signature.as_ref()).map_err(|_| {
+            reject(
+                Reason::Signature,
+                "the signature is not a valid secp256k1 signature",
+            )
+        })?;
+        return Ok(IEip3009::transferWithAuthorization_0Call {
+            from: p.from,
+            to: p.to,
+            value: p.value,
+            validAfter: p.valid_after,
+            validBefore: p.valid_before,
+            nonce: p.nonce,
+            v: 27 + u8::from(signature.v()),
+            r: signature.r().into(),
+            s: signature.s().into(),
+        }
+        .abi_encode()
+        .into());
+    }
+    Ok(IEip3009::transferWithAuthorization_1Call {
+        from: p.from,
+        to: p.to,
+        value: p.value,
+        validAfter: p.valid_after,
+        validBefore: p.valid_before,
+        nonce: p.nonce,
+        signature: p.signature.clone(),
+    }
+    .abi_encode()
+    .into())
+}
+
+/// Revert data as text: the `Error(string)` message when there is one, else the hex.
+fn revert_text(data: &[u8]) -> String {
+    <alloy::sol_types::Revert as alloy::sol_types::SolError>::abi_decode(data)
+        .map(|revert| revert.reason)
+        .unwrap_or_else(|_| format!("reverted with {}", Bytes::copy_from_slice(data)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use alloy::primitives::address;
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use coffer_core::ChainOverride;
+    use serde_json::json;
+
+    use super::*;
+
+    const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+    const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+    const NOW: u64 = 1_800_000_000;
+
+    fn facilitator() -> Facilitator {
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: vec!["http://127.0.0.1:9".to_owned()],
+                ..Default::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+        Facilitator::new(Arc::new(registry), Arc::new(Vec::new()), Address::ZERO)
+    }
+
+    fn authorization(from: Address) -> TransferWithAuthorization {
+        TransferWithAuthorization {
+            from,
+            to: PAY_TO,
+            value: U256::from(10_000u64),
+            validAfter: U256::from(NOW - 600),
+            validBefore: U256::from(NOW + 600),
+            nonce: B256::repeat_byte(7),
+        }
+    }
+
+    fn digest(auth: &TransferWithAuthorization) -> B256 {
+        let domain = Eip712Domain::new(
+            Some("USDC".into()),
+            Some("2".into()),
+            Some(U256::from(84_532)),
+            Some(USDC),
+            None,
+        );
+        auth.eip712_signing_hash(&domain)
+    }
+
+    fn request(auth: &TransferWithAuthorization, signature: &[u8]) -> PaymentRequest {
+        let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000",
+            "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 60,
+            "extra": {"name": "USDC", "version": "2"}});
+        let body = json!({"x402Version": 2, "paymentRequirements": requirements,
+            "paymentPayload": {"x402Version": 2, "accepted": requirements, "payload": {
+                "signature": Bytes::copy_from_slice(signature).to_string(), "authorization": {
+                "from": auth.from.to_checksum(None), "to": PAY_TO.to_checksum(None), "value": "10000",
+                "validAfter": auth.validAfter.to_string(), "validBefore": auth.validBefore.to_string(),
+                "nonce": format!("{:#x}", auth.nonce)}}}});
+        PaymentRequest::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_eoa_signature_recovers_to_the_payer_and_high_s_is_refused() {
+        let payer = PrivateKeySigner::random();
+        let auth = authorization(payer.address());
+        let signature = payer.sign_hash_sync(&digest(&auth)).unwrap();
+        let checked = facilitator()
+            .check(&request(&auth, &signature.as_bytes()), NOW)
+            .unwrap();
+        assert!(checked.signed_by_eoa);
+        assert_eq!(checked.digest, digest(&auth));
+        assert_eq!(checked.erc6492, None);
+
+        let n = U256::from_be_slice(&alloy::hex!(
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141"
+        ));
+        let high_s = Signature::new(signature.r(), n - signature.s(), !signature.v());
+        let rejection = facilitator()
+            .check(&request(&auth, &high_s.as_bytes()), NOW)
+            .unwrap_err();
+        assert_eq!(rejection.reason, Reason::Signature);
+        assert!(rejection.message.contains("high-s"));
+
+        let stranger = PrivateKeySigner::random();
+        let forged = stranger.sign_hash_sync(&digest(&auth)).unwrap();
+        let checked = facilitator()
+            .check(&request(&auth, &forged.as_bytes()), NOW)
+            .unwrap();
+        assert!(
+            !checked.signed_by_eoa,
+            "left to the chain: only a wallet could vouch"
+        );
+    }
+
+    #[test]
+    fn an_erc6492_signature_is_unwrapped_and_only_its_inner_signature_reaches_the_token() {
+        let owner = PrivateKeySigner::random();
+        let wallet = Address::repeat_byte(0x5a);
+        let auth = authorization(wallet);
+        let inner = Bytes::from(owner.sign_hash_sync(&digest(&auth)).unwrap().as_bytes());
+        let factory = Address::repeat_byte(0xfa);
+        let wrapped = erc6492::wrap(factory, Bytes::from(vec![1, 2, 3]), inner.clone());
+        let checked = facilitator().check(&request(&auth, &wrapped), NOW).unwrap();
+        assert_eq!(checked.signature, inner);
+        assert!(!checked.signed_by_eoa);
+        let wrapper = checked.erc6492.expect("wrapped");
+        assert_eq!(
+            (wrapper.factory, wrapper.factory_calldata.to_vec()),
+            (factory, vec![1, 2, 3])
+        );
+
+        // An EOA whose wallet software wraps anyway is still an EOA.
+        let payer = PrivateKeySigner::random();
+        let auth = authorization(payer.address());
+        let own = Bytes::from(payer.sign_hash_sync(&digest(&auth)).unwrap().as_bytes());
+        let wrapped = erc6492::wrap(factory, Bytes::new(), own.clone());
+        let checked = facilitator().check(&request(&auth, &wrapped), NOW).unwrap();
+        assert!(checked.signed_by_eoa);
+        assert_eq!(checked.signature, own);
+
+        let mut garbage = vec![0xab; 40];
+        garbage.extend_from_slice(erc6492::MAGIC.as_slice());
+        let rejection = facilitator()
+            .check(&request(&auth, &garbage), NOW)
+            .unwrap_err();
+        assert_eq!(rejection.reason, Reason::Signature);
+        assert!(
+            rejection.message.contains("ERC-6492"),
+            "{}",
+            rejection.message
+        );
     }
 }

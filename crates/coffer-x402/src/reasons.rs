@@ -34,6 +34,9 @@ pub enum Reason {
     TokenVersion,
     /// The token has no EIP-3009.
     Eip3009NotSupported,
+    /// The payer is a smart wallet that is not deployed: either the signature carries no
+    /// ERC-6492 deployment, or it does and settlement needs the wallet on chain first.
+    UndeployedSmartWallet,
     /// The simulated transfer reverted for another reason.
     SimulationFailed,
     /// The payload is malformed (bad hex, numbers, addresses).
@@ -58,6 +61,9 @@ impl Reason {
                 Reason::InsufficientBalance => "insufficient_funds",
                 Reason::TokenName | Reason::TokenVersion => "invalid_payment_requirements",
                 Reason::Eip3009NotSupported => "invalid_payment_requirements",
+                Reason::UndeployedSmartWallet => {
+                    "invalid_exact_evm_payload_undeployed_smart_wallet"
+                }
                 Reason::SimulationFailed => "invalid_transaction_state",
                 Reason::Payload => "invalid_payload",
             };
@@ -77,6 +83,7 @@ impl Reason {
             Reason::TokenName => "invalid_exact_evm_token_name_mismatch",
             Reason::TokenVersion => "invalid_exact_evm_token_version_mismatch",
             Reason::Eip3009NotSupported => "invalid_exact_evm_eip3009_not_supported",
+            Reason::UndeployedSmartWallet => "invalid_exact_evm_payload_undeployed_smart_wallet",
             Reason::SimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
             Reason::Payload => "invalid_exact_evm_payload",
         }

@@ -72,6 +72,12 @@ pub enum Command {
         #[command(subcommand)]
         action: PayToAction,
     },
+    /// Write encrypted keystores of x402 settlement signers (for `x402.signer_keystores`).
+    Signer {
+        /// What to do with signers.
+        #[command(subcommand)]
+        action: SignerAction,
+    },
     /// Work with configuration.
     Config {
         /// What to do with configuration.
@@ -228,6 +234,40 @@ pub enum PayToAction {
     },
 }
 
+/// `coffer signer …`. The password comes from `--password-file`, else from the configured
+/// `x402.signer_keystore_password_file`, else from the environment variable named by
+/// `x402.signer_keystore_password_env` (`COFFER_SIGNER_KEYSTORE_PASSWORD`): never from the
+/// command line, where other users and shell history could read it.
+#[derive(Debug, Subcommand)]
+pub enum SignerAction {
+    /// Create a new random settlement key in an encrypted V3 JSON keystore; prints its
+    /// address (fund it with gas, then add the file to `x402.signer_keystores`).
+    New {
+        /// The keystore file to write (it must not exist).
+        #[arg(long, value_name = "PATH")]
+        keystore: PathBuf,
+        /// A file whose first line is the password.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encrypt an existing private key, read from standard input (0x hex), into a V3 JSON
+    /// keystore; prints its address.
+    Import {
+        /// The keystore file to write (it must not exist).
+        #[arg(long, value_name = "PATH")]
+        keystore: PathBuf,
+        /// A file whose first line is the password.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `coffer config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
@@ -333,6 +373,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::OkxKey { action } => okx_key_command(&config, action).await,
         Command::GatepayKey { action } => gatepay_key_command(&config, action).await,
         Command::Payto { action } => pay_to_command(&config, action).await,
+        Command::Signer { action } => signer_command(&config, action),
     }
 }
 
@@ -591,6 +632,61 @@ async fn gatepay_key_command(config: &Config, action: GatePayKeyAction) -> Resul
     Ok(())
 }
 
+fn signer_command(config: &Config, action: SignerAction) -> Result<(), Failure> {
+    use alloy::signers::local::PrivateKeySigner;
+    let (keystore, password_file, json, imported) = match action {
+        SignerAction::New {
+            keystore,
+            password_file,
+            json,
+        } => (keystore, password_file, json, None),
+        SignerAction::Import {
+            keystore,
+            password_file,
+            json,
+        } => (keystore, password_file, json, Some(read_private_key()?)),
+    };
+    if keystore.exists() {
+        return Err(Failure::new(format!(
+            "--keystore: {} exists; Coffer never overwrites a keystore",
+            keystore.display()
+        )));
+    }
+    let mut source = config.x402.clone();
+    if password_file.is_some() {
+        source.signer_keystore_password_file = password_file;
+    }
+    let password = source.keystore_password()?;
+    let name = keystore
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| Failure::new("--keystore: name a file"))?;
+    let dir = keystore
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|error| Failure::new(format!("--keystore: {}: {error}", dir.display())))?;
+    let key = imported.unwrap_or_else(PrivateKeySigner::random);
+    let (signer, _uuid) = PrivateKeySigner::encrypt_keystore(
+        dir,
+        &mut rand_08::thread_rng(),
+        key.to_bytes(),
+        password.expose_secret().as_bytes(),
+        Some(name),
+    )
+    .map_err(|error| Failure::new(format!("--keystore: {}: {error}", keystore.display())))?;
+    restrict_to_owner(&keystore)?;
+    let address = signer.address().to_checksum(None);
+    if json {
+        print_json(&json!({"address": address, "keystore": keystore}));
+    } else {
+        println!("wrote {}: settlement signer {address}", keystore.display());
+        println!("next: fund it with gas and add the file to x402.signer_keystores");
+    }
+    Ok(())
+}
+
 async fn pay_to_command(config: &Config, action: PayToAction) -> Result<(), Failure> {
     let registry = config.registry()?;
     let chain_of = |name: &str| {
@@ -678,5 +774,35 @@ async fn pay_to_command(config: &Config, action: PayToAction) -> Result<(), Fail
             }
         }
     }
+    Ok(())
+}
+
+/// Reads one private key (0x hex) from standard input.
+fn read_private_key() -> Result<alloy::signers::local::PrivateKeySigner, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("private key (0x hex): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| Failure::new(format!("cannot read the private key: {error}")))?;
+    let key = line.trim().parse();
+    line.clear();
+    key.map_err(|_| Failure::new("standard input: not a 32-byte hex private key"))
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|error| Failure::new(format!("--keystore: {}: {error}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> Result<(), Failure> {
     Ok(())
 }

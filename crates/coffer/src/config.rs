@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use coffer_core::{ChainOverride, ChainRegistry};
 use figment::Figment;
@@ -134,6 +134,14 @@ impl Default for LogConfig {
 pub struct X402Config {
     /// Private keys (0x hex) of the accounts that settle payments; they pay the gas.
     pub signer_keys: SignerKeys,
+    /// Encrypted Ethereum V3 JSON keystores of more settlement accounts (`coffer signer new`
+    /// writes one). They are decrypted when the server starts.
+    pub signer_keystores: Vec<PathBuf>,
+    /// The environment variable holding the keystores' password.
+    pub signer_keystore_password_env: String,
+    /// A file holding the keystores' password (its first line); when set, it wins over the
+    /// environment variable.
+    pub signer_keystore_password_file: Option<PathBuf>,
     /// Seconds `/x402/settle` waits for a receipt before answering `settlement_pending`.
     pub settle_timeout_seconds: u64,
     /// The highest fee per gas Coffer pays for a settlement, in gwei.
@@ -152,6 +160,9 @@ impl Default for X402Config {
     fn default() -> Self {
         X402Config {
             signer_keys: SignerKeys::default(),
+            signer_keystores: Vec::new(),
+            signer_keystore_password_env: DEFAULT_PASSWORD_ENV.to_owned(),
+            signer_keystore_password_file: None,
             settle_timeout_seconds: 10,
             max_fee_gwei: 500,
             batch_window_ms: 50,
@@ -161,12 +172,15 @@ impl Default for X402Config {
     }
 }
 
+/// The environment variable that holds the keystores' password unless configured otherwise.
+pub const DEFAULT_PASSWORD_ENV: &str = "COFFER_SIGNER_KEYSTORE_PASSWORD";
+
 impl X402Config {
-    /// The signers, parsed.
+    /// The signers given as raw keys, parsed (checked whenever the configuration loads).
     ///
     /// # Errors
     /// [`ConfigError`] naming the key that is not a private key.
-    pub fn signers(&self) -> Result<Vec<alloy::signers::local::PrivateKeySigner>, ConfigError> {
+    pub fn key_signers(&self) -> Result<Vec<alloy::signers::local::PrivateKeySigner>, ConfigError> {
         use secrecy::ExposeSecret;
         self.signer_keys
             .0
@@ -181,6 +195,86 @@ impl X402Config {
             })
             .collect()
     }
+
+    /// Every signer: the raw keys, then the keystores, decrypted (scrypt: about a tenth of a
+    /// second each, so only the server and `coffer signer` do it).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key or keystore at fault: a missing password, an unreadable
+    /// file, or a password that does not decrypt it.
+    pub fn signers(&self) -> Result<Vec<alloy::signers::local::PrivateKeySigner>, ConfigError> {
+        let mut signers = self.key_signers()?;
+        if self.signer_keystores.is_empty() {
+            return Ok(signers);
+        }
+        let password = self.keystore_password()?;
+        for (i, path) in self.signer_keystores.iter().enumerate() {
+            signers
+                .push(decrypt_keystore(path, &password).map_err(|error| {
+                    ConfigError(format!("x402.signer_keystores[{i}]: {error}"))
+                })?);
+        }
+        Ok(signers)
+    }
+
+    /// The keystores' password: the first line of `signer_keystore_password_file` when it is
+    /// set, else the variable named by `signer_keystore_password_env`. Never logged.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming where the password was looked for.
+    pub fn keystore_password(&self) -> Result<secrecy::SecretString, ConfigError> {
+        if let Some(file) = &self.signer_keystore_password_file {
+            let text = std::fs::read_to_string(file).map_err(|error| {
+                ConfigError(format!(
+                    "x402.signer_keystore_password_file: cannot read {}: {error}",
+                    file.display()
+                ))
+            })?;
+            let password = text.lines().next().unwrap_or_default();
+            if password.is_empty() {
+                return Err(ConfigError(format!(
+                    "x402.signer_keystore_password_file: {} is empty",
+                    file.display()
+                )));
+            }
+            return Ok(password.to_owned().into());
+        }
+        match std::env::var(&self.signer_keystore_password_env) {
+            Ok(password) if !password.is_empty() => Ok(password.into()),
+            _ => Err(ConfigError(format!(
+                "x402.signer_keystore_password_env: the keystore password is not set: put it \
+                 in the environment variable {} or name a file in \
+                 x402.signer_keystore_password_file",
+                self.signer_keystore_password_env
+            ))),
+        }
+    }
+}
+
+/// Decrypts one V3 JSON keystore.
+///
+/// # Errors
+/// A message naming the file: unreadable, not a keystore, or a wrong password.
+pub fn decrypt_keystore(
+    path: &Path,
+    password: &secrecy::SecretString,
+) -> Result<alloy::signers::local::PrivateKeySigner, String> {
+    use secrecy::ExposeSecret;
+    if !path.is_file() {
+        return Err(format!("{}: no such keystore file", path.display()));
+    }
+    alloy::signers::local::PrivateKeySigner::decrypt_keystore(
+        path,
+        password.expose_secret().as_bytes(),
+    )
+    .map_err(|error| match error.to_string() {
+        // eth-keystore's MacMismatch: the password derives a key whose MAC does not match.
+        text if text.contains("Mac Mismatch") => format!(
+            "{}: cannot decrypt: wrong password (or a damaged keystore)",
+            path.display()
+        ),
+        text => format!("{}: not a usable V3 keystore: {text}", path.display()),
+    })
 }
 
 /// Private keys that never print: `Debug` and serialization show `***`.
@@ -306,7 +400,7 @@ impl Config {
             ));
         }
         self.registry()?;
-        self.x402.signers()?;
+        self.x402.key_signers()?;
         self.fiat_rates()?;
         Ok(self)
     }
@@ -386,6 +480,12 @@ level = "info"
 # Private keys (0x hex) of the accounts that settle x402 payments and pay their gas.
 # Prefer the environment: COFFER__X402__SIGNER_KEYS='["0x…"]'. They are never printed.
 signer_keys = []
+# Or, better, encrypted Ethereum V3 JSON keystores (write one with `coffer signer new` or
+# `coffer signer import`), decrypted at start-up with one password, which is read from the
+# environment variable named here, or from the first line of signer_keystore_password_file.
+signer_keystores = []
+signer_keystore_password_env = "COFFER_SIGNER_KEYSTORE_PASSWORD"
+# signer_keystore_password_file = "/run/secrets/coffer-keystore-password"
 # Seconds /x402/settle waits for a receipt before answering "settlement_pending" (with the hash).
 settle_timeout_seconds = 10
 # The highest fee per gas paid for a settlement, in gwei.
@@ -533,6 +633,37 @@ mod tests {
         assert_eq!(
             error.as_deref(),
             Some("config file /nonexistent/coffer.toml does not exist")
+        );
+    }
+
+    #[test]
+    fn keystore_passwords_come_from_the_named_file_or_variable_and_never_print() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\nignored\n").expect("write");
+        let mut x402 = X402Config {
+            signer_keystores: vec![dir.path().join("signer.json")],
+            signer_keystore_password_env: "COFFER_TEST_UNSET_PASSWORD_VARIABLE".to_owned(),
+            ..X402Config::default()
+        };
+        let missing = x402.keystore_password().err().map(|e| e.to_string());
+        assert!(
+            missing
+                .as_deref()
+                .is_some_and(|m| m.contains("COFFER_TEST_UNSET_PASSWORD_VARIABLE")),
+            "{missing:?}"
+        );
+        x402.signer_keystore_password_file = Some(file);
+        let password = x402.keystore_password().expect("from the file");
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&password), "s3cret");
+        assert!(!format!("{password:?}").contains("s3cret"));
+        let error = x402.signers().err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("x402.signer_keystores[0]: ")
+                    && e.ends_with("no such keystore file")),
+            "{error:?}"
         );
     }
 }

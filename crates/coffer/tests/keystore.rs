@@ -1,0 +1,324 @@
+//! Settlement signers from encrypted keystores: `coffer signer new|import` writes standard V3
+//! JSON keystores, `coffer serve` decrypts the configured ones and settles with them, and a
+//! wrong or missing password stops start-up with a clear message and exit code 2. The
+//! password never appears in any output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256, address};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::contracts::{IERC20, TransferWithAuthorization};
+use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_store::testing::{Backend, fresh_url};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+const PASSWORD: &str = "correct horse battery staple";
+
+fn coffer(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    command
+        .env_remove("COFFER_SIGNER_KEYSTORE_PASSWORD")
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).await.unwrap();
+    }
+    drop(input);
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("coffer finished")
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn signer_new_and_import_write_owner_only_keystores_and_never_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("keys/fresh.json");
+    let password = [("COFFER_SIGNER_KEYSTORE_PASSWORD", PASSWORD.to_owned())];
+    let mut command = coffer(&password);
+    command.args([
+        "signer",
+        "new",
+        "--json",
+        "--keystore",
+        fresh.to_str().unwrap(),
+    ]);
+    let output = run(command, None).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let decrypted =
+        PrivateKeySigner::decrypt_keystore(&fresh, PASSWORD).expect("a standard V3 keystore");
+    assert_eq!(reply["address"], decrypted.address().to_checksum(None));
+    assert_eq!(mode_of(&fresh), 0o600);
+    assert!(!text(&output).contains(PASSWORD));
+
+    // Import reads the key from standard input and the password from a file.
+    let imported = dir.path().join("imported.json");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let key = PrivateKeySigner::random();
+    let import = |path: &Path| {
+        let mut command = coffer(&[]);
+        command.args([
+            "signer",
+            "import",
+            "--keystore",
+            path.to_str().unwrap(),
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ]);
+        command
+    };
+    let secret = format!("0x{}\n", alloy::hex::encode(key.to_bytes()));
+    let output = run(import(&imported), Some(&secret)).await;
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains(&key.address().to_checksum(None)));
+    assert!(!text(&output).contains(secret.trim()));
+    assert_eq!(
+        PrivateKeySigner::decrypt_keystore(&imported, PASSWORD)
+            .unwrap()
+            .address(),
+        key.address()
+    );
+
+    let again = run(import(&imported), Some(&secret)).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("never overwrites"),
+        "{}",
+        text(&again)
+    );
+    let garbage = run(import(&dir.path().join("other.json")), Some("not a key\n")).await;
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(text(&garbage).contains("not a 32-byte hex private key"));
+
+    // No password anywhere: a configuration error naming where it was looked for.
+    let mut command = coffer(&[]);
+    command.args([
+        "signer",
+        "new",
+        "--keystore",
+        dir.path().join("x.json").to_str().unwrap(),
+    ]);
+    let output = run(command, None).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("COFFER_SIGNER_KEYSTORE_PASSWORD"),
+        "{}",
+        text(&output)
+    );
+}
+
+async fn chain_with_usdc() -> (Anvil, alloy::providers::DynProvider) {
+    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+    let chain = Anvil::start(&AnvilOptions {
+        binary,
+        chain_id: 84_532,
+        port: 0,
+        state_file: None,
+        block_time: None,
+    })
+    .await
+    .unwrap();
+    let owner = testnet::dev_account(0).unwrap();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner.clone()))
+        .connect_http(chain.url().parse().unwrap())
+        .erased();
+    let spec = UsdcSpec {
+        name: "USDC".into(),
+        version: "2".into(),
+        symbol: "USDC".into(),
+        decimals: 6,
+        owner: owner.address(),
+    };
+    testnet::install_usdc_at(&provider, USDC, &spec)
+        .await
+        .unwrap();
+    (chain, provider)
+}
+
+fn x402_request(payer: &PrivateKeySigner, value: u64) -> Value {
+    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let nonce = B256::from(rand::random::<[u8; 32]>());
+    let message = TransferWithAuthorization {
+        from: payer.address(),
+        to: PAY_TO,
+        value: U256::from(value),
+        validAfter: U256::from(now - 600),
+        validBefore: U256::from(now + 600),
+        nonce,
+    };
+    let domain = Eip712Domain::new(
+        Some("USDC".into()),
+        Some("2".into()),
+        Some(U256::from(84_532)),
+        Some(USDC),
+        None,
+    );
+    let signature = payer
+        .sign_hash_sync(&message.eip712_signing_hash(&domain))
+        .unwrap();
+    let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": value.to_string(), "asset": USDC.to_checksum(None),
+        "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 600, "extra": {"name": "USDC", "version": "2"}});
+    json!({"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {"x402Version": 2, "accepted": requirements,
+        "payload": {"signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "authorization": {
+            "from": payer.address().to_checksum(None), "to": PAY_TO.to_checksum(None), "value": value.to_string(),
+            "validAfter": (now - 600).to_string(), "validBefore": (now + 600).to_string(), "nonce": format!("{nonce:#x}")}}}})
+}
+
+async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
+    let (chain, provider) = chain_with_usdc().await;
+    let payer = testnet::dev_account(4).unwrap();
+    testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
+        .await
+        .unwrap();
+    // A funded anvil account, imported into a keystore.
+    let signer = testnet::dev_account(8).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keystore = dir.path().join("signer.json");
+    let mut command = coffer(&[("COFFER_SIGNER_KEYSTORE_PASSWORD", PASSWORD.to_owned())]);
+    command.args(["signer", "import", "--keystore", keystore.to_str().unwrap()]);
+    let secret = format!("0x{}", alloy::hex::encode(signer.to_bytes()));
+    let output = run(command, Some(&secret)).await;
+    assert!(output.status.success(), "{}", text(&output));
+
+    let (database_url, _db) = fresh_url(backend).await.unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let env = vec![
+        ("COFFER__DATABASE__URL", database_url),
+        ("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS",
+            format!("[\"{}\"]", chain.url()),
+        ),
+        (
+            "COFFER__X402__SIGNER_KEYSTORES",
+            format!("[\"{}\"]", keystore.display()),
+        ),
+        (
+            "COFFER__X402__SIGNER_KEYSTORE_PASSWORD_FILE",
+            password_file.display().to_string(),
+        ),
+    ];
+    let mut server = coffer(&env).arg("serve").spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "coffer serve did not come up");
+    let supported: Value = reqwest::get(format!("{base}/x402/supported"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        supported["signers"]["eip155:*"],
+        json!([signer.address().to_checksum(None)])
+    );
+    let settled: Value = reqwest::Client::new()
+        .post(format!("{base}/x402/settle"))
+        .json(&x402_request(&payer, 42_000))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settled["success"], true, "{settled}");
+    let hash: alloy::primitives::TxHash = settled["transaction"].as_str().unwrap().parse().unwrap();
+    let transaction = provider
+        .get_transaction_by_hash(hash)
+        .await
+        .unwrap()
+        .expect("known");
+    assert_eq!(
+        transaction.inner.signer(),
+        signer.address(),
+        "the keystore's key sent it"
+    );
+    let balance = IERC20::new(USDC, &provider)
+        .balanceOf(PAY_TO)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(balance, U256::from(42_000u64));
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    // The same configuration with a wrong password does not start: exit code 2, a message
+    // naming the keystore, and no password in it.
+    std::fs::write(&password_file, "hunter2-not-it\n").unwrap();
+    let mut command = coffer(&env);
+    command.arg("serve");
+    let output = run(command, None).await;
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("invalid configuration: x402.signer_keystores[0]: ")
+            && said.contains("cannot decrypt: wrong password"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+    chain.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_with_a_keystore_signer_settles_on_sqlite() {
+    a_server_with_a_keystore_signer_settles(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_server_with_a_keystore_signer_settles_on_postgres() {
+    a_server_with_a_keystore_signer_settles(Backend::Postgres).await;
+}
