@@ -117,6 +117,9 @@ impl crate::Journal for ThisStore {
     }
 
     async fn record_signed(&self, ids: &[i64], signed: &SignedSettlement, now_ms: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let nonce = i64::try_from(signed.signer_nonce)
             .map_err(|_| StoreError::Corrupt { what: "signer nonce", detail: "exceeds 2^63".to_owned() })?;
         let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
@@ -133,24 +136,26 @@ impl crate::Journal for ThisStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::classify("signer nonce"))?;
-        for id in ids {
-            let updated = sqlx::query(
-                "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
-                     updated_at_ms = $5
-                 WHERE id = $6 AND status = 'pending'",
-            )
+        // One statement for the whole batch; every row must still be pending.
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 6)).collect();
+        let sql = format!(
+            "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
+                 updated_at_ms = $5
+             WHERE status = 'pending' AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut update = sqlx::query(&sql)
             .bind(&signed.signer)
             .bind(nonce)
             .bind(&signed.tx_hash)
             .bind(&signed.raw_tx)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Database)?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::Conflict("settlement"));
-            }
+            .bind(now_ms);
+        for id in ids {
+            update = update.bind(id);
+        }
+        let updated = update.execute(&mut *tx).await.map_err(StoreError::Database)?;
+        if usize::try_from(updated.rows_affected()).ok() != Some(ids.len()) {
+            return Err(StoreError::Conflict("settlement"));
         }
         tx.commit().await.map_err(StoreError::Database)
     }

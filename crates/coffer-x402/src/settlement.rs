@@ -5,9 +5,10 @@
 //!    keyed by `(chain, token, payer, nonce)` is claimed; a row that exists already decides
 //!    the answer (its result, its pending transaction) — nothing is broadcast twice.
 //! 3. The owner re-verifies with a simulation and hands the claim to its signer's batch queue.
-//!    Claims that arrive within [`SettleOptions::batch_window`] share one Multicall3
-//!    `aggregate3` transaction (each call allowed to fail on its own); a lone claim, or a chain
-//!    without Multicall3, gets a plain `transferWithAuthorization`. The transaction is signed
+//!    An idle signer sends at once; claims that arrive while it is sending (or within the
+//!    optional [`SettleOptions::batch_window`]) share the next transaction, a Multicall3
+//!    `aggregate3` (each call allowed to fail on its own). A lone claim, or a chain without
+//!    Multicall3, gets a plain `transferWithAuthorization`. The transaction is signed
 //!    with a signer nonce from Coffer's journal (never below the node's count) and journaled
 //!    with every claim it carries before it is broadcast.
 //! 4. It waits for the receipt up to a bound. Past it, the answer is `settlement_pending` with
@@ -50,6 +51,8 @@ pub const TRANSACTION_FAILED: &str = "invalid_exact_evm_transaction_failed";
 const GAS_LIMIT: u64 = 150_000;
 /// Gas limit added per authorization carried by a Multicall3 batch.
 const GAS_PER_BATCHED_CALL: u64 = 120_000;
+/// How long a found receipt is reused for the other settlements of its transaction.
+const RECEIPT_CACHE_TTL: Duration = Duration::from_secs(10);
 /// A replacement raises both fee fields by at least this many percent (nodes demand 10).
 const FEE_BUMP_PERCENT: u128 = 25;
 /// A claimed row with no transaction after this long is taken over (its owner died).
@@ -62,10 +65,11 @@ pub struct SettleOptions {
     pub receipt_timeout: Duration,
     /// The highest `maxFeePerGas` Coffer pays, in wei.
     pub max_fee_per_gas: u128,
-    /// How long a claim waits for others to share its Multicall3 transaction (zero: every
-    /// authorization is sent in its own transaction).
+    /// How long an idle signer waits for more claims before it sends the first one. Zero
+    /// still batches under load: claims that arrive while a transaction is being sent share
+    /// the next one.
     pub batch_window: Duration,
-    /// The most authorizations one transaction carries.
+    /// The most authorizations one transaction carries (1: no batching).
     pub max_batch: usize,
     /// A broadcast transaction still without a receipt after this long is replaced by one with
     /// higher fees at the same signer nonce.
@@ -77,7 +81,7 @@ impl Default for SettleOptions {
         SettleOptions {
             receipt_timeout: Duration::from_secs(10),
             max_fee_per_gas: 500_000_000_000,
-            batch_window: Duration::from_millis(50),
+            batch_window: Duration::ZERO,
             max_batch: 100,
             bump_after: Duration::from_secs(30),
         }
@@ -105,12 +109,22 @@ pub struct Settler {
     signers: Vec<PrivateKeySigner>,
     options: SettleOptions,
     authorizations: Locks<SettlementKey>,
+    /// Receipts found lately: every settlement of a batch reads the same one, fetched once.
+    receipts: Mutex<HashMap<TxHash, (Arc<TransactionReceipt>, std::time::Instant)>>,
+    receipt_fetches: Locks<TxHash>,
     sender: Sender,
     queues: Arc<BatchQueues>,
 }
 
 /// Claims waiting to be sent, per `(chain, signer)`.
-type BatchQueues = Mutex<HashMap<(u64, Address), Vec<Queued>>>;
+type BatchQueues = Mutex<HashMap<(u64, Address), BatchQueue>>;
+
+/// One signer's claims waiting to be sent, and whether a task is sending them.
+#[derive(Default)]
+struct BatchQueue {
+    claims: Vec<Queued>,
+    flushing: bool,
+}
 
 /// Signs, journals and broadcasts settlement transactions; shared with the batch flushers.
 #[derive(Clone)]
@@ -126,7 +140,7 @@ struct Sender {
 struct Queued {
     row_id: i64,
     payment: CheckedPayment,
-    done: tokio::sync::oneshot::Sender<Result<(), Refused>>,
+    done: tokio::sync::oneshot::Sender<Result<SignedSettlement, Refused>>,
 }
 
 impl std::fmt::Debug for Settler {
@@ -173,6 +187,8 @@ impl Settler {
             signers,
             options,
             authorizations: Mutex::default(),
+            receipts: Mutex::default(),
+            receipt_fetches: Mutex::default(),
             queues: Arc::default(),
         }
     }
@@ -335,8 +351,8 @@ impl Settler {
                 .await
                 .map(|row| Settled::Row(Box::new(row)));
         }
-        match self.broadcast(&row, payment, key).await {
-            Ok(()) => {}
+        let signed = match self.broadcast(&row, payment, key).await {
+            Ok(signed) => signed,
             Err(Refused(message)) => {
                 // Another process may have taken over the same claim and broadcast: then its
                 // transaction is the answer, and this row must not be marked failed.
@@ -359,13 +375,16 @@ impl Settler {
                     .await
                     .map(|row| Settled::Row(Box::new(row)));
             }
-        }
-        let row = self
-            .store
-            .settlement(key)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("journal row vanished")?;
+        };
+        // The journal holds what was just written; no need to read it back.
+        let row = SettlementRow {
+            status: SettlementStatus::Broadcast,
+            signer: Some(signed.signer),
+            signer_nonce: Some(signed.signer_nonce),
+            tx_hash: Some(signed.tx_hash),
+            raw_tx: Some(signed.raw_tx),
+            ..row
+        };
         self.await_receipt(row, receipt_timeout)
             .await
             .map(|row| Settled::Row(Box::new(row)))
@@ -389,7 +408,7 @@ impl Settler {
         row: &SettlementRow,
         payment: &CheckedPayment,
         key: &SettlementKey,
-    ) -> Result<(), Refused> {
+    ) -> Result<SignedSettlement, Refused> {
         let signer = self
             .signer_for(key)
             .ok_or_else(|| Refused("no settlement signer is configured".to_owned()))?
@@ -404,39 +423,46 @@ impl Settler {
             payment: payment.clone(),
             done,
         };
-        if self.options.batch_window.is_zero() {
+        if self.options.max_batch <= 1 {
             self.sender
                 .send_batch(&provider, &signer, chain_id, vec![queued])
                 .await;
         } else {
-            let first = {
+            let key = (chain_id, signer.address());
+            let start_flushing = {
                 let mut queues = self
                     .queues
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let queue = queues.entry((chain_id, signer.address())).or_default();
-                queue.push(queued);
-                queue.len() == 1
+                let queue = queues.entry(key).or_default();
+                queue.claims.push(queued);
+                !std::mem::replace(&mut queue.flushing, true)
             };
-            // The first claim of a window schedules the flush; it runs on its own task, so a
-            // caller that goes away never strands the others.
-            if first {
+            // An idle signer starts flushing at once (after the optional window); claims that
+            // arrive while a transaction is being sent wait for it and go together in the next
+            // one. The flush runs on its own task, so a caller that goes away never strands
+            // the others.
+            if start_flushing {
                 let queues = self.queues.clone();
                 let sender = self.sender.clone();
                 let window = self.options.batch_window;
                 tokio::spawn(async move {
-                    tokio::time::sleep(window).await;
-                    let claims = queues
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&(chain_id, signer.address()))
-                        .unwrap_or_default();
-                    let mut claims = claims.into_iter().peekable();
-                    while claims.peek().is_some() {
-                        let batch: Vec<Queued> = claims
-                            .by_ref()
-                            .take(sender.options.max_batch.max(1))
-                            .collect();
+                    if !window.is_zero() {
+                        tokio::time::sleep(window).await;
+                    }
+                    loop {
+                        let batch: Vec<Queued> = {
+                            let mut queues = queues
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let queue = queues.entry(key).or_default();
+                            if queue.claims.is_empty() {
+                                queue.flushing = false;
+                                break;
+                            }
+                            let size = queue.claims.len().min(sender.options.max_batch);
+                            queue.claims.drain(..size).collect()
+                        };
                         sender.send_batch(&provider, &signer, chain_id, batch).await;
                     }
                 });
@@ -465,10 +491,20 @@ impl Settler {
     ) -> Result<SettlementRow, String> {
         // Compare-and-set from the state this call saw: if another process moved the row
         // meanwhile, its outcome stands and is what we answer.
-        self.store
-            .finish_settlement(row.id, row.status, status, reason, mined_tx, now_ms())
+        let now = now_ms();
+        let moved = self
+            .store
+            .finish_settlement(row.id, row.status, status, reason, mined_tx, now)
             .await
             .map_err(|e| e.to_string())?;
+        if moved && mined_tx.is_none() {
+            return Ok(SettlementRow {
+                status,
+                error_reason: reason.map(str::to_owned),
+                updated_at_ms: now,
+                ..row
+            });
+        }
         self.store
             .settlement(&row.key)
             .await
@@ -483,6 +519,8 @@ impl Settler {
         receipt_timeout: Duration,
     ) -> Result<SettlementRow, String> {
         let deadline = tokio::time::Instant::now() + receipt_timeout;
+        // Look again soon at first (a fast chain mines within milliseconds), then every 100 ms.
+        let mut pause = Duration::from_millis(10);
         loop {
             if let Some(resolved) = self.check_receipt(&row, false).await? {
                 return Ok(resolved);
@@ -490,7 +528,8 @@ impl Settler {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(row);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -523,7 +562,7 @@ impl Settler {
             let Ok(hash) = candidate.parse::<TxHash>() else {
                 continue;
             };
-            match provider.get_transaction_receipt(hash).await {
+            match self.receipt(&provider, hash).await {
                 Ok(Some(receipt)) => {
                     let (status, reason) = if authorization_used(&receipt, &row.key) {
                         (SettlementStatus::Succeeded, None)
@@ -541,6 +580,44 @@ impl Settler {
             }
         }
         Ok(None)
+    }
+
+    /// A transaction's receipt, fetched once for all the settlements it carries: concurrent
+    /// lookups of one hash wait for the first, and a found receipt is kept for
+    /// [`RECEIPT_CACHE_TTL`].
+    async fn receipt(
+        &self,
+        provider: &DynProvider,
+        hash: TxHash,
+    ) -> Result<Option<Arc<TransactionReceipt>>, alloy::transports::TransportError> {
+        let cached =
+            |receipts: &Mutex<HashMap<TxHash, (Arc<TransactionReceipt>, std::time::Instant)>>| {
+                receipts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&hash)
+                    .filter(|(_, at)| at.elapsed() < RECEIPT_CACHE_TTL)
+                    .map(|(receipt, _)| receipt.clone())
+            };
+        if let Some(receipt) = cached(&self.receipts) {
+            return Ok(Some(receipt));
+        }
+        let lock = lock_for(&self.receipt_fetches, &hash);
+        let _single_flight = lock.lock().await;
+        if let Some(receipt) = cached(&self.receipts) {
+            return Ok(Some(receipt));
+        }
+        let Some(receipt) = provider.get_transaction_receipt(hash).await? else {
+            return Ok(None);
+        };
+        let receipt = Arc::new(receipt);
+        let mut receipts = self
+            .receipts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        receipts.retain(|_, (_, at)| at.elapsed() < RECEIPT_CACHE_TTL);
+        receipts.insert(hash, (receipt.clone(), std::time::Instant::now()));
+        Ok(Some(receipt))
     }
 
     /// The journaled settlement of a transaction, checked once against the chain if it is
@@ -782,7 +859,7 @@ impl Sender {
         }
         for claim in accepted {
             let _ = claim.done.send(match &outcome {
-                Ok(()) => Ok(()),
+                Ok(signed) => Ok(signed.clone()),
                 Err(Refused(message)) => Err(Refused(message.clone())),
             });
         }
@@ -797,7 +874,7 @@ impl Sender {
         chain_id: u64,
         ids: &[i64],
         mut calls: Vec<IMulticall3::Call3>,
-    ) -> Result<(), Refused> {
+    ) -> Result<SignedSettlement, Refused> {
         let (to, input, gas_limit) = if calls.len() == 1 {
             let call = calls.remove(0);
             (call.target, call.callData, GAS_LIMIT)
@@ -856,7 +933,7 @@ impl Sender {
             .map_err(|e| Refused(e.to_string()))?;
         let raw = envelope.encoded_2718();
         match provider.send_raw_transaction(&raw).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(signed),
             // The node refused it: nothing was broadcast. Forget the transaction (freeing its
             // nonce for the next one) and fail the settlements it carried.
             Err(error) if error.as_error_resp().is_some() => {
@@ -884,7 +961,7 @@ impl Sender {
                 // Unknown whether it arrived: it stays journaled as broadcast; reconciliation
                 // rebroadcasts it if the node does not know it.
                 tracing::warn!(%error, tx = %signed.tx_hash, "broadcast outcome unknown; will reconcile");
-                Ok(())
+                Ok(signed)
             }
         }
     }

@@ -146,10 +146,11 @@ pub struct X402Config {
     pub settle_timeout_seconds: u64,
     /// The highest fee per gas Coffer pays for a settlement, in gwei.
     pub max_fee_gwei: u64,
-    /// Milliseconds a settlement waits for others to share one Multicall3 transaction
-    /// (0: one transaction per settlement).
+    /// Milliseconds an idle signer waits for more settlements before sending. With 0,
+    /// settlements still share one Multicall3 transaction when they arrive while the previous
+    /// one is being sent.
     pub batch_window_ms: u64,
-    /// The most settlements one transaction carries.
+    /// The most settlements one transaction carries (1: no batching).
     pub max_batch: usize,
     /// Seconds without a receipt after which a settlement transaction is replaced with higher
     /// fees (same nonce).
@@ -165,7 +166,7 @@ impl Default for X402Config {
             signer_keystore_password_file: None,
             settle_timeout_seconds: 10,
             max_fee_gwei: 500,
-            batch_window_ms: 50,
+            batch_window_ms: 0,
             max_batch: 100,
             bump_after_seconds: 30,
         }
@@ -490,10 +491,11 @@ signer_keystore_password_env = "COFFER_SIGNER_KEYSTORE_PASSWORD"
 settle_timeout_seconds = 10
 # The highest fee per gas paid for a settlement, in gwei.
 max_fee_gwei = 500
-# Settlements arriving within this many milliseconds share one Multicall3 aggregate3
-# transaction (each call may fail on its own); 0 sends one transaction per settlement.
-batch_window_ms = 50
-# The most settlements one transaction carries.
+# Settlements that arrive while the signer is sending share its next transaction, a Multicall3
+# aggregate3 (each call may fail on its own). An idle signer sends at once, or waits this many
+# milliseconds for company first.
+batch_window_ms = 0
+# The most settlements one transaction carries; 1 turns batching off.
 max_batch = 100
 # A settlement transaction with no receipt after this many seconds is replaced by one with
 # higher fees at the same nonce (up to max_fee_gwei).
