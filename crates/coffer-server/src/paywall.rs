@@ -16,7 +16,7 @@
 //! broadcast and journaled) the body is delivered — the client is never asked to pay twice for
 //! one authorization. A payment header seen before (settled, or being settled) is refused.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -156,7 +156,13 @@ pub struct Paywall {
     client: reqwest::Client,
     public_url: String,
     in_flight: Mutex<HashSet<SettlementKey>>,
+    /// The unpaid 402 of each resource URL served lately (body and `PAYMENT-REQUIRED`), so
+    /// unpaid traffic costs no serialisation; bounded by [`CHALLENGE_CACHE_SIZE`].
+    challenges: Mutex<HashMap<String, (Bytes, HeaderValue)>>,
 }
+
+/// How many resource URLs' 402 answers are kept ready.
+const CHALLENGE_CACHE_SIZE: usize = 4096;
 
 impl Paywall {
     /// Validates route configuration against the chain registry.
@@ -274,6 +280,7 @@ impl Paywall {
                 .unwrap_or_default(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             in_flight: Mutex::default(),
+            challenges: Mutex::default(),
         })
     }
 
@@ -285,6 +292,49 @@ impl Paywall {
     /// The route a request falls under.
     pub fn route_for(&self, method: &Method, path: &str) -> Option<&PaywallRoute> {
         self.routes.iter().find(|r| r.matches(method, path))
+    }
+
+    /// The 402 for a request without payment, from the cache when this resource was asked
+    /// for before (its requirements only change with the configuration).
+    fn unpaid(&self, challenge: &Challenge<'_>) -> Response<Body> {
+        let cached = self
+            .challenges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&challenge.resource)
+            .cloned();
+        let (body, required) = match cached {
+            Some(ready) => ready,
+            None => {
+                let error = "Payment required";
+                let body = Bytes::from(challenge.v1(error).to_string());
+                let Ok(required) = HeaderValue::from_str(&b64(&challenge.v2(error))) else {
+                    return challenge.respond(StatusCode::PAYMENT_REQUIRED, error, None);
+                };
+                let mut challenges = self
+                    .challenges
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if challenges.len() >= CHALLENGE_CACHE_SIZE {
+                    challenges.clear();
+                }
+                challenges.insert(challenge.resource.clone(), (body.clone(), required.clone()));
+                (body, required)
+            }
+        };
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = StatusCode::PAYMENT_REQUIRED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static(x402_headers::PAYMENT_REQUIRED),
+            required,
+        );
+        expose(headers);
+        response
     }
 
     fn claim(&self, key: &SettlementKey) -> bool {
@@ -559,9 +609,7 @@ pub async fn serve(
     };
     let payment = match parse_payment(&parts.headers) {
         None if is_browser(&parts.headers) => return challenge.html(),
-        None => {
-            return challenge.respond(StatusCode::PAYMENT_REQUIRED, "Payment required", None);
-        }
+        None => return paywall.unpaid(&challenge),
         Some(Err(message)) => return bad_request("INVALID_PAYMENT_HEADER", &message),
         Some(Ok(payment)) => payment,
     };
