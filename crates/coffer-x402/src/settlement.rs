@@ -119,6 +119,31 @@ pub struct Settler {
 /// Claims waiting to be sent, per `(chain, signer)`.
 type BatchQueues = Mutex<HashMap<(u64, Address), BatchQueue>>;
 
+/// Ends a flush that stopped abnormally (a panic): the signer's queue is no longer marked as
+/// being sent, and the claims still waiting are dropped, so their callers get an answer
+/// (their rows are still `pending`, and they fail them) instead of waiting forever.
+struct FlushGuard {
+    queues: Arc<BatchQueues>,
+    key: (u64, Address),
+    finished: bool,
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = queues.get_mut(&self.key) {
+            queue.flushing = false;
+            queue.claims.clear();
+        }
+    }
+}
+
 /// One signer's claims waiting to be sent, and whether a task is sending them.
 #[derive(Default)]
 struct BatchQueue {
@@ -447,6 +472,11 @@ impl Settler {
                 let sender = self.sender.clone();
                 let window = self.options.batch_window;
                 tokio::spawn(async move {
+                    let mut guard = FlushGuard {
+                        queues: queues.clone(),
+                        key,
+                        finished: false,
+                    };
                     if !window.is_zero() {
                         tokio::time::sleep(window).await;
                     }
@@ -458,6 +488,7 @@ impl Settler {
                             let queue = queues.entry(key).or_default();
                             if queue.claims.is_empty() {
                                 queue.flushing = false;
+                                guard.finished = true;
                                 break;
                             }
                             let size = queue.claims.len().min(sender.options.max_batch);
