@@ -406,6 +406,20 @@ pub trait Journal: Send + Sync + 'static {
         signer_nonce: u64,
     ) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// Moves the broadcast settlements `ids` (the rows of one mined transaction) to `to` in one
+    /// statement, compare-and-set like [`Journal::finish_settlement`]. Returns the ids that
+    /// moved; the others had been moved by another process first.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn finish_broadcast_settlements(
+        &self,
+        ids: &[i64],
+        to: SettlementStatus,
+        error_reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+
     /// Moves a settlement from `from` to `to` (compare-and-set); `false` when it was no longer
     /// in `from` (another process moved it first) and nothing changed. `mined_tx` names the
     /// journaled transaction that decided it when that is not the latest (an earlier one at the

@@ -34,12 +34,21 @@ fn settlement_row(row: &DbRow) -> Result<SettlementRow, StoreError> {
     })
 }
 
+/// A settlement row with its current transaction's signed bytes, which are kept once per
+/// transaction in `settlement_transactions` (a batch's rows all share one), not per row.
+/// `s.raw_tx` is only read for rows journaled before that table existed.
+const SELECT_SETTLEMENT: &str = "SELECT s.id, s.chain_id, s.token, s.payer, s.auth_nonce, s.pay_to, s.value, s.network,
+        s.status, s.signer, s.signer_nonce, s.tx_hash, COALESCE(t.raw_tx, s.raw_tx) AS raw_tx, s.error_reason,
+        s.created_at_ms, s.updated_at_ms
+     FROM settlements s LEFT JOIN settlement_transactions t ON t.tx_hash = s.tx_hash";
+
 fn chain(chain_id: u64) -> Result<i64, StoreError> {
     i64::try_from(chain_id).map_err(|_| StoreError::Corrupt { what: "chain id", detail: "exceeds 2^63".to_owned() })
 }
 
 async fn settlement_by_key(pool: &DbPool, key: &SettlementKey) -> Result<Option<SettlementRow>, StoreError> {
-    sqlx::query("SELECT * FROM settlements WHERE chain_id = $1 AND token = $2 AND payer = $3 AND auth_nonce = $4")
+    let sql = format!("{SELECT_SETTLEMENT} WHERE s.chain_id = $1 AND s.token = $2 AND s.payer = $3 AND s.auth_nonce = $4");
+    sqlx::query(&sql)
         .bind(chain(key.chain_id)?)
         .bind(&key.token)
         .bind(&key.payer)
@@ -89,13 +98,16 @@ impl crate::Journal for ThisStore {
     async fn settlement_by_tx_hash(&self, tx_hash: &str) -> Result<Option<SettlementRow>, StoreError> {
         // Any transaction at the settlement's signer nonce finds it: a fee bump replaced the
         // hash the caller was given, or a batch shares one transaction.
-        sqlx::query(
-            "SELECT s.* FROM settlement_transactions t
-             JOIN settlements s ON s.chain_id = t.chain_id AND s.signer = t.signer AND s.signer_nonce = t.signer_nonce
-             WHERE t.tx_hash = $1
-             ORDER BY CASE s.status WHEN 'succeeded' THEN 0 WHEN 'broadcast' THEN 1 WHEN 'pending' THEN 2 ELSE 3 END, s.id
-             LIMIT 1",
-        )
+        let sql = format!(
+            "{SELECT_SETTLEMENT}
+             WHERE s.id = (
+                 SELECT s2.id FROM settlement_transactions t2
+                 JOIN settlements s2 ON s2.chain_id = t2.chain_id AND s2.signer = t2.signer AND s2.signer_nonce = t2.signer_nonce
+                 WHERE t2.tx_hash = $1
+                 ORDER BY CASE s2.status WHEN 'succeeded' THEN 0 WHEN 'broadcast' THEN 1 WHEN 'pending' THEN 2 ELSE 3 END, s2.id
+                 LIMIT 1)"
+        );
+        sqlx::query(&sql)
         .bind(tx_hash)
         .fetch_optional(&self.pool)
         .await
@@ -137,10 +149,9 @@ impl crate::Journal for ThisStore {
         .await
         .map_err(StoreError::classify("signer nonce"))?;
         // One statement for the whole batch; every row must still be pending.
-        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 6)).collect();
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 5)).collect();
         let sql = format!(
-            "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, raw_tx = $4,
-                 updated_at_ms = $5
+            "UPDATE settlements SET status = 'broadcast', signer = $1, signer_nonce = $2, tx_hash = $3, updated_at_ms = $4
              WHERE status = 'pending' AND id IN ({})",
             placeholders.join(", ")
         );
@@ -148,7 +159,6 @@ impl crate::Journal for ThisStore {
             .bind(&signed.signer)
             .bind(nonce)
             .bind(&signed.tx_hash)
-            .bind(&signed.raw_tx)
             .bind(now_ms);
         for id in ids {
             update = update.bind(id);
@@ -193,10 +203,9 @@ impl crate::Journal for ThisStore {
         .await
         .map_err(StoreError::classify("settlement transaction"))?;
         let updated = sqlx::query(
-            "UPDATE settlements SET tx_hash = $1, raw_tx = $2, updated_at_ms = $3 WHERE tx_hash = $4 AND status = 'broadcast'",
+            "UPDATE settlements SET tx_hash = $1, raw_tx = NULL, updated_at_ms = $2 WHERE tx_hash = $3 AND status = 'broadcast'",
         )
         .bind(&signed.tx_hash)
-        .bind(&signed.raw_tx)
         .bind(now_ms)
         .bind(replaced)
         .execute(&mut *tx)
@@ -244,7 +253,7 @@ impl crate::Journal for ThisStore {
         let updated = sqlx::query(
             "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3,
                  tx_hash = COALESCE($4, tx_hash),
-                 raw_tx = COALESCE((SELECT raw_tx FROM settlement_transactions WHERE tx_hash = $4), raw_tx)
+                 raw_tx = CASE WHEN $4 IS NULL THEN raw_tx ELSE NULL END
              WHERE id = $5 AND status = $6",
         )
         .bind(to.as_str())
@@ -259,8 +268,33 @@ impl crate::Journal for ThisStore {
         Ok(updated.rows_affected() == 1)
     }
 
+    async fn finish_broadcast_settlements(
+        &self,
+        ids: &[i64],
+        to: SettlementStatus,
+        error_reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE settlements SET status = $1, error_reason = $2, updated_at_ms = $3
+             WHERE status = 'broadcast' AND id IN ({})
+             RETURNING id",
+            placeholders.join(", ")
+        );
+        let mut update = sqlx::query_scalar(&sql).bind(to.as_str()).bind(error_reason).bind(now_ms);
+        for id in ids {
+            update = update.bind(id);
+        }
+        update.fetch_all(&self.pool).await.map_err(StoreError::Database)
+    }
+
     async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError> {
-        sqlx::query("SELECT * FROM settlements WHERE status = 'broadcast' ORDER BY updated_at_ms LIMIT $1")
+        let sql = format!("{SELECT_SETTLEMENT} WHERE s.status = 'broadcast' ORDER BY s.updated_at_ms LIMIT $1");
+        sqlx::query(&sql)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await

@@ -227,6 +227,95 @@ async fn a_batch_shares_one_transaction_and_a_fee_bump_replaces_it(store: &dyn S
     );
 }
 
+async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for nonce in ["0x21", "0x22", "0x23", "0x24"] {
+        ids.push(store.claim_settlement(&claim(nonce)).await.unwrap().0.id);
+    }
+    let mut batch = signed(5, "0xc1");
+    batch.raw_tx = "0xfeed".to_owned();
+    store.record_signed(&ids, &batch, 2).await.unwrap();
+    // Every row of the batch reads the one journaled copy of the signed transaction.
+    for nonce in ["0x21", "0x24"] {
+        let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+        assert_eq!(row.raw_tx.as_deref(), Some("0xfeed"));
+    }
+    assert!(
+        store
+            .open_settlements(10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|row| row.raw_tx.as_deref() == Some("0xfeed"))
+    );
+    // Another process recorded one row first: its outcome stands and it is not reported moved.
+    assert!(
+        store
+            .finish_settlement(
+                ids[3],
+                SettlementStatus::Broadcast,
+                SettlementStatus::Failed,
+                Some("elsewhere"),
+                None,
+                3,
+            )
+            .await
+            .unwrap()
+    );
+    let mut moved = store
+        .finish_broadcast_settlements(&ids[..2], SettlementStatus::Succeeded, None, 4)
+        .await
+        .unwrap();
+    moved.sort_unstable();
+    assert_eq!(moved, ids[..2]);
+    let moved = store
+        .finish_broadcast_settlements(
+            &ids[2..],
+            SettlementStatus::Failed,
+            Some("invalid_exact_evm_transaction_failed"),
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, [ids[2]]);
+    let statuses: Vec<(SettlementStatus, Option<String>)> = {
+        let mut statuses = Vec::new();
+        for nonce in ["0x21", "0x22", "0x23", "0x24"] {
+            let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+            statuses.push((row.status, row.error_reason));
+        }
+        statuses
+    };
+    assert_eq!(
+        statuses,
+        [
+            (SettlementStatus::Succeeded, None),
+            (SettlementStatus::Succeeded, None),
+            (
+                SettlementStatus::Failed,
+                Some("invalid_exact_evm_transaction_failed".to_owned())
+            ),
+            (SettlementStatus::Failed, Some("elsewhere".to_owned())),
+        ]
+    );
+    // Finished rows never move again, and an empty batch is a no-op.
+    assert!(
+        store
+            .finish_broadcast_settlements(&ids, SettlementStatus::Failed, Some("late"), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .finish_broadcast_settlements(&[], SettlementStatus::Failed, None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.open_settlements(10).await.unwrap().is_empty());
+}
+
 async fn okx_credentials_authenticate_until_revoked(store: &dyn Store) {
     let merchant = MerchantId::from_suffix("okx").unwrap();
     store
@@ -287,5 +376,6 @@ macro_rules! on_both_databases {
 on_both_databases!(
     an_authorization_is_claimed_once_and_moves_by_compare_and_set,
     a_batch_shares_one_transaction_and_a_fee_bump_replaces_it,
+    a_mined_batch_is_finished_in_one_statement_from_broadcast_only,
     okx_credentials_authenticate_until_revoked
 );

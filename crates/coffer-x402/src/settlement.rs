@@ -11,11 +11,13 @@
 //!    Multicall3, gets a plain `transferWithAuthorization`. The transaction is signed
 //!    with a signer nonce from Coffer's journal (never below the node's count) and journaled
 //!    with every claim it carries before it is broadcast.
-//! 4. It waits for the receipt up to a bound. Past it, the answer is `settlement_pending` with
-//!    the transaction hash — never a plain failure, which would make the client sign again and
-//!    pay twice. [`Settler::reconcile`] resolves pending settlements later, rebroadcasting the
-//!    journaled transaction if the node lost it and replacing it with higher fees (same signer
-//!    nonce) when it is stuck past [`SettleOptions::bump_after`].
+//! 4. One resolver per transaction polls for its receipt and records the outcome of every
+//!    settlement it carries in one statement per outcome; each caller waits for that up to a
+//!    bound. Past it, the answer is `settlement_pending` with the transaction hash — never a
+//!    plain failure, which would make the client sign again and pay twice.
+//!    [`Settler::reconcile`] resolves pending settlements later, rebroadcasting the journaled
+//!    transaction if the node lost it and replacing it with higher fees (same signer nonce)
+//!    when it is stuck past [`SettleOptions::bump_after`].
 //!
 //! Each settlement's outcome is read from the receipt's `AuthorizationUsed(payer, nonce)` log
 //! of its token, so one failed call in a batch fails only its own settlement.
@@ -109,9 +111,6 @@ pub struct Settler {
     signers: Vec<PrivateKeySigner>,
     options: SettleOptions,
     authorizations: Locks<SettlementKey>,
-    /// Receipts found lately: every settlement of a batch reads the same one, fetched once.
-    receipts: Mutex<HashMap<TxHash, (Arc<TransactionReceipt>, std::time::Instant)>>,
-    receipt_fetches: Locks<TxHash>,
     sender: Sender,
     queues: Arc<BatchQueues>,
 }
@@ -159,13 +158,77 @@ struct Sender {
     signer_nonces: Arc<Locks<(u64, Address)>>,
     /// Whether each chain has Multicall3, once looked up.
     multicall: Arc<Mutex<HashMap<u64, bool>>>,
+    receipts: Arc<Receipts>,
+}
+
+/// Receipts found lately: every settlement of a batch reads the same one, fetched once.
+#[derive(Default)]
+struct Receipts {
+    found: Mutex<HashMap<TxHash, (Arc<TransactionReceipt>, std::time::Instant)>>,
+    fetches: Locks<TxHash>,
+}
+
+impl Receipts {
+    fn cached(&self, hash: TxHash) -> Option<Arc<TransactionReceipt>> {
+        self.found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < RECEIPT_CACHE_TTL)
+            .map(|(receipt, _)| receipt.clone())
+    }
+
+    /// A transaction's receipt, fetched once for all the settlements it carries: concurrent
+    /// lookups of one hash wait for the first, and a found receipt is kept for
+    /// [`RECEIPT_CACHE_TTL`].
+    async fn get(
+        &self,
+        provider: &DynProvider,
+        hash: TxHash,
+    ) -> Result<Option<Arc<TransactionReceipt>>, alloy::transports::TransportError> {
+        if let Some(receipt) = self.cached(hash) {
+            return Ok(Some(receipt));
+        }
+        let lock = lock_for(&self.fetches, &hash);
+        let _single_flight = lock.lock().await;
+        if let Some(receipt) = self.cached(hash) {
+            return Ok(Some(receipt));
+        }
+        let Some(receipt) = provider.get_transaction_receipt(hash).await? else {
+            return Ok(None);
+        };
+        let receipt = Arc::new(receipt);
+        let mut found = self
+            .found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        found.retain(|_, (_, at)| at.elapsed() < RECEIPT_CACHE_TTL);
+        found.insert(hash, (receipt.clone(), std::time::Instant::now()));
+        Ok(Some(receipt))
+    }
+}
+
+/// What the mined transaction of a batch did to its settlements, recorded in one statement per
+/// outcome by the batch's resolver. A row in neither set was moved by another process first.
+#[derive(Debug, Default)]
+struct Resolved {
+    succeeded: Vec<i64>,
+    failed: Vec<i64>,
+    at_ms: i64,
+}
+
+/// A claim's transaction, journaled and handed to the node, and where its outcome will appear
+/// (`None` until the receipt is recorded; closed if the resolver gave up waiting).
+struct Broadcast {
+    signed: SignedSettlement,
+    resolution: tokio::sync::watch::Receiver<Option<Arc<Resolved>>>,
 }
 
 /// A claimed settlement waiting in its signer's batch queue.
 struct Queued {
     row_id: i64,
     payment: CheckedPayment,
-    done: tokio::sync::oneshot::Sender<Result<SignedSettlement, Refused>>,
+    done: tokio::sync::oneshot::Sender<Result<Broadcast, Refused>>,
 }
 
 impl std::fmt::Debug for Settler {
@@ -206,14 +269,13 @@ impl Settler {
                 options,
                 signer_nonces: Arc::default(),
                 multicall: Arc::default(),
+                receipts: Arc::default(),
             },
             store,
             rpcs,
             signers,
             options,
             authorizations: Mutex::default(),
-            receipts: Mutex::default(),
-            receipt_fetches: Mutex::default(),
             queues: Arc::default(),
         }
     }
@@ -376,8 +438,8 @@ impl Settler {
                 .await
                 .map(|row| Settled::Row(Box::new(row)));
         }
-        let signed = match self.broadcast(&row, payment, key).await {
-            Ok(signed) => signed,
+        let Broadcast { signed, resolution } = match self.broadcast(&row, payment, key).await {
+            Ok(broadcast) => broadcast,
             Err(Refused(message)) => {
                 // Another process may have taken over the same claim and broadcast: then its
                 // transaction is the answer, and this row must not be marked failed.
@@ -410,9 +472,66 @@ impl Settler {
             raw_tx: Some(signed.raw_tx),
             ..row
         };
-        self.await_receipt(row, receipt_timeout)
+        self.await_resolution(row, resolution, receipt_timeout)
             .await
             .map(|row| Settled::Row(Box::new(row)))
+    }
+
+    /// Waits, up to the bound, for the resolver of a just-broadcast transaction to record its
+    /// outcome; if the resolver gave up first, looks for the receipt itself until the bound.
+    async fn await_resolution(
+        &self,
+        row: SettlementRow,
+        mut resolution: tokio::sync::watch::Receiver<Option<Arc<Resolved>>>,
+        receipt_timeout: Duration,
+    ) -> Result<SettlementRow, String> {
+        let started = tokio::time::Instant::now();
+        // The watch guard is not `Send`: take the value out before anything else is awaited.
+        let waited = match tokio::time::timeout(
+            receipt_timeout,
+            resolution.wait_for(std::option::Option::is_some),
+        )
+        .await
+        {
+            Ok(Ok(resolved)) => Ok(resolved.clone()),
+            Ok(Err(closed)) => Err(Some(closed)),
+            Err(_) => Err(None),
+        };
+        let resolved = match waited {
+            Ok(resolved) => resolved,
+            // The resolver gave up before the bound: keep looking for the rest of it.
+            Err(Some(_)) => {
+                let left = receipt_timeout.saturating_sub(started.elapsed());
+                return self.await_receipt(row, left).await;
+            }
+            // The bound passed: one last look, then the answer is pending.
+            Err(None) => return self.await_receipt(row, Duration::ZERO).await,
+        };
+        let Some(resolved) = resolved else {
+            return Ok(row);
+        };
+        let outcome = if resolved.succeeded.contains(&row.id) {
+            (SettlementStatus::Succeeded, None)
+        } else if resolved.failed.contains(&row.id) {
+            (
+                SettlementStatus::Failed,
+                Some(TRANSACTION_FAILED.to_owned()),
+            )
+        } else {
+            // Another process recorded it first: its outcome stands.
+            return self
+                .store
+                .settlement(&row.key)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "journal row vanished".to_owned());
+        };
+        Ok(SettlementRow {
+            status: outcome.0,
+            error_reason: outcome.1,
+            updated_at_ms: resolved.at_ms,
+            ..row
+        })
     }
 
     async fn existing(
@@ -433,7 +552,7 @@ impl Settler {
         row: &SettlementRow,
         payment: &CheckedPayment,
         key: &SettlementKey,
-    ) -> Result<SignedSettlement, Refused> {
+    ) -> Result<Broadcast, Refused> {
         let signer = self
             .signer_for(key)
             .ok_or_else(|| Refused("no settlement signer is configured".to_owned()))?
@@ -593,7 +712,7 @@ impl Settler {
             let Ok(hash) = candidate.parse::<TxHash>() else {
                 continue;
             };
-            match self.receipt(&provider, hash).await {
+            match self.sender.receipts.get(&provider, hash).await {
                 Ok(Some(receipt)) => {
                     let (status, reason) = if authorization_used(&receipt, &row.key) {
                         (SettlementStatus::Succeeded, None)
@@ -611,44 +730,6 @@ impl Settler {
             }
         }
         Ok(None)
-    }
-
-    /// A transaction's receipt, fetched once for all the settlements it carries: concurrent
-    /// lookups of one hash wait for the first, and a found receipt is kept for
-    /// [`RECEIPT_CACHE_TTL`].
-    async fn receipt(
-        &self,
-        provider: &DynProvider,
-        hash: TxHash,
-    ) -> Result<Option<Arc<TransactionReceipt>>, alloy::transports::TransportError> {
-        let cached =
-            |receipts: &Mutex<HashMap<TxHash, (Arc<TransactionReceipt>, std::time::Instant)>>| {
-                receipts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&hash)
-                    .filter(|(_, at)| at.elapsed() < RECEIPT_CACHE_TTL)
-                    .map(|(receipt, _)| receipt.clone())
-            };
-        if let Some(receipt) = cached(&self.receipts) {
-            return Ok(Some(receipt));
-        }
-        let lock = lock_for(&self.receipt_fetches, &hash);
-        let _single_flight = lock.lock().await;
-        if let Some(receipt) = cached(&self.receipts) {
-            return Ok(Some(receipt));
-        }
-        let Some(receipt) = provider.get_transaction_receipt(hash).await? else {
-            return Ok(None);
-        };
-        let receipt = Arc::new(receipt);
-        let mut receipts = self
-            .receipts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        receipts.retain(|_, (_, at)| at.elapsed() < RECEIPT_CACHE_TTL);
-        receipts.insert(hash, (receipt.clone(), std::time::Instant::now()));
-        Ok(Some(receipt))
     }
 
     /// The journaled settlement of a transaction, checked once against the chain if it is
@@ -888,12 +969,100 @@ impl Sender {
                 "settlement batch sent"
             );
         }
+        let signed = match outcome {
+            Ok(signed) => signed,
+            Err(Refused(message)) => {
+                for claim in accepted {
+                    let _ = claim.done.send(Err(Refused(message.clone())));
+                }
+                return;
+            }
+        };
+        let (resolved, resolution) = tokio::sync::watch::channel(None);
+        let rows: Vec<(i64, SettlementKey)> = accepted
+            .iter()
+            .map(|claim| (claim.row_id, key_of(&claim.payment)))
+            .collect();
+        tokio::spawn(self.clone().resolve(
+            provider.clone(),
+            signed.tx_hash.clone(),
+            rows,
+            resolved,
+        ));
         for claim in accepted {
-            let _ = claim.done.send(match &outcome {
-                Ok(signed) => Ok(signed.clone()),
-                Err(Refused(message)) => Err(Refused(message.clone())),
-            });
+            let _ = claim.done.send(Ok(Broadcast {
+                signed: signed.clone(),
+                resolution: resolution.clone(),
+            }));
         }
+    }
+
+    /// Waits for a broadcast transaction's receipt (up to [`SettleOptions::receipt_timeout`])
+    /// and records the outcome of every settlement it carries, one statement per outcome, then
+    /// publishes it to their callers (even if they stopped waiting, so that rows do not linger
+    /// as broadcast). Past the bound it gives up; the callers and the reconciler look for
+    /// themselves.
+    async fn resolve(
+        self,
+        provider: DynProvider,
+        tx_hash: String,
+        rows: Vec<(i64, SettlementKey)>,
+        resolved: tokio::sync::watch::Sender<Option<Arc<Resolved>>>,
+    ) {
+        let Ok(hash) = tx_hash.parse::<TxHash>() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.options.receipt_timeout;
+        let mut pause = Duration::from_millis(10);
+        let receipt = loop {
+            tokio::time::sleep(pause).await;
+            match self.receipts.get(&provider, hash).await {
+                Ok(Some(receipt)) => break receipt,
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, tx = %tx_hash, "receipt lookup failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
+        let (used, unused): (Vec<_>, Vec<_>) = rows
+            .iter()
+            .partition(|(_, key)| authorization_used(&receipt, key));
+        let now = now_ms();
+        let mut outcome = Resolved {
+            at_ms: now,
+            ..Resolved::default()
+        };
+        for (ids, status, reason, moved) in [
+            (
+                used,
+                SettlementStatus::Succeeded,
+                None,
+                &mut outcome.succeeded,
+            ),
+            (
+                unused,
+                SettlementStatus::Failed,
+                Some(TRANSACTION_FAILED),
+                &mut outcome.failed,
+            ),
+        ] {
+            let ids: Vec<i64> = ids.into_iter().map(|(id, _)| *id).collect();
+            match self
+                .store
+                .finish_broadcast_settlements(&ids, status, reason, now)
+                .await
+            {
+                Ok(ids) => *moved = ids,
+                // Left broadcast: the callers' own look, or the reconciler, records it.
+                Err(error) => {
+                    tracing::warn!(%error, tx = %tx_hash, "recording a batch's outcome failed");
+                    return;
+                }
+            }
+        }
+        let _ = resolved.send(Some(Arc::new(outcome)));
     }
 
     /// Signs with the next signer nonce, journals, and broadcasts, all under the signer's lock
@@ -973,19 +1142,15 @@ impl Sender {
                     .void_transaction(&signed.tx_hash)
                     .await
                     .map_err(|e| Refused(e.to_string()))?;
-                for id in ids {
-                    self.store
-                        .finish_settlement(
-                            *id,
-                            SettlementStatus::Broadcast,
-                            SettlementStatus::Failed,
-                            Some(TRANSACTION_FAILED),
-                            None,
-                            now_ms(),
-                        )
-                        .await
-                        .map_err(|e| Refused(e.to_string()))?;
-                }
+                self.store
+                    .finish_broadcast_settlements(
+                        ids,
+                        SettlementStatus::Failed,
+                        Some(TRANSACTION_FAILED),
+                        now_ms(),
+                    )
+                    .await
+                    .map_err(|e| Refused(e.to_string()))?;
                 Err(Refused(message))
             }
             Err(error) => {
