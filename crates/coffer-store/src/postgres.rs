@@ -56,6 +56,14 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Writes an order and its event: one statement, concurrent with other writers.
+    async fn write_order(
+        &self,
+        order: crate::order_rows::NewOrder,
+    ) -> Result<crate::order_rows::OrderRow, StoreError> {
+        ledger::insert_order(&self.pool, order).await
+    }
+
     /// Connects to a `postgres://` URL and migrates the database.
     ///
     /// # Errors

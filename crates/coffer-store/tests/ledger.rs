@@ -792,6 +792,86 @@ async fn one_of_ten_concurrent_orders_with_one_nonce_wins(store: Arc<dyn Store>)
     );
 }
 
+/// Inserts orders `numbers` of `shop` all at once; `change` adjusts each first.
+async fn insert_at_once(
+    store: &Arc<dyn Store>,
+    shop: &MerchantId,
+    numbers: std::ops::Range<u32>,
+    change: fn(u32, &mut NewOrder),
+) -> Vec<(u32, Result<OrderRow, StoreError>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in numbers {
+        let store = Arc::clone(store);
+        let mut order = new_order(shop, n);
+        change(n, &mut order);
+        tasks.spawn(async move { (n, store.insert_order(order).await) });
+    }
+    tasks.join_all().await
+}
+
+/// Many orders at once (on SQLite they are written together): each is written exactly once
+/// with its event and delivery, and the ones that cannot be written fail alone with their
+/// precise reason — a repeated nonce, a repeated idempotency key, an unknown merchant.
+async fn orders_arriving_together_are_each_written_once_or_fail_alone(store: Arc<dyn Store>) {
+    let shop = add_merchant(&*store, "crowd").await;
+    // Six orders share nonce 9999 and six share one idempotency key: one of each wins.
+    let results = insert_at_once(&store, &shop, 200..260, |n, order| match n % 10 {
+        3 => order.nonce = 9_999,
+        5 => order.idempotency_key = Some("same-key".to_owned()),
+        _ => {}
+    })
+    .await;
+    // Then ten more, two of them for a merchant that does not exist.
+    let results = results.into_iter().chain(
+        insert_at_once(&store, &shop, 300..310, |n, order| {
+            if n % 5 == 2 {
+                let stranger = MerchantId::from_suffix("nobody").expect("valid id");
+                order.merchant_id = stranger.clone();
+                order.event.merchant_id = stranger;
+            }
+        })
+        .await,
+    );
+    let mut written = Vec::new();
+    let (mut nonce_conflicts, mut key_conflicts, mut strangers) = (0, 0, 0);
+    for (n, result) in results {
+        match result {
+            Ok(row) => {
+                assert_eq!(row.order_id, order_id(n));
+                assert_eq!(row.status, OrderStatus::Pending);
+                written.push(order_id(n));
+            }
+            Err(StoreError::Conflict("nonce")) if n < 300 && n % 10 == 3 => nonce_conflicts += 1,
+            Err(StoreError::Conflict("idempotency key")) if n < 300 && n % 10 == 5 => {
+                key_conflicts += 1;
+            }
+            Err(_) if n >= 300 && n % 5 == 2 => strangers += 1,
+            Err(error) => panic!("order {n} failed: {error}"),
+        }
+    }
+    assert_eq!((nonce_conflicts, key_conflicts, strangers), (5, 5, 2));
+    written.sort();
+    assert_eq!(written.len(), 60 - 5 - 5 + 10 - 2);
+    let (orders, total) = store.list_orders(&query(&shop)).await.expect("list");
+    assert_eq!(total, 58);
+    let mut listed = ids(&orders);
+    listed.sort();
+    assert_eq!(listed, written);
+    // Exactly one creation event and one delivery per written order.
+    let events = store.events(&shop, None, 100).await.expect("events");
+    let mut evented: Vec<String> = events.iter().filter_map(|e| e.order_id.clone()).collect();
+    evented.sort();
+    assert_eq!(evented, written);
+    assert_eq!(
+        store
+            .deliveries(&shop, None, 100)
+            .await
+            .expect("deliveries")
+            .len(),
+        58
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Listing
 // ---------------------------------------------------------------------------------------------
@@ -2396,6 +2476,7 @@ macro_rules! ledger {
             on_shared_store!(
                 concurrent_reservations_never_share_an_index,
                 one_of_ten_concurrent_orders_with_one_nonce_wins,
+                orders_arriving_together_are_each_written_once_or_fail_alone,
             );
         }
     };
