@@ -23,6 +23,7 @@
 pub mod checkout;
 mod migrate;
 mod order_rows;
+mod order_writer;
 pub mod postgres;
 mod rows;
 mod sale_rows;

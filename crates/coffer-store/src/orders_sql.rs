@@ -306,12 +306,11 @@ pub(crate) async fn insert_order(pool: &DbPool, order: NewOrder) -> Result<Order
 
 /// Writes several orders and their events in one transaction of three statements, skipping
 /// (not failing on) any order that breaks a uniqueness rule: the rows returned are the orders
-/// written, and the caller writes each skipped one alone to learn why. SQLite's one writer
-/// queues every statement, so this is what lets order creation scale with concurrent requests.
+/// written, and the caller writes each skipped one alone to learn why (see
+/// `crate::order_writer`).
 ///
 /// # Errors
 /// [`StoreError::Database`] when the batch fails as a whole (nothing of it is written).
-#[allow(dead_code)] // One backend writes orders this way.
 pub(crate) async fn insert_orders_together(pool: &DbPool, orders: &[NewOrder]) -> Result<Vec<OrderRow>, StoreError> {
     if orders.is_empty() {
         return Ok(Vec::new());

@@ -3,6 +3,7 @@
 //! Migrations run under a session advisory lock so that replicas starting together apply each
 //! migration once.
 
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
+use crate::order_rows::{NewOrder, OrderRow};
+use crate::order_writer::{OrderWriter, WritesOrders};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -53,15 +56,29 @@ const MIGRATION_LOCK: i64 = 0x636f_6666_6572;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    orders: OrderWriter,
+}
+
+impl WritesOrders for PgPool {
+    fn write_together(
+        &self,
+        orders: &[NewOrder],
+    ) -> impl Future<Output = Result<Vec<OrderRow>, StoreError>> + Send {
+        ledger::insert_orders_together(self, orders)
+    }
+
+    fn write_alone(
+        &self,
+        order: NewOrder,
+    ) -> impl Future<Output = Result<OrderRow, StoreError>> + Send {
+        ledger::insert_order(self, order)
+    }
 }
 
 impl PostgresStore {
-    /// Writes an order and its event: one statement, concurrent with other writers.
-    async fn write_order(
-        &self,
-        order: crate::order_rows::NewOrder,
-    ) -> Result<crate::order_rows::OrderRow, StoreError> {
-        ledger::insert_order(&self.pool, order).await
+    /// Writes an order and its event; see [`crate::order_writer`].
+    async fn write_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {
+        self.orders.write(&self.pool, order).await
     }
 
     /// Connects to a `postgres://` URL and migrates the database.
@@ -77,7 +94,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(StoreError::Database)?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            orders: OrderWriter::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -1,9 +1,8 @@
 //! The SQLite backend: one file, WAL journal, foreign keys on, one connection that queues
-//! every statement (SQLite writes one at a time anyway). New orders that arrive together are
-//! written together (see [`SqliteStore::write_order`]).
+//! every statement (SQLite writes one at a time anyway).
 
+use std::future::Future;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
 use crate::order_rows::{NewOrder, OrderRow};
+use crate::order_writer::{OrderWriter, WritesOrders};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -47,9 +47,6 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// The most orders written by one statement.
-const MAX_ORDERS_TOGETHER: usize = 128;
-
 /// The write-ahead log size (in pages) at which the committing connection copies it into the
 /// database file. SQLite's default of 1,000 makes every such commit stall for tens of
 /// milliseconds on a busy gateway (each order touches a dozen B-tree pages, all logged in full),
@@ -62,50 +59,23 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 256;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    orders: Arc<Mutex<OrderQueue>>,
+    orders: OrderWriter,
 }
 
-/// New orders waiting for the one connection, and whether a task is writing them.
-#[derive(Default)]
-struct OrderQueue {
-    waiting: Vec<(
-        NewOrder,
-        tokio::sync::oneshot::Sender<Result<OrderRow, StoreError>>,
-    )>,
-    writing: bool,
-}
-
-impl std::fmt::Debug for OrderQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OrderQueue")
-            .field("waiting", &self.waiting.len())
-            .field("writing", &self.writing)
-            .finish()
+impl WritesOrders for SqlitePool {
+    fn write_together(
+        &self,
+        orders: &[NewOrder],
+    ) -> impl Future<Output = Result<Vec<OrderRow>, StoreError>> + Send {
+        ledger::insert_orders_together(self, orders)
     }
-}
 
-/// Ends an order-writing task that stopped abnormally (a panic): the queue is no longer marked
-/// as being written, and the orders still waiting are dropped, so their callers get an error
-/// instead of waiting forever.
-struct OrderWriterGuard {
-    orders: Arc<Mutex<OrderQueue>>,
-    finished: bool,
-}
-
-impl Drop for OrderWriterGuard {
-    fn drop(&mut self) {
-        if !self.finished {
-            let mut queue = lock(&self.orders);
-            queue.writing = false;
-            queue.waiting.clear();
-        }
+    fn write_alone(
+        &self,
+        order: NewOrder,
+    ) -> impl Future<Output = Result<OrderRow, StoreError>> + Send {
+        ledger::insert_order(self, order)
     }
-}
-
-fn lock(orders: &Mutex<OrderQueue>) -> std::sync::MutexGuard<'_, OrderQueue> {
-    orders
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SqliteStore {
@@ -134,71 +104,15 @@ impl SqliteStore {
             .map_err(StoreError::Database)?;
         let store = SqliteStore {
             pool,
-            orders: Arc::default(),
+            orders: OrderWriter::default(),
         };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// Writes an order and its event. An idle connection writes it at once; orders that
-    /// arrive while it is busy wait and are then written together, in one transaction of three
-    /// statements (orders, events, deliveries) instead of four round trips each. An order that
-    /// breaks a uniqueness rule is skipped by that statement and written alone, to fail alone
-    /// with its precise conflict.
+    /// Writes an order and its event; see [`crate::order_writer`].
     async fn write_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {
-        let (written, outcome) = tokio::sync::oneshot::channel();
-        let start_writing = {
-            let mut queue = lock(&self.orders);
-            queue.waiting.push((order, written));
-            !std::mem::replace(&mut queue.writing, true)
-        };
-        // The writing runs on its own task, so a caller that goes away never strands others.
-        if start_writing {
-            tokio::spawn(self.clone().write_waiting_orders());
-        }
-        outcome
-            .await
-            .unwrap_or(Err(StoreError::Database(sqlx::Error::WorkerCrashed)))
-    }
-
-    async fn write_waiting_orders(self) {
-        let mut guard = OrderWriterGuard {
-            orders: self.orders.clone(),
-            finished: false,
-        };
-        loop {
-            let (orders, callers): (Vec<NewOrder>, Vec<_>) = {
-                let mut queue = lock(&self.orders);
-                if queue.waiting.is_empty() {
-                    queue.writing = false;
-                    guard.finished = true;
-                    return;
-                }
-                let size = queue.waiting.len().min(MAX_ORDERS_TOGETHER);
-                queue.waiting.drain(..size).unzip()
-            };
-            let mut written: std::collections::HashMap<String, OrderRow> = if orders.len() > 1 {
-                match ledger::insert_orders_together(&self.pool, &orders).await {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .map(|row| (row.order_id.clone(), row))
-                        .collect(),
-                    Err(error) => {
-                        tracing::warn!(%error, orders = orders.len(), "writing orders together failed; writing each alone");
-                        std::collections::HashMap::new()
-                    }
-                }
-            } else {
-                std::collections::HashMap::new()
-            };
-            for (order, caller) in orders.into_iter().zip(callers) {
-                let outcome = match written.remove(&order.order_id) {
-                    Some(row) => Ok(row),
-                    None => ledger::insert_order(&self.pool, order).await,
-                };
-                let _ = caller.send(outcome);
-            }
-        }
+        self.orders.write(&self.pool, order).await
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
