@@ -3,7 +3,8 @@
 //! Each step follows the chain from the stored cursor towards the head:
 //!
 //! 1. refresh the in-memory set of watched deposit addresses (new orders since the last step;
-//!    a full reload now and then drops orders whose monitoring window closed);
+//!    now and then a fresh set is read alongside, a chunk per step, and replaces the old one,
+//!    dropping orders closed or past their monitoring window);
 //! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
 //!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
 //!    blocks are orphaned and their orders re-evaluated (e.g. `processing` → `pending`);
@@ -47,11 +48,38 @@ const KEEP_BLOCKS: u64 = 256;
 const MAX_RANGE: u64 = 2_000;
 /// Largest range when blocks must be fetched whole (native-coin orders).
 const MAX_RANGE_WITH_BLOCKS: u64 = 50;
-/// Full reload of the address set every this many steps.
+/// A fresh address set is started every this many steps.
 const RELOAD_EVERY: u64 = 600;
+/// Orders read per query when loading the address set. A fresh set is read one such chunk per
+/// step, so that it never holds SQLite's one connection for more than a few milliseconds at a
+/// time: reading 50,000 open orders at once stalled order creation for hundreds of them.
+const LOAD_CHUNK: usize = 1_000;
+
+/// A fresh address set being read, a chunk per step, to replace the current one.
+#[derive(Debug, Default)]
+struct Reload {
+    after_id: i64,
+    watched: HashMap<Address, Watched>,
+}
+
+impl Reload {
+    /// The set that replaces `current` once every chunk is read: the fresh set, plus the
+    /// orders newer than its last that were added to `current` meanwhile. Orders of `current`
+    /// the fresh set no longer holds (closed, or past their monitoring window) are dropped.
+    fn finish(self, current: HashMap<Address, Watched>) -> HashMap<Address, Watched> {
+        let Reload {
+            after_id,
+            mut watched,
+        } = self;
+        watched.extend(current.into_iter().filter(|(_, entry)| entry.id > after_id));
+        watched
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Watched {
+    /// The order's row id (the order of creation).
+    id: i64,
     order_id: String,
     asset: Option<Address>,
     monitor_until_ms: i64,
@@ -67,6 +95,7 @@ pub struct Watcher {
     wake: Arc<tokio::sync::Notify>,
     tokens: Vec<Address>,
     watched: HashMap<Address, Watched>,
+    reload: Option<Reload>,
     native_watchers: usize,
     last_order_id: i64,
     range: u64,
@@ -98,6 +127,24 @@ pub enum StepReport {
     },
 }
 
+/// An open order's deposit address and what the watcher needs to know of it.
+fn watched_entry(order: OrderRow) -> Option<(Address, Watched)> {
+    let address = order.receiving_address.parse::<Address>().ok()?;
+    let asset = order
+        .asset_address
+        .as_deref()
+        .and_then(|text| text.parse::<Address>().ok());
+    Some((
+        address,
+        Watched {
+            id: order.id,
+            order_id: order.order_id,
+            asset,
+            monitor_until_ms: order.monitor_until_ms,
+        },
+    ))
+}
+
 fn rpc_error(error: impl std::fmt::Display) -> StepError {
     StepError(format!("rpc: {error}"))
 }
@@ -124,6 +171,7 @@ impl Watcher {
             orders: state.orders.clone(),
             wake: state.webhook_wakeup.clone(),
             watched: HashMap::new(),
+            reload: None,
             native_watchers: 0,
             last_order_id: 0,
             range: 50,
@@ -161,42 +209,64 @@ impl Watcher {
     }
 
     async fn refresh_watched(&mut self, now_ms: i64) -> Result<(), StepError> {
-        if self.steps.is_multiple_of(RELOAD_EVERY) {
-            self.watched.clear();
-            self.native_watchers = 0;
-            self.last_order_id = 0;
-        }
+        // New orders since the last step (at start: every open order).
         loop {
             let batch = self
                 .store
-                .watched_orders(self.chain.chain_id, self.last_order_id, now_ms, 10_000)
+                .watched_orders(
+                    self.chain.chain_id,
+                    self.last_order_id,
+                    now_ms,
+                    LOAD_CHUNK as u64,
+                )
                 .await?;
-            let done = batch.len() < 10_000;
+            let done = batch.len() < LOAD_CHUNK;
             for order in batch {
                 self.last_order_id = order.id;
-                let Ok(address) = order.receiving_address.parse::<Address>() else {
-                    continue;
-                };
-                let asset = order
-                    .asset_address
-                    .as_deref()
-                    .and_then(|text| text.parse::<Address>().ok());
-                if asset.is_none() {
-                    self.native_watchers += 1;
+                if let Some((address, watched)) = watched_entry(order) {
+                    let native = watched.asset.is_none();
+                    let replaced = self.watched.insert(address, watched);
+                    self.native_watchers += usize::from(native);
+                    if replaced.is_some_and(|old| old.asset.is_none()) {
+                        self.native_watchers -= 1;
+                    }
                 }
-                self.watched.insert(
-                    address,
-                    Watched {
-                        order_id: order.order_id,
-                        asset,
-                        monitor_until_ms: order.monitor_until_ms,
-                    },
-                );
             }
             if done {
-                return Ok(());
+                break;
             }
         }
+        if self.steps > 0 && self.steps.is_multiple_of(RELOAD_EVERY) && self.reload.is_none() {
+            self.reload = Some(Reload::default());
+        }
+        let Some(reload) = self.reload.as_mut() else {
+            return Ok(());
+        };
+        let batch = self
+            .store
+            .watched_orders(
+                self.chain.chain_id,
+                reload.after_id,
+                now_ms,
+                LOAD_CHUNK as u64,
+            )
+            .await?;
+        let done = batch.len() < LOAD_CHUNK;
+        for order in batch {
+            reload.after_id = order.id;
+            if let Some((address, watched)) = watched_entry(order) {
+                reload.watched.insert(address, watched);
+            }
+        }
+        if done && let Some(reload) = self.reload.take() {
+            self.watched = reload.finish(std::mem::take(&mut self.watched));
+            self.native_watchers = self
+                .watched
+                .values()
+                .filter(|entry| entry.asset.is_none())
+                .count();
+        }
+        Ok(())
     }
 
     async fn header(provider: &DynProvider, number: u64, full: bool) -> Result<Block, StepError> {
@@ -654,5 +724,47 @@ impl Worker for Watcher {
             StepReport::Idle => Outcome::Idle,
             StepReport::Progressed { .. } | StepReport::Reorged { .. } => Outcome::Worked,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, byte: u8) -> (Address, Watched) {
+        (
+            Address::repeat_byte(byte),
+            Watched {
+                id,
+                order_id: format!("ORD-{id}"),
+                asset: None,
+                monitor_until_ms: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn a_finished_reload_drops_closed_orders_and_keeps_the_ones_created_meanwhile() {
+        // The current set: orders 1–3 and 7, 8 (created while the fresh set was being read).
+        let current: HashMap<Address, Watched> = [
+            entry(1, 1),
+            entry(2, 2),
+            entry(3, 3),
+            entry(7, 7),
+            entry(8, 8),
+        ]
+        .into();
+        // The fresh set read orders up to 5: order 2 has closed, 4 and 5 were picked up too.
+        let reload = Reload {
+            after_id: 5,
+            watched: [entry(1, 1), entry(3, 3), entry(4, 4), entry(5, 5)].into(),
+        };
+        let mut ids: Vec<i64> = reload
+            .finish(current)
+            .values()
+            .map(|entry| entry.id)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 3, 4, 5, 7, 8]);
     }
 }
