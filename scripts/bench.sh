@@ -214,6 +214,9 @@ http_bench() {
     local goal per_thread
     goal="$(goal_rate "$backend")"
     per_thread="$(awk -v g="$goal" -v t="$threads" 'BEGIN { printf "%.3f", g / t }')"
+    # Let the saturated run's writes reach the disk first, so they do not stall this one.
+    sync
+    sleep 2
     echo "paced at $goal req/s: wrk -t$threads -c$connections -d${duration}s --latency"
     out="$work/wrk-$backend-paced.txt"
     wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "$paced_lua" "$endpoint" \
