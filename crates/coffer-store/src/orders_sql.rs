@@ -383,6 +383,19 @@ pub(crate) async fn insert_orders_together(pool: &DbPool, orders: &[NewOrder]) -
     Ok(written)
 }
 
+impl crate::order_writer::WritesOrders for DbPool {
+    fn write_together(
+        &self,
+        orders: &[NewOrder],
+    ) -> impl std::future::Future<Output = Result<Vec<OrderRow>, StoreError>> + Send {
+        insert_orders_together(self, orders)
+    }
+
+    fn write_alone(&self, order: NewOrder) -> impl std::future::Future<Output = Result<OrderRow, StoreError>> + Send {
+        insert_order(self, order)
+    }
+}
+
 fn bind_new_order<'q>(query: DbQuery<'q>, order: &'q NewOrder) -> Result<DbQuery<'q>, StoreError> {
     Ok(query
         .bind(&order.order_id)

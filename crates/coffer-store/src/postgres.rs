@@ -3,7 +3,6 @@
 //! Migrations run under a session advisory lock so that replicas starting together apply each
 //! migration once.
 
-use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
 use crate::order_rows::{NewOrder, OrderRow};
-use crate::order_writer::{OrderWriter, WritesOrders};
+use crate::order_writer::OrderWriter;
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -57,22 +56,6 @@ const MIGRATION_LOCK: i64 = 0x636f_6666_6572;
 pub struct PostgresStore {
     pool: PgPool,
     orders: OrderWriter,
-}
-
-impl WritesOrders for PgPool {
-    fn write_together(
-        &self,
-        orders: &[NewOrder],
-    ) -> impl Future<Output = Result<Vec<OrderRow>, StoreError>> + Send {
-        ledger::insert_orders_together(self, orders)
-    }
-
-    fn write_alone(
-        &self,
-        order: NewOrder,
-    ) -> impl Future<Output = Result<OrderRow, StoreError>> + Send {
-        ledger::insert_order(self, order)
-    }
 }
 
 impl PostgresStore {

@@ -1,7 +1,6 @@
 //! The SQLite backend: one file, WAL journal, foreign keys on, one connection that queues
 //! every statement (SQLite writes one at a time anyway).
 
-use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
 use crate::order_rows::{NewOrder, OrderRow};
-use crate::order_writer::{OrderWriter, WritesOrders};
+use crate::order_writer::OrderWriter;
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -60,22 +59,6 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 256;
 pub struct SqliteStore {
     pool: SqlitePool,
     orders: OrderWriter,
-}
-
-impl WritesOrders for SqlitePool {
-    fn write_together(
-        &self,
-        orders: &[NewOrder],
-    ) -> impl Future<Output = Result<Vec<OrderRow>, StoreError>> + Send {
-        ledger::insert_orders_together(self, orders)
-    }
-
-    fn write_alone(
-        &self,
-        order: NewOrder,
-    ) -> impl Future<Output = Result<OrderRow, StoreError>> + Send {
-        ledger::insert_order(self, order)
-    }
 }
 
 impl SqliteStore {

@@ -208,28 +208,37 @@ impl Watcher {
         }
     }
 
+    /// One chunk of the open orders after `after_id`: their entries, the last id read, and
+    /// whether it was the last chunk.
+    async fn read_watched(
+        &self,
+        after_id: i64,
+        now_ms: i64,
+    ) -> Result<(Vec<(Address, Watched)>, i64, bool), StepError> {
+        let batch = self
+            .store
+            .watched_orders(self.chain.chain_id, after_id, now_ms, LOAD_CHUNK as u64)
+            .await?;
+        let done = batch.len() < LOAD_CHUNK;
+        let last_id = batch.last().map_or(after_id, |order| order.id);
+        Ok((
+            batch.into_iter().filter_map(watched_entry).collect(),
+            last_id,
+            done,
+        ))
+    }
+
     async fn refresh_watched(&mut self, now_ms: i64) -> Result<(), StepError> {
         // New orders since the last step (at start: every open order).
         loop {
-            let batch = self
-                .store
-                .watched_orders(
-                    self.chain.chain_id,
-                    self.last_order_id,
-                    now_ms,
-                    LOAD_CHUNK as u64,
-                )
-                .await?;
-            let done = batch.len() < LOAD_CHUNK;
-            for order in batch {
-                self.last_order_id = order.id;
-                if let Some((address, watched)) = watched_entry(order) {
-                    let native = watched.asset.is_none();
-                    let replaced = self.watched.insert(address, watched);
-                    self.native_watchers += usize::from(native);
-                    if replaced.is_some_and(|old| old.asset.is_none()) {
-                        self.native_watchers -= 1;
-                    }
+            let (entries, last_id, done) = self.read_watched(self.last_order_id, now_ms).await?;
+            self.last_order_id = last_id;
+            for (address, watched) in entries {
+                let native = watched.asset.is_none();
+                let replaced = self.watched.insert(address, watched);
+                self.native_watchers += usize::from(native);
+                if replaced.is_some_and(|old| old.asset.is_none()) {
+                    self.native_watchers -= 1;
                 }
             }
             if done {
@@ -239,24 +248,13 @@ impl Watcher {
         if self.steps > 0 && self.steps.is_multiple_of(RELOAD_EVERY) && self.reload.is_none() {
             self.reload = Some(Reload::default());
         }
-        let Some(reload) = self.reload.as_mut() else {
+        let Some(after_id) = self.reload.as_ref().map(|reload| reload.after_id) else {
             return Ok(());
         };
-        let batch = self
-            .store
-            .watched_orders(
-                self.chain.chain_id,
-                reload.after_id,
-                now_ms,
-                LOAD_CHUNK as u64,
-            )
-            .await?;
-        let done = batch.len() < LOAD_CHUNK;
-        for order in batch {
-            reload.after_id = order.id;
-            if let Some((address, watched)) = watched_entry(order) {
-                reload.watched.insert(address, watched);
-            }
+        let (entries, last_id, done) = self.read_watched(after_id, now_ms).await?;
+        if let Some(reload) = self.reload.as_mut() {
+            reload.after_id = last_id;
+            reload.watched.extend(entries);
         }
         if done && let Some(reload) = self.reload.take() {
             self.watched = reload.finish(std::mem::take(&mut self.watched));
