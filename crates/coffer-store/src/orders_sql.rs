@@ -215,36 +215,62 @@ pub(crate) async fn reserve_address_indexes(pool: &DbPool, wallet: &WalletRow, c
     u32::try_from(first).map_err(|e| corrupt("next index", e))
 }
 
+/// Events (and their webhook deliveries) per statement: far below both backends' limits on
+/// bound parameters.
+const EVENTS_PER_STATEMENT: usize = 1_000;
+
+/// Writes events and their webhook deliveries: one multi-row statement for the events and one
+/// for the deliveries (per [`EVENTS_PER_STATEMENT`]).
 async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), StoreError> {
-    for event in events {
-        sqlx::query(
-            "INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&event.event_id)
-        .bind(event.merchant_id.as_str())
-        .bind(&event.order_id)
-        .bind(&event.event_type)
-        .bind(&event.payload)
-        .bind(event.created_at_ms)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::classify("event"))?;
-        if let Some(delivery) = &event.delivery {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries
-                     (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
-                 VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
-            )
-            .bind(&delivery.delivery_id)
-            .bind(&event.event_id)
-            .bind(event.merchant_id.as_str())
-            .bind(&delivery.url)
-            .bind(event.created_at_ms)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::classify("webhook delivery"))?;
+    for events in events.chunks(EVENTS_PER_STATEMENT) {
+        let values: Vec<String> = (0..events.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", i * 6 + n);
+                format!("({}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms) VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for event in events {
+            insert = insert
+                .bind(&event.event_id)
+                .bind(event.merchant_id.as_str())
+                .bind(&event.order_id)
+                .bind(&event.event_type)
+                .bind(&event.payload)
+                .bind(event.created_at_ms);
         }
+        insert.execute(&mut **tx).await.map_err(StoreError::classify("event"))?;
+        let deliveries: Vec<(&NewEvent, &NewDelivery)> =
+            events.iter().filter_map(|event| event.delivery.as_ref().map(|delivery| (event, delivery))).collect();
+        if deliveries.is_empty() {
+            continue;
+        }
+        let values: Vec<String> = (0..deliveries.len())
+            .map(|i| {
+                let p = |n: usize| format!("${}", i * 5 + n);
+                format!("({}, {}, {}, {}, 'pending', 0, {}, {})", p(1), p(2), p(3), p(4), p(5), p(5))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO webhook_deliveries
+                 (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
+             VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for (event, delivery) in deliveries {
+            insert = insert
+                .bind(&delivery.delivery_id)
+                .bind(&event.event_id)
+                .bind(event.merchant_id.as_str())
+                .bind(&delivery.url)
+                .bind(event.created_at_ms);
+        }
+        insert.execute(&mut **tx).await.map_err(StoreError::classify("webhook delivery"))?;
     }
     Ok(())
 }
@@ -330,55 +356,7 @@ pub(crate) async fn insert_orders_together(pool: &DbPool, orders: &[NewOrder]) -
         .filter(|order| written_ids.contains(order.order_id.as_str()))
         .map(|order| order.event.clone())
         .collect();
-    if !events.is_empty() {
-        let values: Vec<String> = (0..events.len())
-            .map(|i| {
-                let p = |n: usize| format!("${}", i * 6 + n);
-                format!("({}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms) VALUES {}",
-            values.join(", ")
-        );
-        let mut insert = sqlx::query(&sql);
-        for event in &events {
-            insert = insert
-                .bind(&event.event_id)
-                .bind(event.merchant_id.as_str())
-                .bind(&event.order_id)
-                .bind(&event.event_type)
-                .bind(&event.payload)
-                .bind(event.created_at_ms);
-        }
-        insert.execute(&mut *tx).await.map_err(StoreError::classify("event"))?;
-    }
-    let deliveries: Vec<(&NewEvent, &NewDelivery)> =
-        events.iter().filter_map(|event| event.delivery.as_ref().map(|delivery| (event, delivery))).collect();
-    if !deliveries.is_empty() {
-        let values: Vec<String> = (0..deliveries.len())
-            .map(|i| {
-                let p = |n: usize| format!("${}", i * 5 + n);
-                format!("({}, {}, {}, {}, 'pending', 0, {}, {})", p(1), p(2), p(3), p(4), p(5), p(5))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO webhook_deliveries
-                 (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
-             VALUES {}",
-            values.join(", ")
-        );
-        let mut insert = sqlx::query(&sql);
-        for (event, delivery) in deliveries {
-            insert = insert
-                .bind(&delivery.delivery_id)
-                .bind(&event.event_id)
-                .bind(event.merchant_id.as_str())
-                .bind(&delivery.url)
-                .bind(event.created_at_ms);
-        }
-        insert.execute(&mut *tx).await.map_err(StoreError::classify("webhook delivery"))?;
-    }
+    insert_events(&mut tx, &events).await?;
     tx.commit().await.map_err(StoreError::Database)?;
     Ok(written)
 }
@@ -830,7 +808,8 @@ impl crate::Ledger for ThisStore {
     }
 
     async fn insert_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {
-        self.write_order(order).await
+        // Through the store's queue: orders that arrive together are written together.
+        self.orders.write(&self.pool, order).await
     }
 
     async fn order(&self, order_id: &str) -> Result<OrderRow, StoreError> {

@@ -12,7 +12,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
-use crate::order_rows::{NewOrder, OrderRow};
 use crate::order_writer::OrderWriter;
 
 const MIGRATIONS: &[Migration] = &[
@@ -59,11 +58,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Writes an order and its event; see [`crate::order_writer`].
-    async fn write_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {
-        self.orders.write(&self.pool, order).await
-    }
-
     /// Connects to a `postgres://` URL and migrates the database.
     ///
     /// # Errors

@@ -10,7 +10,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
-use crate::order_rows::{NewOrder, OrderRow};
 use crate::order_writer::OrderWriter;
 
 const MIGRATIONS: &[Migration] = &[
@@ -91,11 +90,6 @@ impl SqliteStore {
         };
         store.migrate().await?;
         Ok(store)
-    }
-
-    /// Writes an order and its event; see [`crate::order_writer`].
-    async fn write_order(&self, order: NewOrder) -> Result<OrderRow, StoreError> {
-        self.orders.write(&self.pool, order).await
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
