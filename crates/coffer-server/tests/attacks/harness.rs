@@ -1,0 +1,345 @@
+//! What every attack starts from: a real server on port 0 over a fresh database (SQLite or
+//! PostgreSQL), one anvil chain (`base-sepolia`, chain id 84532) with the EIP-3009 test USDC at
+//! Base Sepolia's address, a funded payer, a settlement signer, and a merchant with an API key
+//! and a registered x402 payTo.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256, address};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use base64::Engine;
+use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_evm::contracts::{IEip3009, TransferWithAuthorization};
+use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_server::AppState;
+use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::{MerchantRow, OrderOrdering, OrderQuery, OrderRow};
+use coffer_x402::settlement::SettleOptions;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+/// Base Sepolia's USDC address, where the test token is installed.
+pub const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+/// The merchant's registered payTo.
+pub const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+/// The chain id of the test chain.
+pub const CHAIN_ID: u64 = 84_532;
+/// Base units every funded account starts with (5,000 USDC).
+pub const FUNDED: u64 = 5_000_000_000;
+
+/// A running Coffer with one chain and one merchant.
+pub struct Env {
+    pub anvil: Anvil,
+    /// The chain, sending from anvil's first dev account (the token's owner).
+    pub chain: DynProvider,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// A funded payer (dev account 1).
+    pub payer: PrivateKeySigner,
+    /// A funded stranger (dev account 2), who is no merchant.
+    pub stranger: PrivateKeySigner,
+    /// Coffer's settlement signer (dev account 9).
+    pub signer: PrivateKeySigner,
+    pub state: AppState,
+    pub merchant: MerchantRow,
+    pub api_key: String,
+    pub db: TestDatabase,
+}
+
+/// How the environment is built; the defaults suit most attacks.
+pub struct Options {
+    pub backend: Backend,
+    /// Confirmations the chain asks for.
+    pub confirmations: u64,
+    /// anvil's block time; `None` mines on demand.
+    pub block_time: Option<u64>,
+    /// Changes the state before the server starts (paywall routes, policies, …).
+    pub configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
+}
+
+impl Options {
+    pub fn on(backend: Backend) -> Options {
+        Options {
+            backend,
+            confirmations: 1,
+            block_time: None,
+            configure: Box::new(|state| state),
+        }
+    }
+}
+
+impl Env {
+    pub async fn new(backend: Backend) -> Env {
+        Env::with(Options::on(backend)).await
+    }
+
+    pub async fn with(options: Options) -> Env {
+        let binary =
+            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+        let anvil = Anvil::start(&AnvilOptions {
+            binary,
+            chain_id: CHAIN_ID,
+            port: 0,
+            state_file: None,
+            block_time: options.block_time,
+        })
+        .await
+        .unwrap();
+        let owner = testnet::dev_account(0).unwrap();
+        let chain = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(owner.clone()))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
+        let spec = UsdcSpec {
+            name: "USDC".into(),
+            version: "2".into(),
+            symbol: "USDC".into(),
+            decimals: 6,
+            owner: owner.address(),
+        };
+        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
+        let payer = testnet::dev_account(1).unwrap();
+        let stranger = testnet::dev_account(2).unwrap();
+        for who in [payer.address(), stranger.address()] {
+            testnet::mint(&chain, USDC, who, U256::from(FUNDED))
+                .await
+                .unwrap();
+        }
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: vec![anvil.url().to_owned()],
+                confirmations: Some(options.confirmations),
+                ..Default::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+        let db = TestDatabase::new(options.backend).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let signer = testnet::dev_account(9).unwrap();
+        let settle = SettleOptions {
+            receipt_timeout: Duration::from_secs(5),
+            ..SettleOptions::default()
+        };
+        let state = AppState::new(db.store.clone(), registry, &base)
+            .unwrap()
+            .with_settlement(vec![signer.clone()], settle);
+        let state = (options.configure)(state);
+        let merchant = state.merchants.create("Seller", None).await.unwrap();
+        let key = state
+            .merchants
+            .create_key(&merchant.id, "test")
+            .await
+            .unwrap();
+        state
+            .sales
+            .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
+            .await
+            .unwrap();
+        tokio::spawn(coffer_server::serve(
+            listener,
+            coffer_server::router(state.clone()),
+            std::future::pending(),
+        ));
+        Env {
+            anvil,
+            chain,
+            base,
+            payer,
+            stranger,
+            signer,
+            state,
+            merchant,
+            api_key: key.key.expose_secret().to_owned(),
+            db,
+        }
+    }
+
+    /// A token balance.
+    pub async fn balance(&self, who: Address) -> U256 {
+        IEip3009::new(USDC, &self.chain)
+            .balanceOf(who)
+            .call()
+            .await
+            .unwrap()
+    }
+
+    /// The signer's transaction count: how many transactions Coffer paid gas for.
+    pub async fn signer_transactions(&self) -> u64 {
+        self.chain
+            .get_transaction_count(self.signer.address())
+            .await
+            .unwrap()
+    }
+
+    /// Every order of the merchant, oldest first.
+    pub async fn orders(&self) -> Vec<OrderRow> {
+        orders_of(&self.state, &self.merchant.id).await
+    }
+
+    /// `POST` a JSON body with extra headers; the status and the body (JSON, else a string).
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// `GET` with extra headers.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// The merchant's API key as a header.
+    pub fn auth(&self) -> (&'static str, String) {
+        ("Authorization", format!("Bearer {}", self.api_key))
+    }
+}
+
+/// Every order of a merchant, oldest first.
+pub async fn orders_of(state: &AppState, merchant_id: &coffer_core::MerchantId) -> Vec<OrderRow> {
+    let (orders, _) = state
+        .store
+        .list_orders(&OrderQuery {
+            merchant_id: merchant_id.clone(),
+            status: None,
+            chain_id: None,
+            currency: None,
+            ordering: OrderOrdering::OldestFirst,
+            offset: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    orders
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub fn now() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
+}
+
+/// An EIP-3009 `transferWithAuthorization` of the test USDC.
+#[derive(Clone)]
+pub struct Auth {
+    pub from: Address,
+    pub to: Address,
+    pub value: u64,
+    pub nonce: B256,
+    pub valid_after: u64,
+    pub valid_before: u64,
+}
+
+impl Auth {
+    /// A fresh authorization (random nonce, valid for five minutes).
+    pub fn fresh(from: Address, to: Address, value: u64) -> Auth {
+        Auth {
+            from,
+            to,
+            value,
+            nonce: B256::from(rand::random::<[u8; 32]>()),
+            valid_after: now() - 600,
+            valid_before: now() + 300,
+        }
+    }
+
+    /// The payer's EIP-712 signature, 0x hex.
+    pub fn sign(&self, signer: &PrivateKeySigner) -> String {
+        let domain = Eip712Domain::new(
+            Some("USDC".into()),
+            Some("2".into()),
+            Some(U256::from(CHAIN_ID)),
+            Some(USDC),
+            None,
+        );
+        let message = TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from(self.value),
+            validAfter: U256::from(self.valid_after),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        };
+        let signature = signer
+            .sign_hash_sync(&message.eip712_signing_hash(&domain))
+            .unwrap();
+        format!("0x{}", alloy::hex::encode(signature.as_bytes()))
+    }
+
+    /// `{signature, authorization}` with the given signature.
+    pub fn payload_signed(&self, signature: &str) -> Value {
+        json!({
+            "signature": signature,
+            "authorization": {
+                "from": self.from.to_checksum(None), "to": self.to.to_checksum(None),
+                "value": self.value.to_string(), "validAfter": self.valid_after.to_string(),
+                "validBefore": self.valid_before.to_string(), "nonce": format!("{:#x}", self.nonce),
+            }
+        })
+    }
+
+    /// `{signature, authorization}` signed by `signer`.
+    pub fn payload(&self, signer: &PrivateKeySigner) -> Value {
+        self.payload_signed(&self.sign(signer))
+    }
+
+    /// A v2 facilitator request (`/x402/verify`, `/x402/settle`) for this authorization.
+    pub fn v2_request(&self, payload: Value) -> Value {
+        let requirements = requirements_v2(self.to, self.value);
+        json!({
+            "x402Version": 2,
+            "paymentPayload": {"x402Version": 2, "accepted": requirements, "payload": payload},
+            "paymentRequirements": requirements,
+        })
+    }
+
+    /// A v1 `X-PAYMENT` header value for this authorization.
+    pub fn x_payment(&self, payload: Value) -> String {
+        b64(
+            &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": payload}),
+        )
+    }
+}
+
+/// v2 requirements to pay `amount` base units of the test USDC to `pay_to`.
+pub fn requirements_v2(pay_to: Address, amount: u64) -> Value {
+    json!({
+        "scheme": "exact", "network": "eip155:84532", "amount": amount.to_string(),
+        "asset": USDC.to_checksum(None), "payTo": pay_to.to_checksum(None), "maxTimeoutSeconds": 300,
+        "extra": {"name": "USDC", "version": "2"}
+    })
+}
+
+/// Base64 (standard, padded) of a JSON value.
+pub fn b64(value: &Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+/// A 65-byte signature that signs nothing.
+pub fn junk_signature() -> String {
+    format!("0x{}1b", "11".repeat(64))
+}
