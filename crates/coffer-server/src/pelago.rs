@@ -26,7 +26,7 @@ use coffer_store::{
     MerchantRow, NewOrder, OrderRow, OrderSource, Recorded, SettlementStatus, Store, StoreError,
 };
 use coffer_x402::facilitator::Facilitator;
-use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler};
+use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler, same_terms};
 use coffer_x402::wire::{ExactEvmPayload, PayloadV1, PaymentRequest, RequirementsV1};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -37,6 +37,9 @@ use crate::sales::{X402Sales, rescale, settlement_key, transfers_to};
 
 /// How long a Pelago order stays payable.
 pub const ORDER_WINDOW_MS: i64 = 30 * 60 * 1000;
+/// How far a block's timestamp may lag Coffer's clock when a transfer is compared with the
+/// creation of the order it pays.
+const CLOCK_SKEW_MS: i64 = 60 * 1000;
 
 /// `POST /openapi/crypto/x402/order` body.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -166,7 +169,7 @@ fn refused(code: &'static str, message: impl Into<String>, order_id: Option<&str
 ///
 /// ```text
 /// Coffer x402 payment
-/// orderId: CO2026112207310012345
+/// orderId: CO2026112207310004817263950182736451
 /// txHash: 0x5c50…
 /// ```
 pub fn proof_message(order_id: &str, tx_hash: &str) -> String {
@@ -200,10 +203,18 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Digits of randomness in an order id: about 66 bits, so ids (which open the public payment
+/// page) cannot be guessed or enumerated.
+const ORDER_ID_RANDOM_DIGITS: usize = 20;
+
+/// `CO<UTC timestamp><20 random digits>`: Pelago's shape, with a suffix no one can guess.
 fn new_order_id() -> String {
     use rand::Rng;
-    let suffix: u32 = rand::rng().random_range(0..100_000);
-    format!("CO{}{suffix:05}", Utc::now().format("%Y%m%d%H%M%S"))
+    let mut rng = rand::rng();
+    let random: String = (0..ORDER_ID_RANDOM_DIGITS)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect();
+    format!("CO{}{random}", Utc::now().format("%Y%m%d%H%M%S"))
 }
 
 impl Pelago {
@@ -439,9 +450,16 @@ impl Pelago {
                     )),
                 };
             }
-            let options = self
+            let mut options = self
                 .options(merchant, &order.currency, request.network.as_deref())
                 .await?;
+            // An order is paid on its own network, or another of the same kind: never a
+            // testnet for a mainnet order.
+            let testnet = self
+                .chains
+                .by_chain_id(order.chain_id)
+                .is_some_and(|own| own.testnet);
+            options.retain(|(chain, _, _)| chain.testnet == testnet);
             return Ok(Outcome::PaymentRequired {
                 accepts: Self::requirements(&order, &options, resource, &description),
                 order_id: order.order_id,
@@ -519,6 +537,22 @@ impl Pelago {
                 )
             })?
             .clone();
+        if let Some(order) = &existing {
+            let own = self.chains.by_chain_id(order.chain_id);
+            if own.is_none_or(|own| own.chain_id != chain.chain_id && own.testnet != chain.testnet)
+            {
+                return Err(refused(
+                    "NETWORK_MISMATCH",
+                    format!(
+                        "order {} is payable on {} (and networks of the same kind), not on {}",
+                        order.order_id,
+                        own.map_or("its own network", |own| own.names.x402_v1.as_str()),
+                        chain.names.x402_v1
+                    ),
+                    Some(&order.order_id),
+                ));
+            }
+        }
         if inner.get("txHash").is_some() {
             let proof: TxProof = serde_json::from_value(inner.clone()).map_err(|e| {
                 invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload", e.to_string())
@@ -674,44 +708,72 @@ impl Pelago {
                 "from and nonce must be an address and 32 bytes",
             )
         })?;
-        // An authorization already settled pays only the order it was recorded for.
-        let journaled = self.store.settlement(&key).await?;
-        if let Some(row) = &journaled
-            && matches!(
-                row.status,
-                SettlementStatus::Broadcast | SettlementStatus::Pending
-            )
-        {
-            return Err(refused(
-                "SETTLEMENT_PENDING",
-                format!(
-                    "settlement_pending: transaction {} is broadcast; retry shortly, do not pay again",
-                    row.tx_hash.as_deref().unwrap_or("(not yet signed)")
-                ),
-                existing.as_ref().map(|o| o.order_id.as_str()),
-            ));
-        }
-        if let Some(row) = &journaled
-            && row.status == SettlementStatus::Succeeded
-        {
-            let recorded = self
-                .sales
-                .record_key(&key, description, existing.as_ref())
-                .await
-                .ok()
-                .flatten();
-            let paid = recorded.as_ref().map(|r| r.order().order_id.clone());
-            return match (paid, &existing) {
-                (Some(paid), Some(order)) if paid == order.order_id => {
-                    Ok(Outcome::Confirmed(confirmed(&paid)))
-                }
-                (Some(paid), None) => Ok(Outcome::Confirmed(confirmed(&paid))),
-                _ => Err(refused(
+        // Every check but the validity window, before anything is looked up: a request that
+        // names a journaled (payer, nonce) must carry that authorization, signed, for this
+        // merchant and this price — never junk that merely reuses the nonce.
+        let order_id = existing.as_ref().map(|o| o.order_id.as_str());
+        let checked = self
+            .facilitator
+            .check_terms(&request)
+            .map_err(|rejection| {
+                refused(
+                    "PAYMENT_INVALID",
+                    format!("{}: {}", rejection.reason.as_str(1), rejection.message),
+                    order_id,
+                )
+            })?;
+        if let Some(row) = self.store.settlement(&key).await? {
+            if same_terms(&row, &checked).is_err() {
+                return Err(refused(
+                    "PAYMENT_ALREADY_USED",
+                    "this authorization's nonce was already used with other terms",
+                    order_id,
+                ));
+            }
+            if let (Some(bound), Some(order)) = (&row.order_id, &existing)
+                && *bound != order.order_id
+            {
+                return Err(refused(
                     "PAYMENT_ALREADY_USED",
                     "this authorization was settled for another order",
-                    existing.as_ref().map(|o| o.order_id.as_str()),
-                )),
-            };
+                    order_id,
+                ));
+            }
+            match row.status {
+                SettlementStatus::Broadcast | SettlementStatus::Pending => {
+                    return Err(refused(
+                        "SETTLEMENT_PENDING",
+                        format!(
+                            "settlement_pending: transaction {} is broadcast; retry shortly, do not pay again",
+                            row.tx_hash.as_deref().unwrap_or("(not yet signed)")
+                        ),
+                        row.order_id.as_deref().or(order_id),
+                    ));
+                }
+                SettlementStatus::Succeeded => {
+                    let recorded = self
+                        .sales
+                        .record_key(&key, description, existing.as_ref())
+                        .await
+                        .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
+                    return match recorded {
+                        Some(recorded)
+                            if existing
+                                .as_ref()
+                                .is_none_or(|o| o.order_id == recorded.order().order_id) =>
+                        {
+                            Ok(Outcome::Confirmed(confirmed(&recorded.order().order_id)))
+                        }
+                        _ => Err(refused(
+                            "PAYMENT_ALREADY_USED",
+                            "this authorization was settled for another order",
+                            order_id,
+                        )),
+                    };
+                }
+                // A failed settlement answers its failure through the settle call below.
+                SettlementStatus::Failed => {}
+            }
         }
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or_default();
         let verified = self.facilitator.verify(&request, now).await;
@@ -723,7 +785,7 @@ impl Pelago {
             return Err(refused(
                 "PAYMENT_INVALID",
                 format!("{reason}: {message}"),
-                existing.as_ref().map(|o| o.order_id.as_str()),
+                order_id,
             ));
         }
         let order = match existing {
@@ -735,7 +797,7 @@ impl Pelago {
         };
         let settled = self
             .settler
-            .settle_with(&request, now, self.settle_timeout)
+            .settle_for(&request, now, self.settle_timeout, Some(&order.order_id))
             .await;
         if !settled.success {
             let reason = settled.error_reason.unwrap_or_default();
@@ -897,6 +959,31 @@ impl Pelago {
             return Err(refused(
                 "TX_NOT_PAYERS",
                 "payload.signature is not by the transfer's sender: sign the order id and tx hash with the paying account",
+                order_id,
+            ));
+        }
+        // A transfer pays an order only if it was made for it: mined after the order was
+        // created (allowing for clocks), or, for an order created by this very proof, within
+        // one order window.
+        let mined_at = self
+            .sales
+            .block_timestamp(chain.chain_id, transfer.block_number)
+            .await
+            .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
+        let not_before_ms = match &existing {
+            Some(order) => order.created_at_ms.saturating_sub(CLOCK_SKEW_MS),
+            None => now_ms().saturating_sub(ORDER_WINDOW_MS),
+        };
+        if i64::try_from(mined_at)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000)
+            < not_before_ms
+        {
+            return Err(refused(
+                "TX_TOO_OLD",
+                format!(
+                    "transaction {tx_text} was mined before this order was created; pay the order with a new transfer"
+                ),
                 order_id,
             ));
         }

@@ -49,6 +49,15 @@ pub enum SaleError {
         /// What failed.
         message: String,
     },
+    /// What was paid does not pay the order it would be recorded into (another merchant's
+    /// payee, another token, less than the price).
+    #[error("order {order_id}: {message}")]
+    NotThisOrder {
+        /// The order.
+        order_id: String,
+        /// What does not match.
+        message: String,
+    },
     /// The transaction does not show the transfer that was expected.
     #[error("transaction {tx_hash}: {message}")]
     NoTransfer {
@@ -240,11 +249,34 @@ impl X402Sales {
     }
 
     /// Records the settlement journaled under `key` (when it succeeded and its payTo is a
-    /// merchant's), into `existing` — a pending order of that merchant — or a new order.
+    /// merchant's) into the order it was made for, if any, else into `existing` — a pending
+    /// order of that merchant — or a new order. `Ok(None)` when there is nothing to record, or
+    /// when the settlement was made for an order other than `existing`.
     ///
     /// # Errors
-    /// [`SaleError`] when the journal, the chain or the store fails.
+    /// [`SaleError`] when the journal, the chain or the store fails, or
+    /// [`SaleError::NotThisOrder`] when the payment does not pay the order.
     pub async fn record_key(
+        &self,
+        key: &SettlementKey,
+        description: &str,
+        existing: Option<&OrderRow>,
+    ) -> Result<Option<Recorded>, SaleError> {
+        match self.record_key_once(key, description, existing).await {
+            // The order moved meanwhile (a concurrent call recorded this settlement into it,
+            // or it expired): read it again and try once more.
+            Err(SaleError::Store(StoreError::Conflict("payment order version"))) => {
+                let fresh = match existing {
+                    Some(order) => Some(self.store.order(&order.order_id).await?),
+                    None => None,
+                };
+                self.record_key_once(key, description, fresh.as_ref()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn record_key_once(
         &self,
         key: &SettlementKey,
         description: &str,
@@ -263,12 +295,33 @@ impl X402Sales {
             tx_hash: tx_hash.clone(),
             message: format!("journaled payTo {:?} is not an address", row.pay_to),
         })?;
-        let merchant = match existing {
-            Some(order) => self.store.merchant(&order.merchant_id).await?,
-            None => match self.owner(key.chain_id, pay_to).await? {
-                Some(merchant) => merchant,
-                None => return Ok(None),
+        // The order the settlement was made for is where it is recorded, whoever records it.
+        let bound;
+        let existing = match (&row.order_id, existing) {
+            (Some(made_for), Some(order)) if *made_for != order.order_id => return Ok(None),
+            (Some(made_for), None) => match self.store.order(made_for).await {
+                Ok(order) => {
+                    bound = order;
+                    Some(&bound)
+                }
+                Err(StoreError::NotFound(_)) => None,
+                Err(error) => return Err(error.into()),
             },
+            (_, existing) => existing,
+        };
+        // Only a payment to the order's own merchant pays it.
+        let merchant = match (existing, self.owner(key.chain_id, pay_to).await?) {
+            (Some(order), Some(owner)) if owner.id == order.merchant_id => owner,
+            (Some(order), _) => {
+                return Err(SaleError::NotThisOrder {
+                    order_id: order.order_id.clone(),
+                    message: format!(
+                        "the settlement paid {pay_to:#x}, which is not this merchant's payTo"
+                    ),
+                });
+            }
+            (None, Some(owner)) => owner,
+            (None, None) => return Ok(None),
         };
         let token: Address = key.token.parse().map_err(|_| SaleError::NoTransfer {
             tx_hash: tx_hash.clone(),
@@ -409,6 +462,26 @@ impl X402Sales {
             })
     }
 
+    /// The timestamp (unix seconds) of a block.
+    ///
+    /// # Errors
+    /// [`SaleError::Chain`] when the chain cannot be asked or has no such block.
+    pub async fn block_timestamp(&self, chain_id: u64, number: u64) -> Result<u64, SaleError> {
+        let chain_error = |message: String| SaleError::Chain { chain_id, message };
+        let provider = self
+            .rpcs
+            .iter()
+            .find(|rpc| rpc.chain_id() == chain_id)
+            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .ok_or_else(|| chain_error("no RPC endpoint configured".to_owned()))?;
+        provider
+            .get_block_by_number(number.into())
+            .await
+            .map_err(|error| chain_error(error.to_string()))?
+            .map(|block| block.header.timestamp)
+            .ok_or_else(|| chain_error(format!("no block {number}")))
+    }
+
     async fn block_time(&self, chain_id: u64, number: u64) -> i64 {
         let provider = self
             .rpcs
@@ -474,7 +547,27 @@ impl X402Sales {
         let webhook_url = existing.and_then(|order| order.webhook_url.clone());
         let (order, source, order_row_for_view) = match existing {
             Some(order) => {
-                let asked = rescale(order.amount, order.decimals, asset.decimals).unwrap_or(amount);
+                let not_this_order = |message: String| SaleError::NotThisOrder {
+                    order_id: order.order_id.clone(),
+                    message,
+                };
+                if !asset.symbol.eq_ignore_ascii_case(&order.currency) {
+                    return Err(not_this_order(format!(
+                        "paid in {}, the order asks for {}",
+                        asset.symbol, order.currency
+                    )));
+                }
+                let asked =
+                    rescale(order.amount, order.decimals, asset.decimals).ok_or_else(|| {
+                        not_this_order(format!("the price cannot be paid in {}", asset.symbol))
+                    })?;
+                if amount.base_units() < asked.base_units() {
+                    return Err(not_this_order(format!(
+                        "paid {} base units, the price is {}",
+                        amount.to_base_units_string(),
+                        asked.to_base_units_string()
+                    )));
+                }
                 let mut next = order.clone();
                 next.amount = asked;
                 next.chain_id = chain_id;

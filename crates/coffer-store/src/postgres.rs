@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlement_transactions",
         sql: include_str!("../migrations/postgres/0006_settlement_transactions.sql"),
     },
+    Migration {
+        version: 7,
+        name: "settlement_terms",
+        sql: include_str!("../migrations/postgres/0007_settlement_terms.sql"),
+    },
 ];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).

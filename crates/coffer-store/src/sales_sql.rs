@@ -135,7 +135,7 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
                      confirmed_at_ms = $2, updated_at_ms = $2, version = version + 1, chain_id = $3, blockchain = $4,
                      currency = $5, asset_address = $6, decimals = $7, amount = $8, amount_sort_key = $9,
                      receiving_address = $10
-                 WHERE order_id = $11 AND version = $12 AND status = 'pending' AND source <> 'deposit'
+                 WHERE order_id = $11 AND version = $12 AND status IN ('pending', 'expired') AND source <> 'deposit'
                  RETURNING *",
             )
             .bind(payment.amount.to_base_units_string())

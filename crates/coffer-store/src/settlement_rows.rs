@@ -59,6 +59,10 @@ pub struct NewSettlement {
     pub value: String,
     /// The network as the request named it (for replies).
     pub network: String,
+    /// A hash of what the payer signed and the signature ([`SettlementRow::terms_hash`]).
+    pub terms_hash: String,
+    /// The order this settlement pays, when it was made for one.
+    pub order_id: Option<String>,
     /// Time.
     pub now_ms: i64,
 }
@@ -76,6 +80,13 @@ pub struct SettlementRow {
     pub value: String,
     /// Network as first requested.
     pub network: String,
+    /// A hash of the authorization's EIP-712 digest and its signature: a repeated settle is
+    /// answered from this row only when it presents the same. `None` for rows journaled before
+    /// terms were kept.
+    pub terms_hash: Option<String>,
+    /// The order this settlement pays, when it was made for one; whoever records the sale
+    /// records it there.
+    pub order_id: Option<String>,
     /// Where it is.
     pub status: SettlementStatus,
     /// The signer that broadcast it.

@@ -23,6 +23,8 @@ fn settlement_row(row: &DbRow) -> Result<SettlementRow, StoreError> {
         pay_to: row.try_get("pay_to").map_err(&read)?,
         value: row.try_get("value").map_err(&read)?,
         network: row.try_get("network").map_err(&read)?,
+        terms_hash: row.try_get("terms_hash").map_err(&read)?,
+        order_id: row.try_get("order_id").map_err(&read)?,
         status: SettlementStatus::parse(&status).ok_or_else(|| corrupt("settlement status", status.clone()))?,
         signer: row.try_get("signer").map_err(&read)?,
         signer_nonce: signer_nonce.map(|n| u64::try_from(n).unwrap_or_default()),
@@ -38,7 +40,7 @@ fn settlement_row(row: &DbRow) -> Result<SettlementRow, StoreError> {
 /// transaction in `settlement_transactions` (a batch's rows all share one), not per row.
 /// `s.raw_tx` is only read for rows journaled before that table existed.
 const SELECT_SETTLEMENT: &str = "SELECT s.id, s.chain_id, s.token, s.payer, s.auth_nonce, s.pay_to, s.value, s.network,
-        s.status, s.signer, s.signer_nonce, s.tx_hash, COALESCE(t.raw_tx, s.raw_tx) AS raw_tx, s.error_reason,
+        s.terms_hash, s.order_id, s.status, s.signer, s.signer_nonce, s.tx_hash, COALESCE(t.raw_tx, s.raw_tx) AS raw_tx, s.error_reason,
         s.created_at_ms, s.updated_at_ms
      FROM settlements s LEFT JOIN settlement_transactions t ON t.tx_hash = s.tx_hash";
 
@@ -65,9 +67,9 @@ async fn settlement_by_key(pool: &DbPool, key: &SettlementKey) -> Result<Option<
 impl crate::Journal for ThisStore {
     async fn claim_settlement(&self, new: &NewSettlement) -> Result<(SettlementRow, bool), StoreError> {
         let inserted = sqlx::query(
-            "INSERT INTO settlements (chain_id, token, payer, auth_nonce, pay_to, value, network, status,
-                 created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $8)
+            "INSERT INTO settlements (chain_id, token, payer, auth_nonce, pay_to, value, network, terms_hash,
+                 order_id, status, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10)
              ON CONFLICT (chain_id, token, payer, auth_nonce) DO NOTHING
              RETURNING *",
         )
@@ -78,6 +80,8 @@ impl crate::Journal for ThisStore {
         .bind(&new.pay_to)
         .bind(&new.value)
         .bind(&new.network)
+        .bind(&new.terms_hash)
+        .bind(&new.order_id)
         .bind(new.now_ms)
         .fetch_optional(&self.pool)
         .await

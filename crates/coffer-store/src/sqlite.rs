@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlement_transactions",
         sql: include_str!("../migrations/sqlite/0006_settlement_transactions.sql"),
     },
+    Migration {
+        version: 7,
+        name: "settlement_terms",
+        sql: include_str!("../migrations/sqlite/0007_settlement_terms.sql"),
+    },
 ];
 
 /// The write-ahead log size (in pages) at which the committing connection copies it into the

@@ -25,6 +25,8 @@ fn claim(nonce: &str) -> NewSettlement {
         pay_to: "0x2096".to_owned(),
         value: "10000".to_owned(),
         network: "eip155:84532".to_owned(),
+        terms_hash: format!("0xterms{nonce}"),
+        order_id: None,
         now_ms: 1,
     }
 }
@@ -362,6 +364,26 @@ async fn okx_credentials_authenticate_until_revoked(store: &dyn Store) {
     assert_eq!(store.okx_credential("nope").await.unwrap(), None);
 }
 
+async fn a_claim_keeps_its_signed_terms_and_the_order_it_pays(store: &dyn Store) {
+    let mut for_order = claim("0x21");
+    for_order.order_id = Some("CO1".to_owned());
+    let (row, _) = store.claim_settlement(&for_order).await.unwrap();
+    assert_eq!(row.terms_hash.as_deref(), Some("0xterms0x21"));
+    assert_eq!(row.order_id.as_deref(), Some("CO1"));
+    // A later claim with other terms finds the first row unchanged: the first terms stand.
+    let mut other = claim("0x21");
+    other.terms_hash = "0xother".to_owned();
+    other.order_id = Some("CO2".to_owned());
+    let (again, fresh) = store.claim_settlement(&other).await.unwrap();
+    assert!(!fresh);
+    assert_eq!(
+        (again.terms_hash.as_deref(), again.order_id.as_deref()),
+        (Some("0xterms0x21"), Some("CO1"))
+    );
+    let read = store.settlement(&key("0x21")).await.unwrap().unwrap();
+    assert_eq!(read.order_id.as_deref(), Some("CO1"));
+}
+
 macro_rules! on_both_databases {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -375,6 +397,7 @@ macro_rules! on_both_databases {
 
 on_both_databases!(
     an_authorization_is_claimed_once_and_moves_by_compare_and_set,
+    a_claim_keeps_its_signed_terms_and_the_order_it_pays,
     a_batch_shares_one_transaction_and_a_fee_bump_replaces_it,
     a_mined_batch_is_finished_in_one_statement_from_broadcast_only,
     okx_credentials_authenticate_until_revoked

@@ -223,6 +223,8 @@ async fn sales(store: &dyn Store) {
             pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".to_owned(),
             value: "10000".to_owned(),
             network: "eip155:84532".to_owned(),
+            terms_hash: "0xterms".to_owned(),
+            order_id: None,
             now_ms: 1,
         })
         .await

@@ -99,6 +99,19 @@ pub struct CheckedPayment {
     pub erc6492: Option<Erc6492Signature>,
 }
 
+impl CheckedPayment {
+    /// A hash of what the payer signed (the EIP-712 digest, which binds payer, payee, value,
+    /// validity window, nonce, token and chain) and of the signature the token checks, as
+    /// 0x hex. Two requests naming the same `(payer, nonce)` have the same terms hash only when
+    /// they carry the same authorization with the same signature.
+    pub fn terms_hash(&self) -> String {
+        let mut bytes = Vec::with_capacity(32 + self.signature.len());
+        bytes.extend_from_slice(self.digest.as_slice());
+        bytes.extend_from_slice(&self.signature);
+        format!("{:#x}", alloy::primitives::keccak256(bytes))
+    }
+}
+
 /// What the simulation does with a valid ERC-6492 payment whose wallet is not deployed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Undeployed {
@@ -244,6 +257,23 @@ impl Facilitator {
     /// # Errors
     /// The first [`Rejection`].
     pub fn check(&self, request: &PaymentRequest, now: u64) -> Result<CheckedPayment, Rejection> {
+        self.check_at(request, Some(now))
+    }
+
+    /// The static checks except the validity window: what an authorization that was already
+    /// settled (and may have expired since) must still pass to be recognised as the same.
+    ///
+    /// # Errors
+    /// The first [`Rejection`].
+    pub fn check_terms(&self, request: &PaymentRequest) -> Result<CheckedPayment, Rejection> {
+        self.check_at(request, None)
+    }
+
+    fn check_at(
+        &self,
+        request: &PaymentRequest,
+        now: Option<u64>,
+    ) -> Result<CheckedPayment, Rejection> {
         let terms = terms(request);
         if terms.payload_scheme != "exact" || terms.required_scheme != "exact" {
             return Err(reject(
@@ -382,17 +412,19 @@ impl Facilitator {
                 "authorization.to differs from paymentRequirements.payTo",
             ));
         }
-        if valid_before < U256::from(now + VALID_BEFORE_SLACK) {
-            return Err(reject(
-                Reason::ValidBefore,
-                "the authorization expires too soon",
-            ));
-        }
-        if valid_after > U256::from(now) {
-            return Err(reject(
-                Reason::ValidAfter,
-                "the authorization is not valid yet",
-            ));
+        if let Some(now) = now {
+            if valid_before < U256::from(now.saturating_add(VALID_BEFORE_SLACK)) {
+                return Err(reject(
+                    Reason::ValidBefore,
+                    "the authorization expires too soon",
+                ));
+            }
+            if valid_after > U256::from(now) {
+                return Err(reject(
+                    Reason::ValidAfter,
+                    "the authorization is not valid yet",
+                ));
+            }
         }
         let amount = parse_uint("paymentRequirements amount", terms.amount)?;
         if value != amount {

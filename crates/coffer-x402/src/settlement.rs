@@ -317,6 +317,18 @@ impl Settler {
         now: u64,
         receipt_timeout: Duration,
     ) -> SettleResponse {
+        self.settle_for(request, now, receipt_timeout, None).await
+    }
+
+    /// Settles a payment made for `order_id` (journaled with it, so that whoever records the
+    /// sale records it into that order), waiting for the receipt up to `receipt_timeout`.
+    pub async fn settle_for(
+        &self,
+        request: &PaymentRequest,
+        now: u64,
+        receipt_timeout: Duration,
+        order_id: Option<&str>,
+    ) -> SettleResponse {
         let version = request.version();
         let reply = |success: bool,
                      reason: Option<&str>,
@@ -344,7 +356,7 @@ impl Settler {
         let lock = lock_for(&self.authorizations, &key);
         let _serialised = lock.lock().await;
         match self
-            .settle_once(request, &payment, &key, receipt_timeout)
+            .settle_once(request, &payment, &key, receipt_timeout, order_id)
             .await
         {
             Ok(Settled::Row(row)) => self.reply_for(&row, version, request),
@@ -398,20 +410,27 @@ impl Settler {
         payment: &CheckedPayment,
         key: &SettlementKey,
         receipt_timeout: Duration,
+        order_id: Option<&str>,
     ) -> Result<Settled, String> {
-        // An existing row decides the answer: this authorization is (being) settled already.
+        // An existing row decides the answer — this authorization is (being) settled already —
+        // but only for a request that presents the same signed terms.
         if let Some(row) = self
             .store
             .settlement(key)
             .await
             .map_err(|e| e.to_string())?
-            && !(row.status == SettlementStatus::Pending
-                && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
         {
-            return self
-                .existing(row, receipt_timeout)
-                .await
-                .map(|row| Settled::Row(Box::new(row)));
+            if let Err(rejection) = same_terms(&row, payment) {
+                return Ok(Settled::Rejected(rejection));
+            }
+            if !(row.status == SettlementStatus::Pending
+                && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
+            {
+                return self
+                    .existing(row, receipt_timeout)
+                    .await
+                    .map(|row| Settled::Row(Box::new(row)));
+            }
         }
         // Prove it on chain before writing anything, so a forged request for someone else's
         // authorization can never claim (and block) its journal row.
@@ -423,6 +442,8 @@ impl Settler {
             pay_to: format!("{:#x}", payment.to),
             value: payment.value.to_string(),
             network: request.network().to_owned(),
+            terms_hash: payment.terms_hash(),
+            order_id: order_id.map(str::to_owned),
             now_ms: now_ms(),
         };
         let (row, fresh) = self
@@ -430,6 +451,9 @@ impl Settler {
             .claim_settlement(&new)
             .await
             .map_err(|e| e.to_string())?;
+        if let Err(rejection) = same_terms(&row, payment) {
+            return Ok(Settled::Rejected(rejection));
+        }
         let abandoned = row.status == SettlementStatus::Pending
             && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS;
         if !fresh && !abandoned {
@@ -1215,6 +1239,39 @@ fn authorization_used(receipt: &TransactionReceipt, key: &SettlementKey) -> bool
                 && topics[1] == payer.into_word()
                 && topics[2] == nonce
         })
+}
+
+/// Whether a request presents the terms its journal row was made with: the same authorization
+/// with the same signature. Rows journaled before terms were kept are matched on payee and
+/// value, and only for a signature that recovers to the payer (a contract wallet's signature
+/// cannot be checked once its nonce is used).
+///
+/// # Errors
+/// A `NonceUsed` rejection: the `(payer, nonce)` was settled with other terms.
+pub fn same_terms(
+    row: &SettlementRow,
+    payment: &CheckedPayment,
+) -> Result<(), crate::facilitator::Rejection> {
+    let same = match &row.terms_hash {
+        Some(hash) => *hash == payment.terms_hash(),
+        None => {
+            payment.signed_by_eoa
+                && row
+                    .pay_to
+                    .eq_ignore_ascii_case(&format!("{:#x}", payment.to))
+                && row.value == payment.value.to_string()
+        }
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(crate::facilitator::Rejection {
+            reason: crate::reasons::Reason::NonceUsed,
+            message: "this authorization's nonce was already used by a settlement with other \
+                      terms (payee, value, validity or signature)"
+                .to_owned(),
+        })
+    }
 }
 
 /// How a settlement ended for this call.
