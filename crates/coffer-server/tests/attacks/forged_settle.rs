@@ -1,0 +1,94 @@
+//! Attack 2: a forged settle answered "success".
+//!
+//! After an authorization is settled, the attacker re-posts `/x402/settle` (and the OKX
+//! dialects go through the same engine) with its `from`/`nonce` but another payee, another
+//! value and a junk signature — hoping for `success: true` with the old transaction, which a
+//! seller would take as proof of payment. Only the same signed terms may be answered from the
+//! journal; anything else is refused with a reason, and nothing is broadcast.
+
+use coffer_store::testing::Backend;
+use serde_json::json;
+
+use crate::harness::{Auth, Env, PAY_TO, junk_signature};
+
+async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
+    let env = Env::new(backend).await;
+    let paid = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
+    let genuine = paid.v2_request(paid.payload(&env.payer));
+    let (_, first) = env.post("/x402/settle", &[], &genuine).await;
+    assert_eq!(first["success"], true, "{first}");
+    let broadcasts = env.signer_transactions().await;
+
+    let attacker_payee = env.stranger.address();
+    let mut forged = paid.clone();
+    forged.to = attacker_payee;
+    forged.value = 999_000_000;
+    let mut same_payee_more_value = paid.clone();
+    same_payee_more_value.value = 2_000;
+    let variants = vec![
+        (
+            "another payee and value, junk signature",
+            forged.v2_request(forged.payload_signed(&junk_signature())),
+        ),
+        (
+            "another payee and value, the payer's real signature of the old terms",
+            forged.v2_request(forged.payload_signed(&paid.sign(&env.payer))),
+        ),
+        (
+            "the same payee, another value, junk signature",
+            same_payee_more_value
+                .v2_request(same_payee_more_value.payload_signed(&junk_signature())),
+        ),
+        (
+            "the same terms with a junk signature",
+            paid.v2_request(paid.payload_signed(&junk_signature())),
+        ),
+    ];
+    for (what, request) in variants {
+        let (status, reply) = env.post("/x402/settle", &[], &request).await;
+        assert_eq!(status, 200, "{what}: {reply}");
+        assert_eq!(reply["success"], false, "{what}: {reply}");
+        assert_eq!(reply["transaction"], "", "{what}: no transaction is handed out: {reply}");
+        assert!(
+            reply["errorReason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{what}: a reason: {reply}"
+        );
+        // The v1 wire format is refused the same way.
+        let v1 = json!({
+            "x402Version": 1,
+            "paymentPayload": {"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
+                "payload": request["paymentPayload"]["payload"]},
+            "paymentRequirements": {"scheme": "exact", "network": "base-sepolia",
+                "maxAmountRequired": request["paymentRequirements"]["amount"],
+                "resource": "https://shop.example/thing", "description": "", "mimeType": "application/json",
+                "payTo": request["paymentRequirements"]["payTo"], "maxTimeoutSeconds": 300,
+                "asset": request["paymentRequirements"]["asset"],
+                "extra": {"name": "USDC", "version": "2"}},
+        });
+        let (_, reply) = env.post("/x402/settle", &[], &v1).await;
+        assert_eq!(reply["success"], false, "{what} (v1): {reply}");
+        assert_eq!(reply["transaction"], "", "{what} (v1): {reply}");
+    }
+    assert_eq!(env.signer_transactions().await, broadcasts, "nothing broadcast");
+    assert_eq!(
+        env.balance(attacker_payee).await,
+        alloy::primitives::U256::from(crate::harness::FUNDED)
+    );
+
+    // The genuine request, repeated, still answers what it did the first time.
+    let (_, again) = env.post("/x402/settle", &[], &genuine).await;
+    assert_eq!(
+        (&again["success"], &again["transaction"]),
+        (&first["success"], &first["transaction"])
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_settle_with_other_terms_is_refused_on_sqlite() {
+    a_repeated_settle_with_other_terms_is_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_repeated_settle_with_other_terms_is_refused_on_postgres() {
+    a_repeated_settle_with_other_terms_is_refused(Backend::Postgres).await;
+}

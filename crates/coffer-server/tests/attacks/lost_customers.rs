@@ -1,0 +1,88 @@
+//! Attack 9: lost customers. A Pelago order paid with `X-PAYMENT` must land in that order even
+//! when a background path — the reconciler's sweep, which records settlements to a merchant's
+//! payTo as sales — sees the settlement first. Before settlements were journaled with the order
+//! they pay, the sweep could record the payment as a new sale between the settle and the
+//! order's update, and the customer was told `409 PAYMENT_ALREADY_USED` with the money gone.
+//!
+//! 200 payments while the sweep runs continuously: every one is answered 200 and confirms its
+//! own order, and no stray sale is recorded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use alloy::primitives::U256;
+use coffer_store::testing::Backend;
+use futures_util::stream::{self, StreamExt};
+
+use crate::harness::{Auth, Env, PAY_TO};
+
+const PAYMENTS: usize = 200;
+const PRICE: u64 = 10_000;
+
+async fn every_payment_lands_in_its_own_order(backend: Backend) {
+    let env = Arc::new(Env::new(backend).await);
+    let before = env.balance(PAY_TO).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sweeper = tokio::spawn({
+        let (env, stop) = (env.clone(), stop.clone());
+        async move {
+            let mut sweeps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                env.state.sales.sweep().await.unwrap();
+                sweeps += 1;
+                tokio::task::yield_now().await;
+            }
+            sweeps
+        }
+    });
+    let outcomes: Vec<(String, u16, serde_json::Value)> = stream::iter(0..PAYMENTS)
+        .map(|_| {
+            let env = env.clone();
+            async move {
+                let order_id = env.pelago_order("0.01").await;
+                let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
+                let (status, body) = env
+                    .pelago_pay(&order_id, &auth.x_payment(auth.payload(&env.payer)))
+                    .await;
+                (order_id, status, body)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let sweeps = sweeper.await.unwrap();
+    assert!(sweeps > 0);
+
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(order_id, status, body)| {
+            *status != 200 || body["orderId"].as_str() != Some(order_id.as_str())
+        })
+        .collect();
+    assert!(failed.is_empty(), "{} of {PAYMENTS} lost: {failed:?}", failed.len());
+    for (order_id, _, _) in &outcomes {
+        let order = env.state.store.order(order_id).await.unwrap();
+        assert_eq!(order.status.as_str(), "confirmed", "{order_id}");
+        assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
+    }
+    assert_eq!(
+        env.order_count().await,
+        PAYMENTS as u64,
+        "no payment was recorded as a stray sale"
+    );
+    assert_eq!(
+        env.balance(PAY_TO).await - before,
+        U256::from(PRICE) * U256::from(PAYMENTS)
+    );
+}
+
+#[tokio::test]
+async fn every_payment_lands_in_its_own_order_on_sqlite() {
+    every_payment_lands_in_its_own_order(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn every_payment_lands_in_its_own_order_on_postgres() {
+    every_payment_lands_in_its_own_order(Backend::Postgres).await;
+}
