@@ -32,6 +32,10 @@ pub const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C
 pub const CHAIN_ID: u64 = 84_532;
 /// Base units every funded account starts with (5,000 USDC).
 pub const FUNDED: u64 = 5_000_000_000;
+/// Base's USDC address, where the mainnet chain's test token is installed.
+pub const BASE_USDC: Address = address!("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+/// The chain id of the mainnet chain.
+pub const BASE_CHAIN_ID: u64 = 8453;
 
 /// A running Coffer with one chain and one merchant.
 pub struct Env {
@@ -50,6 +54,8 @@ pub struct Env {
     pub merchant: MerchantRow,
     pub api_key: String,
     pub db: TestDatabase,
+    /// The mainnet chain, when asked for.
+    pub mainnet: Option<Anvil>,
 }
 
 /// How the environment is built; the defaults suit most attacks.
@@ -59,6 +65,9 @@ pub struct Options {
     pub confirmations: u64,
     /// anvil's block time; `None` mines on demand.
     pub block_time: Option<u64>,
+    /// Also run a mainnet chain (`base`, chain id 8453, USDC "USD Coin"/2 at Base's address),
+    /// where the merchant registers the same payTo.
+    pub mainnet: bool,
     /// Changes the state before the server starts (paywall routes, policies, …).
     pub configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
 }
@@ -69,6 +78,7 @@ impl Options {
             backend,
             confirmations: 1,
             block_time: None,
+            mainnet: false,
             configure: Box::new(|state| state),
         }
     }
@@ -111,8 +121,24 @@ impl Env {
                 .await
                 .unwrap();
         }
+        let mainnet = match options.mainnet {
+            true => {
+                Some(start_chain(BASE_CHAIN_ID, BASE_USDC, "USD Coin", &[payer.address()]).await)
+            }
+            false => None,
+        };
         let mut registry = ChainRegistry::builtin();
         let mut overrides = BTreeMap::new();
+        if let Some(mainnet) = &mainnet {
+            overrides.insert(
+                "base".to_owned(),
+                ChainOverride {
+                    rpc_urls: vec![mainnet.url().to_owned()],
+                    confirmations: Some(options.confirmations),
+                    ..Default::default()
+                },
+            );
+        }
         overrides.insert(
             "base-sepolia".to_owned(),
             ChainOverride {
@@ -145,6 +171,13 @@ impl Env {
             .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
             .await
             .unwrap();
+        if mainnet.is_some() {
+            state
+                .sales
+                .add_pay_to(&merchant, BASE_CHAIN_ID, PAY_TO)
+                .await
+                .unwrap();
+        }
         tokio::spawn(coffer_server::serve(
             listener,
             coffer_server::router(state.clone()),
@@ -161,6 +194,7 @@ impl Env {
             merchant,
             api_key: key.key.expose_secret().to_owned(),
             db,
+            mainnet,
         }
     }
 
@@ -210,6 +244,42 @@ impl Env {
     pub fn auth(&self) -> (&'static str, String) {
         ("Authorization", format!("Bearer {}", self.api_key))
     }
+}
+
+/// Starts an anvil chain with the EIP-3009 test token at `token` (EIP-712 `name`, version
+/// `2`) and funds `payers`.
+pub async fn start_chain(chain_id: u64, token: Address, name: &str, payers: &[Address]) -> Anvil {
+    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
+    let anvil = Anvil::start(&AnvilOptions {
+        binary,
+        chain_id,
+        port: 0,
+        state_file: None,
+        block_time: None,
+    })
+    .await
+    .unwrap();
+    let owner = testnet::dev_account(0).unwrap();
+    let chain = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner.clone()))
+        .connect_http(anvil.url().parse().unwrap())
+        .erased();
+    let spec = UsdcSpec {
+        name: name.into(),
+        version: "2".into(),
+        symbol: "USDC".into(),
+        decimals: 6,
+        owner: owner.address(),
+    };
+    testnet::install_usdc_at(&chain, token, &spec)
+        .await
+        .unwrap();
+    for who in payers {
+        testnet::mint(&chain, token, *who, U256::from(FUNDED))
+            .await
+            .unwrap();
+    }
+    anvil
 }
 
 /// Every order of a merchant, oldest first.
@@ -267,13 +337,24 @@ impl Auth {
         }
     }
 
-    /// The payer's EIP-712 signature, 0x hex.
+    /// The payer's EIP-712 signature on the test chain, 0x hex.
     pub fn sign(&self, signer: &PrivateKeySigner) -> String {
+        self.sign_on(signer, CHAIN_ID, USDC, "USDC")
+    }
+
+    /// The payer's EIP-712 signature for a token on a chain, 0x hex.
+    pub fn sign_on(
+        &self,
+        signer: &PrivateKeySigner,
+        chain_id: u64,
+        token: Address,
+        name: &str,
+    ) -> String {
         let domain = Eip712Domain::new(
-            Some("USDC".into()),
+            Some(name.to_owned().into()),
             Some("2".into()),
-            Some(U256::from(CHAIN_ID)),
-            Some(USDC),
+            Some(U256::from(chain_id)),
+            Some(token),
             None,
         );
         let message = TransferWithAuthorization {
@@ -317,12 +398,15 @@ impl Auth {
         })
     }
 
-    /// A v1 `X-PAYMENT` header value for this authorization.
+    /// A v1 `X-PAYMENT` header value for this authorization on the test chain.
     pub fn x_payment(&self, payload: Value) -> String {
-        b64(
-            &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": payload}),
-        )
+        x_payment_on("base-sepolia", payload)
     }
+}
+
+/// A v1 `X-PAYMENT` header value with `payload` on `network`.
+pub fn x_payment_on(network: &str, payload: Value) -> String {
+    b64(&json!({"x402Version": 1, "scheme": "exact", "network": network, "payload": payload}))
 }
 
 /// v2 requirements to pay `amount` base units of the test USDC to `pay_to`.
@@ -342,4 +426,71 @@ pub fn b64(value: &Value) -> String {
 /// A 65-byte signature that signs nothing.
 pub fn junk_signature() -> String {
     format!("0x{}1b", "11".repeat(64))
+}
+
+impl Env {
+    /// Creates a Pelago order on the test chain for `amount` USDC; its order id.
+    pub async fn pelago_order(&self, amount: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/openapi/crypto/x402/order",
+                &[("Merchant-App-Key", &self.api_key)],
+                &json!({"amount": amount, "currency": "USDC", "network": "base-sepolia"}),
+            )
+            .await;
+        assert_eq!(status, 402, "{body}");
+        body["orderId"].as_str().unwrap().to_owned()
+    }
+
+    /// Presents `x_payment` for a Pelago order.
+    pub async fn pelago_pay(&self, order_id: &str, x_payment: &str) -> (u16, Value) {
+        self.post(
+            "/openapi/crypto/x402/order",
+            &[
+                ("Merchant-App-Key", &self.api_key),
+                ("X-PAYMENT", x_payment),
+            ],
+            &json!({"orderId": order_id}),
+        )
+        .await
+    }
+
+    /// A provider sending from `signer`.
+    pub fn wallet(&self, signer: &PrivateKeySigner) -> DynProvider {
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer.clone()))
+            .connect_http(self.anvil.url().parse().unwrap())
+            .erased()
+    }
+
+    /// Every event recorded for an order, by type.
+    pub async fn event_types(&self, order_id: &str) -> Vec<String> {
+        self.state
+            .store
+            .events(&self.merchant.id, Some(order_id), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| event.event_type)
+            .collect()
+    }
+
+    /// How many orders the merchant has.
+    pub async fn order_count(&self) -> u64 {
+        let (_, count) = self
+            .state
+            .store
+            .list_orders(&OrderQuery {
+                merchant_id: self.merchant.id.clone(),
+                status: None,
+                chain_id: None,
+                currency: None,
+                ordering: OrderOrdering::OldestFirst,
+                offset: 0,
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        count
+    }
 }

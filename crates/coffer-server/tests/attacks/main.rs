@@ -6,3 +6,7 @@
 #![allow(dead_code, missing_docs)]
 
 mod harness;
+mod forged_settle;
+mod free_confirmation;
+mod lost_customers;
+mod pelago_holes;
