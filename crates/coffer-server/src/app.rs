@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::facilitator_policy::{FacilitatorGate, FacilitatorPolicy};
 use crate::fiat::FiatRates;
 use crate::gatepay::GatePayCredentials;
 use crate::merchants::Merchants;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub sales: X402Sales,
     /// The x402 paywall's routes (none unless configured).
     pub paywall: Arc<Paywall>,
+    /// Who may use the facilitator routes, and how much.
+    pub facilitator_gate: Arc<FacilitatorGate>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
         Ok(AppState {
             sales,
             paywall: Arc::new(Paywall::default()),
+            facilitator_gate: Arc::new(FacilitatorGate::default()),
             settler: Arc::new(Settler::new(
                 facilitator.clone(),
                 store.clone(),
@@ -129,6 +133,14 @@ impl AppState {
     #[must_use]
     pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
         self.orders = self.orders.with_fiat_rates(rates);
+        self
+    }
+
+    /// Admits facilitator requests under `policy` (the default: payments to registered payTo
+    /// addresses only, at least 0.001 token units, rate-limited per payer and client).
+    #[must_use]
+    pub fn with_facilitator_policy(mut self, policy: FacilitatorPolicy) -> Self {
+        self.facilitator_gate = Arc::new(FacilitatorGate::new(policy));
         self
     }
 
@@ -247,7 +259,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -19,6 +19,8 @@
 //! - [`fiat`]: fiat-priced orders (the rate table and exact, documented rounding);
 //! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
 //! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
+//! - [`facilitator_policy`]: who may use the x402 facilitator routes, a minimum value, and
+//!   per-payer and per-client rate limits ([`rate_limit`]);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
@@ -30,6 +32,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod facilitator_policy;
 pub mod fiat;
 pub mod gatepay;
 pub mod gatepay_orders;
@@ -40,6 +43,7 @@ pub mod okx;
 pub mod orders;
 pub mod paywall;
 pub mod pelago;
+pub mod rate_limit;
 pub mod routes;
 pub mod sales;
 pub mod workers;

@@ -92,7 +92,8 @@ impl Env {
         let signer = testnet::dev_account(9).unwrap();
         let state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
-            .with_settlement(vec![signer], options);
+            .with_settlement(vec![signer], options)
+            .with_facilitator_policy(coffer_server::facilitator_policy::FacilitatorPolicy::open());
         tokio::spawn(coffer_server::serve(
             listener,
             coffer_server::router(state.clone()),

@@ -379,10 +379,10 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     assert_eq!(listed["count"], 1, "{listed}");
     assert_eq!(listed["results"][0]["status"], "confirmed");
 
-    // A settlement to an address no merchant registered is not recorded.
+    // A settlement to an address no merchant registered is not Coffer's to pay gas for.
     let stranger = Auth::fresh(env.payer.address(), STRANGER_PAY_TO, 1_000);
     let requirements = requirements_v2(STRANGER_PAY_TO, 1_000);
-    let (_, reply) = env
+    let (status, reply) = env
         .post_json(
             "/x402/settle",
             &json!({"x402Version": 2,
@@ -390,7 +390,8 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
                 "paymentRequirements": requirements}),
         )
         .await;
-    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(reply["errorReason"], "pay_to_not_allowed", "{reply}");
     assert_eq!(env.orders().await.len(), 1);
     assert_eq!(
         env.state.sales.sweep().await.unwrap(),

@@ -115,6 +115,50 @@ pub struct Settler {
     queues: Arc<BatchQueues>,
 }
 
+/// Gas a payee's settlements cost Coffer's signers, since this process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GasSpent {
+    /// Gas units.
+    pub gas: u64,
+    /// What that gas cost, in the chain's smallest native unit (wei).
+    pub wei: u128,
+    /// Settlements resolved (succeeded or failed).
+    pub settlements: u64,
+}
+
+/// The most payees [`GasLedger`] tells apart; the rest are counted under the zero address.
+const GAS_LEDGER_PAYEES: usize = 10_000;
+
+/// Gas spent per `(chain, payee)`: each resolved settlement's share of its transaction (a
+/// batch's cost split evenly among the settlements it carried), counted once, by whichever
+/// path recorded the outcome.
+#[derive(Debug, Default)]
+struct GasLedger {
+    spent: Mutex<HashMap<(u64, Address), GasSpent>>,
+}
+
+impl GasLedger {
+    fn add(&self, chain_id: u64, payee: Address, receipt: &TransactionReceipt, share_of: u64) {
+        let share_of = share_of.max(1);
+        let gas = receipt.gas_used / share_of;
+        let wei = u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price)
+            / u128::from(share_of);
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if spent.len() < GAS_LEDGER_PAYEES || spent.contains_key(&(chain_id, payee)) {
+            (chain_id, payee)
+        } else {
+            (chain_id, Address::ZERO)
+        };
+        let entry = spent.entry(key).or_default();
+        entry.gas = entry.gas.saturating_add(gas);
+        entry.wei = entry.wei.saturating_add(wei);
+        entry.settlements += 1;
+    }
+}
+
 /// Claims waiting to be sent, per `(chain, signer)`.
 type BatchQueues = Mutex<HashMap<(u64, Address), BatchQueue>>;
 
@@ -159,6 +203,7 @@ struct Sender {
     /// Whether each chain has Multicall3, once looked up.
     multicall: Arc<Mutex<HashMap<u64, bool>>>,
     receipts: Arc<Receipts>,
+    gas: Arc<GasLedger>,
 }
 
 /// Receipts found lately: every settlement of a batch reads the same one, fetched once.
@@ -270,6 +315,7 @@ impl Settler {
                 signer_nonces: Arc::default(),
                 multicall: Arc::default(),
                 receipts: Arc::default(),
+                gas: Arc::default(),
             },
             store,
             rpcs,
@@ -278,6 +324,18 @@ impl Settler {
             authorizations: Mutex::default(),
             queues: Arc::default(),
         }
+    }
+
+    /// Gas spent per `(chain, payee)` since this process started.
+    pub fn gas_spent(&self) -> Vec<(u64, Address, GasSpent)> {
+        self.sender
+            .gas
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(&(chain_id, payee), &spent)| (chain_id, payee, spent))
+            .collect()
     }
 
     /// The signers' addresses, for `/supported`.
@@ -665,6 +723,19 @@ impl Settler {
     ) -> Result<SettlementRow, String> {
         // Compare-and-set from the state this call saw: if another process moved the row
         // meanwhile, its outcome stands and is what we answer.
+        self.finish_moving(row, status, reason, mined_tx)
+            .await
+            .map(|(row, _)| row)
+    }
+
+    /// [`Settler::finish_with`], also telling whether this call moved the row.
+    async fn finish_moving(
+        &self,
+        row: SettlementRow,
+        status: SettlementStatus,
+        reason: Option<&str>,
+        mined_tx: Option<&str>,
+    ) -> Result<(SettlementRow, bool), String> {
         let now = now_ms();
         let moved = self
             .store
@@ -672,18 +743,22 @@ impl Settler {
             .await
             .map_err(|e| e.to_string())?;
         if moved && mined_tx.is_none() {
-            return Ok(SettlementRow {
-                status,
-                error_reason: reason.map(str::to_owned),
-                updated_at_ms: now,
-                ..row
-            });
+            return Ok((
+                SettlementRow {
+                    status,
+                    error_reason: reason.map(str::to_owned),
+                    updated_at_ms: now,
+                    ..row
+                },
+                true,
+            ));
         }
         self.store
             .settlement(&row.key)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "journal row vanished".to_owned())
+            .map(|row| (row, moved))
     }
 
     /// Waits for a broadcast settlement's receipt, up to the bound, and records the outcome.
@@ -744,10 +819,29 @@ impl Settler {
                         (SettlementStatus::Failed, Some(TRANSACTION_FAILED))
                     };
                     let mined = (candidate != current).then_some(candidate.as_str());
-                    return self
-                        .finish_with(row.clone(), status, reason, mined)
-                        .await
-                        .map(Some);
+                    let (resolved, moved) = self
+                        .finish_moving(row.clone(), status, reason, mined)
+                        .await?;
+                    if moved && let Ok(payee) = row.pay_to.parse::<Address>() {
+                        // How many settlements the transaction carried: one per authorization
+                        // it used (at least this one).
+                        let carried = receipt
+                            .inner
+                            .logs()
+                            .iter()
+                            .filter(|log| {
+                                log.topics().first()
+                                    == Some(&IEip3009::AuthorizationUsed::SIGNATURE_HASH)
+                            })
+                            .count();
+                        self.sender.gas.add(
+                            row.key.chain_id,
+                            payee,
+                            &receipt,
+                            u64::try_from(carried).unwrap_or(1),
+                        );
+                    }
+                    return Ok(Some(resolved));
                 }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "receipt lookup failed"),
@@ -1003,9 +1097,9 @@ impl Sender {
             }
         };
         let (resolved, resolution) = tokio::sync::watch::channel(None);
-        let rows: Vec<(i64, SettlementKey)> = accepted
+        let rows: Vec<(i64, SettlementKey, Address)> = accepted
             .iter()
-            .map(|claim| (claim.row_id, key_of(&claim.payment)))
+            .map(|claim| (claim.row_id, key_of(&claim.payment), claim.payment.to))
             .collect();
         tokio::spawn(self.clone().resolve(
             provider.clone(),
@@ -1030,7 +1124,7 @@ impl Sender {
         self,
         provider: DynProvider,
         tx_hash: String,
-        rows: Vec<(i64, SettlementKey)>,
+        rows: Vec<(i64, SettlementKey, Address)>,
         resolved: tokio::sync::watch::Sender<Option<Arc<Resolved>>>,
     ) {
         let Ok(hash) = tx_hash.parse::<TxHash>() else {
@@ -1052,7 +1146,7 @@ impl Sender {
         };
         let (used, unused): (Vec<_>, Vec<_>) = rows
             .iter()
-            .partition(|(_, key)| authorization_used(&receipt, key));
+            .partition(|(_, key, _)| authorization_used(&receipt, key));
         let now = now_ms();
         let mut outcome = Resolved {
             at_ms: now,
@@ -1072,7 +1166,7 @@ impl Sender {
                 &mut outcome.failed,
             ),
         ] {
-            let ids: Vec<i64> = ids.into_iter().map(|(id, _)| *id).collect();
+            let ids: Vec<i64> = ids.into_iter().map(|(id, _, _)| *id).collect();
             match self
                 .store
                 .finish_broadcast_settlements(&ids, status, reason, now)
@@ -1084,6 +1178,12 @@ impl Sender {
                     tracing::warn!(%error, tx = %tx_hash, "recording a batch's outcome failed");
                     return;
                 }
+            }
+        }
+        let carried = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+        for (id, key, payee) in &rows {
+            if outcome.succeeded.contains(id) || outcome.failed.contains(id) {
+                self.gas.add(key.chain_id, *payee, &receipt, carried);
             }
         }
         let _ = resolved.send(Some(Arc::new(outcome)));

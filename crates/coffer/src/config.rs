@@ -155,6 +155,8 @@ pub struct X402Config {
     /// Seconds without a receipt after which a settlement transaction is replaced with higher
     /// fees (same nonce).
     pub bump_after_seconds: u64,
+    /// `[x402.facilitator]`: who may use the facilitator routes, and how much.
+    pub facilitator: coffer_server::facilitator_policy::FacilitatorPolicy,
 }
 
 impl Default for X402Config {
@@ -169,6 +171,7 @@ impl Default for X402Config {
             batch_window_ms: 0,
             max_batch: 100,
             bump_after_seconds: 30,
+            facilitator: coffer_server::facilitator_policy::FacilitatorPolicy::default(),
         }
     }
 }
@@ -402,6 +405,7 @@ impl Config {
         }
         self.registry()?;
         self.x402.key_signers()?;
+        self.x402.facilitator.validate().map_err(ConfigError)?;
         self.fiat_rates()?;
         Ok(self)
     }
@@ -500,6 +504,21 @@ max_batch = 100
 # A settlement transaction with no receipt after this many seconds is replaced by one with
 # higher fees at the same nonce (up to max_fee_gwei).
 bump_after_seconds = 30
+
+# Who may use the facilitator routes (/x402/verify and /x402/settle, and OKX's): settling
+# costs the signers' gas.
+[x402.facilitator]
+# "payto": only payments to payTo addresses registered in Coffer (`coffer payto add`);
+# "api_key": callers with a merchant's API key, to that merchant's payTo addresses;
+# "public": anyone, to anyone. A caller with an API key or OKX credential acts only for its
+# own merchant except under "public".
+access = "payto"
+# The smallest payment verified or settled, in token units.
+min_amount = "0.001"
+# Requests per minute per payer (authorization.from) and per client (the calling merchant,
+# else the peer address); 0 turns a limit off.
+payer_per_minute = 30
+client_per_minute = 600
 
 # Chains. Coffer knows ethereum, base, base-sepolia, polygon, bsc, arbitrum, optimism,
 # avalanche and x-layer with their USDC/USDT contracts; a chain is watched once it has RPC URLs.

@@ -95,7 +95,8 @@ impl Application {
         let rates = config.fiat_rates()?;
         let mut state = AppState::new(store, registry, &public_url)?
             .with_settlement(signers, settle)
-            .with_fiat_rates(rates);
+            .with_fiat_rates(rates)
+            .with_facilitator_policy(config.x402.facilitator.clone());
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         let paywall = coffer_server::paywall::Paywall::new(
             &config.paywall.routes,

@@ -317,6 +317,16 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
                 format!("[\"0x{}\"]", alloy::hex::encode(signer.to_bytes())),
             ),
             ("COFFER__X402__SETTLE_TIMEOUT_SECONDS".into(), "30".into()),
+            // A stress test of settlement, not of the facilitator's access policy.
+            ("COFFER__X402__FACILITATOR__ACCESS".into(), "public".into()),
+            (
+                "COFFER__X402__FACILITATOR__PAYER_PER_MINUTE".into(),
+                "0".into(),
+            ),
+            (
+                "COFFER__X402__FACILITATOR__CLIENT_PER_MINUTE".into(),
+                "0".into(),
+            ),
         ],
         port,
     };

@@ -244,6 +244,7 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
             "COFFER__X402__SIGNER_KEYSTORE_PASSWORD_FILE",
             password_file.display().to_string(),
         ),
+        ("COFFER__X402__FACILITATOR__ACCESS", "public".to_owned()),
     ];
     let mut server = coffer(&env).arg("serve").spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");

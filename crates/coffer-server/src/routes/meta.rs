@@ -28,11 +28,71 @@ async fn openapi(
 /// Prometheus metrics in text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    let gas = settlement_gas(&state).await;
+    // The gas families go before the registry's closing `# EOF`.
+    let end = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(end, &gas);
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
+}
+
+/// Gas Coffer's signers spent on x402 settlements since start, per merchant owning the payee
+/// (`none` for payees no merchant registered), in OpenMetrics text.
+async fn settlement_gas(state: &AppState) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+
+    use coffer_x402::settlement::GasSpent;
+    let mut by_merchant: BTreeMap<String, GasSpent> = BTreeMap::new();
+    for (chain_id, payee, spent) in state.settler.gas_spent() {
+        let merchant = match state
+            .store
+            .pay_to_owner(chain_id, &format!("{payee:#x}"))
+            .await
+        {
+            Ok(Some(owner)) => owner.merchant_id.as_str().to_owned(),
+            _ => "none".to_owned(),
+        };
+        let total = by_merchant.entry(merchant).or_default();
+        total.gas = total.gas.saturating_add(spent.gas);
+        total.wei = total.wei.saturating_add(spent.wei);
+        total.settlements += spent.settlements;
+    }
+    let mut text = String::new();
+    type Family = (&'static str, &'static str, fn(&GasSpent) -> String);
+    let families: [Family; 3] = [
+        (
+            "coffer_x402_settlement_gas",
+            "Gas units spent settling x402 payments, per merchant owning the payee",
+            |spent| spent.gas.to_string(),
+        ),
+        (
+            "coffer_x402_settlement_fee_wei",
+            "Fees paid settling x402 payments (gas times price, in wei), per merchant owning the payee",
+            |spent| spent.wei.to_string(),
+        ),
+        (
+            "coffer_x402_settlements_resolved",
+            "x402 settlements resolved (succeeded or failed), per merchant owning the payee",
+            |spent| spent.settlements.to_string(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(text, "# HELP {name} {help}.");
+        let _ = writeln!(text, "# TYPE {name} counter");
+        for (merchant, spent) in &by_merchant {
+            let _ = writeln!(
+                text,
+                "{name}_total{{merchant=\"{merchant}\"}} {}",
+                value(spent)
+            );
+        }
+    }
+    text
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_store::SettlementStatus;
+use coffer_store::{MerchantRow, SettlementStatus};
 use coffer_x402::wire::PaymentRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::facilitator_policy::{Caller, Denied};
 use crate::okx::AuthError;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -93,13 +94,70 @@ async fn authenticate(
     uri: &OriginalUri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Response> {
+) -> Result<MerchantRow, Response> {
     state
         .okx
         .authenticate(method, &uri.0, headers, body)
         .await
-        .map(drop)
         .map_err(|error| refused(dialect, &error))
+}
+
+/// Admits a verify or settle request of `merchant` under the facilitator policy: an OKX
+/// credential settles only for its own merchant's payTo addresses (unless the policy is
+/// `public`), above the minimum value, within the rate limits.
+async fn admit(
+    state: &AppState,
+    dialect: Dialect,
+    request: &PaymentRequest,
+    merchant: MerchantRow,
+) -> Result<(), Response> {
+    let denied = match state
+        .facilitator_gate
+        .admit(
+            &*state.store,
+            &state.chains,
+            request,
+            &Caller::Merchant(merchant),
+        )
+        .await
+    {
+        Ok(()) => return Ok(()),
+        Err(denied) => denied,
+    };
+    let empty = match dialect {
+        Dialect::Legacy => json!([]),
+        Dialect::Current => Value::Null,
+    };
+    Err(match &denied {
+        Denied::RateLimited {
+            retry_after,
+            message,
+        } => {
+            let mut response = envelope(
+                dialect,
+                StatusCode::TOO_MANY_REQUESTS,
+                50011,
+                message,
+                empty,
+            );
+            if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Denied::Unavailable => envelope(
+            dialect,
+            StatusCode::SERVICE_UNAVAILABLE,
+            50001,
+            denied.message(),
+            empty,
+        ),
+        Denied::PayToNotAllowed(message)
+        | Denied::BelowMinimum(message)
+        | Denied::Unauthorized(message) => invalid(dialect, message.clone()),
+    })
 }
 
 fn now() -> u64 {
@@ -199,15 +257,18 @@ async fn v1_verify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) =
-        authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
+    let merchant = match authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
     {
-        return response;
-    }
+        Ok(merchant) => merchant,
+        Err(response) => return response,
+    };
     let (request, _, _) = match legacy_request(&state, &body) {
         Ok(parsed) => parsed,
         Err(message) => return invalid(Dialect::Legacy, message),
     };
+    if let Err(response) = admit(&state, Dialect::Legacy, &request, merchant).await {
+        return response;
+    }
     let reply = state.facilitator.verify(&request, now()).await;
     let data = json!([{"isValid": reply.is_valid, "invalidReason": reply.invalid_reason, "payer": reply.payer}]);
     envelope(Dialect::Legacy, StatusCode::OK, 0, "success", data)
@@ -222,15 +283,18 @@ async fn v1_settle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) =
-        authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
+    let merchant = match authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
     {
-        return response;
-    }
+        Ok(merchant) => merchant,
+        Err(response) => return response,
+    };
     let (request, chain_index, chain_name) = match legacy_request(&state, &body) {
         Ok(parsed) => parsed,
         Err(message) => return invalid(Dialect::Legacy, message),
     };
+    if let Err(response) = admit(&state, Dialect::Legacy, &request, merchant).await {
+        return response;
+    }
     let reply = state.settler.settle(&request, now()).await;
     state.sales.after_settle(&request, &reply).await;
     let data = json!([{
@@ -289,15 +353,18 @@ async fn v2_verify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) =
-        authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await
-    {
-        return response;
-    }
+    let merchant =
+        match authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await {
+            Ok(merchant) => merchant,
+            Err(response) => return response,
+        };
     let request = match current_request(&body) {
         Ok(request) => request,
         Err(message) => return invalid(Dialect::Current, message),
     };
+    if let Err(response) = admit(&state, Dialect::Current, &request, merchant).await {
+        return response;
+    }
     let reply = state.facilitator.verify(&request, now()).await;
     envelope(
         Dialect::Current,
@@ -318,15 +385,18 @@ async fn v2_settle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) =
-        authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await
-    {
-        return response;
-    }
+    let merchant =
+        match authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await {
+            Ok(merchant) => merchant,
+            Err(response) => return response,
+        };
     let request = match current_request(&body) {
         Ok(request) => request,
         Err(message) => return invalid(Dialect::Current, message),
     };
+    if let Err(response) = admit(&state, Dialect::Current, &request, merchant).await {
+        return response;
+    }
     let sync = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("syncSettle").and_then(Value::as_bool))

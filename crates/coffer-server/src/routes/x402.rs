@@ -4,15 +4,21 @@
 //! clients expect; only a body that is not a payment request gets 400, still with
 //! `isValid: false` and a reason so clients that read `isValid` keep working.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use coffer_x402::wire::{PaymentRequest, SettleResponse, Supported, VerifyResponse};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::auth::presented_key;
+use crate::facilitator_policy::{Caller, Denied};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +41,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         (status = 400, description = "Not a payment request: {isValid: false, invalidReason, invalidMessage}", body = Object)
     )
 )]
-async fn verify(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json<VerifyResponse>) {
+async fn verify(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = match PaymentRequest::parse(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -48,14 +59,103 @@ async fn verify(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json
                     invalid_message: Some(error.to_string()),
                     payer: None,
                 }),
-            );
+            )
+                .into_response();
         }
     };
+    if let Err(denied) = admit(&state, &headers, peer, &request).await {
+        let body = VerifyResponse {
+            is_valid: false,
+            invalid_reason: Some(denied.reason().to_owned()),
+            invalid_message: Some(denied.message().to_owned()),
+            payer: Some(request.payer().to_owned()),
+        };
+        return denial(&denied, body);
+    }
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     (
         StatusCode::OK,
         Json(state.facilitator.verify(&request, now).await),
     )
+        .into_response()
+}
+
+/// The peer's address, when the server was started with it (`coffer_server::serve` is).
+pub(crate) struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip()),
+        ))
+    }
+}
+
+/// Who is calling a facilitator route: the merchant whose API key it presents, else its
+/// address.
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<Caller, Denied> {
+    let key = presented_key(headers).map_err(|_| {
+        Denied::Unauthorized("Authorization must be \"Bearer <api key>\"".to_owned())
+    })?;
+    match key {
+        None => Ok(Caller::Anonymous(peer)),
+        Some(key) => match state.merchants.authenticate(&key).await {
+            Ok(merchant) => Ok(Caller::Merchant(merchant)),
+            Err(crate::merchants::MerchantError::Store(error))
+                if !matches!(error, coffer_store::StoreError::NotFound(_)) =>
+            {
+                tracing::warn!(%error, "authenticating a facilitator caller failed");
+                Err(Denied::Unavailable)
+            }
+            Err(_) => Err(Denied::Unauthorized(
+                "invalid or revoked API key".to_owned(),
+            )),
+        },
+    }
+}
+
+/// Admits a verify or settle request under the facilitator policy.
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    request: &PaymentRequest,
+) -> Result<(), Denied> {
+    let caller = caller(state, headers, peer).await?;
+    state
+        .facilitator_gate
+        .admit(&*state.store, &state.chains, request, &caller)
+        .await
+}
+
+/// A refusal with the HTTP status its kind calls for and, when rate-limited, `Retry-After`.
+fn denial(denied: &Denied, body: impl serde::Serialize) -> Response {
+    let status = match denied {
+        Denied::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Denied::PayToNotAllowed(_) => StatusCode::FORBIDDEN,
+        Denied::BelowMinimum(_) => StatusCode::OK,
+        Denied::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Denied::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut response = (status, Json(body)).into_response();
+    if let Denied::RateLimited { retry_after, .. } = denied {
+        let seconds = retry_after.as_secs().max(1).to_string();
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 fn malformed_reason(body: &[u8]) -> &'static str {
@@ -90,7 +190,12 @@ fn malformed_reason(body: &[u8]) -> &'static str {
         (status = 400, description = "Not a payment request", body = Object)
     )
 )]
-async fn settle(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json<SettleResponse>) {
+async fn settle(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = match PaymentRequest::parse(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -104,13 +209,25 @@ async fn settle(State(state): State<AppState>, body: Bytes) -> (StatusCode, Json
                     transaction: String::new(),
                     network: String::new(),
                 }),
-            );
+            )
+                .into_response();
         }
     };
+    if let Err(denied) = admit(&state, &headers, peer, &request).await {
+        let body = SettleResponse {
+            success: false,
+            error_reason: Some(denied.reason().to_owned()),
+            error_message: Some(denied.message().to_owned()),
+            payer: Some(request.payer().to_owned()),
+            transaction: String::new(),
+            network: request.network().to_owned(),
+        };
+        return denial(&denied, body);
+    }
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let reply = state.settler.settle(&request, now).await;
     state.sales.after_settle(&request, &reply).await;
-    (StatusCode::OK, Json(reply))
+    (StatusCode::OK, Json(reply)).into_response()
 }
 
 /// The (version, scheme, network) kinds this facilitator verifies, v1 and v2 in one list.

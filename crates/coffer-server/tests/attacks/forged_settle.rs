@@ -9,10 +9,15 @@
 use coffer_store::testing::Backend;
 use serde_json::json;
 
-use crate::harness::{Auth, Env, PAY_TO, junk_signature};
+use coffer_server::facilitator_policy::FacilitatorPolicy;
+
+use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
 
 async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
-    let env = Env::new(backend).await;
+    // The journal's defence must hold for an open facilitator too, where any payee is allowed.
+    let mut options = Options::on(backend);
+    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let env = Env::with(options).await;
     let paid = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
     let genuine = paid.v2_request(paid.payload(&env.payer));
     let (_, first) = env.post("/x402/settle", &[], &genuine).await;
@@ -48,7 +53,10 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
         let (status, reply) = env.post("/x402/settle", &[], &request).await;
         assert_eq!(status, 200, "{what}: {reply}");
         assert_eq!(reply["success"], false, "{what}: {reply}");
-        assert_eq!(reply["transaction"], "", "{what}: no transaction is handed out: {reply}");
+        assert_eq!(
+            reply["transaction"], "",
+            "{what}: no transaction is handed out: {reply}"
+        );
         assert!(
             reply["errorReason"].as_str().is_some_and(|r| !r.is_empty()),
             "{what}: a reason: {reply}"
@@ -69,7 +77,11 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
         assert_eq!(reply["success"], false, "{what} (v1): {reply}");
         assert_eq!(reply["transaction"], "", "{what} (v1): {reply}");
     }
-    assert_eq!(env.signer_transactions().await, broadcasts, "nothing broadcast");
+    assert_eq!(
+        env.signer_transactions().await,
+        broadcasts,
+        "nothing broadcast"
+    );
     assert_eq!(
         env.balance(attacker_payee).await,
         alloy::primitives::U256::from(crate::harness::FUNDED)

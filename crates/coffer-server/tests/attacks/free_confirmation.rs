@@ -10,20 +10,33 @@
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
-use crate::harness::{Auth, Env, PAY_TO, junk_signature};
+use coffer_server::facilitator_policy::FacilitatorPolicy;
+
+use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
 
 const PRICE: u64 = 2_500_000;
 
 async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
-    let env = Env::new(backend).await;
+    // An open facilitator, so that the stranger's own settlement gets journaled.
+    let mut options = Options::on(backend);
+    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let env = Env::with(options).await;
     let order_id = env.pelago_order("2.50").await;
 
     // The stranger's own settlement, to themselves: journaled as succeeded.
     let own = Auth::fresh(env.stranger.address(), env.stranger.address(), 1);
     let (status, settled) = env
-        .post("/x402/settle", &[], &own.v2_request(own.payload(&env.stranger)))
+        .post(
+            "/x402/settle",
+            &[],
+            &own.v2_request(own.payload(&env.stranger)),
+        )
         .await;
-    assert_eq!((status, settled["success"].as_bool()), (200, Some(true)), "{settled}");
+    assert_eq!(
+        (status, settled["success"].as_bool()),
+        (200, Some(true)),
+        "{settled}"
+    );
     let broadcasts = env.signer_transactions().await;
     let merchant_balance = env.balance(PAY_TO).await;
 
@@ -71,13 +84,24 @@ async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    assert!(env.state.store.sale_for_order(&order_id).await.unwrap().is_none());
+    assert!(
+        env.state
+            .store
+            .sale_for_order(&order_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let events = env.event_types(&order_id).await;
     assert!(
         !events.iter().any(|e| e.contains("confirmed")),
         "the merchant is told nothing: {events:?}"
     );
-    assert_eq!(env.signer_transactions().await, broadcasts, "nothing broadcast");
+    assert_eq!(
+        env.signer_transactions().await,
+        broadcasts,
+        "nothing broadcast"
+    );
     assert_eq!(env.balance(PAY_TO).await, merchant_balance);
     let (_, status) = env
         .get(
@@ -94,13 +118,20 @@ async fn the_real_payment_still_confirms_the_order(backend: Backend) {
     let order_id = env.pelago_order("2.50").await;
     let junk = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
     let (status, _) = env
-        .pelago_pay(&order_id, &junk.x_payment(junk.payload_signed(&junk_signature())))
+        .pelago_pay(
+            &order_id,
+            &junk.x_payment(junk.payload_signed(&junk_signature())),
+        )
         .await;
     assert!((400..500).contains(&status));
     let payment = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
     let header = payment.x_payment(payment.payload(&env.payer));
     let (status, body) = env.pelago_pay(&order_id, &header).await;
-    assert_eq!((status, &body["status"]), (200, &Value::from("confirmed")), "{body}");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &Value::from("confirmed")),
+        "{body}"
+    );
     // Presented again, it answers the same and pays nothing more.
     let before = env.balance(PAY_TO).await;
     let (status, again) = env.pelago_pay(&order_id, &header).await;
@@ -120,7 +151,11 @@ async fn an_underpayment_never_confirms_an_order(backend: Backend) {
         .pelago_pay(&order_id, &short.x_payment(short.payload(&env.payer)))
         .await;
     assert!((400..500).contains(&status), "{status} {body}");
-    assert_eq!(env.balance(env.payer.address()).await, before, "nothing moved");
+    assert_eq!(
+        env.balance(env.payer.address()).await,
+        before,
+        "nothing moved"
+    );
     let order = env.state.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
 }

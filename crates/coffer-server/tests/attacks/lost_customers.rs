@@ -60,7 +60,11 @@ async fn every_payment_lands_in_its_own_order(backend: Backend) {
             *status != 200 || body["orderId"].as_str() != Some(order_id.as_str())
         })
         .collect();
-    assert!(failed.is_empty(), "{} of {PAYMENTS} lost: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {PAYMENTS} lost: {failed:?}",
+        failed.len()
+    );
     for (order_id, _, _) in &outcomes {
         let order = env.state.store.order(order_id).await.unwrap();
         assert_eq!(order.status.as_str(), "confirmed", "{order_id}");

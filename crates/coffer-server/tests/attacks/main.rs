@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, missing_docs)]
 
-mod harness;
 mod forged_settle;
 mod free_confirmation;
+mod gas_drain;
+mod harness;
 mod lost_customers;
 mod pelago_holes;
