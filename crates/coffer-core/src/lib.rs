@@ -17,7 +17,9 @@ pub mod registry;
 
 pub use amount::{Amount, AmountError};
 pub use ids::{IdError, MerchantId};
-pub use order::{Evaluation, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus, evaluate};
+pub use order::{
+    Evaluation, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus, evaluate, evaluate_sale,
+};
 pub use registry::{
     Asset, AssetOverride, Chain, ChainOverride, ChainRegistry, Eip712Domain, NetworkNames,
     RegistryError, TransferMethod,

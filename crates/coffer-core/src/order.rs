@@ -211,6 +211,30 @@ pub fn evaluate(
     }
 }
 
+/// The status of a sale: an order paid through x402 to a payee shared by many orders (an x402
+/// sale or a Pelago order). Its payment was checked against the price when it was recorded,
+/// and it is not watched by address, so no payment window or monitoring period applies to it:
+/// every live payment counts, and the status follows their confirmations — `confirmed` at the
+/// chain's setting, `processing` before, and back to `pending` (`expired` once its window has
+/// passed) when a reorg drops the payment.
+pub fn evaluate_sale(
+    terms: &OrderTerms,
+    payments: &[PaymentFacts],
+    required_confirmations: u64,
+    now: i64,
+) -> Evaluation {
+    let unbounded = OrderTerms {
+        expires_at: i64::MAX,
+        monitor_until: i64::MAX,
+        ..*terms
+    };
+    let mut evaluation = evaluate(&unbounded, payments, required_confirmations, now);
+    if evaluation.status == OrderStatus::Pending && now >= terms.expires_at {
+        evaluation.status = OrderStatus::Expired;
+    }
+    evaluation
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +411,41 @@ mod tests {
         ] {
             assert_eq!(PaymentSubStatus::parse(sub.as_str()), Ok(sub));
         }
+    }
+
+    #[test]
+    fn a_sale_follows_its_payment_whenever_its_block_was_mined() {
+        // A sale recorded the moment it was settled: its window closed at creation.
+        let sale = OrderTerms {
+            expires_at: EXPIRES,
+            monitor_until: EXPIRES,
+            ..terms(100)
+        };
+        let mined_after = EXPIRES + 5;
+        let confirming = evaluate_sale(&sale, &[paid(100, 1, mined_after)], 3, EXPIRES + 10);
+        assert_eq!(
+            (confirming.status, confirming.sub_status),
+            (OrderStatus::Processing, PaymentSubStatus::None),
+            "not late, not dropped for being after the monitoring period"
+        );
+        let deep = evaluate_sale(&sale, &[paid(100, 3, mined_after)], 3, EXPIRES + 10);
+        assert_eq!(deep.status, OrderStatus::Confirmed);
+        assert_eq!(deep.amount_paid, Amount::from(100));
+        // The payment's block left the chain: back to unpaid (the window has passed).
+        let dropped = evaluate_sale(&sale, &[], 3, EXPIRES + 10);
+        assert_eq!(dropped.status, OrderStatus::Expired);
+        let open = OrderTerms {
+            expires_at: EXPIRES + 100,
+            ..sale
+        };
+        assert_eq!(
+            evaluate_sale(&open, &[], 3, EXPIRES + 10).status,
+            OrderStatus::Pending
+        );
+        // The plain evaluation would have ignored the payment: the bug this avoids.
+        assert_eq!(
+            evaluate(&sale, &[paid(100, 3, mined_after)], 3, EXPIRES + 10).status,
+            OrderStatus::Expired
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use coffer_core::{
-    Amount, Chain, ChainRegistry, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus, evaluate,
+    Amount, Chain, ChainRegistry, OrderStatus, OrderTerms, PaymentFacts, PaymentSubStatus,
+    evaluate, evaluate_sale,
 };
 use coffer_evm::hd::DepositKey;
 use coffer_store::{
@@ -951,7 +952,11 @@ pub fn reevaluate(
         monitor_until: order.monitor_until_ms / 1000,
         closed: order.closed,
     };
-    let evaluation = evaluate(&terms, &facts, required_confirmations, now_ms / 1000);
+    let evaluation = if order.sold {
+        evaluate_sale(&terms, &facts, required_confirmations, now_ms / 1000)
+    } else {
+        evaluate(&terms, &facts, required_confirmations, now_ms / 1000)
+    };
     let changed = evaluation.status != order.status
         || evaluation.sub_status != order.sub_status
         || evaluation.amount_paid != order.amount_paid;

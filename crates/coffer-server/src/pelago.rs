@@ -490,7 +490,10 @@ impl Pelago {
             .get("payload")
             .ok_or_else(|| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT.payload", "required"))?;
         if let Some(order) = &existing
-            && order.status == OrderStatus::Confirmed
+            && matches!(
+                order.status,
+                OrderStatus::Confirmed | OrderStatus::Processing
+            )
         {
             // Confirming twice answers the same; a different payment is not taken.
             let sale = self.store.sale_for_order(&order.order_id).await?;
@@ -507,7 +510,7 @@ impl Pelago {
                 _ => false,
             };
             return if same {
-                Ok(Outcome::Confirmed(confirmed(&order.order_id)))
+                self.once_confirmed(&order.order_id).await
             } else {
                 Err(refused(
                     "ORDER_ALREADY_PAID",
@@ -762,7 +765,7 @@ impl Pelago {
                                 .as_ref()
                                 .is_none_or(|o| o.order_id == recorded.order().order_id) =>
                         {
-                            Ok(Outcome::Confirmed(confirmed(&recorded.order().order_id)))
+                            self.once_confirmed(&recorded.order().order_id).await
                         }
                         _ => Err(refused(
                             "PAYMENT_ALREADY_USED",
@@ -823,13 +826,49 @@ impl Pelago {
             .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
         match recorded {
             Some(recorded) if recorded.order().order_id == order.order_id => {
-                Ok(Outcome::Confirmed(confirmed(&order.order_id)))
+                self.once_confirmed(&order.order_id).await
             }
             _ => Err(refused(
                 "PAYMENT_ALREADY_USED",
                 "this authorization was recorded for another order",
                 Some(&order.order_id),
             )),
+        }
+    }
+
+    /// Answers `confirmed` once the order's payment has the chain's confirmations, waiting up
+    /// to the settlement bound; a payment still confirming then is `CONFIRMING` (202): the
+    /// money has moved, the client should query the order rather than pay again.
+    async fn once_confirmed(&self, order_id: &str) -> Result<Outcome, PelagoError> {
+        let deadline = tokio::time::Instant::now() + self.settle_timeout;
+        loop {
+            let order = self
+                .sales
+                .confirm_if_deep(order_id)
+                .await
+                .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
+            match order.status {
+                OrderStatus::Confirmed => return Ok(Outcome::Confirmed(confirmed(order_id))),
+                OrderStatus::Processing if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                OrderStatus::Processing => {
+                    return Err(refused(
+                        "CONFIRMING",
+                        format!(
+                            "order {order_id} is paid and waiting for confirmations; query it, do not pay again"
+                        ),
+                        Some(order_id),
+                    ));
+                }
+                other => {
+                    return Err(refused(
+                        "ORDER_NOT_PAYABLE",
+                        format!("order {order_id} is {other}"),
+                        Some(order_id),
+                    ));
+                }
+            }
         }
     }
 
@@ -1031,7 +1070,7 @@ impl Pelago {
             .await
         {
             Ok(Recorded::New(_) | Recorded::Already(_)) => {
-                Ok(Outcome::Confirmed(confirmed(&order.order_id)))
+                self.once_confirmed(&order.order_id).await
             }
             Err(crate::sales::SaleError::Store(StoreError::Conflict("payment"))) => Err(refused(
                 "TX_ALREADY_USED",

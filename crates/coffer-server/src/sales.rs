@@ -439,6 +439,50 @@ impl X402Sales {
             .ok_or_else(|| chain_error(format!("no receipt for {tx_hash}")))
     }
 
+    /// Re-evaluates a sale against the chain's current head: a sale recorded `processing`
+    /// becomes `confirmed` once its payment has the chain's confirmations (the watcher does the
+    /// same on its own; whichever is first records it, once). Returns the order as it now is.
+    ///
+    /// # Errors
+    /// [`SaleError`] when the chain or the store cannot be read.
+    pub async fn confirm_if_deep(&self, order_id: &str) -> Result<OrderRow, SaleError> {
+        let order = self.store.order(order_id).await?;
+        if order.status != coffer_core::OrderStatus::Processing {
+            return Ok(order);
+        }
+        let head = self.block_number(order.chain_id).await?;
+        let required = self
+            .chains
+            .by_chain_id(order.chain_id)
+            .map_or(1, |chain| chain.confirmations);
+        let payments = self.store.payments_for_order(order_id).await?;
+        let merchant = self.store.merchant(&order.merchant_id).await?;
+        let Some(update) = crate::orders::reevaluate(
+            &self.orders,
+            &merchant,
+            &order,
+            &payments,
+            head,
+            required,
+            now_ms(),
+            0,
+            false,
+        ) else {
+            return Ok(order);
+        };
+        match self
+            .store
+            .update_orders(std::slice::from_ref(&update))
+            .await
+        {
+            // The watcher recorded it meanwhile: its write stands.
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.webhook_wakeup.notify_one();
+        Ok(self.store.order(order_id).await?)
+    }
+
     /// The current block number of a chain.
     ///
     /// # Errors
@@ -659,14 +703,31 @@ impl X402Sales {
                     confirmed_at_ms: Some(now),
                     updated_at_ms: now,
                     version: 0,
+                    sold: true,
                 };
                 (SaleOrder::New(Box::new(new)), OrderSource::X402, row)
             }
         };
+        // A sale counts as confirmed at the chain's confirmations, like any payment; until then
+        // it is processing, and the watcher confirms it.
+        let head = self.block_number(chain_id).await?;
+        let required = chain.confirmations.max(1);
+        let confirmed = head.saturating_sub(transfer.block_number) + 1 >= required;
+        let (status, event_type) = if confirmed {
+            (
+                coffer_core::OrderStatus::Confirmed,
+                "payment_order.confirmed",
+            )
+        } else {
+            (
+                coffer_core::OrderStatus::Processing,
+                "payment_order.processing",
+            )
+        };
         let mut view_row = order_row_for_view;
-        view_row.status = coffer_core::OrderStatus::Confirmed;
+        view_row.status = status;
         view_row.amount_paid = amount;
-        view_row.confirmed_at_ms = Some(now);
+        view_row.confirmed_at_ms = confirmed.then_some(now);
         let payment_row = coffer_store::PaymentRow {
             payment: payment.clone(),
             orphaned: false,
@@ -674,15 +735,15 @@ impl X402Sales {
         let view = self.orders.view(
             &view_row,
             std::slice::from_ref(&payment_row),
-            Some(transfer.block_number),
-            1,
+            Some(head.max(transfer.block_number)),
+            required,
         );
         let data = serde_json::to_value(view).unwrap_or_default();
         let events = vec![order_event(
             merchant,
             &order_id,
             webhook_url.as_deref(),
-            "payment_order.confirmed",
+            event_type,
             data,
             now,
             true,
@@ -693,6 +754,7 @@ impl X402Sales {
             source,
             proof,
             payment,
+            confirmed,
             events,
             now_ms: now,
         })

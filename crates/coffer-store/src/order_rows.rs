@@ -124,6 +124,9 @@ pub struct OrderRow {
     pub updated_at_ms: i64,
     /// Optimistic-concurrency version, bumped by every update.
     pub version: i64,
+    /// An x402 sale or Pelago order: paid once, through x402, to a payTo shared by many orders.
+    /// It is never watched by address; its status follows its payment's confirmations.
+    pub sold: bool,
 }
 
 /// A transfer to a deposit address, as detected on chain.
@@ -349,9 +352,13 @@ pub struct ChainBlock {
 pub struct ChainStep {
     /// Chain id.
     pub chain_id: u64,
-    /// On a reorg: the common ancestor's number; payments above it are orphaned and stored
-    /// blocks above it forgotten before anything else is applied.
+    /// On a reorg: the common ancestor's number; payments above it are orphaned (but
+    /// `survivors`) and stored blocks above it forgotten before anything else is applied.
     pub rewind_to: Option<u64>,
+    /// On a reorg: live payments above the ancestor whose block is still on the chain (an x402
+    /// sale recorded in a block the watcher had not reached yet, say), as `(tx hash, log
+    /// index)`; they stay live.
+    pub survivors: Vec<(String, i64)>,
     /// Newly processed blocks (recent ones, for reorg detection).
     pub blocks: Vec<ChainBlock>,
     /// The last processed block: the new cursor.

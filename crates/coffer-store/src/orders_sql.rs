@@ -86,6 +86,7 @@ fn order_row(row: &DbRow) -> Result<OrderRow, StoreError> {
         confirmed_at_ms: row.try_get("confirmed_at_ms").map_err(&read)?,
         updated_at_ms: row.try_get("updated_at_ms").map_err(&read)?,
         version: row.try_get("version").map_err(&read)?,
+        sold: row.try_get::<String, _>("source").map_err(&read)? != "deposit",
     })
 }
 
@@ -581,6 +582,15 @@ pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Database)?;
+        for (tx_hash, log_index) in &step.survivors {
+            sqlx::query("UPDATE payments SET orphaned = FALSE WHERE chain_id = $1 AND tx_hash = $2 AND log_index = $3")
+                .bind(chain_id)
+                .bind(tx_hash)
+                .bind(log_index)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
         sqlx::query("DELETE FROM chain_blocks WHERE chain_id = $1 AND block_number > $2")
             .bind(chain_id)
             .bind(ancestor)

@@ -93,6 +93,9 @@ pub struct NewSale {
     pub proof: SaleProof,
     /// The payment (its `order_id` must be the order's).
     pub payment: NewPayment,
+    /// Whether the payment already has the chain's confirmations: the order is recorded
+    /// `confirmed`, else `processing` (and the watcher confirms it later).
+    pub confirmed: bool,
     /// Events besides a new order's creation event (e.g. `payment_order.confirmed`).
     pub events: Vec<NewEvent>,
     /// Time.

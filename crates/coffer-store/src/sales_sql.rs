@@ -40,12 +40,13 @@ async fn insert_sale_order_in(
     tx: &mut Tx<'_>,
     order: &NewOrder,
     source: crate::sale_rows::OrderSource,
-    confirmed: bool,
+    paid: Option<bool>,
 ) -> Result<OrderRow, StoreError> {
-    let (status, paid, confirmed_at) = if confirmed {
-        ("confirmed", order.amount, Some(order.created_at_ms))
-    } else {
-        ("pending", Amount::ZERO, None)
+    // Unpaid (`None`), or paid and confirmed (`Some(true)`) or still confirming.
+    let (status, paid, confirmed_at) = match paid {
+        Some(true) => ("confirmed", order.amount, Some(order.created_at_ms)),
+        Some(false) => ("processing", order.amount, None),
+        None => ("pending", Amount::ZERO, None),
     };
     let row = sqlx::query(INSERT_SALE_ORDER)
         .bind(&order.order_id)
@@ -118,7 +119,7 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
         SaleProof::Transfer => None,
     };
     let order = match &sale.order {
-        SaleOrder::New(order) => insert_sale_order_in(tx, order, sale.source, true).await?,
+        SaleOrder::New(order) => insert_sale_order_in(tx, order, sale.source, Some(sale.confirmed)).await?,
         SaleOrder::Existing {
             order_id,
             expected_version,
@@ -131,8 +132,8 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
             receiving_address,
         } => {
             let row = sqlx::query(
-                "UPDATE payment_orders SET status = 'confirmed', sub_status = NULL, amount_paid = $1,
-                     confirmed_at_ms = $2, updated_at_ms = $2, version = version + 1, chain_id = $3, blockchain = $4,
+                "UPDATE payment_orders SET status = $13, sub_status = NULL, amount_paid = $1,
+                     confirmed_at_ms = $14, updated_at_ms = $2, version = version + 1, chain_id = $3, blockchain = $4,
                      currency = $5, asset_address = $6, decimals = $7, amount = $8, amount_sort_key = $9,
                      receiving_address = $10
                  WHERE order_id = $11 AND version = $12 AND status IN ('pending', 'expired') AND source <> 'deposit'
@@ -150,6 +151,8 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
             .bind(receiving_address)
             .bind(order_id)
             .bind(expected_version)
+            .bind(if sale.confirmed { "confirmed" } else { "processing" })
+            .bind(sale.confirmed.then_some(sale.now_ms))
             .fetch_optional(&mut **tx)
             .await
             .map_err(StoreError::Database)?;
@@ -265,7 +268,7 @@ impl crate::Sales for ThisStore {
 
     async fn insert_sale_order(&self, order: &NewOrder, source: crate::sale_rows::OrderSource) -> Result<OrderRow, StoreError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
-        let stored = insert_sale_order_in(&mut tx, order, source, false).await?;
+        let stored = insert_sale_order_in(&mut tx, order, source, None).await?;
         tx.commit().await.map_err(StoreError::Database)?;
         Ok(stored)
     }

@@ -125,6 +125,7 @@ fn expected_row(new: &NewOrder, id: i64) -> OrderRow {
         confirmed_at_ms: None,
         updated_at_ms: new.created_at_ms,
         version: 0,
+        sold: false,
     }
 }
 
@@ -207,6 +208,7 @@ fn step(
     ChainStep {
         chain_id,
         rewind_to: None,
+        survivors: Vec::new(),
         cursor: blocks.last().expect("a block").clone(),
         blocks,
         payments,

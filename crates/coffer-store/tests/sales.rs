@@ -93,6 +93,7 @@ fn sale(merchant: &MerchantId, order_id: &str, tx: &str, proof: SaleProof) -> Ne
         source: OrderSource::X402,
         proof,
         payment: payment(order_id, tx),
+        confirmed: true,
         events: vec![event(merchant, order_id, "confirmed")],
         now_ms: 2,
     }
@@ -183,6 +184,7 @@ async fn sales(store: &dyn Store) {
         source: OrderSource::Pelago,
         proof: SaleProof::Transfer,
         payment: payment(order_id, "0xt9"),
+        confirmed: true,
         events: vec![event(&seller, order_id, "confirmed")],
         now_ms: 3,
     };

@@ -50,7 +50,7 @@ fn error_response(error: PelagoError) -> Response {
                 "TX_ALREADY_USED" | "PAYMENT_ALREADY_USED" | "ORDER_ALREADY_PAID" => {
                     StatusCode::CONFLICT
                 }
-                "SETTLEMENT_PENDING" => StatusCode::ACCEPTED,
+                "SETTLEMENT_PENDING" | "CONFIRMING" => StatusCode::ACCEPTED,
                 _ => StatusCode::PAYMENT_REQUIRED,
             };
             let body =

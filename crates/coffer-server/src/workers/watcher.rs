@@ -319,6 +319,7 @@ impl Watcher {
                 .commit_chain_step(&ChainStep {
                     chain_id,
                     rewind_to: None,
+                    survivors: Vec::new(),
                     blocks: vec![start.clone()],
                     cursor: start,
                     payments: Vec::new(),
@@ -602,6 +603,7 @@ impl Watcher {
         self.commit(ChainStep {
             chain_id,
             rewind_to: None,
+            survivors: Vec::new(),
             blocks: kept,
             cursor,
             payments,
@@ -628,6 +630,12 @@ impl Watcher {
 
     /// Walks back from `cursor` to the newest stored block still on the canonical chain and
     /// commits a rewind to it.
+    ///
+    /// A payment above the ancestor is orphaned only if its block is no longer on the chain:
+    /// x402 sales are recorded when they settle, often in blocks the watcher has not reached,
+    /// and those blocks may be perfectly canonical. An orphaned sale's transaction is looked
+    /// for again (it is not watched by address, so no scan would find it): mined again, its
+    /// payment is restored in its new block.
     async fn rewind(
         &mut self,
         provider: &DynProvider,
@@ -636,6 +644,7 @@ impl Watcher {
     ) -> Result<StepReport, StepError> {
         let chain_id = self.chain.chain_id;
         let mut number = cursor;
+        let mut canonical_hashes: HashMap<u64, Option<String>> = HashMap::new();
         let ancestor = loop {
             let canonical = Self::header(provider, number, false).await?;
             let canonical_block = ChainBlock {
@@ -643,6 +652,7 @@ impl Watcher {
                 hash: hash_text(canonical.header.hash),
                 parent_hash: hash_text(canonical.header.parent_hash),
             };
+            canonical_hashes.insert(number, Some(canonical_block.hash.clone()));
             match self.store.chain_block(chain_id, number).await? {
                 Some(stored) if stored.hash == canonical_block.hash => break canonical_block,
                 Some(_) if number > 0 => number -= 1,
@@ -663,17 +673,55 @@ impl Watcher {
             ancestor = ancestor_number,
             "reorg: rewinding"
         );
+        let head = provider.get_block_number().await.map_err(rpc_error)?;
         let mut updates = Vec::new();
+        let mut survivors = Vec::new();
+        let mut restored = Vec::new();
         for order in self
             .store
             .orders_paid_after(chain_id, ancestor_number)
             .await?
         {
             let mut payments = self.store.payments_for_order(&order.order_id).await?;
+            let mut orphaned_now = false;
+            let mut mined_again = Vec::new();
             for row in &mut payments {
-                if row.payment.block_number > ancestor_number {
-                    row.orphaned = true;
+                if row.orphaned || row.payment.block_number <= ancestor_number {
+                    continue;
                 }
+                let number = row.payment.block_number;
+                let canonical = match canonical_hashes.get(&number) {
+                    Some(hash) => hash.clone(),
+                    None => {
+                        let hash = match provider.get_block_by_number(number.into()).await {
+                            Ok(block) => block.map(|block| hash_text(block.header.hash)),
+                            Err(error) => return Err(rpc_error(error)),
+                        };
+                        canonical_hashes.insert(number, hash.clone());
+                        hash
+                    }
+                };
+                if canonical.as_deref() == Some(row.payment.block_hash.as_str()) {
+                    survivors.push((row.payment.tx_hash.clone(), row.payment.log_index));
+                    continue;
+                }
+                row.orphaned = true;
+                orphaned_now = true;
+                if order.sold
+                    && let Some(again) = self.sale_mined_again(provider, &row.payment).await?
+                {
+                    mined_again.push(again);
+                }
+            }
+            if !orphaned_now {
+                continue;
+            }
+            for payment in mined_again {
+                restored.push(payment.clone());
+                payments.push(PaymentRow {
+                    payment,
+                    orphaned: false,
+                });
             }
             let merchant = self.store.merchant(&order.merchant_id).await?;
             if let Some(update) = reevaluate(
@@ -681,7 +729,7 @@ impl Watcher {
                 &merchant,
                 &order,
                 &payments,
-                ancestor_number,
+                head,
                 self.chain.confirmations,
                 now_ms,
                 0,
@@ -694,9 +742,10 @@ impl Watcher {
         self.commit(ChainStep {
             chain_id,
             rewind_to: Some(ancestor_number),
+            survivors,
             blocks: Vec::new(),
             cursor: ancestor,
-            payments: Vec::new(),
+            payments: restored,
             order_updates: updates,
             keep_blocks: KEEP_BLOCKS,
             now_ms,
@@ -709,6 +758,50 @@ impl Watcher {
             ancestor: ancestor_number,
             updated,
         })
+    }
+
+    /// Where a sale's transfer is now, if its transaction was mined again after a reorg
+    /// dropped its block: the same transfer (token, sender, recipient, amount) in the
+    /// transaction's current receipt.
+    async fn sale_mined_again(
+        &self,
+        provider: &DynProvider,
+        payment: &NewPayment,
+    ) -> Result<Option<NewPayment>, StepError> {
+        let Ok(hash) = payment.tx_hash.parse::<B256>() else {
+            return Ok(None);
+        };
+        let Some(receipt) = provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(rpc_error)?
+        else {
+            return Ok(None);
+        };
+        let (Some(token), Ok(recipient), Ok(sender)) = (
+            payment
+                .asset_address
+                .as_deref()
+                .and_then(|a| a.parse::<Address>().ok()),
+            payment.recipient.parse::<Address>(),
+            payment.sender.parse::<Address>(),
+        ) else {
+            return Ok(None);
+        };
+        let Some(found) = crate::sales::transfers_to(&receipt, token, recipient)
+            .into_iter()
+            .find(|t| t.from == sender && Amount::from_base_units(t.value) == payment.amount)
+        else {
+            return Ok(None);
+        };
+        let block = Self::header(provider, found.block_number, false).await?;
+        Ok(Some(NewPayment {
+            log_index: i64::try_from(found.log_index).unwrap_or(i64::MAX),
+            block_number: found.block_number,
+            block_hash: hash_text(found.block_hash),
+            block_time: i64::try_from(block.header.timestamp).unwrap_or(i64::MAX),
+            ..payment.clone()
+        }))
     }
 }
 

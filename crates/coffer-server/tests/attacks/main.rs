@@ -11,3 +11,4 @@ mod gas_drain;
 mod harness;
 mod lost_customers;
 mod pelago_holes;
+mod sale_reorg;
