@@ -20,6 +20,7 @@
 //! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
 //! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
+//! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -40,6 +41,7 @@ pub mod okx;
 pub mod orders;
 pub mod paywall;
 pub mod pelago;
+pub mod request_path;
 pub mod routes;
 pub mod sales;
 pub mod workers;

@@ -18,6 +18,7 @@ pub struct Application {
     state: AppState,
     grace: Duration,
     intervals: Intervals,
+    connection_limits: coffer_server::app::ConnectionLimits,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -97,6 +98,7 @@ impl Application {
             .with_settlement(signers, settle)
             .with_fiat_rates(rates);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
+        state.limits = config.server.request_limits();
         let paywall = coffer_server::paywall::Paywall::new(
             &config.paywall.routes,
             &state.chains,
@@ -113,6 +115,7 @@ impl Application {
                 ..Intervals::default()
             },
             grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+            connection_limits: config.server.connection_limits(),
         })
     }
 
@@ -152,7 +155,8 @@ impl Application {
             let _ = stop_workers.send(true);
             let _ = stopping_tx.send(());
         };
-        let server = coffer_server::serve(self.listener, router, signal);
+        let server =
+            coffer_server::app::serve_with(self.listener, router, self.connection_limits, signal);
         tokio::pin!(server);
         let grace = self.grace;
         let result = tokio::select! {

@@ -6,3 +6,5 @@
 #![allow(dead_code, missing_docs)]
 
 mod harness;
+mod http_limits;
+mod paywall_paths;
