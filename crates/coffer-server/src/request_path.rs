@@ -177,6 +177,39 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Paths built from the pieces attacks are made of.
+    fn hostile_path() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "/", "//", ".", "..", "%2e", "%2E", "%2f", "%5c", "%25", "%00", "%c0%ae", ";", "a",
+            "premium", "%70", "~", "%20", "\\", "%", "%e",
+        ]);
+        prop::collection::vec(piece, 0..12).prop_map(|pieces| format!("/{}", pieces.concat()))
+    }
+
+    proptest! {
+        #[test]
+        fn a_canonical_path_is_its_own_canonical_form(raw in hostile_path()) {
+            if let Ok(path) = normalize(&raw) {
+                prop_assert!(path.starts_with('/'));
+                prop_assert!(!path.contains("//"), "{path}");
+                for segment in path.split('/') {
+                    prop_assert!(segment != "." && segment != "..", "{path}");
+                }
+                for refused in ["%2F", "%5C", "%25", "%00", "\\"] {
+                    prop_assert!(!path.to_ascii_uppercase().contains(refused), "{path}");
+                }
+                prop_assert_eq!(normalize(&path), Ok(path.clone()));
+            }
+        }
+
+        #[test]
+        fn any_text_is_normalised_or_refused_without_panicking(raw in any::<String>()) {
+            let _ = normalize(&raw);
+            let _ = normalize(&format!("/{raw}"));
+        }
+    }
 
     #[test]
     fn plain_paths_are_kept() {
