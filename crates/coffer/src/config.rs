@@ -665,6 +665,36 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_are_checked_and_the_request_timeout_outlasts_a_paid_request() {
+        for key in [
+            "header_read_timeout_seconds",
+            "max_concurrent_requests",
+            "max_connections",
+        ] {
+            assert_eq!(
+                error_of(&format!("[server]\n{key} = 0")),
+                format!("server.{key}: must be at least 1")
+            );
+        }
+        // A paid request waits up to 60 s for the upstream, then for the settlement's receipt.
+        assert!(
+            error_of("[server]\nrequest_timeout_seconds = 70")
+                .starts_with("server.request_timeout_seconds: must exceed 70")
+        );
+        assert!(
+            error_of(
+                "[server]\nrequest_timeout_seconds = 100\n[x402]\nsettle_timeout_seconds = 40"
+            )
+            .starts_with("server.request_timeout_seconds: must exceed 100")
+        );
+        assert!(
+            error_of("[server]\nrequest_timeout_seconds = 601")
+                .starts_with("server.request_timeout_seconds: must be at most 600")
+        );
+        assert_eq!(error_of("[server]\nrequest_timeout_seconds = 71"), "");
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let error = error_of("[server]\nlisen = \"127.0.0.1:1\"");
         assert!(error.contains("lisen"), "{error}");
