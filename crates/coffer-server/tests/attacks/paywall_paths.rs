@@ -215,6 +215,12 @@ async fn paying_the_cheap_route_never_reaches_another_path() {
             );
         }
     }
+    // Outside every paid route, an ambiguous path is refused in the native envelope.
+    let answer = raw_request(&env.base, "GET", "/elsewhere/..%2fpremium/quote", &[], b"").await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.body["error"]["code"], "INVALID_PATH", "{answer:?}");
+    assert_eq!(answer.body["error"]["field"], "path", "{answer:?}");
+
     assert_eq!(
         upstream.seen(),
         Vec::<String>::new(),
@@ -316,6 +322,81 @@ async fn a_payment_whose_client_went_away_can_be_presented_again_on_sqlite() {
 #[tokio::test]
 async fn a_payment_whose_client_went_away_can_be_presented_again_on_postgres() {
     a_payment_whose_client_went_away_can_be_presented_again(Backend::Postgres).await;
+}
+
+/// A paid request whose client goes away while its payment settles: the settlement is not
+/// cut short — it is sent once, the sale is recorded — and the payment is then a replay.
+async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
+    backend: Backend,
+) {
+    let upstream = Upstream::start().await;
+    let mut options = paywalled(backend, &upstream);
+    // Blocks every two seconds: the settlement waits for its receipt.
+    options.block_time = Some(2);
+    let env = Env::with(options).await;
+    let before = ledger(&env).await;
+    let header = payment(&env);
+
+    let address = env.base.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.unwrap();
+    client
+        .write_all(
+            format!(
+                "GET /premium/quote HTTP/1.1\r\nHost: {address}\r\nX-PAYMENT: {header}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upstream.calls_to("/premium/") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the paid request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The upstream answered; the settlement is waiting for its block.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(client);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ledger(&env).await != one_sale_after(before) || env.orders().await.len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the settlement or the sale's record was cut short: {:?}, {} orders",
+            ledger(&env).await,
+            env.orders().await.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let replay = raw_request(
+        &env.base,
+        "GET",
+        "/premium/quote",
+        &[("X-PAYMENT", &header)],
+        b"",
+    )
+    .await;
+    assert!(is_replay(&replay), "{replay:?}");
+    assert_eq!(upstream.calls_to("/premium/"), 1);
+    assert_eq!(ledger(&env).await, one_sale_after(before), "charged once");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_sqlite() {
+    a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
+        Backend::Sqlite,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_postgres() {
+    a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
+        Backend::Postgres,
+    )
+    .await;
 }
 
 /// A second Coffer replica over the env's database, with the same chain, signer and paywall;
