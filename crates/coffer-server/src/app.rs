@@ -1,16 +1,30 @@
 //! The application: shared state, the router, and a server that shuts down gracefully.
+//!
+//! What one client can take is bounded. [`serve_with`] serves HTTP/1.1 through hyper with a
+//! timer, so a client must send a request's headers within
+//! [`ConnectionLimits::header_read_timeout`] (a slowloris client is disconnected), and it holds
+//! at most [`ConnectionLimits::max_connections`] connections (more wait in the listen
+//! backlog). [`router`] answers a request that takes longer than
+//! [`RequestLimits::request_timeout`] (a slow body or handler) with 408 `REQUEST_TIMEOUT`, and
+//! sheds requests past [`RequestLimits::max_concurrent_requests`] with 503 `OVERLOADED` and
+//! `Retry-After`, both in the native error envelope. Request bodies read by the API's extractors
+//! stay limited to 2 MB (axum's default; 413 past it).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::connect_info::ConnectInfo;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
+use axum::response::IntoResponse;
 use coffer_core::ChainRegistry;
 use coffer_evm::rpc::ChainRpc;
 use coffer_store::Store;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -67,6 +81,48 @@ pub struct AppState {
     pub paywall: Arc<Paywall>,
     /// Who may use the facilitator routes, and how much.
     pub facilitator_gate: Arc<FacilitatorGate>,
+    /// How long a request may take and how many are handled at once.
+    pub limits: RequestLimits,
+}
+
+/// Limits on requests, applied by [`router`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// How long a request may take, body and handler, before it is answered 408. Above the
+    /// longest a handler waits on purpose (the paywall's upstream and a settlement's receipt),
+    /// so a paid request is not cut while it settles.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are answered 503 with `Retry-After` (liveness and metrics
+    /// are always answered).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            request_timeout: Duration::from_secs(120),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// Limits on connections, applied by [`serve_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client may take to send a request's headers, counted from the start of the
+    /// connection or the end of the previous response; a slower one is disconnected.
+    pub header_read_timeout: Duration,
+    /// Connections held at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
 }
 
 impl AppState {
@@ -124,6 +180,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             readiness_timeout: Duration::from_secs(3),
             webhook_wakeup,
+            limits: RequestLimits::default(),
         })
     }
 }
@@ -193,7 +250,7 @@ impl utoipa::Modify for ApiKeyScheme {
     }
 }
 
-/// Every route, documented, with metrics and request tracing.
+/// Every route, documented, with metrics, request tracing and the [`RequestLimits`].
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::routes())
@@ -208,9 +265,14 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::meta::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
+    let gate = Arc::new(RequestGate {
+        timeout: state.limits.request_timeout,
+        permits: Arc::new(Semaphore::new(state.limits.max_concurrent_requests.max(1))),
+    });
     router
         .fallback(paywall_or_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gate, limit_request))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -220,16 +282,81 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Requests no API route took: a paywall route's, or a 404.
+/// The shared state of [`limit_request`].
+struct RequestGate {
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+/// Paths answered whatever the load: constant-time, and what orchestrators and scrapers poll.
+const NEVER_SHED: [&str; 2] = ["/healthz", "/metrics"];
+
+/// Sheds a request when the server is full, and answers one that outlives the request timeout.
+async fn limit_request(
+    axum::extract::State(gate): axum::extract::State<Arc<RequestGate>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let permit = gate.permits.clone().try_acquire_owned();
+    if permit.is_err() && !NEVER_SHED.contains(&request.uri().path()) {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            "the server is handling as many requests as it may; retry shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    match tokio::time::timeout(gate.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                format!(
+                    "the request did not complete within {} seconds",
+                    gate.timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+            // The body may be half read: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// Requests no API route took: a paywall route's (matched on the canonical path), a 400 for a
+/// path that has no canonical form or leaves its paywall route, or a 404.
 async fn paywall_or_not_found(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
+    use crate::paywall::Resolution;
     let paywall = state.paywall.clone();
-    match paywall.route_for(request.method(), request.uri().path()) {
-        Some(route) => crate::paywall::serve(&state, route, request).await,
-        None => not_found(request.uri().clone()).await.into_response(),
+    match paywall.resolve(request.method(), request.uri().path()) {
+        Resolution::Route { route, path } => {
+            crate::paywall::serve(&state, route, &path, request).await
+        }
+        Resolution::Refused {
+            route: Some(route),
+            refusal,
+        } => crate::paywall::refuse(route, &refusal),
+        Resolution::Refused {
+            route: None,
+            refusal,
+        } => ApiError::field(
+            refusal.code(),
+            "path",
+            refusal.message().trim_start_matches("path: "),
+        )
+        .into_response(),
+        Resolution::NotFound => not_found(request.uri().clone()).await.into_response(),
     }
 }
 
@@ -249,8 +376,8 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting connections
-/// and waits for requests in flight to finish.
+/// Serves `router` on `listener` with the default [`ConnectionLimits`] until `shutdown`
+/// completes, then stops accepting connections and waits for requests in flight to finish.
 ///
 /// # Errors
 /// The I/O error if serving fails.
@@ -259,10 +386,83 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, router, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
+/// accepting connections, closes idle ones and waits for requests in flight to finish. Each
+/// request carries the client's address as [`ConnectInfo`]`<SocketAddr>`.
+///
+/// # Errors
+/// The I/O error if serving fails.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    // HTTP/1.1 only, as axum::serve was built here; the timer is what makes hyper enforce the
+    // header-read timeout.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    wait_after_accept_error(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(client));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, %client, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// After a failed accept: at once for an error of that one connection, after a second for the
+/// others (such as running out of file descriptors, which closing connections frees).
+async fn wait_after_accept_error(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

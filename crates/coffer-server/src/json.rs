@@ -2,7 +2,8 @@
 //!
 //! axum's `Json` extractor answers malformed bodies in its own format; [`JsonBody`] answers in
 //! Coffer's envelope instead, with the path of the offending field (`nonce: invalid type:
-//! string "x", expected i64`) and the raw bytes kept for idempotency hashing.
+//! string "x", expected i64`) and the raw bytes kept for idempotency hashing. A body over the
+//! 2 MB limit is a 413 `PAYLOAD_TOO_LARGE`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -74,7 +75,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let raw = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| ApiError::field("INVALID_JSON", "body", rejection.body_text()))?;
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::field("PAYLOAD_TOO_LARGE", "body", "is larger than 2 MB")
+                        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
+                } else {
+                    ApiError::field("INVALID_JSON", "body", rejection.body_text())
+                }
+            })?;
         Ok(JsonBody {
             value: parse(&raw)?,
             raw,

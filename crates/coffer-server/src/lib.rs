@@ -22,6 +22,7 @@
 //! - [`facilitator_policy`]: who may use the x402 facilitator routes, a minimum value, and
 //!   per-payer and per-client rate limits ([`rate_limit`]);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
+//! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -44,6 +45,7 @@ pub mod orders;
 pub mod paywall;
 pub mod pelago;
 pub mod rate_limit;
+pub mod request_path;
 pub mod routes;
 pub mod sales;
 pub mod workers;

@@ -1,8 +1,15 @@
 //! Prometheus metrics: requests by method, route and status, and their latency.
+//!
+//! Every label takes a bounded set of values, whatever clients send, so `/metrics` cannot be
+//! grown by requests: the method is one of the standard methods or `other` (an invented method
+//! such as `XFOOBAR` is not a new series), the route is the matched route template (never a raw
+//! path), a paywall route as configured (`/premium/*`), or `unmatched`; the status is a status.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,15 +22,52 @@ use crate::app::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: Arc<str>,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: Arc<str>,
+}
+
+/// The route label of a response that no route template matched, set by the handler that
+/// answered it (the paywall names its configured route, `/premium/*`). Only values from
+/// configuration or code belong here, never a request's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteLabel(Arc<str>);
+
+impl RouteLabel {
+    /// A label.
+    pub fn new(label: &str) -> Self {
+        RouteLabel(Arc::from(label))
+    }
+
+    /// The label's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// The method label: a standard method's name, or `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// The metrics registry and the handles Coffer updates.
@@ -31,6 +75,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    unmatched: Arc<str>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,6 +108,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            unmatched: Arc::from(UNMATCHED),
         }
     }
 
@@ -77,19 +123,27 @@ impl Metrics {
 
 /// Middleware recording each request's route, status and latency.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
+    let matched: Option<Arc<str>> = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+        .map(|path| Arc::from(path.as_str()));
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|label| label.0.clone())
+        })
+        .unwrap_or_else(|| state.metrics.unmatched.clone());
     let status = response.status().as_u16();
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            method: method.clone(),
+            method,
             route: route.clone(),
             status,
         })

@@ -14,10 +14,22 @@
 //! (v2) or `X-PAYMENT-RESPONSE` (v1). When settlement fails the upstream body is withheld and
 //! the client gets a 402; when it is still pending (`settlement_pending`, the transaction is
 //! broadcast and journaled) the body is delivered — the client is never asked to pay twice for
-//! one authorization. A payment header seen before (settled, or being settled) is refused.
+//! one authorization.
+//!
+//! Paths are matched and forwarded in canonical form ([`crate::request_path`]): the upstream
+//! gets exactly the path that was matched and paid for, and a path whose canonical form leaves
+//! the route its raw form falls under (`/premium/%2e%2e/hits`) is refused with a 400 before
+//! anything is verified, settled or forwarded.
+//!
+//! A payment is single-use across every replica sharing the database: a paid request first
+//! claims its authorization in the store ([`coffer_store::PaymentClaims`]), so a header seen
+//! before — settled, being settled, or in flight in another replica — is refused as a replay.
+//! The claim is released when nothing was settled (the upstream failed, or the client went
+//! away mid-request and the request was dropped), and kept once settlement began; settlement
+//! runs on its own task, so a request cut short never cuts a settlement in half.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::Address;
@@ -25,7 +37,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use base64::Engine;
 use coffer_core::{Amount, ChainRegistry, TransferMethod};
-use coffer_store::SettlementKey;
+use coffer_store::{NewPaymentClaim, SettlementKey, Store};
 use coffer_x402::settlement::SETTLEMENT_PENDING;
 use coffer_x402::wire::{
     PayloadV1, PayloadV2, PaymentRequest, RequirementsV1, RequirementsV2, SettleResponse,
@@ -34,6 +46,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::metrics::RouteLabel;
+use crate::request_path::{self, PathError};
 use crate::sales::settlement_key;
 
 /// Header names the paywall reads and writes.
@@ -54,6 +68,14 @@ pub mod x402_headers {
 
 /// Largest request body forwarded upstream.
 const MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// How long the paywall waits for an upstream's answer.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a claim on a payment lasts when the request holding it never releases it (its
+/// replica died). Longer than any request may take (`server.request_timeout_seconds` is at most
+/// 600), so a live request's claim never lapses.
+const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// One `[[paywall.routes]]` entry of `coffer.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +142,8 @@ struct Accept {
 /// A validated paywall route.
 #[derive(Debug, Clone)]
 pub struct PaywallRoute {
+    /// The configured path (`/premium/*`), which is also the route's metrics label.
+    label: RouteLabel,
     pattern: String,
     prefix: bool,
     method: Option<Method>,
@@ -135,6 +159,11 @@ impl PaywallRoute {
     /// The path pattern.
     pub fn pattern(&self) -> &str {
         &self.pattern
+    }
+
+    /// The route as configured (`/premium/*`).
+    pub fn label(&self) -> &str {
+        self.label.as_str()
     }
 
     fn matches(&self, method: &Method, path: &str) -> bool {
@@ -155,7 +184,6 @@ pub struct Paywall {
     routes: Vec<PaywallRoute>,
     client: reqwest::Client,
     public_url: String,
-    in_flight: Mutex<HashSet<SettlementKey>>,
     /// The unpaid 402 of each resource URL served lately (body and `PAYMENT-REQUIRED`), so
     /// unpaid traffic costs no serialisation; bounded by [`CHALLENGE_CACHE_SIZE`].
     challenges: Mutex<HashMap<String, (Bytes, HeaderValue)>>,
@@ -261,6 +289,7 @@ impl Paywall {
                 }
             }
             routes.push(PaywallRoute {
+                label: RouteLabel::new(&config.path),
                 pattern,
                 prefix,
                 method,
@@ -274,12 +303,11 @@ impl Paywall {
         Ok(Paywall {
             routes,
             client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
+                .timeout(UPSTREAM_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            in_flight: Mutex::default(),
             challenges: Mutex::default(),
         })
     }
@@ -289,9 +317,42 @@ impl Paywall {
         &self.routes
     }
 
-    /// The route a request falls under.
+    /// The route a request for a canonical path ([`request_path::normalize`]) falls under.
     pub fn route_for(&self, method: &Method, path: &str) -> Option<&PaywallRoute> {
         self.routes.iter().find(|r| r.matches(method, path))
+    }
+
+    /// Where a request that no API route took goes: the route its canonical path falls under,
+    /// or nowhere, or a refusal when the path has no canonical form or its canonical form
+    /// leaves the route its raw form falls under (`/premium/%2e%2e/hits`).
+    pub fn resolve(&self, method: &Method, raw_path: &str) -> Resolution<'_> {
+        if self.routes.is_empty() {
+            return Resolution::NotFound;
+        }
+        let raw_route = self.route_for(method, raw_path);
+        let path = match request_path::normalize(raw_path) {
+            Ok(path) => path,
+            Err(error) => {
+                return Resolution::Refused {
+                    route: raw_route,
+                    refusal: PathRefusal::Invalid(error),
+                };
+            }
+        };
+        let route = self.route_for(method, &path);
+        match (raw_route, route) {
+            (Some(raw), route) if !route.is_some_and(|route| std::ptr::eq(route, raw)) => {
+                Resolution::Refused {
+                    route: Some(raw),
+                    refusal: PathRefusal::OutsideRoute {
+                        path,
+                        route: raw.label().to_owned(),
+                    },
+                }
+            }
+            (_, Some(route)) => Resolution::Route { route, path },
+            (_, None) => Resolution::NotFound,
+        }
     }
 
     /// The 402 for a request without payment, from the cache when this resource was asked
@@ -336,19 +397,140 @@ impl Paywall {
         expose(headers);
         response
     }
+}
 
-    fn claim(&self, key: &SettlementKey) -> bool {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.clone())
+/// Where a request that no API route took goes (see [`Paywall::resolve`]).
+#[derive(Debug)]
+pub enum Resolution<'a> {
+    /// A paywall route, with the canonical path to match and forward.
+    Route {
+        /// The route.
+        route: &'a PaywallRoute,
+        /// The canonical path.
+        path: String,
+    },
+    /// No paywall route: a 404.
+    NotFound,
+    /// A 400: nothing is verified, settled or forwarded.
+    Refused {
+        /// The route the raw path falls under, if any.
+        route: Option<&'a PaywallRoute>,
+        /// Why.
+        refusal: PathRefusal,
+    },
+}
+
+/// Why a path is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRefusal {
+    /// The path has no canonical form.
+    Invalid(PathError),
+    /// The canonical path leaves the route the raw path falls under.
+    OutsideRoute {
+        /// The canonical path.
+        path: String,
+        /// The route as configured.
+        route: String,
+    },
+}
+
+impl PathRefusal {
+    /// A stable, machine-readable code: `INVALID_PATH`, `PATH_OUTSIDE_ROOT` or
+    /// `PATH_OUTSIDE_ROUTE`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PathRefusal::Invalid(error) => error.code(),
+            PathRefusal::OutsideRoute { .. } => "PATH_OUTSIDE_ROUTE",
+        }
     }
 
-    fn release(&self, key: &SettlementKey) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+    /// A message naming the field (`path: …`).
+    pub fn message(&self) -> String {
+        match self {
+            PathRefusal::Invalid(error) => format!("path: {error}"),
+            PathRefusal::OutsideRoute { path, route } => {
+                format!("path: resolves to {path}, which is outside the paid route {route}")
+            }
+        }
+    }
+}
+
+/// The 400 for a refused path under a paywall route, in the x402 error body.
+pub fn refuse(route: &PaywallRoute, refusal: &PathRefusal) -> Response<Body> {
+    let mut response = bad_request(refusal.code(), &refusal.message());
+    response.extensions_mut().insert(route.label.clone());
+    response
+}
+
+/// A paid request's claim on its authorization ([`coffer_store::PaymentClaims`]).
+///
+/// Dropped without [`PaymentClaim::keep`] or [`PaymentClaim::release`] — the request was cut
+/// short: the client went away, or the request timed out — it is released on the runtime, so
+/// the payment can be presented again instead of staying claimed until its lease lapses.
+struct PaymentClaim {
+    store: Arc<dyn Store>,
+    key: SettlementKey,
+    holder: String,
+    open: bool,
+}
+
+impl PaymentClaim {
+    /// Claims `key` for this request; `None` when another request holds it (a replay).
+    async fn take(
+        store: &Arc<dyn Store>,
+        key: &SettlementKey,
+    ) -> Result<Option<PaymentClaim>, coffer_store::StoreError> {
+        let holder = hex::encode(rand::random::<[u8; 16]>());
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let lease_ms = i64::try_from(CLAIM_LEASE.as_millis()).unwrap_or(i64::MAX);
+        let claimed = store
+            .claim_payment(&NewPaymentClaim {
+                key: key.clone(),
+                holder: holder.clone(),
+                now_ms,
+                expires_at_ms: now_ms.saturating_add(lease_ms),
+            })
+            .await?;
+        Ok(claimed.then(|| PaymentClaim {
+            store: store.clone(),
+            key: key.clone(),
+            holder,
+            open: true,
+        }))
+    }
+
+    /// Settlement began: from now on the journal answers for the authorization, and the claim
+    /// stays until its lease lapses.
+    fn keep(mut self) {
+        self.open = false;
+    }
+
+    /// Nothing was settled: the payment may be presented again.
+    async fn release(mut self) {
+        self.open = false;
+        if let Err(error) = self.store.release_payment(&self.key, &self.holder).await {
+            tracing::warn!(%error, "releasing a payment claim failed; it lapses with its lease");
+        }
+    }
+}
+
+impl Drop for PaymentClaim {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        // A destructor cannot wait: the release runs on the runtime.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let holder = std::mem::take(&mut self.holder);
+        runtime.spawn(async move {
+            if let Err(error) = store.release_payment(&key, &holder).await {
+                tracing::warn!(%error, "releasing a payment claim failed; it lapses with its lease");
+            }
+        });
     }
 }
 
@@ -591,21 +773,34 @@ fn forwardable(name: &HeaderName) -> bool {
         && name != "content-length"
 }
 
-/// Serves a request that falls under a paywall route.
+/// Serves a request that falls under a paywall route; `path` is the canonical path
+/// ([`Paywall::resolve`]), which is what the challenge names and what is forwarded.
 pub async fn serve(
     state: &AppState,
     route: &PaywallRoute,
+    path: &str,
+    request: axum::extract::Request,
+) -> Response<Body> {
+    let mut response = serve_route(state, route, path, request).await;
+    response.extensions_mut().insert(route.label.clone());
+    response
+}
+
+async fn serve_route(
+    state: &AppState,
+    route: &PaywallRoute,
+    path: &str,
     request: axum::extract::Request,
 ) -> Response<Body> {
     let paywall = &state.paywall;
     let (parts, body) = request.into_parts();
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
     let challenge = Challenge {
         route,
-        resource: format!("{}{}", paywall.public_url, parts.uri.path()),
+        resource: format!("{}{path}", paywall.public_url),
     };
     let payment = match parse_payment(&parts.headers) {
         None if is_browser(&parts.headers) => return challenge.html(),
@@ -658,27 +853,36 @@ pub async fn serve(
             "payload.authorization: from and nonce must be an address and 32 bytes of hex",
         );
     };
-    // A header seen before — settled, being settled, or in flight here — is a replay.
-    if !paywall.claim(&key) {
-        return challenge.respond(
-            StatusCode::PAYMENT_REQUIRED,
-            "payment_already_used: this authorization is being settled",
-            None,
-        );
-    }
-    let response = paid(
+    // A header seen before — settled, being settled, or in flight in any replica — is a replay.
+    let claim = match PaymentClaim::take(&state.store, &key).await {
+        Ok(Some(claim)) => claim,
+        Ok(None) => {
+            return challenge.respond(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_already_used: this authorization was presented before",
+                None,
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "claiming a payment failed");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the payment store is unavailable; nothing was charged",
+            );
+        }
+    };
+    paid(
         state,
         route,
         &challenge,
         request,
         &key,
+        claim,
         parts,
         body,
         path_and_query,
     )
-    .await;
-    paywall.release(&key);
-    response
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -688,6 +892,7 @@ async fn paid(
     challenge: &Challenge<'_>,
     request: PaymentRequest,
     key: &SettlementKey,
+    claim: PaymentClaim,
     parts: axum::http::request::Parts,
     body: Body,
     path_and_query: String,
@@ -695,6 +900,7 @@ async fn paid(
     match state.store.settlement(key).await {
         Ok(None) => {}
         Ok(Some(_)) => {
+            claim.release().await;
             return challenge.respond(
                 StatusCode::PAYMENT_REQUIRED,
                 "payment_already_used: this authorization was settled before",
@@ -703,6 +909,7 @@ async fn paid(
         }
         Err(error) => {
             tracing::error!(%error, "reading the settlement journal failed");
+            claim.release().await;
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the settlement journal is unavailable",
@@ -712,6 +919,7 @@ async fn paid(
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let verified = state.facilitator.verify(&request, now).await;
     if !verified.is_valid {
+        claim.release().await;
         let reason = verified
             .invalid_reason
             .unwrap_or_else(|| "invalid_payment".to_owned());
@@ -719,11 +927,15 @@ async fn paid(
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Err(_) => {
+            claim.release().await;
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
     };
     let upstream = match forward(state, route, &parts, body, &path_and_query).await {
         Ok(upstream) => upstream,
         Err(error) => {
+            claim.release().await;
             tracing::warn!(%error, "paywall upstream failed");
             return plain(
                 StatusCode::BAD_GATEWAY,
@@ -732,26 +944,34 @@ async fn paid(
         }
     };
     if upstream.status().as_u16() >= 400 {
+        claim.release().await;
         return upstream;
     }
-    let settled = state
-        .settler
-        .settle_with(&request, now, state.settle_timeout)
-        .await;
     let header_name = match request {
         PaymentRequest::V1 { .. } => x402_headers::X_PAYMENT_RESPONSE,
         PaymentRequest::V2 { .. } => x402_headers::PAYMENT_RESPONSE,
     };
-    let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
-    if settled.success {
-        if let Err(error) = state
-            .sales
-            .record_settled(&request, &route.description)
-            .await
-        {
-            tracing::warn!(%error, "recording a paywall sale failed; the reconciler retries");
+    // Settlement and the sale's record run on their own task: a client that goes away or a
+    // request timeout drops this future, never a settlement half done.
+    let settlement = tokio::spawn(settle_and_record(
+        state.clone(),
+        request,
+        now,
+        route.description.clone(),
+        claim,
+    ));
+    let settled = match settlement.await {
+        Ok(settled) => settled,
+        Err(error) => {
+            tracing::error!(%error, "the settlement task failed");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the settlement did not finish; present the same payment again for its outcome",
+            );
         }
-    } else if !pending {
+    };
+    let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
+    if !settled.success && !pending {
         let reason = settled
             .error_reason
             .clone()
@@ -763,6 +983,33 @@ async fn paid(
         );
     }
     with_payment_response(upstream, header_name, &settled)
+}
+
+/// Settles a paid request and records the sale; keeps the claim once the settlement was
+/// journaled or sent, releases it when nothing was.
+async fn settle_and_record(
+    state: AppState,
+    request: PaymentRequest,
+    now: u64,
+    description: String,
+    claim: PaymentClaim,
+) -> SettleResponse {
+    let settled = state
+        .settler
+        .settle_with(&request, now, state.settle_timeout)
+        .await;
+    let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
+    if settled.success || pending {
+        claim.keep();
+    } else {
+        claim.release().await;
+    }
+    if settled.success
+        && let Err(error) = state.sales.record_settled(&request, &description).await
+    {
+        tracing::warn!(%error, "recording a paywall sale failed; the reconciler retries");
+    }
+    settled
 }
 
 fn with_payment_response(

@@ -24,6 +24,7 @@ pub mod checkout;
 mod migrate;
 mod order_rows;
 mod order_writer;
+pub mod payment_claims;
 pub mod postgres;
 mod rows;
 mod sale_rows;
@@ -46,6 +47,7 @@ pub use order_rows::{
     EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
     OrderUpdate, PaymentRow, WalletRow,
 };
+pub use payment_claims::{NewPaymentClaim, PaymentClaims};
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
 pub use sale_rows::{
     NewSale, OrderSource, PayToRow, Recorded, SaleOrder, SaleProof, SaleRow, Sales,
@@ -528,7 +530,16 @@ pub trait ReorgQueries: Send + Sync + 'static {
 /// Implementations keep every method atomic: a method either applies all its writes or none.
 #[async_trait]
 pub trait Store:
-    Ledger + ReorgQueries + Journal + Credentials + Checkout + Sales + Send + Sync + 'static
+    Ledger
+    + ReorgQueries
+    + Journal
+    + Credentials
+    + Checkout
+    + Sales
+    + PaymentClaims
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend this is (`"sqlite"` or `"postgres"`), for logs and metrics.
     fn backend(&self) -> &'static str;

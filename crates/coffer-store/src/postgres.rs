@@ -50,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlement_terms",
         sql: include_str!("../migrations/postgres/0007_settlement_terms.sql"),
     },
+    Migration {
+        version: 9,
+        name: "payment_claims",
+        sql: include_str!("../migrations/postgres/0009_payment_claims.sql"),
+    },
 ];
 
 /// Advisory-lock key that serialises migrations across replicas ("coffer" in ASCII).
@@ -197,4 +202,12 @@ mod checkout {
     type ThisStore = super::PostgresStore;
 
     include!("checkout_sql.rs");
+}
+
+/// Claims on authorizations presented to paid routes on this backend; the SQL is shared with
+/// the other backend.
+mod payment_claims {
+    type ThisStore = super::PostgresStore;
+
+    include!("payment_claims_sql.rs");
 }

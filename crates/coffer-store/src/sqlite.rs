@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "settlement_terms",
         sql: include_str!("../migrations/sqlite/0007_settlement_terms.sql"),
     },
+    Migration {
+        version: 9,
+        name: "payment_claims",
+        sql: include_str!("../migrations/sqlite/0009_payment_claims.sql"),
+    },
 ];
 
 /// The write-ahead log size (in pages) at which the committing connection copies it into the
@@ -195,4 +200,12 @@ mod checkout {
     type ThisStore = super::SqliteStore;
 
     include!("checkout_sql.rs");
+}
+
+/// Claims on authorizations presented to paid routes on this backend; the SQL is shared with
+/// the other backend.
+mod payment_claims {
+    type ThisStore = super::SqliteStore;
+
+    include!("payment_claims_sql.rs");
 }

@@ -71,6 +71,17 @@ pub struct ServerConfig {
     /// How often each chain's watcher asks its RPC for a new block, in milliseconds. A webhook
     /// leaves about half of this after the confirming block on average.
     pub watcher_poll_ms: u64,
+    /// Seconds a client may take to send a request's headers (from connecting, or from the
+    /// previous response); a slower one is disconnected.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request may take, body and handler, before it is answered 408. Must exceed
+    /// `x402.settle_timeout_seconds` plus the paywall's upstream timeout (60 s), and be at most
+    /// 600.
+    pub request_timeout_seconds: u64,
+    /// Requests handled at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Client connections held at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +92,71 @@ impl Default for ServerConfig {
             readiness_timeout_seconds: 3,
             public_url: None,
             watcher_poll_ms: 50,
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 120,
+            max_concurrent_requests: 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The longest `server.request_timeout_seconds`: a paid request's claim on its payment lasts
+/// longer than this, so it never lapses while the request is served.
+const MAX_REQUEST_TIMEOUT_SECONDS: u64 = 600;
+
+impl ServerConfig {
+    fn validated_limits(&self, x402: &X402Config) -> Result<(), ConfigError> {
+        let at_least_one = [
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            (
+                "max_concurrent_requests",
+                u64::try_from(self.max_concurrent_requests).unwrap_or(u64::MAX),
+            ),
+            (
+                "max_connections",
+                u64::try_from(self.max_connections).unwrap_or(u64::MAX),
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError(format!("server.{key}: must be at least 1")));
+            }
+        }
+        // A paid request waits for the paywall's upstream, then for its settlement's receipt; a
+        // timeout shorter than both would answer 408 to a request whose payment is settling.
+        let longest_wait = x402
+            .settle_timeout_seconds
+            .saturating_add(coffer_server::paywall::UPSTREAM_TIMEOUT.as_secs());
+        if self.request_timeout_seconds <= longest_wait {
+            return Err(ConfigError(format!(
+                "server.request_timeout_seconds: must exceed {longest_wait} \
+                 (x402.settle_timeout_seconds plus the paywall's 60 s upstream timeout)"
+            )));
+        }
+        if self.request_timeout_seconds > MAX_REQUEST_TIMEOUT_SECONDS {
+            return Err(ConfigError(format!(
+                "server.request_timeout_seconds: must be at most {MAX_REQUEST_TIMEOUT_SECONDS}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The limits on requests this configuration sets.
+    pub fn request_limits(&self) -> coffer_server::app::RequestLimits {
+        coffer_server::app::RequestLimits {
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
+            max_concurrent_requests: self.max_concurrent_requests,
+        }
+    }
+
+    /// The limits on connections this configuration sets.
+    pub fn connection_limits(&self) -> coffer_server::app::ConnectionLimits {
+        coffer_server::app::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_seconds),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -403,6 +479,7 @@ impl Config {
                 "server.readiness_timeout_seconds: must be at least 1".to_owned(),
             ));
         }
+        self.server.validated_limits(&self.x402)?;
         self.registry()?;
         self.x402.key_signers()?;
         self.x402.facilitator.validate().map_err(ConfigError)?;
@@ -469,6 +546,15 @@ readiness_timeout_seconds = 3
 # Milliseconds between a chain watcher's polls for new blocks (one RPC request each when idle).
 # A webhook leaves about half of this after the confirming block; raise it for rate-limited RPCs.
 watcher_poll_ms = 50
+# Seconds a client may take to send a request's headers; slower clients are disconnected.
+header_read_timeout_seconds = 10
+# Seconds a request may take (body and handler) before it is answered 408. Must exceed
+# x402.settle_timeout_seconds + 60 (the paywall's upstream timeout) and be at most 600.
+request_timeout_seconds = 120
+# Requests handled at once; more are answered 503 with Retry-After.
+max_concurrent_requests = 1024
+# Client connections held at once; more wait until one closes.
+max_connections = 4096
 
 [database]
 # sqlite:<path> for one process (created if missing), or
@@ -595,6 +681,36 @@ mod tests {
         );
         assert!(error_of("[server]\nlisten = 5").starts_with("server.listen: "));
         assert!(error_of("[log]\nformat = \"xml\"").starts_with("log.format: "));
+    }
+
+    #[test]
+    fn http_limits_are_checked_and_the_request_timeout_outlasts_a_paid_request() {
+        for key in [
+            "header_read_timeout_seconds",
+            "max_concurrent_requests",
+            "max_connections",
+        ] {
+            assert_eq!(
+                error_of(&format!("[server]\n{key} = 0")),
+                format!("server.{key}: must be at least 1")
+            );
+        }
+        // A paid request waits up to 60 s for the upstream, then for the settlement's receipt.
+        assert!(
+            error_of("[server]\nrequest_timeout_seconds = 70")
+                .starts_with("server.request_timeout_seconds: must exceed 70")
+        );
+        assert!(
+            error_of(
+                "[server]\nrequest_timeout_seconds = 100\n[x402]\nsettle_timeout_seconds = 40"
+            )
+            .starts_with("server.request_timeout_seconds: must exceed 100")
+        );
+        assert!(
+            error_of("[server]\nrequest_timeout_seconds = 601")
+                .starts_with("server.request_timeout_seconds: must be at most 600")
+        );
+        assert_eq!(error_of("[server]\nrequest_timeout_seconds = 71"), "");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub struct Application {
     state: AppState,
     grace: Duration,
     intervals: Intervals,
+    connection_limits: coffer_server::app::ConnectionLimits,
 }
 
 /// Why the application could not start or stopped with an error.
@@ -98,6 +99,7 @@ impl Application {
             .with_fiat_rates(rates)
             .with_facilitator_policy(config.x402.facilitator.clone());
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
+        state.limits = config.server.request_limits();
         let paywall = coffer_server::paywall::Paywall::new(
             &config.paywall.routes,
             &state.chains,
@@ -114,6 +116,7 @@ impl Application {
                 ..Intervals::default()
             },
             grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+            connection_limits: config.server.connection_limits(),
         })
     }
 
@@ -153,7 +156,8 @@ impl Application {
             let _ = stop_workers.send(true);
             let _ = stopping_tx.send(());
         };
-        let server = coffer_server::serve(self.listener, router, signal);
+        let server =
+            coffer_server::app::serve_with(self.listener, router, self.connection_limits, signal);
         tokio::pin!(server);
         let grace = self.grace;
         let result = tokio::select! {

@@ -211,3 +211,69 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let line: Value = serde_json::from_str(first).expect("JSON log line");
     assert_eq!(line["level"], "INFO");
 }
+
+/// A slowloris client against `coffer serve` with `server.header_read_timeout_seconds = 1`: it
+/// is disconnected, and the server still answers everyone else.
+#[tokio::test]
+async fn serve_disconnects_a_client_that_sends_its_headers_slowly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("serve")
+        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COFFER__SERVER__HEADER_READ_TIMEOUT_SECONDS", "1")
+        .env(
+            "COFFER__DATABASE__URL",
+            format!("sqlite:{}", dir.path().join("c.db").display()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let mut healthy = false;
+    for _ in 0..100 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "serve never answered /healthz");
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let reading = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer).await;
+        started.elapsed()
+    });
+    for byte in b"GET /healthz HTTP/1.1\r\nX-Slow: 1".iter().take(10) {
+        if reading.is_finished() || writer.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let closed_after = tokio::time::timeout(Duration::from_secs(2), reading)
+        .await
+        .expect("the slow client is still connected after 5 s")
+        .unwrap();
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "disconnected after {closed_after:?}"
+    );
+    assert!(reqwest::get(&url).await.unwrap().status().is_success());
+}

@@ -9,6 +9,8 @@ mod forged_settle;
 mod free_confirmation;
 mod gas_drain;
 mod harness;
+mod http_limits;
 mod lost_customers;
+mod paywall_paths;
 mod pelago_holes;
 mod sale_reorg;
