@@ -20,6 +20,7 @@
 //! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
 //! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
+//! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -38,6 +39,7 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod page_safety;
 pub mod paywall;
 pub mod pelago;
 pub mod routes;

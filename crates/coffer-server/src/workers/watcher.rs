@@ -562,10 +562,12 @@ impl Watcher {
                     merchant
                 }
             };
+            let gatepay = self.store.gatepay_order_of(&order.order_id).await?;
             if let Some(update) = reevaluate(
                 &self.orders,
                 &merchant,
                 order,
+                gatepay.as_ref(),
                 &known,
                 to,
                 self.chain.confirmations,
@@ -676,10 +678,12 @@ impl Watcher {
                 }
             }
             let merchant = self.store.merchant(&order.merchant_id).await?;
+            let gatepay = self.store.gatepay_order_of(&order.order_id).await?;
             if let Some(update) = reevaluate(
                 &self.orders,
                 &merchant,
                 &order,
+                gatepay.as_ref(),
                 &payments,
                 ancestor_number,
                 self.chain.confirmations,
