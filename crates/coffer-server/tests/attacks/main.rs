@@ -5,4 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, missing_docs)]
 
+mod extreme_timestamps;
+mod gatepay_credential;
+mod gatepay_refunds;
 mod harness;
+mod page_headers;
+mod page_links;
