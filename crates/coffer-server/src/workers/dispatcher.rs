@@ -205,10 +205,10 @@ impl Dispatcher {
                 )
             })?;
         if &credential.merchant_id != merchant {
-            return Err(format!(
-                "GatePay credential {} belongs to another merchant: not signed",
-                credential.client_id
-            ));
+            // Not named: the log is the order merchant's to read, the credential is not theirs.
+            return Err(
+                "the order's GatePay credential belongs to another merchant: not signed".to_owned(),
+            );
         }
         if credential.revoked_at_ms.is_some() {
             return Err(format!(

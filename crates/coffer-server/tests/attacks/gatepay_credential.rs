@@ -305,6 +305,10 @@ async fn one_merchants_credential_never_signs_another_merchants_order(backend: B
             error.contains("another merchant") && error.contains("not signed"),
             "{order_id}: {error}"
         );
+        assert!(
+            !error.contains(&client_a.client_id),
+            "B's delivery log does not name A's credential: {error}"
+        );
     }
     assert!(
         inbox_b.received().iter().all(|(headers, _)| !headers
