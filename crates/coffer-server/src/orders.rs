@@ -664,7 +664,7 @@ impl PaymentOrders {
                         "must be in the future",
                     ));
                 }
-                if at - now > MAX_EXPIRY_MS {
+                if at.saturating_sub(now) > MAX_EXPIRY_MS {
                     return Err(invalid(
                         "VALIDATION_ERROR",
                         "expires_at",
@@ -740,7 +740,7 @@ impl PaymentOrders {
             request_hash: Some(request_hash),
             created_at_ms: now,
             expires_at_ms,
-            monitor_until_ms: expires_at_ms + MONITORING_WINDOW_MS,
+            monitor_until_ms: expires_at_ms.saturating_add(MONITORING_WINDOW_MS),
             event: order_event(
                 merchant,
                 &order_id,
