@@ -250,7 +250,8 @@ impl utoipa::Modify for ApiKeyScheme {
     }
 }
 
-/// Every route, documented, with metrics, request tracing and the [`RequestLimits`].
+/// Every route, documented, with metrics, request tracing, the [`RequestLimits`] and the pages' security headers
+/// ([`crate::page_safety`]).
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::routes())
@@ -273,6 +274,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(paywall_or_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(gate, limit_request))
+        .layer(middleware::map_response(
+            crate::page_safety::secure_responses,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -14,18 +14,25 @@
 //! (see [`notification_event`]); they go through the webhook outbox and dispatcher like every
 //! other event, and count as delivered only when the merchant answers
 //! `{"returnCode":"SUCCESS"}`.
+//!
+//! What makes an order a GatePay order, and which credential signs its notifications, is the
+//! order's row in the store ([`GatePayOrderRow`]), written when the GatePay API created it —
+//! never the order's `order_info`, which is the merchant's free text. The dispatcher signs with
+//! that credential only while it is unrevoked and belongs to the order's merchant.
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use chrono::Utc;
 use coffer_core::MerchantId;
-use coffer_store::{GatePayCredentialRow, MerchantRow, NewDelivery, NewEvent, Store, StoreError};
+use coffer_store::{
+    GatePayCredentialRow, GatePayOrderRow, MerchantRow, NewDelivery, NewEvent, OrderRow, Store,
+    StoreError,
+};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
 use sha2::Sha512;
 use subtle::ConstantTimeEq;
 
@@ -218,7 +225,8 @@ impl GatePayCredentials {
             )
         })?;
         let now_ms = Utc::now().timestamp_millis();
-        if (now_ms - sent).abs() > TIMESTAMP_TOLERANCE_MS {
+        // `abs_diff`: total for every i64 a client can send (`now - i64::MIN` overflows).
+        if now_ms.abs_diff(sent) > TIMESTAMP_TOLERANCE_MS.unsigned_abs() {
             return Err(refuse(
                 "400003",
                 "REQUEST_TIMESTAMP_TIMEOUT",
@@ -302,11 +310,9 @@ impl GatePayCredentials {
     }
 }
 
-/// What Coffer keeps about a GatePay order in the order's `order_info` (a JSON object under
-/// the key `gatepay`), so that status changes can be told to the merchant in GatePay's words
-/// without another lookup.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A GatePay order in GatePay's words: its stored facts ([`GatePayOrderRow`]) with the amounts
+/// of its payment order, as answers and notifications render them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFacts {
     /// `prepayId`.
     pub prepay_id: String,
@@ -336,28 +342,29 @@ pub struct OrderFacts {
     pub cancel_url: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OrderInfo {
-    gatepay: OrderFacts,
-}
-
 impl OrderFacts {
-    /// The `order_info` text of a GatePay order.
-    pub fn to_order_info(&self) -> String {
-        serde_json::to_string(&OrderInfo {
-            gatepay: self.clone(),
-        })
-        .unwrap_or_default()
-    }
-
-    /// The facts of a GatePay order, or `None` for an order made through another API.
-    pub fn from_order_info(order_info: &str) -> Option<OrderFacts> {
-        if !order_info.starts_with("{\"gatepay\"") {
-            return None;
+    /// The facts of the GatePay order `row` names, whose payment order is `order`: the price
+    /// before the surcharge is the order's amount less the surcharge.
+    pub fn of(row: &GatePayOrderRow, order: &OrderRow) -> OrderFacts {
+        let before_surcharge = order
+            .amount
+            .checked_sub(row.surcharge_amount)
+            .unwrap_or(order.amount);
+        OrderFacts {
+            prepay_id: row.prepay_id.clone(),
+            merchant_trade_no: row.merchant_trade_no.clone(),
+            client_id: row.client_id.clone(),
+            terminal_type: row.terminal_type.clone(),
+            goods_type: row.goods_type.clone(),
+            goods_name: row.goods_name.clone(),
+            goods_detail: row.goods_detail.clone(),
+            merchant_user_id: row.merchant_user_id,
+            channel_id: row.channel_id.clone(),
+            order_amount: before_surcharge.to_decimal_string(order.decimals),
+            surcharge_amount: row.surcharge_amount.to_decimal_string(order.decimals),
+            currency: order.currency.clone(),
+            cancel_url: row.cancel_url.clone(),
         }
-        serde_json::from_str::<OrderInfo>(order_info)
-            .ok()
-            .map(|info| info.gatepay)
     }
 }
 
@@ -507,16 +514,59 @@ mod tests {
     }
 
     #[test]
-    fn order_facts_round_trip_through_order_info() {
-        let facts = OrderFacts {
+    fn the_price_before_the_surcharge_is_the_amount_less_the_surcharge() {
+        let row = GatePayOrderRow {
             prepay_id: "1".into(),
+            merchant_id: MerchantId::from_suffix("m").unwrap_or_else(|_| unreachable!()),
             merchant_trade_no: "t".into(),
-            ..OrderFacts::default()
+            order_id: "ORD-1".into(),
+            client_id: "c".into(),
+            created_at_ms: 0,
+            terminal_type: "WEB".into(),
+            goods_type: String::new(),
+            goods_name: String::new(),
+            goods_detail: String::new(),
+            merchant_user_id: None,
+            channel_id: String::new(),
+            surcharge_amount: coffer_core::Amount::from(500_000u64),
+            cancel_url: None,
         };
+        let order = OrderRow {
+            id: 1,
+            order_id: "ORD-1".into(),
+            merchant_id: row.merchant_id.clone(),
+            chain_id: 1,
+            blockchain: "ethereum".into(),
+            currency: "USDC".into(),
+            asset_address: None,
+            decimals: 6,
+            amount: coffer_core::Amount::from(13_000_000u64),
+            underpayment_tolerance: coffer_core::Amount::ZERO,
+            amount_paid: coffer_core::Amount::ZERO,
+            status: coffer_core::OrderStatus::Pending,
+            sub_status: coffer_core::PaymentSubStatus::None,
+            receiving_address: String::new(),
+            derivation_index: 0,
+            order_info: "{}".into(),
+            nonce: 0,
+            webhook_url: None,
+            redirect_url: None,
+            idempotency_key: None,
+            request_hash: None,
+            closed: false,
+            created_at_ms: 0,
+            expires_at_ms: 0,
+            monitor_until_ms: 0,
+            confirmed_at_ms: None,
+            updated_at_ms: 0,
+            version: 0,
+            sold: false,
+        };
+        let facts = OrderFacts::of(&row, &order);
         assert_eq!(
-            OrderFacts::from_order_info(&facts.to_order_info()),
-            Some(facts)
+            (facts.order_amount.as_str(), facts.surcharge_amount.as_str()),
+            ("12.5", "0.5")
         );
-        assert_eq!(OrderFacts::from_order_info("{\"product\":1}"), None);
+        assert_eq!(facts.currency, "USDC");
     }
 }

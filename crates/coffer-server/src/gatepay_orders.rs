@@ -2,14 +2,22 @@
 //!
 //! A GatePay order *is* a payment order (same deposit address, watcher, confirmations, reorg
 //! handling and expiry); this service only adds GatePay's names for it (`prepayId`, the
-//! merchant's unique `merchantTradeNo`) and renders it in GatePay's fields. The facts needed
-//! to notify the merchant in GatePay's format live in the order's `order_info` (see
-//! [`OrderFacts`]).
+//! merchant's unique `merchantTradeNo`) and renders it in GatePay's fields. What the creating
+//! request said (terminal, goods, channel, surcharge, `cancelUrl`, the credential) is stored
+//! with those names ([`GatePayOrderRow`]) and read from there, never from the order's
+//! `order_info`: that is the merchant's free text, and for a GatePay order it only describes
+//! the order (`{"merchantTradeNo":…,"goods":{…}}`) for the payment-orders API's listings.
+//!
+//! `returnUrl` and `cancelUrl` must be absolute http(s) URLs ([`crate::page_safety`]); refunds
+//! are checked against what was paid and recorded in one store transaction, so concurrent
+//! requests can never refund more than was paid.
 
 use axum::http::StatusCode;
 use chrono::Utc;
 use coffer_core::{Amount, Asset, Chain, OrderStatus};
-use coffer_store::{GatePayOrderRow, GatePayRefundRow, MerchantRow, OrderRow, StoreError};
+use coffer_store::{
+    GatePayOrderRow, GatePayRefundRow, MerchantRow, OrderRow, RefundDecision, StoreError,
+};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,6 +27,7 @@ use crate::events::new_id;
 use crate::fiat::USD_STABLECOINS;
 use crate::gatepay::OrderFacts;
 use crate::orders::{CreateOrderRequest, OrderError, OrderView, reevaluate};
+use crate::page_safety;
 
 /// How long a GatePay order stays payable when the request gives no `orderExpireTime`
 /// (GatePay's default).
@@ -234,6 +243,9 @@ fn is_identifier(text: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The longest `returnUrl` or `cancelUrl` accepted.
+const MAX_PAGE_LINK: usize = 512;
+
 fn check_url(field: &str, url: Option<&String>) -> Result<(), GatePayError> {
     if let Some(url) = url
         && !((url.starts_with("https://") || url.starts_with("http://"))
@@ -432,8 +444,21 @@ pub async fn create(
             ));
         }
     }
-    check_url("returnUrl", request.return_url.as_ref())?;
-    check_url("cancelUrl", request.cancel_url.as_ref())?;
+    for (field, link) in [
+        ("returnUrl", &request.return_url),
+        ("cancelUrl", &request.cancel_url),
+    ] {
+        if let Some(link) = link
+            && !page_safety::is_page_link(link, MAX_PAGE_LINK)
+        {
+            return Err(GatePayError::param(
+                field,
+                format!(
+                    "must be an absolute http:// or https:// URL of at most {MAX_PAGE_LINK} characters, without spaces or credentials"
+                ),
+            ));
+        }
+    }
     if let Some(url) = &request.callback_url {
         check_url("callbackUrl", Some(url)).map_err(|error| GatePayError {
             code: "400624",
@@ -501,35 +526,23 @@ pub async fn create(
     let prepay_id: i64 = rand::rng().random_range(100_000_000_000_000_000..=i64::MAX);
     let prepay_id_text = prepay_id.to_string();
     let order_id = format!("ORD-{}", &new_id("x")[2..14]);
-    let facts = OrderFacts {
+    let row = GatePayOrderRow {
         prepay_id: prepay_id_text.clone(),
+        merchant_id: merchant.id.clone(),
         merchant_trade_no: request.merchant_trade_no.clone(),
+        order_id: order_id.clone(),
         client_id: client_id.to_owned(),
+        created_at_ms: now,
         terminal_type: terminal.clone(),
         goods_type: request.goods.goods_type.clone().unwrap_or_default(),
         goods_name: request.goods.goods_name.clone().unwrap_or_default(),
         goods_detail: request.goods.goods_detail.clone().unwrap_or_default(),
         merchant_user_id: request.merchant_user_id,
         channel_id: request.channel_id.clone().unwrap_or_default(),
-        order_amount: order_amount
-            .map(|a| format_amount(a, asset.decimals))
-            .unwrap_or_default(),
-        surcharge_amount: format_amount(surcharge, asset.decimals),
-        currency: asset.symbol.clone(),
+        surcharge_amount: surcharge,
         cancel_url: request.cancel_url.clone(),
     };
-    match state
-        .store
-        .insert_gatepay_order(&GatePayOrderRow {
-            prepay_id: prepay_id_text.clone(),
-            merchant_id: merchant.id.clone(),
-            merchant_trade_no: request.merchant_trade_no.clone(),
-            order_id: order_id.clone(),
-            client_id: client_id.to_owned(),
-            created_at_ms: now,
-        })
-        .await
-    {
+    match state.store.insert_gatepay_order(&row).await {
         Ok(()) => {}
         Err(StoreError::Conflict("merchantTradeNo")) => {
             return Err(GatePayError::with(
@@ -544,13 +557,22 @@ pub async fn create(
         }
         Err(error) => return Err(error.into()),
     }
+    // The merchant's description of the order, for listings; nothing reads it back.
+    let description = json!({
+        "merchantTradeNo": row.merchant_trade_no,
+        "goods": {
+            "goodsType": row.goods_type,
+            "goodsName": row.goods_name,
+            "goodsDetail": row.goods_detail,
+        },
+    });
     let order_request = CreateOrderRequest {
         amount: total.map(|a| format_amount(a, asset.decimals)),
         fiat_currency: request.fiat_currency.clone(),
         fiat_amount: request.fiat_amount.clone(),
         currency: asset.symbol.clone(),
         blockchain: chain.names.cryptopay_slug.clone(),
-        order_info: facts.to_order_info(),
+        order_info: description.to_string(),
         nonce: prepay_id,
         webhook_url: request.callback_url.clone(),
         redirect_url: request.return_url.clone(),
@@ -576,6 +598,7 @@ pub async fn create(
         .orders
         .render_new(order)
         .with_quote(created.quote.as_ref());
+    let facts = OrderFacts::of(&row, order);
     Ok(order_data(state, merchant, &facts, order, &view))
 }
 
@@ -602,11 +625,6 @@ fn order_data(
         .map(|chain| chain.names.gatepay_chain.clone())
         .unwrap_or_default();
     let full_curr_type = format!("{}_{chain_code}", order.currency);
-    let order_amount = if facts.order_amount.is_empty() {
-        pay_amount.clone()
-    } else {
-        facts.order_amount.clone()
-    };
     json!({
         "prepayId": facts.prepay_id,
         "merchantTradeNo": facts.merchant_trade_no,
@@ -621,7 +639,7 @@ fn order_data(
             "address": order.receiving_address,
             "fullCurrType": full_curr_type,
         },
-        "orderAmount": order_amount,
+        "orderAmount": facts.order_amount,
         "surchargeAmount": facts.surcharge_amount,
         "currency": order.currency,
         "fiatCurrency": view.fiat_currency.clone().unwrap_or_default(),
@@ -697,7 +715,7 @@ pub async fn query(
         .render(&order)
         .await
         .map_err(from_order_error)?;
-    let facts = OrderFacts::from_order_info(&order.order_info).unwrap_or_default();
+    let facts = OrderFacts::of(&row, &order);
     let pay_amount = format_amount(order.amount, order.decimals);
     let paid = format_amount(order.amount_paid, order.decimals);
     let live = view
@@ -761,7 +779,7 @@ pub async fn close(
     merchant: &MerchantRow,
     raw: &[u8],
 ) -> Result<Value, GatePayError> {
-    let (_, order) = find(state, merchant, raw).await?;
+    let (row, order) = find(state, merchant, raw).await?;
     for _ in 0..3 {
         let order = state.store.order(&order.order_id).await?;
         if order.status != OrderStatus::Pending {
@@ -792,6 +810,7 @@ pub async fn close(
             &state.orders,
             merchant,
             &closing,
+            Some(&row),
             &payments,
             head,
             required,
@@ -855,16 +874,19 @@ pub async fn refund(
         Err(StoreError::NotFound(_)) => return Err(GatePayError::order_not_found()),
         Err(error) => return Err(error.into()),
     };
-    if order.status != OrderStatus::Confirmed {
-        return Err(GatePayError::with(
+    let not_paid = |status: OrderStatus| {
+        GatePayError::with(
             StatusCode::BAD_REQUEST,
             "400604",
             "INVALID_REFUND_ORDER",
             format!(
                 "prepayId: the order is {}; only PAID orders can be refunded",
-                gatepay_status(order.status)
+                gatepay_status(status)
             ),
-        ));
+        )
+    };
+    if order.status != OrderStatus::Confirmed {
+        return Err(not_paid(order.status));
     }
     let amount = parse_token_amount("refundAmount", &request.refund_amount, order.decimals)?;
     if amount.is_zero() {
@@ -873,43 +895,37 @@ pub async fn refund(
             "must be greater than zero",
         ));
     }
-    let earlier = state
+    // Checked against the order's other refunds and recorded in one transaction: concurrent
+    // requests are decided one after the other.
+    let decision = state
         .store
-        .gatepay_refunds_for(&merchant.id, &row.prepay_id)
-        .await?;
-    let mut total = amount;
-    for refund in &earlier {
-        let units = Amount::from_base_units_str(&refund.refund_amount)
-            .map_err(|error| GatePayError::system(&error))?;
-        total = total.checked_add(units).unwrap_or(total);
-    }
-    if total > order.amount_paid {
-        return Err(GatePayError::with(
-            StatusCode::BAD_REQUEST,
-            "400608",
-            "REFUND_AMOUNT_ERROR",
-            format!(
-                "refundAmount: refunds would total {} {}, more than the {} paid",
-                format_amount(total, order.decimals),
-                order.currency,
-                format_amount(order.amount_paid, order.decimals)
-            ),
-        ));
-    }
-    match state
-        .store
-        .insert_gatepay_refund(&GatePayRefundRow {
+        .record_gatepay_refund(&GatePayRefundRow {
             merchant_id: merchant.id.clone(),
             refund_request_id: request.refund_request_id.clone(),
             prepay_id: row.prepay_id.clone(),
-            refund_amount: amount.to_base_units_string(),
+            refund_amount: amount,
             refund_reason: reason,
             status: "PROCESS".to_owned(),
             created_at_ms: Utc::now().timestamp_millis(),
         })
-        .await
-    {
-        Ok(()) => {}
+        .await;
+    match decision {
+        Ok(RefundDecision::Recorded) => {}
+        Ok(RefundDecision::UnknownOrder) => return Err(GatePayError::order_not_found()),
+        Ok(RefundDecision::NotPaid(status)) => return Err(not_paid(status)),
+        Ok(RefundDecision::MoreThanPaid { total, paid }) => {
+            return Err(GatePayError::with(
+                StatusCode::BAD_REQUEST,
+                "400608",
+                "REFUND_AMOUNT_ERROR",
+                format!(
+                    "refundAmount: refunds would total {} {}, more than the {} paid",
+                    format_amount(total, order.decimals),
+                    order.currency,
+                    format_amount(paid, order.decimals)
+                ),
+            ));
+        }
         Err(StoreError::Conflict(_)) => {
             return Err(GatePayError::with(
                 StatusCode::CONFLICT,
@@ -960,17 +976,14 @@ pub async fn refund_query(
         .await?
         .ok_or_else(GatePayError::order_not_found)?;
     let order = state.store.order(&row.order_id).await?;
-    let facts = OrderFacts::from_order_info(&order.order_info).unwrap_or_default();
-    let units = Amount::from_base_units_str(&refund.refund_amount)
-        .map_err(|error| GatePayError::system(&error))?;
     Ok(json!({
         "refundRequestId": refund.refund_request_id,
         "prepayId": refund.prepay_id,
         "orderAmount": format_amount(order.amount, order.decimals),
-        "refundAmount": format_amount(units, order.decimals),
+        "refundAmount": format_amount(refund.refund_amount, order.decimals),
         "refundStatus": refund.status,
         "refundReason": refund.refund_reason,
-        "channelId": facts.channel_id,
+        "channelId": row.channel_id,
     }))
 }
 

@@ -23,6 +23,7 @@
 //!   per-payer and per-client rate limits ([`rate_limit`]);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
 //! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
+//! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
@@ -42,6 +43,7 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod page_safety;
 pub mod paywall;
 pub mod pelago;
 pub mod rate_limit;

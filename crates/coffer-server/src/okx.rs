@@ -196,7 +196,11 @@ impl OkxCredentials {
         ))?;
         let sent = DateTime::parse_from_rfc3339(timestamp)
             .map_err(|_| refuse(50112, "Invalid OK-ACCESS-TIMESTAMP."))?;
-        if (Utc::now().timestamp_millis() - sent.timestamp_millis()).abs() > TIMESTAMP_TOLERANCE_MS
+        // `abs_diff`: total whatever the client sent.
+        if Utc::now()
+            .timestamp_millis()
+            .abs_diff(sent.timestamp_millis())
+            > TIMESTAMP_TOLERANCE_MS.unsigned_abs()
         {
             return Err(refuse(
                 50112,

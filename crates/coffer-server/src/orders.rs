@@ -4,6 +4,11 @@
 //! address from the merchant's xpub, and writes the order with its `payment_order.created`
 //! event. Status changes happen elsewhere (watcher, expirer) through [`reevaluate`], the one
 //! place that turns payments into an order update and its events.
+//!
+//! `order_info` is the merchant's data and nothing more: whether an order is a GatePay order
+//! (notified in GatePay's format) is decided by its GatePay row in the store, which callers of
+//! [`reevaluate`] read and pass in. `redirect_url` must be an absolute http(s) URL
+//! ([`crate::page_safety`]).
 
 use std::sync::Arc;
 
@@ -14,8 +19,8 @@ use coffer_core::{
 };
 use coffer_evm::hd::DepositKey;
 use coffer_store::{
-    MerchantRow, NewOrder, OrderQuery, OrderQuoteRow, OrderRow, OrderUpdate, PaymentRow, Store,
-    StoreError,
+    GatePayOrderRow, MerchantRow, NewOrder, OrderQuery, OrderQuoteRow, OrderRow, OrderUpdate,
+    PaymentRow, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,6 +30,7 @@ use crate::error::ApiError;
 use crate::events::{new_id, order_event, rfc3339_ms};
 use crate::fiat::{FiatError, FiatRates, Quote};
 use crate::gatepay::{self, BizStatus, OrderFacts};
+use crate::page_safety;
 
 /// How long an order stays payable when the request gives no `expires_at`.
 pub const DEFAULT_EXPIRY_MS: i64 = 30 * 60 * 1000;
@@ -621,19 +627,23 @@ impl PaymentOrders {
                 "must be a non-negative integer",
             ));
         }
-        for (field, url) in [
-            ("webhook_url", &request.webhook_url),
-            ("redirect_url", &request.redirect_url),
-        ] {
-            if let Some(url) = url
-                && !is_http_url(url)
-            {
-                return Err(invalid(
-                    "VALIDATION_ERROR",
-                    field,
-                    "must be an http:// or https:// URL",
-                ));
-            }
+        if let Some(url) = &request.redirect_url
+            && !page_safety::is_page_link(url, 2048)
+        {
+            return Err(invalid(
+                "VALIDATION_ERROR",
+                "redirect_url",
+                "must be an absolute http:// or https:// URL of at most 2048 characters, without spaces or credentials",
+            ));
+        }
+        if let Some(url) = &request.webhook_url
+            && !is_http_url(url)
+        {
+            return Err(invalid(
+                "VALIDATION_ERROR",
+                "webhook_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         let now = now_ms();
         let expires_at_ms = match &request.expires_at {
@@ -655,7 +665,7 @@ impl PaymentOrders {
                         "must be in the future",
                     ));
                 }
-                if at - now > MAX_EXPIRY_MS {
+                if at.saturating_sub(now) > MAX_EXPIRY_MS {
                     return Err(invalid(
                         "VALIDATION_ERROR",
                         "expires_at",
@@ -731,7 +741,7 @@ impl PaymentOrders {
             request_hash: Some(request_hash),
             created_at_ms: now,
             expires_at_ms,
-            monitor_until_ms: expires_at_ms + MONITORING_WINDOW_MS,
+            monitor_until_ms: expires_at_ms.saturating_add(MONITORING_WINDOW_MS),
             event: order_event(
                 merchant,
                 &order_id,
@@ -924,11 +934,14 @@ impl PaymentOrders {
 
 /// Recomputes an order from its payments at chain height `head`, and returns the update with
 /// its events when anything changed. `orphaned_now` says payments were just lost to a reorg.
+/// `gatepay` is the order's GatePay row from the store (`Checkout::gatepay_order_of`), `None`
+/// for an order of another family: a GatePay order tells its merchant in GatePay's format only.
 #[allow(clippy::too_many_arguments)]
 pub fn reevaluate(
     service: &PaymentOrders,
     merchant: &MerchantRow,
     order: &OrderRow,
+    gatepay: Option<&GatePayOrderRow>,
     payments: &[PaymentRow],
     head: u64,
     required_confirmations: u64,
@@ -977,7 +990,7 @@ pub fn reevaluate(
             .unwrap_or_default();
     let mut events = Vec::new();
     // A GatePay order tells its merchant in GatePay's format only; Coffer's events are kept.
-    let gatepay_facts = OrderFacts::from_order_info(&order.order_info);
+    let gatepay_facts = gatepay.map(|row| OrderFacts::of(row, order));
     let deliver_native = gatepay_facts.is_none();
     let mut push = |event_type: &str| {
         events.push(order_event(

@@ -461,6 +461,8 @@ impl X402Sales {
             &self.orders,
             &merchant,
             &order,
+            // A sale is never a GatePay order.
+            None,
             &payments,
             head,
             required,

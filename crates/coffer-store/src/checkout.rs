@@ -1,9 +1,13 @@
 //! Storage for the GatePay-compatible checkout API and fiat-priced orders: GatePay credentials,
-//! the nonces they have used, GatePay's names for payment orders, refund requests, and the fiat
-//! quote (currency, amount, locked rate) of an order.
+//! the nonces they have used, GatePay's names and facts of payment orders, refund requests, and
+//! the fiat quote (currency, amount, locked rate) of an order.
+//!
+//! Whether a payment order is a GatePay order, and which credential signs its notifications,
+//! is what [`GatePayOrderRow`] says — never the order's `order_info`, which is the merchant's
+//! free text.
 
 use async_trait::async_trait;
-use coffer_core::MerchantId;
+use coffer_core::{Amount, MerchantId, OrderStatus};
 
 use crate::StoreError;
 
@@ -33,7 +37,8 @@ impl std::fmt::Debug for GatePayCredentialRow {
     }
 }
 
-/// GatePay's names for a payment order.
+/// GatePay's names for a payment order and what its creating request said: everything needed
+/// to answer and notify in GatePay's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatePayOrderRow {
     /// `prepayId` (decimal digits).
@@ -44,10 +49,27 @@ pub struct GatePayOrderRow {
     pub merchant_trade_no: String,
     /// The payment order (`ORD-…`).
     pub order_id: String,
-    /// The credential that created it (its notifications carry this `client_id`).
+    /// The credential that created it: the only one that may sign its notifications, and only
+    /// while it belongs to the order's merchant and is not revoked.
     pub client_id: String,
     /// Creation time (unix ms).
     pub created_at_ms: i64,
+    /// `env.terminalType`, upper case.
+    pub terminal_type: String,
+    /// `goods.goodsType`.
+    pub goods_type: String,
+    /// `goods.goodsName`.
+    pub goods_name: String,
+    /// `goods.goodsDetail`.
+    pub goods_detail: String,
+    /// `merchantUserId`.
+    pub merchant_user_id: Option<i64>,
+    /// `channelId`.
+    pub channel_id: String,
+    /// `surchargeAmount` in the order's token; the order's amount includes it.
+    pub surcharge_amount: Amount,
+    /// `cancelUrl`, an absolute http(s) URL when it was accepted.
+    pub cancel_url: Option<String>,
 }
 
 /// A refund request.
@@ -59,14 +81,33 @@ pub struct GatePayRefundRow {
     pub refund_request_id: String,
     /// The refunded order.
     pub prepay_id: String,
-    /// Amount, canonical base units of the order's token.
-    pub refund_amount: String,
+    /// Amount in the order's token.
+    pub refund_amount: Amount,
     /// Reason as given.
     pub refund_reason: String,
     /// `PROCESS` until it is sent on chain.
     pub status: String,
     /// Creation time (unix ms).
     pub created_at_ms: i64,
+}
+
+/// What became of a refund request checked against its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundDecision {
+    /// Recorded: with it, the order's refunds total at most what was paid.
+    Recorded,
+    /// The merchant has no GatePay order with this `prepayId`.
+    UnknownOrder,
+    /// The order is not paid (confirmed); nothing was recorded.
+    NotPaid(OrderStatus),
+    /// With it, the order's refunds would total `total`, more than the `paid`; nothing was
+    /// recorded.
+    MoreThanPaid {
+        /// The order's refunds including this one.
+        total: Amount,
+        /// What the order was paid.
+        paid: Amount,
+    },
 }
 
 /// The fiat price of an order and the rate locked for its lifetime.
@@ -171,11 +212,27 @@ pub trait Checkout: Send + Sync + 'static {
         merchant_trade_no: &str,
     ) -> Result<Option<GatePayOrderRow>, StoreError>;
 
-    /// Stores a refund request.
+    /// The GatePay names and facts of a payment order; `None` when it is not a GatePay order.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the merchant used the refund request id before.
-    async fn insert_gatepay_refund(&self, refund: &GatePayRefundRow) -> Result<(), StoreError>;
+    /// [`StoreError::Database`] on failure.
+    async fn gatepay_order_of(&self, order_id: &str)
+    -> Result<Option<GatePayOrderRow>, StoreError>;
+
+    /// Records a refund request if its order (the merchant's, by `prepayId`) is paid and its
+    /// refunds, this one included, total at most what was paid. The check and the insert are
+    /// one transaction that holds the order (`FOR UPDATE` on PostgreSQL, the write lock on
+    /// SQLite), so concurrent requests are decided one after the other; amounts are compared
+    /// as integers in Rust.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the merchant used the refund request id before,
+    /// [`StoreError::Corrupt`] for an unreadable stored amount, [`StoreError::Database`] on
+    /// failure.
+    async fn record_gatepay_refund(
+        &self,
+        refund: &GatePayRefundRow,
+    ) -> Result<RefundDecision, StoreError>;
 
     /// A merchant's refund request.
     ///

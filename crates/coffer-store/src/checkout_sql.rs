@@ -1,12 +1,18 @@
 // GatePay credentials, nonces, orders, refunds and fiat quotes: one implementation compiled
-// once per backend (see `orders_sql.rs`). The including module defines `DbRow` and `ThisStore`.
+// once per backend (see `orders_sql.rs`). The including module defines `DbRow`, `ThisStore`,
+// `BEGIN_REFUND` (how a refund's transaction starts) and `LOCK_REFUNDED_ORDER` (the statement
+// that reads the refunded order and holds it until the transaction ends).
 
-use coffer_core::MerchantId;
+use coffer_core::{Amount, MerchantId, OrderStatus};
 use sqlx::Row;
 
 use crate::StoreError;
-use crate::checkout::{GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow};
+use crate::checkout::{GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow, RefundDecision};
 use crate::rows::merchant_id;
+
+fn stored_amount(text: &str, what: &'static str) -> Result<Amount, StoreError> {
+    Amount::from_base_units_str(text).map_err(|error| StoreError::Corrupt { what, detail: format!("{text:?}: {error}") })
+}
 
 fn credential_row(row: &DbRow) -> Result<GatePayCredentialRow, StoreError> {
     let read = StoreError::classify("GatePay credential");
@@ -28,6 +34,14 @@ fn order_row(row: &DbRow) -> Result<GatePayOrderRow, StoreError> {
         order_id: row.try_get("order_id").map_err(&read)?,
         client_id: row.try_get("client_id").map_err(&read)?,
         created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
+        terminal_type: row.try_get("terminal_type").map_err(&read)?,
+        goods_type: row.try_get("goods_type").map_err(&read)?,
+        goods_name: row.try_get("goods_name").map_err(&read)?,
+        goods_detail: row.try_get("goods_detail").map_err(&read)?,
+        merchant_user_id: row.try_get("merchant_user_id").map_err(&read)?,
+        channel_id: row.try_get("channel_id").map_err(&read)?,
+        surcharge_amount: stored_amount(&row.try_get::<String, _>("surcharge_amount").map_err(&read)?, "GatePay surcharge")?,
+        cancel_url: row.try_get("cancel_url").map_err(&read)?,
     })
 }
 
@@ -37,7 +51,7 @@ fn refund_row(row: &DbRow) -> Result<GatePayRefundRow, StoreError> {
         merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
         refund_request_id: row.try_get("refund_request_id").map_err(&read)?,
         prepay_id: row.try_get("prepay_id").map_err(&read)?,
-        refund_amount: row.try_get("refund_amount").map_err(&read)?,
+        refund_amount: stored_amount(&row.try_get::<String, _>("refund_amount").map_err(&read)?, "refund amount")?,
         refund_reason: row.try_get("refund_reason").map_err(&read)?,
         status: row.try_get("status").map_err(&read)?,
         created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
@@ -127,8 +141,9 @@ impl crate::Checkout for ThisStore {
 
     async fn insert_gatepay_order(&self, order: &GatePayOrderRow) -> Result<(), StoreError> {
         let result = sqlx::query(
-            "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms,
+                 terminal_type, goods_type, goods_name, goods_detail, merchant_user_id, channel_id, surcharge_amount, cancel_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&order.prepay_id)
         .bind(order.merchant_id.as_str())
@@ -136,6 +151,14 @@ impl crate::Checkout for ThisStore {
         .bind(&order.order_id)
         .bind(&order.client_id)
         .bind(order.created_at_ms)
+        .bind(&order.terminal_type)
+        .bind(&order.goods_type)
+        .bind(&order.goods_name)
+        .bind(&order.goods_detail)
+        .bind(order.merchant_user_id)
+        .bind(&order.channel_id)
+        .bind(order.surcharge_amount.to_base_units_string())
+        .bind(&order.cancel_url)
         .execute(&self.pool)
         .await;
         match result {
@@ -182,7 +205,54 @@ impl crate::Checkout for ThisStore {
             .transpose()
     }
 
-    async fn insert_gatepay_refund(&self, refund: &GatePayRefundRow) -> Result<(), StoreError> {
+    async fn gatepay_order_of(&self, order_id: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
+        sqlx::query("SELECT * FROM gatepay_orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Database)?
+            .as_ref()
+            .map(order_row)
+            .transpose()
+    }
+
+    async fn record_gatepay_refund(&self, refund: &GatePayRefundRow) -> Result<RefundDecision, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_REFUND).await.map_err(StoreError::Database)?;
+        let Some(order) = sqlx::query(LOCK_REFUNDED_ORDER)
+            .bind(refund.merchant_id.as_str())
+            .bind(&refund.prepay_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?
+        else {
+            return Ok(RefundDecision::UnknownOrder);
+        };
+        let read = StoreError::classify("refunded order");
+        let status: String = order.try_get("status").map_err(&read)?;
+        let status: OrderStatus = status
+            .parse()
+            .map_err(|error| StoreError::Corrupt { what: "order status", detail: format!("{error}") })?;
+        if status != OrderStatus::Confirmed {
+            return Ok(RefundDecision::NotPaid(status));
+        }
+        let paid = stored_amount(&order.try_get::<String, _>("amount_paid").map_err(&read)?, "amount paid")?;
+        let earlier: Vec<String> = sqlx::query_scalar(
+            "SELECT refund_amount FROM gatepay_refunds WHERE merchant_id = $1 AND prepay_id = $2",
+        )
+        .bind(refund.merchant_id.as_str())
+        .bind(&refund.prepay_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+        // Saturating: a sum past the largest amount is more than anything paid.
+        let mut total = refund.refund_amount;
+        for text in &earlier {
+            let amount = stored_amount(text, "refund amount")?;
+            total = total.checked_add(amount).unwrap_or(Amount::from_base_units(coffer_core::U256::MAX));
+        }
+        if total > paid {
+            return Ok(RefundDecision::MoreThanPaid { total, paid });
+        }
         sqlx::query(
             "INSERT INTO gatepay_refunds (merchant_id, refund_request_id, prepay_id, refund_amount, refund_reason, status, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -190,14 +260,15 @@ impl crate::Checkout for ThisStore {
         .bind(refund.merchant_id.as_str())
         .bind(&refund.refund_request_id)
         .bind(&refund.prepay_id)
-        .bind(&refund.refund_amount)
+        .bind(refund.refund_amount.to_base_units_string())
         .bind(&refund.refund_reason)
         .bind(&refund.status)
         .bind(refund.created_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map(drop)
-        .map_err(StoreError::classify("refundRequestId"))
+        .map_err(StoreError::classify("refundRequestId"))?;
+        tx.commit().await.map_err(StoreError::Database)?;
+        Ok(RefundDecision::Recorded)
     }
 
     async fn gatepay_refund(&self, merchant: &MerchantId, refund_request_id: &str) -> Result<Option<GatePayRefundRow>, StoreError> {

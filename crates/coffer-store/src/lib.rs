@@ -41,6 +41,7 @@ use coffer_core::{MerchantId, OrderStatus};
 
 pub use checkout::{
     Checkout, GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow,
+    RefundDecision,
 };
 pub use order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,

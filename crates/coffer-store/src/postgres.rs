@@ -51,6 +51,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0007_settlement_terms.sql"),
     },
     Migration {
+        version: 8,
+        name: "gatepay_order_facts",
+        sql: include_str!("../migrations/postgres/0008_gatepay_order_facts.sql"),
+    },
+    Migration {
         version: 9,
         name: "payment_claims",
         sql: include_str!("../migrations/postgres/0009_payment_claims.sql"),
@@ -74,6 +79,15 @@ impl PostgresStore {
     /// [`StoreError::Database`] when the server cannot be reached, [`StoreError::Migration`]
     /// when a migration fails.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_migrated_to(url, i64::MAX).await
+    }
+
+    /// Opens the database at `url` and applies the migrations up to version `last` only (tests
+    /// of a migration write rows the way an older Coffer did, then reopen with [`Self::open`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub(crate) async fn open_migrated_to(url: &str, last: i64) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -85,11 +99,12 @@ impl PostgresStore {
             pool,
             orders: OrderWriter::default(),
         };
-        store.migrate().await?;
+        store.migrate(last).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the pending migrations up to version `last`.
+    async fn migrate(&self, last: i64) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::Database)?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(MIGRATION_LOCK)
@@ -110,7 +125,7 @@ impl PostgresStore {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(StoreError::Database)?;
-            for migration in pending(MIGRATIONS, &applied) {
+            for migration in pending(MIGRATIONS, &applied).filter(|m| m.version <= last) {
                 let failed = |source| StoreError::Migration {
                     version: migration.version,
                     source,
@@ -200,6 +215,15 @@ mod credentials {
 mod checkout {
     type DbRow = sqlx::postgres::PgRow;
     type ThisStore = super::PostgresStore;
+
+    /// A refund's transaction (read committed: each statement sees what committed before it).
+    const BEGIN_REFUND: &str = "BEGIN";
+    /// The refunded order, locked until the transaction ends: refunds of one order are decided
+    /// one after the other, each seeing the ones before.
+    const LOCK_REFUNDED_ORDER: &str = "SELECT p.status, p.amount_paid FROM gatepay_orders g
+        JOIN payment_orders p ON p.order_id = g.order_id
+        WHERE g.merchant_id = $1 AND g.prepay_id = $2
+        FOR UPDATE";
 
     include!("checkout_sql.rs");
 }

@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0007_settlement_terms.sql"),
     },
     Migration {
+        version: 8,
+        name: "gatepay_order_facts",
+        sql: include_str!("../migrations/sqlite/0008_gatepay_order_facts.sql"),
+    },
+    Migration {
         version: 9,
         name: "payment_claims",
         sql: include_str!("../migrations/sqlite/0009_payment_claims.sql"),
@@ -77,6 +82,15 @@ impl SqliteStore {
     /// [`StoreError::Database`] when the file cannot be opened, [`StoreError::Migration`] when
     /// a migration fails.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_migrated_to(url, i64::MAX).await
+    }
+
+    /// Opens the database at `url` and applies the migrations up to version `last` only (tests
+    /// of a migration write rows the way an older Coffer did, then reopen with [`Self::open`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub(crate) async fn open_migrated_to(url: &str, last: i64) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::Database)?
             .create_if_missing(true)
@@ -98,11 +112,12 @@ impl SqliteStore {
             pool,
             orders: OrderWriter::default(),
         };
-        store.migrate().await?;
+        store.migrate(last).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Applies the pending migrations up to version `last`.
+    async fn migrate(&self, last: i64) -> Result<(), StoreError> {
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS coffer_migrations (
                 version INTEGER PRIMARY KEY NOT NULL,
@@ -116,7 +131,7 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::Database)?;
-        for migration in pending(MIGRATIONS, &applied) {
+        for migration in pending(MIGRATIONS, &applied).filter(|m| m.version <= last) {
             let failed = |source| StoreError::Migration {
                 version: migration.version,
                 source,
@@ -198,6 +213,14 @@ mod credentials {
 mod checkout {
     type DbRow = sqlx::sqlite::SqliteRow;
     type ThisStore = super::SqliteStore;
+
+    /// A refund's transaction takes the write lock at once, so another process's refund of the
+    /// same order waits instead of deciding on what it read before.
+    const BEGIN_REFUND: &str = "BEGIN IMMEDIATE";
+    /// The refunded order (the transaction already holds the write lock).
+    const LOCK_REFUNDED_ORDER: &str = "SELECT p.status, p.amount_paid FROM gatepay_orders g
+        JOIN payment_orders p ON p.order_id = g.order_id
+        WHERE g.merchant_id = $1 AND g.prepay_id = $2";
 
     include!("checkout_sql.rs");
 }

@@ -88,4 +88,26 @@ impl TestDatabase {
             _dir: dir,
         })
     }
+
+    /// A fresh database migrated only up to migration `version`, to test a later migration on
+    /// rows written as an older Coffer wrote them; [`crate::open`] on `url` applies the rest.
+    ///
+    /// # Errors
+    /// As [`fresh_url`] and [`crate::open`].
+    pub async fn migrated_to(backend: Backend, version: i64) -> Result<Self, StoreError> {
+        let (url, dir) = fresh_url(backend).await?;
+        let store: Arc<dyn Store> = match backend {
+            Backend::Sqlite => {
+                Arc::new(crate::sqlite::SqliteStore::open_migrated_to(&url, version).await?)
+            }
+            Backend::Postgres => {
+                Arc::new(crate::postgres::PostgresStore::open_migrated_to(&url, version).await?)
+            }
+        };
+        Ok(TestDatabase {
+            store,
+            url,
+            _dir: dir,
+        })
+    }
 }

@@ -9,6 +9,12 @@
 //! overpaid, expired and cancelled orders get their own screens. The text is English or
 //! Chinese by `Accept-Language`; everything (styles, script, QR) is served by Coffer, and the
 //! page works without script (it then refreshes itself).
+//!
+//! The page answers with a Content-Security-Policy that allows exactly its own inline script
+//! and style (by SHA-256 hash) and nothing else, and it renders or follows a return or cancel
+//! link only when it is an absolute http(s) URL ([`crate::page_safety`]), whatever is stored.
+//! GatePay's `cancelUrl` comes from the order's GatePay facts in the store, never from its
+//! `order_info`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,7 +30,11 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::gatepay::OrderFacts;
+use crate::page_safety::{policy_with_hashes, renderable_link};
+
+/// The page's Content-Security-Policy: its own script and style, by hash, and nothing else.
+static PAGE_POLICY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| policy_with_hashes(&[SCRIPT], &[STYLE]));
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -99,9 +109,9 @@ pub struct PaymentStatus {
     pub expires_at_ms: i64,
     /// Coffer's clock (unix ms), so the page counts down without trusting the device's.
     pub now_ms: i64,
-    /// Where to go once paid.
+    /// Where to go once paid (an http(s) URL, else null).
     pub redirect_url: Option<String>,
-    /// Where to go after an expiry or a cancellation.
+    /// Where to go after an expiry or a cancellation (an http(s) URL, else null).
     pub cancel_url: Option<String>,
 }
 
@@ -117,6 +127,12 @@ async fn live_status(state: &AppState, order: &OrderRow) -> Result<PaymentStatus
         .amount
         .checked_sub(order.amount_paid)
         .unwrap_or(coffer_core::Amount::ZERO);
+    let cancel_url = state
+        .store
+        .gatepay_order_of(&order.order_id)
+        .await
+        .map_err(|error| ApiError::internal(&error))?
+        .and_then(|gatepay| gatepay.cancel_url);
     let stage = match (order.status.as_str(), order.sub_status.as_str()) {
         ("confirmed", _) => "paid",
         ("processing", _) => "confirming",
@@ -137,8 +153,8 @@ async fn live_status(state: &AppState, order: &OrderRow) -> Result<PaymentStatus
         required_confirmations: required,
         expires_at_ms: order.expires_at_ms,
         now_ms: chrono::Utc::now().timestamp_millis(),
-        redirect_url: order.redirect_url.clone(),
-        cancel_url: OrderFacts::from_order_info(&order.order_info).and_then(|f| f.cancel_url),
+        redirect_url: renderable_link(order.redirect_url.as_deref()).map(str::to_owned),
+        cancel_url: renderable_link(cancel_url.as_deref()).map(str::to_owned),
     })
 }
 
@@ -436,6 +452,7 @@ async fn payment_page(
         [
             (header::CACHE_CONTROL, "no-store"),
             (header::VARY, "Accept-Language"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY.as_str()),
         ],
         Html(html),
     )

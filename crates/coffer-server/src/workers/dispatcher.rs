@@ -4,12 +4,21 @@
 //! timeout, so one slow or failing endpoint never holds up another. A failed attempt is retried
 //! with exponential backoff (10 s, 20 s, 40 s, … capped at 6 h) until 3 days after the event;
 //! then the delivery is marked failed (and can still be redelivered through the API).
+//!
+//! A GatePay notification is signed with the credential the store names for its order (the one
+//! that created it), found by the order — never by anything in the notification's body — and
+//! only while that credential is unrevoked and belongs to the order's merchant. Otherwise the
+//! notification is not sent: the attempt fails with the reason in the delivery log and is
+//! retried like any other failure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use coffer_store::{AttemptOutcome, AttemptRow, DeliveryStatus, DueDelivery, Store};
+use coffer_store::{
+    AttemptOutcome, AttemptRow, DeliveryRow, DeliveryStatus, DueDelivery, GatePayCredentialRow,
+    Store, StoreError,
+};
 use futures_util::stream::{self, StreamExt};
 
 use super::{Outcome, StepError, Worker};
@@ -70,9 +79,13 @@ impl Dispatcher {
         if gatepay {
             // GatePay's format: signed with the credential's secret, X-GatePay-* headers. A
             // notification that cannot be signed is not sent (the attempt fails and is retried).
-            match self.gatepay_secret(&body).await {
-                Ok((client_id, secret)) => {
-                    let headers = gatepay::notification_headers(&client_id, &secret, &body);
+            match self.gatepay_signer(&due.delivery, &body).await {
+                Ok(credential) => {
+                    let headers = gatepay::notification_headers(
+                        &credential.client_id,
+                        &credential.secret,
+                        &body,
+                    );
                     for (name, value) in headers {
                         request = request.header(name, value);
                     }
@@ -142,23 +155,78 @@ impl Dispatcher {
         }
     }
 
-    /// The client id and secret that sign a GatePay notification (named in its `client_id`).
-    async fn gatepay_secret(&self, body: &[u8]) -> Result<(String, String), String> {
-        let client_id = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|value| {
-                value
-                    .get("client_id")
-                    .and_then(|v| v.as_str().map(str::to_owned))
-            })
-            .ok_or("the notification names no client_id")?;
+    /// The credential that may sign a GatePay notification: the one the store names for the
+    /// notification's order, if it belongs to the order's merchant and is not revoked.
+    ///
+    /// # Errors
+    /// Why the notification must not be signed (the text goes to the delivery log).
+    async fn gatepay_signer(
+        &self,
+        delivery: &DeliveryRow,
+        body: &[u8],
+    ) -> Result<GatePayCredentialRow, String> {
+        let unreadable = |error: StoreError| {
+            tracing::warn!(%error, delivery = %delivery.delivery_id, "reading a GatePay notification's signer failed");
+            "the notification's order could not be read; retrying".to_owned()
+        };
+        let event = self
+            .store
+            .event(&delivery.event_id)
+            .await
+            .map_err(unreadable)?;
+        let order_id = event
+            .order_id
+            .ok_or("the notification concerns no order: not signed")?;
+        let order = self.store.order(&order_id).await.map_err(unreadable)?;
+        let gatepay = self
+            .store
+            .gatepay_order_of(&order_id)
+            .await
+            .map_err(unreadable)?
+            .ok_or_else(|| format!("order {order_id} is not a GatePay order: not signed"))?;
+        let merchant = &order.merchant_id;
+        if &gatepay.merchant_id != merchant
+            || &event.merchant_id != merchant
+            || &delivery.merchant_id != merchant
+        {
+            return Err(format!(
+                "order {order_id} belongs to another merchant: not signed"
+            ));
+        }
         let credential = self
             .store
-            .gatepay_credential(&client_id)
+            .gatepay_credential(&gatepay.client_id)
             .await
-            .map_err(|error| error.to_string())?
-            .ok_or("its GatePay credential no longer exists")?;
-        Ok((credential.client_id, credential.secret))
+            .map_err(unreadable)?
+            .ok_or_else(|| {
+                format!(
+                    "GatePay credential {} no longer exists: not signed",
+                    gatepay.client_id
+                )
+            })?;
+        if &credential.merchant_id != merchant {
+            // Not named: the log is the order merchant's to read, the credential is not theirs.
+            return Err(
+                "the order's GatePay credential belongs to another merchant: not signed".to_owned(),
+            );
+        }
+        if credential.revoked_at_ms.is_some() {
+            return Err(format!(
+                "GatePay credential {} is revoked: not signed",
+                credential.client_id
+            ));
+        }
+        // The body names the client id it is signed for; it must be this one.
+        let named = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|value| value.get("client_id")?.as_str().map(str::to_owned));
+        if named.as_deref() != Some(credential.client_id.as_str()) {
+            return Err(format!(
+                "the notification names another client_id than its order's credential {}: not signed",
+                credential.client_id
+            ));
+        }
+        Ok(credential)
     }
 
     /// Sends every due delivery once; returns how many were attempted.

@@ -52,10 +52,12 @@ impl Expirer {
                 .chains
                 .by_chain_id(order.chain_id)
                 .map_or(1, |chain| chain.confirmations);
+            let gatepay = self.store.gatepay_order_of(&order.order_id).await?;
             let Some(update) = reevaluate(
                 &self.orders,
                 &merchant,
                 &order,
+                gatepay.as_ref(),
                 &payments,
                 head,
                 required,

@@ -563,10 +563,12 @@ impl Watcher {
                     merchant
                 }
             };
+            let gatepay = self.store.gatepay_order_of(&order.order_id).await?;
             if let Some(update) = reevaluate(
                 &self.orders,
                 &merchant,
                 order,
+                gatepay.as_ref(),
                 &known,
                 to,
                 self.chain.confirmations,
@@ -724,10 +726,12 @@ impl Watcher {
                 });
             }
             let merchant = self.store.merchant(&order.merchant_id).await?;
+            let gatepay = self.store.gatepay_order_of(&order.order_id).await?;
             if let Some(update) = reevaluate(
                 &self.orders,
                 &merchant,
                 &order,
+                gatepay.as_ref(),
                 &payments,
                 head,
                 self.chain.confirmations,

@@ -583,3 +583,178 @@ pub fn parse_raw_response(answer: &[u8]) -> RawResponse {
         body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Payment orders, GatePay credentials and a merchant's endpoint (GatePay and page attacks)
+// ---------------------------------------------------------------------------------------------
+
+/// A merchant's endpoint on this machine: records every request POSTed to it and acknowledges
+/// it in GatePay's words (`{"returnCode":"SUCCESS"}`, which Coffer's own webhooks accept too).
+#[derive(Clone, Default)]
+pub struct Inbox {
+    received: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+}
+
+impl Inbox {
+    /// Starts the endpoint; returns it and its URL.
+    pub async fn start() -> (Inbox, String) {
+        let inbox = Inbox::default();
+        let sink = inbox.clone();
+        let router = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let sink = sink.clone();
+                async move {
+                    sink.received.lock().unwrap().push((headers, body));
+                    r#"{"returnCode":"SUCCESS","returnMessage":""}"#
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (inbox, url)
+    }
+
+    /// Every request received so far: headers and body.
+    pub fn received(&self) -> Vec<(axum::http::HeaderMap, String)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A GatePay credential: ClientId and secret.
+#[derive(Clone)]
+pub struct GatePayClient {
+    pub client_id: String,
+    pub secret: String,
+}
+
+impl GatePayClient {
+    /// Whether a request carries an `X-GatePay-Signature` made with this secret.
+    pub fn signed(&self, headers: &axum::http::HeaderMap, body: &str) -> bool {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        coffer_server::gatepay::verify(
+            &self.secret,
+            &header("X-GatePay-Timestamp"),
+            &header("X-GatePay-Nonce"),
+            body.as_bytes(),
+            &header("X-GatePay-Signature"),
+        )
+    }
+}
+
+impl Env {
+    /// Another merchant, with an API key; notifications go to `webhook_url`.
+    pub async fn another_merchant(&self, name: &str, webhook_url: &str) -> (MerchantRow, String) {
+        let merchant = self
+            .state
+            .merchants
+            .create(name, Some(webhook_url))
+            .await
+            .unwrap();
+        let key = self
+            .state
+            .merchants
+            .create_key(&merchant.id, "test")
+            .await
+            .unwrap();
+        self.deposit_wallet(&merchant.id).await;
+        (merchant, key.key.expose_secret().to_owned())
+    }
+
+    /// Gives a merchant the development deposit wallet (xpub) on every chain, so that it can
+    /// take payment orders.
+    pub async fn deposit_wallet(&self, merchant: &coffer_core::MerchantId) {
+        let xpub = coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
+            .unwrap()
+            .to_base58()
+            .unwrap();
+        self.state
+            .store
+            .set_wallet(merchant, 0, &xpub, 0)
+            .await
+            .unwrap();
+    }
+
+    /// A new GatePay credential of a merchant.
+    pub async fn gatepay_client(&self, merchant: &coffer_core::MerchantId) -> GatePayClient {
+        let credential = self.state.gatepay.create(merchant).await.unwrap();
+        GatePayClient {
+            client_id: credential.client_id.clone(),
+            secret: credential.secret.expose_secret().to_owned(),
+        }
+    }
+
+    /// A GatePay request signed by `client` with a fresh nonce and the current time.
+    pub async fn gatepay(&self, client: &GatePayClient, path: &str, body: &str) -> (u16, Value) {
+        let timestamp = chrono::Utc::now().timestamp_millis().to_string();
+        self.gatepay_at(client, path, body, &timestamp).await
+    }
+
+    /// A GatePay request signed by `client` with the given `X-GatePay-Timestamp` text.
+    pub async fn gatepay_at(
+        &self,
+        client: &GatePayClient,
+        path: &str,
+        body: &str,
+        timestamp: &str,
+    ) -> (u16, Value) {
+        let nonce = coffer_server::events::new_id("n");
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .header("X-GatePay-Certificate-ClientId", &client.client_id)
+            .header("X-GatePay-Timestamp", timestamp)
+            .header("X-GatePay-Nonce", &nonce)
+            .header(
+                "X-GatePay-Signature",
+                coffer_server::gatepay::sign(&client.secret, timestamp, &nonce, body.as_bytes()),
+            )
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    /// A watcher of the test chain whose cursor is at the current block (start it before the
+    /// payments it should see).
+    pub async fn watcher(&self) -> coffer_server::workers::watcher::Watcher {
+        let mut watcher =
+            coffer_server::workers::watcher::Watcher::new(&self.state, CHAIN_ID).unwrap();
+        watcher.step().await.unwrap();
+        watcher
+    }
+
+    /// Lets the watcher catch up with the chain, then sends every due webhook once.
+    pub async fn watch_and_deliver(&self, watcher: &mut coffer_server::workers::watcher::Watcher) {
+        use coffer_server::workers::watcher::StepReport;
+        while watcher.step().await.unwrap() != StepReport::Idle {}
+        coffer_server::workers::dispatcher::Dispatcher::new(&self.state)
+            .dispatch_due()
+            .await
+            .unwrap();
+    }
+
+    /// Transfers `units` of the test USDC from the payer to `to` (one mined block).
+    pub async fn pay(&self, to: &str, units: u64) {
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(self.payer.clone()))
+            .connect_http(self.anvil.url().parse().unwrap());
+        let receipt = coffer_evm::contracts::IERC20::new(USDC, provider)
+            .transfer(to.parse().unwrap(), U256::from(units))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+    }
+}

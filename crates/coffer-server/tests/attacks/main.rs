@@ -5,12 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, missing_docs)]
 
+mod extreme_timestamps;
 mod forged_settle;
 mod free_confirmation;
 mod gas_drain;
+mod gatepay_credential;
+mod gatepay_refunds;
 mod harness;
 mod http_limits;
 mod lost_customers;
+mod page_headers;
+mod page_links;
 mod paywall_paths;
 mod pelago_holes;
 mod sale_reorg;

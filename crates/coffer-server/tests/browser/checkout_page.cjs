@@ -8,6 +8,8 @@
 //   CONFIRMING  the page shows "confirming (1 of 2)" (the test then mines one more block)
 //   PAID        the page shows "paid"
 //   DONE        the browser followed the redirect to the return URL
+// The page runs under its Content-Security-Policy (no inline script but its own, by hash): any
+// violation the browser reports fails the run, and the page's own script and style must work.
 // Any failure exits non-zero with the reason on stderr.
 'use strict';
 
@@ -56,7 +58,16 @@ async function main() {
         foreign.push(request.url());
       }
     });
-    await page.goto(url);
+    const violations = [];
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+    });
+    const response = await page.goto(url);
+    const policy = response.headers()['content-security-policy'] || '';
+    check(/script-src 'sha256-/.test(policy), `no script hash in the page's policy: ${policy}`);
+    check(!policy.includes("'unsafe-inline'"), `the page's policy allows inline code: ${policy}`);
+    const radius = await page.evaluate(() => getComputedStyle(document.querySelector('.card')).borderTopLeftRadius);
+    check(radius === '12px', `the page's own style did not apply under its policy (${radius})`);
     check((await page.getAttribute('html', 'lang')) === 'en', 'en-US did not get the English page');
     const shown = (await page.textContent('#amount')).trim();
     check(shown === amount, `amount shows ${JSON.stringify(shown)}, expected ${JSON.stringify(amount)}`);
@@ -95,6 +106,7 @@ async function main() {
     await page.waitForURL(returnUrl, { timeout: 30000 });
     await page.screenshot({ path: path.join(shots, '04-returned.png'), fullPage: true });
     check(foreign.length === 0, `the page loaded external resources: ${foreign.join(', ')}`);
+    check(violations.length === 0, `the page broke its own policy: ${violations.join(' | ')}`);
     console.log('DONE');
   } finally {
     await browser.close();
