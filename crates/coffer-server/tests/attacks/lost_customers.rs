@@ -90,3 +90,66 @@ async fn every_payment_lands_in_its_own_order_on_sqlite() {
 async fn every_payment_lands_in_its_own_order_on_postgres() {
     every_payment_lands_in_its_own_order(Backend::Postgres).await;
 }
+
+/// The official PyPI client pays 200 Pelago orders in a row (create → 402 → `X-PAYMENT` with
+/// the order id) while the real settlement reconciler runs, as in `coffer serve`: 200 of 200
+/// are confirmed.
+#[tokio::test]
+async fn the_official_pypi_client_pays_200_orders_in_a_row() {
+    use coffer_server::workers::Worker;
+    let env = Arc::new(Env::new(Backend::Sqlite).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reconciler = tokio::spawn({
+        let (env, stop) = (env.clone(), stop.clone());
+        async move {
+            let mut worker = coffer_server::workers::reconciler::Reconciler::new(&env.state);
+            while !stop.load(Ordering::Relaxed) {
+                worker.run_once().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = serde_json::json!({
+        "privateKey": format!("0x{}", alloy::hex::encode(env.payer.to_bytes())),
+        "base": env.base, "apiKey": env.api_key, "count": PAYMENTS, "amount": "0.01",
+    })
+    .to_string();
+    let python = root.join(".tools/python/bin/python");
+    assert!(
+        python.exists(),
+        "the PyPI client is missing: run scripts/install-tools.sh"
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(root.join("interop/pelago_pay_orders.py"))
+        .arg(&input)
+        .output()
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    reconciler.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), PAYMENTS);
+    let lost: Vec<_> = results.iter().filter(|r| r["status"] != 200).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {PAYMENTS} lost: {lost:?}",
+        lost.len()
+    );
+    for result in results {
+        let order = env
+            .state
+            .store
+            .order(result["orderId"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(order.status.as_str(), "confirmed");
+    }
+    assert_eq!(env.order_count().await, PAYMENTS as u64);
+}
