@@ -126,14 +126,16 @@ impl ServerConfig {
             }
         }
         // A paid request waits for the paywall's upstream, then for its settlement's receipt; a
-        // timeout shorter than both would answer 408 to a request whose payment is settling.
-        let longest_wait = x402
-            .settle_timeout_seconds
-            .saturating_add(coffer_server::paywall::UPSTREAM_TIMEOUT.as_secs());
+        // Pelago payment waits for its receipt, then for its confirmations (as long again). A
+        // timeout shorter than that would answer 408 to a request whose payment is settling.
+        let settle = x402.settle_timeout_seconds;
+        let longest_wait = settle
+            .saturating_add(settle.max(coffer_server::paywall::UPSTREAM_TIMEOUT.as_secs()));
         if self.request_timeout_seconds <= longest_wait {
             return Err(ConfigError(format!(
                 "server.request_timeout_seconds: must exceed {longest_wait} \
-                 (x402.settle_timeout_seconds plus the paywall's 60 s upstream timeout)"
+                 (x402.settle_timeout_seconds plus the longer of the paywall's 60 s upstream \
+                 timeout and a Pelago payment's wait for its confirmations)"
             )));
         }
         if self.request_timeout_seconds > MAX_REQUEST_TIMEOUT_SECONDS {
