@@ -727,7 +727,13 @@ pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_
     delivery_row(&row)
 }
 
-pub(crate) async fn claim_due_deliveries(pool: &DbPool, now_ms: i64, lease_ms: i64, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
+pub(crate) async fn claim_due_deliveries(
+    pool: &DbPool,
+    sealer: &crate::secrets::Sealer,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u64,
+) -> Result<Vec<DueDelivery>, StoreError> {
     let claimed: Vec<String> = sqlx::query_scalar(CLAIM_DELIVERIES)
         .bind(now_ms + lease_ms)
         .bind(now_ms)
@@ -749,12 +755,16 @@ pub(crate) async fn claim_due_deliveries(pool: &DbPool, now_ms: i64, lease_ms: i
         .await
         .map_err(StoreError::classify("webhook delivery"))?;
         let read = StoreError::classify("webhook delivery");
+        let delivery = delivery_row(&row)?;
+        let sealed: String = row.try_get("webhook_secret").map_err(&read)?;
+        let webhook_secret =
+            sealer.open(crate::secrets::MERCHANT_WEBHOOK_SECRET, delivery.merchant_id.as_str(), &sealed)?;
         due.push(DueDelivery {
-            delivery: delivery_row(&row)?,
+            delivery,
             event_type: row.try_get("event_type").map_err(&read)?,
             payload: row.try_get("payload").map_err(&read)?,
             event_created_at_ms: row.try_get("event_created_at_ms").map_err(&read)?,
-            webhook_secret: row.try_get("webhook_secret").map_err(&read)?,
+            webhook_secret,
         });
     }
     Ok(due)
@@ -877,7 +887,7 @@ impl crate::Ledger for ThisStore {
     }
 
     async fn claim_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
-        claim_due_deliveries(&self.pool, now_ms, lease_ms, limit).await
+        claim_due_deliveries(&self.pool, &self.sealer, now_ms, lease_ms, limit).await
     }
 
     async fn record_attempt(&self, outcome: &AttemptOutcome) -> Result<(), StoreError> {
