@@ -2,8 +2,8 @@
 //!
 //! RPC URLs carry API keys (`https://…/v2/<KEY>`, `?apikey=…`, `https://user:pass@host`), and
 //! the HTTP client's errors append the URL they failed on. Every provider built here sits on
-//! [`ScrubbedHttp`], which removes its endpoint's URL from every error before anything above
-//! it can print one: error text from [`ChainRpc`] names an endpoint only as
+//! Coffer's own HTTP transport, which never logs its URL and removes it from every error before
+//! anything above it can print one: error text from [`ChainRpc`] names an endpoint only as
 //! `https://host/…`. `Debug` of [`ChainRpc`] shows the same redacted form.
 
 use std::sync::Arc;
@@ -13,8 +13,10 @@ use std::time::Duration;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::client::ClientBuilder;
 use alloy::rpc::json_rpc::{RequestPacket, ResponsePacket};
-use alloy::transports::http::{Http, reqwest};
-use alloy::transports::{RpcError, TransportError, TransportErrorKind, TransportFut};
+use alloy::transports::http::reqwest;
+use alloy::transports::{
+    RpcError, TransportError, TransportErrorKind, TransportFut, TransportResult,
+};
 use coffer_core::Chain;
 
 use crate::EvmError;
@@ -176,38 +178,97 @@ impl UrlScrubber {
     }
 }
 
-/// alloy's HTTP transport with its endpoint's URL removed from every error it returns.
+/// Coffer's HTTP JSON-RPC transport. It does what alloy's reqwest transport does (POST the
+/// request packet as JSON, a JSON-RPC error in a non-2xx answer is still an answer, `Retry-After`
+/// is kept for retries), but never prints its URL: alloy's transport records the whole URL in a
+/// debug span, so every event under it (connection, response body, …) would carry the key to
+/// any log at debug level. Errors come out through [`UrlScrubber::scrub`].
 #[derive(Clone)]
-struct ScrubbedHttp {
-    inner: Http<reqwest::Client>,
+struct RpcHttp {
+    client: reqwest::Client,
+    url: reqwest::Url,
     scrubber: Arc<UrlScrubber>,
 }
 
-impl tower::Service<RequestPacket> for ScrubbedHttp {
+impl RpcHttp {
+    async fn send(self, request: RequestPacket) -> TransportResult<ResponsePacket> {
+        let response = self
+            .client
+            .post(self.url)
+            .json(&request)
+            .headers(request.headers())
+            .send()
+            .await
+            .map_err(TransportErrorKind::custom)?;
+        let status = response.status();
+        // A delay the server asks for, delay-seconds form only.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) if !status.is_success() => {
+                return Err(TransportErrorKind::http_error_with_retry_after(
+                    status.as_u16(),
+                    format!("<failed to read response body: {error}>"),
+                    retry_after,
+                ));
+            }
+            Err(error) => return Err(TransportErrorKind::custom(error)),
+        };
+        tracing::trace!(%status, bytes = body.len(), "RPC answer");
+        if !status.is_success() {
+            // Some nodes answer JSON-RPC errors with an HTTP error status: still an answer.
+            if let Ok(packet) = serde_json::from_slice::<ResponsePacket>(&body)
+                && packet.is_error()
+            {
+                return Ok(packet);
+            }
+            return Err(TransportErrorKind::http_error_with_retry_after(
+                status.as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+                retry_after,
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|error| TransportError::deser_err(error, String::from_utf8_lossy(&body)))
+    }
+}
+
+impl tower::Service<RequestPacket> for RpcHttp {
     type Response = ResponsePacket;
     type Error = TransportError;
     type Future = TransportFut<'static>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let scrubber = &self.scrubber;
-        self.inner
-            .poll_ready(cx)
-            .map_err(|error| scrubber.scrub(error))
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // reqwest is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: RequestPacket) -> Self::Future {
-        let pending = self.inner.call(request);
+        let this = self.clone();
         let scrubber = self.scrubber.clone();
-        Box::pin(async move { pending.await.map_err(|error| scrubber.scrub(error)) })
+        Box::pin(async move {
+            this.send(request)
+                .await
+                .map_err(|error| scrubber.scrub(error))
+        })
     }
 }
 
-/// A provider for `url` whose errors never contain it.
+/// A provider for `url` that never prints it, in errors or logs.
 fn scrubbed_provider(configured: &str, url: reqwest::Url) -> DynProvider {
     let scrubber = Arc::new(UrlScrubber::new(configured, &url));
-    let inner = Http::new(url);
-    let is_local = inner.guess_local();
-    let client = ClientBuilder::default().transport(ScrubbedHttp { inner, scrubber }, is_local);
+    let is_local = alloy::transports::utils::guess_local_url(url.as_str());
+    let transport = RpcHttp {
+        client: reqwest::Client::new(),
+        url,
+        scrubber,
+    };
+    let client = ClientBuilder::default().transport(transport, is_local);
     ProviderBuilder::new().connect_client(client).erased()
 }
 

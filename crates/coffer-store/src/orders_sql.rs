@@ -757,8 +757,20 @@ pub(crate) async fn claim_due_deliveries(
         let read = StoreError::classify("webhook delivery");
         let delivery = delivery_row(&row)?;
         let sealed: String = row.try_get("webhook_secret").map_err(&read)?;
+        // A secret that does not open (no key, another key, a value moved from another
+        // merchant's row) signs nothing: the delivery stays claimed until its lease ends and is
+        // tried again then, and the other merchants' deliveries go on.
         let webhook_secret =
-            sealer.open(crate::secrets::MERCHANT_WEBHOOK_SECRET, delivery.merchant_id.as_str(), &sealed)?;
+            match sealer.open(crate::secrets::MERCHANT_WEBHOOK_SECRET, delivery.merchant_id.as_str(), &sealed) {
+                Ok(secret) => secret,
+                Err(error) => {
+                    tracing::error!(
+                        delivery = %delivery.delivery_id, merchant = %delivery.merchant_id, %error,
+                        "cannot open the merchant's webhook secret; the delivery waits"
+                    );
+                    continue;
+                }
+            };
         due.push(DueDelivery {
             delivery,
             event_type: row.try_get("event_type").map_err(&read)?,

@@ -82,7 +82,10 @@ pub const SECRET_COLUMNS: [SecretColumn; 3] = [MERCHANT_WEBHOOK_SECRET, GATEPAY_
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// No master key was configured, and secrets are only stored encrypted.
-    #[error("no master key is configured; secrets are stored encrypted with one")]
+    #[error(
+        "no master key is configured (secrets.master_key_file or COFFER_MASTER_KEY): secrets are \
+         stored encrypted with one; `coffer secrets generate-key` makes one"
+    )]
     NoMasterKey,
     /// The value was sealed with another master key than the ones configured.
     #[error(

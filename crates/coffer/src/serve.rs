@@ -34,6 +34,10 @@ pub enum StartError {
         /// The cause.
         source: coffer_store::StoreError,
     },
+    /// The database holds secrets that the configured master key (or its absence) cannot
+    /// open.
+    #[error("{0}")]
+    Secrets(String),
     /// An RPC URL is invalid.
     #[error(transparent)]
     Evm(#[from] coffer_evm::EvmError),
@@ -63,11 +67,21 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with(config: &Config, registry: ChainRegistry) -> Result<Self, StartError> {
-        let store = coffer_store::open(&config.database.url)
+        let sealer = config.secrets.sealer()?;
+        let store = coffer_store::open(&config.database.url, sealer)
             .await
             .map_err(|source| StartError::Store {
                 url: coffer_store::redact_url(&config.database.url),
                 source,
+            })?;
+        check_master_key(&*store)
+            .await
+            .map_err(|source| match source {
+                CheckError::Store(source) => StartError::Store {
+                    url: coffer_store::redact_url(&config.database.url),
+                    source,
+                },
+                CheckError::Refused(message) => StartError::Secrets(message),
             })?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -173,6 +187,58 @@ impl Application {
             source,
         })
     }
+}
+
+/// Why [`check_master_key`] refused.
+enum CheckError {
+    Store(coffer_store::StoreError),
+    Refused(String),
+}
+
+/// Refuses to serve a database whose secrets the configured master key cannot open: without a
+/// key when any secret is stored, or with a key other than the one they were sealed with.
+/// An empty database is served without a key (there is nothing to open; creating a merchant
+/// or a credential then fails with a message saying how to make one).
+async fn check_master_key(store: &dyn coffer_store::Store) -> Result<(), CheckError> {
+    let census = store.secrets_census().await.map_err(CheckError::Store)?;
+    let configured = store.master_key_id();
+    let Some(key_id) = configured else {
+        if census.total() == 0 {
+            tracing::warn!(
+                "no master key is configured: merchants and credentials cannot be created until \
+                 one is (secrets.master_key_file or COFFER_MASTER_KEY)"
+            );
+            return Ok(());
+        }
+        let how = if census.plain > 0 {
+            "they were stored before encryption and are encrypted when Coffer starts with a key"
+        } else {
+            "give Coffer the key they were encrypted with"
+        };
+        return Err(CheckError::Refused(format!(
+            "no master key is configured, and the database holds {} secrets (webhook, GatePay \
+             and OKX secrets) that need one; {how}. To make a key: {}",
+            census.total(),
+            crate::config::MASTER_KEY_HELP
+        )));
+    };
+    let foreign = census.sealed_with_other_keys(Some(key_id));
+    if foreign > 0 {
+        let others: Vec<&str> = census
+            .sealed
+            .keys()
+            .map(String::as_str)
+            .filter(|id| *id != key_id)
+            .collect();
+        return Err(CheckError::Refused(format!(
+            "{foreign} secrets in the database are encrypted with master key {}, but the \
+             configured master key is {key_id}: configure the key they were encrypted with, or \
+             finish a rotation with `coffer secrets rotate --new-key-file <file of key {key_id}>` \
+             run with the old key configured",
+            others.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called,
