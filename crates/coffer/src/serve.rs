@@ -210,20 +210,29 @@ async fn check_master_key(store: &dyn coffer_store::Store) -> Result<(), CheckEr
             );
             return Ok(());
         }
-        let how = if census.plain > 0 {
-            "they were stored before encryption and are encrypted when Coffer starts with a key"
+        let stored = count_secrets(census.total());
+        let make = "(umask 077; coffer secrets generate-key > master.key)";
+        return Err(CheckError::Refused(if census.sealed.is_empty() {
+            format!(
+                "no master key is configured, and the database holds {stored} (webhook, GatePay \
+                 and OKX secrets) stored before Coffer encrypted them: make a master key with \
+                 `{make}`, set secrets.master_key_file = \"master.key\" (or put the key in \
+                 COFFER_MASTER_KEY) and start again; they are encrypted at start"
+            )
         } else {
-            "give Coffer the key they were encrypted with"
-        };
-        return Err(CheckError::Refused(format!(
-            "no master key is configured, and the database holds {} secrets (webhook, GatePay \
-             and OKX secrets) that need one; {how}. To make a key: {}",
-            census.total(),
-            crate::config::MASTER_KEY_HELP
-        )));
+            let ids: Vec<&str> = census.sealed.keys().map(String::as_str).collect();
+            format!(
+                "no master key is configured, and the database holds {stored} (webhook, GatePay \
+                 and OKX secrets) encrypted with master key {}: set secrets.master_key_file (or \
+                 COFFER_MASTER_KEY) to that key; a new key is made with `{make}`, but only the \
+                 key they were encrypted with opens them",
+                ids.join(", ")
+            )
+        }));
     };
     let foreign = census.sealed_with_other_keys(Some(key_id));
     if foreign > 0 {
+        let foreign = count_secrets(foreign);
         let others: Vec<&str> = census
             .sealed
             .keys()
@@ -231,7 +240,7 @@ async fn check_master_key(store: &dyn coffer_store::Store) -> Result<(), CheckEr
             .filter(|id| *id != key_id)
             .collect();
         return Err(CheckError::Refused(format!(
-            "{foreign} secrets in the database are encrypted with master key {}, but the \
+            "the database holds {foreign} encrypted with master key {}, but the \
              configured master key is {key_id}: configure the key they were encrypted with, or \
              finish a rotation with `coffer secrets rotate --new-key-file <file of key {key_id}>` \
              run with the old key configured",
@@ -239,6 +248,14 @@ async fn check_master_key(store: &dyn coffer_store::Store) -> Result<(), CheckEr
         )));
     }
     Ok(())
+}
+
+fn count_secrets(count: u64) -> String {
+    if count == 1 {
+        "1 secret".to_owned()
+    } else {
+        format!("{count} secrets")
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called,
