@@ -174,6 +174,9 @@ http_bench() {
     export COFFER__SERVER__LISTEN="127.0.0.1:$port"
     export COFFER__LOG__LEVEL=warn
     export COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS="[\"http://127.0.0.1:$anvil_port\"]"
+    # The merchant's webhook secret is stored encrypted: a throwaway master key.
+    COFFER_MASTER_KEY="$("$coffer" secrets generate-key)"
+    export COFFER_MASTER_KEY
     # Run from the scratch directory so that no ./coffer.toml is picked up.
     local merchant key created
     created="$(cd "$work" && "$coffer" merchant create --name "Bench $backend" --json)"
@@ -233,7 +236,7 @@ http_bench() {
         psql "$pg_admin" -qc "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
         databases=("${databases[@]/$name/}")
     fi
-    unset COFFER__DATABASE__URL COFFER__SERVER__LISTEN COFFER__LOG__LEVEL COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS
+    unset COFFER__DATABASE__URL COFFER__SERVER__LISTEN COFFER__LOG__LEVEL COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS COFFER_MASTER_KEY
 }
 
 wants() { [[ " $parts " == *" $1 "* ]]; }

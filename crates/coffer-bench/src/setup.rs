@@ -84,6 +84,11 @@ enum Cleanup {
     Postgres { admin_url: String, name: String },
 }
 
+/// A throwaway database's secrets are sealed with a throwaway key.
+fn bench_sealer() -> coffer_store::Sealer {
+    coffer_store::Sealer::new(coffer_store::MasterKey::generate().0)
+}
+
 fn unique_suffix() -> String {
     format!(
         "{}_{}",
@@ -100,7 +105,7 @@ impl Database {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 let url = format!("sqlite://{}/coffer.db", dir.display());
-                let store = coffer_store::open(&url).await;
+                let store = coffer_store::open(&url, bench_sealer()).await;
                 match store {
                     Ok(store) => Ok(Database {
                         store,
@@ -135,7 +140,7 @@ impl Database {
                     name: name.clone(),
                 };
                 let url = format!("{base}/{name}");
-                match coffer_store::open(&url).await {
+                match coffer_store::open(&url, bench_sealer()).await {
                     Ok(store) => Ok(Database {
                         store,
                         url,

@@ -9,10 +9,12 @@
 //!   every name the API families use for a network (x402 v1 name, CAIP-2, OKX `chainIndex`,
 //!   GatePay chain code, CryptoPay slug), and the overrides a configuration may apply.
 //! - [`ids`]: identifiers such as [`MerchantId`], built by fallible constructors.
+//! - [`redact`]: URLs made safe to show (RPC URLs carry API keys), alone or inside error text.
 
 pub mod amount;
 pub mod ids;
 pub mod order;
+pub mod redact;
 pub mod registry;
 
 pub use amount::{Amount, AmountError};

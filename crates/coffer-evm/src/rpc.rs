@@ -1,25 +1,56 @@
 //! A chain's RPC endpoints, tried in order with failover.
+//!
+//! RPC URLs carry API keys (`https://…/v2/<KEY>`, `?apikey=…`, `https://user:pass@host`), and
+//! the HTTP client's errors append the URL they failed on. Every provider built here sits on
+//! Coffer's own HTTP transport, which never logs its URL and removes it from every error before
+//! anything above it can print one: error text from [`ChainRpc`] names an endpoint only as
+//! `https://host/…`. `Debug` of [`ChainRpc`] shows the same redacted form.
 
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::client::ClientBuilder;
+use alloy::rpc::json_rpc::{RequestPacket, ResponsePacket};
+use alloy::transports::http::reqwest;
+use alloy::transports::{
+    RpcError, TransportError, TransportErrorKind, TransportFut, TransportResult,
+};
 use coffer_core::Chain;
 
 use crate::EvmError;
 
 /// One endpoint: its provider and a printable URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Endpoint {
     printable: String,
     provider: DynProvider,
 }
 
 /// The RPC endpoints configured for one chain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChainRpc {
     chain: String,
     chain_id: u64,
     endpoints: Vec<Endpoint>,
+}
+
+impl std::fmt::Debug for ChainRpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainRpc")
+            .field("chain", &self.chain)
+            .field("chain_id", &self.chain_id)
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|endpoint| endpoint.printable.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// What a readiness probe saw.
@@ -29,6 +60,216 @@ pub struct Probe {
     pub endpoint: String,
     /// Its latest block number.
     pub block_number: u64,
+}
+
+/// Removes one endpoint's URL, and the secret parts of it, from error text.
+#[derive(Debug, Clone)]
+struct UrlScrubber {
+    /// The URL as configured and as the HTTP client prints it.
+    whole: Vec<String>,
+    /// Parts that may carry a key: password, path, query, fragment.
+    parts: Vec<String>,
+    printable: String,
+    /// Scheme, host and port only: what the HTTP client's errors name instead.
+    bare: reqwest::Url,
+}
+
+impl UrlScrubber {
+    fn new(configured: &str, parsed: &reqwest::Url) -> Self {
+        let mut whole = vec![configured.to_owned(), parsed.to_string()];
+        whole.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        whole.dedup();
+        let path = parsed.path();
+        let parts = [
+            parsed.password(),
+            (path.len() > 1).then_some(path),
+            parsed.query(),
+            parsed.fragment(),
+            (!parsed.username().is_empty()).then(|| parsed.username()),
+        ]
+        .into_iter()
+        .flatten()
+        // Too short to be a key, and replacing it would mangle the message.
+        .filter(|part| part.len() >= 4)
+        .map(str::to_owned)
+        .collect();
+        let mut bare = parsed.clone();
+        // These only fail for URLs that cannot have user info or a path (not http/https).
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        bare.set_path("");
+        bare.set_query(None);
+        bare.set_fragment(None);
+        UrlScrubber {
+            whole,
+            parts,
+            printable: printable_url(configured),
+            bare,
+        }
+    }
+
+    fn leaks(&self, text: &str) -> bool {
+        matches!(coffer_core::redact::redact_urls(text), std::borrow::Cow::Owned(ref redacted) if redacted != text)
+            || self.whole.iter().any(|form| text.contains(form.as_str()))
+            || self.parts.iter().any(|part| text.contains(part.as_str()))
+    }
+
+    fn clean(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for form in &self.whole {
+            text = text.replace(form.as_str(), &self.printable);
+        }
+        let mut text = coffer_core::redact::redact_urls(&text).into_owned();
+        for part in &self.parts {
+            text = text.replace(part.as_str(), "…");
+        }
+        text
+    }
+
+    /// The same error without the URL: reqwest's errors name only scheme, host and port, and
+    /// any other text that still holds it is rewritten. The error's kind (and so whether it is retryable) stays.
+    fn scrub(&self, error: TransportError) -> TransportError {
+        match error {
+            RpcError::Transport(TransportErrorKind::Custom(inner)) => {
+                let inner = match inner.downcast::<reqwest::Error>() {
+                    Ok(reqwest_error) => Box::new(reqwest_error.with_url(self.bare.clone())),
+                    Err(other) => other,
+                };
+                let text = inner.to_string();
+                if self.leaks(&text) {
+                    TransportErrorKind::custom_str(&self.clean(&text))
+                } else {
+                    RpcError::Transport(TransportErrorKind::Custom(inner))
+                }
+            }
+            RpcError::Transport(TransportErrorKind::NonRetryable(inner))
+                if self.leaks(&inner.to_string()) =>
+            {
+                RpcError::Transport(TransportErrorKind::NonRetryable(
+                    self.clean(&inner.to_string()).into(),
+                ))
+            }
+            RpcError::Transport(TransportErrorKind::HttpError(mut http))
+                if self.leaks(&http.body) =>
+            {
+                http.body = self.clean(&http.body);
+                RpcError::Transport(TransportErrorKind::HttpError(http))
+            }
+            RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter {
+                mut error,
+                retry_after,
+            }) if self.leaks(&error.body) => {
+                error.body = self.clean(&error.body);
+                RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter {
+                    error,
+                    retry_after,
+                })
+            }
+            RpcError::DeserError { err, text } if self.leaks(&text) => RpcError::DeserError {
+                err,
+                text: self.clean(&text),
+            },
+            RpcError::ErrorResp(mut payload) if self.leaks(&payload.message) => {
+                payload.message = self.clean(&payload.message).into();
+                RpcError::ErrorResp(payload)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Coffer's HTTP JSON-RPC transport. It does what alloy's reqwest transport does (POST the
+/// request packet as JSON, a JSON-RPC error in a non-2xx answer is still an answer, `Retry-After`
+/// is kept for retries), but never prints its URL: alloy's transport records the whole URL in a
+/// debug span, so every event under it (connection, response body, …) would carry the key to
+/// any log at debug level. Errors come out through [`UrlScrubber::scrub`].
+#[derive(Clone)]
+struct RpcHttp {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    scrubber: Arc<UrlScrubber>,
+}
+
+impl RpcHttp {
+    async fn send(self, request: RequestPacket) -> TransportResult<ResponsePacket> {
+        let response = self
+            .client
+            .post(self.url)
+            .json(&request)
+            .headers(request.headers())
+            .send()
+            .await
+            .map_err(TransportErrorKind::custom)?;
+        let status = response.status();
+        // A delay the server asks for, delay-seconds form only.
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse().ok())
+            .map(Duration::from_secs);
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) if !status.is_success() => {
+                return Err(TransportErrorKind::http_error_with_retry_after(
+                    status.as_u16(),
+                    format!("<failed to read response body: {error}>"),
+                    retry_after,
+                ));
+            }
+            Err(error) => return Err(TransportErrorKind::custom(error)),
+        };
+        tracing::trace!(%status, bytes = body.len(), "RPC answer");
+        if !status.is_success() {
+            // Some nodes answer JSON-RPC errors with an HTTP error status: still an answer.
+            if let Ok(packet) = serde_json::from_slice::<ResponsePacket>(&body)
+                && packet.is_error()
+            {
+                return Ok(packet);
+            }
+            return Err(TransportErrorKind::http_error_with_retry_after(
+                status.as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+                retry_after,
+            ));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|error| TransportError::deser_err(error, String::from_utf8_lossy(&body)))
+    }
+}
+
+impl tower::Service<RequestPacket> for RpcHttp {
+    type Response = ResponsePacket;
+    type Error = TransportError;
+    type Future = TransportFut<'static>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // reqwest is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: RequestPacket) -> Self::Future {
+        let this = self.clone();
+        let scrubber = self.scrubber.clone();
+        Box::pin(async move {
+            this.send(request)
+                .await
+                .map_err(|error| scrubber.scrub(error))
+        })
+    }
+}
+
+/// A provider for `url` that never prints it, in errors or logs.
+fn scrubbed_provider(configured: &str, url: reqwest::Url) -> DynProvider {
+    let scrubber = Arc::new(UrlScrubber::new(configured, &url));
+    let is_local = alloy::transports::utils::guess_local_url(url.as_str());
+    let transport = RpcHttp {
+        client: reqwest::Client::new(),
+        url,
+        scrubber,
+    };
+    let client = ClientBuilder::default().transport(transport, is_local);
+    ProviderBuilder::new().connect_client(client).erased()
 }
 
 impl ChainRpc {
@@ -41,12 +282,12 @@ impl ChainRpc {
             .rpc_urls
             .iter()
             .map(|url| {
-                let parsed = url
+                let parsed: reqwest::Url = url
                     .parse()
                     .map_err(|_| EvmError::InvalidUrl(printable_url(url)))?;
                 Ok(Endpoint {
                     printable: printable_url(url),
-                    provider: ProviderBuilder::new().connect_http(parsed).erased(),
+                    provider: scrubbed_provider(url, parsed),
                 })
             })
             .collect::<Result<_, EvmError>>()?;
@@ -135,22 +376,98 @@ impl ChainRpc {
 }
 
 /// An RPC URL safe to log: scheme, host and port only, since providers put API keys in paths,
-/// query strings and user info.
+/// query strings and user info (see [`coffer_core::redact::redact_url`]).
 pub fn printable_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<invalid url>".to_owned();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let hidden = rest.len() > authority.len() || authority.contains('@');
-    format!("{scheme}://{host}{}", if hidden { "/…" } else { "" })
+    coffer_core::redact::redact_url(url)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable_url;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+
+    use alloy::providers::Provider;
+    use coffer_core::{ChainOverride, ChainRegistry};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const SECRETS: [&str; 4] = ["SEKRETKEY123", "SEKRETKEY456", "SEKRETPASS", "sekretuser"];
+
+    /// A local endpoint that hangs up at once (`close`) or answers 502 echoing the request
+    /// line, as some proxies do.
+    async fn broken_endpoint(close: bool) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if close {
+                    drop(socket);
+                    continue;
+                }
+                let mut head = vec![0u8; 4096];
+                let read = socket.read(&mut head).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&head[..read])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let body =
+                    format!("bad gateway: {line} via http://127.0.0.1:{port}/v2/SEKRETKEY123");
+                let answer = format!(
+                    "HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    fn rpc_for(urls: Vec<String>) -> ChainRpc {
+        let mut registry = ChainRegistry::builtin();
+        let mut overrides = BTreeMap::new();
+        overrides.insert(
+            "base-sepolia".to_owned(),
+            ChainOverride {
+                rpc_urls: urls,
+                ..ChainOverride::default()
+            },
+        );
+        registry.apply(&overrides).unwrap();
+        ChainRpc::new(registry.by_name("base-sepolia").unwrap()).unwrap()
+    }
+
+    fn assert_clean(text: &str) {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_errors_never_carry_the_endpoint_url() {
+        for close in [true, false] {
+            let port = broken_endpoint(close).await;
+            let urls = vec![
+                format!("http://127.0.0.1:{port}/v2/SEKRETKEY123?apikey=SEKRETKEY456"),
+                format!("http://sekretuser:SEKRETPASS@127.0.0.1:{port}"),
+            ];
+            let rpc = rpc_for(urls);
+            for index in 0..rpc.endpoint_count() {
+                let (printable, provider) = rpc.endpoint(index).unwrap();
+                assert_clean(printable);
+                let error = provider.get_block_number().await.unwrap_err();
+                let text = error.to_string();
+                assert_clean(&text);
+                assert_clean(&format!("{error:?}"));
+                assert!(text.contains("127.0.0.1") || !close, "{text}");
+            }
+            let probe = rpc.probe(Duration::from_secs(2)).await.unwrap_err();
+            assert_clean(&probe.to_string());
+            assert_clean(&format!("{rpc:?}"));
+        }
+    }
 
     #[test]
     fn printable_urls_hide_keys_in_paths_and_user_info() {

@@ -1,8 +1,9 @@
 //! Errors in Coffer's native envelope:
 //! `{"success": false, "error": {"code": "UNAUTHORIZED", "message": "…"}}`.
 //!
-//! Codes are stable; messages are for people. Internal failures answer an opaque 500 and are
-//! logged with their cause.
+//! Codes are stable; messages are for people, and never carry a URL whole (see
+//! [`coffer_core::redact`]). Internal failures answer an opaque 500 and are logged with their
+//! cause.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -40,13 +41,22 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// `message` with any URL in it redacted to scheme, host and port: error text may quote an RPC
+/// endpoint, whose URL carries an API key.
+fn redacted(message: String) -> String {
+    match coffer_core::redact::redact_urls(&message) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(redacted) => redacted,
+    }
+}
+
 impl ApiError {
     /// An error with an explicit status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: redacted(message.into()),
             field: None,
         }
     }
@@ -61,7 +71,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
-            message: format!("{field}: {message}"),
+            message: redacted(format!("{field}: {message}")),
             field: Some(field),
         }
     }

@@ -936,7 +936,9 @@ async fn paid(
         Ok(upstream) => upstream,
         Err(error) => {
             claim.release().await;
-            tracing::warn!(%error, "paywall upstream failed");
+            // The upstream's URL is the operator's and may carry a key: log it without one.
+            let error = error.without_url();
+            tracing::warn!(%error, upstream = %coffer_core::redact::redact_url(&route.upstream), "paywall upstream failed");
             return plain(
                 StatusCode::BAD_GATEWAY,
                 "the upstream did not answer; nothing was charged",

@@ -469,7 +469,7 @@ async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(ba
 
     // The nonce is remembered in the database: a restarted server (a new state over a new
     // connection) still refuses the replay.
-    let store = coffer_store::open(&env.db.url).await.unwrap();
+    let store = env.db.reopen().await.unwrap();
     let restarted = AppState::new(store, registry(env.anvil.url()), &env.base).unwrap();
     let (base, _stop) = serve(&restarted).await;
     let (status, answer) = env.send(&base, path, &body, &fresh).await;

@@ -7,15 +7,19 @@ use coffer_core::MerchantId;
 use sqlx::Row;
 
 use crate::rows::merchant_id;
+use crate::secrets::{MERCHANT_WEBHOOK_SECRET, Sealer};
 use crate::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant, StoreError};
 
-fn merchant_row(row: &DbRow) -> Result<MerchantRow, StoreError> {
+/// A stored merchant, its webhook secret opened.
+fn merchant_row(sealer: &Sealer, row: &DbRow) -> Result<MerchantRow, StoreError> {
     let read = StoreError::classify("merchant");
+    let id = merchant_id(row.try_get("id").map_err(&read)?)?;
+    let sealed: String = row.try_get("webhook_secret").map_err(&read)?;
     Ok(MerchantRow {
-        id: merchant_id(row.try_get("id").map_err(&read)?)?,
+        webhook_secret: sealer.open(MERCHANT_WEBHOOK_SECRET, id.as_str(), &sealed)?,
+        id,
         name: row.try_get("name").map_err(&read)?,
         webhook_url: row.try_get("webhook_url").map_err(&read)?,
-        webhook_secret: row.try_get("webhook_secret").map_err(&read)?,
         created_at: row.try_get("created_at").map_err(&read)?,
     })
 }
@@ -47,6 +51,7 @@ impl crate::Store for ThisStore {
     }
 
     async fn insert_merchant(&self, merchant: NewMerchant) -> Result<MerchantRow, StoreError> {
+        let sealed = self.sealer.seal(MERCHANT_WEBHOOK_SECRET, merchant.id.as_str(), &merchant.webhook_secret)?;
         sqlx::query(
             "INSERT INTO merchants (id, name, webhook_url, webhook_secret, created_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -54,7 +59,7 @@ impl crate::Store for ThisStore {
         .bind(merchant.id.as_str())
         .bind(&merchant.name)
         .bind(&merchant.webhook_url)
-        .bind(&merchant.webhook_secret)
+        .bind(&sealed)
         .bind(merchant.created_at)
         .execute(&self.pool)
         .await
@@ -68,7 +73,7 @@ impl crate::Store for ThisStore {
             .fetch_one(&self.pool)
             .await
             .map_err(StoreError::classify("merchant"))?;
-        merchant_row(&row)
+        merchant_row(&self.sealer, &row)
     }
 
     async fn set_merchant_webhook_url(
@@ -82,7 +87,7 @@ impl crate::Store for ThisStore {
             .fetch_one(&self.pool)
             .await
             .map_err(StoreError::classify("merchant"))?;
-        merchant_row(&row)
+        merchant_row(&self.sealer, &row)
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantRow>, StoreError> {
@@ -91,7 +96,7 @@ impl crate::Store for ThisStore {
             .await
             .map_err(StoreError::Database)?
             .iter()
-            .map(merchant_row)
+            .map(|row| merchant_row(&self.sealer, row))
             .collect()
     }
 
@@ -141,7 +146,7 @@ impl crate::Store for ThisStore {
             created_at: row.try_get("key_created_at").map_err(&read)?,
             revoked_at: row.try_get("revoked_at").map_err(&read)?,
         };
-        Ok((key, merchant_row(&row)?))
+        Ok((key, merchant_row(&self.sealer, &row)?))
     }
 
     async fn api_keys(&self, merchant: Option<&MerchantId>) -> Result<Vec<ApiKeyRow>, StoreError> {

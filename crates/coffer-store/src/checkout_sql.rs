@@ -9,17 +9,21 @@ use sqlx::Row;
 use crate::StoreError;
 use crate::checkout::{GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow, RefundDecision};
 use crate::rows::merchant_id;
+use crate::secrets::{GATEPAY_SECRET, Sealer};
 
 fn stored_amount(text: &str, what: &'static str) -> Result<Amount, StoreError> {
     Amount::from_base_units_str(text).map_err(|error| StoreError::Corrupt { what, detail: format!("{text:?}: {error}") })
 }
 
-fn credential_row(row: &DbRow) -> Result<GatePayCredentialRow, StoreError> {
+/// A stored GatePay credential, its secret opened.
+fn credential_row(sealer: &Sealer, row: &DbRow) -> Result<GatePayCredentialRow, StoreError> {
     let read = StoreError::classify("GatePay credential");
+    let client_id: String = row.try_get("client_id").map_err(&read)?;
+    let sealed: String = row.try_get("secret").map_err(&read)?;
     Ok(GatePayCredentialRow {
-        client_id: row.try_get("client_id").map_err(&read)?,
+        secret: sealer.open(GATEPAY_SECRET, &client_id, &sealed)?,
+        client_id,
         merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
-        secret: row.try_get("secret").map_err(&read)?,
         created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
         revoked_at_ms: row.try_get("revoked_at_ms").map_err(&read)?,
     })
@@ -72,13 +76,14 @@ fn quote_row(row: &DbRow) -> Result<OrderQuoteRow, StoreError> {
 #[async_trait::async_trait]
 impl crate::Checkout for ThisStore {
     async fn insert_gatepay_credential(&self, credential: &GatePayCredentialRow) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal(GATEPAY_SECRET, &credential.client_id, &credential.secret)?;
         sqlx::query(
             "INSERT INTO gatepay_credentials (client_id, merchant_id, secret, created_at_ms)
              VALUES ($1, $2, $3, $4)",
         )
         .bind(&credential.client_id)
         .bind(credential.merchant_id.as_str())
-        .bind(&credential.secret)
+        .bind(&sealed)
         .bind(credential.created_at_ms)
         .execute(&self.pool)
         .await
@@ -93,7 +98,7 @@ impl crate::Checkout for ThisStore {
             .await
             .map_err(StoreError::Database)?
             .as_ref()
-            .map(credential_row)
+            .map(|row| credential_row(&self.sealer, row))
             .transpose()
     }
 
@@ -104,7 +109,7 @@ impl crate::Checkout for ThisStore {
             .await
             .map_err(StoreError::Database)?
             .iter()
-            .map(credential_row)
+            .map(|row| credential_row(&self.sealer, row))
             .collect()
     }
 

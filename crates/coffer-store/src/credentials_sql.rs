@@ -6,14 +6,17 @@ use sqlx::Row;
 
 use crate::StoreError;
 use crate::rows::merchant_id;
+use crate::secrets::{OKX_SECRET, Sealer};
 
-/// A stored OKX-style credential.
-fn credential_row(row: &DbRow) -> Result<crate::OkxCredentialRow, StoreError> {
+/// A stored OKX-style credential, its secret opened.
+fn credential_row(sealer: &Sealer, row: &DbRow) -> Result<crate::OkxCredentialRow, StoreError> {
     let read = StoreError::classify("OKX credential");
+    let access_key: String = row.try_get("access_key").map_err(&read)?;
+    let sealed: String = row.try_get("secret").map_err(&read)?;
     Ok(crate::OkxCredentialRow {
-        access_key: row.try_get("access_key").map_err(&read)?,
+        secret: sealer.open(OKX_SECRET, &access_key, &sealed)?,
+        access_key,
         merchant_id: merchant_id(row.try_get("merchant_id").map_err(&read)?)?,
-        secret: row.try_get("secret").map_err(&read)?,
         passphrase_hash: row.try_get("passphrase_hash").map_err(&read)?,
         created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
         revoked_at_ms: row.try_get("revoked_at_ms").map_err(&read)?,
@@ -23,13 +26,14 @@ fn credential_row(row: &DbRow) -> Result<crate::OkxCredentialRow, StoreError> {
 #[async_trait::async_trait]
 impl crate::Credentials for ThisStore {
     async fn insert_okx_credential(&self, credential: &crate::OkxCredentialRow) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal(OKX_SECRET, &credential.access_key, &credential.secret)?;
         sqlx::query(
             "INSERT INTO okx_credentials (access_key, merchant_id, secret, passphrase_hash, created_at_ms)
              VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&credential.access_key)
         .bind(credential.merchant_id.as_str())
-        .bind(&credential.secret)
+        .bind(&sealed)
         .bind(&credential.passphrase_hash)
         .bind(credential.created_at_ms)
         .execute(&self.pool)
@@ -45,7 +49,7 @@ impl crate::Credentials for ThisStore {
             .await
             .map_err(StoreError::Database)?
             .as_ref()
-            .map(credential_row)
+            .map(|row| credential_row(&self.sealer, row))
             .transpose()
     }
 
@@ -56,7 +60,7 @@ impl crate::Credentials for ThisStore {
             .await
             .map_err(StoreError::Database)?
             .iter()
-            .map(credential_row)
+            .map(|row| credential_row(&self.sealer, row))
             .collect()
     }
 

@@ -19,6 +19,11 @@
 //!
 //! Amounts are stored as canonical decimal text of base units (see `coffer_core::Amount`),
 //! timestamps as UTC.
+//!
+//! Secrets (merchants' webhook secrets, GatePay and OKX credential secrets) are stored
+//! encrypted: a store is opened with a [`Sealer`] holding the master key, and the backends seal
+//! on write and open on read, so callers only ever see plain values in row types (which print
+//! `***`). See [`secrets`] for the format and [`SecretStorage`] for the census and rotation.
 
 pub mod checkout;
 mod migrate;
@@ -28,6 +33,7 @@ pub mod payment_claims;
 pub mod postgres;
 mod rows;
 mod sale_rows;
+pub mod secrets;
 mod settlement_rows;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
@@ -53,6 +59,7 @@ pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
 pub use sale_rows::{
     NewSale, OrderSource, PayToRow, Recorded, SaleOrder, SaleProof, SaleRow, Sales,
 };
+pub use secrets::{MasterKey, Sealer, SecretError, SecretsCensus};
 pub use settlement_rows::{
     NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement,
 };
@@ -83,6 +90,10 @@ pub enum StoreError {
     /// The database could not be reached or failed; usually worth retrying.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// A secret could not be sealed or opened (no master key, the wrong one, or a value that
+    /// was altered or moved from another row).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// A migration failed.
     #[error("migration {version} failed: {source}")]
     Migration {
@@ -511,6 +522,32 @@ pub trait Credentials: Send + Sync + 'static {
     async fn revoke_okx_credential(&self, access_key: &str, now_ms: i64) -> Result<(), StoreError>;
 }
 
+/// The encryption of the secret columns as a whole.
+#[async_trait]
+pub trait SecretStorage: Send + Sync + 'static {
+    /// The id of the master key this store seals with, if it has one.
+    fn master_key_id(&self) -> Option<&str>;
+
+    /// How the stored secrets are sealed: how many are in plain text, and how many are sealed
+    /// with each master key (by key id).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn secrets_census(&self) -> Result<SecretsCensus, StoreError>;
+
+    /// Re-encrypts every stored secret under `to`, in one transaction (key rotation). Values
+    /// are opened with this store's key, or with `to` itself; values in plain text are sealed
+    /// too. Values already sealed with `to` are left as they are, so a second run (after a
+    /// crash, or with secrets written meanwhile) finishes the job and changes nothing else.
+    /// Returns how many values were re-encrypted. On PostgreSQL other writers of the secret
+    /// tables wait until it commits.
+    ///
+    /// # Errors
+    /// [`StoreError::Secret`] when a value opens with neither key (nothing is changed then);
+    /// [`StoreError::Database`] on failure.
+    async fn reseal_secrets(&self, to: &MasterKey) -> Result<u64, StoreError>;
+}
+
 /// What a reorg needs to know.
 #[async_trait]
 pub trait ReorgQueries: Send + Sync + 'static {
@@ -538,6 +575,7 @@ pub trait Store:
     + Checkout
     + Sales
     + PaymentClaims
+    + SecretStorage
     + Send
     + Sync
     + 'static
@@ -612,34 +650,71 @@ pub trait Store:
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<ApiKeyRow, StoreError>;
 }
 
-/// Opens the store named by `url`, creating a SQLite file if needed, and runs migrations.
+/// Opens the store named by `url`, creating a SQLite file if needed, runs migrations, and —
+/// when `sealer` has a key — encrypts any secret still stored in plain text (one transaction;
+/// nothing to do on later starts).
+///
+/// Without a key ([`Sealer::none`]) the store opens, but writing or reading a secret fails
+/// with [`SecretError::NoMasterKey`].
 ///
 /// # Errors
 /// [`StoreError::UnsupportedUrl`] for a scheme other than `sqlite:`, `postgres:` or
 /// `postgresql:`; [`StoreError::Database`] when the database cannot be opened;
-/// [`StoreError::Migration`] when a migration fails.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+/// [`StoreError::Migration`] when a migration fails; [`StoreError::Secret`] when a plain-text
+/// secret cannot be sealed.
+pub async fn open(url: &str, sealer: Sealer) -> Result<Arc<dyn Store>, StoreError> {
     let scheme = url
         .split_once(':')
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
-        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::open(url).await?)),
-        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PostgresStore::open(url).await?)),
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::open(url, sealer).await?)),
+        Some("postgres" | "postgresql") => {
+            Ok(Arc::new(postgres::PostgresStore::open(url, sealer).await?))
+        }
         _ => Err(StoreError::UnsupportedUrl {
             url: redact_url(url),
         }),
     }
 }
 
-/// Removes a password from a database URL so it can be logged.
+/// A database URL safe to log: its password, and query parameters that look like one
+/// (`password`, `sslpassword`, `…key`, `…token`, `…secret`), become `***`. Text that does not
+/// parse as a URL but looks like one is reduced to scheme, host and port
+/// ([`coffer_core::redact::redact_url`]).
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            // Setting a password only fails for URLs that cannot have one.
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Setting a password only fails for URLs that cannot have one.
+                let _ = parsed.set_password(Some("***"));
+            }
+            let secret_parameter = |name: &str| {
+                let name = name.to_ascii_lowercase();
+                ["password", "secret", "key", "token"]
+                    .iter()
+                    .any(|word| name.contains(word))
+            };
+            if parsed
+                .query_pairs()
+                .any(|(name, _)| secret_parameter(&name))
+            {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(name, value)| {
+                        let value = if secret_parameter(&name) {
+                            "***".to_owned()
+                        } else {
+                            value.into_owned()
+                        };
+                        (name.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        _ => url.to_owned(),
+        Err(_) if url.contains("://") => coffer_core::redact::redact_url(url),
+        Err(_) => url.to_owned(),
     }
 }
 
@@ -650,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_scheme_is_an_error_not_a_new_sqlite_file() {
         for url in ["mysql://localhost/coffer", "coffer.db", "file:coffer.db"] {
-            let error = open(url).await.err().map(|e| e.to_string());
+            let error = open(url, Sealer::none()).await.err().map(|e| e.to_string());
             assert!(
                 error
                     .as_deref()
@@ -664,5 +739,13 @@ mod tests {
     fn passwords_never_appear_in_a_redacted_url() {
         let redacted = redact_url("postgres://coffer:hunter2@db:5432/coffer");
         assert_eq!(redacted, "postgres://coffer:***@db:5432/coffer");
+        let redacted = redact_url("postgres://db/coffer?sslmode=require&password=hunter2");
+        assert_eq!(
+            redacted,
+            "postgres://db/coffer?sslmode=require&password=***"
+        );
+        let redacted = redact_url("postgres://coffer:hun ter2@db/coffer");
+        assert!(!redacted.contains("hun"), "{redacted}");
+        assert_eq!(redact_url("sqlite:coffer.db"), "sqlite:coffer.db");
     }
 }

@@ -737,7 +737,13 @@ pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_
     delivery_row(&row)
 }
 
-pub(crate) async fn claim_due_deliveries(pool: &DbPool, now_ms: i64, lease_ms: i64, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
+pub(crate) async fn claim_due_deliveries(
+    pool: &DbPool,
+    sealer: &crate::secrets::Sealer,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u64,
+) -> Result<Vec<DueDelivery>, StoreError> {
     let claimed: Vec<String> = sqlx::query_scalar(CLAIM_DELIVERIES)
         .bind(now_ms + lease_ms)
         .bind(now_ms)
@@ -759,12 +765,28 @@ pub(crate) async fn claim_due_deliveries(pool: &DbPool, now_ms: i64, lease_ms: i
         .await
         .map_err(StoreError::classify("webhook delivery"))?;
         let read = StoreError::classify("webhook delivery");
+        let delivery = delivery_row(&row)?;
+        let sealed: String = row.try_get("webhook_secret").map_err(&read)?;
+        // A secret that does not open (no key, another key, a value moved from another
+        // merchant's row) signs nothing: the delivery stays claimed until its lease ends and is
+        // tried again then, and the other merchants' deliveries go on.
+        let webhook_secret =
+            match sealer.open(crate::secrets::MERCHANT_WEBHOOK_SECRET, delivery.merchant_id.as_str(), &sealed) {
+                Ok(secret) => secret,
+                Err(error) => {
+                    tracing::error!(
+                        delivery = %delivery.delivery_id, merchant = %delivery.merchant_id, %error,
+                        "cannot open the merchant's webhook secret; the delivery waits"
+                    );
+                    continue;
+                }
+            };
         due.push(DueDelivery {
-            delivery: delivery_row(&row)?,
+            delivery,
             event_type: row.try_get("event_type").map_err(&read)?,
             payload: row.try_get("payload").map_err(&read)?,
             event_created_at_ms: row.try_get("event_created_at_ms").map_err(&read)?,
-            webhook_secret: row.try_get("webhook_secret").map_err(&read)?,
+            webhook_secret,
         });
     }
     Ok(due)
@@ -887,7 +909,7 @@ impl crate::Ledger for ThisStore {
     }
 
     async fn claim_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {
-        claim_due_deliveries(&self.pool, now_ms, lease_ms, limit).await
+        claim_due_deliveries(&self.pool, &self.sealer, now_ms, lease_ms, limit).await
     }
 
     async fn record_attempt(&self, outcome: &AttemptOutcome) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
 use crate::order_writer::OrderWriter;
+use crate::secrets::Sealer;
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -70,24 +71,33 @@ const MIGRATION_LOCK: i64 = 0x636f_6666_6572;
 pub struct PostgresStore {
     pool: PgPool,
     orders: OrderWriter,
+    sealer: Sealer,
 }
 
 impl PostgresStore {
     /// Connects to a `postgres://` URL and migrates the database.
     ///
+    /// Secrets are sealed and opened with `sealer`'s key; see [`crate::open`].
+    ///
     /// # Errors
     /// [`StoreError::Database`] when the server cannot be reached, [`StoreError::Migration`]
-    /// when a migration fails.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_migrated_to(url, i64::MAX).await
+    /// when a migration fails, [`StoreError::Secret`] when a plain-text secret cannot be
+    /// sealed.
+    pub async fn open(url: &str, sealer: Sealer) -> Result<Self, StoreError> {
+        Self::open_migrated_to(url, sealer, i64::MAX).await
     }
 
     /// Opens the database at `url` and applies the migrations up to version `last` only (tests
     /// of a migration write rows the way an older Coffer did, then reopen with [`Self::open`]).
+    /// Plain-text secrets are sealed only when every migration is applied.
     ///
     /// # Errors
     /// As [`Self::open`].
-    pub(crate) async fn open_migrated_to(url: &str, last: i64) -> Result<Self, StoreError> {
+    pub(crate) async fn open_migrated_to(
+        url: &str,
+        sealer: Sealer,
+        last: i64,
+    ) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -98,8 +108,12 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             orders: OrderWriter::default(),
+            sealer,
         };
         store.migrate(last).await?;
+        if last == i64::MAX {
+            store.seal_plain_secrets().await?;
+        }
         Ok(store)
     }
 
@@ -234,4 +248,18 @@ mod payment_claims {
     type ThisStore = super::PostgresStore;
 
     include!("payment_claims_sql.rs");
+}
+
+/// The secret columns as a whole (census, rotation) on this backend; the SQL is shared with the
+/// other backend.
+mod secrets_storage {
+    type DbRow = sqlx::postgres::PgRow;
+    type ThisStore = super::PostgresStore;
+
+    /// Other writers of the secret tables wait until a re-seal commits; readers do not.
+    const LOCK_SECRET_TABLES: Option<&str> = Some(
+        "LOCK TABLE merchants, gatepay_credentials, okx_credentials IN SHARE ROW EXCLUSIVE MODE",
+    );
+
+    include!("secrets_sql.rs");
 }

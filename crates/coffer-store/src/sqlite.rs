@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use crate::StoreError;
 use crate::migrate::{Migration, pending};
 use crate::order_writer::OrderWriter;
+use crate::secrets::Sealer;
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -73,24 +74,32 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 256;
 pub struct SqliteStore {
     pool: SqlitePool,
     orders: OrderWriter,
+    sealer: Sealer,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite:` URL and migrates it.
     ///
+    /// Secrets are sealed and opened with `sealer`'s key; see [`crate::open`].
+    ///
     /// # Errors
     /// [`StoreError::Database`] when the file cannot be opened, [`StoreError::Migration`] when
-    /// a migration fails.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_migrated_to(url, i64::MAX).await
+    /// a migration fails, [`StoreError::Secret`] when a plain-text secret cannot be sealed.
+    pub async fn open(url: &str, sealer: Sealer) -> Result<Self, StoreError> {
+        Self::open_migrated_to(url, sealer, i64::MAX).await
     }
 
     /// Opens the database at `url` and applies the migrations up to version `last` only (tests
     /// of a migration write rows the way an older Coffer did, then reopen with [`Self::open`]).
+    /// Plain-text secrets are sealed only when every migration is applied.
     ///
     /// # Errors
     /// As [`Self::open`].
-    pub(crate) async fn open_migrated_to(url: &str, last: i64) -> Result<Self, StoreError> {
+    pub(crate) async fn open_migrated_to(
+        url: &str,
+        sealer: Sealer,
+        last: i64,
+    ) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(StoreError::Database)?
             .create_if_missing(true)
@@ -111,8 +120,12 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             orders: OrderWriter::default(),
+            sealer,
         };
         store.migrate(last).await?;
+        if last == i64::MAX {
+            store.seal_plain_secrets().await?;
+        }
         Ok(store)
     }
 
@@ -231,4 +244,16 @@ mod payment_claims {
     type ThisStore = super::SqliteStore;
 
     include!("payment_claims_sql.rs");
+}
+
+/// The secret columns as a whole (census, rotation) on this backend; the SQL is shared with the
+/// other backend.
+mod secrets_storage {
+    type DbRow = sqlx::sqlite::SqliteRow;
+    type ThisStore = super::SqliteStore;
+
+    /// SQLite has one writer at a time: the transaction itself keeps other writers out.
+    const LOCK_SECRET_TABLES: Option<&str> = None;
+
+    include!("secrets_sql.rs");
 }

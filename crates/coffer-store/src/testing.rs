@@ -4,13 +4,17 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each call creates a uniquely named database
 //! `coffer_test_<pid>_<n>_<micros>` on that server. `Drop` cannot be async, so they are not
 //! dropped by the test; `scripts/test.sh` drops every `coffer_test_*` database before a run.
+//!
+//! Each database gets its own random master key ([`TestDatabase::master_key`]), so secrets are
+//! stored encrypted in tests exactly as in production; [`TestDatabase::reopen`] opens a second
+//! store over the same database with that key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Connection;
 
-use crate::{Store, StoreError};
+use crate::{MasterKey, Sealer, Store, StoreError};
 
 /// Which backend a test wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct TestDatabase {
     pub store: Arc<dyn Store>,
     /// The URL it was opened with.
     pub url: String,
+    /// The master key its secrets are sealed with (random per database).
+    pub master_key: MasterKey,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,33 +87,47 @@ impl TestDatabase {
     /// As [`fresh_url`] and [`crate::open`].
     pub async fn new(backend: Backend) -> Result<Self, StoreError> {
         let (url, dir) = fresh_url(backend).await?;
-        let store = crate::open(&url).await?;
+        let (master_key, _) = MasterKey::generate();
+        let store = crate::open(&url, Sealer::new(master_key.clone())).await?;
         Ok(TestDatabase {
             store,
             url,
+            master_key,
             _dir: dir,
         })
     }
 
     /// A fresh database migrated only up to migration `version`, to test a later migration on
-    /// rows written as an older Coffer wrote them; [`crate::open`] on `url` applies the rest.
+    /// rows written as an older Coffer wrote them; [`TestDatabase::reopen`] applies the rest.
     ///
     /// # Errors
     /// As [`fresh_url`] and [`crate::open`].
     pub async fn migrated_to(backend: Backend, version: i64) -> Result<Self, StoreError> {
         let (url, dir) = fresh_url(backend).await?;
+        let (master_key, _) = MasterKey::generate();
+        let sealer = Sealer::new(master_key.clone());
         let store: Arc<dyn Store> = match backend {
             Backend::Sqlite => {
-                Arc::new(crate::sqlite::SqliteStore::open_migrated_to(&url, version).await?)
+                Arc::new(crate::sqlite::SqliteStore::open_migrated_to(&url, sealer, version).await?)
             }
-            Backend::Postgres => {
-                Arc::new(crate::postgres::PostgresStore::open_migrated_to(&url, version).await?)
-            }
+            Backend::Postgres => Arc::new(
+                crate::postgres::PostgresStore::open_migrated_to(&url, sealer, version).await?,
+            ),
         };
         Ok(TestDatabase {
             store,
             url,
+            master_key,
             _dir: dir,
         })
+    }
+
+    /// Another store over the same database, with the same master key (as a second replica,
+    /// or the process after a restart, would open it).
+    ///
+    /// # Errors
+    /// As [`crate::open`].
+    pub async fn reopen(&self) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+        crate::open(&self.url, Sealer::new(self.master_key.clone())).await
     }
 }

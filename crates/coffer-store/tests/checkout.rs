@@ -409,7 +409,7 @@ async fn migration_8_moves_gatepay_facts_out_of_order_info(backend: Backend) {
         }
     }
 
-    let store = coffer_store::open(&old.url).await.unwrap();
+    let store = old.reopen().await.unwrap();
     let migrated = store.gatepay_order_of("ORD-0004").await.unwrap().unwrap();
     assert_eq!(
         (

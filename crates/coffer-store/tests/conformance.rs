@@ -122,13 +122,14 @@ async fn api_keys_belong_to_a_merchant_and_revoke_once(store: &dyn Store) {
     assert_eq!(store.api_key("ck_b").await.expect("read").revoked_at, None);
 }
 
-async fn reopening_keeps_data_and_migrations_run_once(url: &str, store: &dyn Store) {
+async fn reopening_keeps_data_and_migrations_run_once(db: &TestDatabase) {
+    let store = &*db.store;
     store.ping().await.expect("ping");
     store
         .insert_merchant(merchant("durable"))
         .await
         .expect("insert");
-    let reopened = coffer_store::open(url).await.expect("reopen");
+    let reopened = db.reopen().await.expect("reopen");
     let id = MerchantId::from_suffix("durable").expect("id");
     assert_eq!(
         reopened.merchant(&id).await.expect("read").name,
@@ -162,7 +163,7 @@ macro_rules! conformance {
             #[tokio::test]
             async fn reopening_keeps_data_and_migrations_run_once() {
                 let db = fresh().await;
-                super::reopening_keeps_data_and_migrations_run_once(&db.url, &*db.store).await;
+                super::reopening_keeps_data_and_migrations_run_once(&db).await;
             }
 
             #[tokio::test]

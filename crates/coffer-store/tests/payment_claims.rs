@@ -29,7 +29,7 @@ fn claim(nonce: &str, holder: &str, now_ms: i64) -> NewPaymentClaim {
 async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed(backend: Backend) {
     let db = TestDatabase::new(backend).await.unwrap();
     // A second process's view of the same database.
-    let other: Arc<dyn Store> = coffer_store::open(&db.url).await.unwrap();
+    let other: Arc<dyn Store> = db.reopen().await.unwrap();
     let store = db.store.clone();
 
     // Twenty requests with the same payment, half on each replica, at once: one holds it.

@@ -59,10 +59,13 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// A rejection; any URL in its message (an RPC error's) is redacted, since the message is
+/// answered to whoever asked.
 fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
+    let message = message.into();
     Rejection {
         reason,
-        message: message.into(),
+        message: coffer_core::redact::redact_urls(&message).into_owned(),
     }
 }
 

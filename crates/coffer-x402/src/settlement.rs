@@ -425,6 +425,7 @@ impl Settler {
                 "",
             ),
             Err(error) => {
+                let error = coffer_core::redact::redact_urls(&error).into_owned();
                 tracing::error!(%error, "settlement failed unexpectedly");
                 reply(false, Some("unexpected_settle_error"), Some(error), "")
             }

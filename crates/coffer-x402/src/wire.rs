@@ -246,6 +246,17 @@ impl PaymentRequest {
     }
 }
 
+/// Messages leave the process without URLs: an RPC endpoint's URL carries its API key.
+fn serialize_redacted<S: serde::Serializer>(
+    message: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match message {
+        Some(text) => serializer.serialize_some(&coffer_core::redact::redact_urls(text)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The `/verify` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -255,8 +266,11 @@ pub struct VerifyResponse {
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<String>,
-    /// Details for people.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Details for people (any URL in them is redacted when serialised).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted"
+    )]
     pub invalid_message: Option<String>,
     /// The payer, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,8 +286,11 @@ pub struct SettleResponse {
     /// Why not; `settlement_pending` when it was broadcast but not yet mined.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_reason: Option<String>,
-    /// Details for people.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Details for people (any URL in them is redacted when serialised).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted"
+    )]
     pub error_message: Option<String>,
     /// The payer.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -78,6 +78,13 @@ pub enum Command {
         #[command(subcommand)]
         action: SignerAction,
     },
+    /// Work with the master key that encrypts secrets at rest (webhook, GatePay and OKX
+    /// secrets): make one, rotate it, see how the stored secrets are encrypted.
+    Secrets {
+        /// What to do with the master key.
+        #[command(subcommand)]
+        action: crate::master_key::SecretsAction,
+    },
     /// Work with configuration.
     Config {
         /// What to do with configuration.
@@ -348,8 +355,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Config {
             action: ConfigAction::Check,
         } => {
-            let mut shown = config.clone();
-            shown.database.url = coffer_store::redact_url(&shown.database.url);
+            let shown = config.redacted();
             let text = toml::to_string_pretty(&shown).map_err(|e| Failure::new(e.to_string()))?;
             println!("# configuration is valid\n{text}");
             Ok(())
@@ -374,11 +380,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::GatepayKey { action } => gatepay_key_command(&config, action).await,
         Command::Payto { action } => pay_to_command(&config, action).await,
         Command::Signer { action } => signer_command(&config, action),
+        Command::Secrets { action } => crate::master_key::command(&config, action).await,
     }
 }
 
-async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn coffer_store::Store>, Failure> {
-    coffer_store::open(&config.database.url)
+/// Opens the configured database with the configured master key (or none).
+///
+/// # Errors
+/// [`Failure`] naming the database (password removed) or the key.
+pub(crate) async fn open_store(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn coffer_store::Store>, Failure> {
+    coffer_store::open(&config.database.url, config.secrets.sealer()?)
         .await
         .map_err(|error| {
             Failure::new(format!(
@@ -392,7 +405,7 @@ fn parse_merchant(text: &str) -> Result<MerchantId, Failure> {
     MerchantId::parse(text).map_err(|error| Failure::new(format!("--merchant: {error}")))
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
@@ -542,7 +555,12 @@ async fn wallet_command(config: &Config, action: WalletAction) -> Result<(), Fai
             store
                 .merchant(&merchant)
                 .await
-                .map_err(|_| Failure::new(format!("--merchant: no merchant {merchant}")))?;
+                .map_err(|error| match error {
+                    coffer_store::StoreError::NotFound(_) => {
+                        Failure::new(format!("--merchant: no merchant {merchant}"))
+                    }
+                    other => Failure::new(other.to_string()),
+                })?;
             let now = chrono::Utc::now().timestamp_millis();
             let wallet = store
                 .set_wallet(&merchant, chain_id, &xpub, now)
@@ -713,7 +731,12 @@ async fn pay_to_command(config: &Config, action: PayToAction) -> Result<(), Fail
             store
                 .merchant(&merchant)
                 .await
-                .map_err(|_| Failure::new(format!("--merchant: no merchant {merchant}")))?;
+                .map_err(|error| match error {
+                    coffer_store::StoreError::NotFound(_) => {
+                        Failure::new(format!("--merchant: no merchant {merchant}"))
+                    }
+                    other => Failure::new(other.to_string()),
+                })?;
             let row = coffer_store::PayToRow {
                 chain_id,
                 address: format!("{address:#x}"),

@@ -35,6 +35,87 @@ pub struct Config {
     pub fiat: FiatConfig,
     /// The x402 paywall.
     pub paywall: PaywallConfig,
+    /// The master key that encrypts secrets at rest.
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]`: the master key that encrypts webhook, GatePay and OKX secrets in the database.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// A file holding the master key (32 bytes as base64 or hex, as `coffer secrets
+    /// generate-key` prints it). It must not be accessible to other users. Without it, the
+    /// key comes from the environment variable `COFFER_MASTER_KEY`.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the master key (base64 or hex of 32 bytes).
+pub const MASTER_KEY_ENV: &str = "COFFER_MASTER_KEY";
+
+/// What to do when secrets need a master key and none is configured.
+pub const MASTER_KEY_HELP: &str = "make one with `(umask 077; coffer secrets generate-key > master.key)` \
+     and set secrets.master_key_file = \"master.key\" (or put the key in COFFER_MASTER_KEY)";
+
+impl SecretsConfig {
+    /// The master key: from `master_key_file`, else from `COFFER_MASTER_KEY`; `None` when
+    /// neither is set. Never logged.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when both are set, the file is missing, accessible to other users, or
+    /// does not hold a key.
+    pub fn master_key(&self) -> Result<Option<coffer_store::MasterKey>, ConfigError> {
+        let from_env = std::env::var(MASTER_KEY_ENV)
+            .ok()
+            .filter(|text| !text.trim().is_empty());
+        match (&self.master_key_file, from_env) {
+            (Some(_), Some(_)) => Err(ConfigError(format!(
+                "secrets.master_key_file: {MASTER_KEY_ENV} is set too; give the master key one way"
+            ))),
+            (Some(path), None) => read_master_key_file(path)
+                .map(Some)
+                .map_err(|error| ConfigError(format!("secrets.master_key_file: {error}"))),
+            (None, Some(text)) => coffer_store::MasterKey::parse(&text)
+                .map(Some)
+                .map_err(|error| ConfigError(format!("{MASTER_KEY_ENV}: {error}"))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// A [`coffer_store::Sealer`] with the configured key (or none).
+    ///
+    /// # Errors
+    /// As [`SecretsConfig::master_key`].
+    pub fn sealer(&self) -> Result<coffer_store::Sealer, ConfigError> {
+        Ok(self
+            .master_key()?
+            .map_or_else(coffer_store::Sealer::none, coffer_store::Sealer::new))
+    }
+}
+
+/// Reads a master key file, refusing one that other users can read or change.
+///
+/// # Errors
+/// A message naming the file: missing, accessible to others (with the `chmod` to fix it),
+/// or not a key.
+pub fn read_master_key_file(path: &Path) -> Result<coffer_store::MasterKey, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    // Group read is allowed (a service group); anything for other users, or group write, is not.
+    if mode & 0o027 != 0 {
+        return Err(format!(
+            "{} is accessible to other users (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    coffer_store::MasterKey::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// `[fiat]`: exchange rates for fiat-priced orders.
@@ -129,8 +210,8 @@ impl ServerConfig {
         // Pelago payment waits for its receipt, then for its confirmations (as long again). A
         // timeout shorter than that would answer 408 to a request whose payment is settling.
         let settle = x402.settle_timeout_seconds;
-        let longest_wait = settle
-            .saturating_add(settle.max(coffer_server::paywall::UPSTREAM_TIMEOUT.as_secs()));
+        let longest_wait =
+            settle.saturating_add(settle.max(coffer_server::paywall::UPSTREAM_TIMEOUT.as_secs()));
         if self.request_timeout_seconds <= longest_wait {
             return Err(ConfigError(format!(
                 "server.request_timeout_seconds: must exceed {longest_wait} \
@@ -441,6 +522,25 @@ impl Config {
         config.normalized().validated()
     }
 
+    /// A copy safe to print (`coffer config check`): the database password and the secret
+    /// parts of RPC and upstream URLs are removed; signer keys already print as `***`.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        shown.database.url = coffer_store::redact_url(&shown.database.url);
+        for chain in shown.chains.values_mut() {
+            for url in &mut chain.rpc_urls {
+                *url = coffer_core::redact::redact_url(url);
+            }
+        }
+        if let Some(url) = &mut shown.server.public_url {
+            *url = coffer_core::redact::redact_url(url);
+        }
+        for route in &mut shown.paywall.routes {
+            route.upstream = coffer_core::redact::redact_url(&route.upstream);
+        }
+        shown
+    }
+
     fn normalized(mut self) -> Self {
         self.chains = std::mem::take(&mut self.chains)
             .into_iter()
@@ -485,6 +585,7 @@ impl Config {
         self.registry()?;
         self.x402.key_signers()?;
         self.x402.facilitator.validate().map_err(ConfigError)?;
+        self.secrets.master_key()?;
         self.fiat_rates()?;
         Ok(self)
     }
@@ -641,6 +742,15 @@ client_per_minute = 600
 # [fiat.rates.EUR]
 # USDC = "0.92"
 # USDT = "0.92"
+
+[secrets]
+# Webhook secrets and the GatePay and OKX credential secrets are stored encrypted with a master
+# key (32 random bytes, base64 or hex). Make one with
+#   (umask 077; coffer secrets generate-key > master.key)
+# and name the file here (it must not be readable by other users), or put the key itself in the
+# environment variable COFFER_MASTER_KEY. Keep a copy: without it the secrets cannot be read.
+# Rotate with `coffer secrets rotate --new-key-file NEW`.
+# master_key_file = "/etc/coffer/master.key"
 
 # The x402 paywall: sell any HTTP API per request. Requests to `path` answer 402 until paid;
 # paid ones are proxied to `upstream` (path and query appended) and settled when it answers < 400.

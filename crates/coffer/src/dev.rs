@@ -6,9 +6,12 @@
 //! creates a demo merchant with an API key and a webhook secret, serves the API, and writes a
 //! machine-readable summary so scripts can start paying at once.
 //!
-//! State lives in a data directory (default `.coffer-dev/`): the chains' state files, the
-//! SQLite database and the demo credentials. Running again resumes; `--fresh` starts clean.
-//! Everything here is for local development only: the accounts are anvil's public test keys.
+//! State lives in a data directory (default `.coffer-dev/`, mode 0700): the chains' state
+//! files, the SQLite database, the master key its secrets are encrypted with (`master.key`,
+//! generated on the first run unless one is configured, reused afterwards) and the demo
+//! credentials. The summary and the credentials file hold keys, so they are created readable by
+//! their owner only (0600). Running again resumes; `--fresh` starts clean. Everything here is
+//! for local development only: the accounts are anvil's public test keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -207,10 +210,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
             args.data_dir.display()
         )))?;
     }
-    std::fs::create_dir_all(&args.data_dir).map_err(io_fail(format!(
-        "cannot create {}",
-        args.data_dir.display()
-    )))?;
+    crate::master_key::create_private_dir(&args.data_dir).map_err(Failure::new)?;
     let binary = anvil::locate_binary().ok_or_else(|| {
         Failure::new("anvil not found: run scripts/install-tools.sh (or set COFFER_ANVIL)")
     })?;
@@ -259,6 +259,10 @@ async fn run_with_chains(
     }
 
     config.database.url = format!("sqlite:{}", args.data_dir.join("coffer.db").display());
+    if config.secrets.master_key()?.is_none() {
+        config.secrets.master_key_file =
+            Some(crate::master_key::dev_master_key(&args.data_dir).map_err(Failure::new)?);
+    }
     config.x402.signer_keys = crate::config::SignerKeys(vec![secrecy::SecretString::from(
         format!("0x{}", hex::encode(signer.to_bytes())),
     )]);
@@ -510,7 +514,7 @@ async fn demo_gatepay(
 
 fn write_demo(path: &Path, saved: &DemoCredentials) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(saved).map_err(|e| Failure::new(e.to_string()))?;
-    std::fs::write(path, text).map_err(io_fail(format!("cannot write {}", path.display())))
+    crate::master_key::write_private_file(path, text.as_bytes()).map_err(Failure::new)
 }
 
 fn chain_summary(
@@ -550,16 +554,14 @@ fn chain_summary(
     }
 }
 
+/// Writes the summary (it holds keys) readable by its owner only, atomically.
 fn write_summary(path: &Path, summary: &Summary) -> Result<(), Failure> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(io_fail(format!("cannot create {}", parent.display())))?;
     }
     let text = serde_json::to_string_pretty(summary).map_err(|e| Failure::new(e.to_string()))?;
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, text + "\n")
-        .map_err(io_fail(format!("cannot write {}", partial.display())))?;
-    std::fs::rename(&partial, path).map_err(io_fail(format!("cannot write {}", path.display())))
+    crate::master_key::write_private_file(path, (text + "\n").as_bytes()).map_err(Failure::new)
 }
 
 fn print_banner(summary: &Summary, summary_path: &Path) {

@@ -7,6 +7,8 @@
 //! - [`serve`]: opening the store, building the server, binding, graceful shutdown;
 //! - [`dev`]: the local environment — anvil chains, test tokens, funded payers, a demo
 //!   merchant and a summary file;
+//! - [`master_key`]: the master key that encrypts secrets at rest (generate, rotate, status)
+//!   and files only their owner can read;
 //! - [`cli`]: the commands.
 
 pub mod cli;
@@ -14,5 +16,6 @@ pub mod config;
 pub mod dev;
 pub mod dev_inbox;
 pub mod dev_upstream;
+pub mod master_key;
 pub mod serve;
 pub mod telemetry;

@@ -35,6 +35,10 @@ pub enum StartError {
         /// The cause.
         source: coffer_store::StoreError,
     },
+    /// The database holds secrets that the configured master key (or its absence) cannot
+    /// open.
+    #[error("{0}")]
+    Secrets(String),
     /// An RPC URL is invalid.
     #[error(transparent)]
     Evm(#[from] coffer_evm::EvmError),
@@ -64,11 +68,21 @@ impl Application {
     /// # Errors
     /// As [`Application::build`].
     pub async fn build_with(config: &Config, registry: ChainRegistry) -> Result<Self, StartError> {
-        let store = coffer_store::open(&config.database.url)
+        let sealer = config.secrets.sealer()?;
+        let store = coffer_store::open(&config.database.url, sealer)
             .await
             .map_err(|source| StartError::Store {
                 url: coffer_store::redact_url(&config.database.url),
                 source,
+            })?;
+        check_master_key(&*store)
+            .await
+            .map_err(|source| match source {
+                CheckError::Store(source) => StartError::Store {
+                    url: coffer_store::redact_url(&config.database.url),
+                    source,
+                },
+                CheckError::Refused(message) => StartError::Secrets(message),
             })?;
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -177,6 +191,75 @@ impl Application {
             context: "server failed".to_owned(),
             source,
         })
+    }
+}
+
+/// Why [`check_master_key`] refused.
+enum CheckError {
+    Store(coffer_store::StoreError),
+    Refused(String),
+}
+
+/// Refuses to serve a database whose secrets the configured master key cannot open: without a
+/// key when any secret is stored, or with a key other than the one they were sealed with.
+/// An empty database is served without a key (there is nothing to open; creating a merchant
+/// or a credential then fails with a message saying how to make one).
+async fn check_master_key(store: &dyn coffer_store::Store) -> Result<(), CheckError> {
+    let census = store.secrets_census().await.map_err(CheckError::Store)?;
+    let configured = store.master_key_id();
+    let Some(key_id) = configured else {
+        if census.total() == 0 {
+            tracing::warn!(
+                "no master key is configured: merchants and credentials cannot be created until \
+                 one is (secrets.master_key_file or COFFER_MASTER_KEY)"
+            );
+            return Ok(());
+        }
+        let stored = count_secrets(census.total());
+        let make = "(umask 077; coffer secrets generate-key > master.key)";
+        return Err(CheckError::Refused(if census.sealed.is_empty() {
+            format!(
+                "no master key is configured, and the database holds {stored} (webhook, GatePay \
+                 and OKX secrets) stored before Coffer encrypted them: make a master key with \
+                 `{make}`, set secrets.master_key_file = \"master.key\" (or put the key in \
+                 COFFER_MASTER_KEY) and start again; they are encrypted at start"
+            )
+        } else {
+            let ids: Vec<&str> = census.sealed.keys().map(String::as_str).collect();
+            format!(
+                "no master key is configured, and the database holds {stored} (webhook, GatePay \
+                 and OKX secrets) encrypted with master key {}: set secrets.master_key_file (or \
+                 COFFER_MASTER_KEY) to that key; a new key is made with `{make}`, but only the \
+                 key they were encrypted with opens them",
+                ids.join(", ")
+            )
+        }));
+    };
+    let foreign = census.sealed_with_other_keys(Some(key_id));
+    if foreign > 0 {
+        let foreign = count_secrets(foreign);
+        let others: Vec<&str> = census
+            .sealed
+            .keys()
+            .map(String::as_str)
+            .filter(|id| *id != key_id)
+            .collect();
+        return Err(CheckError::Refused(format!(
+            "the database holds {foreign} encrypted with master key {}, but the \
+             configured master key is {key_id}: configure the key they were encrypted with, or \
+             finish a rotation with `coffer secrets rotate --new-key-file <file of key {key_id}>` \
+             run with the old key configured",
+            others.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn count_secrets(count: u64) -> String {
+    if count == 1 {
+        "1 secret".to_owned()
+    } else {
+        format!("{count} secrets")
     }
 }
 

@@ -13,6 +13,7 @@ fn coffer(args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .env("RUST_LOG", "warn")
+        .env_remove("COFFER_MASTER_KEY")
         .stdin(Stdio::null());
     for (name, value) in env {
         command.env(name, value);
@@ -72,7 +73,11 @@ fn a_bad_config_key_is_named_and_exits_non_zero() {
 
 async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) {
     let (url, _dir) = fresh_url(backend).await.expect("fresh database");
-    let env = [("COFFER__DATABASE__URL", url.as_str())];
+    let (_, master_key) = coffer_store::MasterKey::generate();
+    let env = [
+        ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER_MASTER_KEY", master_key.as_str()),
+    ];
     let merchant = stdout_json(&coffer(
         &["merchant", "create", "--name", "Tea Shop", "--json"],
         &env,
@@ -276,4 +281,358 @@ async fn serve_disconnects_a_client_that_sends_its_headers_slowly() {
         "disconnected after {closed_after:?}"
     );
     assert!(reqwest::get(&url).await.unwrap().status().is_success());
+}
+
+/// What an RPC URL, a database URL and a paywall upstream hide; none may be printed.
+const SECRETS: [&str; 5] = [
+    "SEKRETKEY123",
+    "SEKRETKEY456",
+    "SEKRETPASS",
+    "sekretuser",
+    "SEKRETDB",
+];
+
+fn assert_prints_no_secret(output: &Output) {
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for secret in SECRETS {
+        assert!(!printed.contains(secret), "{secret} printed: {printed}");
+    }
+}
+
+#[test]
+fn config_check_prints_rpc_urls_without_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coffer.toml");
+    std::fs::write(
+        &path,
+        r#"[database]
+url = "postgres://coffer:SEKRETDB@127.0.0.1:1/coffer"
+
+[chains.base-sepolia]
+rpc_urls = ["https://base-sepolia.example/v2/SEKRETKEY123?apikey=SEKRETKEY456", "https://sekretuser:SEKRETPASS@rpc.example:8545"]
+
+[[paywall.routes]]
+path = "/premium/*"
+price = "0.01"
+networks = ["base-sepolia"]
+assets = ["USDC"]
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+upstream = "https://api.example/v1?key=SEKRETKEY123"
+"#,
+    )
+    .unwrap();
+    let check = coffer(
+        &["--config", path.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed.contains("https://base-sepolia.example/…")
+            && printed.contains("https://rpc.example:8545/…"),
+        "the endpoints are still named: {printed}"
+    );
+    assert_prints_no_secret(&check);
+
+    // The same URLs from the environment.
+    let check = coffer(
+        &["config", "check"],
+        &[(
+            "COFFER__CHAINS__BASE__RPC_URLS",
+            "[\"https://base.example/v2/SEKRETKEY123\"]",
+        )],
+    );
+    assert!(check.status.success());
+    assert_prints_no_secret(&check);
+
+    // An RPC URL that is refused is named without its key.
+    let refused = coffer(
+        &["config", "check"],
+        &[(
+            "COFFER__CHAINS__BASE__RPC_URLS",
+            "[\"wss://sekretuser:SEKRETPASS@rpc.example/v2/SEKRETKEY123\"]",
+        )],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("chains.base.rpc_urls[0]"));
+    assert_prints_no_secret(&refused);
+}
+
+/// `coffer serve` over `url`, with `key` as its master key (if any): whether it came up, and
+/// what it printed when it did not.
+async fn try_serve(url: &str, key: Option<&str>) -> (bool, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
+    command
+        .arg("serve")
+        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COFFER__DATABASE__URL", url)
+        .env("RUST_LOG", "warn")
+        .env_remove("COFFER_MASTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(key) = key {
+        command.env("COFFER_MASTER_KEY", key);
+    }
+    let mut child = command.spawn().unwrap();
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            let output = child.wait_with_output().await.unwrap();
+            return (false, String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            child.kill().await.unwrap();
+            return (true, String::new());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("coffer serve neither came up nor stopped");
+}
+
+#[tokio::test]
+async fn serve_without_the_master_key_refuses_a_database_holding_secrets() {
+    let (url, _dir) = fresh_url(Backend::Sqlite).await.expect("fresh database");
+    let (_, key) = coffer_store::MasterKey::generate();
+    let env = [
+        ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER_MASTER_KEY", key.as_str()),
+    ];
+
+    // An empty database is served without a key; a secret cannot be stored without one.
+    assert_eq!(try_serve(&url, None).await, (true, String::new()));
+    let refused = coffer(
+        &["merchant", "create", "--name", "Tea Shop"],
+        &[("COFFER__DATABASE__URL", url.as_str())],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("no master key is configured") && message.contains("generate-key"),
+        "{message}"
+    );
+    let listed = stdout_json(&coffer(&["merchant", "list", "--json"], &env));
+    assert_eq!(listed, serde_json::json!([]), "nothing was stored");
+
+    let merchant = stdout_json(&coffer(
+        &["merchant", "create", "--name", "Tea Shop", "--json"],
+        &env,
+    ));
+    let merchant_id = merchant["id"].as_str().unwrap();
+    stdout_json(&coffer(
+        &["okx-key", "create", "--merchant", merchant_id, "--json"],
+        &env,
+    ));
+
+    // Now the database holds secrets: no key is one clear message, and so is another key.
+    let (up, message) = try_serve(&url, None).await;
+    assert!(!up);
+    assert!(
+        message.contains("no master key is configured")
+            && message.contains("coffer secrets generate-key > master.key")
+            && message.lines().count() == 1,
+        "{message}"
+    );
+    let (_, other) = coffer_store::MasterKey::generate();
+    let (up, message) = try_serve(&url, Some(&other)).await;
+    assert!(!up);
+    let sealed_with = coffer_store::MasterKey::parse(&key).unwrap();
+    assert!(
+        message.contains(&format!("encrypted with master key {}", sealed_with.id())),
+        "{message}"
+    );
+    assert_eq!(try_serve(&url, Some(&key)).await, (true, String::new()));
+}
+
+#[tokio::test]
+async fn secrets_stored_in_plain_text_by_an_older_coffer_are_encrypted_at_start() {
+    let (url, _dir) = fresh_url(Backend::Sqlite).await.expect("fresh database");
+    // `coffer migrate` works without a key; then an older Coffer's rows, in plain text.
+    assert!(
+        coffer(&["migrate"], &[("COFFER__DATABASE__URL", url.as_str())])
+            .status
+            .success()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO merchants (id, name, webhook_url, webhook_secret, created_at)
+         VALUES ('mer_legacy', 'Old Shop', NULL, 'whsec_PLAINLEGACY', '2025-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let (up, message) = try_serve(&url, None).await;
+    assert!(!up);
+    assert!(
+        message.contains("stored before Coffer encrypted them")
+            && message.contains("coffer secrets generate-key > master.key"),
+        "{message}"
+    );
+    let (_, key) = coffer_store::MasterKey::generate();
+    assert!(try_serve(&url, Some(&key)).await.0);
+    let stored: String = sqlx::query_scalar("SELECT webhook_secret FROM merchants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let id = coffer_store::MasterKey::parse(&key)
+        .unwrap()
+        .id()
+        .to_owned();
+    assert!(stored.starts_with(&format!("enc:v1:{id}:")), "{stored}");
+    assert!(!stored.contains("PLAINLEGACY"));
+}
+
+#[tokio::test]
+async fn secrets_rotate_reencrypts_everything_and_the_old_key_stops_working() {
+    let (url, _dir) = fresh_url(Backend::Sqlite).await.expect("fresh database");
+    let keys = tempfile::tempdir().unwrap();
+    let old_file = keys.path().join("old.key");
+    let new_file = keys.path().join("new.key");
+    for file in [&old_file, &new_file] {
+        let made = coffer(
+            &[
+                "secrets",
+                "generate-key",
+                "--output",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "a key file is its owner's alone");
+    }
+    let with_key = |file: &std::path::Path| {
+        vec![
+            ("COFFER__DATABASE__URL".to_owned(), url.clone()),
+            (
+                "COFFER__SECRETS__MASTER_KEY_FILE".to_owned(),
+                file.display().to_string(),
+            ),
+        ]
+    };
+    let run = |args: &[&str], file: &std::path::Path| {
+        let env = with_key(file);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        coffer(args, &env)
+    };
+    let merchant = stdout_json(&run(
+        &["merchant", "create", "--name", "Shop", "--json"],
+        &old_file,
+    ));
+    let merchant_id = merchant["id"].as_str().unwrap().to_owned();
+    stdout_json(&run(
+        &[
+            "gatepay-key",
+            "create",
+            "--merchant",
+            &merchant_id,
+            "--json",
+        ],
+        &old_file,
+    ));
+    stdout_json(&run(
+        &["okx-key", "create", "--merchant", &merchant_id, "--json"],
+        &old_file,
+    ));
+    let old_id = coffer_store::MasterKey::parse(&std::fs::read_to_string(&old_file).unwrap())
+        .unwrap()
+        .id()
+        .to_owned();
+    let new_id = coffer_store::MasterKey::parse(&std::fs::read_to_string(&new_file).unwrap())
+        .unwrap()
+        .id()
+        .to_owned();
+    let status = stdout_json(&run(&["secrets", "status", "--json"], &old_file));
+    assert_eq!(status["sealed"], serde_json::json!({ old_id.clone(): 3 }));
+
+    let rotated = stdout_json(&run(
+        &[
+            "secrets",
+            "rotate",
+            "--new-key-file",
+            new_file.to_str().unwrap(),
+            "--json",
+        ],
+        &old_file,
+    ));
+    assert_eq!(rotated["resealed"], 3);
+    let status = stdout_json(&run(&["secrets", "status", "--json"], &new_file));
+    assert_eq!(status["sealed"], serde_json::json!({ new_id.clone(): 3 }));
+    assert_eq!(status["plain"], 0);
+    // Running it again changes nothing.
+    let again = stdout_json(&run(
+        &[
+            "secrets",
+            "rotate",
+            "--new-key-file",
+            new_file.to_str().unwrap(),
+            "--json",
+        ],
+        &old_file,
+    ));
+    assert_eq!(again["resealed"], 0);
+
+    let listed = run(&["merchant", "list", "--json"], &old_file);
+    assert!(!listed.status.success(), "the old key opens nothing");
+    assert_eq!(
+        stdout_json(&run(&["merchant", "list", "--json"], &new_file))[0]["id"],
+        merchant_id.as_str()
+    );
+    let old_key = std::fs::read_to_string(&old_file).unwrap();
+    let new_key = std::fs::read_to_string(&new_file).unwrap();
+    assert!(!try_serve(&url, Some(old_key.trim())).await.0);
+    assert!(try_serve(&url, Some(new_key.trim())).await.0);
+}
+
+#[test]
+fn a_master_key_file_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("master.key");
+    std::fs::write(
+        &file,
+        format!("{}\n", coffer_store::MasterKey::generate().1),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let env = [("COFFER__SECRETS__MASTER_KEY_FILE", file.to_str().unwrap())];
+    let refused = coffer(&["config", "check"], &env);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("secrets.master_key_file") && message.contains("chmod 600"),
+        "{message}"
+    );
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert!(coffer(&["config", "check"], &env).status.success());
+    let check = coffer(&["config", "check"], &env);
+    let printed = String::from_utf8_lossy(&check.stdout);
+    let key = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !printed.contains(key.trim()),
+        "the key itself is never printed"
+    );
 }

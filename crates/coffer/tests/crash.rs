@@ -149,6 +149,10 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
                 "COFFER__CHAINS__BASE_SEPOLIA__CONFIRMATIONS".into(),
                 "3".into(),
             ),
+            (
+                "COFFER_MASTER_KEY".into(),
+                coffer_store::MasterKey::generate().1,
+            ),
         ],
         port,
     };

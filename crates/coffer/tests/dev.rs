@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -45,6 +46,7 @@ async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
         .arg(&summary_path)
         .args(extra)
         .env("RUST_LOG", "warn")
+        .env_remove("COFFER_MASTER_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -131,8 +133,38 @@ fn banner_curl(banner: &str) -> (String, String) {
 #[tokio::test]
 async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state() {
     let data_dir = tempfile::tempdir().unwrap();
+    // As an older `coffer dev` left it: readable by everyone.
+    std::fs::set_permissions(data_dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
     let dev = start_dev(data_dir.path(), &[]).await;
     let summary = dev.summary.clone();
+
+    // The summary and the demo credentials hold keys: they, and the master key, are their
+    // owner's alone, in a directory that is too; the secrets are encrypted in the database.
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(data_dir.path()), 0o700);
+    for file in ["out/summary.json", "demo-merchant.json", "master.key"] {
+        assert_eq!(mode(&data_dir.path().join(file)), 0o600, "{file}");
+    }
+    let master_key = std::fs::read_to_string(data_dir.path().join("master.key")).unwrap();
+    let mut database = Vec::new();
+    for file in ["coffer.db", "coffer.db-wal"] {
+        database.extend(std::fs::read(data_dir.path().join(file)).unwrap_or_default());
+    }
+    let database = String::from_utf8_lossy(&database);
+    assert!(
+        database.contains(&summary.merchant_id),
+        "the database was read"
+    );
+    for secret in [
+        &summary.webhook_secret,
+        &summary.gatepay.secret,
+        &summary.okx.secret,
+    ] {
+        assert!(
+            !database.contains(secret.as_str()),
+            "a secret is stored in plain text"
+        );
+    }
 
     // The banner's curl works as printed.
     let (url, key) = banner_curl(&dev.stdout);
@@ -455,6 +487,12 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     let again = start_dev(data_dir.path(), &[]).await;
     assert_eq!(again.summary.merchant_id, summary.merchant_id);
     assert_eq!(again.summary.api_key, summary.api_key);
+    assert_eq!(
+        std::fs::read_to_string(data_dir.path().join("master.key")).unwrap(),
+        master_key,
+        "the master key is reused"
+    );
+    assert_eq!(again.summary.webhook_secret, summary.webhook_secret);
     let chain = &again.summary.chains[0];
     let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().unwrap());
     let token = IToken::new(chain.tokens[0].address.parse().unwrap(), &provider);

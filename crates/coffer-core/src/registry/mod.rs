@@ -76,8 +76,9 @@ pub struct NetworkNames {
     pub aliases: Vec<String>,
 }
 
-/// An EVM network Coffer can watch and settle on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An EVM network Coffer can watch and settle on. `Debug` shows its RPC URLs redacted (they
+/// carry API keys).
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Chain {
     /// EIP-155 chain id.
     pub chain_id: u64,
@@ -95,6 +96,32 @@ pub struct Chain {
     pub names: NetworkNames,
     /// Known tokens.
     pub assets: Vec<Asset>,
+}
+
+/// RPC URLs as `Debug` shows them: scheme, host and port only.
+struct RedactedUrls<'a>(&'a [String]);
+
+impl std::fmt::Debug for RedactedUrls<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|url| crate::redact::redact_url(url)))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("chain_id", &self.chain_id)
+            .field("display_name", &self.display_name)
+            .field("testnet", &self.testnet)
+            .field("native_symbol", &self.native_symbol)
+            .field("confirmations", &self.confirmations)
+            .field("rpc_urls", &RedactedUrls(&self.rpc_urls))
+            .field("names", &self.names)
+            .field("assets", &self.assets)
+            .finish()
+    }
 }
 
 impl Chain {
@@ -177,8 +204,8 @@ pub enum RegistryError {
 /// Configuration for one chain: RPC endpoints plus optional overrides of registry data.
 ///
 /// For a chain the registry knows, every field is optional; for a new chain `chain_id` is
-/// required and the names default to the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// required and the names default to the key. `Debug` shows the RPC URLs redacted.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainOverride {
     /// EIP-155 chain id (required for a new chain).
@@ -208,6 +235,25 @@ pub struct ChainOverride {
     /// Assets to add or override, keyed by symbol.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assets: BTreeMap<String, AssetOverride>,
+}
+
+impl std::fmt::Debug for ChainOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainOverride")
+            .field("chain_id", &self.chain_id)
+            .field("rpc_urls", &RedactedUrls(&self.rpc_urls))
+            .field("confirmations", &self.confirmations)
+            .field("display_name", &self.display_name)
+            .field("testnet", &self.testnet)
+            .field("native_symbol", &self.native_symbol)
+            .field("okx_chain_index", &self.okx_chain_index)
+            .field("okx_chain_name", &self.okx_chain_name)
+            .field("gatepay_chain", &self.gatepay_chain)
+            .field("cryptopay_slug", &self.cryptopay_slug)
+            .field("aliases", &self.aliases)
+            .field("assets", &self.assets)
+            .finish()
+    }
 }
 
 /// Configuration for one asset; every field overrides the registry's value.
@@ -419,7 +465,10 @@ fn apply_chain(key: &str, chain: &mut Chain, change: &ChainOverride) -> Result<(
             return Err(RegistryError::Invalid {
                 key: key.to_owned(),
                 field: format!("rpc_urls[{i}]"),
-                reason: format!("{url:?} is not an http:// or https:// URL"),
+                reason: format!(
+                    "{:?} is not an http:// or https:// URL",
+                    crate::redact::redact_url(url)
+                ),
             });
         }
     }

@@ -218,3 +218,41 @@ fn bad_overrides_name_the_offending_key() {
         "{error}"
     );
 }
+
+#[test]
+fn rpc_urls_never_print_whole() {
+    let keyed = ChainOverride {
+        rpc_urls: vec![
+            "https://base.example/v2/SEKRETKEY123?apikey=SEKRETKEY456".into(),
+            "https://user:SEKRETPASS@rpc.example".into(),
+        ],
+        ..ChainOverride::default()
+    };
+    let mut registry = ChainRegistry::builtin();
+    registry
+        .apply(&overrides(&[("base", keyed.clone())]))
+        .expect("applies");
+    let printed = [
+        format!("{keyed:?}"),
+        format!("{registry:?}"),
+        format!("{:?}", registry.by_name("base").expect("base")),
+    ];
+    for text in printed {
+        assert!(text.contains("https://base.example/…"), "{text}");
+        for secret in ["SEKRETKEY123", "SEKRETKEY456", "SEKRETPASS"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+    let bad = ChainOverride {
+        rpc_urls: vec!["wss://user:SEKRETPASS@rpc.example/v2/SEKRETKEY123".into()],
+        ..ChainOverride::default()
+    };
+    let error = ChainRegistry::builtin()
+        .apply(&overrides(&[("base", bad)]))
+        .expect_err("not http")
+        .to_string();
+    assert!(
+        error.starts_with("chains.base.rpc_urls[0]") && !error.contains("SEKRET"),
+        "{error}"
+    );
+}

@@ -48,7 +48,7 @@ fn failure(error: &GatePayError) -> Response {
             "status": "FAIL",
             "code": error.code,
             "label": error.label,
-            "errorMessage": error.message,
+            "errorMessage": coffer_core::redact::redact_urls(&error.message),
             "data": {},
         })),
     )

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use coffer_core::redact::redact_urls;
 use futures_util::future::join_all;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -57,7 +58,8 @@ pub struct Readiness {
 }
 
 /// Can this replica serve? Checks the database and each configured chain's RPC (any of its
-/// endpoints, for the right chain id). 503 when any check fails.
+/// endpoints, for the right chain id). 503 when any check fails; the reasons name an endpoint
+/// only by scheme, host and port (RPC URLs carry API keys).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -78,7 +80,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
         Ok(Err(error)) => Check {
             ok: false,
             block_number: None,
-            error: Some(error.to_string()),
+            error: Some(redact_urls(&error.to_string()).into_owned()),
         },
         Err(_) => Check {
             ok: false,
@@ -96,7 +98,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
             Err(error) => Check {
                 ok: false,
                 block_number: None,
-                error: Some(error.to_string()),
+                error: Some(redact_urls(&error.to_string()).into_owned()),
             },
         };
         (rpc.chain().to_owned(), check)

@@ -55,7 +55,7 @@ fn envelope(dialect: Dialect, status: StatusCode, code: u32, msg: &str, data: Va
     };
     (
         status,
-        Json(json!({"code": code, "msg": msg, "data": data})),
+        Json(json!({"code": code, "msg": coffer_core::redact::redact_urls(msg), "data": data})),
     )
         .into_response()
 }

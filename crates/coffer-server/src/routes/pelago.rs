@@ -53,6 +53,7 @@ fn error_response(error: PelagoError) -> Response {
                 "SETTLEMENT_PENDING" | "CONFIRMING" => StatusCode::ACCEPTED,
                 _ => StatusCode::PAYMENT_REQUIRED,
             };
+            let message = coffer_core::redact::redact_urls(&message);
             let body =
                 json!({"x402Version": 1, "code": code, "error": message, "orderId": order_id});
             (status, Json(body)).into_response()

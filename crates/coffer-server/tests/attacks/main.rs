@@ -19,3 +19,4 @@ mod page_links;
 mod paywall_paths;
 mod pelago_holes;
 mod sale_reorg;
+mod secrets;

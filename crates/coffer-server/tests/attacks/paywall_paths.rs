@@ -402,7 +402,7 @@ async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_postg
 /// A second Coffer replica over the env's database, with the same chain, signer and paywall;
 /// its base URL.
 async fn second_replica(env: &Env, upstream: &Upstream) -> String {
-    let store = coffer_store::open(&env.db.url).await.unwrap();
+    let store = env.db.reopen().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let settle = SettleOptions {
