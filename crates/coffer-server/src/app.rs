@@ -22,6 +22,7 @@ use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
 use crate::okx::OkxCredentials;
 use crate::orders::PaymentOrders;
+use crate::outbound::OutboundPolicy;
 use crate::paywall::Paywall;
 use crate::routes;
 use crate::sales::X402Sales;
@@ -64,11 +65,15 @@ pub struct AppState {
     pub sales: X402Sales,
     /// The x402 paywall's routes (none unless configured).
     pub paywall: Arc<Paywall>,
+    /// Where webhooks and callbacks may go: checked when a merchant sets a URL and when the
+    /// dispatcher connects. Strict (public addresses only) unless changed with
+    /// [`AppState::with_outbound_policy`].
+    pub outbound: Arc<OutboundPolicy>,
 }
 
 impl AppState {
     /// State over a store and a registry, with RPC clients for every configured chain; links
-    /// are built on `public_url`.
+    /// are built on `public_url`. Webhooks and callbacks may go to public addresses only.
     ///
     /// # Errors
     /// [`coffer_evm::EvmError::InvalidUrl`] when a configured RPC URL does not parse.
@@ -97,8 +102,10 @@ impl AppState {
             orders.clone(),
             webhook_wakeup.clone(),
         );
+        let outbound = Arc::new(OutboundPolicy::strict());
         Ok(AppState {
             sales,
+            outbound,
             paywall: Arc::new(Paywall::default()),
             settler: Arc::new(Settler::new(
                 facilitator.clone(),
@@ -129,6 +136,17 @@ impl AppState {
     #[must_use]
     pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
         self.orders = self.orders.with_fiat_rates(rates);
+        self
+    }
+
+    /// Sends webhooks and callbacks where `policy` allows, and checks merchants' URLs with it
+    /// (`coffer dev` and tests with local endpoints allow loopback).
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: OutboundPolicy) -> Self {
+        let policy = Arc::new(policy);
+        self.merchants = self.merchants.with_outbound_policy(policy.clone());
+        self.orders = self.orders.with_outbound_policy(policy.clone());
+        self.outbound = policy;
         self
     }
 

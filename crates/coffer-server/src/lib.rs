@@ -21,6 +21,8 @@
 //! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
 //! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
 //! - [`events`]: events (the outbox) and webhook signatures;
+//! - [`outbound`]: the outbound-request policy, which decides where Coffer may send the
+//!   webhooks and callbacks merchants ask for (checked when a URL is set and when it is called);
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
@@ -38,6 +40,7 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod outbound;
 pub mod paywall;
 pub mod pelago;
 pub mod routes;

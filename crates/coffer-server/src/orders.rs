@@ -24,6 +24,7 @@ use crate::error::ApiError;
 use crate::events::{new_id, order_event, rfc3339_ms};
 use crate::fiat::{FiatError, FiatRates, Quote};
 use crate::gatepay::{self, BizStatus, OrderFacts};
+use crate::outbound::OutboundPolicy;
 
 /// How long an order stays payable when the request gives no `expires_at`.
 pub const DEFAULT_EXPIRY_MS: i64 = 30 * 60 * 1000;
@@ -257,6 +258,8 @@ pub struct PaymentOrders {
     rates: Arc<FiatRates>,
     chains: Arc<ChainRegistry>,
     public_url: String,
+    /// Judges the webhook URLs orders name.
+    outbound: Arc<OutboundPolicy>,
     reserved: Arc<ReservedIndexes>,
     wallets: Arc<WalletCache>,
 }
@@ -303,11 +306,13 @@ fn is_http_url(text: &str) -> bool {
 
 impl PaymentOrders {
     /// A service over `store` for the chains in `chains`; links are built on `public_url`.
+    /// Webhook URLs must pass the strict outbound policy.
     pub fn new(store: Arc<dyn Store>, chains: Arc<ChainRegistry>, public_url: String) -> Self {
         PaymentOrders {
             store,
             chains,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            outbound: Arc::new(OutboundPolicy::strict()),
             rates: Arc::new(FiatRates::default()),
             reserved: Arc::default(),
             wallets: Arc::default(),
@@ -318,6 +323,13 @@ impl PaymentOrders {
     #[must_use]
     pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
         self.rates = Arc::new(rates);
+        self
+    }
+
+    /// The same service judging webhook URLs with `policy`.
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: Arc<OutboundPolicy>) -> Self {
+        self.outbound = policy;
         self
     }
 
@@ -528,8 +540,8 @@ impl PaymentOrders {
     /// `Idempotency-Key` created.
     ///
     /// # Errors
-    /// [`OrderError`] naming the bad field, `WalletNotConfigured`, `DuplicateNonce`,
-    /// `IdempotencyMismatch`.
+    /// [`OrderError`] naming the bad field (`URL_NOT_ALLOWED` for a `webhook_url` the outbound
+    /// policy refuses), `WalletNotConfigured`, `DuplicateNonce`, `IdempotencyMismatch`.
     pub async fn create(
         &self,
         merchant: &MerchantRow,
@@ -620,19 +632,14 @@ impl PaymentOrders {
                 "must be a non-negative integer",
             ));
         }
-        for (field, url) in [
-            ("webhook_url", &request.webhook_url),
-            ("redirect_url", &request.redirect_url),
-        ] {
-            if let Some(url) = url
-                && !is_http_url(url)
-            {
-                return Err(invalid(
-                    "VALIDATION_ERROR",
-                    field,
-                    "must be an http:// or https:// URL",
-                ));
-            }
+        if let Some(url) = &request.redirect_url
+            && !is_http_url(url)
+        {
+            return Err(invalid(
+                "VALIDATION_ERROR",
+                "redirect_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         let now = now_ms();
         let expires_at_ms = match &request.expires_at {
@@ -664,6 +671,16 @@ impl PaymentOrders {
                 at
             }
         };
+        if let Some(url) = &request.webhook_url {
+            self.outbound.check_url(url).await.map_err(|refusal| {
+                let code = if refusal.is_forbidden_destination() {
+                    "URL_NOT_ALLOWED"
+                } else {
+                    "VALIDATION_ERROR"
+                };
+                invalid(code, "webhook_url", refusal.to_string())
+            })?;
+        }
         let chain = paid_with.chain;
         let (wallet, key) = self.deposit_wallet(merchant, chain).await?;
         let index = match self.next_index(&wallet).await {

@@ -6,3 +6,4 @@
 #![allow(dead_code, missing_docs)]
 
 mod harness;
+mod ssrf;
