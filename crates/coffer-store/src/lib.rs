@@ -304,7 +304,8 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> Result<DeliveryRow, StoreError>;
 
     /// Schedules a redelivery of an event unless one of its deliveries is in flight (pending
-    /// and due, or claimed by a dispatcher) or `limit` redeliveries were scheduled in the
+    /// and not yet attempted, due, or claimed by a dispatcher; whatever the clocks of the
+    /// replicas say) or `limit` redeliveries were scheduled in the
     /// window before `now_ms`. The event's own deliveries (written with it) do not count.
     /// Concurrent calls for one event are serialised, so the limit holds across replicas.
     ///

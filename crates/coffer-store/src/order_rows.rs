@@ -298,7 +298,8 @@ pub struct RedeliveryLimit {
 pub enum Redelivery {
     /// A new delivery, due now.
     Scheduled(DeliveryRow),
-    /// A delivery of the event is due or being attempted right now; nothing was scheduled.
+    /// A delivery of the event is waiting for its first attempt, due, or being attempted right
+    /// now; nothing was scheduled.
     InFlight,
     /// The window's redeliveries are used up; nothing was scheduled. The next one is possible
     /// at `retry_at_ms`.

@@ -746,7 +746,8 @@ pub(crate) async fn schedule_redelivery(
     let window_start = now_ms.saturating_sub(limit.window_ms);
     let row = sqlx::query(
         "SELECT
-             COALESCE(SUM(CASE WHEN status = 'pending' AND (next_attempt_at_ms <= $1 OR locked_until_ms > $1)
+             COALESCE(SUM(CASE WHEN status = 'pending'
+                               AND (attempts = 0 OR next_attempt_at_ms <= $1 OR locked_until_ms > $1)
                           THEN 1 ELSE 0 END), 0) AS in_flight,
              COALESCE(SUM(CASE WHEN created_at_ms > $2 AND created_at_ms > $3 THEN 1 ELSE 0 END), 0) AS recent,
              MIN(CASE WHEN created_at_ms > $2 AND created_at_ms > $3 THEN created_at_ms END) AS oldest_recent

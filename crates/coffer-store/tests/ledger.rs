@@ -2462,6 +2462,11 @@ async fn redeliveries_are_limited_per_window_and_never_while_one_is_in_flight(st
         redeliver(store, "whd_r2", now + 1).await,
         Redelivery::InFlight
     );
+    assert_eq!(
+        redeliver(store, "whd_r2", now - 1).await,
+        Redelivery::InFlight,
+        "not yet attempted, also for a replica whose clock is behind"
+    );
     record(store, "whd_r1", now + SECOND, true).await;
     assert!(matches!(
         redeliver(store, "whd_r2", now + 2 * SECOND).await,
