@@ -95,7 +95,8 @@ impl Application {
         let rates = config.fiat_rates()?;
         let mut state = AppState::new(store, registry, &public_url)?
             .with_settlement(signers, settle)
-            .with_fiat_rates(rates);
+            .with_fiat_rates(rates)
+            .with_outbound_policy(config.outbound.policy()?);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         let paywall = coffer_server::paywall::Paywall::new(
             &config.paywall.routes,
@@ -124,6 +125,14 @@ impl Application {
     /// The shared state (store, services).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Changes where webhooks and callbacks may go (`coffer dev` also allows loopback, where
+    /// its webhook inbox listens).
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: coffer_server::outbound::OutboundPolicy) -> Self {
+        self.state = self.state.with_outbound_policy(policy);
+        self
     }
 
     /// Changes how often idle workers poll (`coffer dev` polls faster).
