@@ -96,10 +96,7 @@ impl Listener {
 async fn read_request(stream: &mut tokio::net::TcpStream) -> String {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
-        let Ok(read) = stream.read(&mut chunk).await else {
-            break;
-        };
+    while let Ok(read) = stream.read(&mut chunk).await {
         if read == 0 {
             break;
         }
