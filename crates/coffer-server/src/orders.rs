@@ -57,7 +57,9 @@ pub struct CreateOrderRequest {
     pub order_info: String,
     /// Unique per merchant.
     pub nonce: i64,
-    /// Webhook endpoint for this order (else the merchant's).
+    /// Webhook endpoint for this order (else the merchant's): an http(s) URL of a public host;
+    /// private, loopback and link-local addresses are refused (`URL_NOT_ALLOWED`) unless the
+    /// operator allows them.
     pub webhook_url: Option<String>,
     /// Where to send the customer after payment.
     pub redirect_url: Option<String>,
