@@ -370,6 +370,7 @@ impl Chain {
 }
 
 /// Application state over `store` with base-sepolia served by `rpc_url`, two confirmations.
+/// Webhooks may go to this machine (the benchmarks' endpoints are local).
 pub fn app_state(store: Arc<dyn Store>, rpc_url: &str) -> Result<AppState> {
     let mut registry = ChainRegistry::builtin();
     let mut overrides = BTreeMap::new();
@@ -382,7 +383,8 @@ pub fn app_state(store: Arc<dyn Store>, rpc_url: &str) -> Result<AppState> {
         },
     );
     registry.apply(&overrides)?;
-    Ok(AppState::new(store, registry, "http://127.0.0.1")?)
+    Ok(AppState::new(store, registry, "http://127.0.0.1")?
+        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback()))
 }
 
 /// A merchant with the dev deposit wallet on every chain.

@@ -37,6 +37,7 @@ use crate::merchants::Merchants;
 use crate::metrics::{self, Metrics};
 use crate::okx::OkxCredentials;
 use crate::orders::PaymentOrders;
+use crate::outbound::OutboundPolicy;
 use crate::paywall::Paywall;
 use crate::routes;
 use crate::sales::X402Sales;
@@ -79,6 +80,10 @@ pub struct AppState {
     pub sales: X402Sales,
     /// The x402 paywall's routes (none unless configured).
     pub paywall: Arc<Paywall>,
+    /// Where webhooks and callbacks may go: checked when a merchant sets a URL and when the
+    /// dispatcher connects. Strict (public addresses only) unless changed with
+    /// [`AppState::with_outbound_policy`].
+    pub outbound: Arc<OutboundPolicy>,
     /// Who may use the facilitator routes, and how much.
     pub facilitator_gate: Arc<FacilitatorGate>,
     /// How long a request may take and how many are handled at once.
@@ -127,7 +132,7 @@ impl Default for ConnectionLimits {
 
 impl AppState {
     /// State over a store and a registry, with RPC clients for every configured chain; links
-    /// are built on `public_url`.
+    /// are built on `public_url`. Webhooks and callbacks may go to public addresses only.
     ///
     /// # Errors
     /// [`coffer_evm::EvmError::InvalidUrl`] when a configured RPC URL does not parse.
@@ -156,8 +161,10 @@ impl AppState {
             orders.clone(),
             webhook_wakeup.clone(),
         );
+        let outbound = Arc::new(OutboundPolicy::strict());
         Ok(AppState {
             sales,
+            outbound,
             paywall: Arc::new(Paywall::default()),
             facilitator_gate: Arc::new(FacilitatorGate::default()),
             settler: Arc::new(Settler::new(
@@ -198,6 +205,17 @@ impl AppState {
     #[must_use]
     pub fn with_facilitator_policy(mut self, policy: FacilitatorPolicy) -> Self {
         self.facilitator_gate = Arc::new(FacilitatorGate::new(policy));
+        self
+    }
+
+    /// Sends webhooks and callbacks where `policy` allows, and checks merchants' URLs with it
+    /// (`coffer dev` and tests with local endpoints allow loopback).
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: OutboundPolicy) -> Self {
+        let policy = Arc::new(policy);
+        self.merchants = self.merchants.with_outbound_policy(policy.clone());
+        self.orders = self.orders.with_outbound_policy(policy.clone());
+        self.outbound = policy;
         self
     }
 

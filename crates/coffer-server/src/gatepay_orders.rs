@@ -260,6 +260,15 @@ fn check_url(field: &str, url: Option<&String>) -> Result<(), GatePayError> {
     Ok(())
 }
 
+/// `400624 INVALID_CALLBACK_URL`, GatePay's code for a `callbackUrl` it will not call.
+fn invalid_callback_url(error: GatePayError) -> GatePayError {
+    GatePayError {
+        code: "400624",
+        label: "INVALID_CALLBACK_URL",
+        ..error
+    }
+}
+
 fn invalid_currency(message: String) -> GatePayError {
     GatePayError::with(
         StatusCode::BAD_REQUEST,
@@ -387,6 +396,8 @@ fn from_order_error(error: OrderError) -> GatePayError {
             };
             if field == "fiatCurrency" {
                 invalid_currency(format!("{field}: {message}"))
+            } else if field == "callbackUrl" {
+                invalid_callback_url(GatePayError::param(field, message))
             } else {
                 GatePayError::param(field, message)
             }
@@ -409,8 +420,9 @@ fn format_amount(amount: Amount, decimals: u8) -> String {
 /// Creates a checkout order; returns the response `data`.
 ///
 /// # Errors
-/// [`GatePayError`]: `400001` naming the field, `400205` for an unsupported currency,
-/// `400201` for a `merchantTradeNo` used before, `300000` when storage fails.
+/// [`GatePayError`]: `400001` naming the field, `400624` for a `callbackUrl` that is malformed
+/// or goes where the outbound policy forbids, `400205` for an unsupported currency, `400201`
+/// for a `merchantTradeNo` used before, `300000` when storage fails.
 pub async fn create(
     state: &AppState,
     merchant: &MerchantRow,
@@ -460,11 +472,14 @@ pub async fn create(
         }
     }
     if let Some(url) = &request.callback_url {
-        check_url("callbackUrl", Some(url)).map_err(|error| GatePayError {
-            code: "400624",
-            label: "INVALID_CALLBACK_URL",
-            ..error
-        })?;
+        check_url("callbackUrl", Some(url)).map_err(invalid_callback_url)?;
+        // Coffer calls this URL: it must go where the outbound policy allows. Addresses and
+        // localhost are refused here, before anything is written; a host name is looked up
+        // once, when the order is created below (which frees the trade number if it is refused).
+        state
+            .outbound
+            .check_url_without_lookup(url)
+            .map_err(|refusal| invalid_callback_url(GatePayError::param("callbackUrl", refusal)))?;
     }
     let (chain, asset) = resolve(state, &request)?;
     let surcharge = match &request.surcharge_amount {

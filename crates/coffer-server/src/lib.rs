@@ -25,6 +25,8 @@
 //! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
 //! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
 //! - [`events`]: events (the outbox) and webhook signatures;
+//! - [`outbound`]: the outbound-request policy, which decides where Coffer may send the
+//!   webhooks and callbacks merchants ask for (checked when a URL is set and when it is called);
 //! - [`json`]: request bodies whose errors name the field;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
@@ -43,6 +45,7 @@ pub mod merchants;
 pub mod metrics;
 pub mod okx;
 pub mod orders;
+pub mod outbound;
 pub mod page_safety;
 pub mod paywall;
 pub mod pelago;

@@ -17,6 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::outbound::{OutboundPolicy, UrlRefusal};
+
 const KEY_PREFIX: &str = "ck_";
 const KEY_ID_LEN: usize = 12;
 const KEY_SECRET_LEN: usize = 40;
@@ -37,6 +39,14 @@ pub enum MerchantError {
         field: &'static str,
         /// Why.
         reason: String,
+    },
+    /// A URL Coffer would call later is malformed or goes where the outbound policy forbids.
+    #[error("{field}: {refusal}")]
+    UrlNotAllowed {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        refusal: UrlRefusal,
     },
     /// Storage failed.
     #[error(transparent)]
@@ -71,6 +81,8 @@ impl std::fmt::Debug for CreatedKey {
 #[derive(Clone)]
 pub struct Merchants {
     store: Arc<dyn Store>,
+    /// Judges the webhook URLs merchants set.
+    outbound: Arc<OutboundPolicy>,
     /// Recently verified keys. Only successes are
     /// kept, for [`KEY_CACHE_TTL`], so a key revoked by another process stops working within
     /// that time (at once when revoked through this one).
@@ -100,19 +112,28 @@ fn hash_key(key: &str) -> Vec<u8> {
 }
 
 impl Merchants {
-    /// A service over `store`.
+    /// A service over `store`; webhook URLs must pass the strict outbound policy.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Merchants {
             store,
+            outbound: Arc::new(OutboundPolicy::strict()),
             verified: Arc::default(),
         }
+    }
+
+    /// The same service, judging webhook URLs with `policy`.
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: Arc<OutboundPolicy>) -> Self {
+        self.outbound = policy;
+        self
     }
 
     /// Creates a merchant with a fresh webhook secret.
     ///
     /// # Errors
-    /// [`MerchantError::Invalid`] for an empty name or a webhook URL that is not http(s);
-    /// [`MerchantError::Store`] on storage failure.
+    /// [`MerchantError::Invalid`] for an empty name; [`MerchantError::UrlNotAllowed`] for a
+    /// webhook URL that is malformed, not http(s), or goes where the outbound policy forbids
+    /// (loopback, private networks, …); [`MerchantError::Store`] on storage failure.
     pub async fn create(
         &self,
         name: &str,
@@ -125,13 +146,14 @@ impl Merchants {
                 reason: "must be 1 to 200 characters".to_owned(),
             });
         }
-        if let Some(url) = webhook_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(MerchantError::Invalid {
-                field: "webhook_url",
-                reason: "must be an http:// or https:// URL".to_owned(),
-            });
+        if let Some(url) = webhook_url {
+            self.outbound
+                .check_url(url)
+                .await
+                .map_err(|refusal| MerchantError::UrlNotAllowed {
+                    field: "webhook_url",
+                    refusal,
+                })?;
         }
         let id = MerchantId::from_suffix(&random_lowercase(16)).map_err(|error| {
             MerchantError::Invalid {

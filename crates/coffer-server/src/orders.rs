@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::events::{new_id, order_event, rfc3339_ms};
 use crate::fiat::{FiatError, FiatRates, Quote};
 use crate::gatepay::{self, BizStatus, OrderFacts};
+use crate::outbound::OutboundPolicy;
 use crate::page_safety;
 
 /// How long an order stays payable when the request gives no `expires_at`.
@@ -63,7 +64,9 @@ pub struct CreateOrderRequest {
     pub order_info: String,
     /// Unique per merchant.
     pub nonce: i64,
-    /// Webhook endpoint for this order (else the merchant's).
+    /// Webhook endpoint for this order (else the merchant's): an http(s) URL of a public host;
+    /// private, loopback and link-local addresses are refused (`URL_NOT_ALLOWED`) unless the
+    /// operator allows them.
     pub webhook_url: Option<String>,
     /// Where to send the customer after payment.
     pub redirect_url: Option<String>,
@@ -264,6 +267,8 @@ pub struct PaymentOrders {
     rates: Arc<FiatRates>,
     chains: Arc<ChainRegistry>,
     public_url: String,
+    /// Judges the webhook URLs orders name.
+    outbound: Arc<OutboundPolicy>,
     reserved: Arc<ReservedIndexes>,
     wallets: Arc<WalletCache>,
 }
@@ -302,19 +307,15 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn is_http_url(text: &str) -> bool {
-    (text.starts_with("https://") || text.starts_with("http://"))
-        && text.len() <= 2048
-        && !text.contains(char::is_whitespace)
-}
-
 impl PaymentOrders {
     /// A service over `store` for the chains in `chains`; links are built on `public_url`.
+    /// Webhook URLs must pass the strict outbound policy.
     pub fn new(store: Arc<dyn Store>, chains: Arc<ChainRegistry>, public_url: String) -> Self {
         PaymentOrders {
             store,
             chains,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            outbound: Arc::new(OutboundPolicy::strict()),
             rates: Arc::new(FiatRates::default()),
             reserved: Arc::default(),
             wallets: Arc::default(),
@@ -325,6 +326,13 @@ impl PaymentOrders {
     #[must_use]
     pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
         self.rates = Arc::new(rates);
+        self
+    }
+
+    /// The same service judging webhook URLs with `policy`.
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: Arc<OutboundPolicy>) -> Self {
+        self.outbound = policy;
         self
     }
 
@@ -535,8 +543,8 @@ impl PaymentOrders {
     /// `Idempotency-Key` created.
     ///
     /// # Errors
-    /// [`OrderError`] naming the bad field, `WalletNotConfigured`, `DuplicateNonce`,
-    /// `IdempotencyMismatch`.
+    /// [`OrderError`] naming the bad field (`URL_NOT_ALLOWED` for a `webhook_url` the outbound
+    /// policy refuses), `WalletNotConfigured`, `DuplicateNonce`, `IdempotencyMismatch`.
     pub async fn create(
         &self,
         merchant: &MerchantRow,
@@ -636,15 +644,6 @@ impl PaymentOrders {
                 "must be an absolute http:// or https:// URL of at most 2048 characters, without spaces or credentials",
             ));
         }
-        if let Some(url) = &request.webhook_url
-            && !is_http_url(url)
-        {
-            return Err(invalid(
-                "VALIDATION_ERROR",
-                "webhook_url",
-                "must be an http:// or https:// URL",
-            ));
-        }
         let now = now_ms();
         let expires_at_ms = match &request.expires_at {
             None => now + DEFAULT_EXPIRY_MS,
@@ -675,6 +674,16 @@ impl PaymentOrders {
                 at
             }
         };
+        if let Some(url) = &request.webhook_url {
+            self.outbound.check_url(url).await.map_err(|refusal| {
+                let code = if refusal.is_forbidden_destination() {
+                    "URL_NOT_ALLOWED"
+                } else {
+                    "VALIDATION_ERROR"
+                };
+                invalid(code, "webhook_url", refusal.to_string())
+            })?;
+        }
         let chain = paid_with.chain;
         let (wallet, key) = self.deposit_wallet(merchant, chain).await?;
         let index = match self.next_index(&wallet).await {

@@ -93,7 +93,10 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
     let db = TestDatabase::new(Backend::Sqlite).await.expect("database");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(db.store.clone(), registry, &base).unwrap();
+    // The shop is local: loopback is allowed, as under `coffer dev`.
+    let state = AppState::new(db.store.clone(), registry, &base)
+        .unwrap()
+        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
     // The shop: where the customer returns, and where notifications go.
     let shop = axum::Router::new()
         .route(

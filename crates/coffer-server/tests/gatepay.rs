@@ -22,6 +22,7 @@ use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
 use coffer_server::AppState;
 use coffer_server::fiat::FiatRates;
 use coffer_server::gatepay;
+use coffer_server::outbound::OutboundPolicy;
 use coffer_server::workers::dispatcher::Dispatcher;
 use coffer_server::workers::watcher::{StepReport, Watcher};
 use coffer_store::testing::{Backend, TestDatabase};
@@ -185,9 +186,11 @@ impl Env {
         // The public URL is only used for links; the listener is bound below.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        // The merchant's endpoint is local: loopback is allowed, as under `coffer dev`.
         let state = AppState::new(db.store.clone(), registry(anvil.url()), &base)
             .unwrap()
-            .with_fiat_rates(FiatRates::with_overrides(&eur).unwrap());
+            .with_fiat_rates(FiatRates::with_overrides(&eur).unwrap())
+            .with_outbound_policy(OutboundPolicy::allowing_loopback());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(coffer_server::serve(
             listener,

@@ -25,6 +25,7 @@ use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
 use coffer_server::AppState;
 use coffer_server::events::verify_signature;
+use coffer_server::outbound::OutboundPolicy;
 use coffer_server::workers::dispatcher::Dispatcher;
 use coffer_server::workers::expirer::Expirer;
 use coffer_server::workers::watcher::{StepReport, Watcher};
@@ -149,7 +150,10 @@ impl Env {
         let db = TestDatabase::new(backend).await.expect("database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(db.store.clone(), registry, &base).unwrap();
+        // The webhook endpoints are local: loopback is allowed, as under `coffer dev`.
+        let state = AppState::new(db.store.clone(), registry, &base)
+            .unwrap()
+            .with_outbound_policy(OutboundPolicy::allowing_loopback());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(coffer_server::serve(
             listener,

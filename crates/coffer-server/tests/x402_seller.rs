@@ -121,9 +121,11 @@ impl Env {
             receipt_timeout: Duration::from_secs(5),
             ..SettleOptions::default()
         };
+        // The merchant's webhook endpoint is local: loopback is allowed, as under `coffer dev`.
         let mut state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
-            .with_settlement(vec![signer], options);
+            .with_settlement(vec![signer], options)
+            .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
         let hits = Arc::new(AtomicU64::new(0));
         let upstream = upstream(hits.clone()).await;
         let route = |path: &str| PaywallRouteConfig {

@@ -10,8 +10,9 @@
 //!
 //! The backends share their SQL: `accounts_sql.rs` and `orders_sql.rs` are compiled once per
 //! backend (`include!` with the backend's row and pool types), with placeholders written `$1`,
-//! `$2`, … in order of first use, which both databases bind positionally. Only migrations and the
-//! delivery-claim statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) differ.
+//! `$2`, … in order of first use, which both databases bind positionally. Only migrations, the
+//! delivery-claim statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and the lock taken before a
+//! redelivery is counted differ.
 //!
 //! [`open`] picks the backend from the URL scheme (`sqlite:` or `postgres:`/`postgresql:`);
 //! any other scheme is an error, never a silent new SQLite file. Both backends run the same
@@ -52,7 +53,7 @@ pub use checkout::{
 pub use order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
     EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
-    OrderUpdate, PaymentRow, WalletRow,
+    OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
 };
 pub use payment_claims::{NewPaymentClaim, PaymentClaims};
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
@@ -315,6 +316,23 @@ pub trait Ledger: Send + Sync + 'static {
         url: &str,
         now_ms: i64,
     ) -> Result<DeliveryRow, StoreError>;
+
+    /// Schedules a redelivery of an event unless one of its deliveries is in flight (pending
+    /// and not yet attempted, due, or claimed by a dispatcher; whatever the clocks of the
+    /// replicas say) or `limit` redeliveries were scheduled in the
+    /// window before `now_ms`. The event's own deliveries (written with it) do not count.
+    /// Concurrent calls for one event are serialised, so the limit holds across replicas.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the delivery id is taken.
+    async fn schedule_redelivery(
+        &self,
+        event: &EventRow,
+        delivery_id: &str,
+        url: &str,
+        now_ms: i64,
+        limit: RedeliveryLimit,
+    ) -> Result<Redelivery, StoreError>;
 
     /// Claims up to `limit` due deliveries for `lease_ms`; a claimed delivery is not handed to
     /// another dispatcher until its lease ends or an attempt is recorded.

@@ -287,6 +287,31 @@ pub struct AttemptRow {
     pub duration_ms: i64,
 }
 
+/// How often one event may be sent again on request (see [`crate::Ledger::schedule_redelivery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedeliveryLimit {
+    /// Redeliveries of one event allowed within a window.
+    pub per_window: u32,
+    /// The window, in milliseconds.
+    pub window_ms: i64,
+}
+
+/// What a request to send an event again came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// A new delivery, due now.
+    Scheduled(DeliveryRow),
+    /// A delivery of the event is waiting for its first attempt, due, or being attempted right
+    /// now; nothing was scheduled.
+    InFlight,
+    /// The window's redeliveries are used up; nothing was scheduled. The next one is possible
+    /// at `retry_at_ms`.
+    Limited {
+        /// When the oldest redelivery in the window leaves it.
+        retry_at_ms: i64,
+    },
+}
+
 /// A claimed delivery with what it takes to send it.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {

@@ -1,6 +1,6 @@
 // Payment orders, payments, chain progress, events and webhook deliveries: one implementation
-// compiled once per backend. The including module defines `Db`, `DbPool`, `DbRow` and
-// `CLAIM_DELIVERIES`, the only statement whose SQL differs. Placeholders are `$1`, `$2`, … in
+// compiled once per backend. The including module defines `Db`, `DbPool`, `DbRow`,
+// `CLAIM_DELIVERIES` and `LOCK_EVENT_FOR_REDELIVERY`, the only statements whose SQL differs. Placeholders are `$1`, `$2`, … in
 // order of first appearance, which both PostgreSQL and SQLite bind positionally.
 
 use coffer_core::{Amount, MerchantId, OrderStatus, PaymentSubStatus};
@@ -9,7 +9,8 @@ use sqlx::Row;
 use crate::StoreError;
 use crate::order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery, EventRow, NewDelivery, NewEvent,
-    NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow, OrderUpdate, PaymentRow, WalletRow, amount_sort_key,
+    NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
+    amount_sort_key,
 };
 use crate::rows::merchant_id;
 
@@ -737,6 +738,68 @@ pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_
     delivery_row(&row)
 }
 
+pub(crate) async fn schedule_redelivery(
+    pool: &DbPool,
+    event: &EventRow,
+    delivery_id: &str,
+    url: &str,
+    now_ms: i64,
+    limit: RedeliveryLimit,
+) -> Result<Redelivery, StoreError> {
+    let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+    // Serialises redeliveries of this event: the count below sees every one committed before.
+    sqlx::query(LOCK_EVENT_FOR_REDELIVERY)
+        .bind(&event.event_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+    let window_start = now_ms.saturating_sub(limit.window_ms);
+    let row = sqlx::query(
+        "SELECT
+             COALESCE(SUM(CASE WHEN status = 'pending'
+                               AND (attempts = 0 OR next_attempt_at_ms <= $1 OR locked_until_ms > $1)
+                          THEN 1 ELSE 0 END), 0) AS in_flight,
+             COALESCE(SUM(CASE WHEN created_at_ms > $2 AND created_at_ms > $3 THEN 1 ELSE 0 END), 0) AS recent,
+             MIN(CASE WHEN created_at_ms > $2 AND created_at_ms > $3 THEN created_at_ms END) AS oldest_recent
+         FROM webhook_deliveries WHERE event_id = $4",
+    )
+    .bind(now_ms)
+    .bind(event.created_at_ms)
+    .bind(window_start)
+    .bind(&event.event_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::Database)?;
+    let read = StoreError::classify("webhook delivery");
+    let in_flight: i64 = row.try_get("in_flight").map_err(&read)?;
+    let recent: i64 = row.try_get("recent").map_err(&read)?;
+    let oldest_recent: Option<i64> = row.try_get("oldest_recent").map_err(&read)?;
+    if in_flight > 0 {
+        return Ok(Redelivery::InFlight);
+    }
+    if recent >= i64::from(limit.per_window) {
+        return Ok(Redelivery::Limited {
+            retry_at_ms: oldest_recent.unwrap_or(now_ms).saturating_add(limit.window_ms),
+        });
+    }
+    let row = sqlx::query(
+        "INSERT INTO webhook_deliveries
+             (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) RETURNING *",
+    )
+    .bind(delivery_id)
+    .bind(&event.event_id)
+    .bind(event.merchant_id.as_str())
+    .bind(url)
+    .bind(now_ms)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(StoreError::classify("webhook delivery"))?;
+    let scheduled = delivery_row(&row)?;
+    tx.commit().await.map_err(StoreError::Database)?;
+    Ok(Redelivery::Scheduled(scheduled))
+}
+
 pub(crate) async fn claim_due_deliveries(
     pool: &DbPool,
     sealer: &crate::secrets::Sealer,
@@ -906,6 +969,17 @@ impl crate::Ledger for ThisStore {
 
     async fn schedule_delivery(&self, event: &EventRow, delivery_id: &str, url: &str, now_ms: i64) -> Result<DeliveryRow, StoreError> {
         schedule_delivery(&self.pool, event, delivery_id, url, now_ms).await
+    }
+
+    async fn schedule_redelivery(
+        &self,
+        event: &EventRow,
+        delivery_id: &str,
+        url: &str,
+        now_ms: i64,
+        limit: RedeliveryLimit,
+    ) -> Result<Redelivery, StoreError> {
+        schedule_redelivery(&self.pool, event, delivery_id, url, now_ms, limit).await
     }
 
     async fn claim_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: u64) -> Result<Vec<DueDelivery>, StoreError> {

@@ -197,6 +197,11 @@ mod ledger {
     /// Whether an order and its event are written by one statement. One round trip for an order and its event instead of four.
     const ORDER_AND_EVENT_IN_ONE_STATEMENT: bool = true;
 
+    /// Locks the event's row before a redelivery is counted, so concurrent redeliveries of one
+    /// event (from any replica) are counted one after the other.
+    const LOCK_EVENT_FOR_REDELIVERY: &str =
+        "SELECT event_id FROM events WHERE event_id = $1 FOR UPDATE";
+
     const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until_ms = $1
         WHERE id IN (SELECT id FROM webhook_deliveries
                      WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2

@@ -194,6 +194,11 @@ mod ledger {
     /// Whether an order and its event are written by one statement. SQLite has no data-modifying CTEs; its transactions are in-process and cheap.
     const ORDER_AND_EVENT_IN_ONE_STATEMENT: bool = false;
 
+    /// Takes the database's write lock before a redelivery is counted: SQLite has no row locks,
+    /// and a no-op write as a transaction's first statement makes concurrent ones wait.
+    const LOCK_EVENT_FOR_REDELIVERY: &str =
+        "UPDATE events SET event_id = event_id WHERE event_id = $1";
+
     const CLAIM_DELIVERIES: &str = "UPDATE webhook_deliveries SET locked_until_ms = $1
         WHERE id IN (SELECT id FROM webhook_deliveries
                      WHERE status = 'pending' AND next_attempt_at_ms <= $2 AND locked_until_ms <= $2

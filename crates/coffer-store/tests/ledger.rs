@@ -12,7 +12,7 @@ use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
     EventRow, NewDelivery, NewEvent, NewMerchant, NewOrder, NewPayment, OrderOrdering, OrderQuery,
-    OrderRow, OrderUpdate, PaymentRow, Store, StoreError, WalletRow,
+    OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, Store, StoreError, WalletRow,
 };
 
 /// A fixed "now" (unix ms) the tests count from.
@@ -2402,6 +2402,159 @@ async fn a_redelivery_is_scheduled_for_an_existing_event_and_claimable(store: &d
     ));
 }
 
+const TWO_PER_HOUR: RedeliveryLimit = RedeliveryLimit {
+    per_window: 2,
+    window_ms: HOUR,
+};
+
+/// Records an attempt of `delivery_id` at `at`: delivered, or failed and retried six hours later.
+async fn record(store: &dyn Store, delivery_id: &str, at: i64, delivered: bool) {
+    let (status, code) = if delivered {
+        (DeliveryStatus::Delivered, Some(204))
+    } else {
+        (DeliveryStatus::Pending, Some(500))
+    };
+    store
+        .record_attempt(&AttemptOutcome {
+            attempt: attempt(delivery_id, at, code, None),
+            status,
+            next_attempt_at_ms: at + 6 * HOUR,
+        })
+        .await
+        .expect("record");
+}
+
+async fn redeliver(store: &dyn Store, delivery_id: &str, at: i64) -> Redelivery {
+    let event = store.event("evt_created_1").await.expect("event");
+    store
+        .schedule_redelivery(&event, delivery_id, HOOK_URL, at, TWO_PER_HOUR)
+        .await
+        .expect("schedule")
+}
+
+async fn redeliveries_are_limited_per_window_and_never_while_one_is_in_flight(store: &dyn Store) {
+    let shop = two_deliveries(store).await;
+    let now = T0 + 10 * SECOND;
+    assert_eq!(
+        redeliver(store, "whd_r1", now).await,
+        Redelivery::InFlight,
+        "the event's own delivery is due"
+    );
+    assert_eq!(claimed_ids(store, now, HOUR, 10).await.len(), 2);
+    assert_eq!(
+        redeliver(store, "whd_r1", now).await,
+        Redelivery::InFlight,
+        "the event's own delivery is being attempted"
+    );
+    record(store, "whd_created_1", now, false).await;
+
+    let Redelivery::Scheduled(first) = redeliver(store, "whd_r1", now).await else {
+        panic!("a failed delivery waiting for its retry can be redelivered");
+    };
+    assert_eq!(
+        (
+            first.delivery_id.as_str(),
+            first.url.as_str(),
+            first.status,
+            first.next_attempt_at_ms
+        ),
+        ("whd_r1", HOOK_URL, DeliveryStatus::Pending, now)
+    );
+    assert_eq!(
+        redeliver(store, "whd_r2", now + 1).await,
+        Redelivery::InFlight
+    );
+    assert_eq!(
+        redeliver(store, "whd_r2", now - 1).await,
+        Redelivery::InFlight,
+        "not yet attempted, also for a replica whose clock is behind"
+    );
+    record(store, "whd_r1", now + SECOND, true).await;
+    assert!(matches!(
+        redeliver(store, "whd_r2", now + 2 * SECOND).await,
+        Redelivery::Scheduled(_)
+    ));
+    record(store, "whd_r2", now + 2 * SECOND, true).await;
+
+    assert_eq!(
+        redeliver(store, "whd_r3", now + 3 * SECOND).await,
+        Redelivery::Limited {
+            retry_at_ms: now + HOUR
+        },
+        "two redeliveries in the hour are the limit"
+    );
+    assert_eq!(
+        redeliver(store, "whd_r3", now + HOUR - 1).await,
+        Redelivery::Limited {
+            retry_at_ms: now + HOUR
+        },
+        "still two at the window's last millisecond"
+    );
+    assert!(matches!(
+        redeliver(store, "whd_r3", now + HOUR).await,
+        Redelivery::Scheduled(_)
+    ));
+    let of_event: Vec<String> = store
+        .deliveries(&shop, Some("evt_created_1"), 10)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| d.delivery_id)
+        .collect();
+    assert_eq!(of_event, ["whd_r3", "whd_r2", "whd_r1", "whd_created_1"]);
+    assert!(
+        store
+            .deliveries(&shop, Some("evt_created_2"), 10)
+            .await
+            .expect("deliveries")
+            .len()
+            == 1,
+        "other events are untouched"
+    );
+}
+
+async fn concurrent_redeliveries_of_one_event_schedule_one(store: Arc<dyn Store>) {
+    let shop = two_deliveries(&*store).await;
+    let now = T0 + 10 * SECOND;
+    claimed_ids(&*store, now, HOUR, 10).await;
+    record(&*store, "whd_created_1", now, true).await;
+    let event = store.event("evt_created_1").await.expect("event");
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let store = Arc::clone(&store);
+        let event = event.clone();
+        tasks.spawn(async move {
+            store
+                .schedule_redelivery(
+                    &event,
+                    &format!("whd_race_{n}"),
+                    HOOK_URL,
+                    now,
+                    TWO_PER_HOUR,
+                )
+                .await
+                .expect("schedule")
+        });
+    }
+    let mut scheduled = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.expect("task") {
+            Redelivery::Scheduled(_) => scheduled += 1,
+            Redelivery::InFlight => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(scheduled, 1);
+    assert_eq!(
+        store
+            .deliveries(&shop, Some("evt_created_1"), 100)
+            .await
+            .expect("deliveries")
+            .len(),
+        2
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Both backends
 // ---------------------------------------------------------------------------------------------
@@ -2473,12 +2626,14 @@ macro_rules! ledger {
                 a_retry_waits_for_its_next_attempt_time,
                 a_failed_delivery_is_never_claimed_again,
                 a_redelivery_is_scheduled_for_an_existing_event_and_claimable,
+                redeliveries_are_limited_per_window_and_never_while_one_is_in_flight,
             );
 
             on_shared_store!(
                 concurrent_reservations_never_share_an_index,
                 one_of_ten_concurrent_orders_with_one_nonce_wins,
                 orders_arriving_together_are_each_written_once_or_fail_alone,
+                concurrent_redeliveries_of_one_event_schedule_one,
             );
         }
     };

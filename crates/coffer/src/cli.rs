@@ -413,14 +413,23 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 }
 
 async fn merchant_command(config: &Config, action: MerchantAction) -> Result<(), Failure> {
-    let merchants = Merchants::new(open_store(config).await?);
+    let merchants = Merchants::new(open_store(config).await?)
+        .with_outbound_policy(std::sync::Arc::new(config.outbound.policy()?));
     match action {
         MerchantAction::Create {
             name,
             webhook_url,
             json,
         } => {
-            let merchant = merchants.create(&name, webhook_url.as_deref()).await?;
+            let merchant = merchants
+                .create(&name, webhook_url.as_deref())
+                .await
+                .map_err(|error| match error {
+                    MerchantError::UrlNotAllowed { refusal, .. } => {
+                        Failure::new(format!("--webhook-url: {refusal}"))
+                    }
+                    other => other.into(),
+                })?;
             if json {
                 print_json(&json!({
                     "id": merchant.id,

@@ -35,6 +35,8 @@ pub struct Config {
     pub fiat: FiatConfig,
     /// The x402 paywall.
     pub paywall: PaywallConfig,
+    /// Where webhooks and callbacks may go.
+    pub outbound: OutboundConfig,
     /// The master key that encrypts secrets at rest.
     pub secrets: SecretsConfig,
 }
@@ -116,6 +118,31 @@ pub fn read_master_key_file(path: &Path) -> Result<coffer_store::MasterKey, Stri
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     coffer_store::MasterKey::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// `[outbound]`: where Coffer may send the webhooks and callbacks merchants ask for. Public
+/// addresses only, unless listed here (see `coffer_server::outbound`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Host names Coffer may call whatever they resolve to: `hooks.internal`, `*.corp.example`
+    /// (any name under it), or an IP address.
+    pub allow_hosts: Vec<String>,
+    /// Networks Coffer may call although they are private, loopback, link-local, …, in CIDR
+    /// (`10.1.0.0/16`, `fd00:1::/64`).
+    pub allow_networks: Vec<String>,
+}
+
+impl OutboundConfig {
+    /// The outbound policy: public addresses, and whatever is listed.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the entry that does not parse (`outbound.allow_networks[1]: …`).
+    pub fn policy(&self) -> Result<coffer_server::outbound::OutboundPolicy, ConfigError> {
+        coffer_server::outbound::OutboundPolicy::strict()
+            .with_allow_lists(&self.allow_hosts, &self.allow_networks)
+            .map_err(|error| ConfigError(format!("outbound.{error}")))
+    }
 }
 
 /// `[fiat]`: exchange rates for fiat-priced orders.
@@ -587,6 +614,7 @@ impl Config {
         self.x402.facilitator.validate().map_err(ConfigError)?;
         self.secrets.master_key()?;
         self.fiat_rates()?;
+        self.outbound.policy()?;
         Ok(self)
     }
 
@@ -766,6 +794,17 @@ client_per_minute = 600
 # description = "Premium market data"
 # mime_type = "application/json"
 # max_timeout_seconds = 300
+
+# Where Coffer may send the webhooks and callbacks merchants ask for (merchant endpoints, an
+# order's webhook_url, a GatePay callbackUrl). Only public addresses unless listed here:
+# loopback, private (10/8, 172.16/12, 192.168/16), link-local (169.254/16: cloud metadata),
+# CGNAT, multicast, reserved, IPv6 unique-local and their IPv4-in-IPv6 forms are refused when a
+# URL is set and again when it is called. Paywall upstreams and RPC URLs are not affected.
+[outbound]
+# Host names called whatever they resolve to: "hooks.internal", "*.corp.example", or an address.
+allow_hosts = []
+# Networks allowed although private, in CIDR: "10.1.0.0/16", "fd00:1::/64".
+allow_networks = []
 "#;
 
 #[cfg(test)]
@@ -830,6 +869,27 @@ mod tests {
         let error = error_of("[server]\nlisen = \"127.0.0.1:1\"");
         assert!(error.contains("lisen"), "{error}");
         assert!(error.starts_with("server"), "{error}");
+    }
+
+    #[test]
+    fn outbound_allow_lists_are_parsed_and_a_bad_entry_is_named() {
+        let config = Config::from_toml(
+            "[outbound]\nallow_hosts = [\"hooks.internal\", \"*.corp.example\"]\n\
+             allow_networks = [\"10.1.0.0/16\", \"fd00:1::/64\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.outbound.allow_networks.len(), 2);
+        let policy = config.outbound.policy().expect("policy");
+        assert!(policy.judge("10.1.2.3".parse().expect("ip")).is_ok());
+        assert!(policy.judge("10.2.0.1".parse().expect("ip")).is_err());
+        assert_eq!(
+            error_of("[outbound]\nallow_networks = [\"10.1.0.0/16\", \"10.1/16\"]"),
+            "outbound.allow_networks[1]: \"10.1/16\" is not a network such as 10.1.0.0/16"
+        );
+        assert!(
+            error_of("[outbound]\nallow_hosts = [\"bad host\"]")
+                .starts_with("outbound.allow_hosts[0]: ")
+        );
     }
 
     #[test]

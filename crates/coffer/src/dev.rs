@@ -305,8 +305,12 @@ async fn run_with_chains(
             max_timeout_seconds: 300,
         });
     let registry = config.registry()?;
+    // The webhook inbox listens on this machine: loopback is allowed, on top of the configured
+    // allow-lists.
+    let outbound = config.outbound.policy()?.with_loopback_allowed();
     let app = Application::build_with(config, registry.clone())
         .await?
+        .with_outbound_policy(outbound)
         .with_intervals(Intervals {
             watcher: Duration::from_millis(config.server.watcher_poll_ms),
             expirer: Duration::from_millis(500),

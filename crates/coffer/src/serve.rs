@@ -111,7 +111,8 @@ impl Application {
         let mut state = AppState::new(store, registry, &public_url)?
             .with_settlement(signers, settle)
             .with_fiat_rates(rates)
-            .with_facilitator_policy(config.x402.facilitator.clone());
+            .with_facilitator_policy(config.x402.facilitator.clone())
+            .with_outbound_policy(config.outbound.policy()?);
         state.readiness_timeout = Duration::from_secs(config.server.readiness_timeout_seconds);
         state.limits = config.server.request_limits();
         let paywall = coffer_server::paywall::Paywall::new(
@@ -142,6 +143,14 @@ impl Application {
     /// The shared state (store, services).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Changes where webhooks and callbacks may go (`coffer dev` also allows loopback, where
+    /// its webhook inbox listens).
+    #[must_use]
+    pub fn with_outbound_policy(mut self, policy: coffer_server::outbound::OutboundPolicy) -> Self {
+        self.state = self.state.with_outbound_policy(policy);
+        self
     }
 
     /// Changes how often idle workers poll (`coffer dev` polls faster).

@@ -165,6 +165,86 @@ async fn merchants_and_keys_are_managed_from_the_command_line_on_postgres() {
     merchants_and_keys_are_managed_from_the_command_line(Backend::Postgres).await;
 }
 
+/// Attack 4 (SSRF) through the CLI: a merchant endpoint on Coffer's own network is refused,
+/// naming the flag, and creates no merchant, unless the operator allowed that network.
+async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: Backend) {
+    let (url, _dir) = fresh_url(backend).await.expect("fresh database");
+    let env = [("COFFER__DATABASE__URL", url.as_str())];
+    for webhook in [
+        "http://127.0.0.1:5432/",
+        "http://[::1]:8080/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/hook",
+        "http://[::ffff:127.0.0.1]/",
+        "http://2130706433/",
+        "http://localhost:9000/hook",
+        "http://100.64.0.1/",
+        "http://[fd00::1]/",
+    ] {
+        let output = coffer(
+            &[
+                "merchant",
+                "create",
+                "--name",
+                "Scanner",
+                "--webhook-url",
+                webhook,
+            ],
+            &env,
+        );
+        assert_eq!(output.status.code(), Some(1), "{webhook}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--webhook-url: ") && stderr.contains("Coffer does not send requests"),
+            "{webhook}: {stderr}"
+        );
+    }
+    let listed = stdout_json(&coffer(&["merchant", "list", "--json"], &env));
+    assert_eq!(listed, serde_json::json!([]), "no merchant was created");
+
+    let allowed = [
+        ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER__OUTBOUND__ALLOW_NETWORKS", "[\"10.1.0.0/16\"]"),
+    ];
+    let merchant = stdout_json(&coffer(
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "Internal",
+            "--webhook-url",
+            "http://10.1.2.3/hook",
+            "--json",
+        ],
+        &allowed,
+    ));
+    assert_eq!(merchant["webhook_url"], "http://10.1.2.3/hook");
+    let neighbour = coffer(
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "Next door",
+            "--webhook-url",
+            "http://10.2.0.1/hook",
+        ],
+        &allowed,
+    );
+    assert_eq!(neighbour.status.code(), Some(1));
+    let listed = stdout_json(&coffer(&["merchant", "list", "--json"], &env));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed_on_sqlite() {
+    a_webhook_url_into_coffers_network_is_refused_unless_allowed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed_on_postgres() {
+    a_webhook_url_into_coffers_network_is_refused_unless_allowed(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -128,7 +128,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes, flow: Flow)
     ),
     responses(
         (status = 200, description = "{status: SUCCESS, code: 000000, data: {prepayId, orderAmount, currency, expireTime, qrContent, location, payCurrency, payAmount, chain: {chain_type, address, fullCurrType}, …}}", body = Object),
-        (status = 400, description = "400001 parameter error, 400205 invalid currency, 400624 invalid callback URL", body = Object),
+        (status = 400, description = "400001 parameter error, 400205 invalid currency, 400624 invalid callback URL (malformed, or into a private network)", body = Object),
         (status = 401, description = "400002 signature, 400003 timestamp, 400004 ClientId, 400020 nonce", body = Object),
         (status = 409, description = "400201 merchantTradeNo already used", body = Object)
     )

@@ -76,7 +76,7 @@ pub struct ListParams {
     responses(
         (status = 201, description = "Created", body = OrderEnvelope),
         (status = 200, description = "Replayed with the same Idempotency-Key", body = OrderEnvelope),
-        (status = 400, description = "INVALID_AMOUNT, UNSUPPORTED_CURRENCY, INVALID_BLOCKCHAIN, WALLET_NOT_CONFIGURED, INVALID_ORDER_INFO, VALIDATION_ERROR, INVALID_JSON", body = ErrorBody),
+        (status = 400, description = "INVALID_AMOUNT, UNSUPPORTED_CURRENCY, INVALID_BLOCKCHAIN, WALLET_NOT_CONFIGURED, INVALID_ORDER_INFO, VALIDATION_ERROR, INVALID_JSON, URL_NOT_ALLOWED (a webhook_url into a private network)", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 409, description = "DUPLICATE_NONCE or IDEMPOTENCY_KEY_REUSED", body = ErrorBody)
     )

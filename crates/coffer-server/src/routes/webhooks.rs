@@ -1,11 +1,16 @@
 //! Events and webhook deliveries: what happened to your orders, what Coffer sent, and
 //! redelivery.
+//!
+//! Redelivery is limited: at most [`REDELIVERIES_PER_HOUR`] per event in any hour, and none
+//! while a delivery of the event is due or being attempted; beyond that it answers 429
+//! `REDELIVERY_LIMITED`. The count comes from the stored deliveries, so it holds across
+//! replicas.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use coffer_store::{DeliveryRow, EventRow, StoreError};
+use coffer_store::{DeliveryRow, EventRow, Redelivery, RedeliveryLimit, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -15,6 +20,14 @@ use crate::app::AppState;
 use crate::auth::CallingMerchant;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{new_id, rfc3339_ms};
+
+/// How many times one event may be redelivered in any hour.
+pub const REDELIVERIES_PER_HOUR: u32 = 5;
+
+const REDELIVERY_LIMIT: RedeliveryLimit = RedeliveryLimit {
+    per_window: REDELIVERIES_PER_HOUR,
+    window_ms: 60 * 60 * 1000,
+};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -226,7 +239,8 @@ async fn list_deliveries(
     }))
 }
 
-/// Send an event again, now, to the order's webhook URL or your endpoint.
+/// Send an event again, now, to the order's webhook URL or your endpoint. At most 5 times per
+/// event in any hour, and not while a delivery of it is due or being attempted.
 #[utoipa::path(
     post,
     path = "/api/events/{event_id}/redeliver/",
@@ -237,7 +251,8 @@ async fn list_deliveries(
         (status = 202, description = "Scheduled", body = DeliveryEnvelope),
         (status = 400, description = "NO_WEBHOOK_URL", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 404, description = "EVENT_NOT_FOUND", body = ErrorBody)
+        (status = 404, description = "EVENT_NOT_FOUND", body = ErrorBody),
+        (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
     )
 )]
 async fn redeliver(
@@ -262,11 +277,38 @@ async fn redeliver(
             "neither the order nor the merchant has a webhook URL",
         )
     })?;
-    let delivery = state
+    let scheduled = state
         .store
-        .schedule_delivery(&event, &new_id("whd"), &url, Utc::now().timestamp_millis())
+        .schedule_redelivery(
+            &event,
+            &new_id("whd"),
+            &url,
+            Utc::now().timestamp_millis(),
+            REDELIVERY_LIMIT,
+        )
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    let delivery = match scheduled {
+        Redelivery::Scheduled(delivery) => delivery,
+        Redelivery::InFlight => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "REDELIVERY_LIMITED",
+                format!("a delivery of {event_id} is in flight; redeliver it once it is done"),
+            ));
+        }
+        Redelivery::Limited { retry_at_ms } => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "REDELIVERY_LIMITED",
+                format!(
+                    "{event_id} was redelivered {REDELIVERIES_PER_HOUR} times in the last hour; \
+                     it can be redelivered again at {}",
+                    rfc3339_ms(retry_at_ms)
+                ),
+            ));
+        }
+    };
     let data = delivery_view(&state, delivery).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -10,6 +10,12 @@
 //! only while that credential is unrevoked and belongs to the order's merchant. Otherwise the
 //! notification is not sent: the attempt fails with the reason in the delivery log and is
 //! retried like any other failure.
+//!
+//! Every request goes through the outbound policy ([`crate::outbound`]): an IP-literal host is
+//! judged before the request is built, a host name is resolved by the policy, which refuses it
+//! if any of its addresses is refused and otherwise lets the client connect only to the
+//! addresses it checked. A refused attempt is logged as "refused by the outbound policy", with
+//! no status code and no duration, the same whatever listens (or not) at the target.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +31,7 @@ use super::{Outcome, StepError, Worker};
 use crate::app::AppState;
 use crate::events::{SIGNATURE_HEADER, sign};
 use crate::gatepay;
+use crate::outbound::{OutboundPolicy, Refused};
 
 /// Retries stop this long after the event.
 pub const RETRY_WINDOW_MS: i64 = 3 * 24 * 60 * 60 * 1000;
@@ -46,32 +53,87 @@ pub fn next_attempt_at(now_ms: i64, attempts: u32) -> i64 {
 /// Sends webhooks.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    outbound: Arc<OutboundPolicy>,
+    /// `None` when the client could not be built: every attempt then fails (and is retried)
+    /// rather than going out through a client without the policy.
+    client: Option<reqwest::Client>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over the application's store.
+    /// A dispatcher over the application's store, sending where its outbound policy allows.
     pub fn new(state: &AppState) -> Self {
-        let client = reqwest::Client::builder()
+        let client = state
+            .outbound
+            .http_client()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Coffer-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+            .build();
+        if let Err(error) = &client {
+            tracing::error!(%error, "cannot build the webhook client; deliveries will fail");
+        }
         Dispatcher {
             store: state.store.clone(),
-            client,
+            outbound: state.outbound.clone(),
+            client: client.ok(),
+        }
+    }
+
+    /// The outcome of an attempt that was refused by the outbound policy.
+    fn refused(due: &DueDelivery, now_ms: i64) -> AttemptOutcome {
+        Self::outcome(due, now_ms, None, Some(Refused.to_string()), 0)
+    }
+
+    /// The log entry and next state of an attempt.
+    fn outcome(
+        due: &DueDelivery,
+        now_ms: i64,
+        status_code: Option<u16>,
+        error: Option<String>,
+        duration_ms: i64,
+    ) -> AttemptOutcome {
+        let attempts = due.delivery.attempts + 1;
+        let status = if error.is_none() {
+            DeliveryStatus::Delivered
+        } else if now_ms - due.event_created_at_ms >= RETRY_WINDOW_MS {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Pending
+        };
+        if let Some(error) = &error {
+            tracing::info!(delivery = %due.delivery.delivery_id, attempts, %error, "webhook delivery failed");
+        }
+        AttemptOutcome {
+            attempt: AttemptRow {
+                delivery_id: due.delivery.delivery_id.clone(),
+                attempted_at_ms: now_ms,
+                status_code,
+                error,
+                duration_ms,
+            },
+            status,
+            next_attempt_at_ms: next_attempt_at(now_ms, attempts),
         }
     }
 
     async fn attempt(&self, due: DueDelivery) -> AttemptOutcome {
         let started = Instant::now();
         let now_ms = Utc::now().timestamp_millis();
-        let body = due.payload.into_bytes();
+        let Ok(url) = self.outbound.admit(&due.delivery.url) else {
+            return Self::refused(&due, now_ms);
+        };
+        let Some(client) = &self.client else {
+            return Self::outcome(
+                &due,
+                now_ms,
+                None,
+                Some("the webhook client is unavailable".to_owned()),
+                0,
+            );
+        };
+        let body = due.payload.clone().into_bytes();
         let gatepay = due.event_type.starts_with(gatepay::EVENT_PREFIX);
-        let mut request = self
-            .client
-            .post(&due.delivery.url)
+        let mut request = client
+            .post(url)
             .header("Content-Type", "application/json")
             .header("Coffer-Event", &due.event_type)
             .header("Coffer-Delivery", &due.delivery.delivery_id);
@@ -128,31 +190,12 @@ impl Dispatcher {
                     Some(status.as_u16()),
                     Some(format!("endpoint answered {status}")),
                 ),
+                Err(error) if Refused::caused(&error) => return Self::refused(&due, now_ms),
                 Err(error) => (None, Some(error.without_url().to_string())),
             }
         };
-        let attempts = due.delivery.attempts + 1;
-        let status = if error.is_none() {
-            DeliveryStatus::Delivered
-        } else if now_ms - due.event_created_at_ms >= RETRY_WINDOW_MS {
-            DeliveryStatus::Failed
-        } else {
-            DeliveryStatus::Pending
-        };
-        if let Some(error) = &error {
-            tracing::info!(delivery = %due.delivery.delivery_id, attempts, %error, "webhook delivery failed");
-        }
-        AttemptOutcome {
-            attempt: AttemptRow {
-                delivery_id: due.delivery.delivery_id,
-                attempted_at_ms: now_ms,
-                status_code,
-                error,
-                duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-            },
-            status,
-            next_attempt_at_ms: next_attempt_at(now_ms, attempts),
-        }
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        Self::outcome(&due, now_ms, status_code, error, duration_ms)
     }
 
     /// The credential that may sign a GatePay notification: the one the store names for the

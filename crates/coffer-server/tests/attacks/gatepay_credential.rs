@@ -103,7 +103,7 @@ fn nothing_signed_by(victim: &GatePayClient, inboxes: &[&Inbox]) {
 }
 
 async fn an_order_info_naming_another_merchants_client_id_signs_nothing(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::with_local_endpoints(backend).await;
     let (attacker_inbox, attacker_url) = Inbox::start().await;
     let (victim_inbox, victim_url) = Inbox::start().await;
     env.state
@@ -178,7 +178,7 @@ async fn an_order_info_naming_another_merchants_client_id_signs_nothing(backend:
 }
 
 async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::with_local_endpoints(backend).await;
     let (inbox, url) = Inbox::start().await;
     env.state
         .store
@@ -250,7 +250,7 @@ async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Back
 }
 
 async fn one_merchants_credential_never_signs_another_merchants_order(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::with_local_endpoints(backend).await;
     let (inbox_a, url_a) = Inbox::start().await;
     let (inbox_b, url_b) = Inbox::start().await;
     env.state

@@ -89,6 +89,15 @@ impl Env {
         Env::with(Options::on(backend)).await
     }
 
+    /// An environment whose webhooks may go to endpoints on this machine (as `coffer dev`'s).
+    pub async fn with_local_endpoints(backend: Backend) -> Env {
+        let mut options = Options::on(backend);
+        options.configure = Box::new(|state| {
+            state.with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback())
+        });
+        Env::with(options).await
+    }
+
     pub async fn with(options: Options) -> Env {
         let binary =
             anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");

@@ -20,3 +20,4 @@ mod paywall_paths;
 mod pelago_holes;
 mod sale_reorg;
 mod secrets;
+mod ssrf;

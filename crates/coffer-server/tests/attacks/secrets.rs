@@ -279,9 +279,11 @@ async fn serve(store: Arc<dyn coffer_store::Store>, registry: ChainRegistry) -> 
         receipt_timeout: std::time::Duration::from_secs(2),
         ..SettleOptions::default()
     };
+    // The tests' webhook inbox listens on this machine.
     let mut state = AppState::new(store, registry, &base)
         .unwrap()
-        .with_settlement(vec![testnet::dev_account(9).unwrap()], settle);
+        .with_settlement(vec![testnet::dev_account(9).unwrap()], settle)
+        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
     let route = PaywallRouteConfig {
         path: "/premium/*".to_owned(),
         method: Some("GET".to_owned()),
