@@ -169,7 +169,11 @@ async fn merchants_and_keys_are_managed_from_the_command_line_on_postgres() {
 /// naming the flag, and creates no merchant, unless the operator allowed that network.
 async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: Backend) {
     let (url, _dir) = fresh_url(backend).await.expect("fresh database");
-    let env = [("COFFER__DATABASE__URL", url.as_str())];
+    let (_, master_key) = coffer_store::MasterKey::generate();
+    let env = [
+        ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER_MASTER_KEY", master_key.as_str()),
+    ];
     for webhook in [
         "http://127.0.0.1:5432/",
         "http://[::1]:8080/",
@@ -204,6 +208,7 @@ async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: B
 
     let allowed = [
         ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER_MASTER_KEY", master_key.as_str()),
         ("COFFER__OUTBOUND__ALLOW_NETWORKS", "[\"10.1.0.0/16\"]"),
     ];
     let merchant = stdout_json(&coffer(
