@@ -721,12 +721,13 @@ pub(crate) async fn delivery_attempts(pool: &DbPool, delivery_id: &str) -> Resul
         .collect()
 }
 
-pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_id: &str, url: &str, now_ms: i64) -> Result<DeliveryRow, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO webhook_deliveries
+/// A new delivery of an event, due at once.
+const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries
              (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) RETURNING *",
-    )
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) RETURNING *";
+
+pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_id: &str, url: &str, now_ms: i64) -> Result<DeliveryRow, StoreError> {
+    let row = sqlx::query(INSERT_DELIVERY)
     .bind(delivery_id)
     .bind(&event.event_id)
     .bind(event.merchant_id.as_str())
@@ -782,11 +783,7 @@ pub(crate) async fn schedule_redelivery(
             retry_at_ms: oldest_recent.unwrap_or(now_ms).saturating_add(limit.window_ms),
         });
     }
-    let row = sqlx::query(
-        "INSERT INTO webhook_deliveries
-             (delivery_id, event_id, merchant_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5) RETURNING *",
-    )
+    let row = sqlx::query(INSERT_DELIVERY)
     .bind(delivery_id)
     .bind(&event.event_id)
     .bind(event.merchant_id.as_str())

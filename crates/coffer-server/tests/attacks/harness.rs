@@ -99,41 +99,31 @@ impl Env {
     }
 
     pub async fn with(options: Options) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: CHAIN_ID,
-            port: 0,
-            state_file: None,
-            block_time: options.block_time,
-        })
-        .await
-        .unwrap();
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
         let payer = testnet::dev_account(1).unwrap();
         let stranger = testnet::dev_account(2).unwrap();
-        for who in [payer.address(), stranger.address()] {
-            testnet::mint(&chain, USDC, who, U256::from(FUNDED))
-                .await
-                .unwrap();
-        }
+        let anvil = start_chain(
+            CHAIN_ID,
+            USDC,
+            "USDC",
+            &[payer.address(), stranger.address()],
+            options.block_time,
+        )
+        .await;
+        let chain = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(testnet::dev_account(0).unwrap()))
+            .connect_http(anvil.url().parse().unwrap())
+            .erased();
         let mainnet = match options.mainnet {
-            true => {
-                Some(start_chain(BASE_CHAIN_ID, BASE_USDC, "USD Coin", &[payer.address()]).await)
-            }
+            true => Some(
+                start_chain(
+                    BASE_CHAIN_ID,
+                    BASE_USDC,
+                    "USD Coin",
+                    &[payer.address()],
+                    None,
+                )
+                .await,
+            ),
             false => None,
         };
         let mut registry = ChainRegistry::builtin();
@@ -255,16 +245,23 @@ impl Env {
     }
 }
 
-/// Starts an anvil chain with the EIP-3009 test token at `token` (EIP-712 `name`, version
-/// `2`) and funds `payers`.
-pub async fn start_chain(chain_id: u64, token: Address, name: &str, payers: &[Address]) -> Anvil {
+/// Starts an anvil chain (mining every `block_time` seconds, else on demand) with the EIP-3009
+/// test token at `token` (EIP-712 `name`, version `2`, owned by dev account 0) and funds
+/// `payers`.
+pub async fn start_chain(
+    chain_id: u64,
+    token: Address,
+    name: &str,
+    payers: &[Address],
+    block_time: Option<u64>,
+) -> Anvil {
     let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
     let anvil = Anvil::start(&AnvilOptions {
         binary,
         chain_id,
         port: 0,
         state_file: None,
-        block_time: None,
+        block_time,
     })
     .await
     .unwrap();
