@@ -824,4 +824,128 @@ mod tests {
             rejection.message
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::hostile_input::{hostile_text, shaped_request};
+
+        /// Where each field of a version-2 request sits, for replacing it with hostile text.
+        const LEAVES: [&str; 16] = [
+            "/paymentPayload/accepted/scheme",
+            "/paymentRequirements/scheme",
+            "/paymentPayload/accepted/network",
+            "/paymentRequirements/network",
+            "/paymentRequirements/asset",
+            "/paymentRequirements/payTo",
+            "/paymentRequirements/amount",
+            "/paymentRequirements/extra/name",
+            "/paymentRequirements/extra/version",
+            "/paymentPayload/payload/signature",
+            "/paymentPayload/payload/authorization/from",
+            "/paymentPayload/payload/authorization/to",
+            "/paymentPayload/payload/authorization/value",
+            "/paymentPayload/payload/authorization/validAfter",
+            "/paymentPayload/payload/authorization/validBefore",
+            "/paymentPayload/payload/authorization/nonce",
+        ];
+
+        /// A correctly signed version-2 request, as JSON, and its payer.
+        fn signed_body() -> (serde_json::Value, Address) {
+            let payer = PrivateKeySigner::random();
+            let auth = authorization(payer.address());
+            let signature = payer.sign_hash_sync(&digest(&auth)).unwrap();
+            let PaymentRequest::V2 {
+                payload,
+                requirements,
+            } = request(&auth, &signature.as_bytes())
+            else {
+                unreachable!("built as version 2")
+            };
+            let body = json!({"x402Version": 2, "paymentPayload": payload,
+                "paymentRequirements": requirements});
+            (body, payer.address())
+        }
+
+        fn run_both_checks(request: &PaymentRequest, now: u64) {
+            let facilitator = facilitator();
+            let checked = facilitator.check(request, now);
+            let terms = facilitator.check_terms(request);
+            if let Ok(checked) = checked {
+                // What passed with the window also passes without it, identically.
+                let terms = terms.expect("check_terms is check without the window");
+                assert_eq!(checked.terms_hash(), terms.terms_hash());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn hostile_requests_of_the_right_shape_never_panic_the_checks(
+                value in shaped_request(),
+                now in any::<u64>(),
+            ) {
+                if let Ok(request) = PaymentRequest::parse(&serde_json::to_vec(&value).unwrap()) {
+                    run_both_checks(&request, now);
+                }
+            }
+
+            #[test]
+            fn a_signed_request_with_hostile_fields_is_refused_or_no_longer_the_payers(
+                replaced in prop::collection::vec(
+                    (prop::sample::select(LEAVES.to_vec()), hostile_text()),
+                    1..4,
+                ),
+                now in prop_oneof![Just(NOW), any::<u64>()],
+            ) {
+                let (mut body, payer) = signed_body();
+                let original = body.clone();
+                for (pointer, text) in &replaced {
+                    *body.pointer_mut(pointer).unwrap() = serde_json::Value::from(text.clone());
+                }
+                prop_assume!(body != original);
+                let Ok(request) = PaymentRequest::parse(&serde_json::to_vec(&body).unwrap()) else {
+                    return Ok(());
+                };
+                run_both_checks(&request, now);
+                if let Ok(checked) = facilitator().check_terms(&request) {
+                    let original = PaymentRequest::parse(&serde_json::to_vec(&original).unwrap())
+                        .unwrap();
+                    let original = facilitator().check_terms(&original).unwrap();
+                    // Either the payer's signature no longer covers it, or it says exactly
+                    // what the payer signed (an address in other letter case, a nonce in
+                    // upper-case hex: the same terms).
+                    prop_assert!(
+                        !checked.signed_by_eoa
+                            || (checked.from == payer && checked.digest == original.digest),
+                        "{replaced:?}"
+                    );
+                }
+            }
+
+            #[test]
+            fn a_signature_with_one_byte_changed_is_never_the_payers(
+                position in 0usize..65,
+                flip in 1u8..=255,
+            ) {
+                let payer = PrivateKeySigner::random();
+                let auth = authorization(payer.address());
+                let signature = payer.sign_hash_sync(&digest(&auth)).unwrap();
+                let mut bytes = signature.as_bytes();
+                bytes[position] ^= flip;
+                match facilitator().check(&request(&auth, &bytes), NOW) {
+                    Err(rejection) => prop_assert_eq!(rejection.reason, Reason::Signature),
+                    Ok(checked) => {
+                        // `v` has aliases (27 and 0 are the same parity): those are the same
+                        // signature, anything else is no longer the payer's.
+                        let same = Signature::try_from(&bytes[..])
+                            .is_ok_and(|parsed| parsed == signature);
+                        prop_assert_eq!(checked.signed_by_eoa, same, "byte {} ^ {}", position, flip);
+                    }
+                }
+            }
+        }
+    }
 }
