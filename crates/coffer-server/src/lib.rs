@@ -38,6 +38,8 @@ pub mod facilitator_policy;
 pub mod fiat;
 pub mod gatepay;
 pub mod gatepay_orders;
+#[cfg(test)]
+mod hostile_input;
 pub mod json;
 pub mod merchants;
 pub mod metrics;

@@ -109,16 +109,9 @@ async fn create_or_confirm(
     let request: OrderRequest = if body.iter().all(u8::is_ascii_whitespace) {
         OrderRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match crate::json::parse(&body) {
             Ok(request) => request,
-            Err(error) => {
-                let message = error.to_string();
-                let field = message
-                    .split('`')
-                    .nth(1)
-                    .map_or_else(|| "body".to_owned(), str::to_owned);
-                return ApiError::field("VALIDATION_ERROR", field, message).into_response();
-            }
+            Err(error) => return error.into_response(),
         }
     };
     let x_payment = match headers.get("x-payment").map(|v| v.to_str()) {
