@@ -96,11 +96,20 @@ impl From<StoreError> for GatePayError {
 /// Parses a request body, a JSON object, naming the field at fault.
 ///
 /// # Errors
-/// `400001` naming the field (or `body` for malformed JSON or a value that is not an object).
+/// `400001` naming the field (or `body` for malformed JSON or a value that is not an object),
+/// also for text holding a NUL character.
 pub fn parse<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
     if crate::json::is_json_but_not_an_object(raw) {
         return Err(GatePayError::param("body", "must be a JSON object"));
     }
+    let value = parse_fields(raw)?;
+    match crate::json::nul_in(raw) {
+        Some(field) => Err(GatePayError::param(&field, crate::extract::NUL)),
+        None => Ok(value),
+    }
+}
+
+fn parse_fields<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();

@@ -38,11 +38,45 @@ pub(crate) fn is_json_but_not_an_object(raw: &[u8]) -> bool {
         && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
 }
 
+/// The path (`goods.goodsName`, `body` for a key) of the first string in the JSON `raw` that
+/// holds a NUL character (written `\u0000`), which no store can keep.
+pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| walk(item, &format!("{path}[{index}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+                if key.contains('\0') {
+                    return Some(path.to_owned());
+                }
+                let path = match path {
+                    "" => key.clone(),
+                    path => format!("{path}.{key}"),
+                };
+                walk(item, &path)
+            }),
+            _ => None,
+        }
+    }
+    if !raw.windows(6).any(|window| window == b"\\u0000") {
+        return None;
+    }
+    let value = serde_json::from_slice(raw).ok()?;
+    walk(&value, "").map(|path| match path.as_str() {
+        "" => "body".to_owned(),
+        _ => path,
+    })
+}
+
 /// Parses `raw`, a JSON object, as `T`, naming the field at fault.
 ///
 /// # Errors
 /// [`ApiError`] 400 `INVALID_JSON` for malformed JSON, `VALIDATION_ERROR` for a value that is
-/// not an object, a wrong type, a missing or an unknown field.
+/// not an object, a wrong type, a missing or an unknown field, or text holding a NUL
+/// character.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     if is_json_but_not_an_object(raw) {
         return Err(ApiError::field(
@@ -51,6 +85,18 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "must be a JSON object",
         ));
     }
+    let value = parse_fields(raw)?;
+    match nul_in(raw) {
+        Some(field) => Err(ApiError::field(
+            "VALIDATION_ERROR",
+            field,
+            crate::extract::NUL,
+        )),
+        None => Ok(value),
+    }
+}
+
+fn parse_fields<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -96,14 +142,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let raw = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::field("PAYLOAD_TOO_LARGE", "body", "is larger than 2 MB")
-                        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
-                } else {
-                    ApiError::field("INVALID_JSON", "body", rejection.body_text())
-                }
-            })?;
+            .map_err(|rejection| crate::extract::native_body_refusal(&rejection))?;
         Ok(JsonBody {
             value: parse(&raw)?,
             raw,

@@ -25,7 +25,8 @@
 //! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
 //! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
 //! - [`events`]: events (the outbox) and webhook signatures;
-//! - [`json`]: request bodies whose errors name the field;
+//! - [`json`]: request bodies whose errors name the field; [`extract`]: path parameters,
+//!   query strings and raw bodies refused in each family's envelope;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
 //! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
@@ -34,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod facilitator_policy;
 pub mod fiat;
 pub mod gatepay;

@@ -2,7 +2,7 @@
 //! redelivery.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use coffer_store::{DeliveryRow, EventRow, StoreError};
@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::auth::CallingMerchant;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{new_id, rfc3339_ms};
+use crate::extract::{ApiPath, ApiQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -182,7 +183,7 @@ async fn owned_event(
 async fn list_events(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Query(params): Query<EventParams>,
+    ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 500);
     let events = state
@@ -208,7 +209,7 @@ async fn list_events(
 async fn list_deliveries(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(event_id): Path<String>,
+    ApiPath(event_id): ApiPath<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     owned_event(&state, &merchant, &event_id).await?;
     let deliveries = state
@@ -243,7 +244,7 @@ async fn list_deliveries(
 async fn redeliver(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(event_id): Path<String>,
+    ApiPath(event_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryEnvelope>), ApiError> {
     let event = owned_event(&state, &merchant, &event_id).await?;
     let order_url = match &event.order_id {
