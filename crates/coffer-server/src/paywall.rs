@@ -38,6 +38,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use base64::Engine;
 use coffer_core::{Amount, ChainRegistry, TransferMethod};
 use coffer_store::{NewPaymentClaim, SettlementKey, Store};
+use coffer_x402::reasons::Reason;
 use coffer_x402::settlement::SETTLEMENT_PENDING;
 use coffer_x402::wire::{
     PayloadV1, PayloadV2, PaymentRequest, RequirementsV1, RequirementsV2, SettleResponse,
@@ -918,6 +919,16 @@ async fn paid(
     }
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let verified = state.facilitator.verify(&request, now).await;
+    let unavailable = Reason::ChainUnavailable.as_str(request.version());
+    if verified.invalid_reason.as_deref() == Some(unavailable) {
+        claim.release().await;
+        let mut response = bad_request(
+            "CHAIN_UNAVAILABLE",
+            "the chain could not be reached; nothing was charged, retry",
+        );
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
+    }
     if !verified.is_valid {
         claim.release().await;
         let reason = verified

@@ -26,7 +26,8 @@ use coffer_store::{
     MerchantRow, NewOrder, OrderRow, OrderSource, Recorded, SettlementStatus, Store, StoreError,
 };
 use coffer_x402::facilitator::Facilitator;
-use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler, same_terms};
+use coffer_x402::reasons::Reason;
+use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler, UNEXPECTED_SETTLE_ERROR, same_terms};
 use coffer_x402::wire::{ExactEvmPayload, PayloadV1, PaymentRequest, RequirementsV1};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -780,6 +781,10 @@ impl Pelago {
         }
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or_default();
         let verified = self.facilitator.verify(&request, now).await;
+        let unavailable = Reason::ChainUnavailable.as_str(request.version());
+        if verified.invalid_reason.as_deref() == Some(unavailable) {
+            return Err(PelagoError::Unavailable(unavailable.to_owned()));
+        }
         if !verified.is_valid {
             let reason = verified
                 .invalid_reason
@@ -802,6 +807,10 @@ impl Pelago {
             .settler
             .settle_for(&request, now, self.settle_timeout, Some(&order.order_id))
             .await;
+        if settled.error_reason.as_deref() == Some(UNEXPECTED_SETTLE_ERROR) {
+            // Nothing was sent: the chain or the journal could not be asked.
+            return Err(PelagoError::Unavailable(UNEXPECTED_SETTLE_ERROR.to_owned()));
+        }
         if !settled.success {
             let reason = settled.error_reason.unwrap_or_default();
             let code = if reason == SETTLEMENT_PENDING {

@@ -1224,10 +1224,9 @@ fn allowed_unavailable(family: Family, path: &str, body: &Value) -> bool {
     match family {
         Family::Public if path == "/readyz" => body["status"] == "not_ready",
         Family::OkxLegacy | Family::OkxCurrent => body["code"] == 50001 || body["code"] == "50001",
-        _ => matches!(
-            body["error"]["code"].as_str(),
-            Some("CHAIN_UNAVAILABLE" | "OVERLOADED")
-        ),
+        _ => [&body["error"]["code"], &body["code"]]
+            .into_iter()
+            .any(|code| matches!(code.as_str(), Some("CHAIN_UNAVAILABLE" | "OVERLOADED"))),
     }
 }
 
@@ -1565,6 +1564,89 @@ fn text_holding_a_nul_is_refused_naming_the_field(backend: Backend) {
     }
 }
 
+/// While the chain cannot be asked, the facilitator said the token "has no authorizationState"
+/// (`invalid_exact_evm_eip3009_not_supported`) and Pelago answered a 402 with that, though its
+/// tx-hash proofs answered 503: now every family says the chain is unavailable — 503
+/// `CHAIN_UNAVAILABLE` where the family answers with a status (Pelago, the paywall), x402's
+/// `unexpected_verify_error` / `unexpected_settle_error` where it answers in the body — and
+/// nothing is recorded.
+fn an_unreachable_chain_is_answered_as_unavailable_in_every_family(backend: Backend) {
+    let harness = Harness::new(backend);
+    let orders = || {
+        let (_, page) = harness.runtime.block_on(harness.send(
+            Method::GET,
+            "/api/payment-orders/",
+            Credential::Bearer,
+            &Value::Null,
+        ));
+        page["count"].clone()
+    };
+    let before = orders();
+    for proof in [true, false] {
+        let payment = payment_template(&harness, proof, 1_500_000, false);
+        let header = STANDARD.encode(payment.to_string());
+        let (status, body) = harness.runtime.block_on(harness.exchange(
+            Method::POST,
+            "/openapi/crypto/x402/order",
+            Credential::Bearer,
+            &[("x-payment", &header)],
+            json!({"amount": "1.5"}).to_string().into_bytes(),
+        ));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "CHAIN_UNAVAILABLE", "{body}");
+    }
+    let payment = payment_template(&harness, false, 10_000, true);
+    let header = STANDARD.encode(payment.to_string());
+    let (status, body) = harness.runtime.block_on(harness.exchange(
+        Method::GET,
+        "/premium/report",
+        Credential::None,
+        &[("payment-signature", &header)],
+        Vec::new(),
+    ));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "CHAIN_UNAVAILABLE", "{body}");
+
+    let request = json!({"x402Version": 2,
+        "paymentPayload": payment_template(&harness, false, 10_000, true),
+        "paymentRequirements": requirements_v2(10_000)})
+    .to_string()
+    .into_bytes();
+    for (path, credential) in [
+        ("/x402/verify", Credential::None),
+        ("/x402/settle", Credential::None),
+        ("/api/v6/pay/x402/verify", Credential::Okx),
+        ("/api/v6/pay/x402/settle", Credential::Okx),
+    ] {
+        let (status, body) = harness.runtime.block_on(harness.exchange(
+            Method::POST,
+            path,
+            credential,
+            &[],
+            request.clone(),
+        ));
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let answer = if body["data"].is_object() {
+            &body["data"]
+        } else {
+            &body
+        };
+        let expected = if path.ends_with("verify") {
+            ("invalidReason", "unexpected_verify_error")
+        } else {
+            ("errorReason", "unexpected_settle_error")
+        };
+        assert_eq!(answer[expected.0], expected.1, "{path}: {body}");
+        assert_ne!(answer["isValid"], true, "{path}: {body}");
+        assert_ne!(answer["success"], true, "{path}: {body}");
+        assert!(
+            answer["transaction"].as_str().is_none_or(str::is_empty),
+            "{body}"
+        );
+    }
+    assert_eq!(orders(), before, "nothing was recorded");
+}
+
 macro_rules! on_both_databases {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1585,4 +1667,5 @@ on_both_databases!(
     an_oversized_body_is_refused_in_the_familys_envelope,
     okx_status_queries_are_refused_in_okxs_envelope,
     text_holding_a_nul_is_refused_naming_the_field,
+    an_unreachable_chain_is_answered_as_unavailable_in_every_family,
 );

@@ -170,6 +170,22 @@ fn terms(request: &PaymentRequest) -> Terms<'_> {
     }
 }
 
+/// Whether an RPC failure means the chain could not be asked (no connection, an HTTP error, a
+/// timeout), rather than an answer from the node such as a revert.
+fn unreachable(error: &alloy::transports::TransportError) -> bool {
+    matches!(error, alloy::transports::RpcError::Transport(_))
+}
+
+/// The rejection of a payment the chain could not be asked about. The cause stays in the log:
+/// RPC errors can name the endpoint's URL, and with it an API key.
+fn chain_unavailable(error: &dyn std::fmt::Display) -> Rejection {
+    tracing::warn!(%error, "the chain could not be asked about a payment");
+    reject(
+        Reason::ChainUnavailable,
+        "the chain could not be reached; nothing was decided, retry",
+    )
+}
+
 fn parse_address(field: &str, text: &str) -> Result<Address, Rejection> {
     text.parse::<Address>().map_err(|_| {
         reject(
@@ -444,7 +460,7 @@ impl Facilitator {
     /// `UndeployedSmartWallet`: the token would ask a wallet that does not exist.
     ///
     /// # Errors
-    /// A [`Rejection`] with the diagnosed reason, or `SimulationFailed` when the chain cannot
+    /// A [`Rejection`] with the diagnosed reason, or `ChainUnavailable` when the chain cannot
     /// be asked.
     pub async fn simulate(&self, payment: &CheckedPayment) -> Result<(), Rejection> {
         self.prove(payment, Undeployed::Refuse).await
@@ -462,6 +478,9 @@ impl Facilitator {
             // Only a contract wallet can vouch for a signature that is not its own: a deployed
             // one (ERC-1271), or one the signature says how to deploy (ERC-6492).
             let code = provider.get_code_at(payment.from).await.map_err(|error| {
+                if unreachable(&error) {
+                    return chain_unavailable(&error);
+                }
                 reject(
                     Reason::SimulationFailed,
                     format!("cannot read the payer's code: {error}"),
@@ -503,6 +522,9 @@ impl Facilitator {
         let Err(error) = provider.call(call).await else {
             return Ok(());
         };
+        if unreachable(&error) {
+            return Err(chain_unavailable(&error));
+        }
         tracing::debug!(%error, "simulated transferWithAuthorization reverted");
         Err(self.diagnose(&token, payment, &error.to_string()).await)
     }
@@ -526,6 +548,9 @@ impl Facilitator {
             .with_from(self.caller)
             .with_deploy_code(code);
         let output = provider.call(call).await.map_err(|error| {
+            if unreachable(&error) {
+                return chain_unavailable(&error);
+            }
             reject(
                 Reason::SimulationFailed,
                 format!("the ERC-6492 check could not run: {error}"),
@@ -568,6 +593,9 @@ impl Facilitator {
             .call()
             .await
         {
+            Err(alloy::contract::Error::TransportError(error)) if unreachable(&error) => {
+                return chain_unavailable(&error);
+            }
             Err(_) => {
                 return reject(
                     Reason::Eip3009NotSupported,
