@@ -31,11 +31,23 @@ pub(crate) fn named_field(message: &str) -> Option<&str> {
         .and_then(|rest| rest.split('`').next())
 }
 
-/// Whether `raw` is well-formed JSON whose value is not an object (`[…]`, `"…"`, `1`): serde
-/// would read an array as a struct, field by position.
-pub(crate) fn is_json_but_not_an_object(raw: &[u8]) -> bool {
-    raw.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{')
-        && serde_json::from_slice::<serde::de::IgnoredAny>(raw).is_ok()
+/// Why a body is not a JSON object, when it is not: `Err` with the syntax error for malformed
+/// JSON, `Ok` for well-formed JSON of another kind (`[…]`, `"…"`, `1`, which serde would read
+/// field by position or name after its value). `None` for what starts as an object (and for an
+/// empty body, which the parser refuses).
+pub(crate) fn not_an_object(raw: &[u8]) -> Option<Result<(), String>> {
+    match raw.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        None | Some(b'{') => None,
+        Some(_) => Some(
+            serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+                .map(|_| ())
+                .map_err(|error| {
+                    let message = error.to_string();
+                    let message = message.split(" at line ").next().unwrap_or(&message);
+                    format!("malformed JSON: {message}")
+                }),
+        ),
+    }
 }
 
 /// The path (`goods.goodsName`, `body` for a key) of the first string in the JSON `raw` that
@@ -78,12 +90,16 @@ pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
 /// not an object, a wrong type, a missing or an unknown field, or text holding a NUL
 /// character.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    if is_json_but_not_an_object(raw) {
-        return Err(ApiError::field(
-            "VALIDATION_ERROR",
-            "body",
-            "must be a JSON object",
-        ));
+    match not_an_object(raw) {
+        Some(Ok(())) => {
+            return Err(ApiError::field(
+                "VALIDATION_ERROR",
+                "body",
+                "must be a JSON object",
+            ));
+        }
+        Some(Err(malformed)) => return Err(ApiError::field("INVALID_JSON", "body", malformed)),
+        None => {}
     }
     let value = parse_fields(raw)?;
     match nul_in(raw) {
@@ -194,6 +210,15 @@ mod tests {
             assert_eq!(
                 (error.code(), error.field_name()),
                 ("VALIDATION_ERROR", Some("body")),
+                "{body}"
+            );
+        }
+        // Malformed JSON that starts as an array was read element by element (`[0]`).
+        for body in ["[[", "[{", "[1,"] {
+            let error = parse::<Sample>(body.as_bytes()).expect_err("invalid");
+            assert_eq!(
+                (error.code(), error.field_name()),
+                ("INVALID_JSON", Some("body")),
                 "{body}"
             );
         }
