@@ -306,4 +306,121 @@ mod tests {
             let _ = Amount::parse_decimal(&text, decimals);
         }
     }
+
+    /// Decimal text as a hostile client writes it: long runs of digits (80-digit values and
+    /// more), points, signs, exponents, separators, whitespace, NUL and non-ASCII digits.
+    fn hostile_decimal() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "0",
+            "1",
+            "7",
+            "9",
+            "00000000000000000000",
+            "99999999999999999999",
+            "12345678901234567890",
+            ".",
+            "-",
+            "+",
+            "e",
+            "E",
+            " ",
+            "\t",
+            "\0",
+            "_",
+            ",",
+            "\u{ff11}",
+            "\u{0661}",
+            "0x",
+        ]);
+        prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    fn is_plain_decimal(text: &str) -> bool {
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        !(whole.is_empty() && fraction.is_empty()) && digits(whole) && digits(fraction)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn hostile_decimal_text_is_an_amount_only_when_it_is_a_plain_decimal(
+            text in hostile_decimal(),
+            decimals in any::<u8>(),
+        ) {
+            match Amount::parse_decimal(&text, decimals) {
+                Ok(amount) => {
+                    prop_assert!(is_plain_decimal(&text), "{text:?} was accepted");
+                    let fraction = text.split_once('.').map_or(0, |(_, f)| f.len());
+                    prop_assert!(fraction <= usize::from(decimals));
+                    // What was accepted formats back to the same value.
+                    let shown = amount.to_decimal_string(decimals);
+                    prop_assert_eq!(Amount::parse_decimal(&shown, decimals), Ok(amount));
+                }
+                Err(AmountError::Malformed | AmountError::Empty) => {
+                    prop_assert!(!is_plain_decimal(&text), "{text:?} was refused as malformed");
+                }
+                Err(AmountError::TooPrecise { decimals: said }) => {
+                    prop_assert_eq!(said, decimals);
+                    prop_assert!(is_plain_decimal(&text));
+                }
+                Err(AmountError::Overflow) => prop_assert!(is_plain_decimal(&text)),
+            }
+        }
+
+        #[test]
+        fn long_whole_numbers_parse_exactly_or_overflow(
+            digits in "[1-9][0-9]{0,89}",
+            decimals in 0u8..=80,
+        ) {
+            let exact = U256::from_str_radix(&digits, 10).ok().and_then(|whole| {
+                whole.checked_mul(U256::from(10u64).checked_pow(U256::from(decimals))?)
+            });
+            match exact {
+                Some(units) => {
+                    prop_assert_eq!(Amount::parse_decimal(&digits, decimals), Ok(Amount(units)));
+                }
+                None => {
+                    prop_assert_eq!(Amount::parse_decimal(&digits, decimals), Err(AmountError::Overflow));
+                }
+            }
+        }
+
+        #[test]
+        fn decimal_text_round_trips_for_every_number_of_decimals(
+            units in any::<[u64; 4]>(),
+            decimals in any::<u8>(),
+            minimum in any::<u8>(),
+        ) {
+            let amount = Amount(U256::from_limbs(units));
+            let text = amount.to_decimal_string(decimals);
+            prop_assert_eq!(Amount::parse_decimal(&text, decimals), Ok(amount));
+            let padded = amount.to_decimal_string_min(decimals, minimum);
+            prop_assert_eq!(Amount::parse_decimal(&padded, decimals), Ok(amount));
+        }
+
+        #[test]
+        fn base_units_text_is_read_only_in_its_canonical_form(text in hostile_decimal()) {
+            if let Ok(amount) = Amount::from_base_units_str(&text) {
+                prop_assert_eq!(amount.to_base_units_string(), text);
+            }
+        }
+
+        #[test]
+        fn a_mutated_base_units_text_never_reads_as_the_original_amount(
+            units in any::<[u64; 4]>(),
+            position in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let amount = Amount(U256::from_limbs(units));
+            let text = amount.to_base_units_string();
+            let mut bytes = text.clone().into_bytes();
+            let at = position.index(bytes.len());
+            prop_assume!(bytes[at] != byte);
+            bytes[at] = byte;
+            let mutated = String::from_utf8_lossy(&bytes);
+            prop_assert_ne!(Amount::from_base_units_str(&mutated), Ok(amount));
+        }
+    }
 }

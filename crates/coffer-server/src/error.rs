@@ -106,6 +106,11 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The request field at fault, when there is one.
+    pub fn field_name(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -569,4 +569,229 @@ mod tests {
         );
         assert_eq!(facts.currency, "USDC");
     }
+
+    mod properties {
+        use axum::http::{HeaderName, HeaderValue};
+        use coffer_store::testing::{Backend, TestDatabase};
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        use secrecy::ExposeSecret;
+
+        use super::super::*;
+        use crate::merchants::Merchants;
+
+        const CLIENT_ID: &str = "x-gatepay-certificate-clientid";
+        const TIMESTAMP: &str = "x-gatepay-timestamp";
+        const NONCE: &str = "x-gatepay-nonce";
+        const SIGNATURE: &str = "x-gatepay-signature";
+
+        /// A merchant with a GatePay credential over a fresh SQLite database.
+        struct Fixture {
+            runtime: tokio::runtime::Runtime,
+            service: GatePayCredentials,
+            client_id: String,
+            secret: String,
+            _db: TestDatabase,
+        }
+
+        impl Fixture {
+            fn new() -> Fixture {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let (db, service, credential) = runtime.block_on(async {
+                    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
+                    let merchant = Merchants::new(db.store.clone())
+                        .create("Shop", None)
+                        .await
+                        .unwrap();
+                    let service = GatePayCredentials::new(db.store.clone());
+                    let credential = service.create(&merchant.id).await.unwrap();
+                    (db, service, credential)
+                });
+                Fixture {
+                    runtime,
+                    service,
+                    client_id: credential.client_id.clone(),
+                    secret: credential.secret.expose_secret().to_owned(),
+                    _db: db,
+                }
+            }
+
+            /// The headers of a correctly signed request with `nonce`, now.
+            fn signed(&self, nonce: &str, body: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+                let timestamp = Utc::now().timestamp_millis().to_string();
+                let signature = sign(&self.secret, &timestamp, nonce, body);
+                vec![
+                    (CLIENT_ID, self.client_id.clone().into_bytes()),
+                    (TIMESTAMP, timestamp.into_bytes()),
+                    (NONCE, nonce.as_bytes().to_vec()),
+                    (SIGNATURE, signature.into_bytes()),
+                ]
+            }
+
+            fn authenticate(
+                &self,
+                headers: &[(&'static str, Vec<u8>)],
+                body: &[u8],
+            ) -> Option<Result<(MerchantRow, String), AuthError>> {
+                let mut map = HeaderMap::new();
+                for (name, value) in headers {
+                    map.insert(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_bytes(value).ok()?,
+                    );
+                }
+                Some(self.runtime.block_on(self.service.authenticate(&map, body)))
+            }
+        }
+
+        fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+        where
+            S::Value: std::fmt::Debug,
+        {
+            let mut runner = TestRunner::new(Config::with_cases(128));
+            if let Err(failure) = runner.run(&strategy, test) {
+                panic!("{failure}");
+            }
+        }
+
+        /// Header values as clients send them: valid ones, hostile text and extreme numbers.
+        fn header_value(valid: String) -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                3 => Just(Some(valid.into_bytes())),
+                1 => Just(None),
+                2 => prop::collection::vec(any::<u8>(), 0..80).prop_map(Some),
+                2 => prop::sample::select(vec![
+                    i64::MIN.to_string(),
+                    i64::MAX.to_string(),
+                    u64::MAX.to_string(),
+                    "-0".to_owned(),
+                    "+1".to_owned(),
+                    "9".repeat(80),
+                    " ".to_owned(),
+                    "n".repeat(65),
+                    "é".to_owned(),
+                ])
+                .prop_map(|text| Some(text.into_bytes())),
+            ]
+        }
+
+        /// The documented errors of each header, never `300000` (a system error) and never a
+        /// success unless every header is the signed one.
+        #[test]
+        fn hostile_headers_are_refused_with_gatepays_codes() {
+            let fixture = Fixture::new();
+            let body = br#"{"prepayId":"1"}"#;
+            let valid = fixture.signed("valid-nonce", body);
+            let text = |index: usize| String::from_utf8(valid[index].1.clone()).unwrap();
+            let strategy = (
+                header_value(text(0)),
+                header_value(text(1)),
+                header_value(text(2)),
+                header_value(text(3)),
+            );
+            run(strategy, |(client_id, timestamp, nonce, signature)| {
+                let headers: Vec<_> = [CLIENT_ID, TIMESTAMP, NONCE, SIGNATURE]
+                    .into_iter()
+                    .zip([client_id, timestamp, nonce, signature])
+                    .filter_map(|(name, value)| value.map(|value| (name, value)))
+                    .collect();
+                let all_valid = headers == valid;
+                let Some(outcome) = fixture.authenticate(&headers, body) else {
+                    return Ok(());
+                };
+                match outcome {
+                    Ok(_) => prop_assert!(all_valid, "{headers:?}"),
+                    Err(error) => prop_assert!(
+                        ["400002", "400003", "400004", "400020"].contains(&error.code),
+                        "{error:?}"
+                    ),
+                }
+                Ok(())
+            });
+        }
+
+        /// A signed request with one byte of its signature, timestamp, nonce or body changed
+        /// is refused, and does not burn the nonce: the original is then accepted, once.
+        #[test]
+        fn a_signed_request_with_one_byte_changed_is_refused_and_burns_nothing() {
+            let fixture = Fixture::new();
+            let counter = std::sync::atomic::AtomicU64::new(0);
+            let strategy = (
+                prop::collection::vec(any::<u8>(), 0..200),
+                0usize..4,
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+            );
+            run(strategy, |(body, part, position, byte)| {
+                let nonce = format!(
+                    "n{}",
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let original = fixture.signed(&nonce, &body);
+                let mut headers = original.clone();
+                let mut mutated_body = body.clone();
+                // Part 0..3: the timestamp, nonce or signature header; 4: the body.
+                let target = match part {
+                    0 => &mut headers[1].1,
+                    1 => &mut headers[2].1,
+                    2 => &mut headers[3].1,
+                    _ => &mut mutated_body,
+                };
+                if target.is_empty() {
+                    target.push(byte);
+                } else {
+                    let at = position.index(target.len());
+                    target[at] = byte;
+                }
+                let unchanged = headers == original && mutated_body == body;
+                // Hex case does not matter, and header values are trimmed.
+                let alias = part == 2 && headers[3].1.eq_ignore_ascii_case(&original[3].1);
+                let trimmed =
+                    part < 3 && headers[part + 1].1.trim_ascii() == original[part + 1].1.as_slice();
+                prop_assume!(!unchanged && !alias && !trimmed);
+                if let Some(outcome) = fixture.authenticate(&headers, &mutated_body) {
+                    prop_assert!(outcome.is_err(), "{headers:?}");
+                }
+                let accepted = fixture.authenticate(&original, &body).unwrap();
+                prop_assert!(accepted.is_ok(), "{accepted:?}");
+                let replayed = fixture.authenticate(&original, &body).unwrap();
+                prop_assert_eq!(replayed.map(|_| ()).unwrap_err().code, "400020");
+                Ok(())
+            });
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn a_signature_verifies_only_for_what_was_signed(
+                secret in "\\PC{0,40}",
+                timestamp in "\\PC{0,20}",
+                nonce in "\\PC{0,20}",
+                body in prop::collection::vec(any::<u8>(), 0..200),
+                position in 0usize..128,
+                replacement in "[0-9a-f]",
+            ) {
+                let signature = sign(&secret, &timestamp, &nonce, &body);
+                prop_assert_eq!(signature.len(), 128);
+                prop_assert!(verify(&secret, &timestamp, &nonce, &body, &signature));
+                let mut forged = signature.clone();
+                forged.replace_range(position..=position, &replacement);
+                prop_assert_eq!(
+                    verify(&secret, &timestamp, &nonce, &body, &forged),
+                    forged == signature
+                );
+            }
+
+            #[test]
+            fn any_signature_text_is_checked_without_panicking(signature in "\\PC{0,300}") {
+                let expected = sign("secret", "1", "n", b"{}");
+                let verified = verify("secret", "1", "n", b"{}", &signature);
+                prop_assert!(!verified || signature.trim().eq_ignore_ascii_case(&expected));
+            }
+        }
+    }
 }

@@ -93,11 +93,25 @@ impl From<StoreError> for GatePayError {
     }
 }
 
-/// Parses a request body, naming the field at fault.
+/// Parses a request body, a JSON object, naming the field at fault.
 ///
 /// # Errors
-/// `400001` naming the field (or `body` for malformed JSON).
+/// `400001` naming the field (or `body` for malformed JSON or a value that is not an object),
+/// also for text holding a NUL character.
 pub fn parse<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
+    match crate::json::not_an_object(raw) {
+        Some(Ok(())) => return Err(GatePayError::param("body", "must be a JSON object")),
+        Some(Err(malformed)) => return Err(GatePayError::param("body", malformed)),
+        None => {}
+    }
+    let value = parse_fields(raw)?;
+    match crate::json::nul_in(raw) {
+        Some(field) => Err(GatePayError::param(&field, crate::extract::NUL)),
+        None => Ok(value),
+    }
+}
+
+fn parse_fields<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -111,7 +125,9 @@ pub fn parse<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError
         if inner.is_syntax() || inner.is_eof() {
             GatePayError::param("body", format!("malformed JSON: {message}"))
         } else if path == "." {
-            let field = message.split('`').nth(1).unwrap_or("body").to_owned();
+            let field = crate::json::named_field(&message)
+                .unwrap_or("body")
+                .to_owned();
             GatePayError::param(&field, message)
         } else {
             GatePayError::param(&path, message)
@@ -1013,5 +1029,151 @@ impl Scaled for Amount {
             self.base_units()
                 * alloy::primitives::U256::from(10u64).pow(alloy::primitives::U256::from(decimals)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::hostile_input::{json_value, shaped_object};
+
+    const CHECKOUT_FIELDS: &[&str] = &[
+        "merchantTradeNo",
+        "env",
+        "goods",
+        "merchantUserId",
+        "chain",
+        "fullCurrType",
+        "currency",
+        "orderAmount",
+        "surchargeAmount",
+        "toleranceAmount",
+        "fiatCurrency",
+        "fiatAmount",
+        "payCurrency",
+        "orderExpireTime",
+        "returnUrl",
+        "cancelUrl",
+        "channelId",
+        "callbackUrl",
+    ];
+    const NESTED_FIELDS: &[&str] = &["terminalType", "goodsType", "goodsName", "goodsDetail"];
+    const REFUND_FIELDS: &[&str] = &[
+        "refundRequestId",
+        "prepayId",
+        "refundAmount",
+        "refundReason",
+    ];
+    const ORDER_REF_FIELDS: &[&str] = &["prepayId", "merchantTradeNo"];
+
+    /// The field a refusal names: what its message starts with.
+    fn field_of(error: &GatePayError) -> &str {
+        error.message.split(": ").next().unwrap_or_default()
+    }
+
+    /// `400001` naming the body or a path into GatePay's request (`env.terminalType`), never
+    /// a value the client wrote.
+    fn refused_properly<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<(), TestCaseError> {
+        let Err(error) = parse::<T>(raw) else {
+            return Ok(());
+        };
+        prop_assert_eq!(
+            (error.status, error.code),
+            (StatusCode::BAD_REQUEST, "400001")
+        );
+        let field = field_of(&error);
+        if error.message.ends_with(crate::extract::NUL) {
+            // Text holding a NUL is refused wherever the client put it, naming where.
+            let sent: Value = serde_json::from_slice(raw).unwrap();
+            let sent_there = sent.as_object().is_some_and(|object| {
+                object.keys().any(|key| {
+                    field == key
+                        || field.starts_with(&format!("{key}."))
+                        || field.starts_with(&format!("{key}["))
+                })
+            });
+            prop_assert!(field == "body" || sent_there, "{:?}", error);
+            return Ok(());
+        }
+        // serde reads an array in an object's place by position (`env[0]`): still a path.
+        let known = |segment: &str| {
+            let segment = segment.split('[').next().unwrap_or_default();
+            CHECKOUT_FIELDS
+                .iter()
+                .chain(NESTED_FIELDS)
+                .chain(REFUND_FIELDS)
+                .any(|name| *name == segment)
+        };
+        prop_assert!(
+            field == "body" || field.split('.').all(known),
+            "{:?}",
+            error
+        );
+        Ok(())
+    }
+
+    fn checkout_order() -> impl Strategy<Value = Value> {
+        (
+            shaped_object(CHECKOUT_FIELDS),
+            prop::option::of(shaped_object(&["terminalType"])),
+            prop::option::of(shaped_object(&["goodsType", "goodsName", "goodsDetail"])),
+        )
+            .prop_map(|(mut order, env, goods)| {
+                if let Some(env) = env {
+                    order["env"] = env;
+                }
+                if let Some(goods) = goods {
+                    order["goods"] = goods;
+                }
+                order
+            })
+    }
+
+    #[test]
+    fn a_value_the_client_wrote_is_never_taken_for_a_field() {
+        // Found by the properties below: a top-level type error quotes the value, which was
+        // read as the field's name, and an array was read as the object, field by position.
+        for body in ["0", r#""`prepayId`""#, "[]", r#"["1"]"#, "true", "[["] {
+            let error = parse::<OrderRef>(body.as_bytes()).unwrap_err();
+            assert_eq!(field_of(&error), "body", "{body}");
+        }
+        let error = parse::<CheckoutOrderRequest>(br#"{"env": {"terminalType": 1}}"#).unwrap_err();
+        assert_eq!(field_of(&error), "env.terminalType");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_naming_the_body_or_a_field(
+            raw in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            refused_properly::<CheckoutOrderRequest>(&raw)?;
+            refused_properly::<RefundRequest>(&raw)?;
+        }
+
+        #[test]
+        fn arbitrary_json_is_refused_naming_the_body_or_a_field(value in json_value()) {
+            let raw = serde_json::to_vec(&value).unwrap();
+            refused_properly::<CheckoutOrderRequest>(&raw)?;
+            refused_properly::<OrderRef>(&raw)?;
+            refused_properly::<RefundRequest>(&raw)?;
+            refused_properly::<RefundQuery>(&raw)?;
+        }
+
+        #[test]
+        fn requests_of_hostile_values_are_refused_naming_one_of_their_fields(
+            order in checkout_order(),
+            reference in shaped_object(ORDER_REF_FIELDS),
+            refund in shaped_object(REFUND_FIELDS),
+        ) {
+            refused_properly::<CheckoutOrderRequest>(&serde_json::to_vec(&order).unwrap())?;
+            refused_properly::<OrderRef>(&serde_json::to_vec(&reference).unwrap())?;
+            refused_properly::<RefundRequest>(&serde_json::to_vec(&refund).unwrap())?;
+            refused_properly::<RefundQuery>(&serde_json::to_vec(&refund).unwrap())?;
+        }
     }
 }

@@ -21,12 +21,98 @@ pub struct JsonBody<T> {
     pub raw: Bytes,
 }
 
-/// Parses `raw` as `T`, naming the field at fault.
+/// The field a serde error about a whole object names in backticks (`missing field `nonce``,
+/// `unknown field `colour``), never text the client wrote: a type error quotes the value
+/// (`invalid type: string "`x`"`), which is no field.
+pub(crate) fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start))
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// Why a body is not a JSON object, when it is not: `Err` with the syntax error for malformed
+/// JSON, `Ok` for well-formed JSON of another kind (`[…]`, `"…"`, `1`, which serde would read
+/// field by position or name after its value). `None` for what starts as an object (and for an
+/// empty body, which the parser refuses).
+pub(crate) fn not_an_object(raw: &[u8]) -> Option<Result<(), String>> {
+    match raw.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        None | Some(b'{') => None,
+        Some(_) => Some(
+            serde_json::from_slice::<serde::de::IgnoredAny>(raw)
+                .map(|_| ())
+                .map_err(|error| {
+                    let message = error.to_string();
+                    let message = message.split(" at line ").next().unwrap_or(&message);
+                    format!("malformed JSON: {message}")
+                }),
+        ),
+    }
+}
+
+/// The path (`goods.goodsName`, `body` for a key) of the first string in the JSON `raw` that
+/// holds a NUL character (written `\u0000`), which no store can keep.
+pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => Some(path.to_owned()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| walk(item, &format!("{path}[{index}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+                if key.contains('\0') {
+                    return Some(path.to_owned());
+                }
+                let path = match path {
+                    "" => key.clone(),
+                    path => format!("{path}.{key}"),
+                };
+                walk(item, &path)
+            }),
+            _ => None,
+        }
+    }
+    if !raw.windows(6).any(|window| window == b"\\u0000") {
+        return None;
+    }
+    let value = serde_json::from_slice(raw).ok()?;
+    walk(&value, "").map(|path| match path.as_str() {
+        "" => "body".to_owned(),
+        _ => path,
+    })
+}
+
+/// Parses `raw`, a JSON object, as `T`, naming the field at fault.
 ///
 /// # Errors
-/// [`ApiError`] 400 `INVALID_JSON` for malformed JSON, `VALIDATION_ERROR` for a wrong type, a
-/// missing or an unknown field.
+/// [`ApiError`] 400 `INVALID_JSON` for malformed JSON, `VALIDATION_ERROR` for a value that is
+/// not an object, a wrong type, a missing or an unknown field, or text holding a NUL
+/// character.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    match not_an_object(raw) {
+        Some(Ok(())) => {
+            return Err(ApiError::field(
+                "VALIDATION_ERROR",
+                "body",
+                "must be a JSON object",
+            ));
+        }
+        Some(Err(malformed)) => return Err(ApiError::field("INVALID_JSON", "body", malformed)),
+        None => {}
+    }
+    let value = parse_fields(raw)?;
+    match nul_in(raw) {
+        Some(field) => Err(ApiError::field(
+            "VALIDATION_ERROR",
+            field,
+            crate::extract::NUL,
+        )),
+        None => Ok(value),
+    }
+}
+
+fn parse_fields<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -40,10 +126,7 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             ApiError::field("INVALID_JSON", "body", format!("malformed JSON: {message}"))
         } else if path == "." {
-            let field = message
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "body".to_owned(), str::to_owned);
+            let field = named_field(&message).unwrap_or("body").to_owned();
             ApiError::field("VALIDATION_ERROR", field, message)
         } else {
             ApiError::field("VALIDATION_ERROR", path, message)
@@ -75,14 +158,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let raw = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::field("PAYLOAD_TOO_LARGE", "body", "is larger than 2 MB")
-                        .with_status(axum::http::StatusCode::PAYLOAD_TOO_LARGE)
-                } else {
-                    ApiError::field("INVALID_JSON", "body", rejection.body_text())
-                }
-            })?;
+            .map_err(|rejection| crate::extract::native_body_refusal(&rejection))?;
         Ok(JsonBody {
             value: parse(&raw)?,
             raw,
@@ -123,5 +199,97 @@ mod tests {
         assert!(debug.contains("field: Some(\"amount\")"), "{debug}");
         let (code, _) = error_of(r#"{"amount": "1", "#);
         assert_eq!(code, "INVALID_JSON");
+    }
+
+    #[test]
+    fn a_value_the_client_wrote_is_never_taken_for_a_field() {
+        // Found by the properties below: a type error at the top quotes the value, which was
+        // read as the field's name, and an array was read as the object, field by position.
+        for body in ["0", r#""`amount`""#, "[]", "[false]", "true", "null"] {
+            let error = parse::<Sample>(body.as_bytes()).expect_err("invalid");
+            assert_eq!(
+                (error.code(), error.field_name()),
+                ("VALIDATION_ERROR", Some("body")),
+                "{body}"
+            );
+        }
+        // Malformed JSON that starts as an array was read element by element (`[0]`).
+        for body in ["[[", "[{", "[1,"] {
+            let error = parse::<Sample>(body.as_bytes()).expect_err("invalid");
+            assert_eq!(
+                (error.code(), error.field_name()),
+                ("INVALID_JSON", Some("body")),
+                "{body}"
+            );
+        }
+        let error = parse::<Sample>(br#"{"amount": "1", "nonce": 1, "nonce": 2}"#).unwrap_err();
+        assert_eq!(error.field_name(), Some("nonce"));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::hostile_input::{json_value, shaped_object};
+        use crate::orders::CreateOrderRequest;
+
+        const ORDER_FIELDS: &[&str] = &[
+            "amount",
+            "fiat_currency",
+            "fiat_amount",
+            "currency",
+            "blockchain",
+            "order_info",
+            "nonce",
+            "webhook_url",
+            "redirect_url",
+            "expires_at",
+            "underpayment_tolerance",
+        ];
+
+        /// A refusal names the body, a field the request has, or a field the client sent that
+        /// it does not have — never a value the client wrote.
+        fn refused_properly(raw: &[u8]) -> Result<(), TestCaseError> {
+            let Err(error) = parse::<CreateOrderRequest>(raw) else {
+                return Ok(());
+            };
+            prop_assert!(matches!(error.code(), "INVALID_JSON" | "VALIDATION_ERROR"));
+            prop_assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
+            let field = error.field_name().unwrap_or_default();
+            let sent = serde_json::from_slice::<serde_json::Value>(raw).ok();
+            let sent_a_field_named_so = sent
+                .as_ref()
+                .and_then(serde_json::Value::as_object)
+                .is_some_and(|object| object.contains_key(field));
+            prop_assert!(
+                field == "body" || ORDER_FIELDS.contains(&field) || sent_a_field_named_so,
+                "{:?}",
+                error
+            );
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_are_refused_naming_the_body_or_a_field(
+                raw in prop::collection::vec(any::<u8>(), 0..256),
+            ) {
+                refused_properly(&raw)?;
+            }
+
+            #[test]
+            fn arbitrary_json_is_refused_naming_the_body_or_a_field(value in json_value()) {
+                refused_properly(&serde_json::to_vec(&value).unwrap())?;
+            }
+
+            #[test]
+            fn an_order_of_hostile_values_is_refused_naming_one_of_its_fields(
+                value in shaped_object(ORDER_FIELDS),
+            ) {
+                refused_properly(&serde_json::to_vec(&value).unwrap())?;
+            }
+        }
     }
 }

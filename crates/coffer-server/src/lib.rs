@@ -27,7 +27,8 @@
 //! - [`events`]: events (the outbox) and webhook signatures;
 //! - [`outbound`]: the outbound-request policy, which decides where Coffer may send the
 //!   webhooks and callbacks merchants ask for (checked when a URL is set and when it is called);
-//! - [`json`]: request bodies whose errors name the field;
+//! - [`json`]: request bodies whose errors name the field; [`extract`]: path parameters,
+//!   query strings and raw bodies refused in each family's envelope;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
 //! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
@@ -36,10 +37,13 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod facilitator_policy;
 pub mod fiat;
 pub mod gatepay;
 pub mod gatepay_orders;
+#[cfg(test)]
+mod hostile_input;
 pub mod json;
 pub mod merchants;
 pub mod metrics;

@@ -268,4 +268,232 @@ mod tests {
         assert_eq!(base64_encode(b"fo"), "Zm8=");
         assert_eq!(base64_encode(b"foo"), "Zm9v");
     }
+
+    mod properties {
+        use axum::http::{HeaderName, HeaderValue};
+        use base64::Engine;
+        use coffer_store::testing::{Backend, TestDatabase};
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        use super::super::*;
+        use crate::merchants::Merchants;
+
+        const KEY: &str = "ok-access-key";
+        const PASSPHRASE: &str = "ok-access-passphrase";
+        const TIMESTAMP: &str = "ok-access-timestamp";
+        const SIGN: &str = "ok-access-sign";
+        const PATH: &str = "/api/v6/pay/x402/settle/status?txHash=0x01";
+
+        /// A merchant with an OKX credential over a fresh SQLite database.
+        struct Fixture {
+            runtime: tokio::runtime::Runtime,
+            service: OkxCredentials,
+            access_key: String,
+            secret: String,
+            passphrase: String,
+            _db: TestDatabase,
+        }
+
+        impl Fixture {
+            fn new() -> Fixture {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let (db, service, credential) = runtime.block_on(async {
+                    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
+                    let merchant = Merchants::new(db.store.clone())
+                        .create("Shop", None)
+                        .await
+                        .unwrap();
+                    let service = OkxCredentials::new(db.store.clone());
+                    let credential = service.create(&merchant.id).await.unwrap();
+                    (db, service, credential)
+                });
+                Fixture {
+                    runtime,
+                    service,
+                    access_key: credential.access_key.clone(),
+                    secret: expose(&credential.secret).to_owned(),
+                    passphrase: expose(&credential.passphrase).to_owned(),
+                    _db: db,
+                }
+            }
+
+            /// The headers of a correctly signed `method path` request now.
+            fn signed(
+                &self,
+                method: &str,
+                path: &str,
+                body: &[u8],
+            ) -> Vec<(&'static str, Vec<u8>)> {
+                let timestamp = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                let signature = sign(&self.secret, &timestamp, method, path, body);
+                vec![
+                    (KEY, self.access_key.clone().into_bytes()),
+                    (PASSPHRASE, self.passphrase.clone().into_bytes()),
+                    (TIMESTAMP, timestamp.into_bytes()),
+                    (SIGN, signature.into_bytes()),
+                ]
+            }
+
+            fn authenticate(
+                &self,
+                method: &str,
+                path: &str,
+                headers: &[(&'static str, Vec<u8>)],
+                body: &[u8],
+            ) -> Option<Result<MerchantRow, AuthError>> {
+                let method = Method::from_bytes(method.as_bytes()).ok()?;
+                let uri: Uri = path.parse().ok()?;
+                let mut map = HeaderMap::new();
+                for (name, value) in headers {
+                    map.insert(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_bytes(value).ok()?,
+                    );
+                }
+                Some(
+                    self.runtime
+                        .block_on(self.service.authenticate(&method, &uri, &map, body)),
+                )
+            }
+        }
+
+        fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
+        where
+            S::Value: std::fmt::Debug,
+        {
+            let mut runner = TestRunner::new(Config::with_cases(128));
+            if let Err(failure) = runner.run(&strategy, test) {
+                panic!("{failure}");
+            }
+        }
+
+        fn header_value(valid: String) -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                3 => Just(Some(valid.into_bytes())),
+                1 => Just(None),
+                2 => prop::collection::vec(any::<u8>(), 0..80).prop_map(Some),
+                2 => prop::sample::select(vec![
+                    "+275760-09-13T00:00:00.000Z".to_owned(),
+                    "-262143-01-01T00:00:00Z".to_owned(),
+                    "9999-12-31T23:59:59.999999999+23:59".to_owned(),
+                    "1970-01-01T00:00:00Z".to_owned(),
+                    i64::MIN.to_string(),
+                    u64::MAX.to_string(),
+                    " ".to_owned(),
+                    "é".to_owned(),
+                ])
+                .prop_map(|text| Some(text.into_bytes())),
+            ]
+        }
+
+        /// OKX's codes for each header, never `50026` (a system error), never a success unless
+        /// every header is the signed one.
+        #[test]
+        fn hostile_headers_are_refused_with_okxs_codes() {
+            let fixture = Fixture::new();
+            let valid = fixture.signed("GET", PATH, b"");
+            let text = |index: usize| String::from_utf8(valid[index].1.clone()).unwrap();
+            let strategy = (
+                header_value(text(0)),
+                header_value(text(1)),
+                header_value(text(2)),
+                header_value(text(3)),
+            );
+            run(strategy, |(key, passphrase, timestamp, signature)| {
+                let headers: Vec<_> = [KEY, PASSPHRASE, TIMESTAMP, SIGN]
+                    .into_iter()
+                    .zip([key, passphrase, timestamp, signature])
+                    .filter_map(|(name, value)| value.map(|value| (name, value)))
+                    .collect();
+                let Some(outcome) = fixture.authenticate("GET", PATH, &headers, b"") else {
+                    return Ok(());
+                };
+                match outcome {
+                    Ok(_) => prop_assert!(headers == valid, "{headers:?}"),
+                    Err(error) => prop_assert!((50103..=50113).contains(&error.code), "{error:?}"),
+                }
+                Ok(())
+            });
+        }
+
+        /// A signed request with one byte of its method, path, body or a header changed is
+        /// refused.
+        #[test]
+        fn a_signed_request_with_one_byte_changed_is_refused() {
+            let fixture = Fixture::new();
+            let strategy = (
+                prop::collection::vec(any::<u8>(), 0..200),
+                0usize..7,
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+            );
+            run(strategy, |(body, part, position, byte)| {
+                let original = fixture.signed("POST", PATH, &body);
+                let mut headers = original.clone();
+                let mut method = b"POST".to_vec();
+                let mut path = PATH.as_bytes().to_vec();
+                let mut mutated_body = body.clone();
+                let target = match part {
+                    0..=3 => &mut headers[part].1,
+                    4 => &mut method,
+                    5 => &mut path,
+                    _ => &mut mutated_body,
+                };
+                if target.is_empty() {
+                    target.push(byte);
+                } else {
+                    let at = position.index(target.len());
+                    target[at] = byte;
+                }
+                let (Ok(method), Ok(path)) = (String::from_utf8(method), String::from_utf8(path))
+                else {
+                    return Ok(());
+                };
+                let unchanged =
+                    headers == original && method == "POST" && path == PATH && mutated_body == body;
+                // Header values are trimmed, and the method is signed in upper case.
+                let trimmed =
+                    part < 4 && headers[part].1.trim_ascii() == original[part].1.as_slice();
+                let alias = method != "POST" && method.eq_ignore_ascii_case("POST");
+                prop_assume!(!unchanged && !trimmed && !alias);
+                if let Some(outcome) = fixture.authenticate(&method, &path, &headers, &mutated_body)
+                {
+                    prop_assert!(outcome.is_err(), "{method} {path} {headers:?}");
+                }
+                let accepted = fixture
+                    .authenticate("POST", PATH, &original, &body)
+                    .unwrap();
+                prop_assert!(accepted.is_ok(), "{accepted:?}");
+                Ok(())
+            });
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn base64_is_the_standard_encoding(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                prop_assert_eq!(
+                    base64_encode(&bytes),
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                );
+            }
+
+            #[test]
+            fn signing_any_text_never_panics(
+                secret in "\\PC{0,40}",
+                timestamp in "\\PC{0,30}",
+                method in "\\PC{0,10}",
+                path in "\\PC{0,60}",
+                body in prop::collection::vec(any::<u8>(), 0..100),
+            ) {
+                let signature = sign(&secret, &timestamp, &method, &path, &body);
+                prop_assert_eq!(signature.len(), 44);
+            }
+        }
+    }
 }

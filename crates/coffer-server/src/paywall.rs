@@ -38,6 +38,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCod
 use base64::Engine;
 use coffer_core::{Amount, ChainRegistry, TransferMethod};
 use coffer_store::{NewPaymentClaim, SettlementKey, Store};
+use coffer_x402::reasons::Reason;
 use coffer_x402::settlement::SETTLEMENT_PENDING;
 use coffer_x402::wire::{
     PayloadV1, PayloadV2, PaymentRequest, RequirementsV1, RequirementsV2, SettleResponse,
@@ -918,6 +919,16 @@ async fn paid(
     }
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or_default();
     let verified = state.facilitator.verify(&request, now).await;
+    let unavailable = Reason::ChainUnavailable.as_str(request.version());
+    if verified.invalid_reason.as_deref() == Some(unavailable) {
+        claim.release().await;
+        let mut response = bad_request(
+            "CHAIN_UNAVAILABLE",
+            "the chain could not be reached; nothing was charged, retry",
+        );
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
+    }
     if !verified.is_valid {
         claim.release().await;
         let reason = verified
@@ -1070,4 +1081,152 @@ async fn forward(
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use coffer_x402::wire::{Authorization, ExactEvmPayload};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hostile_input::{hostile_text, json_value};
+
+    fn headers(name: &'static str, value: HeaderValue) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static(name), value);
+        headers
+    }
+
+    prop_compose! {
+        fn exact_payload()(texts in prop::collection::vec(hostile_text(), 7)) -> ExactEvmPayload {
+            let mut texts = texts.into_iter();
+            let mut next = || texts.next().unwrap_or_default();
+            ExactEvmPayload {
+                signature: next(),
+                authorization: Authorization {
+                    from: next(),
+                    to: next(),
+                    value: next(),
+                    valid_after: next(),
+                    valid_before: next(),
+                    nonce: next(),
+                },
+            }
+        }
+    }
+
+    prop_compose! {
+        fn payload_v2()(
+            texts in prop::collection::vec(hostile_text(), 5),
+            max_timeout_seconds in any::<u64>(),
+            payload in exact_payload(),
+        ) -> PayloadV2 {
+            let mut texts = texts.into_iter();
+            let mut next = || texts.next().unwrap_or_default();
+            PayloadV2 {
+                x402_version: 2,
+                resource: None,
+                accepted: RequirementsV2 {
+                    scheme: next(),
+                    network: next(),
+                    amount: next(),
+                    asset: next(),
+                    pay_to: next(),
+                    max_timeout_seconds,
+                    extra: Some(json!({"name": "USDC", "version": "2"})),
+                },
+                payload,
+                extensions: None,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_header_text_decodes_or_is_refused_without_panicking(text in any::<String>()) {
+            let _ = decode_header(&text);
+        }
+
+        #[test]
+        fn every_base64_flavour_decodes_to_what_was_encoded(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            for encoded in [
+                STANDARD.encode(&bytes),
+                STANDARD_NO_PAD.encode(&bytes),
+                URL_SAFE.encode(&bytes),
+                URL_SAFE_NO_PAD.encode(&bytes),
+            ] {
+                prop_assert_eq!(decode_header(&encoded), Some(bytes.clone()));
+                prop_assert_eq!(decode_header(&format!(" {encoded}\t")), Some(bytes.clone()));
+            }
+        }
+
+        #[test]
+        fn arbitrary_header_bytes_are_refused_naming_the_header(
+            bytes in prop::collection::vec(any::<u8>(), 0..300),
+            v2 in any::<bool>(),
+        ) {
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                return Ok(());
+            };
+            let name = if v2 { x402_headers::PAYMENT_SIGNATURE } else { x402_headers::X_PAYMENT };
+            if let Some(Err(message)) = parse_payment(&headers(name, value)) {
+                prop_assert!(
+                    message.starts_with("PAYMENT-SIGNATURE") || message.starts_with("X-PAYMENT"),
+                    "{}", message
+                );
+            }
+        }
+
+        #[test]
+        fn base64_of_any_json_is_a_payment_or_refused_naming_the_header(
+            value in json_value(),
+            version in prop_oneof![Just(json!(1)), Just(json!(2)), json_value()],
+            v2 in any::<bool>(),
+        ) {
+            let mut value = value;
+            if let Some(object) = value.as_object_mut() {
+                object.insert("x402Version".to_owned(), version);
+            }
+            let header = HeaderValue::from_str(&b64(&value)).unwrap();
+            let name = if v2 { x402_headers::PAYMENT_SIGNATURE } else { x402_headers::X_PAYMENT };
+            match parse_payment(&headers(name, header)) {
+                Some(Ok(Payment::V1(_))) => prop_assert!(!v2),
+                Some(Ok(Payment::V2(_))) => prop_assert!(v2),
+                Some(Err(message)) => prop_assert!(
+                    message.starts_with("PAYMENT-SIGNATURE") || message.starts_with("X-PAYMENT"),
+                    "{}", message
+                ),
+                None => prop_assert!(false, "a payment header was present"),
+            }
+        }
+
+        #[test]
+        fn a_payment_header_reads_back_as_it_was_written(
+            v2 in payload_v2(),
+            network in hostile_text(),
+            scheme in hostile_text(),
+            payload in exact_payload(),
+        ) {
+            let header = HeaderValue::from_str(&b64(&v2)).unwrap();
+            let Some(Ok(Payment::V2(read))) =
+                parse_payment(&headers(x402_headers::PAYMENT_SIGNATURE, header))
+            else {
+                return Err(TestCaseError::fail("a version-2 payment"));
+            };
+            prop_assert_eq!(*read, v2);
+            let v1 = PayloadV1 { x402_version: 1, scheme, network, payload };
+            let header = HeaderValue::from_str(&b64(&v1)).unwrap();
+            let Some(Ok(Payment::V1(read))) =
+                parse_payment(&headers(x402_headers::X_PAYMENT, header))
+            else {
+                return Err(TestCaseError::fail("a version-1 payment"));
+            };
+            prop_assert_eq!(*read, v1);
+        }
+    }
 }

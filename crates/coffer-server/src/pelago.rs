@@ -26,7 +26,8 @@ use coffer_store::{
     MerchantRow, NewOrder, OrderRow, OrderSource, Recorded, SettlementStatus, Store, StoreError,
 };
 use coffer_x402::facilitator::Facilitator;
-use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler, same_terms};
+use coffer_x402::reasons::Reason;
+use coffer_x402::settlement::{SETTLEMENT_PENDING, Settler, UNEXPECTED_SETTLE_ERROR, same_terms};
 use coffer_x402::wire::{ExactEvmPayload, PayloadV1, PaymentRequest, RequirementsV1};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -780,6 +781,10 @@ impl Pelago {
         }
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or_default();
         let verified = self.facilitator.verify(&request, now).await;
+        let unavailable = Reason::ChainUnavailable.as_str(request.version());
+        if verified.invalid_reason.as_deref() == Some(unavailable) {
+            return Err(PelagoError::Unavailable(unavailable.to_owned()));
+        }
         if !verified.is_valid {
             let reason = verified
                 .invalid_reason
@@ -802,6 +807,10 @@ impl Pelago {
             .settler
             .settle_for(&request, now, self.settle_timeout, Some(&order.order_id))
             .await;
+        if settled.error_reason.as_deref() == Some(UNEXPECTED_SETTLE_ERROR) {
+            // Nothing was sent: the chain or the journal could not be asked.
+            return Err(PelagoError::Unavailable(UNEXPECTED_SETTLE_ERROR.to_owned()));
+        }
         if !settled.success {
             let reason = settled.error_reason.unwrap_or_default();
             let code = if reason == SETTLEMENT_PENDING {
@@ -1188,4 +1197,50 @@ fn confirmed(order_id: &str) -> Confirmed {
 /// Base64 of JSON, standard alphabet with padding.
 pub fn encode_header(value: &impl Serialize) -> String {
     base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::hostile_input::json_value;
+    use crate::paywall::decode_header;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn an_x_payment_header_decodes_to_what_was_encoded(value in json_value()) {
+            let decoded = decode_header(&encode_header(&value));
+            prop_assert_eq!(decoded, Some(serde_json::to_vec(&value).unwrap()));
+        }
+
+        #[test]
+        fn a_tx_hash_proof_signs_for_its_own_order_and_transaction_only(
+            order_id in "CO[0-9]{34}",
+            tx_hash in any::<[u8; 32]>(),
+            mutate_order in any::<bool>(),
+            position in any::<prop::sample::Index>(),
+            replacement in "[0-9a-fA-FxCO]",
+        ) {
+            let payer = PrivateKeySigner::random();
+            let tx_hash = format!("{:#x}", B256::from(tx_hash));
+            let signature = payer
+                .sign_message_sync(proof_message(&order_id, &tx_hash).as_bytes())
+                .unwrap();
+            let (mut order, mut hash) = (order_id.clone(), tx_hash.clone());
+            let target = if mutate_order { &mut order } else { &mut hash };
+            let at = position.index(target.len());
+            target.replace_range(at..=at, &replacement);
+            // The hash is signed in lower case: another case is the same transaction.
+            let same = order == order_id && hash.eq_ignore_ascii_case(&tx_hash);
+            let recovered = signature
+                .recover_address_from_msg(proof_message(&order, &hash).as_bytes())
+                .ok();
+            prop_assert_eq!(recovered == Some(payer.address()), same);
+        }
+    }
 }

@@ -209,6 +209,22 @@ mod tests {
             let _ = normalize(&raw);
             let _ = normalize(&format!("/{raw}"));
         }
+
+        #[test]
+        fn any_bytes_percent_encoded_are_normalised_to_a_fixed_point_or_refused(
+            bytes in prop::collection::vec(any::<u8>(), 0..64),
+            slashes in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut raw: String = bytes.iter().map(|b| format!("%{b:02x}")).collect();
+            for slash in &slashes {
+                let at = slash.index(raw.len() + 1) / 3 * 3;
+                raw.insert(at.min(raw.len()), '/');
+            }
+            if let Ok(path) = normalize(&format!("/{raw}")) {
+                prop_assert_eq!(normalize(&path), Ok(path.clone()));
+                prop_assert!(!path.split('/').any(|segment| segment == ".."), "{path}");
+            }
+        }
     }
 
     #[test]

@@ -173,6 +173,22 @@ fn terms(request: &PaymentRequest) -> Terms<'_> {
     }
 }
 
+/// Whether an RPC failure means the chain could not be asked (no connection, an HTTP error, a
+/// timeout), rather than an answer from the node such as a revert.
+fn unreachable(error: &alloy::transports::TransportError) -> bool {
+    matches!(error, alloy::transports::RpcError::Transport(_))
+}
+
+/// The rejection of a payment the chain could not be asked about. The cause stays in the log:
+/// RPC errors can name the endpoint's URL, and with it an API key.
+fn chain_unavailable(error: &dyn std::fmt::Display) -> Rejection {
+    tracing::warn!(%error, "the chain could not be asked about a payment");
+    reject(
+        Reason::ChainUnavailable,
+        "the chain could not be reached; nothing was decided, retry",
+    )
+}
+
 fn parse_address(field: &str, text: &str) -> Result<Address, Rejection> {
     text.parse::<Address>().map_err(|_| {
         reject(
@@ -447,7 +463,7 @@ impl Facilitator {
     /// `UndeployedSmartWallet`: the token would ask a wallet that does not exist.
     ///
     /// # Errors
-    /// A [`Rejection`] with the diagnosed reason, or `SimulationFailed` when the chain cannot
+    /// A [`Rejection`] with the diagnosed reason, or `ChainUnavailable` when the chain cannot
     /// be asked.
     pub async fn simulate(&self, payment: &CheckedPayment) -> Result<(), Rejection> {
         self.prove(payment, Undeployed::Refuse).await
@@ -465,6 +481,9 @@ impl Facilitator {
             // Only a contract wallet can vouch for a signature that is not its own: a deployed
             // one (ERC-1271), or one the signature says how to deploy (ERC-6492).
             let code = provider.get_code_at(payment.from).await.map_err(|error| {
+                if unreachable(&error) {
+                    return chain_unavailable(&error);
+                }
                 reject(
                     Reason::SimulationFailed,
                     format!("cannot read the payer's code: {error}"),
@@ -506,6 +525,9 @@ impl Facilitator {
         let Err(error) = provider.call(call).await else {
             return Ok(());
         };
+        if unreachable(&error) {
+            return Err(chain_unavailable(&error));
+        }
         tracing::debug!(%error, "simulated transferWithAuthorization reverted");
         Err(self.diagnose(&token, payment, &error.to_string()).await)
     }
@@ -529,6 +551,9 @@ impl Facilitator {
             .with_from(self.caller)
             .with_deploy_code(code);
         let output = provider.call(call).await.map_err(|error| {
+            if unreachable(&error) {
+                return chain_unavailable(&error);
+            }
             reject(
                 Reason::SimulationFailed,
                 format!("the ERC-6492 check could not run: {error}"),
@@ -571,6 +596,9 @@ impl Facilitator {
             .call()
             .await
         {
+            Err(alloy::contract::Error::TransportError(error)) if unreachable(&error) => {
+                return chain_unavailable(&error);
+            }
             Err(_) => {
                 return reject(
                     Reason::Eip3009NotSupported,
@@ -826,5 +854,129 @@ mod tests {
             "{}",
             rejection.message
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::hostile_input::{hostile_text, shaped_request};
+
+        /// Where each field of a version-2 request sits, for replacing it with hostile text.
+        const LEAVES: [&str; 16] = [
+            "/paymentPayload/accepted/scheme",
+            "/paymentRequirements/scheme",
+            "/paymentPayload/accepted/network",
+            "/paymentRequirements/network",
+            "/paymentRequirements/asset",
+            "/paymentRequirements/payTo",
+            "/paymentRequirements/amount",
+            "/paymentRequirements/extra/name",
+            "/paymentRequirements/extra/version",
+            "/paymentPayload/payload/signature",
+            "/paymentPayload/payload/authorization/from",
+            "/paymentPayload/payload/authorization/to",
+            "/paymentPayload/payload/authorization/value",
+            "/paymentPayload/payload/authorization/validAfter",
+            "/paymentPayload/payload/authorization/validBefore",
+            "/paymentPayload/payload/authorization/nonce",
+        ];
+
+        /// A correctly signed version-2 request, as JSON, and its payer.
+        fn signed_body() -> (serde_json::Value, Address) {
+            let payer = PrivateKeySigner::random();
+            let auth = authorization(payer.address());
+            let signature = payer.sign_hash_sync(&digest(&auth)).unwrap();
+            let PaymentRequest::V2 {
+                payload,
+                requirements,
+            } = request(&auth, &signature.as_bytes())
+            else {
+                unreachable!("built as version 2")
+            };
+            let body = json!({"x402Version": 2, "paymentPayload": payload,
+                "paymentRequirements": requirements});
+            (body, payer.address())
+        }
+
+        fn run_both_checks(request: &PaymentRequest, now: u64) {
+            let facilitator = facilitator();
+            let checked = facilitator.check(request, now);
+            let terms = facilitator.check_terms(request);
+            if let Ok(checked) = checked {
+                // What passed with the window also passes without it, identically.
+                let terms = terms.expect("check_terms is check without the window");
+                assert_eq!(checked.terms_hash(), terms.terms_hash());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn hostile_requests_of_the_right_shape_never_panic_the_checks(
+                value in shaped_request(),
+                now in any::<u64>(),
+            ) {
+                if let Ok(request) = PaymentRequest::parse(&serde_json::to_vec(&value).unwrap()) {
+                    run_both_checks(&request, now);
+                }
+            }
+
+            #[test]
+            fn a_signed_request_with_hostile_fields_is_refused_or_no_longer_the_payers(
+                replaced in prop::collection::vec(
+                    (prop::sample::select(LEAVES.to_vec()), hostile_text()),
+                    1..4,
+                ),
+                now in prop_oneof![Just(NOW), any::<u64>()],
+            ) {
+                let (mut body, payer) = signed_body();
+                let original = body.clone();
+                for (pointer, text) in &replaced {
+                    *body.pointer_mut(pointer).unwrap() = serde_json::Value::from(text.clone());
+                }
+                prop_assume!(body != original);
+                let Ok(request) = PaymentRequest::parse(&serde_json::to_vec(&body).unwrap()) else {
+                    return Ok(());
+                };
+                run_both_checks(&request, now);
+                if let Ok(checked) = facilitator().check_terms(&request) {
+                    let original = PaymentRequest::parse(&serde_json::to_vec(&original).unwrap())
+                        .unwrap();
+                    let original = facilitator().check_terms(&original).unwrap();
+                    // Either the payer's signature no longer covers it, or it says exactly
+                    // what the payer signed (an address in other letter case, a nonce in
+                    // upper-case hex: the same terms).
+                    prop_assert!(
+                        !checked.signed_by_eoa
+                            || (checked.from == payer && checked.digest == original.digest),
+                        "{replaced:?}"
+                    );
+                }
+            }
+
+            #[test]
+            fn a_signature_with_one_byte_changed_is_never_the_payers(
+                position in 0usize..65,
+                flip in 1u8..=255,
+            ) {
+                let payer = PrivateKeySigner::random();
+                let auth = authorization(payer.address());
+                let signature = payer.sign_hash_sync(&digest(&auth)).unwrap();
+                let mut bytes = signature.as_bytes();
+                bytes[position] ^= flip;
+                match facilitator().check(&request(&auth, &bytes), NOW) {
+                    Err(rejection) => prop_assert_eq!(rejection.reason, Reason::Signature),
+                    Ok(checked) => {
+                        // `v` has aliases (27 and 0 are the same parity): those are the same
+                        // signature, anything else is no longer the payer's.
+                        let same = Signature::try_from(&bytes[..])
+                            .is_ok_and(|parsed| parsed == signature);
+                        prop_assert_eq!(checked.signed_by_eoa, same, "byte {} ^ {}", position, flip);
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,6 +19,8 @@
 //!   names for v1.
 
 pub mod facilitator;
+#[cfg(test)]
+mod hostile_input;
 pub mod reasons;
 pub mod settlement;
 pub mod wire;

@@ -41,6 +41,9 @@ pub enum Reason {
     SimulationFailed,
     /// The payload is malformed (bad hex, numbers, addresses).
     Payload,
+    /// The chain could not be asked (its RPC endpoint is unreachable, failing or slow): nothing
+    /// was decided about the payment, and asking again later may succeed.
+    ChainUnavailable,
 }
 
 impl Reason {
@@ -66,6 +69,7 @@ impl Reason {
                 }
                 Reason::SimulationFailed => "invalid_transaction_state",
                 Reason::Payload => "invalid_payload",
+                Reason::ChainUnavailable => "unexpected_verify_error",
             };
         }
         match self {
@@ -86,6 +90,7 @@ impl Reason {
             Reason::UndeployedSmartWallet => "invalid_exact_evm_payload_undeployed_smart_wallet",
             Reason::SimulationFailed => "invalid_exact_evm_transaction_simulation_failed",
             Reason::Payload => "invalid_exact_evm_payload",
+            Reason::ChainUnavailable => "unexpected_verify_error",
         }
     }
 }

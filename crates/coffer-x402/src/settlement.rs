@@ -43,12 +43,16 @@ use coffer_store::{
 };
 
 use crate::facilitator::{CheckedPayment, Facilitator};
+use crate::reasons::Reason;
 use crate::wire::{PaymentRequest, SettleResponse};
 
 /// The reason for a broadcast whose receipt has not arrived yet.
 pub const SETTLEMENT_PENDING: &str = "settlement_pending";
 /// The reason for a transaction that reverted or was refused by the node.
 pub const TRANSACTION_FAILED: &str = "invalid_exact_evm_transaction_failed";
+/// The reason for a settlement that could not be attempted (the chain could not be asked, the
+/// journal failed): nothing was sent, and settling again later may succeed.
+pub const UNEXPECTED_SETTLE_ERROR: &str = "unexpected_settle_error";
 /// Gas limit of one `transferWithAuthorization` (USDC uses about 60–80k).
 const GAS_LIMIT: u64 = 150_000;
 /// Gas limit added per authorization carried by a Multicall3 batch.
@@ -418,6 +422,15 @@ impl Settler {
             .await
         {
             Ok(Settled::Row(row)) => self.reply_for(&row, version, request),
+            // Nothing was sent; a chain that could not be asked is the settlement's failure.
+            Ok(Settled::Rejected(rejection)) if rejection.reason == Reason::ChainUnavailable => {
+                reply(
+                    false,
+                    Some(UNEXPECTED_SETTLE_ERROR),
+                    Some(rejection.message),
+                    "",
+                )
+            }
             Ok(Settled::Rejected(rejection)) => reply(
                 false,
                 Some(rejection.reason.as_str(version)),
@@ -427,7 +440,7 @@ impl Settler {
             Err(error) => {
                 let error = coffer_core::redact::redact_urls(&error).into_owned();
                 tracing::error!(%error, "settlement failed unexpectedly");
-                reply(false, Some("unexpected_settle_error"), Some(error), "")
+                reply(false, Some(UNEXPECTED_SETTLE_ERROR), Some(error), "")
             }
         }
     }

@@ -160,18 +160,47 @@ struct RawRequest {
     payment_requirements: Value,
 }
 
-fn field_error(prefix: &str, error: &serde_json::Error) -> RequestError {
+/// The name a serde error about a whole object gives in backticks (`missing field `payTo``),
+/// never text the client wrote (`invalid type: string "`x`"` quotes the value).
+fn named_field(message: &str) -> Option<&str> {
+    ["missing field `", "duplicate field `", "unknown field `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start))
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// The error of a value at `prefix` (`""` for the body itself): the field is the path to the
+/// value at fault, or the field a missing-field error names.
+fn field_error(prefix: &str, path: &str, error: &serde_json::Error) -> RequestError {
     let message = error.to_string();
     let message = message
         .split(" at line ")
         .next()
         .unwrap_or(&message)
         .to_owned();
-    let field = message
-        .split('`')
-        .nth(1)
-        .map_or_else(|| prefix.to_owned(), |name| format!("{prefix}.{name}"));
+    let name = if path == "." {
+        named_field(&message)
+    } else {
+        Some(path)
+    };
+    let field = match (prefix, name) {
+        ("", Some(name)) => name.to_owned(),
+        ("", None) => "body".to_owned(),
+        (prefix, Some(name)) => format!("{prefix}.{name}"),
+        (prefix, None) => prefix.to_owned(),
+    };
     RequestError { field, message }
+}
+
+/// Reads `value` as `T`, naming the field at fault under `prefix`.
+fn from_value<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: Value,
+) -> Result<T, RequestError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        field_error(prefix, &path, error.inner())
+    })
 }
 
 impl PaymentRequest {
@@ -182,14 +211,17 @@ impl PaymentRequest {
     /// # Errors
     /// [`RequestError`] naming the missing or malformed field.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
-        let raw: RawRequest = serde_json::from_slice(body).map_err(|error| {
+        let deserializer = &mut serde_json::Deserializer::from_slice(body);
+        let raw: RawRequest = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            let error = error.into_inner();
             if error.is_syntax() || error.is_eof() {
                 RequestError {
                     field: "body".to_owned(),
                     message: format!("malformed JSON: {error}"),
                 }
             } else {
-                field_error("body", &error)
+                field_error("", &path, &error)
             }
         })?;
         let version = raw
@@ -203,16 +235,12 @@ impl PaymentRequest {
             })?;
         match version {
             1 => Ok(PaymentRequest::V1 {
-                payload: serde_json::from_value(raw.payment_payload)
-                    .map_err(|e| field_error("paymentPayload", &e))?,
-                requirements: serde_json::from_value(raw.payment_requirements)
-                    .map_err(|e| field_error("paymentRequirements", &e))?,
+                payload: from_value("paymentPayload", raw.payment_payload)?,
+                requirements: from_value("paymentRequirements", raw.payment_requirements)?,
             }),
             2 => Ok(PaymentRequest::V2 {
-                payload: serde_json::from_value(raw.payment_payload)
-                    .map_err(|e| field_error("paymentPayload", &e))?,
-                requirements: serde_json::from_value(raw.payment_requirements)
-                    .map_err(|e| field_error("paymentRequirements", &e))?,
+                payload: from_value("paymentPayload", raw.payment_payload)?,
+                requirements: from_value("paymentRequirements", raw.payment_requirements)?,
             }),
             other => Err(RequestError {
                 field: "paymentPayload.x402Version".to_owned(),
@@ -369,6 +397,57 @@ mod tests {
     }
 
     #[test]
+    fn errors_name_the_field_never_the_value_the_client_wrote() {
+        let field = |body: &str| PaymentRequest::parse(body.as_bytes()).unwrap_err().field;
+        // Found by the properties below: the value was taken for a field name.
+        assert_eq!(field("0"), "body");
+        assert_eq!(field(r#""`x`""#), "body");
+        assert_eq!(field("{}"), "paymentPayload");
+        assert_eq!(
+            field(r#"{"paymentPayload":{"x402Version":2},"paymentPayload":{}}"#),
+            "paymentPayload"
+        );
+        let wrong_type = V2.replace(
+            "\"maxTimeoutSeconds\":300,\"extra\":{\"name\":\"USDC\",\"version\":\"2\"}}}",
+            "\"maxTimeoutSeconds\":\"`evil`\"}}",
+        );
+        assert_eq!(field(&wrong_type), "paymentRequirements.maxTimeoutSeconds");
+        let nested = V2.replace("\"validAfter\":\"1\"", "\"validAfter\":false");
+        assert_eq!(
+            field(&nested),
+            "paymentPayload.payload.authorization.validAfter"
+        );
+    }
+
+    #[test]
+    fn deeply_nested_or_huge_bodies_are_refused_naming_the_body() {
+        for depth in [200, 10_000, 100_000] {
+            let arrays = "[".repeat(depth);
+            assert_eq!(
+                PaymentRequest::parse(arrays.as_bytes()).unwrap_err().field,
+                "body"
+            );
+            let nested = format!(
+                r#"{{"paymentPayload":{}{},"paymentRequirements":{{}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert_eq!(
+                PaymentRequest::parse(nested.as_bytes()).unwrap_err().field,
+                "body"
+            );
+        }
+        let version = format!(
+            r#"{{"paymentPayload":{{"x402Version":{}}},"paymentRequirements":{{}}}}"#,
+            "9".repeat(80)
+        );
+        assert_eq!(
+            PaymentRequest::parse(version.as_bytes()).unwrap_err().field,
+            "paymentPayload.x402Version"
+        );
+    }
+
+    #[test]
     fn replies_omit_nulls() {
         let reply = VerifyResponse {
             is_valid: true,
@@ -380,5 +459,175 @@ mod tests {
             serde_json::to_string(&reply).unwrap(),
             r#"{"isValid":true,"payer":"0x1"}"#
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::*;
+        use crate::hostile_input::{hostile_text, json_value, shaped_request};
+
+        /// Every name a request's fields have.
+        const FIELD_NAMES: [&str; 24] = [
+            "x402Version",
+            "scheme",
+            "network",
+            "payload",
+            "signature",
+            "authorization",
+            "from",
+            "to",
+            "value",
+            "validAfter",
+            "validBefore",
+            "nonce",
+            "accepted",
+            "resource",
+            "extensions",
+            "amount",
+            "asset",
+            "payTo",
+            "maxTimeoutSeconds",
+            "extra",
+            "maxAmountRequired",
+            "description",
+            "mimeType",
+            "outputSchema",
+        ];
+
+        /// Whether an error names a field the request has (or the body), never text the
+        /// client wrote.
+        fn names_a_field_of_the_request(error: &RequestError) -> bool {
+            let mut segments = error.field.split('.');
+            let root = segments.next().unwrap_or_default();
+            match root {
+                "body" => error.field == "body",
+                "paymentPayload" | "paymentRequirements" => {
+                    segments.all(|segment| FIELD_NAMES.contains(&segment))
+                }
+                _ => false,
+            }
+        }
+
+        prop_compose! {
+            fn authorization()(
+                from in hostile_text(), to in hostile_text(), value in hostile_text(),
+                valid_after in hostile_text(), valid_before in hostile_text(), nonce in hostile_text(),
+            ) -> Authorization {
+                Authorization { from, to, value, valid_after, valid_before, nonce }
+            }
+        }
+
+        prop_compose! {
+            fn exact_payload()(signature in hostile_text(), authorization in authorization())
+                -> ExactEvmPayload {
+                ExactEvmPayload { signature, authorization }
+            }
+        }
+
+        /// `extra` as clients send it: an object (a JSON `null` reads as absent).
+        fn extra() -> impl Strategy<Value = Option<Value>> {
+            prop::option::of(
+                prop::collection::btree_map("[a-zA-Z]{1,8}", hostile_text(), 0..4)
+                    .prop_map(|map| json!(map)),
+            )
+        }
+
+        prop_compose! {
+            fn requirements_v2()(
+                scheme in hostile_text(), network in hostile_text(), amount in hostile_text(),
+                asset in hostile_text(), pay_to in hostile_text(), max_timeout_seconds in any::<u64>(),
+                extra in extra(),
+            ) -> RequirementsV2 {
+                RequirementsV2 { scheme, network, amount, asset, pay_to, max_timeout_seconds, extra }
+            }
+        }
+
+        prop_compose! {
+            fn requirements_v1()(
+                scheme in hostile_text(), network in hostile_text(), amount in hostile_text(),
+                resource in hostile_text(), description in hostile_text(), mime_type in hostile_text(),
+                pay_to in hostile_text(), max_timeout_seconds in any::<u64>(), asset in hostile_text(),
+                output_schema in extra(), extra in extra(),
+            ) -> RequirementsV1 {
+                RequirementsV1 {
+                    scheme, network, max_amount_required: amount, resource, description, mime_type,
+                    pay_to, max_timeout_seconds, asset, output_schema, extra,
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_are_refused_naming_a_field_and_never_panic(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                if let Err(error) = PaymentRequest::parse(&body) {
+                    prop_assert!(names_a_field_of_the_request(&error), "{error:?}");
+                }
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics_and_errors_name_a_field(value in json_value()) {
+                let body = serde_json::to_vec(&value).unwrap();
+                if let Err(error) = PaymentRequest::parse(&body) {
+                    prop_assert!(names_a_field_of_the_request(&error), "{error:?}");
+                }
+            }
+
+            #[test]
+            fn hostile_values_in_the_right_shape_parse_only_as_version_1_or_2(
+                value in shaped_request(),
+            ) {
+                let body = serde_json::to_vec(&value).unwrap();
+                match PaymentRequest::parse(&body) {
+                    Ok(request) => {
+                        prop_assert!(matches!(request.version(), 1 | 2));
+                        let _ = (request.network(), request.payer());
+                    }
+                    Err(error) => prop_assert!(names_a_field_of_the_request(&error), "{error:?}"),
+                }
+            }
+
+            #[test]
+            fn a_version_2_request_reads_back_as_it_was_written(
+                accepted in requirements_v2(),
+                requirements in requirements_v2(),
+                payload in exact_payload(),
+                resource in extra(),
+                extensions in extra(),
+            ) {
+                let written = PayloadV2 {
+                    x402_version: 2, resource, accepted, payload, extensions,
+                };
+                let body = json!({
+                    "x402Version": 2,
+                    "paymentPayload": written,
+                    "paymentRequirements": requirements,
+                });
+                let read = PaymentRequest::parse(&serde_json::to_vec(&body).unwrap());
+                prop_assert_eq!(read, Ok(PaymentRequest::V2 { payload: written, requirements }));
+            }
+
+            #[test]
+            fn a_version_1_request_reads_back_as_it_was_written(
+                scheme in hostile_text(),
+                network in hostile_text(),
+                payload in exact_payload(),
+                requirements in requirements_v1(),
+            ) {
+                let written = PayloadV1 { x402_version: 1, scheme, network, payload };
+                let body = json!({
+                    "x402Version": 1,
+                    "paymentPayload": written,
+                    "paymentRequirements": requirements,
+                });
+                let read = PaymentRequest::parse(&serde_json::to_vec(&body).unwrap());
+                prop_assert_eq!(read, Ok(PaymentRequest::V1 { payload: written, requirements }));
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -66,7 +67,12 @@ enum Flow {
 }
 
 /// Authenticates, runs the flow, and renders GatePay's envelope.
-async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes, flow: Flow) -> Response {
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    flow: Flow,
+) -> Response {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -84,6 +90,17 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes, flow: Flow)
             message: "Content-Type: must be application/json".to_owned(),
         });
     }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let (status, message) = crate::extract::body_refusal(&rejection);
+            return failure(&GatePayError {
+                status,
+                ..GatePayError::param("body", message)
+            });
+        }
+    };
+    let body = &body;
     let (merchant, client_id) = match state.gatepay.authenticate(headers, body).await {
         Ok(caller) => caller,
         Err(error) => {
@@ -136,9 +153,9 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &Bytes, flow: Flow)
 async fn checkout_order(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    handle(&state, &headers, &body, Flow::Create).await
+    handle(&state, &headers, body, Flow::Create).await
 }
 
 /// Query an order by `prepayId` or `merchantTradeNo`; `status` is PENDING, PROCESS (paid,
@@ -155,8 +172,12 @@ async fn checkout_order(
         (status = 404, description = "400202 order does not exist", body = Object)
     )
 )]
-async fn order_query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, &headers, &body, Flow::Query).await
+async fn order_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, &headers, body, Flow::Query).await
 }
 
 /// Close an unpaid order; the merchant is notified with `PAY_CLOSE`.
@@ -172,8 +193,12 @@ async fn order_query(State(state): State<AppState>, headers: HeaderMap, body: By
         (status = 404, description = "400202 order does not exist", body = Object)
     )
 )]
-async fn order_close(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, &headers, &body, Flow::Close).await
+async fn order_close(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, &headers, body, Flow::Close).await
 }
 
 /// Request a refund of a paid order. It is recorded (`refundStatus: PROCESS`); sending it on
@@ -191,8 +216,12 @@ async fn order_close(State(state): State<AppState>, headers: HeaderMap, body: By
         (status = 409, description = "400607 refundRequestId already used", body = Object)
     )
 )]
-async fn order_refund(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, &headers, &body, Flow::Refund).await
+async fn order_refund(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, &headers, body, Flow::Refund).await
 }
 
 /// Read a refund request.
@@ -208,6 +237,10 @@ async fn order_refund(State(state): State<AppState>, headers: HeaderMap, body: B
         (status = 404, description = "400304 refund does not exist", body = Object)
     )
 )]
-async fn refund_query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, &headers, &body, Flow::RefundQuery).await
+async fn refund_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(&state, &headers, body, Flow::RefundQuery).await
 }

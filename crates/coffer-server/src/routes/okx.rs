@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -74,17 +75,27 @@ fn refused(dialect: Dialect, error: &AuthError) -> Response {
 }
 
 fn invalid(dialect: Dialect, message: String) -> Response {
+    invalid_with(dialect, StatusCode::BAD_REQUEST, &message)
+}
+
+fn invalid_with(dialect: Dialect, status: StatusCode, message: &str) -> Response {
     let empty = match dialect {
         Dialect::Legacy => json!([]),
         Dialect::Current => Value::Null,
     };
     envelope(
         dialect,
-        StatusCode::BAD_REQUEST,
+        status,
         51000,
         &format!("Parameter invalid: {message}"),
         empty,
     )
+}
+
+/// OKX's answer to a body that could not be read (413 past the 2 MB limit).
+fn unreadable(dialect: Dialect, rejection: &BytesRejection) -> Response {
+    let (status, message) = crate::extract::body_refusal(rejection);
+    invalid_with(dialect, status, &format!("body: {message}"))
 }
 
 async fn authenticate(
@@ -255,8 +266,12 @@ async fn v1_verify(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(Dialect::Legacy, &rejection),
+    };
     let merchant = match authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
     {
         Ok(merchant) => merchant,
@@ -281,8 +296,12 @@ async fn v1_settle(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(Dialect::Legacy, &rejection),
+    };
     let merchant = match authenticate(&state, Dialect::Legacy, &method, &uri, &headers, &body).await
     {
         Ok(merchant) => merchant,
@@ -351,8 +370,12 @@ async fn v2_verify(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(Dialect::Current, &rejection),
+    };
     let merchant =
         match authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await {
             Ok(merchant) => merchant,
@@ -383,8 +406,12 @@ async fn v2_settle(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return unreadable(Dialect::Current, &rejection),
+    };
     let merchant =
         match authenticate(&state, Dialect::Current, &method, &uri, &headers, &body).await {
             Ok(merchant) => merchant,
@@ -443,17 +470,25 @@ async fn v2_settle_status(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    Query(params): Query<StatusParams>,
+    params: Result<Query<StatusParams>, QueryRejection>,
 ) -> Response {
     if let Err(response) =
         authenticate(&state, Dialect::Current, &method, &uri, &headers, b"").await
     {
         return response;
     }
-    let Some(tx_hash) = params
-        .tx_hash
-        .filter(|hash| hash.len() == 66 && hash.starts_with("0x"))
-    else {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => {
+            let (field, message) = crate::extract::query_refusal(&rejection);
+            return invalid(Dialect::Current, format!("{field}: {message}"));
+        }
+    };
+    let Some(tx_hash) = params.tx_hash.filter(|hash| {
+        hash.len() == 66
+            && hash.starts_with("0x")
+            && hash[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    }) else {
         return invalid(
             Dialect::Current,
             "txHash: required, a 0x-prefixed 32-byte hash".to_owned(),

@@ -17,7 +17,7 @@
 //! `order_info`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use coffer_store::{OrderRow, StoreError};
@@ -30,6 +30,7 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::page_safety::{policy_with_hashes, renderable_link};
 
 /// The page's Content-Security-Policy: its own script and style, by hash, and nothing else.
@@ -325,7 +326,7 @@ setInterval(tick,1000);tick();poll();
 )]
 async fn payment_page(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    ApiPath(order_id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let order = load(&state, &order_id).await?;
@@ -469,7 +470,7 @@ async fn payment_page(
 )]
 async fn payment_status(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    ApiPath(order_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let order = load(&state, &order_id).await?;
     let live = live_status(&state, &order).await?;
@@ -486,7 +487,7 @@ async fn payment_status(
 )]
 async fn payment_qr(
     State(state): State<AppState>,
-    Path(order_id): Path<String>,
+    ApiPath(order_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let order = load(&state, &order_id).await?;
     let code =

@@ -2,7 +2,7 @@
 //! DRF-style paginated list, and CryptoPay's error codes.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use coffer_core::OrderStatus;
 use coffer_store::{OrderOrdering, OrderQuery};
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::CallingMerchant;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery};
 use crate::json::JsonBody;
 use crate::orders::{CreateOrderRequest, OrderView};
 
@@ -143,7 +144,7 @@ async fn create_order(
 async fn get_order(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(order_id): Path<String>,
+    ApiPath(order_id): ApiPath<String>,
 ) -> Result<Json<OrderEnvelope>, ApiError> {
     let view = state.orders.get(&merchant, &order_id).await?;
     Ok(Json(OrderEnvelope {
@@ -186,7 +187,7 @@ fn parse_positive(
 async fn list_orders(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let status = params
         .status

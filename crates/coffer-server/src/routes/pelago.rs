@@ -4,7 +4,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -14,6 +15,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::CallingMerchant;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::pelago::{OrderRequest, OrderStatusView, Outcome, Pelago, PelagoError};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -105,21 +107,18 @@ async fn create_or_confirm(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return crate::extract::native_body_refusal(&rejection).into_response(),
+    };
     let request: OrderRequest = if body.iter().all(u8::is_ascii_whitespace) {
         OrderRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match crate::json::parse(&body) {
             Ok(request) => request,
-            Err(error) => {
-                let message = error.to_string();
-                let field = message
-                    .split('`')
-                    .nth(1)
-                    .map_or_else(|| "body".to_owned(), str::to_owned);
-                return ApiError::field("VALIDATION_ERROR", field, message).into_response();
-            }
+            Err(error) => return error.into_response(),
         }
     };
     let x_payment = match headers.get("x-payment").map(|v| v.to_str()) {
@@ -165,7 +164,7 @@ async fn create_or_confirm(
 async fn order_status(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(order_id): Path<String>,
+    ApiPath(order_id): ApiPath<String>,
 ) -> Response {
     match service(&state).status(&merchant, &order_id).await {
         Ok(view) => Json(view).into_response(),

@@ -7,7 +7,7 @@
 //! replicas.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use coffer_store::{DeliveryRow, EventRow, Redelivery, RedeliveryLimit, StoreError};
@@ -20,6 +20,7 @@ use crate::app::AppState;
 use crate::auth::CallingMerchant;
 use crate::error::{ApiError, ErrorBody};
 use crate::events::{new_id, rfc3339_ms};
+use crate::extract::{ApiPath, ApiQuery};
 
 /// How many times one event may be redelivered in any hour.
 pub const REDELIVERIES_PER_HOUR: u32 = 5;
@@ -195,7 +196,7 @@ async fn owned_event(
 async fn list_events(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Query(params): Query<EventParams>,
+    ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 500);
     let events = state
@@ -221,7 +222,7 @@ async fn list_events(
 async fn list_deliveries(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(event_id): Path<String>,
+    ApiPath(event_id): ApiPath<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
     owned_event(&state, &merchant, &event_id).await?;
     let deliveries = state
@@ -258,7 +259,7 @@ async fn list_deliveries(
 async fn redeliver(
     State(state): State<AppState>,
     CallingMerchant(merchant): CallingMerchant,
-    Path(event_id): Path<String>,
+    ApiPath(event_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryEnvelope>), ApiError> {
     let event = owned_event(&state, &merchant, &event_id).await?;
     let order_url = match &event.order_id {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -45,8 +46,21 @@ async fn verify(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let (status, message) = crate::extract::body_refusal(&rejection);
+            let body = VerifyResponse {
+                is_valid: false,
+                invalid_reason: Some(malformed_reason(b"").to_owned()),
+                invalid_message: Some(format!("body: {message}")),
+                payer: None,
+            };
+            return (status, Json(body)).into_response();
+        }
+    };
     let request = match PaymentRequest::parse(&body) {
         Ok(request) => request,
         Err(error) => {
@@ -194,8 +208,23 @@ async fn settle(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let (status, message) = crate::extract::body_refusal(&rejection);
+            let body = SettleResponse {
+                success: false,
+                error_reason: Some(malformed_reason(b"").to_owned()),
+                error_message: Some(format!("body: {message}")),
+                payer: None,
+                transaction: String::new(),
+                network: String::new(),
+            };
+            return (status, Json(body)).into_response();
+        }
+    };
     let request = match PaymentRequest::parse(&body) {
         Ok(request) => request,
         Err(error) => {

@@ -155,4 +155,87 @@ mod tests {
         let empty_inner = wrap(Address::ZERO, Bytes::new(), Bytes::new());
         assert!(unwrap(&empty_inner).unwrap().is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(any::<u8>(), 0..max)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_with_or_without_the_magic_never_panic(
+                body in bytes(600),
+                words in prop::collection::vec(any::<[u8; 32]>(), 0..8),
+            ) {
+                prop_assert_eq!(unwrap(&body).is_some(), body.ends_with(MAGIC.as_slice()));
+                let mut wrapped = body.clone();
+                wrapped.extend_from_slice(MAGIC.as_slice());
+                prop_assert!(unwrap(&wrapped).is_some());
+                // ABI words with hostile offsets and lengths (u64::MAX, past the end, …).
+                let mut words: Vec<u8> = words.concat();
+                words.extend_from_slice(MAGIC.as_slice());
+                let _ = unwrap(&words);
+                let _ = read_outcome(&body);
+            }
+
+            #[test]
+            fn a_wrapped_signature_unwraps_to_its_parts(
+                factory in any::<[u8; 20]>(),
+                calldata in bytes(300),
+                inner in prop::collection::vec(any::<u8>(), 1..300),
+            ) {
+                let factory = Address::from(factory);
+                let wrapped = wrap(factory, calldata.clone().into(), inner.clone().into());
+                prop_assert_eq!(
+                    unwrap(&wrapped),
+                    Some(Ok(Erc6492Signature {
+                        factory,
+                        factory_calldata: calldata.into(),
+                        inner: inner.into(),
+                    }))
+                );
+            }
+
+            #[test]
+            fn a_wrapped_signature_with_one_byte_changed_never_unwraps_to_the_original(
+                calldata in bytes(100),
+                inner in prop::collection::vec(any::<u8>(), 1..100),
+                position in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let original = Erc6492Signature {
+                    factory: Address::repeat_byte(0xfa),
+                    factory_calldata: calldata.into(),
+                    inner: inner.into(),
+                };
+                let wrapped = wrap(
+                    original.factory,
+                    original.factory_calldata.clone(),
+                    original.inner.clone(),
+                );
+                let mut mutated = wrapped.to_vec();
+                let at = position.index(mutated.len());
+                mutated[at] ^= flip;
+                if unwrap(&mutated) == Some(Ok(original.clone())) {
+                    // The same parts: only a byte the ABI decoder ignores changed (an
+                    // address word's upper bytes, the zero padding after a `bytes`); the
+                    // wallet's signature inside is untouched, and only it is ever checked.
+                    let padded = |len: usize| len.div_ceil(32) * 32;
+                    let calldata = original.factory_calldata.len();
+                    let inner = original.inner.len();
+                    let inner_data = 96 + 32 + padded(calldata) + 32;
+                    let ignored = at < 12
+                        || (128 + calldata..128 + padded(calldata)).contains(&at)
+                        || (inner_data + inner..inner_data + padded(inner)).contains(&at);
+                    prop_assert!(ignored, "byte {} of {}", at, mutated.len());
+                }
+            }
+        }
+    }
 }

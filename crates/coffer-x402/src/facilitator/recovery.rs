@@ -112,4 +112,53 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_parsing_or_recovery(
+                hash in any::<[u8; 32]>(),
+                bytes in prop::collection::vec(any::<u8>(), 0..80),
+                r in any::<[u8; 32]>(),
+                s in any::<[u8; 32]>(),
+                parity in any::<bool>(),
+            ) {
+                let hash = B256::from(hash);
+                if let Ok(signature) = Signature::try_from(&bytes[..]) {
+                    prop_assert_eq!(recover_signer(&hash, &signature), k256(&hash, &signature));
+                }
+                let signature = Signature::new(U256::from_be_bytes(r), U256::from_be_bytes(s), parity);
+                prop_assert_eq!(recover_signer(&hash, &signature), k256(&hash, &signature));
+            }
+
+            #[test]
+            fn a_signature_or_hash_with_one_byte_changed_never_recovers_to_the_signer(
+                hash in any::<[u8; 32]>(),
+                position in 0usize..97,
+                flip in 1u8..=255,
+            ) {
+                let key = PrivateKeySigner::random();
+                let hash = B256::from(hash);
+                let signature = key.sign_hash_sync(&hash).unwrap();
+                let mut bytes = signature.as_bytes().to_vec();
+                bytes.extend_from_slice(hash.as_slice());
+                bytes[position] ^= flip;
+                let mutated_hash = B256::from_slice(&bytes[65..]);
+                match Signature::try_from(&bytes[..65]) {
+                    // `v` has aliases (27 and 0 are the same parity): the same signature.
+                    Ok(mutated) if mutated == signature && mutated_hash == hash => {}
+                    Ok(mutated) => {
+                        prop_assert_ne!(recover_signer(&mutated_hash, &mutated), Some(key.address()));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
 }
