@@ -87,9 +87,11 @@ impl FacilitatorPolicy {
     /// A message naming the key.
     pub fn validate(&self) -> Result<(), String> {
         let text = self.min_amount.trim();
-        let well_formed = !text.is_empty()
+        let well_formed = text.bytes().any(|b| b.is_ascii_digit())
             && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && text.bytes().filter(|b| *b == b'.').count() <= 1;
+            && text.bytes().filter(|b| *b == b'.').count() <= 1
+            && !text.starts_with('.')
+            && !text.ends_with('.');
         if !well_formed {
             return Err(format!(
                 "x402.facilitator.min_amount: {:?} is not a decimal amount such as \"0.001\"",
@@ -110,12 +112,44 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Whose limit a request counts against: the merchant, else the peer's address — an IPv6
+    /// peer by its /64, which one client holds whole, so rotating addresses within it gains
+    /// nothing.
     fn rate_key(&self) -> String {
         match self {
             Caller::Merchant(merchant) => format!("merchant:{}", merchant.id.as_str()),
-            Caller::Anonymous(Some(ip)) => format!("ip:{ip}"),
+            Caller::Anonymous(Some(IpAddr::V4(ip))) => format!("ip:{ip}"),
+            Caller::Anonymous(Some(IpAddr::V6(ip))) => match ip.to_ipv4_mapped() {
+                Some(v4) => format!("ip:{v4}"),
+                None => {
+                    let [a, b, c, d, ..] = ip.segments();
+                    format!("ip:{a:x}:{b:x}:{c:x}:{d:x}::/64")
+                }
+            },
             Caller::Anonymous(None) => "ip:unknown".to_owned(),
         }
+    }
+}
+
+/// `min_amount` in base units of a token with `decimals`, rounded up: a minimum finer than the
+/// token's smallest unit is one unit, never zero.
+fn minimum_in(min_amount: &str, decimals: u8) -> Amount {
+    let text = min_amount.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let places = usize::from(decimals);
+    let (kept, dropped) = fraction.split_at(fraction.len().min(places));
+    let exact = if kept.is_empty() {
+        whole.to_owned()
+    } else {
+        format!("{whole}.{kept}")
+    };
+    let minimum = Amount::parse_decimal(&exact, decimals).unwrap_or(Amount::ZERO);
+    if dropped.bytes().any(|b| b != b'0') {
+        minimum
+            .checked_add(Amount::from_base_units(alloy::primitives::U256::from(1u8)))
+            .unwrap_or(minimum)
+    } else {
+        minimum
     }
 }
 
@@ -192,7 +226,10 @@ impl FacilitatorGate {
         &self.policy
     }
 
-    /// Admits a verify or settle request of `caller`, or says why not.
+    /// Admits a verify or settle request of `caller`, or says why not. `signed_by_payer` tells
+    /// whether the request's signature recovered to `authorization.from`: only then does it
+    /// count against that payer's limit (a stranger's junk naming someone else's address must
+    /// not lock them out; it still counts against the stranger's own client limit).
     ///
     /// # Errors
     /// [`Denied`].
@@ -202,6 +239,7 @@ impl FacilitatorGate {
         chains: &ChainRegistry,
         request: &PaymentRequest,
         caller: &Caller,
+        signed_by_payer: bool,
     ) -> Result<(), Denied> {
         self.clients
             .take(&caller.rate_key())
@@ -227,9 +265,7 @@ impl FacilitatorGate {
             .and_then(|(chain, asset)| chain.asset_by_address(asset))
             .map(|asset| asset.decimals);
         if let (Some(decimals), Ok(value)) = (decimals, Amount::from_base_units_str(value)) {
-            let minimum = Amount::parse_decimal(&self.policy.min_amount, decimals)
-                .or_else(|_| Amount::parse_decimal("0", decimals))
-                .unwrap_or(Amount::ZERO);
+            let minimum = minimum_in(&self.policy.min_amount, decimals);
             if value.is_zero() || value.base_units() < minimum.base_units() {
                 return Err(Denied::BelowMinimum(format!(
                     "authorization.value {value_text} is below this facilitator's minimum of {min} \
@@ -244,12 +280,20 @@ impl FacilitatorGate {
             self.check_pay_to(store, chain.map(|c| c.chain_id), pay_to, caller, public)
                 .await?;
         }
-        self.payers
-            .take(&request.payer().to_ascii_lowercase())
-            .map_err(|retry_after| Denied::RateLimited {
-                retry_after,
-                message: "too many facilitator requests for this payer; slow down".to_owned(),
-            })
+        // The payer's key is its 20 bytes, never the text a client sent.
+        let payer = request.payer().parse::<Address>().ok();
+        match payer {
+            Some(payer) if signed_by_payer => {
+                self.payers
+                    .take(&format!("{payer:#x}"))
+                    .map_err(|retry_after| Denied::RateLimited {
+                        retry_after,
+                        message: "too many facilitator requests for this payer; slow down"
+                            .to_owned(),
+                    })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn check_pay_to(
@@ -311,5 +355,48 @@ fn terms(request: &PaymentRequest) -> (&str, &str, &str, &str) {
             &requirements.pay_to,
             &payload.payload.authorization.value,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimum_finer_than_the_token_rounds_up_never_to_zero() {
+        assert_eq!(minimum_in("0.001", 6).to_base_units_string(), "1000");
+        assert_eq!(minimum_in("0.0000001", 6).to_base_units_string(), "1");
+        assert_eq!(minimum_in("0.0000015", 6).to_base_units_string(), "2");
+        assert_eq!(minimum_in("0.0000010", 6).to_base_units_string(), "1");
+        assert_eq!(minimum_in("2", 0).to_base_units_string(), "2");
+        assert_eq!(minimum_in("0", 18).to_base_units_string(), "0");
+    }
+
+    #[test]
+    fn only_decimal_amounts_are_valid_minimums() {
+        for bad in [".", "", "1.2.3", "-1", "1e3", ".5", "5."] {
+            let policy = FacilitatorPolicy {
+                min_amount: bad.to_owned(),
+                ..FacilitatorPolicy::default()
+            };
+            assert!(policy.validate().is_err(), "{bad:?}");
+        }
+        assert!(FacilitatorPolicy::default().validate().is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let b: IpAddr = "2001:db8:1:2:bbbb::9"
+            .parse()
+            .unwrap_or(IpAddr::from([0; 4]));
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap_or(IpAddr::from([0; 4]));
+        let key = |ip| Caller::Anonymous(Some(ip)).rate_key();
+        assert_eq!(key(a), key(b));
+        assert_ne!(key(a), key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(key(mapped), "ip:192.0.2.7");
     }
 }

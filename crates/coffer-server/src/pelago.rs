@@ -425,7 +425,12 @@ impl Pelago {
                             "required to create an order (a decimal string such as \"2.60\")",
                         )
                     })?;
-                    let (chain, asset, pay_to) = &options[0];
+                    // The order's network: the first where an x402 client can authorize the
+                    // payment (EIP-3009), else the first (paid by tx-hash proof).
+                    let (chain, asset, pay_to) = options
+                        .iter()
+                        .find(|(_, asset, _)| asset.transfer_method == TransferMethod::Eip3009)
+                        .unwrap_or(&options[0]);
                     let amount =
                         Amount::parse_decimal(text.trim(), asset.decimals).map_err(|e| {
                             invalid("INVALID_AMOUNT", "amount", format!("{text:?}: {e}"))
@@ -454,18 +459,32 @@ impl Pelago {
             let mut options = self
                 .options(merchant, &order.currency, request.network.as_deref())
                 .await?;
-            // An order is paid on its own network, or another of the same kind: never a
-            // testnet for a mainnet order.
-            let testnet = self
-                .chains
-                .by_chain_id(order.chain_id)
-                .is_some_and(|own| own.testnet);
-            options.retain(|(chain, _, _)| chain.testnet == testnet);
+            // An order is paid on its own network, and offered on that one only.
+            options.retain(|(chain, _, _)| chain.chain_id == order.chain_id);
+            if options.is_empty() {
+                return Err(invalid(
+                    "PAYTO_NOT_CONFIGURED",
+                    "orderId",
+                    format!(
+                        "the merchant no longer has a payTo address on the network of order {}",
+                        order.order_id
+                    ),
+                ));
+            }
             return Ok(Outcome::PaymentRequired {
                 accepts: Self::requirements(&order, &options, resource, &description),
                 order_id: order.order_id,
                 error: "X-PAYMENT header is required".to_owned(),
             });
+        };
+        // One payment at a time per order: a second one waits, then finds the order paid.
+        let _paying = match &existing {
+            Some(order) => Some(self.sales.hold_order(&order.order_id).await),
+            None => None,
+        };
+        let existing = match existing {
+            Some(order) => Some(self.own_order(merchant, &order.order_id).await?),
+            None => None,
         };
         let decoded = crate::paywall::decode_header(header)
             .ok_or_else(|| invalid("INVALID_PAYMENT_HEADER", "X-PAYMENT", "not base64"))?;
@@ -543,12 +562,11 @@ impl Pelago {
             .clone();
         if let Some(order) = &existing {
             let own = self.chains.by_chain_id(order.chain_id);
-            if own.is_none_or(|own| own.chain_id != chain.chain_id && own.testnet != chain.testnet)
-            {
+            if own.is_none_or(|own| own.chain_id != chain.chain_id) {
                 return Err(refused(
                     "NETWORK_MISMATCH",
                     format!(
-                        "order {} is payable on {} (and networks of the same kind), not on {}",
+                        "order {} is payable on {} only, not on {}",
                         order.order_id,
                         own.map_or("its own network", |own| own.names.x402_v1.as_str()),
                         chain.names.x402_v1
@@ -808,7 +826,19 @@ impl Pelago {
             .settle_for(&request, now, self.settle_timeout, Some(&order.order_id))
             .await;
         if settled.error_reason.as_deref() == Some(UNEXPECTED_SETTLE_ERROR) {
-            // Nothing was sent: the chain or the journal could not be asked.
+            // Something failed on the way. If the journal holds a transaction, the payment may
+            // land: it is pending, never "nothing was sent" (the client would pay again).
+            if let Ok(Some(row)) = self.store.settlement(&key).await
+                && let Some(tx_hash) = row.tx_hash
+            {
+                return Err(refused(
+                    "SETTLEMENT_PENDING",
+                    format!(
+                        "settlement_pending: transaction {tx_hash} is broadcast; query the order, do not pay again"
+                    ),
+                    Some(&order.order_id),
+                ));
+            }
             return Err(PelagoError::Unavailable(UNEXPECTED_SETTLE_ERROR.to_owned()));
         }
         if !settled.success {
@@ -828,16 +858,32 @@ impl Pelago {
             };
             return Err(refused(code, message, Some(&order.order_id)));
         }
-        let recorded = self
-            .sales
-            .record_key(&key, description, Some(&order))
-            .await
-            .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
+        let recorded = match self.sales.record_key(&key, description, Some(&order)).await {
+            Ok(recorded) => recorded,
+            // Settled, but not a payment of this order: said as it is, not as an outage.
+            Err(crate::sales::SaleError::NotThisOrder { message, .. }) => {
+                return Err(refused(
+                    "PAYMENT_NOT_FOR_ORDER",
+                    message,
+                    Some(&order.order_id),
+                ));
+            }
+            Err(error) => return Err(PelagoError::Unavailable(error.to_string())),
+        };
         match recorded {
             Some(recorded) if recorded.order().order_id == order.order_id => {
                 self.once_confirmed(&order.order_id).await
             }
-            _ => Err(refused(
+            Some(recorded @ Recorded::New(_)) => Err(refused(
+                "ORDER_ALREADY_PAID",
+                format!(
+                    "order {} was paid by another payment meanwhile; this one was recorded as its own sale {}",
+                    order.order_id,
+                    recorded.order().order_id
+                ),
+                Some(&order.order_id),
+            )),
+            Some(Recorded::Already(_)) | None => Err(refused(
                 "PAYMENT_ALREADY_USED",
                 "this authorization was recorded for another order",
                 Some(&order.order_id),

@@ -4,7 +4,8 @@
 //! Limits protect capacity and the signer's gas, not correctness, so they live in memory per
 //! process: N replicas together admit up to N times the rate. Memory is bounded: when the
 //! table grows past [`MAX_KEYS`], buckets that have refilled completely (keys that went quiet)
-//! are forgotten, and if that is not enough the table is cleared.
+//! are forgotten, and if that is not enough a new key waits for room (a live key's limit is
+//! never forgotten). Callers key by something bounded (an address's bytes, a merchant id).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,8 +58,10 @@ impl RateLimiter {
             buckets.retain(|_, bucket| {
                 bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second < capacity
             });
+            // Still full of keys that are all spending: a new key waits for room rather than
+            // anyone's limit being forgotten.
             if buckets.len() >= MAX_KEYS {
-                buckets.clear();
+                return Err(Duration::from_secs_f64(1.0 / per_second));
             }
         }
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
@@ -113,9 +116,10 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn the_table_stays_bounded_and_never_forgets_a_live_limit() {
         let limiter = RateLimiter::per_minute(1);
         let now = Instant::now();
+        assert!(limiter.take_at("victim-spent", now).is_ok());
         for i in 0..(MAX_KEYS + 10) {
             let _ = limiter.take_at(&i.to_string(), now);
         }
@@ -125,5 +129,15 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len();
         assert!(size <= MAX_KEYS);
+        assert!(
+            limiter.take_at("victim-spent", now).is_err(),
+            "flooding the table does not reset a spent key"
+        );
+        assert!(limiter.take_at("newcomer", now).is_err(), "no room yet");
+        let later = now + Duration::from_secs(61);
+        assert!(
+            limiter.take_at("newcomer", later).is_ok(),
+            "room once keys refill"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //!
 //! Webhooks then flow through the existing outbox like any other order's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use alloy::primitives::{Address, B256, U256};
@@ -95,6 +96,8 @@ pub struct X402Sales {
     rpcs: Arc<Vec<ChainRpc>>,
     orders: PaymentOrders,
     webhook_wakeup: Arc<tokio::sync::Notify>,
+    /// One payment at a time per order, in this process.
+    paying: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn now_ms() -> i64 {
@@ -163,7 +166,23 @@ impl X402Sales {
             rpcs,
             orders,
             webhook_wakeup,
+            paying: Arc::default(),
         }
+    }
+
+    /// Holds `order_id` for one payment: a second payment presented for the same order waits,
+    /// then sees it paid, instead of both being settled. Within this process; across replicas
+    /// a second payment that slips through is still recorded, as a sale of its own.
+    pub async fn hold_order(&self, order_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut paying = self
+                .paying
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            paying.retain(|_, lock| Arc::strong_count(lock) > 1);
+            paying.entry(order_id.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     /// Registers a merchant's payTo address on a chain.
@@ -262,7 +281,7 @@ impl X402Sales {
         description: &str,
         existing: Option<&OrderRow>,
     ) -> Result<Option<Recorded>, SaleError> {
-        match self.record_key_once(key, description, existing).await {
+        match self.record_key_once(key, description, existing, true).await {
             // The order moved meanwhile (a concurrent call recorded this settlement into it,
             // or it expired): read it again and try once more.
             Err(SaleError::Store(StoreError::Conflict("payment order version"))) => {
@@ -270,17 +289,34 @@ impl X402Sales {
                     Some(order) => Some(self.store.order(&order.order_id).await?),
                     None => None,
                 };
-                self.record_key_once(key, description, fresh.as_ref()).await
+                match self
+                    .record_key_once(key, description, fresh.as_ref(), true)
+                    .await
+                {
+                    // The order was paid by another payment meanwhile (a second payment that
+                    // slipped past the hold, on another replica): the money moved all the
+                    // same, so it is recorded as a sale of its own, never lost.
+                    Err(SaleError::Store(StoreError::Conflict("payment order version"))) => {
+                        tracing::warn!(
+                            order = existing.map_or("", |o| o.order_id.as_str()),
+                            "a second payment for a paid order is recorded as its own sale"
+                        );
+                        self.record_key_once(key, description, None, false).await
+                    }
+                    other => other,
+                }
             }
             other => other,
         }
     }
 
+    /// `to_bound`: record into the order the settlement was made for, if any.
     async fn record_key_once(
         &self,
         key: &SettlementKey,
         description: &str,
         existing: Option<&OrderRow>,
+        to_bound: bool,
     ) -> Result<Option<Recorded>, SaleError> {
         let Some(row) = self.store.settlement(key).await? else {
             return Ok(None);
@@ -297,7 +333,8 @@ impl X402Sales {
         })?;
         // The order the settlement was made for is where it is recorded, whoever records it.
         let bound;
-        let existing = match (&row.order_id, existing) {
+        let made_for = row.order_id.as_ref().filter(|_| to_bound);
+        let existing = match (made_for, existing) {
             (Some(made_for), Some(order)) if *made_for != order.order_id => return Ok(None),
             (Some(made_for), None) => match self.store.order(made_for).await {
                 Ok(order) => {
@@ -597,6 +634,12 @@ impl X402Sales {
                     order_id: order.order_id.clone(),
                     message,
                 };
+                if order.chain_id != chain_id {
+                    return Err(not_this_order(format!(
+                        "paid on chain {chain_id}, the order is payable on chain {} only",
+                        order.chain_id
+                    )));
+                }
                 if !asset.symbol.eq_ignore_ascii_case(&order.currency) {
                     return Err(not_this_order(format!(
                         "paid in {}, the order asks for {}",

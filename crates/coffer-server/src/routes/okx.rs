@@ -122,6 +122,10 @@ async fn admit(
     request: &PaymentRequest,
     merchant: MerchantRow,
 ) -> Result<(), Response> {
+    let signed_by_payer = state
+        .facilitator
+        .check_terms(request)
+        .is_ok_and(|checked| checked.signed_by_eoa);
     let denied = match state
         .facilitator_gate
         .admit(
@@ -129,6 +133,7 @@ async fn admit(
             &state.chains,
             request,
             &Caller::Merchant(merchant),
+            signed_by_payer,
         )
         .await
     {
@@ -463,6 +468,26 @@ pub struct StatusParams {
     pub tx_hash: Option<String>,
 }
 
+/// Whether `merchant` may read a settlement: one paid to its own payTo, or, under a public
+/// facilitator policy, one paid to a payee no merchant registered.
+async fn visible_to(
+    state: &AppState,
+    merchant: &MerchantRow,
+    row: &coffer_store::SettlementRow,
+) -> bool {
+    match state
+        .store
+        .pay_to_owner(row.key.chain_id, &row.pay_to.to_ascii_lowercase())
+        .await
+    {
+        Ok(Some(owner)) => owner.merchant_id == merchant.id,
+        Ok(None) => {
+            state.facilitator_gate.policy().access == crate::facilitator_policy::Access::Public
+        }
+        Err(_) => false,
+    }
+}
+
 /// OKX current: the status of a settlement by transaction hash.
 #[utoipa::path(get, path = "/api/v6/pay/x402/settle/status", tag = "x402 (OKX)", params(StatusParams), responses((status = 200, description = "{code: 0, msg, data: {success, status: pending|success|failed, errorReason, payer, transaction, network}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
 async fn v2_settle_status(
@@ -472,11 +497,11 @@ async fn v2_settle_status(
     headers: HeaderMap,
     params: Result<Query<StatusParams>, QueryRejection>,
 ) -> Response {
-    if let Err(response) =
-        authenticate(&state, Dialect::Current, &method, &uri, &headers, b"").await
+    let merchant = match authenticate(&state, Dialect::Current, &method, &uri, &headers, b"").await
     {
-        return response;
-    }
+        Ok(merchant) => merchant,
+        Err(response) => return response,
+    };
     let params = match params {
         Ok(Query(params)) => params,
         Err(rejection) => {
@@ -495,8 +520,11 @@ async fn v2_settle_status(
         );
     };
     let row = match state.settler.status_of(&tx_hash).await {
-        Ok(Some(row)) => row,
-        Ok(None) => {
+        // A credential sees its own merchant's settlements only (any payee's under a public
+        // policy, but never another merchant's); others read as unknown, so nothing tells
+        // them apart.
+        Ok(Some(row)) if visible_to(&state, &merchant, &row).await => row,
+        Ok(_) => {
             return envelope(
                 Dialect::Current,
                 StatusCode::OK,

@@ -49,9 +49,10 @@ fn error_response(error: PelagoError) -> Response {
             order_id,
         } => {
             let status = match code {
-                "TX_ALREADY_USED" | "PAYMENT_ALREADY_USED" | "ORDER_ALREADY_PAID" => {
-                    StatusCode::CONFLICT
-                }
+                "TX_ALREADY_USED"
+                | "PAYMENT_ALREADY_USED"
+                | "ORDER_ALREADY_PAID"
+                | "PAYMENT_NOT_FOR_ORDER" => StatusCode::CONFLICT,
                 "SETTLEMENT_PENDING" | "CONFIRMING" => StatusCode::ACCEPTED,
                 _ => StatusCode::PAYMENT_REQUIRED,
             };

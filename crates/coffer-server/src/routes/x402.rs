@@ -145,9 +145,19 @@ async fn admit(
     request: &PaymentRequest,
 ) -> Result<(), Denied> {
     let caller = caller(state, headers, peer).await?;
+    let signed_by_payer = state
+        .facilitator
+        .check_terms(request)
+        .is_ok_and(|checked| checked.signed_by_eoa);
     state
         .facilitator_gate
-        .admit(&*state.store, &state.chains, request, &caller)
+        .admit(
+            &*state.store,
+            &state.chains,
+            request,
+            &caller,
+            signed_by_payer,
+        )
         .await
 }
 

@@ -146,6 +146,59 @@ async fn floods_are_rate_limited(backend: Backend) {
     assert_eq!(env.signer_transactions().await, broadcasts + 1);
 }
 
+/// A stranger's junk naming a real payer's address does not spend that payer's limit (only
+/// signatures that recover to the payer count against it), and a huge `from` is just invalid.
+async fn a_stranger_cannot_lock_a_payer_out(backend: Backend) {
+    let policy = FacilitatorPolicy {
+        payer_per_minute: 3,
+        client_per_minute: 0,
+        ..FacilitatorPolicy::default()
+    };
+    let env = Env::with(with_policy(backend, policy)).await;
+    for _ in 0..10 {
+        let forged = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
+        let (status, reply) = env
+            .post(
+                "/x402/verify",
+                &[],
+                &forged.v2_request(forged.payload_signed(&crate::harness::junk_signature())),
+            )
+            .await;
+        assert_ne!(status, 429, "junk counted against the payer: {reply}");
+    }
+    let mut huge = Auth::fresh(env.payer.address(), PAY_TO, 1_000)
+        .v2_request(serde_json::json!({}))
+        .to_string();
+    huge = huge.replace(
+        "\"payload\":{}",
+        &format!(
+            "\"payload\":{{\"signature\":\"0x00\",\"authorization\":{{\"from\":\"{}\",\"to\":\"{}\",\"value\":\"1000\",\"validAfter\":\"0\",\"validBefore\":\"99999999999\",\"nonce\":\"0x00\"}}}}",
+            "a".repeat(1_000_000),
+            PAY_TO
+        ),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/x402/verify", env.base))
+        .header("Content-Type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error() || response.status() == 200);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
+    let (status, reply) = settle(&env, &auth, &env.payer, &[]).await;
+    assert_eq!(
+        (status, &reply["success"]),
+        (200, &Value::Bool(true)),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_stranger_cannot_lock_a_payer_out_on_sqlite() {
+    a_stranger_cannot_lock_a_payer_out(Backend::Sqlite).await;
+}
+
 /// With `access = "api_key"`, an anonymous caller is refused, and a merchant's key settles only
 /// to that merchant's payees — never another merchant's.
 async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
@@ -223,6 +276,39 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
         (200, &Value::Bool(true)),
         "{reply}"
     );
+
+    // Its settlement's status is the merchant's own business: another merchant's OKX
+    // credential cannot read it (it reads as unknown); the merchant's own can.
+    let tx_hash = reply["transaction"].as_str().unwrap().to_owned();
+    let status_of = |credential: coffer_server::okx::NewCredential| {
+        let path = format!("/api/v6/pay/x402/settle/status?txHash={tx_hash}");
+        let base = env.base.clone();
+        async move {
+            let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let secret = coffer_server::okx::expose(&credential.secret);
+            let response = reqwest::Client::new()
+                .get(format!("{base}{path}"))
+                .header("OK-ACCESS-KEY", credential.access_key.as_str())
+                .header(
+                    "OK-ACCESS-SIGN",
+                    coffer_server::okx::sign(secret, &timestamp, "GET", &path, b""),
+                )
+                .header(
+                    "OK-ACCESS-PASSPHRASE",
+                    coffer_server::okx::expose(&credential.passphrase),
+                )
+                .header("OK-ACCESS-TIMESTAMP", timestamp)
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let foreign = status_of(env.state.okx.create(&other.id).await.unwrap()).await;
+    assert_eq!(foreign["code"], 51000, "{foreign}");
+    assert!(foreign["data"].is_null(), "{foreign}");
+    let own = status_of(env.state.okx.create(&env.merchant.id).await.unwrap()).await;
+    assert_eq!(own["data"]["status"], "success", "{own}");
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, missing_docs)]
 
+mod double_payment;
 mod extreme_timestamps;
 mod forged_settle;
 mod free_confirmation;
