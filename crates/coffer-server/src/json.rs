@@ -40,15 +40,23 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         if inner.is_syntax() || inner.is_eof() {
             ApiError::field("INVALID_JSON", "body", format!("malformed JSON: {message}"))
         } else if path == "." {
-            let field = message
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "body".to_owned(), str::to_owned);
-            ApiError::field("VALIDATION_ERROR", field, message)
+            ApiError::field("VALIDATION_ERROR", named_field(&message), message)
         } else {
             ApiError::field("VALIDATION_ERROR", path, message)
         }
     })
+}
+
+/// The field a top-level error names: serde quotes it in backticks in `missing field `x``,
+/// `unknown field `x`, expected …` and `duplicate field `x``; any other error (`invalid type:
+/// boolean `false`, expected struct …`, where the quoted text is the value sent) is about the
+/// body as a whole.
+pub(crate) fn named_field(message: &str) -> String {
+    ["missing field `", "unknown field `", "duplicate field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next())
+        .map_or_else(|| "body".to_owned(), str::to_owned)
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -123,5 +131,21 @@ mod tests {
         assert!(debug.contains("field: Some(\"amount\")"), "{debug}");
         let (code, _) = error_of(r#"{"amount": "1", "#);
         assert_eq!(code, "INVALID_JSON");
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_type_is_about_the_body_not_the_value_sent() {
+        for body in [
+            "false",
+            "0",
+            "6.954326358352348e+16",
+            "\"AAA\"",
+            "[1]",
+            "null",
+        ] {
+            let (code, debug) = error_of(body);
+            assert_eq!(code, "VALIDATION_ERROR", "{body}");
+            assert!(debug.contains("field: Some(\"body\")"), "{body}: {debug}");
+        }
     }
 }

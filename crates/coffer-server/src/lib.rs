@@ -25,10 +25,12 @@
 //! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
 //! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
 //! - [`events`]: events (the outbox) and webhook signatures;
-//! - [`json`]: request bodies whose errors name the field;
+//! - [`json`]: request bodies whose errors name the field; [`params`]: path and query
+//!   parameters likewise;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
-//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
+//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`, which
+//!   [`openapi`] completes with the wire formats and this deployment's choices.
 
 pub mod app;
 pub mod auth;
@@ -42,8 +44,10 @@ pub mod json;
 pub mod merchants;
 pub mod metrics;
 pub mod okx;
+pub mod openapi;
 pub mod orders;
 pub mod page_safety;
+pub mod params;
 pub mod paywall;
 pub mod pelago;
 pub mod rate_limit;

@@ -17,7 +17,7 @@
 //! `order_info`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use coffer_store::{OrderRow, StoreError};
@@ -31,6 +31,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::page_safety::{policy_with_hashes, renderable_link};
+use crate::params::Path;
 
 /// The page's Content-Security-Policy: its own script and style, by hash, and nothing else.
 static PAGE_POLICY: std::sync::LazyLock<String> =
@@ -321,7 +322,11 @@ setInterval(tick,1000);tick();poll();
     path = "/pay/{order_id}",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, description = "HTML page (English or Chinese by Accept-Language)", content_type = "text/html"), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, description = "HTML page (English or Chinese by Accept-Language)", content_type = "text/html"),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_page(
     State(state): State<AppState>,
@@ -465,7 +470,11 @@ async fn payment_page(
     path = "/pay/{order_id}/status",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, body = PaymentStatus), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, body = PaymentStatus),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_status(
     State(state): State<AppState>,
@@ -482,7 +491,11 @@ async fn payment_status(
     path = "/qr/{order_id}",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, description = "SVG image", content_type = "image/svg+xml"), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, description = "SVG image", content_type = "image/svg+xml"),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_qr(
     State(state): State<AppState>,
