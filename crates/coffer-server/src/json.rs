@@ -140,7 +140,7 @@ mod tests {
             "0",
             "6.954326358352348e+16",
             "\"AAA\"",
-            "[1]",
+            "[]",
             "null",
         ] {
             let (code, debug) = error_of(body);
