@@ -12,13 +12,16 @@
 //! as documented.
 //!
 //! The checks left out: `negative_data_rejection` and `positive_data_acceptance` (the document
-//! describes a well-formed request of each operation, a subset of what the server accepts:
-//! the server accepts some requests outside it, and refuses some inside it that no schema can
-//! rule out, such as an expiry in the past or a duplicate nonce), `missing_required_header`
-//! and `ignored_auth` (the x402 facilitator is open within its access policy by design),
-//! `unsupported_method` and `allow_header_conformance` (undocumented methods are answered 405 in
-//! the native envelope, without `Allow`), `use_after_free` and `ensure_resource_availability`
-//! (there is no delete operation).
+//! describes a well-formed request of each operation, a subset of what the server accepts: the
+//! server accepts some requests outside it, such as an events `limit` beyond the `int64`
+//! format the document names, which it clamps to 500, and refuses some inside it that no schema can rule out, such as an expiry in the
+//! past, a duplicate nonce, a Pelago order without `amount` and without `X-PAYMENT`, or `1.0`
+//! where it reads an integer), `missing_required_header` and `ignored_auth` (the x402
+//! facilitator is open within its access policy by design), `unsupported_method` and
+//! `allow_header_conformance` (undocumented methods are answered 405 in the native envelope,
+//! without `Allow`), `use_after_free` and `ensure_resource_availability` (there is no delete
+//! operation), and `object_level_authorization` (it needs a second merchant's credentials,
+//! which `coffer dev` does not create).
 //!
 //! Run it alone with `cargo test -p coffer --test schemathesis`; it takes about a minute.
 
