@@ -7,7 +7,7 @@
 #
 # Toolsets:
 #   npm    - tools/package.json + tools/package-lock.json (anvil, solc-js, x402 clients)
-#   python - tools/requirements.txt (the PyPI x402 client) in a venv at .tools/python
+#   python - tools/requirements.txt (the PyPI x402 client, schemathesis) in a venv at .tools/python
 #   chromium - Debian's chromium package (/usr/bin/chromium) for the checkout-page browser
 #            test, installed with apt-get when missing (needs root, as in CI)
 #
@@ -75,7 +75,8 @@ install_npm_tools() {
 }
 
 # --- Python toolset ----------------------------------------------------------
-# The official PyPI x402 client, pinned in tools/requirements.txt, in a venv at .tools/python.
+# The official PyPI x402 client and schemathesis (API fuzzing against /openapi.json), pinned
+# in tools/requirements.txt, in a venv at .tools/python.
 install_python_tools() {
     need python3
     local venv="${TOOLS_DIR}/python"
@@ -91,7 +92,7 @@ install_python_tools() {
     [[ -x "${venv}/bin/python" ]] || python3 -m venv "${venv}"
     "${venv}/bin/pip" install --quiet --disable-pip-version-check -r "${PINS_DIR}/requirements.txt"
     printf '%s\n' "${want}" >"${stamp}"
-    log "python tools: $("${venv}/bin/pip" show x402 | grep '^Version' | tr -d '\n')"
+    log "python tools: x402 $("${venv}/bin/pip" show x402 | sed -n 's/^Version: //p'), schemathesis $("${venv}/bin/pip" show schemathesis | sed -n 's/^Version: //p')"
 }
 
 # --- Chromium ----------------------------------------------------------------

@@ -241,37 +241,10 @@ impl AppState {
     }
 }
 
-/// Coffer's OpenAPI document; routes add themselves through [`router`].
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Coffer",
-        description = "Self-hosted crypto payment gateway. Authenticate with \
-            `Authorization: Bearer <api key>` (or `Merchant-App-Key: <api key>`).",
-        license(name = "Apache-2.0")
-    ),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
-    modifiers(&ApiKeyScheme)
-)]
-struct ApiDoc;
-
-struct ApiKeyScheme;
-
-impl utoipa::Modify for ApiKeyScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// Every route, documented, with metrics, request tracing, the [`RequestLimits`] and the pages' security headers
 /// ([`crate::page_safety`]).
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .merge(routes::health::routes())
         .merge(routes::merchant::routes())
         .merge(routes::payment_orders::routes())
@@ -283,7 +256,24 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::pelago::routes())
         .merge(routes::meta::routes())
         .split_for_parts();
-    let openapi = Arc::new(openapi);
+    let deployment = crate::openapi::Deployment::new(
+        &state.chains,
+        state
+            .orders
+            .fiat_rates()
+            .currencies()
+            .map(|(fiat, tokens)| {
+                (
+                    fiat.to_owned(),
+                    tokens.into_iter().map(str::to_owned).collect(),
+                )
+            })
+            .collect(),
+    );
+    let openapi = Arc::new(crate::openapi::ServedDocument(crate::openapi::finish(
+        &openapi,
+        &deployment,
+    )));
     let gate = Arc::new(RequestGate {
         timeout: state.limits.request_timeout,
         permits: Arc::new(Semaphore::new(state.limits.max_concurrent_requests.max(1))),
@@ -311,7 +301,7 @@ struct RequestGate {
 }
 
 /// Paths answered whatever the load: constant-time, and what orchestrators and scrapers poll.
-const NEVER_SHED: [&str; 2] = ["/healthz", "/metrics"];
+pub(crate) const NEVER_SHED: [&str; 2] = ["/healthz", "/metrics"];
 
 /// Sheds a request when the server is full, and answers one that outlives the request timeout.
 async fn limit_request(

@@ -140,6 +140,16 @@ impl FiatRates {
         Ok(table)
     }
 
+    /// Each fiat currency code with the token symbols it has a rate for (`USD` → `USDC`, …).
+    pub fn currencies(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.rates.iter().map(|(fiat, tokens)| {
+            (
+                fiat.as_str(),
+                tokens.keys().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+    }
+
     /// The rate of `token` in `fiat`.
     pub fn rate(&self, fiat: &str, token: &str) -> Option<Rate> {
         self.rates

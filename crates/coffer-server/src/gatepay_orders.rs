@@ -136,34 +136,40 @@ fn parse_fields<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayEr
 }
 
 /// `env` of a checkout order.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Env {
-    /// `APP`, `WEB`, `WAP`, `MINIAPP` or `OTHERS`.
+    /// `APP`, `WEB`, `WAP`, `MINIAPP` or `OTHERS` (case-insensitive).
+    #[schema(pattern = "^(APP|WEB|WAP|MINIAPP|OTHERS)$")]
     pub terminal_type: String,
 }
 
 /// `goods` of a checkout order.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Goods {
     /// Goods type code (`02`).
     #[serde(default)]
+    #[schema(max_length = 32)]
     pub goods_type: Option<String>,
     /// Name.
     #[serde(default)]
+    #[schema(max_length = 160)]
     pub goods_name: Option<String>,
     /// Details.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub goods_detail: Option<String>,
 }
 
 /// `POST /v1/pay/checkout/order` body (unknown fields are ignored, as GatePay's SDKs send
-/// more than the docs list).
-#[derive(Debug, Deserialize)]
+/// more than the docs list). The token is `fullCurrType`, or `chain` with `currency` (or
+/// `payCurrency`); the price is `orderAmount`, or `fiatCurrency` with `fiatAmount`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutOrderRequest {
-    /// Unique per merchant.
+    /// Unique per merchant: 1 to 100 letters, digits, '-' or '_'.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
     pub merchant_trade_no: String,
     /// Terminal.
     pub env: Env,
@@ -172,29 +178,33 @@ pub struct CheckoutOrderRequest {
     /// The consumer's id on the merchant's platform.
     #[serde(default)]
     pub merchant_user_id: Option<i64>,
-    /// GatePay chain code (`MATIC`).
+    /// GatePay chain code (`MATIC`), one of the configured chains'.
     #[serde(default)]
     pub chain: Option<String>,
-    /// `<SYMBOL>_<CHAIN>` (`USDT_MATIC`).
+    /// `<SYMBOL>_<CHAIN>` (`USDT_MATIC`), one of the configured chains' tokens.
     #[serde(default)]
     pub full_curr_type: Option<String>,
-    /// Token symbol of `orderAmount`.
+    /// Token symbol of `orderAmount`: the token of `fullCurrType` (Coffer does not convert).
     #[serde(default)]
     pub currency: Option<String>,
-    /// Amount, a decimal string.
+    /// Amount, a decimal string with no more decimals than the token has.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$")]
     pub order_amount: Option<String>,
     /// Surcharge borne by the consumer, added to the amount to pay.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$")]
     pub surcharge_amount: Option<String>,
     /// How much less than the amount still completes the order.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$")]
     pub tolerance_amount: Option<String>,
     /// Fiat currency of `fiatAmount`.
     #[serde(default)]
     pub fiat_currency: Option<String>,
-    /// Fiat price.
+    /// Fiat price, at most 2 decimals.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,2})?$")]
     pub fiat_amount: Option<String>,
     /// Token the consumer pays in (must be the order's token).
     #[serde(default)]
@@ -202,22 +212,28 @@ pub struct CheckoutOrderRequest {
     /// End of the payment window, unix ms (default one hour).
     #[serde(default)]
     pub order_expire_time: Option<i64>,
-    /// Where to send the consumer after paying.
+    /// Where to send the consumer after paying: an absolute http(s) URL of at most 512
+    /// characters, without spaces or credentials.
     #[serde(default)]
+    #[schema(format = "uri", max_length = 512)]
     pub return_url: Option<String>,
-    /// Where to send the consumer after a cancel or expiry.
+    /// Where to send the consumer after a cancel or expiry, as `returnUrl`.
     #[serde(default)]
+    #[schema(format = "uri", max_length = 512)]
     pub cancel_url: Option<String>,
-    /// Client name.
+    /// Client name, at most 32 characters.
     #[serde(default)]
+    #[schema(max_length = 32)]
     pub channel_id: Option<String>,
-    /// Notification URL for this order (else the merchant's webhook endpoint).
+    /// Notification URL for this order (else the merchant's webhook endpoint): an http(s)
+    /// URL of at most 512 characters.
     #[serde(default)]
+    #[schema(format = "uri", max_length = 512)]
     pub callback_url: Option<String>,
 }
 
 /// `POST /v1/pay/order/query` and `/close` body: exactly one of the two.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderRef {
     /// `prepayId`.
@@ -229,7 +245,7 @@ pub struct OrderRef {
 }
 
 /// `POST /v1/pay/order/refund` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundRequest {
     /// Unique per merchant.
@@ -244,7 +260,7 @@ pub struct RefundRequest {
 }
 
 /// `POST /v1/pay/order/refund/query` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundQuery {
     /// The refund.

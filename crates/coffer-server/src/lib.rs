@@ -31,7 +31,8 @@
 //!   query strings and raw bodies refused in each family's envelope;
 //! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
 //!   `run_once` step wrapped in a loop;
-//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`.
+//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`, which
+//!   [`openapi`] completes with the wire formats and this deployment's choices.
 
 pub mod app;
 pub mod auth;
@@ -48,6 +49,7 @@ pub mod json;
 pub mod merchants;
 pub mod metrics;
 pub mod okx;
+pub mod openapi;
 pub mod orders;
 pub mod outbound;
 pub mod page_safety;

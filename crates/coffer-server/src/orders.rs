@@ -44,35 +44,54 @@ pub const MAX_EXPIRY_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
-    /// Amount in the token's units, e.g. `"100.00"`; no more decimals than the token has.
+    /// Amount in the token's units, e.g. `"100.00"`; no more decimals than the token has
+    /// (6 for USDC and USDT on most chains, 18 for native coins), greater than zero.
     /// Required unless the order is priced in fiat (`fiat_currency` + `fiat_amount`).
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$", example = "100.00")]
     pub amount: Option<String>,
     /// Price the order in a fiat currency (`USD`) instead: the token amount is
     /// `fiat_amount / rate` at the configured rate, locked for the order's lifetime and
     /// rounded up to the token's decimals. Give it with `fiat_amount` and without `amount`.
     #[serde(default)]
     pub fiat_currency: Option<String>,
-    /// The fiat price, a decimal string with at most 2 decimals (`"19.99"`).
+    /// The fiat price, a decimal string with at most 2 decimals (`"19.99"`), greater than zero.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,2})?$", example = "19.99")]
     pub fiat_amount: Option<String>,
-    /// Token symbol (`USDC`, `USDT`) or the chain's native coin (`ETH`, `BNB`).
+    /// Token symbol (`USDC`, `USDT`) or the chain's native coin (`ETH`, `BNB`), one the
+    /// blockchain has.
+    #[schema(example = "USDC")]
     pub currency: String,
-    /// Blockchain slug (`base`, `ethereum`, `polygon`, `bsc`, …).
+    /// Blockchain slug (`base`, `ethereum`, `polygon`, `bsc`, …), one of the configured chains'.
+    #[schema(example = "base")]
     pub blockchain: String,
-    /// Order details as a JSON-encoded string.
+    /// Order details as a JSON-encoded string, at most 16 KiB.
+    #[schema(
+        content_media_type = "application/json",
+        max_length = 4096,
+        example = "{\"product\": \"Premium Plan\"}"
+    )]
     pub order_info: String,
-    /// Unique per merchant.
+    /// Unique per merchant, not negative.
+    #[schema(minimum = 0)]
     pub nonce: i64,
     /// Webhook endpoint for this order (else the merchant's): an http(s) URL of a public host;
     /// private, loopback and link-local addresses are refused (`URL_NOT_ALLOWED`) unless the
     /// operator allows them.
+    #[schema(format = "uri", max_length = 2048)]
     pub webhook_url: Option<String>,
-    /// Where to send the customer after payment.
+    /// Where to send the customer after payment: an absolute http:// or https:// URL of at
+    /// most 2048 characters, without spaces or credentials.
+    #[schema(format = "uri", max_length = 2048)]
     pub redirect_url: Option<String>,
-    /// End of the payment window, RFC 3339; default 30 minutes from now.
+    /// End of the payment window, RFC 3339, in the future and at most 30 days away; default
+    /// 30 minutes from now.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
-    /// How much less than `amount` still completes the order; default `"0"`.
+    /// How much less than `amount` still completes the order, less than `amount`; default
+    /// `"0"`.
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$")]
     pub underpayment_tolerance: Option<String>,
 }
 

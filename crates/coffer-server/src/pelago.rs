@@ -46,13 +46,17 @@ const CLOCK_SKEW_MS: i64 = 60 * 1000;
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderRequest {
-    /// What is paid for.
+    /// What is paid for, at most 1024 bytes.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub description: Option<String>,
-    /// Price in token units (`"2.60"`); required to create an order without paying at once.
+    /// Price in token units (`"2.60"`), greater than zero, with no more decimals than the
+    /// token has; required to create an order without paying at once.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{1,6})?$", example = "2.60")]
     pub amount: Option<String>,
-    /// Token symbol; default `USDC`.
+    /// Token symbol; default `USDC`. The merchant must have a payTo address on a network
+    /// with this token.
     #[serde(default)]
     pub currency: Option<String>,
     /// One network (x402 v1 name, CAIP-2 id or alias such as `bsc-mainnet`); default every

@@ -372,6 +372,160 @@ async fn openapi_documents_every_route_the_server_answers() {
     server.shutdown().await;
 }
 
+/// The schema a request body or response names, its `$ref` resolved.
+fn resolved<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => document
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{reference} is not in the document")),
+        None => schema,
+    }
+}
+
+#[tokio::test]
+async fn openapi_describes_each_family_s_authentication_bodies_and_this_deployment_s_chains() {
+    let registry = registry_with("base-sepolia", "http://127.0.0.1:9");
+    let server = TestServer::start(Backend::Sqlite, registry).await;
+    let (status, document) = server.get("/openapi.json", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Every family's credentials are security schemes, required by its operations.
+    let schemes = document["components"]["securitySchemes"]
+        .as_object()
+        .unwrap();
+    let gatepay = [
+        "gatepay_client_id",
+        "gatepay_timestamp",
+        "gatepay_nonce",
+        "gatepay_signature",
+    ];
+    let okx = [
+        "okx_access_key",
+        "okx_access_passphrase",
+        "okx_access_timestamp",
+        "okx_access_sign",
+    ];
+    for name in gatepay
+        .iter()
+        .chain(&okx)
+        .chain(&["api_key", "merchant_app_key"])
+    {
+        assert!(schemes.contains_key(*name), "no security scheme {name}");
+    }
+    assert_eq!(schemes["gatepay_signature"]["name"], "X-GatePay-Signature");
+    assert_eq!(schemes["okx_access_sign"]["name"], "OK-ACCESS-SIGN");
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let required: BTreeSet<&str> = operation["security"]
+                .as_array()
+                .map(|requirements| {
+                    requirements
+                        .iter()
+                        .flat_map(|requirement| requirement.as_object().unwrap().keys())
+                        .map(String::as_str)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if path.starts_with("/v1/pay/") {
+                assert_eq!(required, BTreeSet::from(gatepay), "{method} {path}");
+            } else if path.starts_with("/api/v6/") {
+                assert_eq!(required, BTreeSet::from(okx), "{method} {path}");
+            } else if path.starts_with("/openapi/crypto/") {
+                assert_eq!(
+                    required,
+                    BTreeSet::from(["api_key", "merchant_app_key"]),
+                    "{method} {path}"
+                );
+            }
+
+            // Request bodies have a shape, not a bare object.
+            if let Some(body) = operation.get("requestBody") {
+                let schema = resolved(&document, &body["content"]["application/json"]["schema"]);
+                assert!(
+                    schema.get("properties").is_some()
+                        || schema.get("oneOf").is_some()
+                        || schema.get("allOf").is_some(),
+                    "{method} {path} documents its body as {schema}"
+                );
+            }
+            // Every refusal is documented with its envelope, and so are the request limits'.
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(responses.contains_key("408"), "{method} {path}");
+            for (status, response) in responses {
+                let response = resolved(&document, response);
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    assert!(
+                        schema.is_object(),
+                        "{method} {path} documents {status} without a JSON body"
+                    );
+                }
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    assert!(!target.is_empty(), "{method} {path}: link {link}");
+                }
+            }
+        }
+    }
+
+    // The choices are this deployment's: only the configured chain and its tokens.
+    let order = &document["components"]["schemas"]["CreateOrderRequest"];
+    let slug = &server
+        .state
+        .chains
+        .by_name("base-sepolia")
+        .unwrap()
+        .names
+        .cryptopay_slug;
+    assert_eq!(
+        order["properties"]["blockchain"]["enum"],
+        serde_json::json!([slug])
+    );
+    let currencies = order["properties"]["currency"]["enum"].as_array().unwrap();
+    assert!(currencies.contains(&Value::from("USDC")), "{currencies:?}");
+    assert!(!currencies.contains(&Value::from("BNB")), "{currencies:?}");
+    let networks =
+        &document["components"]["schemas"]["X402RequirementsV2"]["properties"]["network"]["enum"];
+    assert_eq!(networks, &serde_json::json!(["eip155:84532"]));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_parameters_are_refused_in_each_family_s_envelope() {
+    let server = TestServer::start(Backend::Sqlite, ChainRegistry::builtin()).await;
+    let shop = server.state.merchants.create("Shop", None).await.unwrap();
+    let key = server
+        .state
+        .merchants
+        .create_key(&shop.id, "test")
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", key.key.expose_secret());
+    for (path, field) in [
+        ("/api/events/?limit=-1", "limit"),
+        ("/api/events/?limit=1&limit=2", "limit"),
+        ("/api/payment-orders/?page=1&page=2", "page"),
+    ] {
+        let (status, body) = server.get(path, &[("authorization", &bearer)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["success"], false, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    // OKX's status query: a repeated parameter does not get past authentication, and the
+    // refusal is OKX's.
+    let (status, body) = server
+        .get("/api/v6/pay/x402/settle/status?txHash=0x1&txHash=0x2", &[])
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], 50103, "{body}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json_errors() {
     let server = TestServer::start(Backend::Sqlite, ChainRegistry::builtin()).await;

@@ -136,18 +136,14 @@ async fn handle(
     post,
     path = "/v1/pay/checkout/order",
     tag = "GatePay",
-    request_body(content = Object, description = "{merchantTradeNo, env: {terminalType}, goods: {goodsType, goodsName, goodsDetail}, merchantUserId, fullCurrType | chain + currency, orderAmount | fiatCurrency + fiatAmount, surchargeAmount?, toleranceAmount?, orderExpireTime?, returnUrl?, cancelUrl?, callbackUrl?, channelId?}"),
-    params(
-        ("X-GatePay-Certificate-ClientId" = String, Header, description = "ClientId"),
-        ("X-GatePay-Timestamp" = String, Header, description = "Unix milliseconds, within 5 minutes"),
-        ("X-GatePay-Nonce" = String, Header, description = "Single use per client"),
-        ("X-GatePay-Signature" = String, Header, description = "hex HMAC-SHA512(secret, ts\\nnonce\\nbody\\n)")
-    ),
+    security(("gatepay_client_id" = [], "gatepay_timestamp" = [], "gatepay_nonce" = [], "gatepay_signature" = [])),
+    request_body = crate::gatepay_orders::CheckoutOrderRequest,
     responses(
-        (status = 200, description = "{status: SUCCESS, code: 000000, data: {prepayId, orderAmount, currency, expireTime, qrContent, location, payCurrency, payAmount, chain: {chain_type, address, fullCurrType}, …}}", body = Object),
-        (status = 400, description = "400001 parameter error, 400205 invalid currency, 400624 invalid callback URL (malformed, or into a private network)", body = Object),
-        (status = 401, description = "400002 signature, 400003 timestamp, 400004 ClientId, 400020 nonce", body = Object),
-        (status = 409, description = "400201 merchantTradeNo already used", body = Object)
+        (status = 200, description = "`data`: {prepayId, orderAmount, currency, expireTime, qrContent, location, payCurrency, payAmount, chain: {chain_type, address, fullCurrType}, …}", body = crate::openapi::GatePayEnvelope),
+        (status = 400, description = "400001 parameter error naming the field, 400205 invalid currency, 400624 invalid callback URL (malformed, or into a private network)", body = crate::openapi::GatePayEnvelope),
+        (status = 401, description = "400004 unknown or revoked ClientId, 400003 missing or stale timestamp, 400020 missing, malformed or reused nonce, 400002 missing or wrong signature", body = crate::openapi::GatePayEnvelope),
+        (status = 409, description = "400201 merchantTradeNo already used", body = crate::openapi::GatePayEnvelope),
+        (status = 415, description = "400007 Content-Type is not application/json", body = crate::openapi::GatePayEnvelope)
     )
 )]
 async fn checkout_order(
@@ -164,12 +160,14 @@ async fn checkout_order(
     post,
     path = "/v1/pay/order/query",
     tag = "GatePay",
-    request_body(content = Object, description = "{prepayId} or {merchantTradeNo}"),
+    security(("gatepay_client_id" = [], "gatepay_timestamp" = [], "gatepay_nonce" = [], "gatepay_signature" = [])),
+    request_body = crate::gatepay_orders::OrderRef,
     responses(
-        (status = 200, description = "{status: SUCCESS, data: {prepayId, merchantTradeNo, status, orderAmount, currency, transactionId, payDetails, …}}", body = Object),
-        (status = 400, description = "400001", body = Object),
-        (status = 401, description = "authentication", body = Object),
-        (status = 404, description = "400202 order does not exist", body = Object)
+        (status = 200, description = "`data`: {prepayId, merchantTradeNo, status: PENDING|PROCESS|PAID|EXPIRED|CANCELLED, orderAmount, currency, transactionId, payDetails, …}", body = crate::openapi::GatePayEnvelope),
+        (status = 400, description = "400001 parameter error naming the field", body = crate::openapi::GatePayEnvelope),
+        (status = 401, description = "400004 unknown or revoked ClientId, 400003 missing or stale timestamp, 400020 missing, malformed or reused nonce, 400002 missing or wrong signature", body = crate::openapi::GatePayEnvelope),
+        (status = 404, description = "400202 order does not exist", body = crate::openapi::GatePayEnvelope),
+        (status = 415, description = "400007 Content-Type is not application/json", body = crate::openapi::GatePayEnvelope)
     )
 )]
 async fn order_query(
@@ -185,12 +183,14 @@ async fn order_query(
     post,
     path = "/v1/pay/order/close",
     tag = "GatePay",
-    request_body(content = Object, description = "{prepayId} or {merchantTradeNo}"),
+    security(("gatepay_client_id" = [], "gatepay_timestamp" = [], "gatepay_nonce" = [], "gatepay_signature" = [])),
+    request_body = crate::gatepay_orders::OrderRef,
     responses(
-        (status = 200, description = "{status: SUCCESS, data: {result: SUCCESS}}", body = Object),
-        (status = 400, description = "400001, 400204 order status incorrect", body = Object),
-        (status = 401, description = "authentication", body = Object),
-        (status = 404, description = "400202 order does not exist", body = Object)
+        (status = 200, description = "`data`: {result: SUCCESS}", body = crate::openapi::GatePayEnvelope),
+        (status = 400, description = "400001 parameter error naming the field, 400204 order status incorrect", body = crate::openapi::GatePayEnvelope),
+        (status = 401, description = "400004 unknown or revoked ClientId, 400003 missing or stale timestamp, 400020 missing, malformed or reused nonce, 400002 missing or wrong signature", body = crate::openapi::GatePayEnvelope),
+        (status = 404, description = "400202 order does not exist", body = crate::openapi::GatePayEnvelope),
+        (status = 415, description = "400007 Content-Type is not application/json", body = crate::openapi::GatePayEnvelope)
     )
 )]
 async fn order_close(
@@ -207,13 +207,15 @@ async fn order_close(
     post,
     path = "/v1/pay/order/refund",
     tag = "GatePay",
-    request_body(content = Object, description = "{refundRequestId, prepayId, refundAmount, refundReason}"),
+    security(("gatepay_client_id" = [], "gatepay_timestamp" = [], "gatepay_nonce" = [], "gatepay_signature" = [])),
+    request_body = crate::gatepay_orders::RefundRequest,
     responses(
-        (status = 200, description = "{status: SUCCESS, data: {refundRequestId, prepayId, orderAmount, refundAmount, refundStatus}}", body = Object),
-        (status = 400, description = "400001, 400604 order not refundable, 400608 refund amount", body = Object),
-        (status = 401, description = "authentication", body = Object),
-        (status = 404, description = "400202 order does not exist", body = Object),
-        (status = 409, description = "400607 refundRequestId already used", body = Object)
+        (status = 200, description = "`data`: {refundRequestId, prepayId, orderAmount, refundAmount, refundStatus}", body = crate::openapi::GatePayEnvelope),
+        (status = 400, description = "400001 parameter error naming the field, 400604 order not refundable, 400608 refund amount", body = crate::openapi::GatePayEnvelope),
+        (status = 401, description = "400004 unknown or revoked ClientId, 400003 missing or stale timestamp, 400020 missing, malformed or reused nonce, 400002 missing or wrong signature", body = crate::openapi::GatePayEnvelope),
+        (status = 404, description = "400202 order does not exist", body = crate::openapi::GatePayEnvelope),
+        (status = 409, description = "400607 refundRequestId already used", body = crate::openapi::GatePayEnvelope),
+        (status = 415, description = "400007 Content-Type is not application/json", body = crate::openapi::GatePayEnvelope)
     )
 )]
 async fn order_refund(
@@ -229,12 +231,14 @@ async fn order_refund(
     post,
     path = "/v1/pay/order/refund/query",
     tag = "GatePay",
-    request_body(content = Object, description = "{refundRequestId}"),
+    security(("gatepay_client_id" = [], "gatepay_timestamp" = [], "gatepay_nonce" = [], "gatepay_signature" = [])),
+    request_body = crate::gatepay_orders::RefundQuery,
     responses(
-        (status = 200, description = "{status: SUCCESS, data: {refundRequestId, prepayId, orderAmount, refundAmount, refundStatus, channelId}}", body = Object),
-        (status = 400, description = "400001", body = Object),
-        (status = 401, description = "authentication", body = Object),
-        (status = 404, description = "400304 refund does not exist", body = Object)
+        (status = 200, description = "`data`: {refundRequestId, prepayId, orderAmount, refundAmount, refundStatus, channelId}", body = crate::openapi::GatePayEnvelope),
+        (status = 400, description = "400001 parameter error naming the field", body = crate::openapi::GatePayEnvelope),
+        (status = 401, description = "400004 unknown or revoked ClientId, 400003 missing or stale timestamp, 400020 missing, malformed or reused nonce, 400002 missing or wrong signature", body = crate::openapi::GatePayEnvelope),
+        (status = 404, description = "400304 refund does not exist", body = crate::openapi::GatePayEnvelope),
+        (status = 415, description = "400007 Content-Type is not application/json", body = crate::openapi::GatePayEnvelope)
     )
 )]
 async fn refund_query(

@@ -20,13 +20,13 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// This document: every route Coffer serves.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi(
-    Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
-    Json((*document).clone())
+    Extension(document): Extension<Arc<crate::openapi::ServedDocument>>,
+) -> Json<serde_json::Value> {
+    Json(document.0.clone())
 }
 
 /// Prometheus metrics in text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "OpenMetrics text format (Prometheus reads it)", content_type = "application/openmetrics-text")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
     let gas = settlement_gas(&state).await;

@@ -241,7 +241,16 @@ fn legacy_request(
 }
 
 /// OKX legacy: the supported (chainIndex, scheme) pairs.
-#[utoipa::path(get, path = "/api/v6/x402/supported", tag = "x402 (OKX)", responses((status = 200, description = "{code: \"0\", msg, data: [{x402Version, scheme, chainIndex, chainName}]}", body = Object), (status = 401, description = "OKX auth error 50103–50113", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/api/v6/x402/supported",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    responses(
+        (status = 200, description = "`data`: [{x402Version, scheme, chainIndex, chainName}]", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxLegacyEnvelope)
+    )
+)]
 async fn v1_supported(
     State(state): State<AppState>,
     method: Method,
@@ -265,7 +274,20 @@ async fn v1_supported(
 }
 
 /// OKX legacy: verify a version-1 payment on `chainIndex`.
-#[utoipa::path(post, path = "/api/v6/x402/verify", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 1, chainIndex, paymentPayload, paymentRequirements}"), responses((status = 200, description = "{code: \"0\", msg, data: [{isValid, invalidReason, payer}]}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/api/v6/x402/verify",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    request_body = crate::openapi::OkxLegacyPaymentRequest,
+    responses(
+        (status = 200, description = "`data`: [{isValid, invalidReason, payer}]", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 400, description = "51000 parameter invalid, naming the field (also a payee or value the facilitator's policy refuses)", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 429, description = "50011 rate limited; retry after `Retry-After` seconds", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 503, description = "50001 the policy's store could not be read; or OVERLOADED (native envelope)", body = crate::openapi::OkxLegacyEnvelope)
+    )
+)]
 async fn v1_verify(
     State(state): State<AppState>,
     method: Method,
@@ -295,7 +317,20 @@ async fn v1_verify(
 }
 
 /// OKX legacy: settle a version-1 payment on `chainIndex`.
-#[utoipa::path(post, path = "/api/v6/x402/settle", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 1, chainIndex, paymentPayload, paymentRequirements, syncSettle?}"), responses((status = 200, description = "{code: \"0\", msg, data: [{chainIndex, chainName, success, payer, txHash, errorMsg, errorReason}]}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/api/v6/x402/settle",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    request_body = crate::openapi::OkxLegacyPaymentRequest,
+    responses(
+        (status = 200, description = "`data`: [{chainIndex, chainName, success, payer, txHash, errorMsg, errorReason}]", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 400, description = "51000 parameter invalid, naming the field (also a payee or value the facilitator's policy refuses)", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 429, description = "50011 rate limited; retry after `Retry-After` seconds", body = crate::openapi::OkxLegacyEnvelope),
+        (status = 503, description = "50001 the policy's store could not be read; or OVERLOADED (native envelope)", body = crate::openapi::OkxLegacyEnvelope)
+    )
+)]
 async fn v1_settle(
     State(state): State<AppState>,
     method: Method,
@@ -334,7 +369,16 @@ async fn v1_settle(
 }
 
 /// OKX current: supported kinds (x402 version 2) and signers.
-#[utoipa::path(get, path = "/api/v6/pay/x402/supported", tag = "x402 (OKX)", responses((status = 200, description = "{code: 0, msg, data: {kinds, extensions, signers}}", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/api/v6/pay/x402/supported",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    responses(
+        (status = 200, description = "`data`: {kinds, extensions, signers}", body = crate::openapi::OkxEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxEnvelope)
+    )
+)]
 async fn v2_supported(
     State(state): State<AppState>,
     method: Method,
@@ -369,7 +413,20 @@ fn current_request(body: &[u8]) -> Result<PaymentRequest, String> {
 }
 
 /// OKX current: verify a version-2 payment.
-#[utoipa::path(post, path = "/api/v6/pay/x402/verify", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 2, paymentPayload, paymentRequirements}"), responses((status = 200, description = "{code: 0, msg, data: {isValid, invalidReason?, invalidMessage?, payer}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/api/v6/pay/x402/verify",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    request_body = crate::openapi::OkxPaymentRequest,
+    responses(
+        (status = 200, description = "`data`: {isValid, invalidReason?, invalidMessage?, payer}", body = crate::openapi::OkxEnvelope),
+        (status = 400, description = "51000 parameter invalid, naming the field (also a payee or value the facilitator's policy refuses)", body = crate::openapi::OkxEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxEnvelope),
+        (status = 429, description = "50011 rate limited; retry after `Retry-After` seconds", body = crate::openapi::OkxEnvelope),
+        (status = 503, description = "50001 the policy's store could not be read; or OVERLOADED (native envelope)", body = crate::openapi::OkxEnvelope)
+    )
+)]
 async fn v2_verify(
     State(state): State<AppState>,
     method: Method,
@@ -405,7 +462,20 @@ async fn v2_verify(
 
 /// OKX current: settle a version-2 payment. `syncSettle: true` waits for the receipt (status
 /// `success`, or `timeout` with the hash); otherwise the answer comes at broadcast (`pending`).
-#[utoipa::path(post, path = "/api/v6/pay/x402/settle", tag = "x402 (OKX)", request_body(content = Object, description = "{x402Version: 2, paymentPayload, paymentRequirements, syncSettle?}"), responses((status = 200, description = "{code: 0, msg, data: {success, errorReason?, payer, transaction, network, status}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    post,
+    path = "/api/v6/pay/x402/settle",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    request_body = crate::openapi::OkxPaymentRequest,
+    responses(
+        (status = 200, description = "`data`: {success, errorReason?, payer, transaction, network, status: pending|success|timeout}", body = crate::openapi::OkxEnvelope),
+        (status = 400, description = "51000 parameter invalid, naming the field (also a payee or value the facilitator's policy refuses)", body = crate::openapi::OkxEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxEnvelope),
+        (status = 429, description = "50011 rate limited; retry after `Retry-After` seconds", body = crate::openapi::OkxEnvelope),
+        (status = 503, description = "50001 the policy's store could not be read; or OVERLOADED (native envelope)", body = crate::openapi::OkxEnvelope)
+    )
+)]
 async fn v2_settle(
     State(state): State<AppState>,
     method: Method,
@@ -463,8 +533,9 @@ async fn v2_settle(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
-    /// The settlement transaction.
+    /// The settlement transaction, a 0x-prefixed 32-byte hash.
     #[serde(rename = "txHash")]
+    #[param(pattern = "^0x[0-9a-fA-F]{64}$")]
     pub tx_hash: Option<String>,
 }
 
@@ -489,7 +560,18 @@ async fn visible_to(
 }
 
 /// OKX current: the status of a settlement by transaction hash.
-#[utoipa::path(get, path = "/api/v6/pay/x402/settle/status", tag = "x402 (OKX)", params(StatusParams), responses((status = 200, description = "{code: 0, msg, data: {success, status: pending|success|failed, errorReason, payer, transaction, network}}", body = Object), (status = 400, description = "51000 parameter invalid", body = Object), (status = 401, description = "OKX auth error", body = Object)))]
+#[utoipa::path(
+    get,
+    path = "/api/v6/pay/x402/settle/status",
+    tag = "x402 (OKX)",
+    security(("okx_access_key" = [], "okx_access_passphrase" = [], "okx_access_timestamp" = [], "okx_access_sign" = [])),
+    params(StatusParams),
+    responses(
+        (status = 200, description = "`data`: {success, status: pending|success|failed, errorReason, payer, transaction, network}; `code` 51000 with `data: null` when no settlement has this transaction", body = crate::openapi::OkxEnvelope),
+        (status = 400, description = "51000 txHash missing or not a 0x-prefixed 32-byte hash", body = crate::openapi::OkxEnvelope),
+        (status = 401, description = "50103–50107 a missing header, 50105 wrong passphrase, 50111 unknown key, 50112 stale timestamp, 50113 wrong signature", body = crate::openapi::OkxEnvelope)
+    )
+)]
 async fn v2_settle_status(
     State(state): State<AppState>,
     method: Method,

@@ -322,7 +322,11 @@ setInterval(tick,1000);tick();poll();
     path = "/pay/{order_id}",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, description = "HTML page (English or Chinese by Accept-Language)", content_type = "text/html"), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, description = "HTML page (English or Chinese by Accept-Language)", content_type = "text/html"),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_page(
     State(state): State<AppState>,
@@ -466,7 +470,11 @@ async fn payment_page(
     path = "/pay/{order_id}/status",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, body = PaymentStatus), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, body = PaymentStatus),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_status(
     State(state): State<AppState>,
@@ -483,7 +491,11 @@ async fn payment_status(
     path = "/qr/{order_id}",
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
-    responses((status = 200, description = "SVG image", content_type = "image/svg+xml"), (status = 404, description = "ORDER_NOT_FOUND"))
+    responses(
+        (status = 200, description = "SVG image", content_type = "image/svg+xml"),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+    )
 )]
 async fn payment_qr(
     State(state): State<AppState>,

@@ -51,16 +51,20 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// `pending`, `processing`, `confirmed`, `expired` or `failed`.
+    #[param(pattern = "^(pending|processing|confirmed|expired|failed)$")]
     pub status: Option<String>,
-    /// Blockchain slug.
+    /// Blockchain slug, one of the configured chains'.
     pub blockchain: Option<String>,
-    /// Token symbol.
+    /// Token symbol (case-insensitive).
     pub currency: Option<String>,
     /// Page number, from 1 (default 1).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 1_000_000)]
     pub page: Option<String>,
     /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<u64>, minimum = 1, maximum = 100)]
     pub page_size: Option<String>,
     /// `-created_at` (default), `created_at`, `amount`, `-amount`, `status`, `-status`.
+    #[param(pattern = "^(-?created_at|-?amount|-?status)$")]
     pub ordering: Option<String>,
 }
 
@@ -73,13 +77,27 @@ pub struct ListParams {
     tag = "payment orders",
     security(("api_key" = [])),
     request_body = CreateOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Makes retries safe: 1 to 255 visible ASCII characters",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]([ -~]*[!-~])?$"
+    )),
     responses(
-        (status = 201, description = "Created", body = OrderEnvelope),
+        (status = 201, description = "Created", body = OrderEnvelope, links(
+            ("order" = (operation_id = "get_order", parameters(("order_id" = "$response.body#/data/order_id")))),
+            ("page" = (operation_id = "payment_page", parameters(("order_id" = "$response.body#/data/order_id")))),
+            ("status" = (operation_id = "payment_status", parameters(("order_id" = "$response.body#/data/order_id")))),
+            ("qr" = (operation_id = "payment_qr", parameters(("order_id" = "$response.body#/data/order_id"))))
+        )),
         (status = 200, description = "Replayed with the same Idempotency-Key", body = OrderEnvelope),
-        (status = 400, description = "INVALID_AMOUNT, UNSUPPORTED_CURRENCY, INVALID_BLOCKCHAIN, WALLET_NOT_CONFIGURED, INVALID_ORDER_INFO, VALIDATION_ERROR, INVALID_JSON, URL_NOT_ALLOWED (a webhook_url into a private network)", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 409, description = "DUPLICATE_NONCE or IDEMPOTENCY_KEY_REUSED", body = ErrorBody)
+        (status = 400, description = "INVALID_AMOUNT, UNSUPPORTED_CURRENCY, INVALID_BLOCKCHAIN, WALLET_NOT_CONFIGURED, INVALID_ORDER_INFO, VALIDATION_ERROR (naming the field, or the Idempotency-Key header), INVALID_JSON, URL_NOT_ALLOWED (a webhook_url into a private network)", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 409, description = "DUPLICATE_NONCE or IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body is over 2 MB", body = ErrorBody),
+        (status = 415, description = "INVALID_JSON: Content-Type is not application/json", body = ErrorBody)
     )
 )]
 async fn create_order(
@@ -139,7 +157,12 @@ async fn create_order(
     tag = "payment orders",
     security(("api_key" = [])),
     params(("order_id" = String, Path, description = "The order's id, ORD-…")),
-    responses((status = 200, body = OrderEnvelope), (status = 401, body = ErrorBody), (status = 404, description = "ORDER_NOT_FOUND", body = ErrorBody))
+    responses(
+        (status = 200, body = OrderEnvelope),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 404, description = "ORDER_NOT_FOUND (also another merchant's order)", body = ErrorBody)
+    )
 )]
 async fn get_order(
     State(state): State<AppState>,
@@ -182,7 +205,11 @@ fn parse_positive(
     tag = "payment orders",
     security(("api_key" = [])),
     params(ListParams),
-    responses((status = 200, body = OrderPage), (status = 400, description = "VALIDATION_ERROR", body = ErrorBody), (status = 401, body = ErrorBody))
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, description = "VALIDATION_ERROR or INVALID_BLOCKCHAIN naming the parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody)
+    )
 )]
 async fn list_orders(
     State(state): State<AppState>,

@@ -94,15 +94,24 @@ fn error_response(error: PelagoError) -> Response {
     post,
     path = "/openapi/crypto/x402/order",
     tag = "x402 seller (Pelago)",
-    request_body = OrderRequest,
-    params(("X-PAYMENT" = Option<String>, Header, description = "base64 x402 v1 payment")),
+    request_body(content = OrderRequest, description = "May be empty: an empty body is `{}`"),
+    params((
+        "X-PAYMENT" = Option<String>,
+        Header,
+        description = "Base64 of an x402 v1 payment (`X402PayloadV1`, or Pelago's tx-hash proof)",
+        pattern = "^[A-Za-z0-9+/_-]+={0,2}$"
+    )),
     responses(
         (status = 200, description = "Payment successful, order confirmed", body = crate::pelago::Confirmed),
-        (status = 400, description = "Bad input (code and field)", body = crate::error::ErrorBody),
-        (status = 402, description = "{x402Version, error, orderId, accepts}", body = Object),
-        (status = 409, description = "The transaction or authorization already paid an order", body = Object)
+        (status = 202, description = "SETTLEMENT_PENDING or CONFIRMING: paid, not yet confirmed; ask again", body = crate::openapi::PelagoRefusal),
+        (status = 400, description = "INVALID_AMOUNT, INVALID_NETWORK, INVALID_DESCRIPTION, PAYTO_NOT_CONFIGURED, INVALID_PAYMENT_HEADER, VALIDATION_ERROR, INVALID_JSON (code and field)", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = crate::error::ErrorBody),
+        (status = 402, description = "Pay this order: `{x402Version, error, orderId, accepts}`; or the payment was refused: `{x402Version, code, error, orderId}`", body = crate::openapi::PelagoPaymentRequired),
+        (status = 404, description = "NOT_FOUND: no such order of this merchant", body = crate::error::ErrorBody),
+        (status = 409, description = "TX_ALREADY_USED, PAYMENT_ALREADY_USED or ORDER_ALREADY_PAID", body = crate::openapi::PelagoRefusal),
+        (status = 503, description = "CHAIN_UNAVAILABLE: the chain could not be reached; or OVERLOADED", body = crate::error::ErrorBody)
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("merchant_app_key" = []))
 )]
 async fn create_or_confirm(
     State(state): State<AppState>,
@@ -158,9 +167,11 @@ async fn create_or_confirm(
     params(("orderId" = String, Path, description = "The order id")),
     responses(
         (status = 200, description = "The order", body = OrderStatusView),
-        (status = 404, description = "record not found", body = crate::error::ErrorBody)
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = crate::error::ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such order of this merchant", body = crate::error::ErrorBody)
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("merchant_app_key" = []))
 )]
 async fn order_status(
     State(state): State<AppState>,
@@ -179,8 +190,11 @@ async fn order_status(
     get,
     path = "/openapi/crypto/x402/supported",
     tag = "x402 seller (Pelago)",
-    responses((status = 200, description = "{x402Version, methods: [...]}", body = Object)),
-    security(("api_key" = []))
+    responses(
+        (status = 200, description = "Each network and token the merchant can be paid in", body = crate::openapi::PelagoMethods),
+        (status = 401, description = "Missing, invalid or revoked API key", body = crate::error::ErrorBody)
+    ),
+    security(("api_key" = []), ("merchant_app_key" = []))
 )]
 async fn payment_methods(
     State(state): State<AppState>,

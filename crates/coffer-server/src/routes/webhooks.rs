@@ -125,7 +125,8 @@ pub struct DeliveryEnvelope {
 pub struct EventParams {
     /// Only this order's events.
     pub order_id: Option<String>,
-    /// At most this many (1–500, default 100).
+    /// At most this many (default 100; 0 counts as 1, more than 500 as 500).
+    #[param(minimum = 0)]
     pub limit: Option<u64>,
 }
 
@@ -191,7 +192,14 @@ async fn owned_event(
     tag = "webhooks",
     security(("api_key" = [])),
     params(EventParams),
-    responses((status = 200, body = EventList), (status = 401, body = ErrorBody))
+    responses(
+        (status = 200, body = EventList, links(
+            ("deliveries" = (operation_id = "list_deliveries", parameters(("event_id" = "$response.body#/data/0/id")))),
+            ("redeliver" = (operation_id = "redeliver", parameters(("event_id" = "$response.body#/data/0/id"))))
+        )),
+        (status = 400, description = "VALIDATION_ERROR naming the parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody)
+    )
 )]
 async fn list_events(
     State(state): State<AppState>,
@@ -217,7 +225,13 @@ async fn list_events(
     tag = "webhooks",
     security(("api_key" = [])),
     params(("event_id" = String, Path, description = "evt_…")),
-    responses((status = 200, body = DeliveryList), (status = 401, body = ErrorBody), (status = 404, description = "EVENT_NOT_FOUND", body = ErrorBody))
+    responses(
+        (status = 200, body = DeliveryList),
+        (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody),
+        (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
+    )
 )]
 async fn list_deliveries(
     State(state): State<AppState>,
@@ -250,10 +264,9 @@ async fn list_deliveries(
     params(("event_id" = String, Path, description = "evt_…")),
     responses(
         (status = 202, description = "Scheduled", body = DeliveryEnvelope),
-        (status = 400, description = "NO_WEBHOOK_URL", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, description = "EVENT_NOT_FOUND", body = ErrorBody),
-        (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
+        (status = 400, description = "NO_WEBHOOK_URL, or VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
+        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody)
     )
 )]
 async fn redeliver(

@@ -36,10 +36,15 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     post,
     path = "/x402/verify",
     tag = "x402",
-    request_body(content = Object, description = "{x402Version, paymentPayload, paymentRequirements}"),
+    request_body = crate::openapi::X402PaymentRequest,
+    security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "{isValid, invalidReason?, invalidMessage?, payer?}", body = Object),
-        (status = 400, description = "Not a payment request: {isValid: false, invalidReason, invalidMessage}", body = Object)
+        (status = 200, description = "Verified: `isValid` says whether the payment is good, `invalidReason` why not (also a value below the facilitator's minimum)", body = crate::openapi::X402VerifyResponse),
+        (status = 400, description = "Not a payment request: `isValid: false`, `invalidReason`, `invalidMessage` naming the field", body = crate::openapi::X402VerifyResponse),
+        (status = 401, description = "The API key presented is invalid or revoked, or none was under the `api_key` access policy", body = crate::openapi::X402VerifyResponse),
+        (status = 403, description = "The access policy refuses this payee: not a payTo address registered with Coffer (of the calling merchant, when one is)", body = crate::openapi::X402VerifyResponse),
+        (status = 429, description = "Rate limited per payer or client; retry after `Retry-After` seconds", body = crate::openapi::X402VerifyResponse),
+        (status = 503, description = "The policy's store could not be read, or OVERLOADED (native envelope)", body = crate::openapi::X402VerifyResponse)
     )
 )]
 async fn verify(
@@ -208,10 +213,15 @@ fn malformed_reason(body: &[u8]) -> &'static str {
     post,
     path = "/x402/settle",
     tag = "x402",
-    request_body(content = Object, description = "{x402Version, paymentPayload, paymentRequirements}"),
+    request_body = crate::openapi::X402PaymentRequest,
+    security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "{success, errorReason?, errorMessage?, payer?, transaction, network}", body = Object),
-        (status = 400, description = "Not a payment request", body = Object)
+        (status = 200, description = "Settled (`success`), in flight (`errorReason: settlement_pending` with the transaction), or refused with `errorReason`", body = crate::openapi::X402SettleResponse),
+        (status = 400, description = "Not a payment request: `success: false`, `errorReason`, `errorMessage` naming the field", body = crate::openapi::X402SettleResponse),
+        (status = 401, description = "The API key presented is invalid or revoked, or none was under the `api_key` access policy", body = crate::openapi::X402SettleResponse),
+        (status = 403, description = "The access policy refuses this payee: not a payTo address registered with Coffer (of the calling merchant, when one is)", body = crate::openapi::X402SettleResponse),
+        (status = 429, description = "Rate limited per payer or client; retry after `Retry-After` seconds", body = crate::openapi::X402SettleResponse),
+        (status = 503, description = "The policy's store could not be read, or OVERLOADED (native envelope)", body = crate::openapi::X402SettleResponse)
     )
 )]
 async fn settle(
@@ -270,7 +280,7 @@ async fn settle(
 }
 
 /// The (version, scheme, network) kinds this facilitator verifies, v1 and v2 in one list.
-#[utoipa::path(get, path = "/x402/supported", tag = "x402", responses((status = 200, description = "{kinds, extensions, signers}", body = Object)))]
+#[utoipa::path(get, path = "/x402/supported", tag = "x402", responses((status = 200, description = "Kinds, extensions and signers by CAIP-2 family", body = crate::openapi::X402Supported)))]
 async fn supported(State(state): State<AppState>) -> Json<Supported> {
     Json(
         state
