@@ -77,7 +77,8 @@ async fn start_dev(data_dir: &Path) -> Dev {
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Its warnings and errors, to show with a failure.
+        .stderr(std::fs::File::create(data_dir.join("coffer.log")).expect("log file"))
         .spawn()
         .expect("coffer dev starts");
     for _ in 0..600 {
@@ -158,9 +159,15 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_on_coffer
         "schemathesis ran for {:.0} s:\n{report}",
         started.elapsed().as_secs_f64()
     );
+    let errors: String = std::fs::read_to_string(data_dir.path().join("coffer.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         output.status.success(),
-        "schemathesis found failures ({}):\n{report}",
+        "schemathesis found failures ({}):\n{report}\ncoffer dev's errors:\n{errors}",
         output.status
     );
     let tested = report

@@ -229,8 +229,7 @@ async fn list_events(
         (status = 200, body = DeliveryList),
         (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
-        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody),
-        (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
+        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody)
     )
 )]
 async fn list_deliveries(
@@ -266,7 +265,8 @@ async fn list_deliveries(
         (status = 202, description = "Scheduled", body = DeliveryEnvelope),
         (status = 400, description = "NO_WEBHOOK_URL, or VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
-        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody)
+        (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody),
+        (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
     )
 )]
 async fn redeliver(
