@@ -575,23 +575,23 @@ pub(crate) async fn update_orders(pool: &DbPool, updates: &[OrderUpdate]) -> Res
 pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result<(), StoreError> {
     let chain_id = to_i64(step.chain_id, "chain id")?;
     let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+    // Only the payments the watcher judged off the chain, and only while they still name the
+    // block it judged: a sale recorded beside the watcher during the rewind is not its to orphan.
+    for orphan in &step.orphans {
+        sqlx::query(
+            "UPDATE payments SET orphaned = TRUE
+             WHERE chain_id = $1 AND tx_hash = $2 AND log_index = $3 AND block_hash = $4",
+        )
+        .bind(chain_id)
+        .bind(&orphan.tx_hash)
+        .bind(orphan.log_index)
+        .bind(&orphan.block_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+    }
     if let Some(ancestor) = step.rewind_to {
         let ancestor = to_i64(ancestor, "block number")?;
-        sqlx::query("UPDATE payments SET orphaned = TRUE WHERE chain_id = $1 AND block_number > $2")
-            .bind(chain_id)
-            .bind(ancestor)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Database)?;
-        for (tx_hash, log_index) in &step.survivors {
-            sqlx::query("UPDATE payments SET orphaned = FALSE WHERE chain_id = $1 AND tx_hash = $2 AND log_index = $3")
-                .bind(chain_id)
-                .bind(tx_hash)
-                .bind(log_index)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Database)?;
-        }
         sqlx::query("DELETE FROM chain_blocks WHERE chain_id = $1 AND block_number > $2")
             .bind(chain_id)
             .bind(ancestor)

@@ -7,7 +7,8 @@
 //!    dropping orders closed or past their monitoring window);
 //! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
 //!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
-//!    blocks are orphaned and their orders re-evaluated (e.g. `processing` → `pending`);
+//!    blocks are orphaned, each by name (a sale recorded beside the watcher meanwhile is left
+//!    alone), and their orders re-evaluated (e.g. `processing` → `pending`);
 //! 3. fetch `Transfer` logs of the chain's tokens for a block range in one call, and match
 //!    recipients against the address set — the cost per block does not depend on how many
 //!    orders are open; native-coin payments are found in the blocks' transactions when some
@@ -34,8 +35,8 @@ use coffer_core::{Amount, Chain, MerchantId, OrderStatus};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::rpc::ChainRpc;
 use coffer_store::{
-    ChainBlock, ChainStep, MerchantRow, NewPayment, OrderRow, OrderUpdate, PaymentRow, Store,
-    StoreError,
+    ChainBlock, ChainStep, MerchantRow, NewPayment, OrderRow, OrderUpdate, OrphanedPayment,
+    PaymentRow, Store, StoreError,
 };
 
 use super::{Outcome, StepError, Worker};
@@ -124,6 +125,22 @@ pub enum StepReport {
         ancestor: u64,
         /// Orders whose state changed.
         updated: usize,
+    },
+}
+
+/// What follows the cursor.
+enum NextMove {
+    /// The chain has nothing new.
+    Idle,
+    /// The chain no longer holds the cursor's block: rewind, walking back from block `from`.
+    Rewind {
+        /// Where the walk back starts.
+        from: u64,
+    },
+    /// Scan on from the block after the cursor.
+    Scan {
+        /// That block, already fetched.
+        first: Box<Block>,
     },
 }
 
@@ -298,13 +315,7 @@ impl Watcher {
         self.refresh_watched(now_ms).await?;
         self.steps += 1;
         let provider = self.provider()?;
-        // One call gives the head's number and hash: an idle poll costs a single request and
-        // still notices a tip replaced at the same height.
-        let latest = provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(rpc_error)?
-            .ok_or_else(|| StepError("rpc: the node returned no latest block".to_owned()))?;
+        let latest = Self::latest(&provider).await?;
         let head = latest.header.number;
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
@@ -319,7 +330,7 @@ impl Watcher {
                 .commit_chain_step(&ChainStep {
                     chain_id,
                     rewind_to: None,
-                    survivors: Vec::new(),
+                    orphans: Vec::new(),
                     blocks: vec![start.clone()],
                     cursor: start,
                     payments: Vec::new(),
@@ -335,20 +346,12 @@ impl Watcher {
                 updated: 0,
             });
         };
-        if head == cursor.number && hash_text(latest.header.hash) == cursor.hash {
-            return Ok(StepReport::Idle);
-        }
-        if head <= cursor.number {
-            // The tip was replaced at the same height, or the chain got shorter.
-            return self
-                .rewind(&provider, head.min(cursor.number), now_ms)
-                .await;
-        }
+        let first = match self.next_move(&provider, &latest, &cursor).await? {
+            NextMove::Idle => return Ok(StepReport::Idle),
+            NextMove::Rewind { from } => return self.rewind(&provider, from, now_ms).await,
+            NextMove::Scan { first } => *first,
+        };
         let from = cursor.number + 1;
-        let first = Self::header(&provider, from, self.native_watchers > 0).await?;
-        if hash_text(first.header.parent_hash) != cursor.hash {
-            return self.rewind(&provider, cursor.number, now_ms).await;
-        }
         let max_range = if self.native_watchers > 0 {
             MAX_RANGE_WITH_BLOCKS
         } else {
@@ -370,6 +373,63 @@ impl Watcher {
                 Err(error)
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// The head block. One call gives its number and hash: an idle poll costs a single request
+    /// and still notices a tip replaced at the same height.
+    async fn latest(provider: &DynProvider) -> Result<Block, StepError> {
+        provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc_error)?
+            .ok_or_else(|| StepError("rpc: the node returned no latest block".to_owned()))
+    }
+
+    /// What follows the cursor: nothing yet, a reorg (the chain no longer holds the cursor's
+    /// block), or the next block to scan from.
+    async fn next_move(
+        &self,
+        provider: &DynProvider,
+        latest: &Block,
+        cursor: &ChainBlock,
+    ) -> Result<NextMove, StepError> {
+        let head = latest.header.number;
+        if head == cursor.number && hash_text(latest.header.hash) == cursor.hash {
+            return Ok(NextMove::Idle);
+        }
+        if head <= cursor.number {
+            // The tip was replaced at the same height, or the chain got shorter.
+            return Ok(NextMove::Rewind { from: head });
+        }
+        let first = Self::header(provider, cursor.number + 1, self.native_watchers > 0).await?;
+        if hash_text(first.header.parent_hash) != cursor.hash {
+            return Ok(NextMove::Rewind {
+                from: cursor.number,
+            });
+        }
+        Ok(NextMove::Scan {
+            first: Box::new(first),
+        })
+    }
+
+    /// The rewind the next step would commit, judged now and not committed: `None` when the
+    /// chain still holds the cursor's block (or the chain was never followed).
+    /// [`Store::commit_chain_step`] commits it as the step would, so that what happens between
+    /// the judgement and the commit (a sale recorded beside the watcher, say) can be examined.
+    ///
+    /// # Errors
+    /// [`StepError`] on RPC or store failure.
+    pub async fn judge_rewind(&self) -> Result<Option<ChainStep>, StepError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let provider = self.provider()?;
+        let latest = Self::latest(&provider).await?;
+        let Some(cursor) = self.store.chain_cursor(self.chain.chain_id).await? else {
+            return Ok(None);
+        };
+        match self.next_move(&provider, &latest, &cursor).await? {
+            NextMove::Rewind { from } => Ok(Some(self.rewind_step(&provider, from, now_ms).await?)),
+            NextMove::Idle | NextMove::Scan { .. } => Ok(None),
         }
     }
 
@@ -605,7 +665,7 @@ impl Watcher {
         self.commit(ChainStep {
             chain_id,
             rewind_to: None,
-            survivors: Vec::new(),
+            orphans: Vec::new(),
             blocks: kept,
             cursor,
             payments,
@@ -630,22 +690,41 @@ impl Watcher {
         }
     }
 
-    /// Walks back from `cursor` to the newest stored block still on the canonical chain and
-    /// commits a rewind to it.
+    /// Commits a rewind judged by [`Watcher::rewind_step`].
+    async fn rewind(
+        &self,
+        provider: &DynProvider,
+        from: u64,
+        now_ms: i64,
+    ) -> Result<StepReport, StepError> {
+        let step = self.rewind_step(provider, from, now_ms).await?;
+        let ancestor = step.cursor.number;
+        let updated = step.order_updates.len();
+        self.commit(step).await?;
+        if updated > 0 {
+            self.wake.notify_one();
+        }
+        Ok(StepReport::Reorged { ancestor, updated })
+    }
+
+    /// Walks back from block `from` to the newest stored block still on the canonical chain
+    /// and judges a rewind to it: which payments left the chain, where sales were mined again,
+    /// and how the orders they paid change.
     ///
     /// A payment above the ancestor is orphaned only if its block is no longer on the chain:
     /// x402 sales are recorded when they settle, often in blocks the watcher has not reached,
-    /// and those blocks may be perfectly canonical. An orphaned sale's transaction is looked
-    /// for again (it is not watched by address, so no scan would find it): mined again, its
-    /// payment is restored in its new block.
-    async fn rewind(
-        &mut self,
+    /// and those blocks may be perfectly canonical. The step names each orphan, so that a sale
+    /// recorded after this judgement is never orphaned by it. An orphaned sale's transaction is
+    /// looked for again (it is not watched by address, so no scan would find it): mined again,
+    /// its payment is restored in its new block.
+    async fn rewind_step(
+        &self,
         provider: &DynProvider,
-        cursor: u64,
+        from: u64,
         now_ms: i64,
-    ) -> Result<StepReport, StepError> {
+    ) -> Result<ChainStep, StepError> {
         let chain_id = self.chain.chain_id;
-        let mut number = cursor;
+        let mut number = from;
         let mut canonical_hashes: HashMap<u64, Option<String>> = HashMap::new();
         let ancestor = loop {
             let canonical = Self::header(provider, number, false).await?;
@@ -671,13 +750,13 @@ impl Watcher {
         let ancestor_number = ancestor.number;
         tracing::warn!(
             chain = self.chain.key(),
-            from = cursor,
+            from,
             ancestor = ancestor_number,
             "reorg: rewinding"
         );
         let head = provider.get_block_number().await.map_err(rpc_error)?;
         let mut updates = Vec::new();
-        let mut survivors = Vec::new();
+        let mut orphans = Vec::new();
         let mut restored = Vec::new();
         for order in self
             .store
@@ -704,9 +783,9 @@ impl Watcher {
                     }
                 };
                 if canonical.as_deref() == Some(row.payment.block_hash.as_str()) {
-                    survivors.push((row.payment.tx_hash.clone(), row.payment.log_index));
                     continue;
                 }
+                orphans.push(OrphanedPayment::of(&row.payment));
                 row.orphaned = true;
                 orphaned_now = true;
                 if order.sold
@@ -742,25 +821,16 @@ impl Watcher {
                 updates.push(update);
             }
         }
-        let updated = updates.len();
-        self.commit(ChainStep {
+        Ok(ChainStep {
             chain_id,
             rewind_to: Some(ancestor_number),
-            survivors,
+            orphans,
             blocks: Vec::new(),
             cursor: ancestor,
             payments: restored,
             order_updates: updates,
             keep_blocks: KEEP_BLOCKS,
             now_ms,
-        })
-        .await?;
-        if updated > 0 {
-            self.wake.notify_one();
-        }
-        Ok(StepReport::Reorged {
-            ancestor: ancestor_number,
-            updated,
         })
     }
 

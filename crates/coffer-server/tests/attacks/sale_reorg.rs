@@ -1,6 +1,7 @@
 //! Attack 10, x402 sales and the chain: a sale counts as confirmed only at the chain's
-//! confirmations, a reorg below a sale whose block survived leaves it paid, and a sale whose
-//! block was dropped but whose transaction was mined again is found in its new block.
+//! confirmations, a reorg below a sale whose block survived leaves it paid (also when the sale
+//! is recorded while the rewind is being judged), and a sale whose block was dropped but whose
+//! transaction was mined again is found in its new block.
 
 use alloy::primitives::Bytes;
 use alloy::providers::Provider;
@@ -260,4 +261,65 @@ async fn a_sale_mined_again_is_found_in_its_new_block_on_sqlite() {
 #[tokio::test]
 async fn a_sale_mined_again_is_found_in_its_new_block_on_postgres() {
     a_sale_mined_again_is_found_in_its_new_block(Backend::Postgres).await;
+}
+
+/// A rewind is judged while a sale settles beside the watcher: the sale lands in a canonical
+/// block above the ancestor after the judgement and before its commit. The commit orphans only
+/// what the watcher judged off the chain, so the sale stays live and its order confirmed.
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    watcher.step().await.unwrap();
+    mine(&env, 2).await;
+    watcher.step().await.unwrap();
+    let ancestor = env.chain.get_block_number().await.unwrap();
+    let before_fork = snapshot(&env).await;
+    mine(&env, 1).await;
+    watcher.step().await.unwrap();
+    // The block the watcher saw last is replaced.
+    revert(&env, &before_fork).await;
+    mine_fork_block(&env, 0).await;
+
+    let judged = watcher
+        .judge_rewind()
+        .await
+        .unwrap()
+        .expect("the reorg is seen");
+    assert_eq!(judged.rewind_to, Some(ancestor));
+    assert!(judged.orphans.is_empty(), "{:?}", judged.orphans);
+
+    // The sale settles now, in the block after the new tip: canonical, above the ancestor.
+    let reply = settle_to_merchant(&env, 1_000).await;
+    let order_id = order_of_sale(&env, reply["transaction"].as_str().unwrap()).await;
+    let sale_block = env.state.store.payments_for_order(&order_id).await.unwrap()[0]
+        .payment
+        .block_number;
+    assert!(sale_block > ancestor);
+
+    env.state.store.commit_chain_step(&judged).await.unwrap();
+    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert!(!payments[0].orphaned, "the sale's block is canonical");
+
+    while watcher.step().await.unwrap() != StepReport::Idle {}
+    let order = env.state.store.order(&order_id).await.unwrap();
+    assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
+    assert_eq!(order.amount_paid.to_base_units_string(), "1000");
+    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    assert!(payments.iter().all(|p| !p.orphaned), "{payments:?}");
+    let events = env.event_types(&order_id).await;
+    assert!(
+        !events.iter().any(|e| e == "payment_order.reorged"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_sqlite() {
+    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_postgres() {
+    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Postgres).await;
 }
