@@ -618,8 +618,13 @@ pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result
             "INSERT INTO payments (chain_id, tx_hash, log_index, order_id, asset_address, sender, recipient, amount,
                  block_number, block_hash, block_time, orphaned, detected_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12)
-             ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET block_number = excluded.block_number,
-                 block_hash = excluded.block_hash, block_time = excluded.block_time, orphaned = FALSE",
+             ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET order_id = excluded.order_id,
+                 asset_address = excluded.asset_address, sender = excluded.sender, recipient = excluded.recipient,
+                 amount = excluded.amount, block_number = excluded.block_number, block_hash = excluded.block_hash,
+                 block_time = excluded.block_time, orphaned = FALSE,
+                 detected_at_ms = CASE WHEN payments.order_id = excluded.order_id
+                                       THEN payments.detected_at_ms ELSE excluded.detected_at_ms END
+             WHERE payments.orphaned = TRUE OR payments.order_id = excluded.order_id",
         )
         .bind(chain_id)
         .bind(&payment.tx_hash)

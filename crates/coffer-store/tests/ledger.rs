@@ -1793,6 +1793,106 @@ async fn a_rewind_orphans_only_the_payments_it_names(store: &dyn Store) {
     );
 }
 
+/// A sale mined again may land on the log index another order's payment had in the dropped
+/// block: that orphaned row becomes the new payment's, whole. A live payment of another order
+/// is never taken over.
+async fn a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one(store: &dyn Store) {
+    let shop = add_merchant(store, "takeover").await;
+    let first = store
+        .insert_order(new_order(&shop, 1))
+        .await
+        .expect("insert");
+    let second = store
+        .insert_order(new_order(&shop, 2))
+        .await
+        .expect("insert");
+    let main = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    // One transaction paying both orders: logs 1 and 3.
+    let first_paid = payment(&first, 7, 1, 1_000_000, &main[1]);
+    let second_paid = NewPayment {
+        sender: "0x00000000000000000000000000000000000000bb".to_owned(),
+        ..payment(&second, 7, 3, 900_000, &main[1])
+    };
+    store
+        .commit_chain_step(&step(
+            1,
+            main.clone(),
+            vec![first_paid.clone(), second_paid.clone()],
+            vec![],
+        ))
+        .await
+        .expect("step");
+
+    // Mined again two logs later: the first order's transfer now sits at log 3.
+    let fork = block(101, 'b', 'a');
+    let first_again = NewPayment {
+        log_index: 3,
+        block_hash: fork.hash.clone(),
+        detected_at_ms: T0 + 20 * SECOND,
+        ..first_paid.clone()
+    };
+    let second_again = NewPayment {
+        log_index: 5,
+        block_hash: fork.hash.clone(),
+        detected_at_ms: T0 + 20 * SECOND,
+        ..second_paid.clone()
+    };
+    let rewind = ChainStep {
+        rewind_to: Some(100),
+        orphans: vec![
+            OrphanedPayment::of(&first_paid),
+            OrphanedPayment::of(&second_paid),
+        ],
+        ..step(
+            1,
+            vec![fork.clone()],
+            vec![first_again.clone(), second_again.clone()],
+            vec![],
+        )
+    };
+    store.commit_chain_step(&rewind).await.expect("rewind");
+    assert_eq!(
+        store
+            .payments_for_order(&first.order_id)
+            .await
+            .expect("payments"),
+        [stored(&first_paid, true), stored(&first_again, false)]
+    );
+    assert_eq!(
+        store
+            .payments_for_order(&second.order_id)
+            .await
+            .expect("payments"),
+        [stored(&second_again, false)],
+        "its orphaned row at log 3 is the first order's now"
+    );
+
+    // A payment of another order at a live payment's key changes nothing.
+    let intruder = NewPayment {
+        order_id: second.order_id.clone(),
+        sender: "0x00000000000000000000000000000000000000cc".to_owned(),
+        ..first_again.clone()
+    };
+    store
+        .commit_chain_step(&step(1, vec![block(102, 'b', 'b')], vec![intruder], vec![]))
+        .await
+        .expect("step");
+    assert_eq!(
+        store
+            .payments_for_order(&first.order_id)
+            .await
+            .expect("payments"),
+        [stored(&first_paid, true), stored(&first_again, false)]
+    );
+    assert_eq!(
+        store
+            .payments_for_order(&second.order_id)
+            .await
+            .expect("payments"),
+        [stored(&second_again, false)]
+    );
+}
+
 async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
     let blocks: Vec<ChainBlock> = (10..=15).map(|n| block(n, 'a', 'a')).collect();
     let pruning = ChainStep {
@@ -2707,6 +2807,7 @@ macro_rules! ledger {
                 replaying_payments_does_not_duplicate_them,
                 a_rewind_orphans_later_payments_and_a_new_block_restores_them,
                 a_rewind_orphans_only_the_payments_it_names,
+                a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one,
                 blocks_behind_the_kept_window_are_pruned,
                 a_chain_step_with_a_stale_order_version_changes_nothing,
                 watched_orders_are_a_chains_open_orders_still_monitored,

@@ -8,7 +8,8 @@
 //! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
 //!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
 //!    blocks are orphaned, each by name (a sale recorded beside the watcher meanwhile is left
-//!    alone), and their orders re-evaluated (e.g. `processing` → `pending`);
+//!    alone), x402 sales mined again are found in their new blocks, and the orders are
+//!    re-evaluated (e.g. `processing` → `pending`);
 //! 3. fetch `Transfer` logs of the chain's tokens for a block range in one call, and match
 //!    recipients against the address set — the cost per block does not depend on how many
 //!    orders are open; native-coin payments are found in the blocks' transactions when some
@@ -28,7 +29,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{Block, Filter};
+use alloy::rpc::types::{Block, Filter, TransactionReceipt};
 use alloy::sol_types::SolEvent;
 use chrono::Utc;
 use coffer_core::{Amount, Chain, MerchantId, OrderStatus};
@@ -42,6 +43,7 @@ use coffer_store::{
 use super::{Outcome, StepError, Worker};
 use crate::app::AppState;
 use crate::orders::{PaymentOrders, reevaluate};
+use crate::sales::{AuthorizationUsed, FoundTransfer, authorized_transfer, transfers_to};
 
 /// Block hashes kept for reorg detection.
 const KEEP_BLOCKS: u64 = 256;
@@ -758,6 +760,8 @@ impl Watcher {
         let mut updates = Vec::new();
         let mut orphans = Vec::new();
         let mut restored = Vec::new();
+        // Transfers already given to a sale mined again: one log never pays two payments.
+        let mut claimed: HashSet<(String, i64)> = HashSet::new();
         for order in self
             .store
             .orders_paid_after(chain_id, ancestor_number)
@@ -789,8 +793,11 @@ impl Watcher {
                 row.orphaned = true;
                 orphaned_now = true;
                 if order.sold
-                    && let Some(again) = self.sale_mined_again(provider, &row.payment).await?
+                    && let Some(again) = self
+                        .sale_mined_again(provider, &row.payment, &claimed)
+                        .await?
                 {
+                    claimed.insert((again.tx_hash.clone(), again.log_index));
                     mined_again.push(again);
                 }
             }
@@ -835,24 +842,24 @@ impl Watcher {
     }
 
     /// Where a sale's transfer is now, if its transaction was mined again after a reorg
-    /// dropped its block: the same transfer (token, sender, recipient, amount) in the
-    /// transaction's current receipt.
+    /// dropped its block, and that transfer is not `claimed` by another payment already.
+    ///
+    /// An authorization sale's transfer is the one its authorization made: the `Transfer` next
+    /// to the token's `AuthorizationUsed(payer, nonce)` in the transaction's current receipt (a
+    /// batched transaction may carry several identical transfers, one per authorization).
+    /// Without that log the authorization was not used by the transaction as mined now, and
+    /// nothing is found. A transfer sale (a tx-hash proof, no authorization) takes the first
+    /// unclaimed transfer of the same token, sender, recipient and amount.
     async fn sale_mined_again(
         &self,
         provider: &DynProvider,
         payment: &NewPayment,
+        claimed: &HashSet<(String, i64)>,
     ) -> Result<Option<NewPayment>, StepError> {
         let Ok(hash) = payment.tx_hash.parse::<B256>() else {
             return Ok(None);
         };
-        let Some(receipt) = provider
-            .get_transaction_receipt(hash)
-            .await
-            .map_err(rpc_error)?
-        else {
-            return Ok(None);
-        };
-        let (Some(token), Ok(recipient), Ok(sender)) = (
+        let (Some(token), Ok(pay_to), Ok(sender)) = (
             payment
                 .asset_address
                 .as_deref()
@@ -862,10 +869,36 @@ impl Watcher {
         ) else {
             return Ok(None);
         };
-        let Some(found) = crate::sales::transfers_to(&receipt, token, recipient)
-            .into_iter()
-            .find(|t| t.from == sender && Amount::from_base_units(t.value) == payment.amount)
+        let Some(receipt) = provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(rpc_error)?
         else {
+            return Ok(None);
+        };
+        let value = payment.amount.base_units();
+        let unclaimed = |found: &FoundTransfer| {
+            let log_index = i64::try_from(found.log_index).unwrap_or(i64::MAX);
+            !claimed.contains(&(payment.tx_hash.clone(), log_index))
+        };
+        let sale = self.store.sale_for_order(&payment.order_id).await?;
+        let found = match sale.and_then(|sale| sale.auth_nonce.map(|nonce| (sale.payer, nonce))) {
+            Some((payer, nonce)) => {
+                let (Ok(payer), Ok(nonce)) = (payer.parse::<Address>(), nonce.parse::<B256>())
+                else {
+                    return Ok(None);
+                };
+                if !authorization_used(&receipt, token, payer, nonce) {
+                    return Ok(None);
+                }
+                authorized_transfer(&receipt, token, payer, pay_to, nonce, value)
+                    .filter(|found| unclaimed(found))
+            }
+            None => transfers_to(&receipt, token, pay_to)
+                .into_iter()
+                .find(|found| found.from == sender && found.value == value && unclaimed(found)),
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
         let block = Self::header(provider, found.block_number, false).await?;
@@ -877,6 +910,21 @@ impl Watcher {
             ..payment.clone()
         }))
     }
+}
+
+/// Whether a receipt holds the token's `AuthorizationUsed(payer, nonce)`: the authorization was
+/// used by that transaction.
+fn authorization_used(
+    receipt: &TransactionReceipt,
+    token: Address,
+    payer: Address,
+    nonce: B256,
+) -> bool {
+    receipt.status()
+        && receipt.inner.logs().iter().any(|log| {
+            log.address() == token
+                && log.topics() == [AuthorizationUsed::SIGNATURE_HASH, payer.into_word(), nonce]
+        })
 }
 
 impl Worker for Watcher {
