@@ -53,7 +53,7 @@ pub use checkout::{
 pub use order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
     EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
-    OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
+    OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
 };
 pub use payment_claims::{NewPaymentClaim, PaymentClaims};
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
@@ -570,7 +570,7 @@ pub trait SecretStorage: Send + Sync + 'static {
 #[async_trait]
 pub trait ReorgQueries: Send + Sync + 'static {
     /// Orders with live payments in blocks above `block_number` (those a reorg back to that
-    /// block would orphan).
+    /// block may orphan).
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.

@@ -167,6 +167,30 @@ pub struct PaymentRow {
     pub orphaned: bool,
 }
 
+/// A payment a reorg took off the chain: its key and the block it was recorded in. It is
+/// orphaned only while its row still names that block, so a row recorded again elsewhere
+/// meanwhile is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanedPayment {
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Log index (`-1` for a native-coin transfer).
+    pub log_index: i64,
+    /// The dropped block's hash.
+    pub block_hash: String,
+}
+
+impl OrphanedPayment {
+    /// The key and block of a stored payment.
+    pub fn of(payment: &NewPayment) -> Self {
+        OrphanedPayment {
+            tx_hash: payment.tx_hash.clone(),
+            log_index: payment.log_index,
+            block_hash: payment.block_hash.clone(),
+        }
+    }
+}
+
 /// An event to write together with a state change (outbox), with its webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -377,13 +401,13 @@ pub struct ChainBlock {
 pub struct ChainStep {
     /// Chain id.
     pub chain_id: u64,
-    /// On a reorg: the common ancestor's number; payments above it are orphaned (but
-    /// `survivors`) and stored blocks above it forgotten before anything else is applied.
+    /// On a reorg: the common ancestor's number; stored blocks above it are forgotten before
+    /// anything else is applied. Payments are not orphaned by height: only `orphans` are.
     pub rewind_to: Option<u64>,
-    /// On a reorg: live payments above the ancestor whose block is still on the chain (an x402
-    /// sale recorded in a block the watcher had not reached yet, say), as `(tx hash, log
-    /// index)`; they stay live.
-    pub survivors: Vec<(String, i64)>,
+    /// On a reorg: the payments whose block left the chain, orphaned before anything else is
+    /// applied. Nothing else is orphaned: a payment recorded meanwhile (an x402 sale settling
+    /// beside the watcher, say) stays as it is.
+    pub orphans: Vec<OrphanedPayment>,
     /// Newly processed blocks (recent ones, for reorg detection).
     pub blocks: Vec<ChainBlock>,
     /// The last processed block: the new cursor.

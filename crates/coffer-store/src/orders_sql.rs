@@ -575,23 +575,23 @@ pub(crate) async fn update_orders(pool: &DbPool, updates: &[OrderUpdate]) -> Res
 pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result<(), StoreError> {
     let chain_id = to_i64(step.chain_id, "chain id")?;
     let mut tx = pool.begin().await.map_err(StoreError::Database)?;
+    // Only the payments the watcher judged off the chain, and only while they still name the
+    // block it judged: a sale recorded beside the watcher during the rewind is not its to orphan.
+    for orphan in &step.orphans {
+        sqlx::query(
+            "UPDATE payments SET orphaned = TRUE
+             WHERE chain_id = $1 AND tx_hash = $2 AND log_index = $3 AND block_hash = $4",
+        )
+        .bind(chain_id)
+        .bind(&orphan.tx_hash)
+        .bind(orphan.log_index)
+        .bind(&orphan.block_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Database)?;
+    }
     if let Some(ancestor) = step.rewind_to {
         let ancestor = to_i64(ancestor, "block number")?;
-        sqlx::query("UPDATE payments SET orphaned = TRUE WHERE chain_id = $1 AND block_number > $2")
-            .bind(chain_id)
-            .bind(ancestor)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Database)?;
-        for (tx_hash, log_index) in &step.survivors {
-            sqlx::query("UPDATE payments SET orphaned = FALSE WHERE chain_id = $1 AND tx_hash = $2 AND log_index = $3")
-                .bind(chain_id)
-                .bind(tx_hash)
-                .bind(log_index)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Database)?;
-        }
         sqlx::query("DELETE FROM chain_blocks WHERE chain_id = $1 AND block_number > $2")
             .bind(chain_id)
             .bind(ancestor)
@@ -618,8 +618,13 @@ pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result
             "INSERT INTO payments (chain_id, tx_hash, log_index, order_id, asset_address, sender, recipient, amount,
                  block_number, block_hash, block_time, orphaned, detected_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12)
-             ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET block_number = excluded.block_number,
-                 block_hash = excluded.block_hash, block_time = excluded.block_time, orphaned = FALSE",
+             ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET order_id = excluded.order_id,
+                 asset_address = excluded.asset_address, sender = excluded.sender, recipient = excluded.recipient,
+                 amount = excluded.amount, block_number = excluded.block_number, block_hash = excluded.block_hash,
+                 block_time = excluded.block_time, orphaned = FALSE,
+                 detected_at_ms = CASE WHEN payments.order_id = excluded.order_id
+                                       THEN payments.detected_at_ms ELSE excluded.detected_at_ms END
+             WHERE payments.orphaned = TRUE OR payments.order_id = excluded.order_id",
         )
         .bind(chain_id)
         .bind(&payment.tx_hash)

@@ -12,7 +12,8 @@ use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
     EventRow, NewDelivery, NewEvent, NewMerchant, NewOrder, NewPayment, OrderOrdering, OrderQuery,
-    OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, Store, StoreError, WalletRow,
+    OrderRow, OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit, Store,
+    StoreError, WalletRow,
 };
 
 /// A fixed "now" (unix ms) the tests count from.
@@ -208,7 +209,7 @@ fn step(
     ChainStep {
         chain_id,
         rewind_to: None,
-        survivors: Vec::new(),
+        orphans: Vec::new(),
         cursor: blocks.last().expect("a block").clone(),
         blocks,
         payments,
@@ -1599,6 +1600,7 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
     };
     let rewind = ChainStep {
         rewind_to: Some(100),
+        orphans: vec![OrphanedPayment::of(&middle), OrphanedPayment::of(&late)],
         ..step(
             1,
             vec![fork_101.clone()],
@@ -1680,9 +1682,14 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
         Some(fork[1].clone())
     );
 
-    // A deeper rewind orphans everything above the ancestor, including restored payments.
+    // A deeper rewind orphans what it names, restored payments included.
     let deep = ChainStep {
         rewind_to: Some(99),
+        orphans: vec![
+            OrphanedPayment::of(&early),
+            OrphanedPayment::of(&middle_again),
+            OrphanedPayment::of(&late_again),
+        ],
         ..step(1, vec![block(100, 'c', 'a')], vec![], vec![])
     };
     store.commit_chain_step(&deep).await.expect("deep rewind");
@@ -1701,6 +1708,189 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
             "block {number}"
         );
     }
+}
+
+/// A rewind orphans exactly the payments it names, and only while they still name the block it
+/// judged: a payment recorded above the ancestor meanwhile (an x402 sale settling beside the
+/// watcher) stays live, and so does a named payment whose row moved to another block.
+async fn a_rewind_orphans_only_the_payments_it_names(store: &dyn Store) {
+    let shop = add_merchant(store, "named").await;
+    let order = store
+        .insert_order(new_order(&shop, 1))
+        .await
+        .expect("insert");
+    let sold = store
+        .insert_order(new_order(&shop, 2))
+        .await
+        .expect("insert");
+    let main = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    let dropped = payment(&order, 1, 0, 300_000, &main[1]);
+    let moved = payment(&order, 2, 0, 300_000, &main[1]);
+    store
+        .commit_chain_step(&step(
+            1,
+            main.clone(),
+            vec![dropped.clone(), moved.clone()],
+            vec![],
+        ))
+        .await
+        .expect("step");
+    // Recorded above the ancestor in a canonical block the watcher has not reached; the rewind
+    // was judged before it existed.
+    let canonical = block(102, 'b', 'b');
+    let recorded_meanwhile = payment(&sold, 3, 0, 1_000_000, &canonical);
+    store
+        .commit_chain_step(&step(
+            1,
+            vec![main[1].clone()],
+            vec![recorded_meanwhile.clone()],
+            vec![],
+        ))
+        .await
+        .expect("step");
+    // `moved` was found again in another block after the judgement.
+    let moved_again = NewPayment {
+        block_number: 102,
+        block_hash: canonical.hash.clone(),
+        ..moved.clone()
+    };
+    store
+        .commit_chain_step(&step(
+            1,
+            vec![main[1].clone()],
+            vec![moved_again.clone()],
+            vec![],
+        ))
+        .await
+        .expect("step");
+
+    let rewind = ChainStep {
+        rewind_to: Some(100),
+        orphans: vec![OrphanedPayment::of(&dropped), OrphanedPayment::of(&moved)],
+        ..step(1, vec![main[0].clone()], vec![], vec![])
+    };
+    store.commit_chain_step(&rewind).await.expect("rewind");
+
+    assert_eq!(
+        store
+            .payments_for_order(&order.order_id)
+            .await
+            .expect("payments"),
+        [stored(&dropped, true), stored(&moved_again, false)]
+    );
+    assert_eq!(
+        store
+            .payments_for_order(&sold.order_id)
+            .await
+            .expect("payments"),
+        [stored(&recorded_meanwhile, false)],
+        "not named, so not orphaned, although above the ancestor"
+    );
+    assert_eq!(store.chain_block(1, 101).await.expect("block"), None);
+    assert_eq!(
+        store.chain_cursor(1).await.expect("cursor"),
+        Some(main[0].clone())
+    );
+}
+
+/// A sale mined again may land on the log index another order's payment had in the dropped
+/// block: that orphaned row becomes the new payment's, whole. A live payment of another order
+/// is never taken over.
+async fn a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one(store: &dyn Store) {
+    let shop = add_merchant(store, "takeover").await;
+    let first = store
+        .insert_order(new_order(&shop, 1))
+        .await
+        .expect("insert");
+    let second = store
+        .insert_order(new_order(&shop, 2))
+        .await
+        .expect("insert");
+    let main = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    // One transaction paying both orders: logs 1 and 3.
+    let first_paid = payment(&first, 7, 1, 1_000_000, &main[1]);
+    let second_paid = NewPayment {
+        sender: "0x00000000000000000000000000000000000000bb".to_owned(),
+        ..payment(&second, 7, 3, 900_000, &main[1])
+    };
+    store
+        .commit_chain_step(&step(
+            1,
+            main.clone(),
+            vec![first_paid.clone(), second_paid.clone()],
+            vec![],
+        ))
+        .await
+        .expect("step");
+
+    // Mined again two logs later: the first order's transfer now sits at log 3.
+    let fork = block(101, 'b', 'a');
+    let first_again = NewPayment {
+        log_index: 3,
+        block_hash: fork.hash.clone(),
+        detected_at_ms: T0 + 20 * SECOND,
+        ..first_paid.clone()
+    };
+    let second_again = NewPayment {
+        log_index: 5,
+        block_hash: fork.hash.clone(),
+        detected_at_ms: T0 + 20 * SECOND,
+        ..second_paid.clone()
+    };
+    let rewind = ChainStep {
+        rewind_to: Some(100),
+        orphans: vec![
+            OrphanedPayment::of(&first_paid),
+            OrphanedPayment::of(&second_paid),
+        ],
+        ..step(
+            1,
+            vec![fork.clone()],
+            vec![first_again.clone(), second_again.clone()],
+            vec![],
+        )
+    };
+    store.commit_chain_step(&rewind).await.expect("rewind");
+    assert_eq!(
+        store
+            .payments_for_order(&first.order_id)
+            .await
+            .expect("payments"),
+        [stored(&first_paid, true), stored(&first_again, false)]
+    );
+    assert_eq!(
+        store
+            .payments_for_order(&second.order_id)
+            .await
+            .expect("payments"),
+        [stored(&second_again, false)],
+        "its orphaned row at log 3 is the first order's now"
+    );
+
+    // A payment of another order at a live payment's key changes nothing.
+    let intruder = NewPayment {
+        order_id: second.order_id.clone(),
+        sender: "0x00000000000000000000000000000000000000cc".to_owned(),
+        ..first_again.clone()
+    };
+    store
+        .commit_chain_step(&step(1, vec![block(102, 'b', 'b')], vec![intruder], vec![]))
+        .await
+        .expect("step");
+    assert_eq!(
+        store
+            .payments_for_order(&first.order_id)
+            .await
+            .expect("payments"),
+        [stored(&first_paid, true), stored(&first_again, false)]
+    );
+    assert_eq!(
+        store
+            .payments_for_order(&second.order_id)
+            .await
+            .expect("payments"),
+        [stored(&second_again, false)]
+    );
 }
 
 async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
@@ -1795,6 +1985,7 @@ async fn a_chain_step_with_a_stale_order_version_changes_nothing(store: &dyn Sto
     let second = payment(&order, 2, 0, 700_000, &fork[1]);
     let stale = ChainStep {
         rewind_to: Some(100),
+        orphans: vec![OrphanedPayment::of(&first)],
         ..step(
             1,
             fork,
@@ -2615,6 +2806,8 @@ macro_rules! ledger {
                 a_chain_step_moves_the_cursor_stores_payments_and_updates_orders,
                 replaying_payments_does_not_duplicate_them,
                 a_rewind_orphans_later_payments_and_a_new_block_restores_them,
+                a_rewind_orphans_only_the_payments_it_names,
+                a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one,
                 blocks_behind_the_kept_window_are_pruned,
                 a_chain_step_with_a_stale_order_version_changes_nothing,
                 watched_orders_are_a_chains_open_orders_still_monitored,

@@ -7,7 +7,9 @@
 //!    dropping orders closed or past their monitoring window);
 //! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
 //!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
-//!    blocks are orphaned and their orders re-evaluated (e.g. `processing` → `pending`);
+//!    blocks are orphaned, each by name (a sale recorded beside the watcher meanwhile is left
+//!    alone), x402 sales mined again are found in their new blocks, and the orders are
+//!    re-evaluated (e.g. `processing` → `pending`);
 //! 3. fetch `Transfer` logs of the chain's tokens for a block range in one call, and match
 //!    recipients against the address set — the cost per block does not depend on how many
 //!    orders are open; native-coin payments are found in the blocks' transactions when some
@@ -27,20 +29,21 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{Block, Filter};
+use alloy::rpc::types::{Block, Filter, TransactionReceipt};
 use alloy::sol_types::SolEvent;
 use chrono::Utc;
 use coffer_core::{Amount, Chain, MerchantId, OrderStatus};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::rpc::ChainRpc;
 use coffer_store::{
-    ChainBlock, ChainStep, MerchantRow, NewPayment, OrderRow, OrderUpdate, PaymentRow, Store,
-    StoreError,
+    ChainBlock, ChainStep, MerchantRow, NewPayment, OrderRow, OrderUpdate, OrphanedPayment,
+    PaymentRow, Store, StoreError,
 };
 
 use super::{Outcome, StepError, Worker};
 use crate::app::AppState;
 use crate::orders::{PaymentOrders, reevaluate};
+use crate::sales::{AuthorizationUsed, FoundTransfer, authorized_transfer, transfers_to};
 
 /// Block hashes kept for reorg detection.
 const KEEP_BLOCKS: u64 = 256;
@@ -124,6 +127,22 @@ pub enum StepReport {
         ancestor: u64,
         /// Orders whose state changed.
         updated: usize,
+    },
+}
+
+/// What follows the cursor.
+enum NextMove {
+    /// The chain has nothing new.
+    Idle,
+    /// The chain no longer holds the cursor's block: rewind, walking back from block `from`.
+    Rewind {
+        /// Where the walk back starts.
+        from: u64,
+    },
+    /// Scan on from the block after the cursor.
+    Scan {
+        /// That block, already fetched.
+        first: Box<Block>,
     },
 }
 
@@ -298,13 +317,7 @@ impl Watcher {
         self.refresh_watched(now_ms).await?;
         self.steps += 1;
         let provider = self.provider()?;
-        // One call gives the head's number and hash: an idle poll costs a single request and
-        // still notices a tip replaced at the same height.
-        let latest = provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(rpc_error)?
-            .ok_or_else(|| StepError("rpc: the node returned no latest block".to_owned()))?;
+        let latest = Self::latest(&provider).await?;
         let head = latest.header.number;
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
@@ -319,7 +332,7 @@ impl Watcher {
                 .commit_chain_step(&ChainStep {
                     chain_id,
                     rewind_to: None,
-                    survivors: Vec::new(),
+                    orphans: Vec::new(),
                     blocks: vec![start.clone()],
                     cursor: start,
                     payments: Vec::new(),
@@ -335,20 +348,12 @@ impl Watcher {
                 updated: 0,
             });
         };
-        if head == cursor.number && hash_text(latest.header.hash) == cursor.hash {
-            return Ok(StepReport::Idle);
-        }
-        if head <= cursor.number {
-            // The tip was replaced at the same height, or the chain got shorter.
-            return self
-                .rewind(&provider, head.min(cursor.number), now_ms)
-                .await;
-        }
+        let first = match self.next_move(&provider, &latest, &cursor).await? {
+            NextMove::Idle => return Ok(StepReport::Idle),
+            NextMove::Rewind { from } => return self.rewind(&provider, from, now_ms).await,
+            NextMove::Scan { first } => *first,
+        };
         let from = cursor.number + 1;
-        let first = Self::header(&provider, from, self.native_watchers > 0).await?;
-        if hash_text(first.header.parent_hash) != cursor.hash {
-            return self.rewind(&provider, cursor.number, now_ms).await;
-        }
         let max_range = if self.native_watchers > 0 {
             MAX_RANGE_WITH_BLOCKS
         } else {
@@ -370,6 +375,63 @@ impl Watcher {
                 Err(error)
             }
             Err(error) => Err(error),
+        }
+    }
+
+    /// The head block. One call gives its number and hash: an idle poll costs a single request
+    /// and still notices a tip replaced at the same height.
+    async fn latest(provider: &DynProvider) -> Result<Block, StepError> {
+        provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc_error)?
+            .ok_or_else(|| StepError("rpc: the node returned no latest block".to_owned()))
+    }
+
+    /// What follows the cursor: nothing yet, a reorg (the chain no longer holds the cursor's
+    /// block), or the next block to scan from.
+    async fn next_move(
+        &self,
+        provider: &DynProvider,
+        latest: &Block,
+        cursor: &ChainBlock,
+    ) -> Result<NextMove, StepError> {
+        let head = latest.header.number;
+        if head == cursor.number && hash_text(latest.header.hash) == cursor.hash {
+            return Ok(NextMove::Idle);
+        }
+        if head <= cursor.number {
+            // The tip was replaced at the same height, or the chain got shorter.
+            return Ok(NextMove::Rewind { from: head });
+        }
+        let first = Self::header(provider, cursor.number + 1, self.native_watchers > 0).await?;
+        if hash_text(first.header.parent_hash) != cursor.hash {
+            return Ok(NextMove::Rewind {
+                from: cursor.number,
+            });
+        }
+        Ok(NextMove::Scan {
+            first: Box::new(first),
+        })
+    }
+
+    /// The rewind the next step would commit, judged now and not committed: `None` when the
+    /// chain still holds the cursor's block (or the chain was never followed).
+    /// [`Store::commit_chain_step`] commits it as the step would, so that what happens between
+    /// the judgement and the commit (a sale recorded beside the watcher, say) can be examined.
+    ///
+    /// # Errors
+    /// [`StepError`] on RPC or store failure.
+    pub async fn judge_rewind(&self) -> Result<Option<ChainStep>, StepError> {
+        let now_ms = Utc::now().timestamp_millis();
+        let provider = self.provider()?;
+        let latest = Self::latest(&provider).await?;
+        let Some(cursor) = self.store.chain_cursor(self.chain.chain_id).await? else {
+            return Ok(None);
+        };
+        match self.next_move(&provider, &latest, &cursor).await? {
+            NextMove::Rewind { from } => Ok(Some(self.rewind_step(&provider, from, now_ms).await?)),
+            NextMove::Idle | NextMove::Scan { .. } => Ok(None),
         }
     }
 
@@ -605,7 +667,7 @@ impl Watcher {
         self.commit(ChainStep {
             chain_id,
             rewind_to: None,
-            survivors: Vec::new(),
+            orphans: Vec::new(),
             blocks: kept,
             cursor,
             payments,
@@ -630,22 +692,41 @@ impl Watcher {
         }
     }
 
-    /// Walks back from `cursor` to the newest stored block still on the canonical chain and
-    /// commits a rewind to it.
+    /// Commits a rewind judged by [`Watcher::rewind_step`].
+    async fn rewind(
+        &self,
+        provider: &DynProvider,
+        from: u64,
+        now_ms: i64,
+    ) -> Result<StepReport, StepError> {
+        let step = self.rewind_step(provider, from, now_ms).await?;
+        let ancestor = step.cursor.number;
+        let updated = step.order_updates.len();
+        self.commit(step).await?;
+        if updated > 0 {
+            self.wake.notify_one();
+        }
+        Ok(StepReport::Reorged { ancestor, updated })
+    }
+
+    /// Walks back from block `from` to the newest stored block still on the canonical chain
+    /// and judges a rewind to it: which payments left the chain, where sales were mined again,
+    /// and how the orders they paid change.
     ///
     /// A payment above the ancestor is orphaned only if its block is no longer on the chain:
     /// x402 sales are recorded when they settle, often in blocks the watcher has not reached,
-    /// and those blocks may be perfectly canonical. An orphaned sale's transaction is looked
-    /// for again (it is not watched by address, so no scan would find it): mined again, its
-    /// payment is restored in its new block.
-    async fn rewind(
-        &mut self,
+    /// and those blocks may be perfectly canonical. The step names each orphan, so that a sale
+    /// recorded after this judgement is never orphaned by it. An orphaned sale's transaction is
+    /// looked for again (it is not watched by address, so no scan would find it): mined again,
+    /// its payment is restored in its new block.
+    async fn rewind_step(
+        &self,
         provider: &DynProvider,
-        cursor: u64,
+        from: u64,
         now_ms: i64,
-    ) -> Result<StepReport, StepError> {
+    ) -> Result<ChainStep, StepError> {
         let chain_id = self.chain.chain_id;
-        let mut number = cursor;
+        let mut number = from;
         let mut canonical_hashes: HashMap<u64, Option<String>> = HashMap::new();
         let ancestor = loop {
             let canonical = Self::header(provider, number, false).await?;
@@ -671,14 +752,16 @@ impl Watcher {
         let ancestor_number = ancestor.number;
         tracing::warn!(
             chain = self.chain.key(),
-            from = cursor,
+            from,
             ancestor = ancestor_number,
             "reorg: rewinding"
         );
         let head = provider.get_block_number().await.map_err(rpc_error)?;
         let mut updates = Vec::new();
-        let mut survivors = Vec::new();
+        let mut orphans = Vec::new();
         let mut restored = Vec::new();
+        // Transfers already given to a sale mined again: one log never pays two payments.
+        let mut claimed: HashSet<(String, i64)> = HashSet::new();
         for order in self
             .store
             .orders_paid_after(chain_id, ancestor_number)
@@ -704,14 +787,17 @@ impl Watcher {
                     }
                 };
                 if canonical.as_deref() == Some(row.payment.block_hash.as_str()) {
-                    survivors.push((row.payment.tx_hash.clone(), row.payment.log_index));
                     continue;
                 }
+                orphans.push(OrphanedPayment::of(&row.payment));
                 row.orphaned = true;
                 orphaned_now = true;
                 if order.sold
-                    && let Some(again) = self.sale_mined_again(provider, &row.payment).await?
+                    && let Some(again) = self
+                        .sale_mined_again(provider, &row.payment, &claimed)
+                        .await?
                 {
+                    claimed.insert((again.tx_hash.clone(), again.log_index));
                     mined_again.push(again);
                 }
             }
@@ -742,11 +828,10 @@ impl Watcher {
                 updates.push(update);
             }
         }
-        let updated = updates.len();
-        self.commit(ChainStep {
+        Ok(ChainStep {
             chain_id,
             rewind_to: Some(ancestor_number),
-            survivors,
+            orphans,
             blocks: Vec::new(),
             cursor: ancestor,
             payments: restored,
@@ -754,35 +839,27 @@ impl Watcher {
             keep_blocks: KEEP_BLOCKS,
             now_ms,
         })
-        .await?;
-        if updated > 0 {
-            self.wake.notify_one();
-        }
-        Ok(StepReport::Reorged {
-            ancestor: ancestor_number,
-            updated,
-        })
     }
 
     /// Where a sale's transfer is now, if its transaction was mined again after a reorg
-    /// dropped its block: the same transfer (token, sender, recipient, amount) in the
-    /// transaction's current receipt.
+    /// dropped its block, and that transfer is not `claimed` by another payment already.
+    ///
+    /// An authorization sale's transfer is the one its authorization made: the `Transfer` next
+    /// to the token's `AuthorizationUsed(payer, nonce)` in the transaction's current receipt (a
+    /// batched transaction may carry several identical transfers, one per authorization).
+    /// Without that log the authorization was not used by the transaction as mined now, and
+    /// nothing is found. A transfer sale (a tx-hash proof, no authorization) takes the first
+    /// unclaimed transfer of the same token, sender, recipient and amount.
     async fn sale_mined_again(
         &self,
         provider: &DynProvider,
         payment: &NewPayment,
+        claimed: &HashSet<(String, i64)>,
     ) -> Result<Option<NewPayment>, StepError> {
         let Ok(hash) = payment.tx_hash.parse::<B256>() else {
             return Ok(None);
         };
-        let Some(receipt) = provider
-            .get_transaction_receipt(hash)
-            .await
-            .map_err(rpc_error)?
-        else {
-            return Ok(None);
-        };
-        let (Some(token), Ok(recipient), Ok(sender)) = (
+        let (Some(token), Ok(pay_to), Ok(sender)) = (
             payment
                 .asset_address
                 .as_deref()
@@ -792,10 +869,36 @@ impl Watcher {
         ) else {
             return Ok(None);
         };
-        let Some(found) = crate::sales::transfers_to(&receipt, token, recipient)
-            .into_iter()
-            .find(|t| t.from == sender && Amount::from_base_units(t.value) == payment.amount)
+        let Some(receipt) = provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(rpc_error)?
         else {
+            return Ok(None);
+        };
+        let value = payment.amount.base_units();
+        let unclaimed = |found: &FoundTransfer| {
+            let log_index = i64::try_from(found.log_index).unwrap_or(i64::MAX);
+            !claimed.contains(&(payment.tx_hash.clone(), log_index))
+        };
+        let sale = self.store.sale_for_order(&payment.order_id).await?;
+        let found = match sale.and_then(|sale| sale.auth_nonce.map(|nonce| (sale.payer, nonce))) {
+            Some((payer, nonce)) => {
+                let (Ok(payer), Ok(nonce)) = (payer.parse::<Address>(), nonce.parse::<B256>())
+                else {
+                    return Ok(None);
+                };
+                if !authorization_used(&receipt, token, payer, nonce) {
+                    return Ok(None);
+                }
+                authorized_transfer(&receipt, token, payer, pay_to, nonce, value)
+                    .filter(|found| unclaimed(found))
+            }
+            None => transfers_to(&receipt, token, pay_to)
+                .into_iter()
+                .find(|found| found.from == sender && found.value == value && unclaimed(found)),
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
         let block = Self::header(provider, found.block_number, false).await?;
@@ -807,6 +910,21 @@ impl Watcher {
             ..payment.clone()
         }))
     }
+}
+
+/// Whether a receipt holds the token's `AuthorizationUsed(payer, nonce)`: the authorization was
+/// used by that transaction.
+fn authorization_used(
+    receipt: &TransactionReceipt,
+    token: Address,
+    payer: Address,
+    nonce: B256,
+) -> bool {
+    receipt.status()
+        && receipt.inner.logs().iter().any(|log| {
+            log.address() == token
+                && log.topics() == [AuthorizationUsed::SIGNATURE_HASH, payer.into_word(), nonce]
+        })
 }
 
 impl Worker for Watcher {

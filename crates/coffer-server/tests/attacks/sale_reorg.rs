@@ -1,14 +1,19 @@
 //! Attack 10, x402 sales and the chain: a sale counts as confirmed only at the chain's
-//! confirmations, a reorg below a sale whose block survived leaves it paid, and a sale whose
-//! block was dropped but whose transaction was mined again is found in its new block.
+//! confirmations, a reorg below a sale whose block survived leaves it paid (also when the sale
+//! is recorded while the rewind is being judged), and a sale whose block was dropped but whose
+//! transaction was mined again is found in its new block — each sale its own transfer, also
+//! when one batched transaction carries identical ones.
 
-use alloy::primitives::Bytes;
+use std::time::Duration;
+
+use alloy::primitives::{Bytes, U256};
 use alloy::providers::Provider;
 use coffer_server::workers::watcher::{StepReport, Watcher};
 use coffer_store::testing::Backend;
+use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::harness::{Auth, CHAIN_ID, Env, Options, PAY_TO};
+use crate::harness::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
 
 async fn mine(env: &Env, blocks: u64) {
     for _ in 0..blocks {
@@ -260,4 +265,396 @@ async fn a_sale_mined_again_is_found_in_its_new_block_on_sqlite() {
 #[tokio::test]
 async fn a_sale_mined_again_is_found_in_its_new_block_on_postgres() {
     a_sale_mined_again_is_found_in_its_new_block(Backend::Postgres).await;
+}
+
+/// A rewind is judged while a sale settles beside the watcher: the sale lands in a canonical
+/// block above the ancestor after the judgement and before its commit. The commit orphans only
+/// what the watcher judged off the chain, so the sale stays live and its order confirmed.
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid(backend: Backend) {
+    let env = Env::new(backend).await;
+    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    watcher.step().await.unwrap();
+    mine(&env, 2).await;
+    watcher.step().await.unwrap();
+    let ancestor = env.chain.get_block_number().await.unwrap();
+    let before_fork = snapshot(&env).await;
+    mine(&env, 1).await;
+    watcher.step().await.unwrap();
+    // The block the watcher saw last is replaced.
+    revert(&env, &before_fork).await;
+    mine_fork_block(&env, 0).await;
+
+    let judged = watcher
+        .judge_rewind()
+        .await
+        .unwrap()
+        .expect("the reorg is seen");
+    assert_eq!(judged.rewind_to, Some(ancestor));
+    assert!(judged.orphans.is_empty(), "{:?}", judged.orphans);
+
+    // The sale settles now, in the block after the new tip: canonical, above the ancestor.
+    let reply = settle_to_merchant(&env, 1_000).await;
+    let order_id = order_of_sale(&env, reply["transaction"].as_str().unwrap()).await;
+    let sale_block = env.state.store.payments_for_order(&order_id).await.unwrap()[0]
+        .payment
+        .block_number;
+    assert!(sale_block > ancestor);
+
+    env.state.store.commit_chain_step(&judged).await.unwrap();
+    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert!(!payments[0].orphaned, "the sale's block is canonical");
+
+    while watcher.step().await.unwrap() != StepReport::Idle {}
+    let order = env.state.store.order(&order_id).await.unwrap();
+    assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
+    assert_eq!(order.amount_paid.to_base_units_string(), "1000");
+    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    assert!(payments.iter().all(|p| !p.orphaned), "{payments:?}");
+    let events = env.event_types(&order_id).await;
+    assert!(
+        !events.iter().any(|e| e == "payment_order.reorged"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_sqlite() {
+    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_postgres() {
+    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Postgres).await;
+}
+
+/// An environment whose settler batches authorizations arriving together into one Multicall3
+/// transaction, with a watcher following the chain.
+async fn batching_env(backend: Backend) -> (Env, Watcher) {
+    let mut options = Options::on(backend);
+    options.configure = Box::new(|state| {
+        state.with_settlement(
+            vec![coffer_evm::testnet::dev_account(9).unwrap()],
+            SettleOptions {
+                receipt_timeout: Duration::from_secs(5),
+                batch_window: Duration::from_millis(400),
+                ..SettleOptions::default()
+            },
+        )
+    });
+    let env = Env::with(options).await;
+    coffer_evm::testnet::install_multicall3(&env.chain)
+        .await
+        .unwrap();
+    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    watcher.step().await.unwrap();
+    mine(&env, 1).await;
+    watcher.step().await.unwrap();
+    (env, watcher)
+}
+
+/// A sale of [`twin_sales`]: its order, its authorization and its transfer's log index.
+struct Twin {
+    order_id: String,
+    auth: Auth,
+    log_index: i64,
+}
+
+/// An agent pays the same route twice: two authorizations with the same payer, payTo and value
+/// (different nonces), settled together in one batched transaction and recorded as two sales,
+/// in the order of their rows (the order a rewind examines them in). Also the transaction's
+/// hash and raw bytes, to mine it again.
+async fn twin_sales(env: &Env) -> (Vec<Twin>, String, Bytes) {
+    let auths = [
+        Auth::fresh(env.payer.address(), PAY_TO, 1_000),
+        Auth::fresh(env.payer.address(), PAY_TO, 1_000),
+    ];
+    let requests = auths
+        .clone()
+        .map(|auth| auth.v2_request(auth.payload(&env.payer)));
+    let ((_, first), (_, second)) = tokio::join!(
+        env.post("/x402/settle", &[], &requests[0]),
+        env.post("/x402/settle", &[], &requests[1]),
+    );
+    assert_eq!(first["success"], true, "{first}");
+    assert_eq!(second["success"], true, "{second}");
+    let tx_hash = first["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(second["transaction"], tx_hash.as_str(), "one batch");
+    let raw: Bytes = env
+        .chain
+        .raw_request("eth_getRawTransactionByHash".into(), (tx_hash.clone(),))
+        .await
+        .unwrap();
+    let mut orders = env.orders().await;
+    assert_eq!(orders.len(), 2, "two sales");
+    orders.sort_by_key(|order| order.id);
+    let mut twins = Vec::new();
+    for order in orders {
+        let sale = env
+            .state
+            .store
+            .sale_for_order(&order.order_id)
+            .await
+            .unwrap()
+            .expect("a sale");
+        let nonce = sale.auth_nonce.expect("an authorization sale");
+        let auth = auths
+            .iter()
+            .find(|auth| format!("{:#x}", auth.nonce) == nonce)
+            .expect("one of the two")
+            .clone();
+        let payments = env
+            .state
+            .store
+            .payments_for_order(&order.order_id)
+            .await
+            .unwrap();
+        assert_eq!(payments.len(), 1);
+        twins.push(Twin {
+            order_id: order.order_id,
+            auth,
+            log_index: payments[0].payment.log_index,
+        });
+    }
+    assert_ne!(twins[0].log_index, twins[1].log_index);
+    (twins, tx_hash, raw)
+}
+
+/// The `Transfer` an authorization made in a receipt, if it was used there.
+fn transfer_of(
+    receipt: &alloy::rpc::types::TransactionReceipt,
+    auth: &Auth,
+) -> Option<coffer_server::sales::FoundTransfer> {
+    coffer_server::sales::authorized_transfer(
+        receipt,
+        USDC,
+        auth.from,
+        auth.to,
+        auth.nonce,
+        U256::from(auth.value),
+    )
+}
+
+/// Whether a receipt holds the token's `AuthorizationUsed` for an authorization.
+fn authorization_used(receipt: &alloy::rpc::types::TransactionReceipt, auth: &Auth) -> bool {
+    use alloy::sol_types::SolEvent;
+    receipt.inner.logs().iter().any(|log| {
+        log.address() == USDC
+            && log.topics()
+                == [
+                    coffer_evm::contracts::IEip3009::AuthorizationUsed::SIGNATURE_HASH,
+                    auth.from.into_word(),
+                    auth.nonce,
+                ]
+    })
+}
+
+async fn receipt_of(env: &Env, tx_hash: &str) -> alloy::rpc::types::TransactionReceipt {
+    let hash: alloy::primitives::TxHash = tx_hash.parse().unwrap();
+    let receipt = env
+        .chain
+        .get_transaction_receipt(hash)
+        .await
+        .unwrap()
+        .expect("mined again");
+    assert!(receipt.status());
+    receipt
+}
+
+/// An agent pays the same route twice ([`twin_sales`]). A reorg drops the block; the
+/// transaction is mined again behind two other transactions, so that every log moves two
+/// places and one sale's transfer now sits where the other's was. Each order must get back its
+/// own transfer — the one next to its authorization's `AuthorizationUsed` — credited once,
+/// never both orders from one transfer.
+async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg(
+    backend: Backend,
+) {
+    let (env, mut watcher) = batching_env(backend).await;
+    let before_sale = snapshot(&env).await;
+    let (twins, tx_hash, raw) = twin_sales(&env).await;
+    watcher.step().await.unwrap();
+
+    // The block is dropped; the transaction is mined again behind two token transfers of
+    // another account, which pay more for their place.
+    revert(&env, &before_sale).await;
+    mine_fork_block(&env, 7).await;
+    let _: Value = env
+        .chain
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let token = coffer_evm::contracts::IERC20::new(USDC, env.wallet(&env.stranger));
+    for _ in 0..2 {
+        let _ = token
+            .transfer(env.stranger.address(), U256::from(1u64))
+            .max_priority_fee_per_gas(50_000_000_000)
+            .max_fee_per_gas(100_000_000_000)
+            .send()
+            .await
+            .unwrap();
+    }
+    let _ = env.chain.send_raw_transaction(&raw).await.unwrap();
+    mine(&env, 1).await;
+    let _: Value = env
+        .chain
+        .raw_request("evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    let receipt = receipt_of(&env, &tx_hash).await;
+
+    let report = watcher.step().await.unwrap();
+    assert!(matches!(report, StepReport::Reorged { .. }), "{report:?}");
+    while watcher.step().await.unwrap() != StepReport::Idle {}
+
+    let mut live_logs = Vec::new();
+    for twin in &twins {
+        let own = transfer_of(&receipt, &twin.auth).expect("its transfer was mined again");
+        let own_log = i64::try_from(own.log_index).unwrap();
+        assert_eq!(own_log, twin.log_index + 2, "every log moved two places");
+
+        let payments = env
+            .state
+            .store
+            .payments_for_order(&twin.order_id)
+            .await
+            .unwrap();
+        let live: Vec<_> = payments.iter().filter(|p| !p.orphaned).collect();
+        assert_eq!(live.len(), 1, "{} {payments:?}", twin.order_id);
+        assert_eq!(live[0].payment.log_index, own_log, "its own transfer");
+        assert_eq!(live[0].payment.tx_hash, tx_hash.to_ascii_lowercase());
+        assert_eq!(live[0].payment.amount.to_base_units_string(), "1000");
+        live_logs.push(own_log);
+
+        let order = env.state.store.order(&twin.order_id).await.unwrap();
+        assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
+        assert_eq!(
+            order.amount_paid.to_base_units_string(),
+            "1000",
+            "credited once"
+        );
+    }
+    assert_ne!(live_logs[0], live_logs[1]);
+    let before: Vec<i64> = twins.iter().map(|twin| twin.log_index).collect();
+    let taken_over = live_logs.iter().filter(|log| before.contains(log)).count();
+    assert_eq!(
+        taken_over, 1,
+        "one sale's transfer now sits where the other's was: {before:?} → {live_logs:?}"
+    );
+    assert_eq!(env.balance(PAY_TO).await, U256::from(2_000u64));
+}
+
+#[tokio::test]
+async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg_on_sqlite()
+ {
+    identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg(
+        Backend::Sqlite,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg_on_postgres()
+ {
+    identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg(
+        Backend::Postgres,
+    )
+    .await;
+}
+
+/// The same twin sales ([`twin_sales`]); on the new chain someone submits the first sale's
+/// authorization on its own, so that when the batched transaction is mined again that call
+/// fails and only the other transfer happens. The transfer that remains is the second sale's:
+/// it must not be credited to the first order (examined first), nor to both, and the first
+/// order, whose transfer is not in the transaction any more, is not paid by it.
+async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin(
+    backend: Backend,
+) {
+    let (env, mut watcher) = batching_env(backend).await;
+    let before_sale = snapshot(&env).await;
+    let (twins, tx_hash, raw) = twin_sales(&env).await;
+    watcher.step().await.unwrap();
+
+    revert(&env, &before_sale).await;
+    mine_fork_block(&env, 7).await;
+    let front_run = &twins[0].auth;
+    let signature: Bytes = front_run.sign(&env.payer).parse().unwrap();
+    coffer_evm::contracts::IEip3009::new(USDC, env.wallet(&env.stranger))
+        .transferWithAuthorization_1(
+            front_run.from,
+            front_run.to,
+            U256::from(front_run.value),
+            U256::from(front_run.valid_after),
+            U256::from(front_run.valid_before),
+            front_run.nonce,
+            signature,
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    env.chain
+        .send_raw_transaction(&raw)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let receipt = receipt_of(&env, &tx_hash).await;
+    assert!(
+        !authorization_used(&receipt, &twins[0].auth),
+        "its call failed"
+    );
+    assert!(authorization_used(&receipt, &twins[1].auth));
+    let transfers = coffer_server::sales::transfers_to(&receipt, USDC, PAY_TO);
+    assert_eq!(transfers.len(), 1, "one transfer left: {transfers:?}");
+    let remaining = &transfers[0];
+
+    let report = watcher.step().await.unwrap();
+    assert!(matches!(report, StepReport::Reorged { .. }), "{report:?}");
+    while watcher.step().await.unwrap() != StepReport::Idle {}
+
+    let first = env.state.store.order(&twins[0].order_id).await.unwrap();
+    assert_ne!(first.status.as_str(), "confirmed", "{first:?}");
+    assert_eq!(first.amount_paid.to_base_units_string(), "0");
+    let payments = env
+        .state
+        .store
+        .payments_for_order(&twins[0].order_id)
+        .await
+        .unwrap();
+    assert!(payments.iter().all(|p| p.orphaned), "{payments:?}");
+
+    let second = env.state.store.order(&twins[1].order_id).await.unwrap();
+    assert_eq!(second.status.as_str(), "confirmed", "{second:?}");
+    assert_eq!(second.amount_paid.to_base_units_string(), "1000");
+    let payments = env
+        .state
+        .store
+        .payments_for_order(&twins[1].order_id)
+        .await
+        .unwrap();
+    let live: Vec<_> = payments.iter().filter(|p| !p.orphaned).collect();
+    assert_eq!(live.len(), 1, "{payments:?}");
+    assert_eq!(
+        live[0].payment.log_index,
+        i64::try_from(remaining.log_index).unwrap(),
+        "its own transfer"
+    );
+}
+
+#[tokio::test]
+async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin_on_sqlite() {
+    a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin_on_postgres()
+{
+    a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin(
+        Backend::Postgres,
+    )
+    .await;
 }
