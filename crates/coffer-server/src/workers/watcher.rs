@@ -417,7 +417,7 @@ impl Watcher {
 
     /// The rewind the next step would commit, judged now and not committed: `None` when the
     /// chain still holds the cursor's block (or the chain was never followed).
-    /// [`Store::commit_chain_step`] commits it as the step would, so that what happens between
+    /// [`coffer_store::Ledger::commit_chain_step`] commits it as the step would, so that what happens between
     /// the judgement and the commit (a sale recorded beside the watcher, say) can be examined.
     ///
     /// # Errors
