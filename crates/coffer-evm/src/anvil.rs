@@ -37,7 +37,7 @@ pub struct Anvil {
 const BINARY_IN_TOOLS: &str = ".tools/bin/anvil";
 
 /// Finds the anvil binary: `$COFFER_ANVIL`, else `.tools/bin/anvil` in the current directory or
-/// any parent, else next to the running executable's ancestors.
+/// any parent, else next to the running executable's ancestors, else `anvil` on `PATH`.
 pub fn locate_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("COFFER_ANVIL") {
         return Some(PathBuf::from(path));
@@ -52,6 +52,14 @@ pub fn locate_binary() -> Option<PathBuf> {
         .ok()
         .and_then(|dir| search(&dir))
         .or_else(|| std::env::current_exe().ok().and_then(|exe| search(&exe)))
+        .or_else(on_path)
+}
+
+/// `anvil` on `PATH`, where a Foundry user has it.
+fn on_path() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("anvil"))
+        .find(|candidate| candidate.is_file())
 }
 
 impl Anvil {

@@ -8,8 +8,9 @@
 //! - [`sqlite::SqliteStore`], the default: a single file, WAL mode, for one process.
 //! - [`postgres::PostgresStore`], for several replicas sharing one database.
 //!
-//! The backends share their SQL: `accounts_sql.rs` and `orders_sql.rs` are compiled once per
-//! backend (`include!` with the backend's row and pool types), with placeholders written `$1`,
+//! The backends share their SQL: every `*_sql.rs` file (accounts, orders, sales, settlements,
+//! checkout, credentials, payment claims, secrets) is compiled once per backend (`include!`
+//! with the backend's row and pool types), with placeholders written `$1`,
 //! `$2`, … in order of first use, which both databases bind positionally. Only migrations, the
 //! delivery-claim statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and the lock taken before a
 //! redelivery is counted differ.

@@ -212,7 +212,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
     }
     crate::master_key::create_private_dir(&args.data_dir).map_err(Failure::new)?;
     let binary = anvil::locate_binary().ok_or_else(|| {
-        Failure::new("anvil not found: run scripts/install-tools.sh (or set COFFER_ANVIL)")
+        Failure::new("anvil not found: run scripts/install-tools.sh, put Foundry's anvil on PATH, or set COFFER_ANVIL")
     })?;
 
     eprintln!("coffer dev: starting local chains");
