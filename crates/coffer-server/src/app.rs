@@ -10,7 +10,9 @@
 //! `Retry-After`, both in the native error envelope. Request bodies read by the API's extractors
 //! stay limited to 2 MB (axum's default; 413 past it).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +102,10 @@ pub struct RequestLimits {
     /// Requests handled at once; more are answered 503 with `Retry-After` (liveness and metrics
     /// are always answered).
     pub max_concurrent_requests: usize,
+    /// How long a request's body may take to arrive. It is read before the request takes one of
+    /// the `max_concurrent_requests` slots, so a client sending slowly holds its connection,
+    /// never a slot; past this it is answered 408.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for RequestLimits {
@@ -107,6 +113,7 @@ impl Default for RequestLimits {
         RequestLimits {
             request_timeout: Duration::from_secs(120),
             max_concurrent_requests: 1024,
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -119,6 +126,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Connections held at once; more wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 address by its /64); more are
+    /// closed at once, so one client cannot take every connection.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -126,6 +136,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -276,6 +287,7 @@ pub fn router(state: AppState) -> Router {
     )));
     let gate = Arc::new(RequestGate {
         timeout: state.limits.request_timeout,
+        body_timeout: state.limits.body_read_timeout,
         permits: Arc::new(Semaphore::new(state.limits.max_concurrent_requests.max(1))),
     });
     router
@@ -297,7 +309,41 @@ pub fn router(state: AppState) -> Router {
 /// The shared state of [`limit_request`].
 struct RequestGate {
     timeout: Duration,
+    body_timeout: Duration,
     permits: Arc<Semaphore>,
+}
+
+/// The most of a body read before the request takes a slot: the largest any API route accepts.
+/// A larger body (a paywall route forwards up to 10 MB) streams on from there.
+const BUFFERED_BODY: usize = 2 * 1024 * 1024;
+
+/// Reads a body up to [`BUFFERED_BODY`] bytes; a longer one is given back as what was read
+/// followed by the rest, still streaming, so that the route's own limit refuses it in its
+/// family's words.
+async fn buffered(body: axum::body::Body) -> Result<axum::body::Body, axum::Error> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        read.extend_from_slice(&chunk?);
+        if read.len() > BUFFERED_BODY {
+            let head =
+                futures_util::stream::iter([Ok::<_, axum::Error>(axum::body::Bytes::from(read))]);
+            return Ok(axum::body::Body::from_stream(head.chain(stream)));
+        }
+    }
+    Ok(axum::body::Body::from(read))
+}
+
+/// The answer to a request that took too long: 408, and the connection closed, since its body
+/// may be half read.
+fn too_slow(message: String) -> axum::response::Response {
+    let mut response =
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", message).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Paths answered whatever the load: constant-time, and what orchestrators and scrapers poll.
@@ -309,6 +355,23 @@ async fn limit_request(
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
+    // The body first, within its own deadline: a slow sender holds its connection, not a slot.
+    let (parts, body) = request.into_parts();
+    let body_deadline = gate.body_timeout.min(gate.timeout);
+    let body = match tokio::time::timeout(body_deadline, buffered(body)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return ApiError::field("INVALID_BODY", "body", "the body could not be read")
+                .into_response();
+        }
+        Err(_) => {
+            return too_slow(format!(
+                "the request body did not arrive within {} seconds",
+                body_deadline.as_secs_f64()
+            ));
+        }
+    };
+    let request = axum::extract::Request::from_parts(parts, body);
     let permit = gate.permits.clone().try_acquire_owned();
     if permit.is_err() && !NEVER_SHED.contains(&request.uri().path()) {
         let mut response = ApiError::new(
@@ -324,22 +387,10 @@ async fn limit_request(
     }
     match tokio::time::timeout(gate.timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => {
-            let mut response = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "REQUEST_TIMEOUT",
-                format!(
-                    "the request did not complete within {} seconds",
-                    gate.timeout.as_secs_f64()
-                ),
-            )
-            .into_response();
-            // The body may be half read: the connection cannot carry another request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
+        Err(_) => too_slow(format!(
+            "the request did not complete within {} seconds",
+            gate.timeout.as_secs_f64()
+        )),
     }
 }
 
@@ -424,6 +475,7 @@ pub async fn serve_with(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_client = Arc::new(ClientConnections::new(limits.max_connections_per_client));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -444,6 +496,11 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
+        // One client may not hold every connection: past its share, it is closed at once.
+        let Some(share) = per_client.enter(client.ip()) else {
+            drop(stream);
+            continue;
+        };
         let service = router.clone().map_request(
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(client));
@@ -457,12 +514,81 @@ pub async fn serve_with(
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, %client, "connection ended with an error");
             }
+            drop(share);
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Connections held per client address (an IPv6 address by its /64, which one client holds
+/// whole).
+struct ClientConnections {
+    limit: usize,
+    held: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its client until dropped.
+struct ClientShare {
+    clients: Arc<ClientConnections>,
+    key: IpAddr,
+}
+
+impl ClientConnections {
+    fn new(limit: usize) -> Self {
+        ClientConnections {
+            limit: limit.max(1),
+            held: std::sync::Mutex::default(),
+        }
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let [a, b, c, d, ..] = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientShare> {
+        let key = Self::key(ip);
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(key).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientShare {
+            clients: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut held = self
+            .clients
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// After a failed accept: at once for an error of that one connection, after a second for the

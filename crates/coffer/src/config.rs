@@ -190,6 +190,12 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Client connections held at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections held at once from one client address (an IPv6 address by its /64); more
+    /// are closed. Behind a reverse proxy every client is the proxy: raise it there.
+    pub max_connections_per_client: usize,
+    /// Seconds a request's body may take to arrive; it is read before the request takes one of
+    /// `max_concurrent_requests`, so a slow sender holds a connection, never a slot.
+    pub body_read_timeout_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -204,6 +210,8 @@ impl Default for ServerConfig {
             request_timeout_seconds: 120,
             max_concurrent_requests: 1024,
             max_connections: 4096,
+            max_connections_per_client: 256,
+            body_read_timeout_seconds: 10,
         }
     }
 }
@@ -227,6 +235,11 @@ impl ServerConfig {
                 "max_connections",
                 u64::try_from(self.max_connections).unwrap_or(u64::MAX),
             ),
+            (
+                "max_connections_per_client",
+                u64::try_from(self.max_connections_per_client).unwrap_or(u64::MAX),
+            ),
+            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -259,6 +272,7 @@ impl ServerConfig {
         coffer_server::app::RequestLimits {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_seconds),
             max_concurrent_requests: self.max_concurrent_requests,
+            body_read_timeout: std::time::Duration::from_secs(self.body_read_timeout_seconds),
         }
     }
 
@@ -267,6 +281,7 @@ impl ServerConfig {
         coffer_server::app::ConnectionLimits {
             header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_seconds),
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
         }
     }
 }
@@ -686,6 +701,12 @@ request_timeout_seconds = 120
 max_concurrent_requests = 1024
 # Client connections held at once; more wait until one closes.
 max_connections = 4096
+# Connections held at once from one client address (an IPv6 address by its /64). Behind a
+# reverse proxy every client is the proxy: raise this (and limit clients at the proxy).
+max_connections_per_client = 256
+# Seconds a request's body may take to arrive. Bodies are read before a request takes one of
+# max_concurrent_requests, so a slow sender holds its connection, never a slot; then 408.
+body_read_timeout_seconds = 10
 
 [database]
 # sqlite:<path> for one process (created if missing), or

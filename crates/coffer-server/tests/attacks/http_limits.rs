@@ -111,6 +111,7 @@ async fn a_client_that_sends_headers_one_byte_a_second_is_disconnected() {
         ConnectionLimits {
             header_read_timeout: timeout,
             max_connections: 16,
+            max_connections_per_client: 16,
         },
     )
     .await;
@@ -245,32 +246,41 @@ async fn a_request_slower_than_the_request_timeout_is_answered_408_and_settles_n
 
 #[tokio::test]
 async fn past_the_concurrency_limit_requests_are_shed_with_503_and_retry_after() {
-    let mut options = Options::on(Backend::Sqlite);
-    options.configure = Box::new(|mut state| {
+    // Two paid requests wait on a slow upstream: they hold both places.
+    let upstream = Upstream::slow(Duration::from_secs(3), 2).await;
+    let mut options = paywalled(Backend::Sqlite, &upstream);
+    let url = upstream.url.clone();
+    options.configure = Box::new(move |state| {
+        let mut state = with_paywall(state, &url);
         state.limits.max_concurrent_requests = 2;
         state
     });
     let env = Env::with(options).await;
-    let address = env.base.trim_start_matches("http://").to_owned();
-
-    // Two requests whose bodies never finish hold both places.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-        stream
-            .write_all(
-                format!(
-                    "POST /x402/settle HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-                     Content-Length: 100\r\n\r\n{{"
-                )
-                .as_bytes(),
+        let (base, header) = (env.base.clone(), payment(&env));
+        held.push(tokio::spawn(async move {
+            raw_request(
+                &base,
+                "GET",
+                "/premium/quote",
+                &[("X-PAYMENT", &header)],
+                b"",
             )
             .await
-            .unwrap();
-        held.push(stream);
+        }));
+    }
+    // Both are at the upstream before anyone else asks.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while upstream.seen().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the paid requests reach the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (name, value) = env.auth();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(3);
     let shed = loop {
         let answer = raw_request(&env.base, "GET", "/api/merchant", &[(name, &value)], b"").await;
         if answer.status == 503 || Instant::now() > deadline {
@@ -286,17 +296,99 @@ async fn past_the_concurrency_limit_requests_are_shed_with_503_and_retry_after()
     let health = raw_request(&env.base, "GET", "/healthz", &[], b"").await;
     assert_eq!(health.status, 200);
 
-    // When the held requests go away, their places are free again.
-    drop(held);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let answer = raw_request(&env.base, "GET", "/api/merchant", &[(name, &value)], b"").await;
-        if answer.status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{answer:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // When the held requests are done, their places are free again.
+    for request in held {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
     }
+    let answer = raw_request(&env.base, "GET", "/api/merchant", &[(name, &value)], b"").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+/// Slow senders of request bodies hold their connections, never a place: the body is read
+/// before the request takes one, within its own deadline, then 408.
+#[tokio::test]
+async fn slow_bodies_take_no_place_and_are_answered_408() {
+    let mut options = Options::on(Backend::Sqlite);
+    options.configure = Box::new(|mut state| {
+        state.limits.max_concurrent_requests = 2;
+        state.limits.body_read_timeout = Duration::from_secs(2);
+        state
+    });
+    let env = Env::with(options).await;
+    let address = env.base.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /x402/settle HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+                     Content-Length: 100\r\n\r\n{{"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Everyone else is served meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (name, value) = env.auth();
+    let answer = raw_request(&env.base, "GET", "/api/merchant", &[(name, &value)], b"").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    // The slow senders get 408 at their deadline.
+    for mut stream in slow {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        let answer = parse_raw_response(&answer);
+        assert_eq!(answer.status, 408, "{answer:?}");
+        assert_eq!(answer.body["error"]["code"], "REQUEST_TIMEOUT");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// One client cannot hold every connection: past its share, its connections are closed.
+#[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let env = Env::new(Backend::Sqlite).await;
+    let base = serve_with_limits(
+        &env,
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            max_connections_per_client: 3,
+        },
+    )
+    .await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // The fourth is closed at once, unanswered.
+    let mut fourth = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: coffer\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), fourth.read_to_end(&mut answer))
+        .await
+        .expect("closed promptly");
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Its share back, the client is served again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let healthy = raw_request(&base, "GET", "/healthz", &[], b"").await;
+    assert_eq!(healthy.status, 200);
 }
 
 #[tokio::test]
