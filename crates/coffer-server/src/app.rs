@@ -136,7 +136,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
-            max_connections_per_client: 256,
+            max_connections_per_client: 1024,
         }
     }
 }

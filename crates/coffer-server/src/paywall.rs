@@ -1009,7 +1009,9 @@ async fn settle_and_record(
 ) -> SettleResponse {
     let settled = state
         .settler
-        .settle_with(&request, now, state.settle_timeout)
+        // The paywall delivers on this answer: only a settlement this request made counts, never
+        // one another purchase (a Pelago order, another route) made with the same payment.
+        .settle_exclusive(&request, now, state.settle_timeout)
         .await;
     let pending = settled.error_reason.as_deref() == Some(SETTLEMENT_PENDING);
     if settled.success || pending {

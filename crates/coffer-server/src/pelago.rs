@@ -756,12 +756,17 @@ impl Pelago {
                     order_id,
                 ));
             }
-            if let (Some(bound), Some(order)) = (&row.order_id, &existing)
-                && *bound != order.order_id
-            {
+            // Only a settlement made for this order pays it: one made for another order, or for
+            // another purchase altogether (the paywall, another seller), never does.
+            let made_for_this = match (&row.order_id, &existing) {
+                (Some(bound), Some(order)) => *bound == order.order_id,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !made_for_this {
                 return Err(refused(
                     "PAYMENT_ALREADY_USED",
-                    "this authorization was settled for another order",
+                    "this authorization was settled for another purchase",
                     order_id,
                 ));
             }
@@ -844,6 +849,21 @@ impl Pelago {
                 ));
             }
             return Err(PelagoError::Unavailable(UNEXPECTED_SETTLE_ERROR.to_owned()));
+        }
+        // The journal may have answered for a settlement another purchase made meanwhile (the
+        // paywall, with the same payment): it does not pay this order.
+        if settled.success
+            && self
+                .store
+                .settlement(&key)
+                .await?
+                .is_none_or(|row| row.order_id.as_deref() != Some(order.order_id.as_str()))
+        {
+            return Err(refused(
+                "PAYMENT_ALREADY_USED",
+                "this authorization was settled for another purchase",
+                Some(&order.order_id),
+            ));
         }
         if !settled.success {
             let reason = settled.error_reason.unwrap_or_default();

@@ -391,6 +391,32 @@ impl Settler {
         receipt_timeout: Duration,
         order_id: Option<&str>,
     ) -> SettleResponse {
+        self.settle_as(request, now, receipt_timeout, Purpose::Order(order_id))
+            .await
+    }
+
+    /// Settles a payment that must be settled by this very call: an authorization already in
+    /// the journal — settled, in flight, or claimed by any other caller — is refused
+    /// (`NonceUsed`) instead of answered from the journal. For a seller that delivers on the
+    /// strength of the answer (the paywall): one payment must never be answered "success"
+    /// twice, to two different purchases.
+    pub async fn settle_exclusive(
+        &self,
+        request: &PaymentRequest,
+        now: u64,
+        receipt_timeout: Duration,
+    ) -> SettleResponse {
+        self.settle_as(request, now, receipt_timeout, Purpose::Exclusive)
+            .await
+    }
+
+    async fn settle_as(
+        &self,
+        request: &PaymentRequest,
+        now: u64,
+        receipt_timeout: Duration,
+        purpose: Purpose<'_>,
+    ) -> SettleResponse {
         let version = request.version();
         let reply = |success: bool,
                      reason: Option<&str>,
@@ -418,7 +444,7 @@ impl Settler {
         let lock = lock_for(&self.authorizations, &key);
         let _serialised = lock.lock().await;
         match self
-            .settle_once(request, &payment, &key, receipt_timeout, order_id)
+            .settle_once(request, &payment, &key, receipt_timeout, purpose)
             .await
         {
             Ok(Settled::Row(row)) => self.reply_for(&row, version, request),
@@ -482,10 +508,15 @@ impl Settler {
         payment: &CheckedPayment,
         key: &SettlementKey,
         receipt_timeout: Duration,
-        order_id: Option<&str>,
+        purpose: Purpose<'_>,
     ) -> Result<Settled, String> {
+        let order_id = match purpose {
+            Purpose::Order(order_id) => order_id,
+            Purpose::Exclusive => None,
+        };
         // An existing row decides the answer — this authorization is (being) settled already —
-        // but only for a request that presents the same signed terms.
+        // but only for a request that presents the same signed terms, and never for one that
+        // must settle it itself.
         if let Some(row) = self
             .store
             .settlement(key)
@@ -494,6 +525,9 @@ impl Settler {
         {
             if let Err(rejection) = same_terms(&row, payment) {
                 return Ok(Settled::Rejected(rejection));
+            }
+            if purpose == Purpose::Exclusive {
+                return Ok(Settled::Rejected(already_presented()));
             }
             if !(row.status == SettlementStatus::Pending
                 && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
@@ -525,6 +559,9 @@ impl Settler {
             .map_err(|e| e.to_string())?;
         if let Err(rejection) = same_terms(&row, payment) {
             return Ok(Settled::Rejected(rejection));
+        }
+        if !fresh && purpose == Purpose::Exclusive {
+            return Ok(Settled::Rejected(already_presented()));
         }
         let abandoned = row.status == SettlementStatus::Pending
             && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS;
@@ -1385,6 +1422,25 @@ pub fn same_terms(
                       terms (payee, value, validity or signature)"
                 .to_owned(),
         })
+    }
+}
+
+/// What a settlement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose<'a> {
+    /// Shared with any caller presenting the same authorization (the facilitator's
+    /// idempotency), journaled with the order it pays, if any.
+    Order(Option<&'a str>),
+    /// This call's alone: an authorization already journaled is refused.
+    Exclusive,
+}
+
+/// The refusal of an authorization that another request settled or is settling.
+fn already_presented() -> crate::facilitator::Rejection {
+    crate::facilitator::Rejection {
+        reason: crate::reasons::Reason::NonceUsed,
+        message: "this authorization was already presented and pays once; sign a new one"
+            .to_owned(),
     }
 }
 

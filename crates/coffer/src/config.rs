@@ -210,7 +210,7 @@ impl Default for ServerConfig {
             request_timeout_seconds: 120,
             max_concurrent_requests: 1024,
             max_connections: 4096,
-            max_connections_per_client: 256,
+            max_connections_per_client: 1024,
             body_read_timeout_seconds: 10,
         }
     }
@@ -703,7 +703,7 @@ max_concurrent_requests = 1024
 max_connections = 4096
 # Connections held at once from one client address (an IPv6 address by its /64). Behind a
 # reverse proxy every client is the proxy: raise this (and limit clients at the proxy).
-max_connections_per_client = 256
+max_connections_per_client = 1024
 # Seconds a request's body may take to arrive. Bodies are read before a request takes one of
 # max_concurrent_requests, so a slow sender holds its connection, never a slot; then 408.
 body_read_timeout_seconds = 10

@@ -15,6 +15,7 @@ mod gatepay_refunds;
 mod harness;
 mod http_limits;
 mod lost_customers;
+mod one_payment_two_purchases;
 mod page_headers;
 mod page_links;
 mod paywall_paths;
