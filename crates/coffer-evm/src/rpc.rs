@@ -220,13 +220,24 @@ impl RpcHttp {
             Err(error) => return Err(TransportErrorKind::custom(error)),
         };
         tracing::trace!(%status, bytes = body.len(), "RPC answer");
-        if !status.is_success() {
-            // Some nodes answer JSON-RPC errors with an HTTP error status: still an answer.
-            if let Ok(packet) = serde_json::from_slice::<ResponsePacket>(&body)
-                && packet.is_error()
-            {
-                return Ok(packet);
+        // A JSON-RPC error is an answer, whatever the HTTP status (some nodes send one with an
+        // error status). Its message is the node's text, which may quote the URL or its key
+        // ("invalid api key at /v2/…"): it is cleaned before anyone reads it.
+        if let Ok(packet) = serde_json::from_slice::<ResponsePacket>(&body)
+            && packet.is_error()
+        {
+            let text = String::from_utf8_lossy(&body);
+            if self.scrubber.leaks(&text) {
+                if let Ok(clean) = serde_json::from_str(&self.scrubber.clean(&text)) {
+                    return Ok(clean);
+                }
+                return Err(TransportErrorKind::custom_str(
+                    "the node answered an error quoting its endpoint",
+                ));
             }
+            return Ok(packet);
+        }
+        if !status.is_success() {
             return Err(TransportErrorKind::http_error_with_retry_after(
                 status.as_u16(),
                 String::from_utf8_lossy(&body).into_owned(),
@@ -467,6 +478,56 @@ mod tests {
             assert_clean(&probe.to_string());
             assert_clean(&format!("{rpc:?}"));
         }
+    }
+
+    /// A node that answers every call with a JSON-RPC error quoting the path it was called at
+    /// (and the whole URL), as some providers do for a bad key.
+    async fn echoing_node() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = vec![0u8; 8192];
+                let read = socket.read(&mut head).await.unwrap_or(0);
+                let path = String::from_utf8_lossy(&head[..read])
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = format!(
+                    r#"{{"jsonrpc":"2.0","id":0,"error":{{"code":-32000,"message":"invalid api key at {path} http://127.0.0.1:{port}{path}"}}}}"#
+                );
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_node_quoting_its_key_in_an_error_answer_is_cleaned() {
+        let port = echoing_node().await;
+        let rpc = rpc_for(vec![format!(
+            "http://127.0.0.1:{port}/v2/SEKRETKEY123?apikey=SEKRETKEY456"
+        )]);
+        let (_, provider) = rpc.endpoint(0).unwrap();
+        let error = provider.get_block_number().await.unwrap_err();
+        let text = error.to_string();
+        assert_clean(&text);
+        assert_clean(&format!("{error:?}"));
+        assert!(
+            text.contains("invalid api key"),
+            "still the node's answer: {text}"
+        );
+        assert_clean(
+            &rpc.probe(Duration::from_secs(2))
+                .await
+                .unwrap_err()
+                .to_string(),
+        );
     }
 
     #[test]
