@@ -946,7 +946,63 @@ impl Settler {
                 Err(error) => tracing::warn!(%error, "reconciling a settlement failed"),
             }
         }
+        self.fill_nonce_gaps().await?;
         Ok(resolved)
+    }
+
+    /// Sends again, for each signer on each chain, the journaled transaction at the nonce the
+    /// node expects next, when the journal has gone past it and the node has forgotten it: a
+    /// reorg that dropped a mined settlement leaves the node one nonce behind the journal, and
+    /// every later transaction would wait behind the gap forever.
+    async fn fill_nonce_gaps(&self) -> Result<(), StoreError> {
+        for rpc in self.rpcs.iter() {
+            let chain_id = rpc.chain_id();
+            let Some(provider) = self.provider(chain_id) else {
+                continue;
+            };
+            for signer in &self.signers {
+                let address = signer.address();
+                let journaled = format!("{address:#x}");
+                let Some(journal_next) = self.store.next_signer_nonce(chain_id, &journaled).await?
+                else {
+                    continue;
+                };
+                let node_next = match provider.get_transaction_count(address).pending().await {
+                    Ok(next) => next,
+                    Err(error) => {
+                        tracing::warn!(%error, chain_id, "reading a signer's nonce failed");
+                        continue;
+                    }
+                };
+                if node_next >= journal_next {
+                    continue;
+                }
+                for (hash, raw) in self
+                    .store
+                    .transactions_at_nonce(chain_id, &journaled, node_next)
+                    .await?
+                {
+                    let (Ok(parsed), Ok(raw)) = (hash.parse::<TxHash>(), raw.parse::<Bytes>())
+                    else {
+                        continue;
+                    };
+                    if !matches!(provider.get_transaction_by_hash(parsed).await, Ok(None)) {
+                        continue;
+                    }
+                    tracing::warn!(
+                        chain_id,
+                        signer = %address,
+                        nonce = node_next,
+                        tx = %hash,
+                        "the node lost a journaled settlement (a reorg?): sending it again"
+                    );
+                    if provider.send_raw_transaction(&raw).await.is_ok() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn resend_if_lost_or_stuck(&self, row: &SettlementRow) {

@@ -658,3 +658,56 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
     )
     .await;
 }
+
+/// A reorg drops a mined settlement: the node is one nonce behind Coffer's journal, and every
+/// later settlement would wait behind the gap forever (and the paywall would keep serving
+/// "pending" payments that never land). The reconciler sends the lost transaction again; the
+/// signer moves on.
+async fn a_dropped_settlement_does_not_jam_the_signer(backend: Backend) {
+    let mut options = Options::on(backend);
+    options.configure = Box::new(|state| {
+        state.with_facilitator_policy(coffer_server::facilitator_policy::FacilitatorPolicy::open())
+    });
+    let env = Env::with(options).await;
+    let before_payer = env.balance(env.payer.address()).await;
+    let before_first = snapshot(&env).await;
+    settle_to_merchant(&env, 1_000).await;
+    revert(&env, &before_first).await;
+    mine_fork_block(&env, 3).await;
+
+    // The next settlement is signed with the journal's next nonce: stuck behind the gap.
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 2_000);
+    let request = auth.v2_request(auth.payload(&env.payer));
+    let (_, reply) = env.post("/x402/settle", &[], &request).await;
+    assert_eq!(reply["errorReason"], "settlement_pending", "{reply}");
+
+    // The reconciler fills the gap; both settlements land.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        env.state.settler.reconcile().await.unwrap();
+        let (_, again) = env.post("/x402/settle", &[], &request).await;
+        if again["success"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still jammed: {again}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        before_payer - env.balance(env.payer.address()).await,
+        alloy::primitives::U256::from(3_000u64),
+        "both payments landed, each once"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_settlement_does_not_jam_the_signer_on_sqlite() {
+    a_dropped_settlement_does_not_jam_the_signer(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_dropped_settlement_does_not_jam_the_signer_on_postgres() {
+    a_dropped_settlement_does_not_jam_the_signer(Backend::Postgres).await;
+}
