@@ -782,11 +782,28 @@ impl Pelago {
                     ));
                 }
                 SettlementStatus::Succeeded => {
-                    let recorded = self
+                    let recorded = match self
                         .sales
                         .record_key(&key, description, existing.as_ref())
                         .await
-                        .map_err(|e| PelagoError::Unavailable(e.to_string()))?;
+                    {
+                        Ok(recorded) => recorded,
+                        // Settled, but its transaction is not on the chain now (a reorg
+                        // dropped it; the reconciler sends it again): in flight, not an outage.
+                        Err(crate::sales::SaleError::Chain { message, .. })
+                            if message.starts_with("no receipt") =>
+                        {
+                            return Err(refused(
+                                "SETTLEMENT_PENDING",
+                                format!(
+                                    "settlement_pending: transaction {} is not on the chain now; it is being sent again — query the order, do not pay again",
+                                    row.tx_hash.as_deref().unwrap_or("(unknown)")
+                                ),
+                                row.order_id.as_deref().or(order_id),
+                            ));
+                        }
+                        Err(error) => return Err(PelagoError::Unavailable(error.to_string())),
+                    };
                     return match recorded {
                         Some(recorded)
                             if existing

@@ -110,7 +110,14 @@ impl CheckedPayment {
     pub fn terms_hash(&self) -> String {
         let mut bytes = Vec::with_capacity(32 + self.signature.len());
         bytes.extend_from_slice(self.digest.as_slice());
-        bytes.extend_from_slice(&self.signature);
+        // An ECDSA signature in one canonical spelling (`v` as 27/28, whether it came as 0/1 or
+        // 27/28): the same signature is the same terms, whatever its encoding.
+        match Signature::try_from(self.signature.as_ref()) {
+            Ok(parsed) if self.signature.len() == 65 => {
+                bytes.extend_from_slice(&parsed.as_bytes());
+            }
+            _ => bytes.extend_from_slice(&self.signature),
+        }
         format!("{:#x}", alloy::primitives::keccak256(bytes))
     }
 }

@@ -263,7 +263,7 @@ async fn list_deliveries(
     params(("event_id" = String, Path, description = "evt_…")),
     responses(
         (status = 202, description = "Scheduled", body = DeliveryEnvelope),
-        (status = 400, description = "NO_WEBHOOK_URL, or VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
+        (status = 400, description = "NO_WEBHOOK_URL; NOT_DELIVERABLE (an event recorded, never sent, such as payment_order.created); or VALIDATION_ERROR: the path is not UTF-8", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 404, description = "EVENT_NOT_FOUND (also another merchant's event)", body = ErrorBody),
         (status = 429, description = "REDELIVERY_LIMITED: a delivery of the event is in flight, or it was redelivered 5 times in the last hour", body = ErrorBody)
@@ -275,6 +275,21 @@ async fn redeliver(
     ApiPath(event_id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryEnvelope>), ApiError> {
     let event = owned_event(&state, &merchant, &event_id).await?;
+    // Only an event that was meant to be sent can be sent again: one recorded without a
+    // delivery (`payment_order.created`, a GatePay order's native events) never is.
+    let delivered_before = !state
+        .store
+        .deliveries(&merchant.id, Some(&event.event_id), 1)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .is_empty();
+    if !delivered_before {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NOT_DELIVERABLE",
+            format!("{event_id} is recorded, not sent: it has no delivery to repeat"),
+        ));
+    }
     let order_url = match &event.order_id {
         Some(order_id) => state
             .store

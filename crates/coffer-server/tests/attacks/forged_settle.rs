@@ -95,6 +95,43 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
     );
 }
 
+/// The same signature spelled another way (`v` as 0/1 instead of 27/28) is the same signed
+/// authorization: repeated, it answers exactly what the first settle did.
+async fn a_signature_respelled_answers_the_same(backend: Backend) {
+    let mut options = Options::on(backend);
+    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let env = Env::with(options).await;
+    let paid = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
+    let signature = paid.sign(&env.payer);
+    let (_, first) = env
+        .post(
+            "/x402/settle",
+            &[],
+            &paid.v2_request(paid.payload_signed(&signature)),
+        )
+        .await;
+    assert_eq!(first["success"], true, "{first}");
+    let v = u8::from_str_radix(&signature[130..132], 16).unwrap();
+    let respelled = format!("{}{:02x}", &signature[..130], v - 27);
+    let (_, again) = env
+        .post(
+            "/x402/settle",
+            &[],
+            &paid.v2_request(paid.payload_signed(&respelled)),
+        )
+        .await;
+    assert_eq!(
+        (&again["success"], &again["transaction"]),
+        (&first["success"], &first["transaction"]),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn a_signature_respelled_answers_the_same_on_sqlite() {
+    a_signature_respelled_answers_the_same(Backend::Sqlite).await;
+}
+
 #[tokio::test]
 async fn a_repeated_settle_with_other_terms_is_refused_on_sqlite() {
     a_repeated_settle_with_other_terms_is_refused(Backend::Sqlite).await;

@@ -737,6 +737,31 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
         assert_eq!(dispatch(&env.state).await, 0);
     }
     assert_eq!(endpoint.connections(), 6);
+
+    // An event recorded but never sent (the order's creation) is not sent by redelivery either.
+    let created = env
+        .state
+        .store
+        .events(&env.merchant.id, Some(&order_id), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|event| event.event_type == "payment_order.created")
+        .expect("the creation event");
+    let (status, answer) = env
+        .post(
+            &format!("/api/events/{}/redeliver/", created.event_id),
+            &headers,
+            &empty,
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("NOT_DELIVERABLE")),
+        "{answer}"
+    );
+    assert_eq!(dispatch(&env.state).await, 0);
+    assert_eq!(endpoint.connections(), 6);
     let deliveries = deliveries_of(&env, &env.api_key, &order_id).await;
     assert_eq!(
         deliveries.len(),
