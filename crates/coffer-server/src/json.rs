@@ -53,22 +53,26 @@ pub(crate) fn not_an_object(raw: &[u8]) -> Option<Result<(), String>> {
 /// The path (`goods.goodsName`, `body` for a key) of the first string in the JSON `raw` that
 /// holds a NUL character (written `\u0000`), which no store can keep.
 pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
-    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+    /// The path to the first text holding a NUL below `value`, which sits at `path` (`None`:
+    /// the body itself; a key may be empty, so the root is not an empty path).
+    fn walk(value: &serde_json::Value, path: Option<&str>) -> Option<Option<String>> {
         match value {
-            serde_json::Value::String(text) if text.contains('\0') => Some(path.to_owned()),
-            serde_json::Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(index, item)| walk(item, &format!("{path}[{index}]"))),
+            serde_json::Value::String(text) if text.contains('\0') => Some(path.map(str::to_owned)),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(index, item)| {
+                    let at = format!("{}[{index}]", path.unwrap_or("body"));
+                    walk(item, Some(&at))
+                })
+            }
             serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
                 if key.contains('\0') {
-                    return Some(path.to_owned());
+                    return Some(path.map(str::to_owned));
                 }
-                let path = match path {
-                    "" => key.clone(),
-                    path => format!("{path}.{key}"),
+                let at = match path {
+                    None => key.clone(),
+                    Some(path) => format!("{path}.{key}"),
                 };
-                walk(item, &path)
+                walk(item, Some(&at))
             }),
             _ => None,
         }
@@ -77,10 +81,7 @@ pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
         return None;
     }
     let value = serde_json::from_slice(raw).ok()?;
-    walk(&value, "").map(|path| match path.as_str() {
-        "" => "body".to_owned(),
-        _ => path,
-    })
+    walk(&value, None).map(|path| path.unwrap_or_else(|| "body".to_owned()))
 }
 
 /// Parses `raw`, a JSON object, as `T`, naming the field at fault.
@@ -199,6 +200,20 @@ mod tests {
         assert!(debug.contains("field: Some(\"amount\")"), "{debug}");
         let (code, _) = error_of(r#"{"amount": "1", "#);
         assert_eq!(code, "INVALID_JSON");
+    }
+
+    #[test]
+    fn a_nul_is_named_by_its_whole_path_even_under_an_empty_key() {
+        // Found by the properties: under an empty top-level key, the path lost its root and
+        // named only the inner key.
+        assert_eq!(nul_in(br#"{"": {"A": "\u0000"}}"#).as_deref(), Some(".A"));
+        assert_eq!(
+            nul_in(br#"{"a": ["x", "\u0000"]}"#).as_deref(),
+            Some("a[1]")
+        );
+        assert_eq!(nul_in(br#"{"a": "\u0000"}"#).as_deref(), Some("a"));
+        assert_eq!(nul_in(br#"{"a\u0000": 1}"#).as_deref(), Some("body"));
+        assert_eq!(nul_in(br#"{"a": "b"}"#), None);
     }
 
     #[test]
