@@ -463,13 +463,7 @@ impl X402Sales {
         let hash: B256 = tx_hash
             .parse()
             .map_err(|_| chain_error(format!("{tx_hash:?} is not a transaction hash")))?;
-        let provider = self
-            .rpcs
-            .iter()
-            .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
-            .ok_or_else(|| chain_error("no RPC endpoint configured".to_owned()))?;
-        provider
+        self.provider(chain_id)?
             .get_transaction_receipt(hash)
             .await
             .map_err(|error| chain_error(error.to_string()))?
@@ -527,16 +521,7 @@ impl X402Sales {
     /// # Errors
     /// [`SaleError::Chain`] when the chain cannot be asked.
     pub async fn block_number(&self, chain_id: u64) -> Result<u64, SaleError> {
-        let provider = self
-            .rpcs
-            .iter()
-            .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
-            .ok_or_else(|| SaleError::Chain {
-                chain_id,
-                message: "no RPC endpoint configured".to_owned(),
-            })?;
-        provider
+        self.provider(chain_id)?
             .get_block_number()
             .await
             .map_err(|error| SaleError::Chain {
@@ -551,13 +536,7 @@ impl X402Sales {
     /// [`SaleError::Chain`] when the chain cannot be asked or has no such block.
     pub async fn block_timestamp(&self, chain_id: u64, number: u64) -> Result<u64, SaleError> {
         let chain_error = |message: String| SaleError::Chain { chain_id, message };
-        let provider = self
-            .rpcs
-            .iter()
-            .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
-            .ok_or_else(|| chain_error("no RPC endpoint configured".to_owned()))?;
-        provider
+        self.provider(chain_id)?
             .get_block_by_number(number.into())
             .await
             .map_err(|error| chain_error(error.to_string()))?
@@ -565,19 +544,24 @@ impl X402Sales {
             .ok_or_else(|| chain_error(format!("no block {number}")))
     }
 
+    /// A block's time for a payment row, the clock's when the chain cannot say.
     async fn block_time(&self, chain_id: u64, number: u64) -> i64 {
-        let provider = self
-            .rpcs
+        match self.block_timestamp(chain_id, number).await {
+            Ok(at) => i64::try_from(at).unwrap_or(i64::MAX),
+            Err(_) => Utc::now().timestamp(),
+        }
+    }
+
+    /// The chain's first RPC endpoint.
+    fn provider(&self, chain_id: u64) -> Result<alloy::providers::DynProvider, SaleError> {
+        self.rpcs
             .iter()
             .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()));
-        let Some(provider) = provider else {
-            return Utc::now().timestamp();
-        };
-        match provider.get_block_by_number(number.into()).await {
-            Ok(Some(block)) => i64::try_from(block.header.timestamp).unwrap_or(i64::MAX),
-            _ => Utc::now().timestamp(),
-        }
+            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .ok_or_else(|| SaleError::Chain {
+                chain_id,
+                message: "no RPC endpoint configured".to_owned(),
+            })
     }
 
     #[allow(clippy::too_many_arguments)]

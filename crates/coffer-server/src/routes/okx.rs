@@ -16,7 +16,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_store::{MerchantRow, SettlementStatus};
 use coffer_x402::wire::PaymentRequest;
@@ -148,21 +148,16 @@ async fn admit(
         Denied::RateLimited {
             retry_after,
             message,
-        } => {
-            let mut response = envelope(
+        } => crate::routes::x402::with_retry_after(
+            envelope(
                 dialect,
                 StatusCode::TOO_MANY_REQUESTS,
                 50011,
                 message,
                 empty,
-            );
-            if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
-            }
-            response
-        }
+            ),
+            *retry_after,
+        ),
         Denied::Unavailable => envelope(
             dialect,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -175,14 +175,19 @@ fn denial(denied: &Denied, body: impl serde::Serialize) -> Response {
         Denied::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Denied::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
-    let mut response = (status, Json(body)).into_response();
-    if let Denied::RateLimited { retry_after, .. } = denied {
-        let seconds = retry_after.as_secs().max(1).to_string();
-        if let Ok(value) = HeaderValue::from_str(&seconds) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, value);
-        }
+    let response = (status, Json(body)).into_response();
+    match denied {
+        Denied::RateLimited { retry_after, .. } => with_retry_after(response, *retry_after),
+        _ => response,
+    }
+}
+
+/// `response` with `Retry-After` in whole seconds (at least one).
+pub(crate) fn with_retry_after(mut response: Response, wait: std::time::Duration) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
     }
     response
 }
