@@ -1,14 +1,14 @@
-// Merchants and API keys: one implementation compiled once per backend, like
-// `orders_sql.rs`. The including module defines `DbRow`, `ThisStore` and `BACKEND`.
+// Merchants and API keys, compiled once per backend (see `crate::shared_sql`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use coffer_core::MerchantId;
 use sqlx::Row;
 
+use crate::fetch;
 use crate::rows::merchant_id;
 use crate::secrets::{MERCHANT_WEBHOOK_SECRET, Sealer};
-use crate::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant, StoreError};
+use crate::{ApiKeyRow, Constraint, MerchantRow, NewApiKey, NewMerchant, StoreError};
 
 /// A stored merchant, its webhook secret opened.
 fn merchant_row(sealer: &Sealer, row: &DbRow) -> Result<MerchantRow, StoreError> {
@@ -63,7 +63,7 @@ impl crate::Store for ThisStore {
         .bind(merchant.created_at)
         .execute(&self.pool)
         .await
-        .map_err(StoreError::classify("merchant"))?;
+        .map_err(StoreError::unique(Constraint::Merchant))?;
         Ok(merchant.into())
     }
 
@@ -91,13 +91,8 @@ impl crate::Store for ThisStore {
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantRow>, StoreError> {
-        sqlx::query("SELECT * FROM merchants ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .iter()
-            .map(|row| merchant_row(&self.sealer, row))
-            .collect()
+        let query = sqlx::query("SELECT * FROM merchants ORDER BY created_at, id");
+        fetch::all(&self.pool, query, |row| merchant_row(&self.sealer, row)).await
     }
 
     async fn insert_api_key(&self, key: NewApiKey) -> Result<ApiKeyRow, StoreError> {
@@ -113,7 +108,7 @@ impl crate::Store for ThisStore {
         .bind(key.created_at)
         .execute(&self.pool)
         .await
-        .map_err(StoreError::classify("api key"))?;
+        .map_err(StoreError::unique(Constraint::ApiKey))?;
         Ok(key.into())
     }
 
@@ -150,16 +145,11 @@ impl crate::Store for ThisStore {
     }
 
     async fn api_keys(&self, merchant: Option<&MerchantId>) -> Result<Vec<ApiKeyRow>, StoreError> {
-        sqlx::query(
+        let query = sqlx::query(
             "SELECT * FROM api_keys WHERE CAST($1 AS TEXT) IS NULL OR merchant_id = $1 ORDER BY created_at, id",
         )
-        .bind(merchant.map(MerchantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::Database)?
-        .iter()
-        .map(api_key_row)
-        .collect()
+        .bind(merchant.map(MerchantId::as_str));
+        fetch::all(&self.pool, query, api_key_row).await
     }
 
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<ApiKeyRow, StoreError> {

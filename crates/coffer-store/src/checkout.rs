@@ -182,8 +182,9 @@ pub trait Checkout: Send + Sync + 'static {
     /// Records GatePay's names for an order (before the order itself is written).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] with `"merchantTradeNo"` when the merchant used the trade
-    /// number before, `"prepayId"` when the id is taken.
+    /// [`StoreError::Conflict`] with [`MerchantTradeNo`](crate::Constraint::MerchantTradeNo)
+    /// when the merchant used the trade number before, with
+    /// [`PrepayId`](crate::Constraint::PrepayId) when the id is taken.
     async fn insert_gatepay_order(&self, order: &GatePayOrderRow) -> Result<(), StoreError>;
 
     /// Forgets GatePay's names for an order that could not be created.

@@ -1,13 +1,13 @@
-// GatePay credentials, nonces, orders, refunds and fiat quotes: one implementation compiled
-// once per backend (see `orders_sql.rs`). The including module defines `DbRow`, `ThisStore`,
-// `BEGIN_REFUND` (how a refund's transaction starts) and `LOCK_REFUNDED_ORDER` (the statement
-// that reads the refunded order and holds it until the transaction ends).
+// GatePay credentials, nonces, orders, refunds and fiat quotes, compiled once per backend (see
+// `crate::shared_sql`). The backend's `BEGIN_REFUND` starts a refund's transaction and its
+// `LOCK_REFUNDED_ORDER` reads the refunded order and holds it until the transaction ends.
 
 use coffer_core::{Amount, MerchantId, OrderStatus};
 use sqlx::Row;
 
-use crate::StoreError;
+use crate::{Constraint, StoreError};
 use crate::checkout::{GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, OrderQuoteRow, RefundDecision};
+use crate::fetch;
 use crate::rows::merchant_id;
 use crate::secrets::{GATEPAY_SECRET, Sealer};
 
@@ -88,29 +88,19 @@ impl crate::Checkout for ThisStore {
         .execute(&self.pool)
         .await
         .map(drop)
-        .map_err(StoreError::classify("GatePay credential"))
+        .map_err(StoreError::unique(Constraint::GatePayCredential))
     }
 
     async fn gatepay_credential(&self, client_id: &str) -> Result<Option<GatePayCredentialRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_credentials WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(|row| credential_row(&self.sealer, row))
-            .transpose()
+        let query = sqlx::query("SELECT * FROM gatepay_credentials WHERE client_id = $1")
+            .bind(client_id);
+        fetch::optional(&self.pool, query, |row| credential_row(&self.sealer, row)).await
     }
 
     async fn gatepay_credentials(&self, merchant: &MerchantId) -> Result<Vec<GatePayCredentialRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_credentials WHERE merchant_id = $1 ORDER BY created_at_ms, client_id")
-            .bind(merchant.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .iter()
-            .map(|row| credential_row(&self.sealer, row))
-            .collect()
+        let query = sqlx::query("SELECT * FROM gatepay_credentials WHERE merchant_id = $1 ORDER BY created_at_ms, client_id")
+            .bind(merchant.as_str());
+        fetch::all(&self.pool, query, |row| credential_row(&self.sealer, row)).await
     }
 
     async fn revoke_gatepay_credential(&self, client_id: &str, now_ms: i64) -> Result<(), StoreError> {
@@ -171,7 +161,7 @@ impl crate::Checkout for ThisStore {
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 // Tell which constraint: the trade number is the one a caller can act on.
                 let taken = crate::Checkout::gatepay_order_by_trade_no(self, &order.merchant_id, &order.merchant_trade_no).await?;
-                Err(StoreError::Conflict(if taken.is_some() { "merchantTradeNo" } else { "prepayId" }))
+                Err(StoreError::Conflict(if taken.is_some() { Constraint::MerchantTradeNo } else { Constraint::PrepayId }))
             }
             Err(error) => Err(StoreError::Database(error)),
         }
@@ -187,38 +177,23 @@ impl crate::Checkout for ThisStore {
     }
 
     async fn gatepay_order_by_prepay_id(&self, merchant: &MerchantId, prepay_id: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND prepay_id = $2")
+        let query = sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND prepay_id = $2")
             .bind(merchant.as_str())
-            .bind(prepay_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(order_row)
-            .transpose()
+            .bind(prepay_id);
+        fetch::optional(&self.pool, query, order_row).await
     }
 
     async fn gatepay_order_by_trade_no(&self, merchant: &MerchantId, merchant_trade_no: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND merchant_trade_no = $2")
+        let query = sqlx::query("SELECT * FROM gatepay_orders WHERE merchant_id = $1 AND merchant_trade_no = $2")
             .bind(merchant.as_str())
-            .bind(merchant_trade_no)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(order_row)
-            .transpose()
+            .bind(merchant_trade_no);
+        fetch::optional(&self.pool, query, order_row).await
     }
 
     async fn gatepay_order_of(&self, order_id: &str) -> Result<Option<GatePayOrderRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(order_row)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM gatepay_orders WHERE order_id = $1")
+            .bind(order_id);
+        fetch::optional(&self.pool, query, order_row).await
     }
 
     async fn record_gatepay_refund(&self, refund: &GatePayRefundRow) -> Result<RefundDecision, StoreError> {
@@ -271,33 +246,23 @@ impl crate::Checkout for ThisStore {
         .bind(refund.created_at_ms)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::classify("refundRequestId"))?;
+        .map_err(StoreError::unique(Constraint::RefundRequestId))?;
         tx.commit().await.map_err(StoreError::Database)?;
         Ok(RefundDecision::Recorded)
     }
 
     async fn gatepay_refund(&self, merchant: &MerchantId, refund_request_id: &str) -> Result<Option<GatePayRefundRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND refund_request_id = $2")
+        let query = sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND refund_request_id = $2")
             .bind(merchant.as_str())
-            .bind(refund_request_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(refund_row)
-            .transpose()
+            .bind(refund_request_id);
+        fetch::optional(&self.pool, query, refund_row).await
     }
 
     async fn gatepay_refunds_for(&self, merchant: &MerchantId, prepay_id: &str) -> Result<Vec<GatePayRefundRow>, StoreError> {
-        sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND prepay_id = $2 ORDER BY created_at_ms, refund_request_id")
+        let query = sqlx::query("SELECT * FROM gatepay_refunds WHERE merchant_id = $1 AND prepay_id = $2 ORDER BY created_at_ms, refund_request_id")
             .bind(merchant.as_str())
-            .bind(prepay_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .iter()
-            .map(refund_row)
-            .collect()
+            .bind(prepay_id);
+        fetch::all(&self.pool, query, refund_row).await
     }
 
     async fn insert_order_quote(&self, quote: &OrderQuoteRow) -> Result<(), StoreError> {
@@ -313,17 +278,12 @@ impl crate::Checkout for ThisStore {
         .execute(&self.pool)
         .await
         .map(drop)
-        .map_err(StoreError::classify("order quote"))
+        .map_err(StoreError::unique(Constraint::OrderQuote))
     }
 
     async fn order_quote(&self, order_id: &str) -> Result<Option<OrderQuoteRow>, StoreError> {
-        sqlx::query("SELECT * FROM order_quotes WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(quote_row)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM order_quotes WHERE order_id = $1")
+            .bind(order_id);
+        fetch::optional(&self.pool, query, quote_row).await
     }
 }

@@ -1,10 +1,10 @@
-// OKX-style API credentials: one implementation compiled once per backend (see
-// `orders_sql.rs`). The including module defines `DbRow` and `ThisStore`.
+// OKX-style API credentials, compiled once per backend (see `crate::shared_sql`).
 
 use coffer_core::MerchantId;
 use sqlx::Row;
 
-use crate::StoreError;
+use crate::{Constraint, StoreError};
+use crate::fetch;
 use crate::rows::merchant_id;
 use crate::secrets::{OKX_SECRET, Sealer};
 
@@ -39,29 +39,19 @@ impl crate::Credentials for ThisStore {
         .execute(&self.pool)
         .await
         .map(drop)
-        .map_err(StoreError::classify("OKX credential"))
+        .map_err(StoreError::unique(Constraint::OkxCredential))
     }
 
     async fn okx_credential(&self, access_key: &str) -> Result<Option<crate::OkxCredentialRow>, StoreError> {
-        sqlx::query("SELECT * FROM okx_credentials WHERE access_key = $1")
-            .bind(access_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(|row| credential_row(&self.sealer, row))
-            .transpose()
+        let query = sqlx::query("SELECT * FROM okx_credentials WHERE access_key = $1")
+            .bind(access_key);
+        fetch::optional(&self.pool, query, |row| credential_row(&self.sealer, row)).await
     }
 
     async fn okx_credentials(&self, merchant: &MerchantId) -> Result<Vec<crate::OkxCredentialRow>, StoreError> {
-        sqlx::query("SELECT * FROM okx_credentials WHERE merchant_id = $1 ORDER BY created_at_ms")
-            .bind(merchant.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .iter()
-            .map(|row| credential_row(&self.sealer, row))
-            .collect()
+        let query = sqlx::query("SELECT * FROM okx_credentials WHERE merchant_id = $1 ORDER BY created_at_ms")
+            .bind(merchant.as_str());
+        fetch::all(&self.pool, query, |row| credential_row(&self.sealer, row)).await
     }
 
     async fn revoke_okx_credential(&self, access_key: &str, now_ms: i64) -> Result<(), StoreError> {

@@ -1,23 +1,28 @@
 //! Coffer's persistence.
 //!
-//! Callers see one [`Store`] trait, row types ([`MerchantRow`], [`ApiKeyRow`]) and one error
-//! type, [`StoreError`], already classified into not-found, conflict and the rest — nobody
-//! outside this crate matches on a database driver's error.
+//! Callers see one [`Store`] trait (merchants and API keys, plus the [`Ledger`],
+//! [`ReorgQueries`], [`Journal`], [`Credentials`], [`Checkout`], [`Sales`], [`PaymentClaims`]
+//! and [`SecretStorage`] it includes), row types ([`MerchantRow`], [`OrderRow`], …) and one
+//! error type, [`StoreError`], already classified into not-found, conflict (naming the
+//! [`Constraint`]) and the rest — nobody outside this crate matches on a database driver's
+//! error.
 //!
-//! Two backends implement the trait, each with its own SQL and migrations:
+//! Two backends implement the trait, each with its own migrations:
 //! - [`sqlite::SqliteStore`], the default: a single file, WAL mode, for one process.
 //! - [`postgres::PostgresStore`], for several replicas sharing one database.
 //!
-//! The backends share their SQL: every `*_sql.rs` file (accounts, orders, sales, settlements,
-//! checkout, credentials, payment claims, secrets) is compiled once per backend (`include!`
-//! with the backend's row and pool types), with placeholders written `$1`,
-//! `$2`, … in order of first use, which both databases bind positionally. Only migrations, the
-//! delivery-claim statement (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and the lock taken before a
-//! redelivery is counted differ.
+//! The backends share their SQL: the eight `*_sql.rs` files (accounts, orders, sales,
+//! settlements, checkout, credentials, payment claims, secrets) are compiled once per backend
+//! with its types (see `shared_sql`), placeholders written `$1`, `$2`, … in order of first use,
+//! which both databases bind positionally. Only the migrations and a few statements differ: how
+//! an order and its event are written, how deliveries are claimed (`FOR UPDATE SKIP LOCKED` on
+//! PostgreSQL), and the locks taken before a redelivery is counted, a refund is decided and
+//! secrets are re-sealed.
 //!
 //! [`open`] picks the backend from the URL scheme (`sqlite:` or `postgres:`/`postgresql:`);
 //! any other scheme is an error, never a silent new SQLite file. Both backends run the same
-//! conformance suite (`tests/conformance.rs`).
+//! suites (`tests/store/`, one binary; each test runs on both through `on_both_databases!` from
+//! the `testing` module).
 //!
 //! Amounts are stored as canonical decimal text of base units (see `coffer_core::Amount`),
 //! timestamps as UTC.
@@ -28,6 +33,7 @@
 //! `***`). See [`secrets`] for the format and [`SecretStorage`] for the census and rotation.
 
 pub mod checkout;
+mod fetch;
 mod migrate;
 mod order_rows;
 mod order_writer;
@@ -37,6 +43,7 @@ mod rows;
 mod sale_rows;
 pub mod secrets;
 mod settlement_rows;
+mod shared_sql;
 pub mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -74,7 +81,7 @@ pub enum StoreError {
     NotFound(&'static str),
     /// A unique constraint was violated: the row already exists.
     #[error("{0} already exists")]
-    Conflict(&'static str),
+    Conflict(Constraint),
     /// The database URL is not one Coffer supports.
     #[error("unsupported database URL {url:?}: use sqlite:<path> or postgres://…")]
     UnsupportedUrl {
@@ -118,12 +125,114 @@ impl StoreError {
         )
     }
 
+    /// Classifies a failed read of `what`: no row is [`StoreError::NotFound`].
     pub(crate) fn classify(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
         move |error| match &error {
             sqlx::Error::RowNotFound => StoreError::NotFound(what),
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
             _ => StoreError::Database(error),
         }
+    }
+
+    /// Classifies a failed write that `constraint` guards: breaking it is
+    /// [`StoreError::Conflict`].
+    pub(crate) fn unique(constraint: Constraint) -> impl Fn(sqlx::Error) -> StoreError {
+        move |error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(constraint)
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+/// A uniqueness rule the store keeps, named in [`StoreError::Conflict`].
+///
+/// Each prints as the name callers have always seen in the error message
+/// (`"{name} already exists"`), GatePay's field names included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Constraint {
+    /// A merchant's id.
+    Merchant,
+    /// An API key's id.
+    ApiKey,
+    /// One deposit wallet per merchant and chain.
+    Wallet,
+    /// A payment order's id.
+    PaymentOrder,
+    /// A merchant's order nonce.
+    Nonce,
+    /// A merchant's idempotency key.
+    IdempotencyKey,
+    /// A deposit address, used by one order per chain.
+    ReceivingAddress,
+    /// The version an order update was computed from: another writer moved it first.
+    PaymentOrderVersion,
+    /// A transfer (chain, transaction, log index) pays one order.
+    Payment,
+    /// An event's id.
+    Event,
+    /// A webhook delivery's id.
+    WebhookDelivery,
+    /// A webhook attempt's row.
+    WebhookAttempt,
+    /// An x402 sale: one per order, one per authorization.
+    X402Sale,
+    /// A `payTo` address belongs to one merchant.
+    PayToAddress,
+    /// Settlements that moved on from pending before a transaction was recorded for them.
+    Settlement,
+    /// A signer's nonce, used by one settlement transaction.
+    SignerNonce,
+    /// A settlement transaction's hash.
+    SettlementTransaction,
+    /// A GatePay credential's client id.
+    GatePayCredential,
+    /// A merchant's GatePay trade number (`merchantTradeNo`).
+    MerchantTradeNo,
+    /// A GatePay order's id (`prepayId`).
+    PrepayId,
+    /// A merchant's GatePay refund request id (`refundRequestId`).
+    RefundRequestId,
+    /// An order's fiat quote.
+    OrderQuote,
+    /// An OKX-style credential's access key.
+    OkxCredential,
+}
+
+impl Constraint {
+    /// The name in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Constraint::Merchant => "merchant",
+            Constraint::ApiKey => "api key",
+            Constraint::Wallet => "wallet",
+            Constraint::PaymentOrder => "payment order",
+            Constraint::Nonce => "nonce",
+            Constraint::IdempotencyKey => "idempotency key",
+            Constraint::ReceivingAddress => "receiving address",
+            Constraint::PaymentOrderVersion => "payment order version",
+            Constraint::Payment => "payment",
+            Constraint::Event => "event",
+            Constraint::WebhookDelivery => "webhook delivery",
+            Constraint::WebhookAttempt => "webhook attempt",
+            Constraint::X402Sale => "x402 sale",
+            Constraint::PayToAddress => "payTo address",
+            Constraint::Settlement => "settlement",
+            Constraint::SignerNonce => "signer nonce",
+            Constraint::SettlementTransaction => "settlement transaction",
+            Constraint::GatePayCredential => "GatePay credential",
+            Constraint::MerchantTradeNo => "merchantTradeNo",
+            Constraint::PrepayId => "prepayId",
+            Constraint::RefundRequestId => "refundRequestId",
+            Constraint::OrderQuote => "order quote",
+            Constraint::OkxCredential => "OKX credential",
+        }
+    }
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -180,7 +289,8 @@ pub trait Ledger: Send + Sync + 'static {
     /// Inserts an order with its creation event.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] with `"nonce"`, `"idempotency key"` or `"receiving address"`.
+    /// [`StoreError::Conflict`] with [`Constraint::Nonce`], [`Constraint::IdempotencyKey`] or
+    /// [`Constraint::ReceivingAddress`].
     async fn insert_order(&self, order: NewOrder) -> Result<OrderRow, StoreError>;
 
     /// Reads an order by its public id.

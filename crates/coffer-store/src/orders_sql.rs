@@ -1,17 +1,17 @@
-// Payment orders, payments, chain progress, events and webhook deliveries: one implementation
-// compiled once per backend. The including module defines `Db`, `DbPool`, `DbRow`,
-// `CLAIM_DELIVERIES` and `LOCK_EVENT_FOR_REDELIVERY`, the only statements whose SQL differs. Placeholders are `$1`, `$2`, … in
-// order of first appearance, which both PostgreSQL and SQLite bind positionally.
+// Payment orders, payments, chain progress, events and webhook deliveries, compiled once per
+// backend (see `crate::shared_sql`). The backend's `ORDER_AND_EVENT_IN_ONE_STATEMENT`,
+// `CLAIM_DELIVERIES` and `LOCK_EVENT_FOR_REDELIVERY` are what differs.
 
 use coffer_core::{Amount, MerchantId, OrderStatus, PaymentSubStatus};
 use sqlx::Row;
 
-use crate::StoreError;
+use crate::{Constraint, StoreError};
 use crate::order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery, EventRow, NewDelivery, NewEvent,
     NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
     amount_sort_key,
 };
+use crate::fetch;
 use crate::rows::merchant_id;
 
 type Tx<'a> = sqlx::Transaction<'a, Db>;
@@ -40,13 +40,13 @@ fn order_conflict(error: sqlx::Error) -> StoreError {
     {
         let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
         return if text.contains("idempotency") {
-            StoreError::Conflict("idempotency key")
+            StoreError::Conflict(Constraint::IdempotencyKey)
         } else if text.contains("nonce") {
-            StoreError::Conflict("nonce")
+            StoreError::Conflict(Constraint::Nonce)
         } else if text.contains("receiving_address") {
-            StoreError::Conflict("receiving address")
+            StoreError::Conflict(Constraint::ReceivingAddress)
         } else {
-            StoreError::Conflict("payment order")
+            StoreError::Conflict(Constraint::PaymentOrder)
         };
     }
     StoreError::Database(error)
@@ -170,7 +170,7 @@ pub(crate) async fn set_wallet(pool: &DbPool, merchant: &MerchantId, chain_id: u
     .await
     .map_err(|error| match &error {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound("merchant"),
-        _ => StoreError::classify("wallet")(error),
+        _ => StoreError::unique(Constraint::Wallet)(error),
     })?;
     wallet(pool, merchant, chain_id).await?.ok_or(StoreError::NotFound("wallet"))
 }
@@ -245,7 +245,7 @@ async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), Store
                 .bind(&event.payload)
                 .bind(event.created_at_ms);
         }
-        insert.execute(&mut **tx).await.map_err(StoreError::classify("event"))?;
+        insert.execute(&mut **tx).await.map_err(StoreError::unique(Constraint::Event))?;
         let deliveries: Vec<(&NewEvent, &NewDelivery)> =
             events.iter().filter_map(|event| event.delivery.as_ref().map(|delivery| (event, delivery))).collect();
         if deliveries.is_empty() {
@@ -272,7 +272,7 @@ async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), Store
                 .bind(&delivery.url)
                 .bind(event.created_at_ms);
         }
-        insert.execute(&mut **tx).await.map_err(StoreError::classify("webhook delivery"))?;
+        insert.execute(&mut **tx).await.map_err(StoreError::unique(Constraint::WebhookDelivery))?;
     }
     Ok(())
 }
@@ -401,6 +401,28 @@ fn bind_new_order<'q>(query: DbQuery<'q>, order: &'q NewOrder) -> Result<DbQuery
         .bind(order.monitor_until_ms))
 }
 
+/// A payment, its parameters bound by [`bind_payment`].
+const INSERT_PAYMENT: &str = "INSERT INTO payments (chain_id, tx_hash, log_index, order_id, asset_address, sender, recipient,
+         amount, block_number, block_hash, block_time, orphaned, detected_at_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12)";
+
+/// Binds `payment` to [`INSERT_PAYMENT`]'s parameters, as paying `order_id`.
+fn bind_payment<'q>(query: DbQuery<'q>, chain_id: i64, order_id: &'q str, payment: &'q NewPayment) -> Result<DbQuery<'q>, StoreError> {
+    Ok(query
+        .bind(chain_id)
+        .bind(&payment.tx_hash)
+        .bind(payment.log_index)
+        .bind(order_id)
+        .bind(&payment.asset_address)
+        .bind(&payment.sender)
+        .bind(&payment.recipient)
+        .bind(payment.amount.to_base_units_string())
+        .bind(to_i64(payment.block_number, "block number")?)
+        .bind(&payment.block_hash)
+        .bind(payment.block_time)
+        .bind(payment.detected_at_ms))
+}
+
 pub(crate) async fn order(pool: &DbPool, order_id: &str) -> Result<OrderRow, StoreError> {
     let row = sqlx::query("SELECT * FROM payment_orders WHERE order_id = $1")
         .bind(order_id)
@@ -411,15 +433,10 @@ pub(crate) async fn order(pool: &DbPool, order_id: &str) -> Result<OrderRow, Sto
 }
 
 pub(crate) async fn order_by_idempotency_key(pool: &DbPool, merchant: &MerchantId, key: &str) -> Result<Option<OrderRow>, StoreError> {
-    sqlx::query("SELECT * FROM payment_orders WHERE merchant_id = $1 AND idempotency_key = $2")
+    let query = sqlx::query("SELECT * FROM payment_orders WHERE merchant_id = $1 AND idempotency_key = $2")
         .bind(merchant.as_str())
-        .bind(key)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::Database)?
-        .as_ref()
-        .map(order_row)
-        .transpose()
+        .bind(key);
+    fetch::optional(pool, query, order_row).await
 }
 
 pub(crate) async fn list_orders(pool: &DbPool, query: &OrderQuery) -> Result<(Vec<OrderRow>, u64), StoreError> {
@@ -462,7 +479,7 @@ pub(crate) async fn list_orders(pool: &DbPool, query: &OrderQuery) -> Result<(Ve
 }
 
 pub(crate) async fn watched_orders(pool: &DbPool, chain_id: u64, after_id: i64, now_ms: i64, limit: u64) -> Result<Vec<OrderRow>, StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "SELECT * FROM payment_orders
          WHERE chain_id = $1 AND id > $2 AND monitor_until_ms > $3 AND closed = FALSE
          ORDER BY id LIMIT $4",
@@ -470,74 +487,48 @@ pub(crate) async fn watched_orders(pool: &DbPool, chain_id: u64, after_id: i64, 
     .bind(to_i64(chain_id, "chain id")?)
     .bind(after_id)
     .bind(now_ms)
-    .bind(to_i64(limit, "limit")?)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::Database)?
-    .iter()
-    .map(order_row)
-    .collect()
+    .bind(to_i64(limit, "limit")?);
+    fetch::all(pool, query, order_row).await
 }
 
 pub(crate) async fn orders_in_status(pool: &DbPool, chain_id: u64, status: OrderStatus) -> Result<Vec<OrderRow>, StoreError> {
-    sqlx::query("SELECT * FROM payment_orders WHERE chain_id = $1 AND status = $2 ORDER BY id")
+    let query = sqlx::query("SELECT * FROM payment_orders WHERE chain_id = $1 AND status = $2 ORDER BY id")
         .bind(to_i64(chain_id, "chain id")?)
-        .bind(status.as_str())
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::Database)?
-        .iter()
-        .map(order_row)
-        .collect()
+        .bind(status.as_str());
+    fetch::all(pool, query, order_row).await
 }
 
 pub(crate) async fn orders_due_to_expire(pool: &DbPool, now_ms: i64, limit: u64) -> Result<Vec<OrderRow>, StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "SELECT * FROM payment_orders WHERE status = 'pending' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2",
     )
     .bind(now_ms)
-    .bind(to_i64(limit, "limit")?)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::Database)?
-    .iter()
-    .map(order_row)
-    .collect()
+    .bind(to_i64(limit, "limit")?);
+    fetch::all(pool, query, order_row).await
 }
 
 pub(crate) async fn payments_for_order(pool: &DbPool, order_id: &str) -> Result<Vec<PaymentRow>, StoreError> {
-    sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY block_number, log_index")
-        .bind(order_id)
-        .fetch_all(pool)
-        .await
-        .map_err(StoreError::Database)?
-        .iter()
-        .map(payment_row)
-        .collect()
+    let query = sqlx::query("SELECT * FROM payments WHERE order_id = $1 ORDER BY block_number, log_index")
+        .bind(order_id);
+    fetch::all(pool, query, payment_row).await
 }
 
 pub(crate) async fn chain_cursor(pool: &DbPool, chain_id: u64) -> Result<Option<ChainBlock>, StoreError> {
-    let row = sqlx::query(
+    let query = sqlx::query(
         "SELECT c.block_number, c.block_hash, COALESCE(b.parent_hash, '') AS parent_hash
          FROM chain_cursors c LEFT JOIN chain_blocks b
            ON b.chain_id = c.chain_id AND b.block_number = c.block_number
          WHERE c.chain_id = $1",
     )
-    .bind(to_i64(chain_id, "chain id")?)
-    .fetch_optional(pool)
-    .await
-    .map_err(StoreError::Database)?;
-    row.as_ref().map(block_row).transpose()
+    .bind(to_i64(chain_id, "chain id")?);
+    fetch::optional(pool, query, block_row).await
 }
 
 pub(crate) async fn chain_block(pool: &DbPool, chain_id: u64, number: u64) -> Result<Option<ChainBlock>, StoreError> {
-    let row = sqlx::query("SELECT * FROM chain_blocks WHERE chain_id = $1 AND block_number = $2")
+    let query = sqlx::query("SELECT * FROM chain_blocks WHERE chain_id = $1 AND block_number = $2")
         .bind(to_i64(chain_id, "chain id")?)
-        .bind(to_i64(number, "block number")?)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::Database)?;
-    row.as_ref().map(block_row).transpose()
+        .bind(to_i64(number, "block number")?);
+    fetch::optional(pool, query, block_row).await
 }
 
 async fn apply_updates(tx: &mut Tx<'_>, updates: &[OrderUpdate]) -> Result<(), StoreError> {
@@ -559,7 +550,7 @@ async fn apply_updates(tx: &mut Tx<'_>, updates: &[OrderUpdate]) -> Result<(), S
         .await
         .map_err(StoreError::Database)?;
         if result.rows_affected() != 1 {
-            return Err(StoreError::Conflict("payment order version"));
+            return Err(StoreError::Conflict(Constraint::PaymentOrderVersion));
         }
         insert_events(tx, &update.events).await?;
     }
@@ -613,34 +604,22 @@ pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result
         .await
         .map_err(StoreError::Database)?;
     }
+    // A payment seen again (a replay, or restored after a reorg) updates its row.
+    let upsert = format!(
+        "{INSERT_PAYMENT}
+         ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET order_id = excluded.order_id,
+             asset_address = excluded.asset_address, sender = excluded.sender, recipient = excluded.recipient,
+             amount = excluded.amount, block_number = excluded.block_number, block_hash = excluded.block_hash,
+             block_time = excluded.block_time, orphaned = FALSE,
+             detected_at_ms = CASE WHEN payments.order_id = excluded.order_id
+                                   THEN payments.detected_at_ms ELSE excluded.detected_at_ms END
+         WHERE payments.orphaned = TRUE OR payments.order_id = excluded.order_id"
+    );
     for payment in &step.payments {
-        sqlx::query(
-            "INSERT INTO payments (chain_id, tx_hash, log_index, order_id, asset_address, sender, recipient, amount,
-                 block_number, block_hash, block_time, orphaned, detected_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12)
-             ON CONFLICT (chain_id, tx_hash, log_index) DO UPDATE SET order_id = excluded.order_id,
-                 asset_address = excluded.asset_address, sender = excluded.sender, recipient = excluded.recipient,
-                 amount = excluded.amount, block_number = excluded.block_number, block_hash = excluded.block_hash,
-                 block_time = excluded.block_time, orphaned = FALSE,
-                 detected_at_ms = CASE WHEN payments.order_id = excluded.order_id
-                                       THEN payments.detected_at_ms ELSE excluded.detected_at_ms END
-             WHERE payments.orphaned = TRUE OR payments.order_id = excluded.order_id",
-        )
-        .bind(chain_id)
-        .bind(&payment.tx_hash)
-        .bind(payment.log_index)
-        .bind(&payment.order_id)
-        .bind(&payment.asset_address)
-        .bind(&payment.sender)
-        .bind(&payment.recipient)
-        .bind(payment.amount.to_base_units_string())
-        .bind(to_i64(payment.block_number, "block number")?)
-        .bind(&payment.block_hash)
-        .bind(payment.block_time)
-        .bind(payment.detected_at_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::classify("payment"))?;
+        bind_payment(sqlx::query(&upsert), chain_id, &payment.order_id, payment)?
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::unique(Constraint::Payment))?;
     }
     apply_updates(&mut tx, &step.order_updates).await?;
     sqlx::query(
@@ -666,18 +645,13 @@ pub(crate) async fn commit_chain_step(pool: &DbPool, step: &ChainStep) -> Result
 }
 
 pub(crate) async fn events(pool: &DbPool, merchant: &MerchantId, order_id: Option<&str>, limit: u64) -> Result<Vec<EventRow>, StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "SELECT * FROM events WHERE merchant_id = $1 AND ($2 IS NULL OR order_id = $2) ORDER BY id DESC LIMIT $3",
     )
     .bind(merchant.as_str())
     .bind(order_id)
-    .bind(to_i64(limit, "limit")?)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::Database)?
-    .iter()
-    .map(event_row)
-    .collect()
+    .bind(to_i64(limit, "limit")?);
+    fetch::all(pool, query, event_row).await
 }
 
 pub(crate) async fn event(pool: &DbPool, event_id: &str) -> Result<EventRow, StoreError> {
@@ -690,19 +664,14 @@ pub(crate) async fn event(pool: &DbPool, event_id: &str) -> Result<EventRow, Sto
 }
 
 pub(crate) async fn deliveries(pool: &DbPool, merchant: &MerchantId, event_id: Option<&str>, limit: u64) -> Result<Vec<DeliveryRow>, StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "SELECT * FROM webhook_deliveries WHERE merchant_id = $1 AND ($2 IS NULL OR event_id = $2)
          ORDER BY id DESC LIMIT $3",
     )
     .bind(merchant.as_str())
     .bind(event_id)
-    .bind(to_i64(limit, "limit")?)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::Database)?
-    .iter()
-    .map(delivery_row)
-    .collect()
+    .bind(to_i64(limit, "limit")?);
+    fetch::all(pool, query, delivery_row).await
 }
 
 pub(crate) async fn delivery_attempts(pool: &DbPool, delivery_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
@@ -740,7 +709,7 @@ pub(crate) async fn schedule_delivery(pool: &DbPool, event: &EventRow, delivery_
     .bind(now_ms)
     .fetch_one(pool)
     .await
-    .map_err(StoreError::classify("webhook delivery"))?;
+    .map_err(StoreError::unique(Constraint::WebhookDelivery))?;
     delivery_row(&row)
 }
 
@@ -796,7 +765,7 @@ pub(crate) async fn schedule_redelivery(
     .bind(now_ms)
     .fetch_one(&mut *tx)
     .await
-    .map_err(StoreError::classify("webhook delivery"))?;
+    .map_err(StoreError::unique(Constraint::WebhookDelivery))?;
     let scheduled = delivery_row(&row)?;
     tx.commit().await.map_err(StoreError::Database)?;
     Ok(Redelivery::Scheduled(scheduled))
@@ -871,7 +840,7 @@ pub(crate) async fn record_attempt(pool: &DbPool, outcome: &AttemptOutcome) -> R
     .bind(attempt.duration_ms)
     .execute(&mut *tx)
     .await
-    .map_err(StoreError::classify("webhook attempt"))?;
+    .map_err(StoreError::unique(Constraint::WebhookAttempt))?;
     let delivered_at = (outcome.status == DeliveryStatus::Delivered).then_some(attempt.attempted_at_ms);
     sqlx::query(
         "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_attempt_at_ms = $2,
@@ -994,19 +963,14 @@ impl crate::Ledger for ThisStore {
 }
 
 pub(crate) async fn orders_paid_after(pool: &DbPool, chain_id: u64, block_number: u64) -> Result<Vec<OrderRow>, StoreError> {
-    sqlx::query(
+    let query = sqlx::query(
         "SELECT * FROM payment_orders WHERE order_id IN
              (SELECT order_id FROM payments WHERE chain_id = $1 AND block_number > $2 AND orphaned = FALSE)
          ORDER BY id",
     )
     .bind(to_i64(chain_id, "chain id")?)
-    .bind(to_i64(block_number, "block number")?)
-    .fetch_all(pool)
-    .await
-    .map_err(StoreError::Database)?
-    .iter()
-    .map(order_row)
-    .collect()
+    .bind(to_i64(block_number, "block number")?);
+    fetch::all(pool, query, order_row).await
 }
 
 #[async_trait::async_trait]

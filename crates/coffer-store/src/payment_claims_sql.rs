@@ -1,5 +1,5 @@
-// Claims on authorizations presented to paid routes: one implementation compiled once per
-// backend (see `orders_sql.rs`). The including module defines `ThisStore`.
+// Claims on authorizations presented to paid routes, compiled once per backend (see
+// `crate::shared_sql`).
 
 use crate::StoreError;
 use crate::payment_claims::NewPaymentClaim;

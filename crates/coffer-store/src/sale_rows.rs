@@ -152,7 +152,8 @@ pub trait Sales: Send + Sync + 'static {
     /// again for the same merchant changes nothing.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] (`"payTo address"`) when another merchant owns it;
+    /// [`StoreError::Conflict`] ([`PayToAddress`](crate::Constraint::PayToAddress)) when
+    /// another merchant owns it;
     /// [`StoreError::NotFound`] for an unknown merchant.
     async fn add_pay_to(&self, row: &PayToRow) -> Result<(), StoreError>;
 
@@ -199,9 +200,10 @@ pub trait Sales: Send + Sync + 'static {
     /// is answered with [`Recorded::Already`] and the order it paid, writing nothing.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] with `"payment"` when the transfer `(chain, tx, log index)`
-    /// already pays an order, `"payment order version"` when an existing order moved
-    /// meanwhile.
+    /// [`StoreError::Conflict`] with [`Payment`](crate::Constraint::Payment) when the transfer
+    /// `(chain, tx, log index)` already pays an order, with
+    /// [`PaymentOrderVersion`](crate::Constraint::PaymentOrderVersion) when an existing order
+    /// moved meanwhile.
     async fn record_sale(&self, sale: &NewSale) -> Result<Recorded, StoreError>;
 
     /// The sale that paid an order.

@@ -27,13 +27,15 @@ fn sale_row(row: &DbRow) -> Result<crate::sale_rows::SaleRow, StoreError> {
     })
 }
 
+/// A sale's order: the columns [`bind_new_order`] binds, then how much is paid, the status,
+/// when it was confirmed and where the order came from.
 const INSERT_SALE_ORDER: &str = "INSERT INTO payment_orders (
          order_id, merchant_id, chain_id, blockchain, currency, asset_address, decimals, amount, amount_sort_key,
-         underpayment_tolerance, amount_paid, status, sub_status, receiving_address, derivation_index, order_info,
-         nonce, webhook_url, redirect_url, idempotency_key, request_hash, closed, created_at_ms, expires_at_ms,
-         monitor_until_ms, confirmed_at_ms, updated_at_ms, version, source)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13, $14, $15, $16, $17, $18, $19, $20,
-             FALSE, $21, $22, $23, $24, $21, 0, $25)
+         underpayment_tolerance, receiving_address, derivation_index, order_info, nonce, webhook_url, redirect_url,
+         idempotency_key, request_hash, created_at_ms, expires_at_ms, monitor_until_ms,
+         amount_paid, status, confirmed_at_ms, source, sub_status, closed, updated_at_ms, version)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+             $22, $23, $24, $25, NULL, FALSE, $19, 0)
      RETURNING *";
 
 async fn insert_sale_order_in(
@@ -48,30 +50,9 @@ async fn insert_sale_order_in(
         Some(false) => ("processing", order.amount, None),
         None => ("pending", Amount::ZERO, None),
     };
-    let row = sqlx::query(INSERT_SALE_ORDER)
-        .bind(&order.order_id)
-        .bind(order.merchant_id.as_str())
-        .bind(to_i64(order.chain_id, "chain id")?)
-        .bind(&order.blockchain)
-        .bind(&order.currency)
-        .bind(&order.asset_address)
-        .bind(i64::from(order.decimals))
-        .bind(order.amount.to_base_units_string())
-        .bind(amount_sort_key(order.amount, order.decimals))
-        .bind(order.underpayment_tolerance.to_base_units_string())
+    let row = bind_new_order(sqlx::query(INSERT_SALE_ORDER), order)?
         .bind(paid.to_base_units_string())
         .bind(status)
-        .bind(&order.receiving_address)
-        .bind(i64::from(order.derivation_index))
-        .bind(&order.order_info)
-        .bind(order.nonce)
-        .bind(&order.webhook_url)
-        .bind(&order.redirect_url)
-        .bind(&order.idempotency_key)
-        .bind(&order.request_hash)
-        .bind(order.created_at_ms)
-        .bind(order.expires_at_ms)
-        .bind(order.monitor_until_ms)
         .bind(confirmed_at)
         .bind(source.as_str())
         .fetch_one(&mut **tx)
@@ -89,18 +70,15 @@ async fn sale_by_authorization(
     payer: &str,
     auth_nonce: &str,
 ) -> Result<Option<OrderRow>, StoreError> {
-    let row = sqlx::query(
+    let query = sqlx::query(
         "SELECT o.* FROM x402_sales s JOIN payment_orders o ON o.order_id = s.order_id
          WHERE s.chain_id = $1 AND s.token = $2 AND s.payer = $3 AND s.auth_nonce = $4",
     )
     .bind(chain_id)
     .bind(token)
     .bind(payer)
-    .bind(auth_nonce)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(StoreError::Database)?;
-    row.as_ref().map(order_row).transpose()
+    .bind(auth_nonce);
+    fetch::optional(&mut **tx, query, order_row).await
 }
 
 async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Result<crate::sale_rows::Recorded, StoreError> {
@@ -158,30 +136,14 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
             .map_err(StoreError::Database)?;
             match row {
                 Some(row) => order_row(&row)?,
-                None => return Err(StoreError::Conflict("payment order version")),
+                None => return Err(StoreError::Conflict(Constraint::PaymentOrderVersion)),
             }
         }
     };
-    sqlx::query(
-        "INSERT INTO payments (chain_id, tx_hash, log_index, order_id, asset_address, sender, recipient, amount,
-             block_number, block_hash, block_time, orphaned, detected_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE, $12)",
-    )
-    .bind(chain_id)
-    .bind(&payment.tx_hash)
-    .bind(payment.log_index)
-    .bind(&order.order_id)
-    .bind(&payment.asset_address)
-    .bind(&payment.sender)
-    .bind(&payment.recipient)
-    .bind(payment.amount.to_base_units_string())
-    .bind(to_i64(payment.block_number, "block number")?)
-    .bind(&payment.block_hash)
-    .bind(payment.block_time)
-    .bind(payment.detected_at_ms)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::classify("payment"))?;
+    bind_payment(sqlx::query(INSERT_PAYMENT), chain_id, &order.order_id, payment)?
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::unique(Constraint::Payment))?;
     sqlx::query(
         "INSERT INTO x402_sales (order_id, merchant_id, kind, chain_id, token, payer, auth_nonce, tx_hash, log_index,
              created_at_ms)
@@ -199,7 +161,7 @@ async fn record_sale_in(tx: &mut Tx<'_>, sale: &crate::sale_rows::NewSale) -> Re
     .bind(sale.now_ms)
     .execute(&mut **tx)
     .await
-    .map_err(StoreError::classify("x402 sale"))?;
+    .map_err(StoreError::unique(Constraint::X402Sale))?;
     insert_events(tx, &sale.events).await?;
     Ok(Recorded::New(order))
 }
@@ -227,7 +189,7 @@ impl crate::Sales for ThisStore {
         }
         match crate::Sales::pay_to_owner(self, row.chain_id, &row.address).await? {
             Some(owner) if owner.merchant_id == row.merchant_id => Ok(()),
-            _ => Err(StoreError::Conflict("payTo address")),
+            _ => Err(StoreError::Conflict(Constraint::PayToAddress)),
         }
     }
 
@@ -246,24 +208,16 @@ impl crate::Sales for ThisStore {
     }
 
     async fn pay_to_owner(&self, chain_id: u64, address: &str) -> Result<Option<crate::sale_rows::PayToRow>, StoreError> {
-        sqlx::query("SELECT * FROM x402_pay_to WHERE chain_id = $1 AND address = $2")
+        let query = sqlx::query("SELECT * FROM x402_pay_to WHERE chain_id = $1 AND address = $2")
             .bind(to_i64(chain_id, "chain id")?)
-            .bind(address)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(pay_to_row)
-            .transpose()
+            .bind(address);
+        fetch::optional(&self.pool, query, pay_to_row).await
     }
 
     async fn pay_tos(&self, merchant: &MerchantId) -> Result<Vec<crate::sale_rows::PayToRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM x402_pay_to WHERE merchant_id = $1 ORDER BY chain_id, created_at_ms, address")
-            .bind(merchant.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?;
-        rows.iter().map(pay_to_row).collect()
+        let query = sqlx::query("SELECT * FROM x402_pay_to WHERE merchant_id = $1 ORDER BY chain_id, created_at_ms, address")
+            .bind(merchant.as_str());
+        fetch::all(&self.pool, query, pay_to_row).await
     }
 
     async fn insert_sale_order(&self, order: &NewOrder, source: crate::sale_rows::OrderSource) -> Result<OrderRow, StoreError> {
@@ -281,7 +235,7 @@ impl crate::Sales for ThisStore {
                 Ok(recorded)
             }
             // A concurrent call recorded the same authorization first: answer with its order.
-            Err(StoreError::Conflict(what @ ("x402 sale" | "payment"))) => {
+            Err(StoreError::Conflict(what @ (Constraint::X402Sale | Constraint::Payment))) => {
                 drop(tx);
                 let crate::sale_rows::SaleProof::Authorization { auth_nonce } = &sale.proof else {
                     return Err(StoreError::Conflict(what));
@@ -298,14 +252,9 @@ impl crate::Sales for ThisStore {
     }
 
     async fn sale_for_order(&self, order_id: &str) -> Result<Option<crate::sale_rows::SaleRow>, StoreError> {
-        sqlx::query("SELECT * FROM x402_sales WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .as_ref()
-            .map(sale_row)
-            .transpose()
+        let query = sqlx::query("SELECT * FROM x402_sales WHERE order_id = $1")
+            .bind(order_id);
+        fetch::optional(&self.pool, query, sale_row).await
     }
 
     async fn order_paid_by(&self, chain_id: u64, tx_hash: &str) -> Result<Option<String>, StoreError> {

@@ -1,8 +1,7 @@
 // Sealing the secret columns as a whole: the census, encrypting values left in plain text, and
-// re-encrypting everything under a new master key. One implementation compiled once per
-// backend (see `orders_sql.rs`). The including module defines `Db`, `DbRow`, `ThisStore` and
-// `LOCK_SECRET_TABLES`, the statement (PostgreSQL only) that keeps other writers out of the
-// secret tables while a transaction re-seals them.
+// re-encrypting everything under a new master key. Compiled once per backend (see
+// `crate::shared_sql`); the backend's `LOCK_SECRET_TABLES` (PostgreSQL only) keeps other
+// writers out of the secret tables while a transaction re-seals them.
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,9 @@
-// The x402 settlement journal: one implementation compiled once per backend (see
-// `orders_sql.rs`). The including module defines `DbPool`, `DbRow` and `ThisStore`.
+// The x402 settlement journal, compiled once per backend (see `crate::shared_sql`).
 
 use sqlx::Row;
 
-use crate::StoreError;
+use crate::{Constraint, StoreError};
+use crate::fetch;
 use crate::settlement_rows::{NewSettlement, SettlementKey, SettlementRow, SettlementStatus, SignedSettlement};
 
 fn settlement_row(row: &DbRow) -> Result<SettlementRow, StoreError> {
@@ -50,17 +50,12 @@ fn chain(chain_id: u64) -> Result<i64, StoreError> {
 
 async fn settlement_by_key(pool: &DbPool, key: &SettlementKey) -> Result<Option<SettlementRow>, StoreError> {
     let sql = format!("{SELECT_SETTLEMENT} WHERE s.chain_id = $1 AND s.token = $2 AND s.payer = $3 AND s.auth_nonce = $4");
-    sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(chain(key.chain_id)?)
         .bind(&key.token)
         .bind(&key.payer)
-        .bind(&key.auth_nonce)
-        .fetch_optional(pool)
-        .await
-        .map_err(StoreError::Database)?
-        .as_ref()
-        .map(settlement_row)
-        .transpose()
+        .bind(&key.auth_nonce);
+    fetch::optional(pool, query, settlement_row).await
 }
 
 #[async_trait::async_trait]
@@ -111,14 +106,9 @@ impl crate::Journal for ThisStore {
                  ORDER BY CASE s2.status WHEN 'succeeded' THEN 0 WHEN 'broadcast' THEN 1 WHEN 'pending' THEN 2 ELSE 3 END, s2.id
                  LIMIT 1)"
         );
-        sqlx::query(&sql)
-        .bind(tx_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::Database)?
-        .as_ref()
-        .map(settlement_row)
-        .transpose()
+        let query = sqlx::query(&sql)
+        .bind(tx_hash);
+        fetch::optional(&self.pool, query, settlement_row).await
     }
 
     async fn next_signer_nonce(&self, chain_id: u64, signer: &str) -> Result<Option<u64>, StoreError> {
@@ -151,7 +141,7 @@ impl crate::Journal for ThisStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::classify("signer nonce"))?;
+        .map_err(StoreError::unique(Constraint::SignerNonce))?;
         // One statement for the whole batch; every row must still be pending.
         let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 5)).collect();
         let sql = format!(
@@ -169,7 +159,7 @@ impl crate::Journal for ThisStore {
         }
         let updated = update.execute(&mut *tx).await.map_err(StoreError::Database)?;
         if usize::try_from(updated.rows_affected()).ok() != Some(ids.len()) {
-            return Err(StoreError::Conflict("settlement"));
+            return Err(StoreError::Conflict(Constraint::Settlement));
         }
         tx.commit().await.map_err(StoreError::Database)
     }
@@ -205,7 +195,7 @@ impl crate::Journal for ThisStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::classify("settlement transaction"))?;
+        .map_err(StoreError::unique(Constraint::SettlementTransaction))?;
         let updated = sqlx::query(
             "UPDATE settlements SET tx_hash = $1, raw_tx = NULL, updated_at_ms = $2 WHERE tx_hash = $3 AND status = 'broadcast'",
         )
@@ -298,13 +288,8 @@ impl crate::Journal for ThisStore {
 
     async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError> {
         let sql = format!("{SELECT_SETTLEMENT} WHERE s.status = 'broadcast' ORDER BY s.updated_at_ms LIMIT $1");
-        sqlx::query(&sql)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Database)?
-            .iter()
-            .map(settlement_row)
-            .collect()
+        let query = sqlx::query(&sql)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        fetch::all(&self.pool, query, settlement_row).await
     }
 }

@@ -131,3 +131,106 @@ impl TestDatabase {
         crate::open(&self.url, Sealer::new(self.master_key.clone())).await
     }
 }
+
+/// Runs each named test on both backends: expands to `mod sqlite` and `mod postgres`, each
+/// holding one test per name that calls the `async fn` of that name in the invoking module.
+///
+/// What a test function takes depends on the list that names it:
+/// - `backend: [..]`: the [`Backend`] (the test makes its own databases);
+/// - `store: [..]`: `&dyn Store`, a fresh migrated store;
+/// - `shared_store: [..]`: `Arc<dyn Store>`, a fresh store to share between tasks, on a
+///   multi-threaded runtime;
+/// - `blocking: [..]`: the [`Backend`], from a plain `#[test]` (the function is not `async`:
+///   for tests that drive a runtime of their own).
+///
+/// The lists are optional and come in that order, each ending with `;`. A bare list of names
+/// is a `backend` list. The invoking crate depends on `tokio` (for `#[tokio::test]`).
+///
+/// ```no_run
+/// use coffer_store::Store;
+/// use coffer_store::testing::{Backend, TestDatabase};
+///
+/// async fn merchants_start_empty(store: &dyn Store) {
+///     assert!(store.merchants().await.unwrap().is_empty());
+/// }
+///
+/// async fn a_database_opens_twice(backend: Backend) {
+///     let db = TestDatabase::new(backend).await.unwrap();
+///     db.reopen().await.unwrap();
+/// }
+///
+/// coffer_store::on_both_databases! {
+///     backend: [a_database_opens_twice];
+///     store: [merchants_start_empty];
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! on_both_databases {
+    (@on $backend:ident
+        backend: [$($backend_test:ident),*]
+        store: [$($store_test:ident),*]
+        shared_store: [$($shared_test:ident),*]
+        blocking: [$($blocking_test:ident),*]
+    ) => {
+        $(
+            #[tokio::test]
+            async fn $backend_test() {
+                super::$backend_test($crate::testing::Backend::$backend).await;
+            }
+        )*
+        $(
+            #[tokio::test]
+            async fn $store_test() {
+                let db = $crate::on_both_databases!(@fresh $backend);
+                super::$store_test(&*db.store).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $shared_test() {
+                let db = $crate::on_both_databases!(@fresh $backend);
+                super::$shared_test(::std::sync::Arc::clone(&db.store)).await;
+            }
+        )*
+        $(
+            #[test]
+            fn $blocking_test() {
+                super::$blocking_test($crate::testing::Backend::$backend);
+            }
+        )*
+    };
+    (@fresh $backend:ident) => {
+        $crate::testing::TestDatabase::new($crate::testing::Backend::$backend)
+            .await
+            .unwrap_or_else(|error| panic!("fresh {} database: {error}", stringify!($backend)))
+    };
+    (
+        $(backend: [$($backend_test:ident),* $(,)?];)?
+        $(store: [$($store_test:ident),* $(,)?];)?
+        $(shared_store: [$($shared_test:ident),* $(,)?];)?
+        $(blocking: [$($blocking_test:ident),* $(,)?];)?
+    ) => {
+        mod sqlite {
+            $crate::on_both_databases!(@on Sqlite
+                backend: [$($($backend_test),*)?]
+                store: [$($($store_test),*)?]
+                shared_store: [$($($shared_test),*)?]
+                blocking: [$($($blocking_test),*)?]
+            );
+        }
+        mod postgres {
+            $crate::on_both_databases!(@on Postgres
+                backend: [$($($backend_test),*)?]
+                store: [$($($store_test),*)?]
+                shared_store: [$($($shared_test),*)?]
+                blocking: [$($($blocking_test),*)?]
+            );
+        }
+    };
+    ($($test:ident),+ $(,)?) => {
+        $crate::on_both_databases! {
+            backend: [$($test),+];
+        }
+    };
+}

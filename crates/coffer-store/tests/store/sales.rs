@@ -1,35 +1,17 @@
 //! x402 sales on both backends: payTo ownership, a sale recorded once per authorization, one
 //! transfer for one order, and the settlements still to record.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use chrono::Utc;
 use coffer_core::{Amount, MerchantId};
-use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
-    NewEvent, NewMerchant, NewOrder, NewPayment, NewSale, NewSettlement, OrderSource, PayToRow,
-    Recorded, SaleOrder, SaleProof, SettlementKey, SettlementStatus, SignedSettlement, Store,
-    StoreError,
+    Constraint, NewEvent, NewOrder, NewPayment, NewSale, NewSettlement, OrderSource, PayToRow,
+    Recorded, SaleOrder, SaleProof, SettlementStatus, SignedSettlement, Store, StoreError,
 };
+
+use crate::fixtures::{finish_settlement, merchant, settlement_key};
 
 const USDC: &str = "0x036cbd53842c5426634e7929541ec2318f3dcf7e";
 const PAY_TO: &str = "0x209693bc6afc0c5328ba36faf03c514ef312287c";
 const PAYER: &str = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8";
-
-async fn merchant(store: &dyn Store, id: &str) -> MerchantId {
-    let id = MerchantId::parse(id).unwrap();
-    store
-        .insert_merchant(NewMerchant {
-            id: id.clone(),
-            name: "Seller".to_owned(),
-            webhook_url: None,
-            webhook_secret: "whsec_x".to_owned(),
-            created_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    id
-}
 
 fn event(merchant: &MerchantId, order_id: &str, kind: &str) -> NewEvent {
     NewEvent {
@@ -69,6 +51,21 @@ fn order(merchant: &MerchantId, order_id: &str) -> NewOrder {
     }
 }
 
+/// `order`, already stored at `version`, as a sale pays it.
+fn existing(order: NewOrder, version: i64) -> SaleOrder {
+    SaleOrder::Existing {
+        order_id: order.order_id,
+        expected_version: version,
+        chain_id: order.chain_id,
+        blockchain: order.blockchain,
+        currency: order.currency,
+        asset_address: order.asset_address,
+        decimals: order.decimals,
+        amount: order.amount,
+        receiving_address: order.receiving_address,
+    }
+}
+
 fn payment(order_id: &str, tx: &str) -> NewPayment {
     NewPayment {
         chain_id: 84_532,
@@ -105,9 +102,9 @@ fn authorization(nonce: &str) -> SaleProof {
     }
 }
 
-async fn sales(store: &dyn Store) {
-    let seller = merchant(store, "mer_seller").await;
-    let other = merchant(store, "mer_other").await;
+async fn sales_are_recorded_once_and_pay_to_addresses_have_one_owner(store: &dyn Store) {
+    let seller = merchant(store, "seller").await;
+    let other = merchant(store, "other").await;
     let pay_to = |merchant: &MerchantId| PayToRow {
         chain_id: 84_532,
         address: PAY_TO.to_owned(),
@@ -169,17 +166,7 @@ async fn sales(store: &dyn Store) {
         .unwrap();
     assert_eq!(pending.status.as_str(), "pending");
     let confirm = |order_id: &str, version: i64| NewSale {
-        order: SaleOrder::Existing {
-            order_id: order_id.to_owned(),
-            expected_version: version,
-            chain_id: 84_532,
-            blockchain: "base".to_owned(),
-            currency: "USDC".to_owned(),
-            asset_address: Some(USDC.to_owned()),
-            decimals: 6,
-            amount: Amount::from(10_000),
-            receiving_address: PAY_TO.to_owned(),
-        },
+        order: existing(order(&seller, order_id), version),
         merchant_id: seller.clone(),
         source: OrderSource::Pelago,
         proof: SaleProof::Transfer,
@@ -201,7 +188,7 @@ async fn sales(store: &dyn Store) {
         store
             .record_sale(&confirm("CO-2", other_order.version))
             .await,
-        Err(StoreError::Conflict("payment"))
+        Err(StoreError::Conflict(Constraint::Payment))
     ));
     assert_eq!(
         store.order("CO-2").await.unwrap().status.as_str(),
@@ -213,12 +200,7 @@ async fn sales(store: &dyn Store) {
     );
 
     // A succeeded settlement to the registered payTo, not yet recorded, is listed until it is.
-    let key = SettlementKey {
-        chain_id: 84_532,
-        token: USDC.to_owned(),
-        payer: PAYER.to_owned(),
-        auth_nonce: "0x07".to_owned(),
-    };
+    let key = settlement_key("0x07");
     let (row, _) = store
         .claim_settlement(&NewSettlement {
             key: key.clone(),
@@ -249,17 +231,14 @@ async fn sales(store: &dyn Store) {
         store.unrecorded_settlements(10).await.unwrap().is_empty(),
         "not succeeded yet"
     );
-    store
-        .finish_settlement(
-            row.id,
-            SettlementStatus::Broadcast,
-            SettlementStatus::Succeeded,
-            None,
-            None,
-            3,
-        )
-        .await
-        .unwrap();
+    finish_settlement(
+        store,
+        row.id,
+        (SettlementStatus::Broadcast, SettlementStatus::Succeeded),
+        None,
+        3,
+    )
+    .await;
     assert_eq!(store.unrecorded_settlements(10).await.unwrap(), vec![key]);
     store
         .record_sale(&sale(&seller, "ORD-7", "0xt7", authorization("0x07")))
@@ -271,14 +250,6 @@ async fn sales(store: &dyn Store) {
     assert!(store.pay_to_owner(84_532, PAY_TO).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn sales_on_sqlite() {
-    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
-    sales(db.store.as_ref()).await;
-}
-
-#[tokio::test]
-async fn sales_on_postgres() {
-    let db = TestDatabase::new(Backend::Postgres).await.unwrap();
-    sales(db.store.as_ref()).await;
+coffer_store::on_both_databases! {
+    store: [sales_are_recorded_once_and_pay_to_addresses_have_one_owner];
 }

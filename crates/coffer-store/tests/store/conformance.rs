@@ -1,11 +1,9 @@
 //! One conformance suite, run against every backend: each test body takes a fresh store.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use chrono::{Duration, TimeZone, Utc};
 use coffer_core::MerchantId;
 use coffer_store::testing::{Backend, TestDatabase};
-use coffer_store::{NewApiKey, NewMerchant, Store, StoreError};
+use coffer_store::{Constraint, NewApiKey, NewMerchant, Store, StoreError};
 
 fn merchant(suffix: &str) -> NewMerchant {
     NewMerchant {
@@ -37,7 +35,7 @@ async fn merchants_round_trip_and_ids_are_unique(store: &dyn Store) {
     assert_eq!(store.merchant(&shop.id).await.expect("read"), inserted);
     assert!(matches!(
         store.insert_merchant(shop.clone()).await,
-        Err(StoreError::Conflict("merchant"))
+        Err(StoreError::Conflict(Constraint::Merchant))
     ));
     let missing = MerchantId::from_suffix("nobody").expect("id");
     assert!(matches!(
@@ -81,7 +79,7 @@ async fn api_keys_belong_to_a_merchant_and_revoke_once(store: &dyn Store) {
     assert_eq!(store.api_key("ck_a").await.expect("read"), first);
     assert!(matches!(
         store.insert_api_key(key("ck_a", &shop, 4)).await,
-        Err(StoreError::Conflict("api key"))
+        Err(StoreError::Conflict(Constraint::ApiKey))
     ));
     let orphan = key("ck_d", &merchant("ghost"), 5);
     assert!(matches!(
@@ -122,7 +120,8 @@ async fn api_keys_belong_to_a_merchant_and_revoke_once(store: &dyn Store) {
     assert_eq!(store.api_key("ck_b").await.expect("read").revoked_at, None);
 }
 
-async fn reopening_keeps_data_and_migrations_run_once(db: &TestDatabase) {
+async fn reopening_keeps_data_and_migrations_run_once(backend: Backend) {
+    let db = TestDatabase::new(backend).await.expect("fresh database");
     let store = &*db.store;
     store.ping().await.expect("ping");
     store
@@ -137,42 +136,22 @@ async fn reopening_keeps_data_and_migrations_run_once(db: &TestDatabase) {
     );
 }
 
-macro_rules! conformance {
-    ($backend:ident, $name:ident) => {
-        mod $name {
-            use super::*;
-
-            async fn fresh() -> TestDatabase {
-                TestDatabase::new(Backend::$backend)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("fresh {} database: {error}", stringify!($backend))
-                    })
-            }
-
-            #[tokio::test]
-            async fn merchants_round_trip_and_ids_are_unique() {
-                super::merchants_round_trip_and_ids_are_unique(&*fresh().await.store).await;
-            }
-
-            #[tokio::test]
-            async fn api_keys_belong_to_a_merchant_and_revoke_once() {
-                super::api_keys_belong_to_a_merchant_and_revoke_once(&*fresh().await.store).await;
-            }
-
-            #[tokio::test]
-            async fn reopening_keeps_data_and_migrations_run_once() {
-                let db = fresh().await;
-                super::reopening_keeps_data_and_migrations_run_once(&db).await;
-            }
-
-            #[tokio::test]
-            async fn reports_its_backend() {
-                assert_eq!(fresh().await.store.backend(), stringify!($name));
-            }
-        }
+async fn reports_its_backend(backend: Backend) {
+    let db = TestDatabase::new(backend).await.expect("fresh database");
+    let name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
     };
+    assert_eq!(db.store.backend(), name);
 }
 
-conformance!(Sqlite, sqlite);
-conformance!(Postgres, postgres);
+coffer_store::on_both_databases! {
+    backend: [
+        reopening_keeps_data_and_migrations_run_once,
+        reports_its_backend,
+    ];
+    store: [
+        merchants_round_trip_and_ids_are_unique,
+        api_keys_belong_to_a_merchant_and_revoke_once,
+    ];
+}

@@ -1,25 +1,16 @@
 //! Claims on payments presented to paid routes, on both backends: one holder at a time across
 //! every process sharing the database, released only by its holder, taken over once lapsed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use coffer_store::testing::{Backend, TestDatabase};
-use coffer_store::{NewPaymentClaim, SettlementKey, Store};
+use coffer_store::{NewPaymentClaim, Store};
 
-fn key(nonce: &str) -> SettlementKey {
-    SettlementKey {
-        chain_id: 84_532,
-        token: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".to_owned(),
-        payer: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".to_owned(),
-        auth_nonce: nonce.to_owned(),
-    }
-}
+use crate::fixtures::settlement_key;
 
 fn claim(nonce: &str, holder: &str, now_ms: i64) -> NewPaymentClaim {
     NewPaymentClaim {
-        key: key(nonce),
+        key: settlement_key(nonce),
         holder: holder.to_owned(),
         now_ms,
         expires_at_ms: now_ms + 1_000,
@@ -59,10 +50,16 @@ async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed(backe
 
     // Only the holder releases: a stranger's release changes nothing.
     assert!(store.claim_payment(&claim("0x03", "a", 10)).await.unwrap());
-    other.release_payment(&key("0x03"), "b").await.unwrap();
+    other
+        .release_payment(&settlement_key("0x03"), "b")
+        .await
+        .unwrap();
     assert!(!other.claim_payment(&claim("0x03", "b", 20)).await.unwrap());
     // The holder's release frees it for the next presentation, on any replica.
-    store.release_payment(&key("0x03"), "a").await.unwrap();
+    store
+        .release_payment(&settlement_key("0x03"), "a")
+        .await
+        .unwrap();
     assert!(other.claim_payment(&claim("0x03", "b", 20)).await.unwrap());
     assert!(!store.claim_payment(&claim("0x03", "c", 30)).await.unwrap());
 
@@ -80,7 +77,10 @@ async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed(backe
             .await
             .unwrap()
     );
-    other.release_payment(&key("0x03"), "b").await.unwrap();
+    other
+        .release_payment(&settlement_key("0x03"), "b")
+        .await
+        .unwrap();
     assert!(
         !other
             .claim_payment(&claim("0x03", "d", 1_021))
@@ -89,12 +89,4 @@ async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed(backe
     );
 }
 
-#[tokio::test]
-async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed_on_sqlite() {
-    a_payment_has_one_holder_across_replicas_until_released_or_lapsed(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_payment_has_one_holder_across_replicas_until_released_or_lapsed_on_postgres() {
-    a_payment_has_one_holder_across_replicas_until_released_or_lapsed(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(a_payment_has_one_holder_across_replicas_until_released_or_lapsed);

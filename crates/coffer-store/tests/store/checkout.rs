@@ -1,33 +1,17 @@
 //! GatePay credentials, nonces, orders and refunds, and fiat quotes, on both backends; and the
 //! migration that moves a GatePay order's facts out of its `order_info`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
-use chrono::Utc;
 use coffer_core::{Amount, MerchantId, OrderStatus, PaymentSubStatus};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
-    GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, NewEvent, NewMerchant, NewOrder,
+    Constraint, GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, NewEvent, NewOrder,
     OrderQuoteRow, OrderUpdate, RefundDecision, Store, StoreError,
 };
 use sqlx::Connection;
 
-async fn merchant(store: &dyn Store, suffix: &str) -> MerchantId {
-    let id = MerchantId::from_suffix(suffix).unwrap();
-    store
-        .insert_merchant(NewMerchant {
-            id: id.clone(),
-            name: suffix.to_owned(),
-            webhook_url: None,
-            webhook_secret: "whsec_x".to_owned(),
-            created_at: Utc::now(),
-        })
-        .await
-        .unwrap();
-    id
-}
+use crate::fixtures::merchant;
 
 async fn credentials_work_until_revoked_and_nonces_are_single_use(store: &dyn Store) {
     let owner = merchant(store, "gp").await;
@@ -116,13 +100,13 @@ async fn trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept(s
         store
             .insert_gatepay_order(&order(&first, "101", "T-1", "ORD-b"))
             .await,
-        Err(StoreError::Conflict("merchantTradeNo"))
+        Err(StoreError::Conflict(Constraint::MerchantTradeNo))
     ));
     assert!(matches!(
         store
             .insert_gatepay_order(&order(&first, "100", "T-2", "ORD-c"))
             .await,
-        Err(StoreError::Conflict("prepayId"))
+        Err(StoreError::Conflict(Constraint::PrepayId))
     ));
     store
         .insert_gatepay_order(&order(&second, "102", "T-1", "ORD-d"))
@@ -459,47 +443,12 @@ async fn migration_8_moves_gatepay_facts_out_of_order_info(backend: Backend) {
     );
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Sqlite).await.unwrap().store).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Postgres).await.unwrap().store).await; })*
-        }
-    };
-}
-
-on_both_databases!(
-    credentials_work_until_revoked_and_nonces_are_single_use,
-    trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept,
-    refunds_are_recorded_only_for_paid_orders_and_up_to_what_was_paid,
-);
-
-mod with_their_own_database {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_refunds_never_total_more_than_was_paid_on_sqlite() {
-        let db = super::TestDatabase::new(super::Backend::Sqlite)
-            .await
-            .unwrap();
-        super::concurrent_refunds_never_total_more_than_was_paid(db.store.clone()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_refunds_never_total_more_than_was_paid_on_postgres() {
-        let db = super::TestDatabase::new(super::Backend::Postgres)
-            .await
-            .unwrap();
-        super::concurrent_refunds_never_total_more_than_was_paid(db.store.clone()).await;
-    }
-
-    #[tokio::test]
-    async fn migration_8_moves_gatepay_facts_out_of_order_info_on_sqlite() {
-        super::migration_8_moves_gatepay_facts_out_of_order_info(super::Backend::Sqlite).await;
-    }
-
-    #[tokio::test]
-    async fn migration_8_moves_gatepay_facts_out_of_order_info_on_postgres() {
-        super::migration_8_moves_gatepay_facts_out_of_order_info(super::Backend::Postgres).await;
-    }
+coffer_store::on_both_databases! {
+    backend: [migration_8_moves_gatepay_facts_out_of_order_info];
+    store: [
+        credentials_work_until_revoked_and_nonces_are_single_use,
+        trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept,
+        refunds_are_recorded_only_for_paid_orders_and_up_to_what_was_paid,
+    ];
+    shared_store: [concurrent_refunds_never_total_more_than_was_paid];
 }

@@ -1,27 +1,15 @@
 //! The x402 settlement journal and OKX credentials, on both backends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use chrono::Utc;
-use coffer_core::MerchantId;
-use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::SettlementStatus::{Broadcast, Failed, Pending, Succeeded};
 use coffer_store::{
-    NewMerchant, NewSettlement, OkxCredentialRow, SettlementKey, SettlementStatus,
-    SignedSettlement, Store, StoreError,
+    NewSettlement, OkxCredentialRow, SettlementStatus, SignedSettlement, Store, StoreError,
 };
 
-fn key(nonce: &str) -> SettlementKey {
-    SettlementKey {
-        chain_id: 84_532,
-        token: "0x036cbd53842c5426634e7929541ec2318f3dcf7e".to_owned(),
-        payer: "0x70997970c51812dc3a010c7d01b50e0d17dc79c8".to_owned(),
-        auth_nonce: nonce.to_owned(),
-    }
-}
+use crate::fixtures::{finish_settlement, merchant, settlement_key};
 
 fn claim(nonce: &str) -> NewSettlement {
     NewSettlement {
-        key: key(nonce),
+        key: settlement_key(nonce),
         pay_to: "0x2096".to_owned(),
         value: "10000".to_owned(),
         network: "eip155:84532".to_owned(),
@@ -29,6 +17,11 @@ fn claim(nonce: &str) -> NewSettlement {
         order_id: None,
         now_ms: 1,
     }
+}
+
+async fn status_of(store: &dyn Store, nonce: &str) -> SettlementStatus {
+    let row = store.settlement(&settlement_key(nonce)).await.unwrap();
+    row.unwrap().status
 }
 
 fn signed(nonce: u64, hash: &str) -> SignedSettlement {
@@ -44,7 +37,7 @@ fn signed(nonce: u64, hash: &str) -> SignedSettlement {
 async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &dyn Store) {
     let (row, fresh) = store.claim_settlement(&claim("0x01")).await.unwrap();
     assert!(fresh);
-    assert_eq!(row.status, SettlementStatus::Pending);
+    assert_eq!(row.status, Pending);
     let (again, fresh) = store.claim_settlement(&claim("0x01")).await.unwrap();
     assert!(!fresh, "a second claim finds the first");
     assert_eq!(again.id, row.id);
@@ -73,46 +66,15 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
         .await
         .unwrap()
         .expect("found by hash");
-    assert_eq!(
-        (by_hash.status, by_hash.signer_nonce),
-        (SettlementStatus::Broadcast, Some(7))
-    );
+    assert_eq!((by_hash.status, by_hash.signer_nonce), (Broadcast, Some(7)));
     assert_eq!(store.open_settlements(10).await.unwrap().len(), 1);
 
     // Compare-and-set: only from the state the caller saw.
-    let moved = store
-        .finish_settlement(
-            row.id,
-            SettlementStatus::Pending,
-            SettlementStatus::Failed,
-            Some("x"),
-            None,
-            4,
-        )
-        .await
-        .unwrap();
+    let moved = finish_settlement(store, row.id, (Pending, Failed), Some("x"), 4).await;
     assert!(!moved, "the row is no longer pending");
-    let moved = store
-        .finish_settlement(
-            row.id,
-            SettlementStatus::Broadcast,
-            SettlementStatus::Succeeded,
-            None,
-            None,
-            5,
-        )
-        .await
-        .unwrap();
+    let moved = finish_settlement(store, row.id, (Broadcast, Succeeded), None, 5).await;
     assert!(moved);
-    assert_eq!(
-        store
-            .settlement(&key("0x01"))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        SettlementStatus::Succeeded
-    );
+    assert_eq!(status_of(store, "0x01").await, Succeeded);
     assert!(store.open_settlements(10).await.unwrap().is_empty());
 
     // A signer nonce is used by one transaction only; a voided (refused) one frees it.
@@ -127,13 +89,8 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
         "nonce 7 is taken"
     );
     assert_eq!(
-        store
-            .settlement(&key("0x02"))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        SettlementStatus::Pending,
+        status_of(store, "0x02").await,
+        Pending,
         "a refused journal write changes nothing"
     );
     store
@@ -141,17 +98,7 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
         .await
         .unwrap();
     store.void_transaction("0xcc").await.unwrap();
-    store
-        .finish_settlement(
-            other.id,
-            SettlementStatus::Broadcast,
-            SettlementStatus::Failed,
-            Some("refused"),
-            None,
-            7,
-        )
-        .await
-        .unwrap();
+    finish_settlement(store, other.id, (Broadcast, Failed), Some("refused"), 7).await;
     assert_eq!(
         store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
         Some(8),
@@ -165,30 +112,12 @@ async fn a_batch_shares_one_transaction_and_a_fee_bump_replaces_it(store: &dyn S
         ids.push(store.claim_settlement(&claim(nonce)).await.unwrap().0.id);
     }
     // The batch is journaled all or nothing: one row that is no longer pending rolls it back.
-    store
-        .finish_settlement(
-            ids[2],
-            SettlementStatus::Pending,
-            SettlementStatus::Failed,
-            Some("x"),
-            None,
-            2,
-        )
-        .await
-        .unwrap();
+    finish_settlement(store, ids[2], (Pending, Failed), Some("x"), 2).await;
     assert!(matches!(
         store.record_signed(&ids, &signed(3, "0xb1"), 3).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(
-        store
-            .settlement(&key("0x11"))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        SettlementStatus::Pending
-    );
+    assert_eq!(status_of(store, "0x11").await, Pending);
     assert_eq!(
         store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
         None
@@ -206,7 +135,11 @@ async fn a_batch_shares_one_transaction_and_a_fee_bump_replaces_it(store: &dyn S
         2
     );
     for nonce in ["0x11", "0x12"] {
-        let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+        let row = store
+            .settlement(&settlement_key(nonce))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (row.tx_hash.as_deref(), row.raw_tx.as_deref()),
             (Some("0xb2"), Some("0x03"))
@@ -239,7 +172,11 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
     store.record_signed(&ids, &batch, 2).await.unwrap();
     // Every row of the batch reads the one journaled copy of the signed transaction.
     for nonce in ["0x21", "0x24"] {
-        let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+        let row = store
+            .settlement(&settlement_key(nonce))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.raw_tx.as_deref(), Some("0xfeed"));
     }
     assert!(
@@ -251,21 +188,9 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
             .all(|row| row.raw_tx.as_deref() == Some("0xfeed"))
     );
     // Another process recorded one row first: its outcome stands and it is not reported moved.
-    assert!(
-        store
-            .finish_settlement(
-                ids[3],
-                SettlementStatus::Broadcast,
-                SettlementStatus::Failed,
-                Some("elsewhere"),
-                None,
-                3,
-            )
-            .await
-            .unwrap()
-    );
+    assert!(finish_settlement(store, ids[3], (Broadcast, Failed), Some("elsewhere"), 3).await);
     let mut moved = store
-        .finish_broadcast_settlements(&ids[..2], SettlementStatus::Succeeded, None, 4)
+        .finish_broadcast_settlements(&ids[..2], Succeeded, None, 4)
         .await
         .unwrap();
     moved.sort_unstable();
@@ -273,7 +198,7 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
     let moved = store
         .finish_broadcast_settlements(
             &ids[2..],
-            SettlementStatus::Failed,
+            Failed,
             Some("invalid_exact_evm_transaction_failed"),
             4,
         )
@@ -283,7 +208,11 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
     let statuses: Vec<(SettlementStatus, Option<String>)> = {
         let mut statuses = Vec::new();
         for nonce in ["0x21", "0x22", "0x23", "0x24"] {
-            let row = store.settlement(&key(nonce)).await.unwrap().unwrap();
+            let row = store
+                .settlement(&settlement_key(nonce))
+                .await
+                .unwrap()
+                .unwrap();
             statuses.push((row.status, row.error_reason));
         }
         statuses
@@ -291,26 +220,26 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
     assert_eq!(
         statuses,
         [
-            (SettlementStatus::Succeeded, None),
-            (SettlementStatus::Succeeded, None),
+            (Succeeded, None),
+            (Succeeded, None),
             (
-                SettlementStatus::Failed,
+                Failed,
                 Some("invalid_exact_evm_transaction_failed".to_owned())
             ),
-            (SettlementStatus::Failed, Some("elsewhere".to_owned())),
+            (Failed, Some("elsewhere".to_owned())),
         ]
     );
     // Finished rows never move again, and an empty batch is a no-op.
     assert!(
         store
-            .finish_broadcast_settlements(&ids, SettlementStatus::Failed, Some("late"), 5)
+            .finish_broadcast_settlements(&ids, Failed, Some("late"), 5)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .finish_broadcast_settlements(&[], SettlementStatus::Failed, None, 5)
+            .finish_broadcast_settlements(&[], Failed, None, 5)
             .await
             .unwrap()
             .is_empty()
@@ -319,17 +248,7 @@ async fn a_mined_batch_is_finished_in_one_statement_from_broadcast_only(store: &
 }
 
 async fn okx_credentials_authenticate_until_revoked(store: &dyn Store) {
-    let merchant = MerchantId::from_suffix("okx").unwrap();
-    store
-        .insert_merchant(NewMerchant {
-            id: merchant.clone(),
-            name: "OKX".to_owned(),
-            webhook_url: None,
-            webhook_secret: "whsec_x".to_owned(),
-            created_at: Utc::now(),
-        })
-        .await
-        .unwrap();
+    let merchant = merchant(store, "okx").await;
     let credential = OkxCredentialRow {
         access_key: "key-1".to_owned(),
         merchant_id: merchant.clone(),
@@ -380,25 +299,20 @@ async fn a_claim_keeps_its_signed_terms_and_the_order_it_pays(store: &dyn Store)
         (again.terms_hash.as_deref(), again.order_id.as_deref()),
         (Some("0xterms0x21"), Some("CO1"))
     );
-    let read = store.settlement(&key("0x21")).await.unwrap().unwrap();
+    let read = store
+        .settlement(&settlement_key("0x21"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(read.order_id.as_deref(), Some("CO1"));
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Sqlite).await.unwrap().store).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(&*super::TestDatabase::new(super::Backend::Postgres).await.unwrap().store).await; })*
-        }
-    };
+coffer_store::on_both_databases! {
+    store: [
+        an_authorization_is_claimed_once_and_moves_by_compare_and_set,
+        a_claim_keeps_its_signed_terms_and_the_order_it_pays,
+        a_batch_shares_one_transaction_and_a_fee_bump_replaces_it,
+        a_mined_batch_is_finished_in_one_statement_from_broadcast_only,
+        okx_credentials_authenticate_until_revoked,
+    ];
 }
-
-on_both_databases!(
-    an_authorization_is_claimed_once_and_moves_by_compare_and_set,
-    a_claim_keeps_its_signed_terms_and_the_order_it_pays,
-    a_batch_shares_one_transaction_and_a_fee_bump_replaces_it,
-    a_mined_batch_is_finished_in_one_statement_from_broadcast_only,
-    okx_credentials_authenticate_until_revoked
-);

@@ -3,8 +3,6 @@
 //! a store with a key opens the database. Rows are read back with plain SQL, as someone holding
 //! a copy of the database (a backup, a replica, a stolen disk) would.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use chrono::Utc;
 use coffer_core::MerchantId;
 use coffer_store::testing::{Backend, TestDatabase};
@@ -409,24 +407,7 @@ async fn without_a_key_no_secret_is_written(backend: Backend) {
     assert_eq!(keyless.secrets_census().await.unwrap().total(), 0);
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await;
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+coffer_store::on_both_databases!(
     secrets_are_encrypted_in_the_database_and_read_back_plain,
     a_ciphertext_moved_to_another_row_does_not_open,
     rotation_reseals_everything_and_the_old_key_stops_working,

@@ -2,18 +2,15 @@
 //! listing, versioned updates, watcher steps (payments, reorgs, pruning), the watcher's and
 //! expirer's queries, and the webhook outbox. Each test body takes a fresh store.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use coffer_core::{Amount, MerchantId, OrderStatus, PaymentSubStatus};
-use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
-    AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
-    EventRow, NewDelivery, NewEvent, NewMerchant, NewOrder, NewPayment, OrderOrdering, OrderQuery,
-    OrderRow, OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit, Store,
-    StoreError, WalletRow,
+    AttemptOutcome, AttemptRow, ChainBlock, ChainStep, Constraint, DeliveryRow, DeliveryStatus,
+    DueDelivery, EventRow, NewDelivery, NewEvent, NewMerchant, NewOrder, NewPayment, OrderOrdering,
+    OrderQuery, OrderRow, OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit,
+    Store, StoreError, WalletRow,
 };
 
 /// A fixed "now" (unix ms) the tests count from.
@@ -264,10 +261,8 @@ async fn claimed_ids(store: &dyn Store, now_ms: i64, lease_ms: i64, limit: u64) 
 }
 
 async fn delivery(store: &dyn Store, merchant: &MerchantId, delivery_id: &str) -> DeliveryRow {
-    store
-        .deliveries(merchant, None, 100)
+    deliveries_of(store, merchant, None, 100)
         .await
-        .expect("deliveries")
         .into_iter()
         .find(|d| d.delivery_id == delivery_id)
         .unwrap_or_else(|| panic!("no delivery {delivery_id}"))
@@ -286,6 +281,55 @@ fn attempt(
         error: error.map(str::to_owned),
         duration_ms: 120,
     }
+}
+
+/// Blocks `numbers` on fork `fork`, each the parent of the next.
+fn consecutive(numbers: std::ops::RangeInclusive<u64>, fork: char) -> Vec<ChainBlock> {
+    numbers.map(|number| block(number, fork, fork)).collect()
+}
+
+async fn chain_block(store: &dyn Store, chain_id: u64, number: u64) -> Option<ChainBlock> {
+    store.chain_block(chain_id, number).await.expect("block")
+}
+
+async fn next_index(store: &dyn Store, merchant: &MerchantId, chain_id: u64) -> Option<u32> {
+    let wallet = store.wallet(merchant, chain_id).await.expect("read");
+    wallet.map(|w| w.next_index)
+}
+
+async fn events_of(
+    store: &dyn Store,
+    merchant: &MerchantId,
+    order_id: Option<&str>,
+    limit: u64,
+) -> Vec<EventRow> {
+    store
+        .events(merchant, order_id, limit)
+        .await
+        .expect("events")
+}
+
+async fn deliveries_of(
+    store: &dyn Store,
+    merchant: &MerchantId,
+    event_id: Option<&str>,
+    limit: u64,
+) -> Vec<DeliveryRow> {
+    store
+        .deliveries(merchant, event_id, limit)
+        .await
+        .expect("deliveries")
+}
+
+async fn insert(store: &dyn Store, new: NewOrder) -> OrderRow {
+    store.insert_order(new).await.expect("insert")
+}
+
+async fn payments_of(store: &dyn Store, order: &OrderRow) -> Vec<PaymentRow> {
+    store
+        .payments_for_order(&order.order_id)
+        .await
+        .expect("payments")
 }
 
 fn ms(number: u32) -> i64 {
@@ -365,14 +409,7 @@ async fn indexes_reserved_in_blocks_never_overlap(store: &dyn Store) {
         .await
         .expect("block");
     assert_eq!((first, single, second), (0, 16, 17));
-    assert_eq!(
-        store
-            .wallet(&shop, 1)
-            .await
-            .expect("read")
-            .map(|w| w.next_index),
-        Some(33)
-    );
+    assert_eq!(next_index(store, &shop, 1).await, Some(33));
 }
 
 async fn address_indexes_are_handed_out_once_and_survive_setting_the_same_key(store: &dyn Store) {
@@ -384,14 +421,7 @@ async fn address_indexes_are_handed_out_once_and_survive_setting_the_same_key(st
         handed.push(store.reserve_address_index(&wallet).await.expect("reserve"));
     }
     assert_eq!(handed, [0, 1, 2]);
-    assert_eq!(
-        store
-            .wallet(&shop, 1)
-            .await
-            .expect("read")
-            .map(|w| w.next_index),
-        Some(3)
-    );
+    assert_eq!(next_index(store, &shop, 1).await, Some(3));
     // Each wallet counts on its own.
     assert_eq!(
         store
@@ -446,14 +476,7 @@ async fn a_new_key_restarts_the_index_and_retires_the_old_one(store: &dyn Store)
         "the replaced key hands out nothing more"
     );
     assert_eq!(store.reserve_address_index(&new).await.expect("reserve"), 0);
-    assert_eq!(
-        store
-            .wallet(&shop, 1)
-            .await
-            .expect("read")
-            .map(|w| w.next_index),
-        Some(1)
-    );
+    assert_eq!(next_index(store, &shop, 1).await, Some(1));
 }
 
 async fn concurrent_reservations_never_share_an_index(store: Arc<dyn Store>) {
@@ -473,14 +496,7 @@ async fn concurrent_reservations_never_share_an_index(store: Arc<dyn Store>) {
         .collect();
     handed.sort_unstable();
     assert_eq!(handed, (0..20).collect::<Vec<u32>>());
-    assert_eq!(
-        store
-            .wallet(&shop, 0)
-            .await
-            .expect("read")
-            .map(|w| w.next_index),
-        Some(20)
-    );
+    assert_eq!(next_index(&*store, &shop, 0).await, Some(20));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,16 +513,13 @@ async fn an_inserted_order_starts_pending_and_reads_back_equal(store: &dyn Store
     new.decimals = 18;
     new.amount = Amount::from(2_500_000_000_000_000_000);
     new.redirect_url = None;
-    let first = store.insert_order(new.clone()).await.expect("insert");
+    let first = insert(store, new.clone()).await;
     assert!(first.id > 0, "ids are positive: {}", first.id);
     assert_eq!(first, expected_row(&new, first.id));
     assert_eq!(store.order(&new.order_id).await.expect("read"), first);
 
     let second_new = new_order(&shop, 2);
-    let second = store
-        .insert_order(second_new.clone())
-        .await
-        .expect("insert");
+    let second = insert(store, second_new.clone()).await;
     assert_eq!(
         second,
         expected_row(&second_new, first.id + 1),
@@ -525,16 +538,10 @@ async fn an_order_is_written_with_its_creation_event_and_delivery(store: &dyn St
     let with_hook = new_order(&shop, 1);
     let mut without_hook = new_order(&shop, 2);
     without_hook.event.delivery = None;
-    store.insert_order(with_hook.clone()).await.expect("insert");
-    store
-        .insert_order(without_hook.clone())
-        .await
-        .expect("insert");
+    insert(store, with_hook.clone()).await;
+    insert(store, without_hook.clone()).await;
 
-    let events = store
-        .events(&shop, Some(&with_hook.order_id), 10)
-        .await
-        .expect("events");
+    let events = events_of(store, &shop, Some(&with_hook.order_id), 10).await;
     assert_eq!(events.len(), 1, "{events:?}");
     let created = &events[0];
     assert!(created.id > 0);
@@ -556,10 +563,7 @@ async fn an_order_is_written_with_its_creation_event_and_delivery(store: &dyn St
         Err(StoreError::NotFound("event"))
     ));
 
-    let deliveries = store
-        .deliveries(&shop, Some("evt_created_1"), 10)
-        .await
-        .expect("deliveries");
+    let deliveries = deliveries_of(store, &shop, Some("evt_created_1"), 10).await;
     assert_eq!(
         deliveries,
         [DeliveryRow {
@@ -577,54 +581,35 @@ async fn an_order_is_written_with_its_creation_event_and_delivery(store: &dyn St
         }]
     );
     assert_eq!(
-        store
-            .deliveries(&shop, Some("evt_created_2"), 10)
-            .await
-            .expect("deliveries"),
+        deliveries_of(store, &shop, Some("evt_created_2"), 10).await,
         [],
         "an event without a delivery schedules none"
     );
     assert_eq!(
-        event_ids(&store.events(&shop, None, 10).await.expect("events")),
+        event_ids(&events_of(store, &shop, None, 10).await),
         ["evt_created_2", "evt_created_1"],
         "newest first"
     );
     assert_eq!(
-        event_ids(&store.events(&shop, None, 1).await.expect("events")),
+        event_ids(&events_of(store, &shop, None, 1).await),
         ["evt_created_2"]
     );
-    assert_eq!(store.events(&other, None, 10).await.expect("events"), []);
-    assert_eq!(
-        store
-            .deliveries(&other, None, 10)
-            .await
-            .expect("deliveries"),
-        []
-    );
-    assert_eq!(
-        store
-            .deliveries(&shop, None, 10)
-            .await
-            .expect("deliveries")
-            .len(),
-        1
-    );
+    assert_eq!(events_of(store, &other, None, 10).await, []);
+    assert_eq!(deliveries_of(store, &other, None, 10).await, []);
+    assert_eq!(deliveries_of(store, &shop, None, 10).await.len(), 1);
 }
 
 async fn a_duplicate_nonce_is_a_conflict_and_writes_nothing(store: &dyn Store) {
     let shop = add_merchant(store, "nonce").await;
     let other = add_merchant(store, "nonceother").await;
-    store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    insert(store, new_order(&shop, 1)).await;
 
     let mut duplicate = new_order(&shop, 2);
     duplicate.nonce = 1;
     assert!(
         matches!(
             store.insert_order(duplicate).await,
-            Err(StoreError::Conflict("nonce"))
+            Err(StoreError::Conflict(Constraint::Nonce))
         ),
         "same merchant, same nonce"
     );
@@ -637,17 +622,10 @@ async fn a_duplicate_nonce_is_a_conflict_and_writes_nothing(store: &dyn Store) {
         Err(StoreError::NotFound("event"))
     ));
     assert_eq!(
-        event_ids(&store.events(&shop, None, 10).await.expect("events")),
+        event_ids(&events_of(store, &shop, None, 10).await),
         ["evt_created_1"]
     );
-    assert_eq!(
-        store
-            .deliveries(&shop, None, 10)
-            .await
-            .expect("deliveries")
-            .len(),
-        1
-    );
+    assert_eq!(deliveries_of(store, &shop, None, 10).await.len(), 1);
 
     let mut theirs = new_order(&other, 3);
     theirs.nonce = 1;
@@ -664,13 +642,13 @@ async fn a_duplicate_idempotency_key_is_a_conflict_and_the_key_finds_the_order(s
     let mut first = new_order(&shop, 1);
     first.idempotency_key = Some("key-1".to_owned());
     first.request_hash = Some("hash-1".to_owned());
-    let first = store.insert_order(first).await.expect("insert");
+    let first = insert(store, first).await;
 
     let mut again = new_order(&shop, 2);
     again.idempotency_key = Some("key-1".to_owned());
     assert!(matches!(
         store.insert_order(again).await,
-        Err(StoreError::Conflict("idempotency key"))
+        Err(StoreError::Conflict(Constraint::IdempotencyKey))
     ));
     assert_eq!(
         store
@@ -729,16 +707,13 @@ async fn a_duplicate_idempotency_key_is_a_conflict_and_the_key_finds_the_order(s
 async fn a_receiving_address_is_used_once_per_chain(store: &dyn Store) {
     let shop = add_merchant(store, "address").await;
     let other = add_merchant(store, "addressother").await;
-    let first = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    let first = insert(store, new_order(&shop, 1)).await;
 
     let mut same_chain = new_order(&other, 2);
     same_chain.receiving_address = first.receiving_address.clone();
     assert!(matches!(
         store.insert_order(same_chain).await,
-        Err(StoreError::Conflict("receiving address"))
+        Err(StoreError::Conflict(Constraint::ReceivingAddress))
     ));
 
     let mut other_chain = new_order(&shop, 3);
@@ -774,25 +749,15 @@ async fn one_of_ten_concurrent_orders_with_one_nonce_wins(store: Arc<dyn Store>)
     assert_eq!(winners, 1, "{results:?}");
     for result in &results {
         assert!(
-            matches!(result, Ok(_) | Err(StoreError::Conflict("nonce"))),
+            matches!(result, Ok(_) | Err(StoreError::Conflict(Constraint::Nonce))),
             "{result:?}"
         );
     }
     let (orders, total) = store.list_orders(&query(&shop)).await.expect("list");
     assert_eq!((orders.len(), total), (1, 1));
     assert_eq!(orders[0].nonce, 7);
-    assert_eq!(
-        store.events(&shop, None, 100).await.expect("events").len(),
-        1
-    );
-    assert_eq!(
-        store
-            .deliveries(&shop, None, 100)
-            .await
-            .expect("deliveries")
-            .len(),
-        1
-    );
+    assert_eq!(events_of(&*store, &shop, None, 100).await.len(), 1);
+    assert_eq!(deliveries_of(&*store, &shop, None, 100).await.len(), 1);
 }
 
 /// Inserts orders `numbers` of `shop` all at once; `change` adjusts each first.
@@ -844,8 +809,10 @@ async fn orders_arriving_together_are_each_written_once_or_fail_alone(store: Arc
                 assert_eq!(row.status, OrderStatus::Pending);
                 written.push(order_id(n));
             }
-            Err(StoreError::Conflict("nonce")) if n < 300 && n % 10 == 3 => nonce_conflicts += 1,
-            Err(StoreError::Conflict("idempotency key")) if n < 300 && n % 10 == 5 => {
+            Err(StoreError::Conflict(Constraint::Nonce)) if n < 300 && n % 10 == 3 => {
+                nonce_conflicts += 1
+            }
+            Err(StoreError::Conflict(Constraint::IdempotencyKey)) if n < 300 && n % 10 == 5 => {
                 key_conflicts += 1;
             }
             Err(_) if n >= 300 && n % 5 == 2 => strangers += 1,
@@ -861,18 +828,11 @@ async fn orders_arriving_together_are_each_written_once_or_fail_alone(store: Arc
     listed.sort();
     assert_eq!(listed, written);
     // Exactly one creation event and one delivery per written order.
-    let events = store.events(&shop, None, 100).await.expect("events");
+    let events = events_of(&*store, &shop, None, 100).await;
     let mut evented: Vec<String> = events.iter().filter_map(|e| e.order_id.clone()).collect();
     evented.sort();
     assert_eq!(evented, written);
-    assert_eq!(
-        store
-            .deliveries(&shop, None, 100)
-            .await
-            .expect("deliveries")
-            .len(),
-        58
-    );
+    assert_eq!(deliveries_of(&*store, &shop, None, 100).await.len(), 58);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -946,7 +906,7 @@ async fn seven_orders(store: &dyn Store) -> MerchantId {
         new.asset_address = asset.map(str::to_owned);
         new.decimals = decimals;
         new.amount = Amount::from(amount);
-        let row = store.insert_order(new).await.expect("insert");
+        let row = insert(store, new).await;
         if status != OrderStatus::Pending {
             store
                 .update_orders(&[update(&row, status, T0 + HOUR)])
@@ -957,7 +917,7 @@ async fn seven_orders(store: &dyn Store) -> MerchantId {
     // Another merchant's order, newer and larger than all: never listed.
     let mut foreign = new_order(&other, 50);
     foreign.amount = Amount::from(1_000_000_000_000);
-    store.insert_order(foreign).await.expect("insert");
+    insert(store, foreign).await;
     shop
 }
 
@@ -1139,10 +1099,7 @@ async fn listing_sorts_by_time_human_amount_and_status(store: &dyn Store) {
 
 async fn an_update_applies_its_state_and_events_and_bumps_the_version(store: &dyn Store) {
     let shop = add_merchant(store, "updates").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    let order = insert(store, new_order(&shop, 1)).await;
     let processing = OrderUpdate {
         sub_status: PaymentSubStatus::Overpaid,
         amount_paid: Amount::from(1_200_000),
@@ -1225,18 +1182,10 @@ async fn an_update_applies_its_state_and_events_and_bumps_the_version(store: &dy
     );
 
     assert_eq!(
-        event_ids(
-            &store
-                .events(&shop, Some(&order.order_id), 10)
-                .await
-                .expect("events")
-        ),
+        event_ids(&events_of(store, &shop, Some(&order.order_id), 10).await),
         ["evt_confirmed", "evt_processing", "evt_created_1"]
     );
-    let processing_deliveries = store
-        .deliveries(&shop, Some("evt_processing"), 10)
-        .await
-        .expect("deliveries");
+    let processing_deliveries = deliveries_of(store, &shop, Some("evt_processing"), 10).await;
     assert_eq!(processing_deliveries.len(), 1);
     assert_eq!(
         (
@@ -1247,24 +1196,15 @@ async fn an_update_applies_its_state_and_events_and_bumps_the_version(store: &dy
         ("whd_processing", DeliveryStatus::Pending, T0 + 100 * SECOND)
     );
     assert_eq!(
-        store
-            .deliveries(&shop, Some("evt_confirmed"), 10)
-            .await
-            .expect("deliveries"),
+        deliveries_of(store, &shop, Some("evt_confirmed"), 10).await,
         []
     );
 }
 
 async fn a_stale_version_applies_nothing_from_its_batch(store: &dyn Store) {
     let shop = add_merchant(store, "stale").await;
-    let first = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
-    let second = store
-        .insert_order(new_order(&shop, 2))
-        .await
-        .expect("insert");
+    let first = insert(store, new_order(&shop, 1)).await;
+    let second = insert(store, new_order(&shop, 2)).await;
     store
         .update_orders(&[update(&second, OrderStatus::Processing, T0 + HOUR)])
         .await
@@ -1294,33 +1234,24 @@ async fn a_stale_version_applies_nothing_from_its_batch(store: &dyn Store) {
         ..update(&second, OrderStatus::Confirmed, T0 + 2 * HOUR)
     };
     assert_eq!(stale.expected_version, 0);
-    let events_before = store.events(&shop, None, 100).await.expect("events");
-    let deliveries_before = store
-        .deliveries(&shop, None, 100)
-        .await
-        .expect("deliveries");
+    let events_before = events_of(store, &shop, None, 100).await;
+    let deliveries_before = deliveries_of(store, &shop, None, 100).await;
     for batch in [
         vec![fresh.clone(), stale.clone()],
         vec![stale.clone(), fresh.clone()],
     ] {
         assert!(matches!(
             store.update_orders(&batch).await,
-            Err(StoreError::Conflict("payment order version"))
+            Err(StoreError::Conflict(Constraint::PaymentOrderVersion))
         ));
         assert_eq!(store.order(&first.order_id).await.expect("read"), first);
         assert_eq!(
             store.order(&second.order_id).await.expect("read"),
             second_now
         );
+        assert_eq!(events_of(store, &shop, None, 100).await, events_before);
         assert_eq!(
-            store.events(&shop, None, 100).await.expect("events"),
-            events_before
-        );
-        assert_eq!(
-            store
-                .deliveries(&shop, None, 100)
-                .await
-                .expect("deliveries"),
+            deliveries_of(store, &shop, None, 100).await,
             deliveries_before
         );
         assert!(matches!(
@@ -1344,10 +1275,7 @@ async fn a_stale_version_applies_nothing_from_its_batch(store: &dyn Store) {
         (second_after.status, second_after.version),
         (OrderStatus::Confirmed, 2)
     );
-    assert_eq!(
-        store.events(&shop, None, 100).await.expect("events").len(),
-        4
-    );
+    assert_eq!(events_of(store, &shop, None, 100).await.len(), 4);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1356,17 +1284,10 @@ async fn a_stale_version_applies_nothing_from_its_batch(store: &dyn Store) {
 
 async fn a_chain_step_moves_the_cursor_stores_payments_and_updates_orders(store: &dyn Store) {
     let shop = add_merchant(store, "watcher").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    let order = insert(store, new_order(&shop, 1)).await;
     assert_eq!(store.chain_cursor(1).await.expect("cursor"), None);
 
-    let blocks = vec![
-        block(100, 'a', 'a'),
-        block(101, 'a', 'a'),
-        block(102, 'a', 'a'),
-    ];
+    let blocks = consecutive(100..=102, 'a');
     let first = payment(&order, 1, 3, 600_000, &blocks[1]);
     let second = payment(&order, 2, 0, 600_000, &blocks[2]);
     let paid = OrderUpdate {
@@ -1402,21 +1323,14 @@ async fn a_chain_step_moves_the_cursor_stores_payments_and_updates_orders(store:
     assert_eq!(store.chain_cursor(137).await.expect("cursor"), None);
     for block in &blocks {
         assert_eq!(
-            store
-                .chain_block(1, block.number)
-                .await
-                .expect("block")
-                .as_ref(),
+            chain_block(store, 1, block.number).await.as_ref(),
             Some(block)
         );
     }
-    assert_eq!(store.chain_block(1, 103).await.expect("block"), None);
-    assert_eq!(store.chain_block(137, 101).await.expect("block"), None);
+    assert_eq!(chain_block(store, 1, 103).await, None);
+    assert_eq!(chain_block(store, 137, 101).await, None);
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [stored(&first, false), stored(&second, false)]
     );
     assert_eq!(
@@ -1437,19 +1351,12 @@ async fn a_chain_step_moves_the_cursor_stores_payments_and_updates_orders(store:
         )
     );
     assert_eq!(
-        event_ids(
-            &store
-                .events(&shop, Some(&order.order_id), 10)
-                .await
-                .expect("events")
-        ),
+        event_ids(&events_of(store, &shop, Some(&order.order_id), 10).await),
         ["evt_paid", "evt_created_1"]
     );
     assert_eq!(
-        store
-            .deliveries(&shop, Some("evt_paid"), 10)
+        deliveries_of(store, &shop, Some("evt_paid"), 10)
             .await
-            .expect("deliveries")
             .len(),
         1
     );
@@ -1474,19 +1381,13 @@ async fn a_chain_step_moves_the_cursor_stores_payments_and_updates_orders(store:
         .commit_chain_step(&step(1, vec![replaced.clone()], vec![], vec![]))
         .await
         .expect("step");
-    assert_eq!(
-        store.chain_block(1, 103).await.expect("block"),
-        Some(replaced.clone())
-    );
+    assert_eq!(chain_block(store, 1, 103).await, Some(replaced.clone()));
     assert_eq!(store.chain_cursor(1).await.expect("cursor"), Some(replaced));
 }
 
 async fn replaying_payments_does_not_duplicate_them(store: &dyn Store) {
     let shop = add_merchant(store, "replay").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    let order = insert(store, new_order(&shop, 1)).await;
     let at = block(100, 'a', 'a');
     let first = payment(&order, 1, 3, 400_000, &at);
     let native = NewPayment {
@@ -1513,10 +1414,7 @@ async fn replaying_payments_does_not_duplicate_them(store: &dyn Store) {
         .await
         .expect("replay");
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [stored(&native, false), stored(&first, false)]
     );
 
@@ -1532,10 +1430,7 @@ async fn replaying_payments_does_not_duplicate_them(store: &dyn Store) {
         .await
         .expect("step");
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [
             stored(&native, false),
             stored(&first, false),
@@ -1554,19 +1449,12 @@ async fn replaying_payments_does_not_duplicate_them(store: &dyn Store) {
 
 async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &dyn Store) {
     let shop = add_merchant(store, "reorg").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
+    let order = insert(store, new_order(&shop, 1)).await;
     let mut polygon_new = new_order(&shop, 2);
     polygon_new.chain_id = 137;
-    let polygon = store.insert_order(polygon_new).await.expect("insert");
+    let polygon = insert(store, polygon_new).await;
 
-    let main = vec![
-        block(100, 'a', 'a'),
-        block(101, 'a', 'a'),
-        block(102, 'a', 'a'),
-    ];
+    let main = consecutive(100..=102, 'a');
     let early = payment(&order, 1, 0, 300_000, &main[0]);
     let middle = payment(&order, 2, 0, 300_000, &main[1]);
     let late = payment(&order, 3, 0, 300_000, &main[2]);
@@ -1611,44 +1499,25 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
     store.commit_chain_step(&rewind).await.expect("rewind");
 
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [
             stored(&early, false),
             stored(&middle_again, false),
             stored(&late, true)
         ]
     );
-    assert_eq!(
-        store.chain_block(1, 100).await.expect("block"),
-        Some(main[0].clone())
-    );
-    assert_eq!(
-        store.chain_block(1, 101).await.expect("block"),
-        Some(fork_101.clone())
-    );
-    assert_eq!(
-        store.chain_block(1, 102).await.expect("block"),
-        None,
-        "forgotten"
-    );
+    assert_eq!(chain_block(store, 1, 100).await, Some(main[0].clone()));
+    assert_eq!(chain_block(store, 1, 101).await, Some(fork_101.clone()));
+    assert_eq!(chain_block(store, 1, 102).await, None, "forgotten");
     assert_eq!(
         store.chain_cursor(1).await.expect("cursor"),
         Some(fork_101.clone())
     );
     assert_eq!(
-        store
-            .payments_for_order(&polygon.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &polygon).await,
         [stored(&polygon_payment, false)]
     );
-    assert_eq!(
-        store.chain_block(137, 150).await.expect("block"),
-        Some(polygon_block)
-    );
+    assert_eq!(chain_block(store, 137, 150).await, Some(polygon_block));
 
     // `late` shows up again in a later block of the new fork.
     let fork = vec![block(102, 'b', 'b'), block(103, 'b', 'b')];
@@ -1663,20 +1532,14 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
         .await
         .expect("step");
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [
             stored(&early, false),
             stored(&middle_again, false),
             stored(&late_again, false)
         ]
     );
-    assert_eq!(
-        store.chain_block(1, 102).await.expect("block"),
-        Some(fork[0].clone())
-    );
+    assert_eq!(chain_block(store, 1, 102).await, Some(fork[0].clone()));
     assert_eq!(
         store.chain_cursor(1).await.expect("cursor"),
         Some(fork[1].clone())
@@ -1693,20 +1556,14 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
         ..step(1, vec![block(100, 'c', 'a')], vec![], vec![])
     };
     store.commit_chain_step(&deep).await.expect("deep rewind");
-    let orphaned: Vec<bool> = store
-        .payments_for_order(&order.order_id)
+    let orphaned: Vec<bool> = payments_of(store, &order)
         .await
-        .expect("payments")
         .iter()
         .map(|p| p.orphaned)
         .collect();
     assert_eq!(orphaned, [true, true, true]);
     for number in 101..=103 {
-        assert_eq!(
-            store.chain_block(1, number).await.expect("block"),
-            None,
-            "block {number}"
-        );
+        assert_eq!(chain_block(store, 1, number).await, None, "block {number}");
     }
 }
 
@@ -1715,15 +1572,9 @@ async fn a_rewind_orphans_later_payments_and_a_new_block_restores_them(store: &d
 /// watcher) stays live, and so does a named payment whose row moved to another block.
 async fn a_rewind_orphans_only_the_payments_it_names(store: &dyn Store) {
     let shop = add_merchant(store, "named").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
-    let sold = store
-        .insert_order(new_order(&shop, 2))
-        .await
-        .expect("insert");
-    let main = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    let order = insert(store, new_order(&shop, 1)).await;
+    let sold = insert(store, new_order(&shop, 2)).await;
+    let main = consecutive(100..=101, 'a');
     let dropped = payment(&order, 1, 0, 300_000, &main[1]);
     let moved = payment(&order, 2, 0, 300_000, &main[1]);
     store
@@ -1772,21 +1623,15 @@ async fn a_rewind_orphans_only_the_payments_it_names(store: &dyn Store) {
     store.commit_chain_step(&rewind).await.expect("rewind");
 
     assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [stored(&dropped, true), stored(&moved_again, false)]
     );
     assert_eq!(
-        store
-            .payments_for_order(&sold.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &sold).await,
         [stored(&recorded_meanwhile, false)],
         "not named, so not orphaned, although above the ancestor"
     );
-    assert_eq!(store.chain_block(1, 101).await.expect("block"), None);
+    assert_eq!(chain_block(store, 1, 101).await, None);
     assert_eq!(
         store.chain_cursor(1).await.expect("cursor"),
         Some(main[0].clone())
@@ -1798,15 +1643,9 @@ async fn a_rewind_orphans_only_the_payments_it_names(store: &dyn Store) {
 /// is never taken over.
 async fn a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one(store: &dyn Store) {
     let shop = add_merchant(store, "takeover").await;
-    let first = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
-    let second = store
-        .insert_order(new_order(&shop, 2))
-        .await
-        .expect("insert");
-    let main = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    let first = insert(store, new_order(&shop, 1)).await;
+    let second = insert(store, new_order(&shop, 2)).await;
+    let main = consecutive(100..=101, 'a');
     // One transaction paying both orders: logs 1 and 3.
     let first_paid = payment(&first, 7, 1, 1_000_000, &main[1]);
     let second_paid = NewPayment {
@@ -1852,17 +1691,11 @@ async fn a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one(stor
     };
     store.commit_chain_step(&rewind).await.expect("rewind");
     assert_eq!(
-        store
-            .payments_for_order(&first.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &first).await,
         [stored(&first_paid, true), stored(&first_again, false)]
     );
     assert_eq!(
-        store
-            .payments_for_order(&second.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &second).await,
         [stored(&second_again, false)],
         "its orphaned row at log 3 is the first order's now"
     );
@@ -1878,42 +1711,28 @@ async fn a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one(stor
         .await
         .expect("step");
     assert_eq!(
-        store
-            .payments_for_order(&first.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &first).await,
         [stored(&first_paid, true), stored(&first_again, false)]
     );
     assert_eq!(
-        store
-            .payments_for_order(&second.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &second).await,
         [stored(&second_again, false)]
     );
 }
 
 async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
-    let blocks: Vec<ChainBlock> = (10..=15).map(|n| block(n, 'a', 'a')).collect();
+    let blocks = consecutive(10..=15, 'a');
     let pruning = ChainStep {
         keep_blocks: 2,
         ..step(1, blocks.clone(), vec![], vec![])
     };
     store.commit_chain_step(&pruning).await.expect("step");
     for number in 10..=12 {
-        assert_eq!(
-            store.chain_block(1, number).await.expect("block"),
-            None,
-            "block {number}"
-        );
+        assert_eq!(chain_block(store, 1, number).await, None, "block {number}");
     }
     for block in &blocks[3..] {
         assert_eq!(
-            store
-                .chain_block(1, block.number)
-                .await
-                .expect("block")
-                .as_ref(),
+            chain_block(store, 1, block.number).await.as_ref(),
             Some(block)
         );
     }
@@ -1923,7 +1742,7 @@ async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
     );
 
     // Pruning follows the cursor and stays on its chain.
-    let low: Vec<ChainBlock> = (1..=5).map(|n| block(n, 'a', 'a')).collect();
+    let low = consecutive(1..=5, 'a');
     let early_chain = ChainStep {
         keep_blocks: 100,
         ..step(137, low.clone(), vec![], vec![])
@@ -1931,11 +1750,7 @@ async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
     store.commit_chain_step(&early_chain).await.expect("step");
     for block in &low {
         assert_eq!(
-            store
-                .chain_block(137, block.number)
-                .await
-                .expect("block")
-                .as_ref(),
+            chain_block(store, 137, block.number).await.as_ref(),
             Some(block)
         );
     }
@@ -1949,18 +1764,15 @@ async fn blocks_behind_the_kept_window_are_pruned(store: &dyn Store) {
         )
     };
     store.commit_chain_step(&later).await.expect("step");
-    assert_eq!(store.chain_block(1, 14).await.expect("block"), None);
-    assert!(store.chain_block(1, 15).await.expect("block").is_some());
-    assert!(store.chain_block(137, 1).await.expect("block").is_some());
+    assert_eq!(chain_block(store, 1, 14).await, None);
+    assert!(chain_block(store, 1, 15).await.is_some());
+    assert!(chain_block(store, 137, 1).await.is_some());
 }
 
 async fn a_chain_step_with_a_stale_order_version_changes_nothing(store: &dyn Store) {
     let shop = add_merchant(store, "stalestep").await;
-    let order = store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
-    let blocks = vec![block(100, 'a', 'a'), block(101, 'a', 'a')];
+    let order = insert(store, new_order(&shop, 1)).await;
+    let blocks = consecutive(100..=101, 'a');
     let first = payment(&order, 1, 0, 400_000, &blocks[1]);
     let underpaid = OrderUpdate {
         sub_status: PaymentSubStatus::Underpaid,
@@ -1978,7 +1790,7 @@ async fn a_chain_step_with_a_stale_order_version_changes_nothing(store: &dyn Sto
         .expect("step");
     let before = store.order(&order.order_id).await.expect("read");
     assert_eq!(before.version, 1);
-    let events_before = store.events(&shop, None, 100).await.expect("events");
+    let events_before = events_of(store, &shop, None, 100).await;
 
     // Computed from the order as first read (version 0): stale.
     let fork = vec![block(101, 'b', 'a'), block(102, 'b', 'b')];
@@ -2005,30 +1817,21 @@ async fn a_chain_step_with_a_stale_order_version_changes_nothing(store: &dyn Sto
     };
     assert!(matches!(
         store.commit_chain_step(&stale).await,
-        Err(StoreError::Conflict("payment order version"))
+        Err(StoreError::Conflict(Constraint::PaymentOrderVersion))
     ));
     assert_eq!(
         store.chain_cursor(1).await.expect("cursor"),
         Some(blocks[1].clone())
     );
+    assert_eq!(chain_block(store, 1, 101).await, Some(blocks[1].clone()));
+    assert_eq!(chain_block(store, 1, 102).await, None);
     assert_eq!(
-        store.chain_block(1, 101).await.expect("block"),
-        Some(blocks[1].clone())
-    );
-    assert_eq!(store.chain_block(1, 102).await.expect("block"), None);
-    assert_eq!(
-        store
-            .payments_for_order(&order.order_id)
-            .await
-            .expect("payments"),
+        payments_of(store, &order).await,
         [stored(&first, false)],
         "neither the rewind nor the new payment applied"
     );
     assert_eq!(store.order(&order.order_id).await.expect("read"), before);
-    assert_eq!(
-        store.events(&shop, None, 100).await.expect("events"),
-        events_before
-    );
+    assert_eq!(events_of(store, &shop, None, 100).await, events_before);
     assert!(matches!(
         store.event("evt_stale").await,
         Err(StoreError::NotFound("event"))
@@ -2053,7 +1856,7 @@ async fn watched_orders_are_a_chains_open_orders_still_monitored(store: &dyn Sto
         let mut new = new_order(&shop, n);
         new.chain_id = chain_id;
         new.monitor_until_ms = monitor_until_ms;
-        store.insert_order(new).await.expect("insert")
+        insert(store, new).await
     };
     let first = insert(1, 1, T0 + 10 * HOUR).await;
     let ended = insert(2, 1, T0 + 5 * HOUR).await;
@@ -2131,7 +1934,7 @@ async fn orders_in_a_status_are_listed_per_chain(store: &dyn Store) {
     for (n, chain_id) in [(1, 1), (2, 1), (3, 137), (4, 1)] {
         let mut new = new_order(&shop, n);
         new.chain_id = chain_id;
-        rows.push(store.insert_order(new).await.expect("insert"));
+        rows.push(insert(store, new).await);
     }
     store
         .update_orders(&[
@@ -2185,7 +1988,7 @@ async fn only_pending_orders_past_their_window_are_due_to_expire(store: &dyn Sto
         let mut new = new_order(&shop, n);
         new.chain_id = chain_id;
         new.expires_at_ms = expires_at_ms;
-        store.insert_order(new).await.expect("insert")
+        insert(store, new).await
     };
     let earliest = insert(1, 1, T0 + HOUR).await;
     let at_now = insert(2, 1, T0 + 2 * HOUR).await;
@@ -2242,17 +2045,11 @@ async fn only_pending_orders_past_their_window_are_due_to_expire(store: &dyn Sto
 /// A merchant with orders 1 and 2 (each with a delivery) and order 3 (without).
 async fn two_deliveries(store: &dyn Store) -> MerchantId {
     let shop = add_merchant(store, "hooks").await;
-    store
-        .insert_order(new_order(&shop, 1))
-        .await
-        .expect("insert");
-    store
-        .insert_order(new_order(&shop, 2))
-        .await
-        .expect("insert");
+    insert(store, new_order(&shop, 1)).await;
+    insert(store, new_order(&shop, 2)).await;
     let mut quiet = new_order(&shop, 3);
     quiet.event.delivery = None;
-    store.insert_order(quiet).await.expect("insert");
+    insert(store, quiet).await;
     shop
 }
 
@@ -2324,10 +2121,7 @@ async fn deliveries_are_claimed_when_due_and_up_to_the_limit(store: &dyn Store) 
         claimed_ids(store, T0 + SECOND, HOUR, 10).await,
         ["whd_created_1"]
     );
-    store
-        .insert_order(new_order(&shop, 4))
-        .await
-        .expect("insert");
+    insert(store, new_order(&shop, 4)).await;
     // Earliest due first, within the limit.
     assert_eq!(
         claimed_ids(store, T0 + 10 * SECOND, HOUR, 1).await,
@@ -2549,16 +2343,14 @@ async fn a_redelivery_is_scheduled_for_an_existing_event_and_claimable(store: &d
             delivered_at_ms: None,
         }
     );
-    let of_event: Vec<String> = store
-        .deliveries(&shop, Some("evt_created_1"), 10)
+    let of_event: Vec<String> = deliveries_of(store, &shop, Some("evt_created_1"), 10)
         .await
-        .expect("deliveries")
         .into_iter()
         .map(|d| d.delivery_id)
         .collect();
     assert_eq!(of_event, ["whd_resend", "whd_created_1"], "newest first");
     assert_eq!(
-        store.deliveries(&shop, None, 1).await.expect("deliveries")[0].delivery_id,
+        deliveries_of(store, &shop, None, 1).await[0].delivery_id,
         "whd_resend"
     );
 
@@ -2589,7 +2381,7 @@ async fn a_redelivery_is_scheduled_for_an_existing_event_and_claimable(store: &d
         store
             .schedule_delivery(&original, "whd_resend", HOOK_URL, resend_at)
             .await,
-        Err(StoreError::Conflict("webhook delivery"))
+        Err(StoreError::Conflict(Constraint::WebhookDelivery))
     ));
 }
 
@@ -2685,19 +2477,15 @@ async fn redeliveries_are_limited_per_window_and_never_while_one_is_in_flight(st
         redeliver(store, "whd_r3", now + HOUR).await,
         Redelivery::Scheduled(_)
     ));
-    let of_event: Vec<String> = store
-        .deliveries(&shop, Some("evt_created_1"), 10)
+    let of_event: Vec<String> = deliveries_of(store, &shop, Some("evt_created_1"), 10)
         .await
-        .expect("deliveries")
         .into_iter()
         .map(|d| d.delivery_id)
         .collect();
     assert_eq!(of_event, ["whd_r3", "whd_r2", "whd_r1", "whd_created_1"]);
     assert!(
-        store
-            .deliveries(&shop, Some("evt_created_2"), 10)
+        deliveries_of(store, &shop, Some("evt_created_2"), 10)
             .await
-            .expect("deliveries")
             .len()
             == 1,
         "other events are untouched"
@@ -2737,10 +2525,8 @@ async fn concurrent_redeliveries_of_one_event_schedule_one(store: Arc<dyn Store>
     }
     assert_eq!(scheduled, 1);
     assert_eq!(
-        store
-            .deliveries(&shop, Some("evt_created_1"), 100)
+        deliveries_of(&*store, &shop, Some("evt_created_1"), 100)
             .await
-            .expect("deliveries")
             .len(),
         2
     );
@@ -2750,87 +2536,46 @@ async fn concurrent_redeliveries_of_one_event_schedule_one(store: Arc<dyn Store>
 // Both backends
 // ---------------------------------------------------------------------------------------------
 
-/// Tests taking `&dyn Store`, each on a fresh database.
-macro_rules! on_fresh_store {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                super::$name(&*fresh().await.store).await;
-            }
-        )*
-    };
+coffer_store::on_both_databases! {
+    store: [
+        a_wallet_reads_back_and_the_all_chains_wallet_is_the_fallback,
+        there_is_no_wallet_for_an_unknown_merchant_or_chain,
+        address_indexes_are_handed_out_once_and_survive_setting_the_same_key,
+        indexes_reserved_in_blocks_never_overlap,
+        a_new_key_restarts_the_index_and_retires_the_old_one,
+        an_inserted_order_starts_pending_and_reads_back_equal,
+        an_order_is_written_with_its_creation_event_and_delivery,
+        a_duplicate_nonce_is_a_conflict_and_writes_nothing,
+        a_duplicate_idempotency_key_is_a_conflict_and_the_key_finds_the_order,
+        a_receiving_address_is_used_once_per_chain,
+        listing_filters_by_status_chain_and_currency_and_counts,
+        listing_pages_with_limit_and_offset_and_keeps_the_total,
+        listing_sorts_by_time_human_amount_and_status,
+        an_update_applies_its_state_and_events_and_bumps_the_version,
+        a_stale_version_applies_nothing_from_its_batch,
+        a_chain_step_moves_the_cursor_stores_payments_and_updates_orders,
+        replaying_payments_does_not_duplicate_them,
+        a_rewind_orphans_later_payments_and_a_new_block_restores_them,
+        a_rewind_orphans_only_the_payments_it_names,
+        a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one,
+        blocks_behind_the_kept_window_are_pruned,
+        a_chain_step_with_a_stale_order_version_changes_nothing,
+        watched_orders_are_a_chains_open_orders_still_monitored,
+        orders_in_a_status_are_listed_per_chain,
+        only_pending_orders_past_their_window_are_due_to_expire,
+        due_deliveries_are_claimed_once_per_lease_with_their_event_and_secret,
+        deliveries_are_claimed_when_due_and_up_to_the_limit,
+        a_delivered_attempt_is_logged_and_never_claimed_again,
+        a_retry_waits_for_its_next_attempt_time,
+        a_failed_delivery_is_never_claimed_again,
+        a_redelivery_is_scheduled_for_an_existing_event_and_claimable,
+        redeliveries_are_limited_per_window_and_never_while_one_is_in_flight,
+    ];
+    // Tests that share the store between tasks, on a multi-threaded runtime.
+    shared_store: [
+        concurrent_reservations_never_share_an_index,
+        one_of_ten_concurrent_orders_with_one_nonce_wins,
+        orders_arriving_together_are_each_written_once_or_fail_alone,
+        concurrent_redeliveries_of_one_event_schedule_one,
+    ];
 }
-
-/// Tests that share the store between tasks, on a multi-threaded runtime.
-macro_rules! on_shared_store {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                super::$name(Arc::clone(&fresh().await.store)).await;
-            }
-        )*
-    };
-}
-
-macro_rules! ledger {
-    ($backend:ident, $name:ident) => {
-        mod $name {
-            use super::*;
-
-            async fn fresh() -> TestDatabase {
-                TestDatabase::new(Backend::$backend)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("fresh {} database: {error}", stringify!($backend))
-                    })
-            }
-
-            on_fresh_store!(
-                a_wallet_reads_back_and_the_all_chains_wallet_is_the_fallback,
-                there_is_no_wallet_for_an_unknown_merchant_or_chain,
-                address_indexes_are_handed_out_once_and_survive_setting_the_same_key,
-                indexes_reserved_in_blocks_never_overlap,
-                a_new_key_restarts_the_index_and_retires_the_old_one,
-                an_inserted_order_starts_pending_and_reads_back_equal,
-                an_order_is_written_with_its_creation_event_and_delivery,
-                a_duplicate_nonce_is_a_conflict_and_writes_nothing,
-                a_duplicate_idempotency_key_is_a_conflict_and_the_key_finds_the_order,
-                a_receiving_address_is_used_once_per_chain,
-                listing_filters_by_status_chain_and_currency_and_counts,
-                listing_pages_with_limit_and_offset_and_keeps_the_total,
-                listing_sorts_by_time_human_amount_and_status,
-                an_update_applies_its_state_and_events_and_bumps_the_version,
-                a_stale_version_applies_nothing_from_its_batch,
-                a_chain_step_moves_the_cursor_stores_payments_and_updates_orders,
-                replaying_payments_does_not_duplicate_them,
-                a_rewind_orphans_later_payments_and_a_new_block_restores_them,
-                a_rewind_orphans_only_the_payments_it_names,
-                a_restored_payment_takes_over_an_orphaned_row_and_never_a_live_one,
-                blocks_behind_the_kept_window_are_pruned,
-                a_chain_step_with_a_stale_order_version_changes_nothing,
-                watched_orders_are_a_chains_open_orders_still_monitored,
-                orders_in_a_status_are_listed_per_chain,
-                only_pending_orders_past_their_window_are_due_to_expire,
-                due_deliveries_are_claimed_once_per_lease_with_their_event_and_secret,
-                deliveries_are_claimed_when_due_and_up_to_the_limit,
-                a_delivered_attempt_is_logged_and_never_claimed_again,
-                a_retry_waits_for_its_next_attempt_time,
-                a_failed_delivery_is_never_claimed_again,
-                a_redelivery_is_scheduled_for_an_existing_event_and_claimable,
-                redeliveries_are_limited_per_window_and_never_while_one_is_in_flight,
-            );
-
-            on_shared_store!(
-                concurrent_reservations_never_share_an_index,
-                one_of_ten_concurrent_orders_with_one_nonce_wins,
-                orders_arriving_together_are_each_written_once_or_fail_alone,
-                concurrent_redeliveries_of_one_event_schedule_one,
-            );
-        }
-    };
-}
-
-ledger!(Sqlite, sqlite);
-ledger!(Postgres, postgres);
