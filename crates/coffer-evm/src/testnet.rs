@@ -10,6 +10,7 @@ use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
+use alloy::sol_types::{Eip712Domain, eip712_domain};
 
 use crate::EvmError;
 use crate::contracts::{MULTICALL3, TestMulticall3, TestUsdc, TestUsdt};
@@ -45,6 +46,18 @@ pub struct UsdcSpec {
     pub decimals: u8,
     /// Who may mint.
     pub owner: Address,
+}
+
+/// The EIP-712 domain of USDC as Circle deploys it (name `USDC`, version `2`) and as
+/// `coffer dev` installs the test token: what a payer's EIP-3009 authorization for `token` on
+/// `chain_id` is signed in.
+pub fn usdc_domain(chain_id: u64, token: Address) -> Eip712Domain {
+    eip712_domain! {
+        name: "USDC",
+        version: "2",
+        chain_id: chain_id,
+        verifying_contract: token,
+    }
 }
 
 /// What describes a plain ERC-20 test token.
