@@ -196,6 +196,15 @@ fn chain_unavailable(error: &dyn std::fmt::Display) -> Rejection {
     )
 }
 
+/// The rejection of a payment a simulation step could not run for: the chain could not be
+/// asked, or the node answered `context` failed.
+fn rpc_failure(error: &alloy::transports::TransportError, context: &str) -> Rejection {
+    if unreachable(error) {
+        return chain_unavailable(error);
+    }
+    reject(Reason::SimulationFailed, format!("{context}: {error}"))
+}
+
 fn parse_address(field: &str, text: &str) -> Result<Address, Rejection> {
     text.parse::<Address>().map_err(|_| {
         reject(
@@ -487,15 +496,10 @@ impl Facilitator {
         if !payment.signed_by_eoa {
             // Only a contract wallet can vouch for a signature that is not its own: a deployed
             // one (ERC-1271), or one the signature says how to deploy (ERC-6492).
-            let code = provider.get_code_at(payment.from).await.map_err(|error| {
-                if unreachable(&error) {
-                    return chain_unavailable(&error);
-                }
-                reject(
-                    Reason::SimulationFailed,
-                    format!("cannot read the payer's code: {error}"),
-                )
-            })?;
+            let code = provider
+                .get_code_at(payment.from)
+                .await
+                .map_err(|error| rpc_failure(&error, "cannot read the payer's code"))?;
             if code.is_empty() {
                 return match &payment.erc6492 {
                     Some(wrapper) => {
@@ -524,7 +528,7 @@ impl Facilitator {
             }
         }
         let token = IEip3009::new(payment.asset.address, &provider);
-        let input = transfer_calldata(payment)?;
+        let input = simulated_calldata(payment)?;
         let call = TransactionRequest::default()
             .with_from(self.caller)
             .with_to(payment.asset.address)
@@ -552,20 +556,15 @@ impl Facilitator {
             wrapper,
             payment.digest,
             payment.asset.address,
-            transfer_calldata(payment)?,
+            simulated_calldata(payment)?,
         );
         let call = TransactionRequest::default()
             .with_from(self.caller)
             .with_deploy_code(code);
-        let output = provider.call(call).await.map_err(|error| {
-            if unreachable(&error) {
-                return chain_unavailable(&error);
-            }
-            reject(
-                Reason::SimulationFailed,
-                format!("the ERC-6492 check could not run: {error}"),
-            )
-        })?;
+        let output = provider
+            .call(call)
+            .await
+            .map_err(|error| rpc_failure(&error, "the ERC-6492 check could not run"))?;
         let outcome = erc6492::read_outcome(&output)
             .map_err(|message| reject(Reason::SimulationFailed, message))?;
         match outcome {
@@ -679,17 +678,24 @@ impl Facilitator {
     }
 }
 
+/// The `transferWithAuthorization` call, as simulated.
+fn simulated_calldata(payment: &CheckedPayment) -> Result<Bytes, Rejection> {
+    transfer_calldata(payment).map_err(|_| {
+        reject(
+            Reason::Signature,
+            "the signature is not a valid secp256k1 signature",
+        )
+    })
+}
+
 /// The `transferWithAuthorization` call settlement sends: the `(v, r, s)` overload for a
 /// 65-byte signature, the `bytes` one otherwise (FiatToken ≥ 2.2).
-fn transfer_calldata(payment: &CheckedPayment) -> Result<Bytes, Rejection> {
+pub(crate) fn transfer_calldata(
+    payment: &CheckedPayment,
+) -> Result<Bytes, alloy::primitives::SignatureError> {
     let p = payment;
     if p.signature.len() == 65 {
-        let signature = Signature::try_from(p.signature.as_ref()).map_err(|_| {
-            reject(
-                Reason::Signature,
-                "the signature is not a valid secp256k1 signature",
-            )
-        })?;
+        let signature = Signature::try_from(p.signature.as_ref())?;
         return Ok(IEip3009::transferWithAuthorization_0Call {
             from: p.from,
             to: p.to,
@@ -728,68 +734,12 @@ fn revert_text(data: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::collections::BTreeMap;
-
-    use alloy::primitives::address;
     use alloy::signers::SignerSync;
     use alloy::signers::local::PrivateKeySigner;
-    use coffer_core::ChainOverride;
     use serde_json::json;
 
     use super::*;
-
-    const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-    const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
-    const NOW: u64 = 1_800_000_000;
-
-    fn facilitator() -> Facilitator {
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec!["http://127.0.0.1:9".to_owned()],
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-        Facilitator::new(Arc::new(registry), Arc::new(Vec::new()), Address::ZERO)
-    }
-
-    fn authorization(from: Address) -> TransferWithAuthorization {
-        TransferWithAuthorization {
-            from,
-            to: PAY_TO,
-            value: U256::from(10_000u64),
-            validAfter: U256::from(NOW - 600),
-            validBefore: U256::from(NOW + 600),
-            nonce: B256::repeat_byte(7),
-        }
-    }
-
-    fn digest(auth: &TransferWithAuthorization) -> B256 {
-        let domain = Eip712Domain::new(
-            Some("USDC".into()),
-            Some("2".into()),
-            Some(U256::from(84_532)),
-            Some(USDC),
-            None,
-        );
-        auth.eip712_signing_hash(&domain)
-    }
-
-    fn request(auth: &TransferWithAuthorization, signature: &[u8]) -> PaymentRequest {
-        let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000",
-            "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 60,
-            "extra": {"name": "USDC", "version": "2"}});
-        let body = json!({"x402Version": 2, "paymentRequirements": requirements,
-            "paymentPayload": {"x402Version": 2, "accepted": requirements, "payload": {
-                "signature": Bytes::copy_from_slice(signature).to_string(), "authorization": {
-                "from": auth.from.to_checksum(None), "to": PAY_TO.to_checksum(None), "value": "10000",
-                "validAfter": auth.validAfter.to_string(), "validBefore": auth.validBefore.to_string(),
-                "nonce": format!("{:#x}", auth.nonce)}}}});
-        PaymentRequest::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
-    }
+    use crate::sample_payments::{NOW, authorization, digest, facilitator, request};
 
     #[test]
     fn an_eoa_signature_recovers_to_the_payer_and_high_s_is_refused() {

@@ -14,13 +14,21 @@
 //!   journaled before it is broadcast with a signer nonce Coffer assigns itself, concurrent or
 //!   repeated calls share that one transaction, a receipt wait that runs out answers
 //!   `settlement_pending` with the hash, and [`settlement::Settler::reconcile`] resolves
-//!   pending ones, also after a restart.
+//!   pending ones, also after a restart. [`settlement::Settler::settle_outcome`] tells how a
+//!   settlement ended as a [`settlement::SettleOutcome`]; failures of the settler itself are
+//!   [`settlement::SettleError`]s that say whether trying again may help.
+//! - [`headers`]: the x402 HTTP headers (`PAYMENT-REQUIRED`, `PAYMENT-SIGNATURE`,
+//!   `PAYMENT-RESPONSE`, and version 1's `X-PAYMENT`, `X-PAYMENT-RESPONSE`) and their one
+//!   codec, base64 of JSON.
 //! - [`reasons`]: the reason strings, in the TypeScript reference's set for v2 and the legacy
 //!   names for v1.
 
 pub mod facilitator;
+pub mod headers;
 #[cfg(test)]
 mod hostile_input;
 pub mod reasons;
+#[cfg(test)]
+mod sample_payments;
 pub mod settlement;
 pub mod wire;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use alloy::consensus::{Transaction, TxEnvelope};
 use alloy::eips::eip2718::{Decodable2718, Encodable2718};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
-use alloy::primitives::{Address, B256, Bytes, Signature, TxHash};
+use alloy::primitives::{Address, B256, Bytes, TxHash};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
@@ -42,9 +42,13 @@ use coffer_store::{
     StoreError,
 };
 
-use crate::facilitator::{CheckedPayment, Facilitator};
+use crate::facilitator::{CheckedPayment, Facilitator, Rejection, transfer_calldata};
 use crate::reasons::Reason;
 use crate::wire::{PaymentRequest, SettleResponse};
+
+mod outcome;
+
+pub use outcome::{Failure, SettleError, SettleOutcome};
 
 /// The reason for a broadcast whose receipt has not arrived yet.
 pub const SETTLEMENT_PENDING: &str = "settlement_pending";
@@ -391,8 +395,9 @@ impl Settler {
         receipt_timeout: Duration,
         order_id: Option<&str>,
     ) -> SettleResponse {
-        self.settle_as(request, now, receipt_timeout, Purpose::Order(order_id))
+        self.settle_outcome(request, now, receipt_timeout, Purpose::Order(order_id))
             .await
+            .response(request)
     }
 
     /// Settles a payment that must be settled by this very call: an authorization already in
@@ -406,39 +411,24 @@ impl Settler {
         now: u64,
         receipt_timeout: Duration,
     ) -> SettleResponse {
-        self.settle_as(request, now, receipt_timeout, Purpose::Exclusive)
+        self.settle_outcome(request, now, receipt_timeout, Purpose::Exclusive)
             .await
+            .response(request)
     }
 
-    async fn settle_as(
+    /// Settles a payment for `purpose`, waiting for the receipt up to `receipt_timeout`, and
+    /// tells how it ended; [`SettleOutcome::response`] is the `/settle` reply. The methods
+    /// above answer that reply directly.
+    pub async fn settle_outcome(
         &self,
         request: &PaymentRequest,
         now: u64,
         receipt_timeout: Duration,
         purpose: Purpose<'_>,
-    ) -> SettleResponse {
-        let version = request.version();
-        let reply = |success: bool,
-                     reason: Option<&str>,
-                     message: Option<String>,
-                     transaction: &str| SettleResponse {
-            success,
-            error_reason: reason.map(str::to_owned),
-            error_message: message,
-            payer: Some(request.payer().to_owned()),
-            transaction: transaction.to_owned(),
-            network: request.network().to_owned(),
-        };
+    ) -> SettleOutcome {
         let payment = match self.facilitator.check(request, now) {
             Ok(payment) => payment,
-            Err(rejection) => {
-                return reply(
-                    false,
-                    Some(rejection.reason.as_str(version)),
-                    Some(rejection.message),
-                    "",
-                );
-            }
+            Err(rejection) => return SettleOutcome::Rejected(rejection),
         };
         let key = key_of(&payment);
         let lock = lock_for(&self.authorizations, &key);
@@ -447,58 +437,11 @@ impl Settler {
             .settle_once(request, &payment, &key, receipt_timeout, purpose)
             .await
         {
-            Ok(Settled::Row(row)) => self.reply_for(&row, version, request),
-            // Nothing was sent; a chain that could not be asked is the settlement's failure.
-            Ok(Settled::Rejected(rejection)) if rejection.reason == Reason::ChainUnavailable => {
-                reply(
-                    false,
-                    Some(UNEXPECTED_SETTLE_ERROR),
-                    Some(rejection.message),
-                    "",
-                )
-            }
-            Ok(Settled::Rejected(rejection)) => reply(
-                false,
-                Some(rejection.reason.as_str(version)),
-                Some(rejection.message),
-                "",
-            ),
+            Ok(outcome) => outcome,
             Err(error) => {
-                let error = coffer_core::redact::redact_urls(&error).into_owned();
-                tracing::error!(%error, "settlement failed unexpectedly");
-                reply(false, Some(UNEXPECTED_SETTLE_ERROR), Some(error), "")
+                tracing::error!(error = %error.redacted(), "settlement failed unexpectedly");
+                SettleOutcome::Failed(Failure::Error(error))
             }
-        }
-    }
-
-    fn reply_for(
-        &self,
-        row: &SettlementRow,
-        _version: u8,
-        request: &PaymentRequest,
-    ) -> SettleResponse {
-        let transaction = row.tx_hash.clone().unwrap_or_default();
-        let (success, reason) = match row.status {
-            SettlementStatus::Succeeded => (true, None),
-            SettlementStatus::Failed => (
-                false,
-                Some(
-                    row.error_reason
-                        .clone()
-                        .unwrap_or_else(|| TRANSACTION_FAILED.to_owned()),
-                ),
-            ),
-            SettlementStatus::Broadcast | SettlementStatus::Pending => {
-                (false, Some(SETTLEMENT_PENDING.to_owned()))
-            }
-        };
-        SettleResponse {
-            success,
-            error_reason: reason,
-            error_message: None,
-            payer: Some(request.payer().to_owned()),
-            transaction,
-            network: request.network().to_owned(),
         }
     }
 
@@ -509,7 +452,7 @@ impl Settler {
         key: &SettlementKey,
         receipt_timeout: Duration,
         purpose: Purpose<'_>,
-    ) -> Result<Settled, String> {
+    ) -> Result<SettleOutcome, SettleError> {
         let order_id = match purpose {
             Purpose::Order(order_id) => order_id,
             Purpose::Exclusive => None,
@@ -517,31 +460,21 @@ impl Settler {
         // An existing row decides the answer — this authorization is (being) settled already —
         // but only for a request that presents the same signed terms, and never for one that
         // must settle it itself.
-        if let Some(row) = self
-            .store
-            .settlement(key)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if let Some(row) = self.store.settlement(key).await? {
             if let Err(rejection) = same_terms(&row, payment) {
-                return Ok(Settled::Rejected(rejection));
+                return Ok(SettleOutcome::rejected(rejection));
             }
             if purpose == Purpose::Exclusive {
-                return Ok(Settled::Rejected(already_presented()));
+                return Ok(SettleOutcome::rejected(already_presented()));
             }
-            if !(row.status == SettlementStatus::Pending
-                && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS)
-            {
-                return self
-                    .existing(row, receipt_timeout)
-                    .await
-                    .map(|row| Settled::Row(Box::new(row)));
+            if !abandoned(&row) {
+                return self.existing(row, receipt_timeout).await;
             }
         }
         // Prove it on chain before writing anything, so a forged request for someone else's
         // authorization can never claim (and block) its journal row.
         if let Err(rejection) = self.facilitator.simulate(payment).await {
-            return Ok(Settled::Rejected(rejection));
+            return Ok(SettleOutcome::rejected(rejection));
         }
         let new = NewSettlement {
             key: key.clone(),
@@ -552,48 +485,37 @@ impl Settler {
             order_id: order_id.map(str::to_owned),
             now_ms: now_ms(),
         };
-        let (row, fresh) = self
-            .store
-            .claim_settlement(&new)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (row, fresh) = self.store.claim_settlement(&new).await?;
         if let Err(rejection) = same_terms(&row, payment) {
-            return Ok(Settled::Rejected(rejection));
+            return Ok(SettleOutcome::rejected(rejection));
         }
         if !fresh && purpose == Purpose::Exclusive {
-            return Ok(Settled::Rejected(already_presented()));
+            return Ok(SettleOutcome::rejected(already_presented()));
         }
-        let abandoned = row.status == SettlementStatus::Pending
-            && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS;
-        if !fresh && !abandoned {
-            return self
-                .existing(row, receipt_timeout)
-                .await
-                .map(|row| Settled::Row(Box::new(row)));
+        if !fresh && !abandoned(&row) {
+            return self.existing(row, receipt_timeout).await;
         }
         let Broadcast { signed, resolution } = match self.broadcast(&row, payment, key).await {
             Ok(broadcast) => broadcast,
-            Err(Refused(message)) => {
+            Err(message) => {
                 // Another process may have taken over the same claim and broadcast: then its
                 // transaction is the answer, and this row must not be marked failed.
-                let current = self
-                    .store
-                    .settlement(key)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let current = self.store.settlement(key).await?;
                 if let Some(current) =
                     current.filter(|current| current.status != SettlementStatus::Pending)
                 {
-                    return self
-                        .existing(current, receipt_timeout)
-                        .await
-                        .map(|row| Settled::Row(Box::new(row)));
+                    return self.existing(current, receipt_timeout).await;
                 }
                 tracing::warn!(%message, "the settlement transaction was not broadcast");
-                return self
-                    .finish(row, SettlementStatus::Failed, Some(TRANSACTION_FAILED))
-                    .await
-                    .map(|row| Settled::Row(Box::new(row)));
+                let (row, _) = self
+                    .finish(
+                        row,
+                        SettlementStatus::Failed,
+                        Some(TRANSACTION_FAILED),
+                        None,
+                    )
+                    .await?;
+                return Ok(SettleOutcome::from_row(row));
             }
         };
         // The journal holds what was just written; no need to read it back.
@@ -607,7 +529,7 @@ impl Settler {
         };
         self.await_resolution(row, resolution, receipt_timeout)
             .await
-            .map(|row| Settled::Row(Box::new(row)))
+            .map(SettleOutcome::from_row)
     }
 
     /// Waits, up to the bound, for the resolver of a just-broadcast transaction to record its
@@ -617,7 +539,7 @@ impl Settler {
         row: SettlementRow,
         mut resolution: tokio::sync::watch::Receiver<Option<Arc<Resolved>>>,
         receipt_timeout: Duration,
-    ) -> Result<SettlementRow, String> {
+    ) -> Result<SettlementRow, SettleError> {
         let started = tokio::time::Instant::now();
         // The watch guard is not `Send`: take the value out before anything else is awaited.
         let waited = match tokio::time::timeout(
@@ -652,12 +574,7 @@ impl Settler {
             )
         } else {
             // Another process recorded it first: its outcome stands.
-            return self
-                .store
-                .settlement(&row.key)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "journal row vanished".to_owned());
+            return self.reread(&row).await;
         };
         Ok(SettlementRow {
             status: outcome.0,
@@ -667,15 +584,26 @@ impl Settler {
         })
     }
 
+    /// The answer of a row journaled already: its outcome, once a broadcast one's receipt was
+    /// awaited up to the bound.
     async fn existing(
         &self,
         row: SettlementRow,
         receipt_timeout: Duration,
-    ) -> Result<SettlementRow, String> {
-        match row.status {
-            SettlementStatus::Broadcast => self.await_receipt(row, receipt_timeout).await,
-            _ => Ok(row),
-        }
+    ) -> Result<SettleOutcome, SettleError> {
+        let row = match row.status {
+            SettlementStatus::Broadcast => self.await_receipt(row, receipt_timeout).await?,
+            _ => row,
+        };
+        Ok(SettleOutcome::from_row(row))
+    }
+
+    /// A journal row as it is now.
+    async fn reread(&self, row: &SettlementRow) -> Result<SettlementRow, SettleError> {
+        self.store
+            .settlement(&row.key)
+            .await?
+            .ok_or(SettleError::RowVanished)
     }
 
     /// Sends a claimed settlement: alone, or through its signer's batch queue when batching is
@@ -686,14 +614,11 @@ impl Settler {
         payment: &CheckedPayment,
         key: &SettlementKey,
     ) -> Result<Broadcast, Refused> {
-        let signer = self
-            .signer_for(key)
-            .ok_or_else(|| Refused("no settlement signer is configured".to_owned()))?
-            .clone();
+        let signer = self.signer_for(key).ok_or(SettleError::NoSigner)?.clone();
         let chain_id = payment.chain.chain_id;
         let provider = self
             .provider(chain_id)
-            .ok_or_else(|| Refused("no RPC endpoint".to_owned()))?;
+            .ok_or(SettleError::NoRpcEndpoint { chain_id })?;
         let (done, outcome) = tokio::sync::oneshot::channel();
         let queued = Queued {
             row_id: row.id,
@@ -753,46 +678,25 @@ impl Settler {
         }
         outcome
             .await
-            .unwrap_or_else(|_| Err(Refused("the batch was abandoned".to_owned())))
+            .unwrap_or_else(|_| Err(Arc::new(SettleError::BatchAbandoned)))
     }
 
+    /// Records a settlement's outcome, compare-and-set from the state this call saw: if another
+    /// process moved the row meanwhile, its outcome stands and is what we answer. Also tells
+    /// whether this call moved the row. `mined_tx` names the transaction that was mined when
+    /// it is not the row's latest (a fee bump's predecessor).
     async fn finish(
         &self,
         row: SettlementRow,
         status: SettlementStatus,
         reason: Option<&str>,
-    ) -> Result<SettlementRow, String> {
-        self.finish_with(row, status, reason, None).await
-    }
-
-    async fn finish_with(
-        &self,
-        row: SettlementRow,
-        status: SettlementStatus,
-        reason: Option<&str>,
         mined_tx: Option<&str>,
-    ) -> Result<SettlementRow, String> {
-        // Compare-and-set from the state this call saw: if another process moved the row
-        // meanwhile, its outcome stands and is what we answer.
-        self.finish_moving(row, status, reason, mined_tx)
-            .await
-            .map(|(row, _)| row)
-    }
-
-    /// [`Settler::finish_with`], also telling whether this call moved the row.
-    async fn finish_moving(
-        &self,
-        row: SettlementRow,
-        status: SettlementStatus,
-        reason: Option<&str>,
-        mined_tx: Option<&str>,
-    ) -> Result<(SettlementRow, bool), String> {
+    ) -> Result<(SettlementRow, bool), SettleError> {
         let now = now_ms();
         let moved = self
             .store
             .finish_settlement(row.id, row.status, status, reason, mined_tx, now)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if moved && mined_tx.is_none() {
             return Ok((
                 SettlementRow {
@@ -804,12 +708,7 @@ impl Settler {
                 true,
             ));
         }
-        self.store
-            .settlement(&row.key)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "journal row vanished".to_owned())
-            .map(|row| (row, moved))
+        Ok((self.reread(&row).await?, moved))
     }
 
     /// Waits for a broadcast settlement's receipt, up to the bound, and records the outcome.
@@ -817,7 +716,7 @@ impl Settler {
         &self,
         row: SettlementRow,
         receipt_timeout: Duration,
-    ) -> Result<SettlementRow, String> {
+    ) -> Result<SettlementRow, SettleError> {
         let deadline = tokio::time::Instant::now() + receipt_timeout;
         // Look again soon at first (a fast chain mines within milliseconds), then every 100 ms.
         let mut pause = Duration::from_millis(10);
@@ -839,18 +738,20 @@ impl Settler {
         &self,
         row: &SettlementRow,
         earlier: bool,
-    ) -> Result<Option<SettlementRow>, String> {
+    ) -> Result<Option<SettlementRow>, SettleError> {
         let Some(current) = row.tx_hash.clone() else {
             return Ok(None);
         };
-        let provider = self.provider(row.key.chain_id).ok_or("no RPC endpoint")?;
+        let chain_id = row.key.chain_id;
+        let provider = self
+            .provider(chain_id)
+            .ok_or(SettleError::NoRpcEndpoint { chain_id })?;
         let mut candidates = vec![current.clone()];
         if earlier && let (Some(signer), Some(nonce)) = (row.signer.as_deref(), row.signer_nonce) {
             let journaled = self
                 .store
                 .transactions_at_nonce(row.key.chain_id, signer, nonce)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             candidates.extend(
                 journaled
                     .into_iter()
@@ -870,9 +771,7 @@ impl Settler {
                         (SettlementStatus::Failed, Some(TRANSACTION_FAILED))
                     };
                     let mined = (candidate != current).then_some(candidate.as_str());
-                    let (resolved, moved) = self
-                        .finish_moving(row.clone(), status, reason, mined)
-                        .await?;
+                    let (resolved, moved) = self.finish(row.clone(), status, reason, mined).await?;
                     if moved && let Ok(payee) = row.pay_to.parse::<Address>() {
                         // How many settlements the transaction carried: one per authorization
                         // it used (at least this one).
@@ -1042,37 +941,37 @@ impl Settler {
         provider: &DynProvider,
         row: &SettlementRow,
         raw: &Bytes,
-    ) -> Result<(), String> {
-        let stuck = TxEnvelope::decode_2718(&mut raw.as_ref()).map_err(|e| e.to_string())?;
+    ) -> Result<(), SettleError> {
+        let stuck = TxEnvelope::decode_2718(&mut raw.as_ref()).map_err(SettleError::Journaled)?;
         let signer_address = row
             .signer
             .as_deref()
             .and_then(|s| s.parse::<Address>().ok())
-            .ok_or("the journal row names no signer")?;
+            .ok_or(SettleError::NoJournaledSigner)?;
         let signer = self
             .signers
             .iter()
             .find(|signer| signer.address() == signer_address)
-            .ok_or("the signer that sent it is no longer configured")?;
+            .ok_or(SettleError::SignerGone {
+                signer: signer_address,
+            })?;
         let raised = |fee: u128| fee + fee * FEE_BUMP_PERCENT / 100 + 1;
         let estimate = provider
             .estimate_eip1559_fees()
             .await
-            .map_err(|e| format!("fee estimate: {e}"))?;
+            .map_err(SettleError::FeeEstimate)?;
         let tip = raised(stuck.max_priority_fee_per_gas().unwrap_or_default())
             .max(estimate.max_priority_fee_per_gas);
         let max_fee = raised(stuck.max_fee_per_gas())
             .max(estimate.max_fee_per_gas)
             .max(tip);
         if max_fee > self.options.max_fee_per_gas {
-            return Err(format!(
-                "the replacement's fee {max_fee} would pass the cap {}",
-                self.options.max_fee_per_gas
-            ));
+            return Err(SettleError::ReplacementAboveCap {
+                fee: max_fee,
+                cap: self.options.max_fee_per_gas,
+            });
         }
-        let to = stuck
-            .to()
-            .ok_or("the stuck transaction creates a contract")?;
+        let to = stuck.to().ok_or(SettleError::ContractCreation)?;
         let replacement = TransactionRequest::default()
             .with_from(signer_address)
             .with_to(to)
@@ -1084,7 +983,7 @@ impl Settler {
             .with_max_priority_fee_per_gas(tip)
             .build(&EthereumWallet::from(signer.clone()))
             .await
-            .map_err(|e| format!("signing: {e}"))?;
+            .map_err(SettleError::Signing)?;
         let signed = SignedSettlement {
             chain_id: row.key.chain_id,
             signer: format!("{signer_address:#x}"),
@@ -1095,14 +994,13 @@ impl Settler {
         let replaced = row.tx_hash.as_deref().unwrap_or_default();
         self.store
             .replace_transaction(replaced, &signed, now_ms())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         tracing::info!(replaced, tx = %signed.tx_hash, max_fee, "replaced a stuck settlement with higher fees");
         provider
             .send_raw_transaction(&replacement.encoded_2718())
             .await
             .map(|_| ())
-            .map_err(|e| format!("broadcast: {e}"))
+            .map_err(SettleError::Broadcast)
     }
 }
 
@@ -1165,17 +1063,19 @@ impl Sender {
         let mut calls = Vec::with_capacity(claims.len());
         let mut accepted = Vec::with_capacity(claims.len());
         for claim in claims {
-            match authorization_call(&claim.payment) {
+            match transfer_calldata(&claim.payment) {
                 Ok(call) => {
                     calls.push(IMulticall3::Call3 {
                         target: claim.payment.asset.address,
                         allowFailure: true,
-                        callData: call.into(),
+                        callData: call,
                     });
                     accepted.push(claim);
                 }
-                Err(refused) => {
-                    let _ = claim.done.send(Err(refused));
+                Err(error) => {
+                    let _ = claim
+                        .done
+                        .send(Err(Arc::new(SettleError::Signature(error))));
                 }
             }
         }
@@ -1196,9 +1096,10 @@ impl Sender {
         }
         let signed = match outcome {
             Ok(signed) => signed,
-            Err(Refused(message)) => {
+            Err(error) => {
+                let refused = Arc::new(error);
                 for claim in accepted {
-                    let _ = claim.done.send(Err(Refused(message.clone())));
+                    let _ = claim.done.send(Err(refused.clone()));
                 }
                 return;
             }
@@ -1305,7 +1206,7 @@ impl Sender {
         chain_id: u64,
         ids: &[i64],
         mut calls: Vec<IMulticall3::Call3>,
-    ) -> Result<SignedSettlement, Refused> {
+    ) -> Result<SignedSettlement, SettleError> {
         let (to, input, gas_limit) = if calls.len() == 1 {
             let call = calls.remove(0);
             (call.target, call.callData, GAS_LIMIT)
@@ -1317,12 +1218,12 @@ impl Sender {
         let fees = provider
             .estimate_eip1559_fees()
             .await
-            .map_err(|e| Refused(format!("fee estimate: {e}")))?;
+            .map_err(SettleError::FeeEstimate)?;
         if fees.max_fee_per_gas > self.options.max_fee_per_gas {
-            return Err(Refused(format!(
-                "gas price {} above the cap {}",
-                fees.max_fee_per_gas, self.options.max_fee_per_gas
-            )));
+            return Err(SettleError::FeeAboveCap {
+                fee: fees.max_fee_per_gas,
+                cap: self.options.max_fee_per_gas,
+            });
         }
         let signer_address = signer.address();
         let nonce_lock = lock_for(&self.signer_nonces, &(chain_id, signer_address));
@@ -1331,12 +1232,11 @@ impl Sender {
             .get_transaction_count(signer_address)
             .pending()
             .await
-            .map_err(|e| Refused(format!("nonce: {e}")))?;
+            .map_err(SettleError::SignerNonce)?;
         let journaled = self
             .store
             .next_signer_nonce(chain_id, &format!("{signer_address:#x}"))
-            .await
-            .map_err(|e| Refused(e.to_string()))?
+            .await?
             .unwrap_or(0);
         let nonce = on_chain.max(journaled);
         let envelope = TransactionRequest::default()
@@ -1350,7 +1250,7 @@ impl Sender {
             .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas)
             .build(&EthereumWallet::from(signer.clone()))
             .await
-            .map_err(|e| Refused(format!("signing: {e}")))?;
+            .map_err(SettleError::Signing)?;
         let signed = SignedSettlement {
             chain_id,
             signer: format!("{signer_address:#x}"),
@@ -1358,21 +1258,14 @@ impl Sender {
             tx_hash: format!("{:#x}", envelope.tx_hash()),
             raw_tx: format!("0x{}", alloy::hex::encode(envelope.encoded_2718())),
         };
-        self.store
-            .record_signed(ids, &signed, now_ms())
-            .await
-            .map_err(|e| Refused(e.to_string()))?;
+        self.store.record_signed(ids, &signed, now_ms()).await?;
         let raw = envelope.encoded_2718();
         match provider.send_raw_transaction(&raw).await {
             Ok(_) => Ok(signed),
             // The node refused it: nothing was broadcast. Forget the transaction (freeing its
             // nonce for the next one) and fail the settlements it carried.
             Err(error) if error.as_error_resp().is_some() => {
-                let message = format!("node refused {}: {error}", signed.tx_hash);
-                self.store
-                    .void_transaction(&signed.tx_hash)
-                    .await
-                    .map_err(|e| Refused(e.to_string()))?;
+                self.store.void_transaction(&signed.tx_hash).await?;
                 self.store
                     .finish_broadcast_settlements(
                         ids,
@@ -1380,9 +1273,11 @@ impl Sender {
                         Some(TRANSACTION_FAILED),
                         now_ms(),
                     )
-                    .await
-                    .map_err(|e| Refused(e.to_string()))?;
-                Err(Refused(message))
+                    .await?;
+                Err(SettleError::NodeRefused {
+                    tx_hash: signed.tx_hash,
+                    source: error,
+                })
             }
             Err(error) => {
                 // Unknown whether it arrived: it stays journaled as broadcast; reconciliation
@@ -1391,38 +1286,6 @@ impl Sender {
                 Ok(signed)
             }
         }
-    }
-}
-
-/// The `transferWithAuthorization` call of a checked payment (the `v, r, s` overload for a
-/// 65-byte signature, the `bytes` one for contract wallets).
-fn authorization_call(payment: &CheckedPayment) -> Result<Vec<u8>, Refused> {
-    if payment.signature.len() == 65 {
-        let signature =
-            Signature::try_from(payment.signature.as_ref()).map_err(|e| Refused(e.to_string()))?;
-        Ok(IEip3009::transferWithAuthorization_0Call {
-            from: payment.from,
-            to: payment.to,
-            value: payment.value,
-            validAfter: payment.valid_after,
-            validBefore: payment.valid_before,
-            nonce: payment.nonce,
-            v: 27 + u8::from(signature.v()),
-            r: B256::from(signature.r()),
-            s: B256::from(signature.s()),
-        }
-        .abi_encode())
-    } else {
-        Ok(IEip3009::transferWithAuthorization_1Call {
-            from: payment.from,
-            to: payment.to,
-            value: payment.value,
-            validAfter: payment.valid_after,
-            validBefore: payment.valid_before,
-            nonce: payment.nonce,
-            signature: payment.signature.clone(),
-        }
-        .abi_encode())
     }
 }
 
@@ -1455,10 +1318,7 @@ fn authorization_used(receipt: &TransactionReceipt, key: &SettlementKey) -> bool
 ///
 /// # Errors
 /// A `NonceUsed` rejection: the `(payer, nonce)` was settled with other terms.
-pub fn same_terms(
-    row: &SettlementRow,
-    payment: &CheckedPayment,
-) -> Result<(), crate::facilitator::Rejection> {
+pub fn same_terms(row: &SettlementRow, payment: &CheckedPayment) -> Result<(), Rejection> {
     let same = match &row.terms_hash {
         Some(hash) => *hash == payment.terms_hash(),
         None => {
@@ -1472,8 +1332,8 @@ pub fn same_terms(
     if same {
         Ok(())
     } else {
-        Err(crate::facilitator::Rejection {
-            reason: crate::reasons::Reason::NonceUsed,
+        Err(Rejection {
+            reason: Reason::NonceUsed,
             message: "this authorization's nonce was already used by a settlement with other \
                       terms (payee, value, validity or signature)"
                 .to_owned(),
@@ -1483,7 +1343,7 @@ pub fn same_terms(
 
 /// What a settlement is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose<'a> {
+pub enum Purpose<'a> {
     /// Shared with any caller presenting the same authorization (the facilitator's
     /// idempotency), journaled with the order it pays, if any.
     Order(Option<&'a str>),
@@ -1492,21 +1352,327 @@ enum Purpose<'a> {
 }
 
 /// The refusal of an authorization that another request settled or is settling.
-fn already_presented() -> crate::facilitator::Rejection {
-    crate::facilitator::Rejection {
-        reason: crate::reasons::Reason::NonceUsed,
+fn already_presented() -> Rejection {
+    Rejection {
+        reason: Reason::NonceUsed,
         message: "this authorization was already presented and pays once; sign a new one"
             .to_owned(),
     }
 }
 
-/// How a settlement ended for this call.
-enum Settled {
-    /// The journal row (succeeded, failed, or still pending).
-    Row(Box<SettlementRow>),
-    /// The payment was invalid; nothing was written or sent.
-    Rejected(crate::facilitator::Rejection),
+/// Whether a claimed row has no transaction long after its claim: its owner died, and the
+/// claim is taken over.
+fn abandoned(row: &SettlementRow) -> bool {
+    row.status == SettlementStatus::Pending && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS
 }
 
-/// Signing was refused before anything was broadcast.
-struct Refused(String);
+/// Why a claim's transaction was not broadcast, shared by every claim it was to carry.
+type Refused = Arc<SettleError>;
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::U256;
+    use alloy::signers::local::PrivateKeySigner;
+    use coffer_evm::contracts::TransferWithAuthorization;
+    use coffer_store::testing::{Backend, TestDatabase};
+    use serde_json::json;
+
+    use super::*;
+    use crate::sample_payments::{
+        NOW, authorization, checked_payment, facilitator, signed_request,
+    };
+
+    /// The journal row a claim of `payment` writes.
+    fn claim_of(payment: &CheckedPayment) -> NewSettlement {
+        NewSettlement {
+            key: key_of(payment),
+            pay_to: format!("{:#x}", payment.to),
+            value: payment.value.to_string(),
+            network: "eip155:84532".to_owned(),
+            terms_hash: payment.terms_hash(),
+            order_id: None,
+            now_ms: now_ms(),
+        }
+    }
+
+    /// A row journaled before terms were kept, for `payment`'s authorization.
+    fn legacy_row(payment: &CheckedPayment) -> SettlementRow {
+        let claim = claim_of(payment);
+        SettlementRow {
+            id: 1,
+            key: claim.key,
+            pay_to: claim.pay_to,
+            value: claim.value,
+            network: claim.network,
+            terms_hash: None,
+            order_id: None,
+            status: SettlementStatus::Succeeded,
+            signer: None,
+            signer_nonce: None,
+            tx_hash: None,
+            raw_tx: None,
+            error_reason: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn refused_as_nonce_used(result: Result<(), Rejection>) -> bool {
+        result.is_err_and(|rejection| rejection.reason == Reason::NonceUsed)
+    }
+
+    #[test]
+    fn the_same_terms_are_the_same_authorization_with_the_same_signature() {
+        let (payment, _) = checked_payment();
+        let row = SettlementRow {
+            terms_hash: Some(payment.terms_hash()),
+            ..legacy_row(&payment)
+        };
+        assert_eq!(same_terms(&row, &payment), Ok(()));
+
+        let other = SettlementRow {
+            terms_hash: Some(format!("0x{}", "0".repeat(64))),
+            ..row
+        };
+        let rejection = same_terms(&other, &payment).unwrap_err();
+        assert_eq!(rejection.reason, Reason::NonceUsed);
+        assert!(
+            rejection.message.contains("other terms"),
+            "{}",
+            rejection.message
+        );
+    }
+
+    #[test]
+    fn a_row_without_terms_matches_on_payee_and_value_only_for_an_eoa_signature() {
+        let (payment, _) = checked_payment();
+        let row = legacy_row(&payment);
+        assert_eq!(same_terms(&row, &payment), Ok(()));
+        let shouted = SettlementRow {
+            pay_to: row.pay_to.to_ascii_uppercase().replace("0X", "0x"),
+            ..row.clone()
+        };
+        assert_eq!(same_terms(&shouted, &payment), Ok(()));
+
+        let other_value = SettlementRow {
+            value: "9999".to_owned(),
+            ..row.clone()
+        };
+        assert!(refused_as_nonce_used(same_terms(&other_value, &payment)));
+        let other_payee = SettlementRow {
+            pay_to: format!("{:#x}", Address::repeat_byte(1)),
+            ..row.clone()
+        };
+        assert!(refused_as_nonce_used(same_terms(&other_payee, &payment)));
+        let by_a_wallet = CheckedPayment {
+            signed_by_eoa: false,
+            ..payment
+        };
+        assert!(refused_as_nonce_used(same_terms(&row, &by_a_wallet)));
+    }
+
+    /// A settler over a fresh SQLite journal, with one signer and no RPC endpoint: what it
+    /// answers here it answers from the checks and the journal alone.
+    async fn settler() -> (Settler, TestDatabase) {
+        let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
+        let settler = Settler::new(
+            facilitator(),
+            db.store.clone(),
+            Arc::new(Vec::new()),
+            vec![PrivateKeySigner::random()],
+            SettleOptions::default(),
+        );
+        (settler, db)
+    }
+
+    /// Journals a fresh claim of `payment`.
+    async fn journal_claim(store: &dyn Store, payment: &CheckedPayment) -> SettlementRow {
+        let (row, fresh) = store.claim_settlement(&claim_of(payment)).await.unwrap();
+        assert!(fresh);
+        row
+    }
+
+    /// Journals `payment` as signed in transaction `tx_hash`.
+    async fn journal_signed(store: &dyn Store, payment: &CheckedPayment, tx_hash: &str) -> i64 {
+        let row = journal_claim(store, payment).await;
+        let signed = SignedSettlement {
+            chain_id: payment.chain.chain_id,
+            signer: format!("{:#x}", Address::repeat_byte(9)),
+            signer_nonce: 0,
+            tx_hash: tx_hash.to_owned(),
+            raw_tx: "0x00".to_owned(),
+        };
+        store
+            .record_signed(&[row.id], &signed, now_ms())
+            .await
+            .unwrap();
+        row.id
+    }
+
+    /// Asserts that `reply` refuses the payment as a used nonce, saying `why`, with no
+    /// transaction.
+    fn assert_refused_as_used(reply: &SettleResponse, why: &str) {
+        assert!(!reply.success);
+        assert_eq!(
+            reply.error_reason.as_deref(),
+            Some(Reason::NonceUsed.as_str(2))
+        );
+        let message = reply.error_message.as_deref().unwrap_or_default();
+        assert!(message.contains(why), "{reply:?}");
+        assert_eq!(reply.transaction, "");
+    }
+
+    const TX: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[tokio::test]
+    async fn a_payment_the_checks_refuse_is_answered_with_their_reason_and_not_journaled() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        let late = NOW + 3_600;
+        let outcome = settler
+            .settle_outcome(&request, late, Duration::ZERO, Purpose::Order(None))
+            .await;
+        assert!(
+            matches!(&outcome, SettleOutcome::Rejected(rejection) if rejection.reason == Reason::ValidBefore),
+            "{outcome:?}"
+        );
+        let reply = settler.settle(&request, late).await;
+        assert!(!reply.success);
+        assert_eq!(
+            reply.error_reason.as_deref(),
+            Some(Reason::ValidBefore.as_str(2))
+        );
+        assert!(reply.error_message.is_some());
+        assert_eq!(reply.payer.as_deref(), Some(request.payer()));
+        assert_eq!(reply.transaction, "");
+        assert_eq!(reply.network, "eip155:84532");
+        assert_eq!(db.store.settlement(&key_of(&payment)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_settled_authorization_is_answered_from_the_journal_with_its_transaction() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        let id = journal_signed(db.store.as_ref(), &payment, TX).await;
+        db.store
+            .finish_broadcast_settlements(&[id], SettlementStatus::Succeeded, None, now_ms())
+            .await
+            .unwrap();
+
+        let outcome = settler
+            .settle_outcome(&request, NOW, Duration::ZERO, Purpose::Order(None))
+            .await;
+        assert!(outcome.is_settled(), "{outcome:?}");
+        let reply = settler
+            .settle_for(&request, NOW, Duration::ZERO, None)
+            .await;
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap(),
+            json!({"success": true, "payer": request.payer(), "transaction": TX,
+                "network": "eip155:84532"})
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_nonce_with_other_terms_is_refused_as_used() {
+        let (settler, db) = settler().await;
+        let payer = PrivateKeySigner::random();
+        let auth = authorization(payer.address());
+        let first = facilitator()
+            .check(&signed_request(&payer, &auth), NOW)
+            .unwrap();
+        journal_signed(db.store.as_ref(), &first, TX).await;
+
+        let longer = TransferWithAuthorization {
+            validBefore: auth.validBefore + U256::from(1),
+            ..auth.clone()
+        };
+        let reply = settler.settle(&signed_request(&payer, &longer), NOW).await;
+        assert_refused_as_used(&reply, "other terms");
+    }
+
+    #[tokio::test]
+    async fn an_exclusive_settle_of_a_journaled_authorization_is_refused() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        journal_claim(db.store.as_ref(), &payment).await;
+
+        let reply = settler
+            .settle_exclusive(&request, NOW, Duration::ZERO)
+            .await;
+        assert_refused_as_used(&reply, "already presented");
+    }
+
+    #[tokio::test]
+    async fn a_claim_not_yet_broadcast_answers_pending_without_a_transaction() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        journal_claim(db.store.as_ref(), &payment).await;
+
+        let outcome = settler
+            .settle_outcome(&request, NOW, Duration::ZERO, Purpose::Order(None))
+            .await;
+        assert!(
+            matches!(outcome, SettleOutcome::Pending { transaction: None }),
+            "{outcome:?}"
+        );
+        let reply = settler.settle(&request, NOW).await;
+        assert_eq!(
+            (
+                reply.success,
+                reply.error_reason.as_deref(),
+                reply.transaction.as_str()
+            ),
+            (false, Some(SETTLEMENT_PENDING), "")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_settlement_answers_its_journaled_reason_and_transaction() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        let id = journal_signed(db.store.as_ref(), &payment, TX).await;
+        db.store
+            .finish_broadcast_settlements(
+                &[id],
+                SettlementStatus::Failed,
+                Some(TRANSACTION_FAILED),
+                now_ms(),
+            )
+            .await
+            .unwrap();
+
+        let reply = settler.settle(&request, NOW).await;
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap(),
+            json!({"success": false, "errorReason": TRANSACTION_FAILED,
+                "payer": request.payer(), "transaction": TX, "network": "eip155:84532"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_settlement_without_an_rpc_endpoint_is_an_unexpected_error() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        journal_signed(db.store.as_ref(), &payment, TX).await;
+
+        let outcome = settler
+            .settle_outcome(&request, NOW, Duration::ZERO, Purpose::Order(None))
+            .await;
+        let SettleOutcome::Failed(Failure::Error(error)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(matches!(
+            error,
+            SettleError::NoRpcEndpoint { chain_id: 84_532 }
+        ));
+        assert!(!error.is_retryable());
+        let reply = settler.settle(&request, NOW).await;
+        assert_eq!(
+            serde_json::to_value(&reply).unwrap(),
+            json!({"success": false, "errorReason": UNEXPECTED_SETTLE_ERROR,
+                "errorMessage": "no RPC endpoint", "payer": request.payer(), "transaction": "",
+                "network": "eip155:84532"})
+        );
+    }
+}
