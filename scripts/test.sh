@@ -37,6 +37,9 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261201}"
 step "format"
 cargo fmt --all --check
 
+step "layering: the payment core speaks no HTTP"
+scripts/check-layering.sh
+
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

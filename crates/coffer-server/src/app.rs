@@ -22,7 +22,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::IntoResponse;
 use coffer_core::ChainRegistry;
-use coffer_evm::rpc::ChainRpc;
 use coffer_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -32,62 +31,26 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
-use crate::facilitator_policy::{FacilitatorGate, FacilitatorPolicy};
-use crate::fiat::FiatRates;
-use crate::gatepay::GatePayCredentials;
-use crate::merchants::Merchants;
-use crate::metrics::{self, Metrics};
-use crate::okx::OkxCredentials;
-use crate::orders::PaymentOrders;
-use crate::outbound::OutboundPolicy;
+use crate::ops::metrics::{self, Metrics};
 use crate::paywall::Paywall;
-use crate::routes;
-use crate::sales::X402Sales;
 use alloy::signers::local::PrivateKeySigner;
-use coffer_x402::facilitator::Facilitator;
-use coffer_x402::settlement::{SettleOptions, Settler};
+use coffer_gateway::Gateway;
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
+use coffer_gateway::fiat::FiatRates;
+use coffer_gateway::outbound::OutboundPolicy;
+use coffer_x402::settlement::SettleOptions;
 
-/// What every handler can reach.
+/// What every handler can reach: the payment core and what only HTTP needs.
 #[derive(Clone)]
 pub struct AppState {
-    /// Storage.
-    pub store: Arc<dyn Store>,
-    /// Merchants and API keys.
-    pub merchants: Merchants,
-    /// Payment orders.
-    pub orders: PaymentOrders,
-    /// The x402 facilitator (verification).
-    pub facilitator: Facilitator,
-    /// The x402 settlement engine.
-    pub settler: Arc<Settler>,
-    /// How long a synchronous settlement waits for its receipt.
-    pub settle_timeout: Duration,
-    /// OKX-style credentials.
-    pub okx: OkxCredentials,
-    /// GatePay-style credentials.
-    pub gatepay: GatePayCredentials,
-    /// Base URL for links Coffer hands out (payment pages).
-    pub public_url: String,
-    /// Known chains.
-    pub chains: Arc<ChainRegistry>,
-    /// RPC clients of the configured chains.
-    pub rpcs: Arc<Vec<ChainRpc>>,
+    /// The payment core.
+    pub gateway: Gateway,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// How long a readiness probe waits for each dependency.
     pub readiness_timeout: Duration,
-    /// Wakes the webhook dispatcher when new events were written.
-    pub webhook_wakeup: Arc<tokio::sync::Notify>,
-    /// x402 settlements recorded as orders.
-    pub sales: X402Sales,
     /// The x402 paywall's routes (none unless configured).
     pub paywall: Arc<Paywall>,
-    /// Where webhooks and callbacks may go: checked when a merchant sets a URL and when the
-    /// dispatcher connects. Strict (public addresses only) unless changed with
-    /// [`AppState::with_outbound_policy`].
-    pub outbound: Arc<OutboundPolicy>,
-    /// Who may use the facilitator routes, and how much.
-    pub facilitator_gate: Arc<FacilitatorGate>,
     /// How long a request may take and how many are handled at once.
     pub limits: RequestLimits,
 }
@@ -142,8 +105,8 @@ impl Default for ConnectionLimits {
 }
 
 impl AppState {
-    /// State over a store and a registry, with RPC clients for every configured chain; links
-    /// are built on `public_url`. Webhooks and callbacks may go to public addresses only.
+    /// State over a store and a registry (see [`Gateway::new`]), with default limits, no
+    /// paywall routes and fresh metrics.
     ///
     /// # Errors
     /// [`coffer_evm::EvmError::InvalidUrl`] when a configured RPC URL does not parse.
@@ -152,124 +115,69 @@ impl AppState {
         chains: ChainRegistry,
         public_url: &str,
     ) -> Result<Self, coffer_evm::EvmError> {
-        let rpcs = chains
-            .configured()
-            .map(ChainRpc::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        let chains = Arc::new(chains);
-        let rpcs = Arc::new(rpcs);
-        let facilitator = Facilitator::new(
-            chains.clone(),
-            rpcs.clone(),
-            alloy::primitives::Address::ZERO,
-        );
-        let webhook_wakeup = Arc::new(tokio::sync::Notify::new());
-        let orders = PaymentOrders::new(store.clone(), chains.clone(), public_url.to_owned());
-        let sales = X402Sales::new(
-            store.clone(),
-            chains.clone(),
-            rpcs.clone(),
-            orders.clone(),
-            webhook_wakeup.clone(),
-        );
-        let outbound = Arc::new(OutboundPolicy::strict());
-        Ok(AppState {
-            sales,
-            outbound,
-            paywall: Arc::new(Paywall::default()),
-            facilitator_gate: Arc::new(FacilitatorGate::default()),
-            settler: Arc::new(Settler::new(
-                facilitator.clone(),
-                store.clone(),
-                rpcs.clone(),
-                Vec::new(),
-                SettleOptions::default(),
-            )),
-            facilitator,
-            settle_timeout: SettleOptions::default().receipt_timeout,
-            okx: OkxCredentials::new(store.clone()),
-            gatepay: GatePayCredentials::new(store.clone()),
-            merchants: Merchants::new(store.clone()),
-            orders,
-            public_url: public_url.trim_end_matches('/').to_owned(),
-            store,
-            chains,
-            rpcs,
+        Ok(AppState::over(Gateway::new(store, chains, public_url)?))
+    }
+
+    /// State over a gateway built elsewhere.
+    pub fn over(gateway: Gateway) -> Self {
+        AppState {
+            gateway,
             metrics: Arc::new(Metrics::new()),
             readiness_timeout: Duration::from_secs(3),
-            webhook_wakeup,
+            paywall: Arc::new(Paywall::default()),
             limits: RequestLimits::default(),
-        })
+        }
     }
-}
 
-impl AppState {
-    /// Converts fiat prices with `rates` (the default table has the stablecoins at 1:1 to USD).
+    /// See [`Gateway::with_fiat_rates`].
     #[must_use]
-    pub fn with_fiat_rates(mut self, rates: FiatRates) -> Self {
-        self.orders = self.orders.with_fiat_rates(rates);
-        self
+    pub fn with_fiat_rates(self, rates: FiatRates) -> Self {
+        self.map_gateway(|gateway| gateway.with_fiat_rates(rates))
     }
 
-    /// Admits facilitator requests under `policy` (the default: payments to registered payTo
-    /// addresses only, at least 0.001 token units, rate-limited per payer and client).
+    /// See [`Gateway::with_facilitator_policy`].
     #[must_use]
-    pub fn with_facilitator_policy(mut self, policy: FacilitatorPolicy) -> Self {
-        self.facilitator_gate = Arc::new(FacilitatorGate::new(policy));
-        self
+    pub fn with_facilitator_policy(self, policy: FacilitatorPolicy) -> Self {
+        self.map_gateway(|gateway| gateway.with_facilitator_policy(policy))
     }
 
-    /// Sends webhooks and callbacks where `policy` allows, and checks merchants' URLs with it
-    /// (`coffer dev` and tests with local endpoints allow loopback).
+    /// See [`Gateway::with_outbound_policy`].
     #[must_use]
-    pub fn with_outbound_policy(mut self, policy: OutboundPolicy) -> Self {
-        let policy = Arc::new(policy);
-        self.merchants = self.merchants.with_outbound_policy(policy.clone());
-        self.orders = self.orders.with_outbound_policy(policy.clone());
-        self.outbound = policy;
-        self
+    pub fn with_outbound_policy(self, policy: OutboundPolicy) -> Self {
+        self.map_gateway(|gateway| gateway.with_outbound_policy(policy))
     }
 
-    /// Configures the x402 settlement signers (the first one also simulates verifications).
-    pub fn with_settlement(
-        mut self,
-        signers: Vec<PrivateKeySigner>,
-        options: SettleOptions,
-    ) -> Self {
-        let caller = signers
-            .first()
-            .map_or(alloy::primitives::Address::ZERO, PrivateKeySigner::address);
-        self.facilitator = Facilitator::new(self.chains.clone(), self.rpcs.clone(), caller);
-        self.settle_timeout = options.receipt_timeout;
-        self.settler = Arc::new(Settler::new(
-            self.facilitator.clone(),
-            self.store.clone(),
-            self.rpcs.clone(),
-            signers,
-            options,
-        ));
+    /// See [`Gateway::with_settlement`].
+    #[must_use]
+    pub fn with_settlement(self, signers: Vec<PrivateKeySigner>, options: SettleOptions) -> Self {
+        self.map_gateway(|gateway| gateway.with_settlement(signers, options))
+    }
+
+    fn map_gateway(mut self, change: impl FnOnce(Gateway) -> Gateway) -> Self {
+        self.gateway = change(self.gateway);
         self
     }
 }
 
 /// Every route, documented, with metrics, request tracing, the [`RequestLimits`] and the pages' security headers
-/// ([`crate::page_safety`]).
+/// ([`crate::pages::safety`]).
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .merge(routes::health::routes())
-        .merge(routes::merchant::routes())
-        .merge(routes::payment_orders::routes())
-        .merge(routes::webhooks::routes())
-        .merge(routes::pay_page::routes())
-        .merge(routes::x402::routes())
-        .merge(routes::okx::routes())
-        .merge(routes::gatepay::routes())
-        .merge(routes::pelago::routes())
-        .merge(routes::meta::routes())
+    let (router, openapi) = OpenApiRouter::with_openapi(crate::ops::openapi::ApiDoc::openapi())
+        .merge(crate::ops::health::routes())
+        .merge(crate::native::merchant::routes())
+        .merge(crate::cryptopay::routes())
+        .merge(crate::native::webhooks::routes())
+        .merge(crate::pages::routes())
+        .merge(crate::x402::routes())
+        .merge(crate::okx::routes())
+        .merge(crate::gatepay::routes())
+        .merge(crate::pelago::routes())
+        .merge(crate::ops::meta::routes())
         .split_for_parts();
-    let deployment = crate::openapi::Deployment::new(
-        &state.chains,
+    let deployment = crate::ops::openapi::Deployment::new(
+        &state.gateway.chains,
         state
+            .gateway
             .orders
             .fiat_rates()
             .currencies()
@@ -281,10 +189,9 @@ pub fn router(state: AppState) -> Router {
             })
             .collect(),
     );
-    let openapi = Arc::new(crate::openapi::ServedDocument(crate::openapi::finish(
-        &openapi,
-        &deployment,
-    )));
+    let openapi = Arc::new(crate::ops::openapi::ServedDocument(
+        crate::ops::openapi::finish(&openapi, &deployment),
+    ));
     let gate = Arc::new(RequestGate {
         timeout: state.limits.request_timeout,
         body_timeout: state.limits.body_read_timeout,
@@ -295,8 +202,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(gate, limit_request))
         .layer(middleware::map_response(
-            crate::page_safety::secure_responses,
+            crate::pages::safety::secure_responses,
         ))
+        .layer(middleware::map_response(crate::error::log_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::merchants::MerchantError;
+use coffer_gateway::merchants::MerchantError;
 
 /// The merchant whose API key authenticated this request.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl FromRequestParts<AppState> for CallingMerchant {
         let key = presented_key(&parts.headers)?.ok_or_else(|| {
             ApiError::unauthorized("missing API key: send \"Authorization: Bearer <api key>\" or \"Merchant-App-Key: <api key>\"")
         })?;
-        match state.merchants.authenticate(&key).await {
+        match state.gateway.merchants.authenticate(&key).await {
             Ok(merchant) => Ok(CallingMerchant(merchant)),
             Err(MerchantError::InvalidKey) => Err(ApiError::unauthorized("invalid API key")),
             Err(MerchantError::RevokedKey) => {

@@ -2,8 +2,9 @@
 //! `{"success": false, "error": {"code": "UNAUTHORIZED", "message": "…"}}`.
 //!
 //! Codes are stable; messages are for people, and never carry a URL whole (see
-//! [`coffer_core::redact`]). Internal failures answer an opaque 500 and are logged with their
-//! cause.
+//! [`coffer_core::redact`]). Internal failures answer an opaque 500; their cause chain travels
+//! with the response ([`ErrorLog`]) and is logged once, by [`log_errors`], inside the request's
+//! span.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -18,6 +19,46 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// The cause chain of an internal failure, logged but never answered.
+    cause: Option<String>,
+}
+
+/// What [`log_errors`] logs about an error answer: its code and, for an internal failure, its
+/// cause chain (URLs redacted).
+#[derive(Debug, Clone)]
+pub struct ErrorLog {
+    code: &'static str,
+    cause: Option<String>,
+}
+
+/// Logs each error answer once: internal failures at `error` with their cause chain, refusals
+/// at `debug` with their code.
+pub async fn log_errors(response: axum::response::Response) -> axum::response::Response {
+    if let Some(log) = response.extensions().get::<ErrorLog>() {
+        let status = response.status().as_u16();
+        match &log.cause {
+            Some(cause) => {
+                tracing::error!(status, code = log.code, error = %cause, "internal error")
+            }
+            None => tracing::debug!(status, code = log.code, "request refused"),
+        }
+    }
+    response
+}
+
+/// `error` and its sources, outermost first, joined with `: `.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        let text = next.to_string();
+        if !chain.ends_with(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = next.source();
+    }
+    redacted(chain)
 }
 
 /// The JSON body of an error.
@@ -58,6 +99,7 @@ impl ApiError {
             code,
             message: redacted(message.into()),
             field: None,
+            cause: None,
         }
     }
 
@@ -73,6 +115,7 @@ impl ApiError {
             code,
             message: redacted(format!("{field}: {message}")),
             field: Some(field),
+            cause: None,
         }
     }
 
@@ -87,14 +130,17 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
     }
 
-    /// 500 `INTERNAL_ERROR`, logging the cause but never showing it.
+    /// 500 `INTERNAL_ERROR`: the cause chain is logged (once, by [`log_errors`]) but never
+    /// shown.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "internal error",
-        )
+        ApiError {
+            cause: Some(cause_chain(cause)),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "internal error",
+            )
+        }
     }
 
     /// The HTTP status.
@@ -123,6 +169,50 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, Json(body)).into_response()
+        let log = ErrorLog {
+            code: self.code,
+            cause: self.cause,
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(log);
+        response
+    }
+}
+
+impl From<coffer_gateway::orders::OrderError> for ApiError {
+    fn from(error: coffer_gateway::orders::OrderError) -> Self {
+        use coffer_gateway::orders::OrderError;
+        match error {
+            OrderError::Invalid {
+                code,
+                field,
+                message,
+            } => ApiError::field(code, field.native_name(), message),
+            OrderError::WalletNotConfigured(chain) => ApiError::field(
+                "WALLET_NOT_CONFIGURED",
+                "blockchain",
+                format!(
+                    "no deposit wallet is configured for {chain}; set one with `coffer wallet set`"
+                ),
+            ),
+            OrderError::DuplicateNonce(nonce) => ApiError::field(
+                "DUPLICATE_NONCE",
+                "nonce",
+                format!("{nonce} was already used"),
+            )
+            .with_status(StatusCode::CONFLICT),
+            OrderError::IdempotencyMismatch => ApiError::field(
+                "IDEMPOTENCY_KEY_REUSED",
+                "Idempotency-Key",
+                "was already used with a different request body",
+            )
+            .with_status(StatusCode::CONFLICT),
+            OrderError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ORDER_NOT_FOUND",
+                format!("payment order {id} not found"),
+            ),
+            OrderError::Store(error) => ApiError::internal(&error),
+        }
     }
 }

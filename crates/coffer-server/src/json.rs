@@ -245,8 +245,8 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use crate::hostile_input::{json_value, shaped_object};
-        use crate::orders::CreateOrderRequest;
+        use crate::cryptopay::CreateOrderRequest;
+        use coffer_gateway::hostile_input::{json_value, shaped_object};
 
         const ORDER_FIELDS: &[&str] = &[
             "amount",

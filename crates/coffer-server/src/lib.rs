@@ -1,64 +1,41 @@
-//! Coffer's HTTP server.
+//! Coffer's HTTP server: only HTTP, organised by API family, over the payment core in
+//! `coffer-gateway`.
 //!
-//! Handlers are thin: they extract, call a service, and render the result in their API
-//! family's dialect. This crate holds:
+//! Handlers are thin: they extract, call the [`coffer_gateway::Gateway`], and render the result
+//! in their API family's dialect. Each family holds its wire types and handlers, and answers
+//! every refusal in its own envelope:
 //!
-//! - [`app`]: [`app::AppState`] and [`app::router`], which assemble every route, plus
-//!   [`app::serve`], which runs a router until shutdown and lets requests in flight finish;
-//! - [`merchants`]: the merchant and API-key service (create, list, revoke, authenticate),
-//!   shared with the CLI;
-//! - [`auth`]: the extractor that turns `Authorization: Bearer <key>` or
-//!   `Merchant-App-Key: <key>` into the calling merchant;
-//! - [`error`]: [`error::ApiError`], stable error codes in Coffer's native JSON envelope;
-//! - [`metrics`]: Prometheus counters and histograms for every request;
-//! - [`orders`]: the payment-order service and its wire form, and [`orders::reevaluate`], the
-//!   one place payments become status changes and events;
-//! - [`okx`]: OKX-style credentials and `OK-ACCESS-*` request authentication;
-//! - [`gatepay`]: GatePay-style credentials, `X-GatePay-*` request authentication and
-//!   notifications; [`gatepay_orders`]: the GatePay checkout flows over payment orders;
-//! - [`fiat`]: fiat-priced orders (the rate table and exact, documented rounding);
-//! - [`sales`]: x402 settlements to a merchant's payTo recorded as orders with a payment;
-//! - [`pelago`]: the Pelago-compatible x402 order family (create → 402 → confirm);
-//! - [`facilitator_policy`]: who may use the x402 facilitator routes, a minimum value, and
-//!   per-payer and per-client rate limits ([`rate_limit`]);
-//! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid;
-//! - [`request_path`]: request paths in one canonical form, matched and forwarded as is;
-//! - [`page_safety`]: http(s)-only page links and the security headers of every HTML answer;
-//! - [`events`]: events (the outbox) and webhook signatures;
-//! - [`outbound`]: the outbound-request policy, which decides where Coffer may send the
-//!   webhooks and callbacks merchants ask for (checked when a URL is set and when it is called);
-//! - [`json`]: request bodies whose errors name the field; [`extract`]: path parameters,
-//!   query strings and raw bodies refused in each family's envelope;
-//! - [`workers`]: the chain watcher, the expirer and the webhook dispatcher, each a
-//!   `run_once` step wrapped in a loop;
-//! - [`routes`]: the handlers, each documented for the generated `/openapi.json`, which
-//!   [`openapi`] completes with the wire formats and this deployment's choices.
+//! - [`cryptopay`]: payment orders (`/api/payment-orders/`), CryptoPay's dialect and Coffer's;
+//! - [`gatepay`]: GatePay checkout (`/v1/pay/…`), signed with `X-GatePay-*` headers;
+//!   [`gatepay::checkout`] maps its bodies onto the core and back;
+//! - [`pelago`]: the Pelago x402 order family (create → 402 → confirm);
+//! - [`okx`]: OKX's x402 facilitator (`/api/v6/pay/x402/…`), signed with `OK-ACCESS-*`;
+//! - [`x402`]: the x402 facilitator in the protocol's own words (`/x402/verify|settle|supported`);
+//! - [`native`]: the merchant's profile, keys, events and webhook deliveries;
+//! - [`pages`]: the customer's checkout page and QR code, and the security headers of every
+//!   HTML answer ([`pages::safety`]);
+//! - [`paywall`]: the x402 paywall, a reverse proxy that answers 402 until paid, matching
+//!   request paths in one canonical form ([`paywall::request_path`]);
+//! - [`ops`]: health, readiness, metrics and the OpenAPI document.
+//!
+//! Shared by every family: [`app`] ([`app::AppState`], [`app::router`] and [`app::serve`], with
+//! the request and connection limits), [`auth`] (the API-key extractor), [`error`] (the native
+//! error envelope), [`json`] (bodies whose errors name the field) and [`extract`] (path and query
+//! parameters refused in each family's envelope).
 
 pub mod app;
 pub mod auth;
+pub mod cryptopay;
 pub mod error;
-pub mod events;
 pub mod extract;
-pub mod facilitator_policy;
-pub mod fiat;
 pub mod gatepay;
-pub mod gatepay_orders;
-#[cfg(test)]
-mod hostile_input;
 pub mod json;
-pub mod merchants;
-pub mod metrics;
+pub mod native;
 pub mod okx;
-pub mod openapi;
-pub mod orders;
-pub mod outbound;
-pub mod page_safety;
+pub mod ops;
+pub mod pages;
 pub mod paywall;
 pub mod pelago;
-pub mod rate_limit;
-pub mod request_path;
-pub mod routes;
-pub mod sales;
-pub mod workers;
+pub mod x402;
 
 pub use app::{AppState, router, serve};

@@ -129,7 +129,7 @@ async fn readiness_checks_the_database_and_each_chain(backend: Backend) {
 
 async fn api_keys_authenticate_their_merchant_until_revoked(backend: Backend) {
     let server = TestServer::start(backend, ChainRegistry::builtin()).await;
-    let merchants = &server.state.merchants;
+    let merchants = &server.state.gateway.merchants;
     let shop = merchants
         .create("Shop", Some("https://shop.example/hook"))
         .await
@@ -201,12 +201,12 @@ async fn api_keys_authenticate_their_merchant_until_revoked(backend: Backend) {
         .get("/api/merchant", &[("authorization", &second)])
         .await;
     assert_eq!(status, StatusCode::OK);
-    let elsewhere = coffer_server::merchants::Merchants::new(server.state.store.clone());
+    let elsewhere = coffer_gateway::merchants::Merchants::new(server.state.gateway.store.clone());
     elsewhere
         .revoke_key(&second_key.row.id)
         .await
         .expect("revoke elsewhere");
-    tokio::time::sleep(coffer_server::merchants::KEY_CACHE_TTL + Duration::from_millis(50)).await;
+    tokio::time::sleep(coffer_gateway::merchants::KEY_CACHE_TTL + Duration::from_millis(50)).await;
     let (status, body) = server
         .get("/api/merchant", &[("authorization", &second)])
         .await;
@@ -215,18 +215,7 @@ async fn api_keys_authenticate_their_merchant_until_revoked(backend: Backend) {
     server.shutdown().await;
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     liveness_answers_without_dependencies,
     readiness_checks_the_database_and_each_chain,
     api_keys_authenticate_their_merchant_until_revoked,
@@ -476,6 +465,7 @@ async fn openapi_describes_each_family_s_authentication_bodies_and_this_deployme
     let order = &document["components"]["schemas"]["CreateOrderRequest"];
     let slug = &server
         .state
+        .gateway
         .chains
         .by_name("base-sepolia")
         .unwrap()
@@ -497,9 +487,16 @@ async fn openapi_describes_each_family_s_authentication_bodies_and_this_deployme
 #[tokio::test]
 async fn malformed_parameters_are_refused_in_each_family_s_envelope() {
     let server = TestServer::start(Backend::Sqlite, ChainRegistry::builtin()).await;
-    let shop = server.state.merchants.create("Shop", None).await.unwrap();
+    let shop = server
+        .state
+        .gateway
+        .merchants
+        .create("Shop", None)
+        .await
+        .unwrap();
     let key = server
         .state
+        .gateway
         .merchants
         .create_key(&shop.id, "test")
         .await

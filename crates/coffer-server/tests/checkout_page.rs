@@ -21,10 +21,10 @@ use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
+use coffer_gateway::gatepay;
+use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_gateway::workers::watcher::Watcher;
 use coffer_server::AppState;
-use coffer_server::gatepay;
-use coffer_server::workers::dispatcher::Dispatcher;
-use coffer_server::workers::watcher::Watcher;
 use coffer_store::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 use std::io::BufRead;
@@ -96,7 +96,7 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
     // The shop is local: loopback is allowed, as under `coffer dev`.
     let state = AppState::new(db.store.clone(), registry, &base)
         .unwrap()
-        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
+        .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
     // The shop: where the customer returns, and where notifications go.
     let shop = axum::Router::new()
         .route(
@@ -111,17 +111,19 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
     tokio::spawn(async move { axum::serve(listener, shop).await });
 
     let merchant = state
+        .gateway
         .merchants
         .create("Coffee Shop", Some(&format!("{base}/notify")))
         .await
         .unwrap();
-    let credential = state.gatepay.create(&merchant.id).await.unwrap();
+    let credential = state.gateway.gatepay.create(&merchant.id).await.unwrap();
     let secret = secrecy::ExposeSecret::expose_secret(&credential.secret).to_owned();
     let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
         .unwrap()
         .to_base58()
         .unwrap();
     state
+        .gateway
         .store
         .set_wallet(&merchant.id, 0, &xpub, 0)
         .await
@@ -165,8 +167,8 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
         .unwrap();
 
     // The watcher and the dispatcher run as in `coffer serve`.
-    let mut watcher = Watcher::new(&state, CHAIN_ID).expect("watcher");
-    let dispatcher = Dispatcher::new(&state);
+    let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
+    let dispatcher = Dispatcher::new(&state.gateway);
     let workers = tokio::spawn(async move {
         loop {
             let _ = watcher.step().await;

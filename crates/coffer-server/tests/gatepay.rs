@@ -19,12 +19,12 @@ use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
+use coffer_gateway::fiat::FiatRates;
+use coffer_gateway::gatepay;
+use coffer_gateway::outbound::OutboundPolicy;
+use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
-use coffer_server::fiat::FiatRates;
-use coffer_server::gatepay;
-use coffer_server::outbound::OutboundPolicy;
-use coffer_server::workers::dispatcher::Dispatcher;
-use coffer_server::workers::watcher::{StepReport, Watcher};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{DeliveryStatus, MerchantRow};
 use reqwest::StatusCode;
@@ -202,21 +202,23 @@ impl Env {
         let sink = Merchant::default();
         let notify_url = sink.start().await;
         let merchant = state
+            .gateway
             .merchants
             .create("Shop", Some(&notify_url))
             .await
             .unwrap();
-        let credential = state.gatepay.create(&merchant.id).await.unwrap();
+        let credential = state.gateway.gatepay.create(&merchant.id).await.unwrap();
         let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
             .unwrap()
             .to_base58()
             .unwrap();
         state
+            .gateway
             .store
             .set_wallet(&merchant.id, 0, &xpub, 0)
             .await
             .unwrap();
-        let mut watcher = Watcher::new(&state, CHAIN_ID).expect("watcher");
+        let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
         watcher.step().await.expect("first step sets the cursor");
         Env {
             anvil,
@@ -278,7 +280,7 @@ impl Env {
 
     /// A correctly signed request with a fresh nonce.
     async fn call(&self, path: &str, body: &str) -> (StatusCode, Value) {
-        let nonce = coffer_server::events::new_id("n");
+        let nonce = coffer_gateway::events::new_id("n");
         let headers = self.signed_headers(body, now_ms(), &nonce);
         self.send(&self.base, path, body, &headers).await
     }
@@ -327,7 +329,7 @@ impl Env {
     }
 
     async fn deliver(&self) -> usize {
-        Dispatcher::new(&self.state)
+        Dispatcher::new(&self.state.gateway)
             .dispatch_due()
             .await
             .expect("dispatch")
@@ -482,7 +484,12 @@ async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(ba
     );
 
     // A revoked credential stops working at once.
-    env.state.gatepay.revoke(&env.client_id).await.unwrap();
+    env.state
+        .gateway
+        .gatepay
+        .revoke(&env.client_id)
+        .await
+        .unwrap();
     let (_, answer) = env.call(path, &order_body("auth-3", "1").to_string()).await;
     assert_eq!(answer["code"], "400004");
 }
@@ -611,6 +618,7 @@ async fn bad_input_gets_a_4xx_in_gatepays_envelope_naming_the_field(backend: Bac
     // Nothing was created.
     let stored = env
         .state
+        .gateway
         .store
         .gatepay_order_by_trade_no(&env.merchant.id, "bad-1")
         .await
@@ -678,6 +686,7 @@ async fn a_paid_order_queries_paid_and_the_merchant_gets_a_signed_notification(b
     // Acknowledged: delivered, never sent again.
     let deliveries = env
         .state
+        .gateway
         .store
         .deliveries(&env.merchant.id, None, 10)
         .await
@@ -731,6 +740,7 @@ async fn an_unacknowledged_notification_is_retried(backend: Backend) {
     assert_eq!(env.sink.notifications().len(), 1);
     let deliveries = env
         .state
+        .gateway
         .store
         .deliveries(&env.merchant.id, None, 10)
         .await
@@ -877,6 +887,7 @@ async fn fiat_priced_orders_lock_and_return_the_rate(backend: Backend) {
     // The payment-orders API takes the same fields.
     let key = env
         .state
+        .gateway
         .merchants
         .create_key(&env.merchant.id, "t")
         .await
@@ -917,18 +928,7 @@ async fn fiat_priced_orders_lock_and_return_the_rate(backend: Backend) {
     assert_eq!(read["data"]["exchange_rate"], "0.9");
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     the_seeds_example_request_correctly_signed_succeeds,
     wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors,
     a_merchant_trade_number_is_used_once,

@@ -37,8 +37,8 @@ use base64::engine::general_purpose::STANDARD;
 use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::contracts::TransferWithAuthorization;
 use coffer_evm::testnet::{self, DEV_MNEMONIC};
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 use coffer_server::AppState;
-use coffer_server::facilitator_policy::FacilitatorPolicy;
 use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_x402::settlement::SettleOptions;
@@ -155,33 +155,43 @@ impl Harness {
         state.paywall = Arc::new(paywall);
         state.readiness_timeout = Duration::from_millis(200);
         let merchant = state
+            .gateway
             .merchants
             .create("Shop", Some("https://shop.example/hooks"))
             .await
             .unwrap();
         let key = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "hostile")
             .await
             .unwrap();
         let revoked = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "revoked")
             .await
             .unwrap();
-        state.merchants.revoke_key(&revoked.row.id).await.unwrap();
-        let gatepay = state.gatepay.create(&merchant.id).await.unwrap();
-        let okx = state.okx.create(&merchant.id).await.unwrap();
+        state
+            .gateway
+            .merchants
+            .revoke_key(&revoked.row.id)
+            .await
+            .unwrap();
+        let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
+        let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
         let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
             .unwrap()
             .to_base58()
             .unwrap();
         state
+            .gateway
             .store
             .set_wallet(&merchant.id, 0, &xpub, 0)
             .await
             .unwrap();
         state
+            .gateway
             .sales
             .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
             .await
@@ -339,7 +349,7 @@ impl Harness {
             Credential::GatePay => {
                 let timestamp = chrono::Utc::now().timestamp_millis().to_string();
                 let nonce = format!("n-{}", self.next_nonce());
-                let signature = coffer_server::gatepay::sign(
+                let signature = coffer_gateway::gatepay::sign(
                     &self.keys.gatepay_secret,
                     &timestamp,
                     &nonce,
@@ -359,7 +369,7 @@ impl Harness {
                 let timestamp = chrono::Utc::now()
                     .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                     .to_string();
-                let signature = coffer_server::okx::sign(
+                let signature = coffer_gateway::okx::sign(
                     &self.keys.okx_secret,
                     &timestamp,
                     method,
@@ -817,7 +827,7 @@ fn payment_template(harness: &Harness, proof: bool, value: u64, v2: bool) -> Val
     let nonce = harness.next_nonce();
     if proof {
         let tx_hash = format!("{:#x}", B256::from(U256::from(nonce)));
-        let message = coffer_server::pelago::proof_message("", &tx_hash);
+        let message = coffer_gateway::pelago::proof_message("", &tx_hash);
         let signature = harness.payer.sign_message_sync(message.as_bytes()).unwrap();
         return json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
             "payload": {"amount": value.to_string(), "txHash": tx_hash,
@@ -1647,25 +1657,16 @@ fn an_unreachable_chain_is_answered_as_unavailable_in_every_family(backend: Back
     assert_eq!(orders(), before, "nothing was recorded");
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $test() { super::$test(super::Backend::Sqlite); })*
-        }
-        mod postgres {
-            $(#[test] fn $test() { super::$test(super::Backend::Postgres); })*
-        }
-    };
+coffer_store::on_both_databases! {
+    blocking: [
+        hostile_requests_to_the_native_api_and_the_pages_get_4xx_in_the_native_envelope,
+        hostile_requests_to_gatepay_get_4xx_in_gatepays_envelope,
+        hostile_requests_to_the_facilitators_get_x402_and_okx_answers,
+        hostile_requests_to_pelago_and_the_paywall_get_their_answers,
+        path_and_query_parameters_are_refused_naming_them,
+        an_oversized_body_is_refused_in_the_familys_envelope,
+        okx_status_queries_are_refused_in_okxs_envelope,
+        text_holding_a_nul_is_refused_naming_the_field,
+        an_unreachable_chain_is_answered_as_unavailable_in_every_family,
+    ];
 }
-
-on_both_databases!(
-    hostile_requests_to_the_native_api_and_the_pages_get_4xx_in_the_native_envelope,
-    hostile_requests_to_gatepay_get_4xx_in_gatepays_envelope,
-    hostile_requests_to_the_facilitators_get_x402_and_okx_answers,
-    hostile_requests_to_pelago_and_the_paywall_get_their_answers,
-    path_and_query_parameters_are_refused_naming_them,
-    an_oversized_body_is_refused_in_the_familys_envelope,
-    okx_status_queries_are_refused_in_okxs_envelope,
-    text_holding_a_nul_is_refused_naming_the_field,
-    an_unreachable_chain_is_answered_as_unavailable_in_every_family,
-);

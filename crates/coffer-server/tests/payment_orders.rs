@@ -23,12 +23,12 @@ use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
+use coffer_gateway::events::verify_signature;
+use coffer_gateway::outbound::OutboundPolicy;
+use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_gateway::workers::expirer::Expirer;
+use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
-use coffer_server::events::verify_signature;
-use coffer_server::outbound::OutboundPolicy;
-use coffer_server::workers::dispatcher::Dispatcher;
-use coffer_server::workers::expirer::Expirer;
-use coffer_server::workers::watcher::{StepReport, Watcher};
 use coffer_store::MerchantRow;
 use coffer_store::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
@@ -166,11 +166,13 @@ impl Env {
         let sink = Sink::default();
         let sink_url = sink.start().await;
         let merchant = state
+            .gateway
             .merchants
             .create("Shop", Some(&sink_url))
             .await
             .unwrap();
         let key = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "test")
             .await
@@ -180,11 +182,12 @@ impl Env {
             .to_base58()
             .unwrap();
         state
+            .gateway
             .store
             .set_wallet(&merchant.id, 0, &xpub, 0)
             .await
             .unwrap();
-        let mut watcher = Watcher::new(&state, CHAIN_ID).expect("watcher");
+        let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
         watcher.step().await.expect("first step sets the cursor");
         Env {
             anvil,
@@ -312,7 +315,7 @@ impl Env {
     }
 
     async fn deliver(&self) -> usize {
-        Dispatcher::new(&self.state)
+        Dispatcher::new(&self.state.gateway)
             .dispatch_due()
             .await
             .expect("dispatch")
@@ -480,7 +483,7 @@ async fn a_payment_after_expiry_is_recorded_and_flagged_paid_late(backend: Backe
         .create_order("5", 4, json!({ "expires_at": expires }))
         .await;
     let order_id = order["order_id"].as_str().unwrap();
-    let expirer = Expirer::new(&env.state);
+    let expirer = Expirer::new(&env.state.gateway);
     assert_eq!(
         expirer
             .expire_due(chrono::Utc::now().timestamp_millis())
@@ -597,7 +600,7 @@ async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
         .await;
     env.watch().await;
     // A new watcher, as after a restart, picks up from the stored cursor.
-    env.watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    env.watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     env.mine(1).await;
     env.watch().await;
     let done = env.order(order_id).await;
@@ -835,9 +838,16 @@ async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) 
     assert_eq!(error["error"]["code"], "INVALID_JSON");
 
     // A merchant without a deposit wallet.
-    let other = env.state.merchants.create("No Wallet", None).await.unwrap();
+    let other = env
+        .state
+        .gateway
+        .merchants
+        .create("No Wallet", None)
+        .await
+        .unwrap();
     let key = env
         .state
+        .gateway
         .merchants
         .create_key(&other.id, "k")
         .await
@@ -945,18 +955,7 @@ async fn native_coin_payments_are_detected(backend: Backend) {
     assert_eq!(done["payments"][0]["log_index"], -1);
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature,
     underpayment_waits_and_a_second_payment_completes_the_order,
     overpayment_confirms_and_is_flagged,
@@ -986,8 +985,8 @@ async fn the_watcher_fails_over_to_the_next_rpc_endpoint() {
         },
     );
     registry.apply(&overrides).unwrap();
-    let state = AppState::new(env.state.store.clone(), registry, &env.base).unwrap();
-    let mut watcher = Watcher::new(&state, CHAIN_ID).unwrap();
+    let state = AppState::new(env.state.gateway.store.clone(), registry, &env.base).unwrap();
+    let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).unwrap();
 
     let order = env.create_order("1", 900, json!({})).await;
     env.pay(order["receiving_address"].as_str().unwrap(), usdc(1))
@@ -995,7 +994,9 @@ async fn the_watcher_fails_over_to_the_next_rpc_endpoint() {
     env.mine(1).await;
     let first = watcher.step().await;
     assert!(
-        first.as_ref().is_err_and(|e| e.0.starts_with("rpc")),
+        first
+            .as_ref()
+            .is_err_and(|e| e.to_string().starts_with("rpc")),
         "the dead endpoint fails first: {first:?}"
     );
     while watcher.step().await.expect("the next endpoint answers") != StepReport::Idle {}

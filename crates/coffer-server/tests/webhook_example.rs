@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use coffer_server::events::sign;
+use coffer_gateway::events::sign;
 
 fn run_example(secret: &str, header: &str, body: &[u8]) -> (bool, String) {
     let script = concat!(

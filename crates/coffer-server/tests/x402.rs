@@ -93,7 +93,7 @@ impl Env {
         let state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
             .with_settlement(vec![signer], options)
-            .with_facilitator_policy(coffer_server::facilitator_policy::FacilitatorPolicy::open());
+            .with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open());
         tokio::spawn(coffer_server::serve(
             listener,
             coffer_server::router(state.clone()),
@@ -710,9 +710,10 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
         pending["transaction"].as_str().unwrap().parse().unwrap();
 
     // Still in the pool with no receipt: replaced at the same nonce with higher fees.
-    assert_eq!(env.state.settler.reconcile().await.unwrap(), 0);
+    assert_eq!(env.state.gateway.settler.reconcile().await.unwrap(), 0);
     let row = env
         .state
+        .gateway
         .settler
         .status_of(&format!("{first:#x}"))
         .await
@@ -735,7 +736,7 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
     }
 
     env.chain.anvil_mine(Some(1), None).await.unwrap();
-    assert_eq!(env.state.settler.reconcile().await.unwrap(), 1);
+    assert_eq!(env.state.gateway.settler.reconcile().await.unwrap(), 1);
     let (_, done) = env.settle(&request).await;
     assert_eq!(
         (done["success"].as_bool(), done["transaction"].as_str()),
@@ -771,8 +772,8 @@ async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transactio
     // "Restart": a new settler over the same journal; the node also lost the transaction.
     let signer = testnet::dev_account(9).unwrap();
     let restarted = AppState::new(
-        env.state.store.clone(),
-        env.state.chains.as_ref().clone(),
+        env.state.gateway.store.clone(),
+        env.state.gateway.chains.as_ref().clone(),
         &env.base,
     )
     .unwrap()
@@ -789,17 +790,17 @@ async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transactio
         .unwrap();
     let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
     let parsed = coffer_x402::wire::PaymentRequest::parse(request.to_string().as_bytes()).unwrap();
-    let again = restarted.settler.settle(&parsed, now).await;
+    let again = restarted.gateway.settler.settle(&parsed, now).await;
     assert_eq!(
         (again.error_reason.as_deref(), again.transaction.as_str()),
         (Some("settlement_pending"), hash.as_str())
     );
 
     // Reconciliation rebroadcasts the journaled transaction; once mined, it resolves.
-    assert_eq!(restarted.settler.reconcile().await.unwrap(), 0);
+    assert_eq!(restarted.gateway.settler.reconcile().await.unwrap(), 0);
     env.chain.anvil_mine(Some(1), None).await.unwrap();
-    assert_eq!(restarted.settler.reconcile().await.unwrap(), 1);
-    let done = restarted.settler.settle(&parsed, now).await;
+    assert_eq!(restarted.gateway.settler.reconcile().await.unwrap(), 1);
+    let done = restarted.gateway.settler.settle(&parsed, now).await;
     assert_eq!(
         (done.success, done.transaction.as_str()),
         (true, hash.as_str())
@@ -888,7 +889,7 @@ async fn okx_call(
     let (key, secret, passphrase) = credential;
     let timestamp = timestamp
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    let signature = coffer_server::okx::sign(secret, &timestamp, method, path, body.as_bytes());
+    let signature = coffer_gateway::okx::sign(secret, &timestamp, method, path, body.as_bytes());
     let client = reqwest::Client::new();
     let request = if method == "GET" {
         client.get(format!("{}{path}", env.base))
@@ -912,12 +913,18 @@ async fn okx_call(
 #[tokio::test]
 async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_credentials() {
     let env = Env::new().await;
-    let merchant = env.state.merchants.create("OKX Shop", None).await.unwrap();
-    let created = env.state.okx.create(&merchant.id).await.unwrap();
+    let merchant = env
+        .state
+        .gateway
+        .merchants
+        .create("OKX Shop", None)
+        .await
+        .unwrap();
+    let created = env.state.gateway.okx.create(&merchant.id).await.unwrap();
     let credential = (
         created.access_key.as_str(),
-        coffer_server::okx::expose(&created.secret),
-        coffer_server::okx::expose(&created.passphrase),
+        coffer_gateway::okx::expose(&created.secret),
+        coffer_gateway::okx::expose(&created.passphrase),
     );
 
     // Legacy generation: string code, data array, chainIndex, the seed's body shape (no
@@ -1064,7 +1071,7 @@ async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_cred
             "{reply}"
         );
     }
-    env.state.okx.revoke(credential.0).await.unwrap();
+    env.state.gateway.okx.revoke(credential.0).await.unwrap();
     let (status, reply) =
         okx_call(&env, "GET", "/api/v6/x402/supported", "", credential, None).await;
     assert_eq!((status, reply["code"].as_str()), (401, Some("50111")));

@@ -91,7 +91,7 @@ impl Env {
         let state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
             .with_settlement(vec![signer], options)
-            .with_facilitator_policy(coffer_server::facilitator_policy::FacilitatorPolicy::open());
+            .with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open());
         tokio::spawn(coffer_server::serve(
             listener,
             coffer_server::router(state),

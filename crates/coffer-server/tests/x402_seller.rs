@@ -125,7 +125,7 @@ impl Env {
         let mut state = AppState::new(db.store.clone(), registry, &base)
             .unwrap()
             .with_settlement(vec![signer], options)
-            .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
+            .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
         let hits = Arc::new(AtomicU64::new(0));
         let upstream = upstream(hits.clone()).await;
         let route = |path: &str| PaywallRouteConfig {
@@ -143,22 +143,25 @@ impl Env {
         state.paywall = Arc::new(
             Paywall::new(
                 &[route("/premium/*"), route("/broken/*")],
-                &state.chains,
+                &state.gateway.chains,
                 &base,
             )
             .unwrap(),
         );
         let merchant = state
+            .gateway
             .merchants
             .create("Seller", Some("http://127.0.0.1:9/hooks"))
             .await
             .unwrap();
         let key = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "test")
             .await
             .unwrap();
         state
+            .gateway
             .sales
             .add_pay_to(&merchant, 84_532, PAY_TO)
             .await
@@ -192,6 +195,7 @@ impl Env {
     async fn orders(&self) -> Vec<coffer_store::OrderRow> {
         let (orders, _) = self
             .state
+            .gateway
             .store
             .list_orders(&OrderQuery {
                 merchant_id: self.merchant.id.clone(),
@@ -323,6 +327,7 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     assert_eq!(order.receiving_address, PAY_TO.to_checksum(None));
     let payments = env
         .state
+        .gateway
         .store
         .payments_for_order(&order.order_id)
         .await
@@ -354,6 +359,7 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     );
     let events = env
         .state
+        .gateway
         .store
         .events(&env.merchant.id, Some(&order.order_id), 10)
         .await
@@ -362,6 +368,7 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     assert!(types.contains(&"payment_order.confirmed"), "{types:?}");
     let deliveries = env
         .state
+        .gateway
         .store
         .deliveries(&env.merchant.id, None, 10)
         .await
@@ -396,7 +403,7 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     assert_eq!(reply["errorReason"], "pay_to_not_allowed", "{reply}");
     assert_eq!(env.orders().await.len(), 1);
     assert_eq!(
-        env.state.sales.sweep().await.unwrap(),
+        env.state.gateway.sales.sweep().await.unwrap(),
         0,
         "nothing left to record"
     );
@@ -622,7 +629,7 @@ async fn pelago(backend: Backend) {
     let second: Value = response.json().await.unwrap();
     let second_id = second["orderId"].as_str().unwrap().to_owned();
     let proof = |order: &str, signer: &PrivateKeySigner| {
-        let message = coffer_server::pelago::proof_message(order, &tx_hash);
+        let message = coffer_gateway::pelago::proof_message(order, &tx_hash);
         let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
         b64(
             &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
@@ -816,6 +823,7 @@ async fn the_official_fetch_clients_pay_pelago_orders() {
         );
         let order = env
             .state
+            .gateway
             .store
             .order(body["orderId"].as_str().unwrap())
             .await

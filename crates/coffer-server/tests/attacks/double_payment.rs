@@ -39,7 +39,7 @@ async fn two_payments_for_one_order_settle_once(backend: Backend) {
         "the payer paid once"
     );
     assert_eq!(env.order_count().await, 1);
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
 }
 
@@ -73,15 +73,16 @@ async fn a_second_payment_that_moved_money_is_recorded_not_lost(backend: Backend
     let now = crate::harness::now();
     let settled = env
         .state
+        .gateway
         .settler
         .settle_for(&request, now, Duration::from_secs(5), Some(&order_id))
         .await;
     assert!(settled.success, "{settled:?}");
 
-    let recorded = env.state.sales.sweep().await.unwrap();
+    let recorded = env.state.gateway.sales.sweep().await.unwrap();
     assert_eq!(recorded, 1, "recorded, as its own sale");
     assert_eq!(
-        env.state.sales.sweep().await.unwrap(),
+        env.state.gateway.sales.sweep().await.unwrap(),
         0,
         "nothing left to retry"
     );
@@ -93,7 +94,7 @@ async fn a_second_payment_that_moved_money_is_recorded_not_lost(backend: Backend
         U256::from(2 * PRICE),
         "every payment that moved is recorded"
     );
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
 }
 

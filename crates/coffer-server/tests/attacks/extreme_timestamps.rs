@@ -6,7 +6,7 @@
 //! `orderExpireTime`, must get the family's 4xx in its own envelope; never a 5xx, never a
 //! dropped connection. (Tests run in the dev profile, with overflow checks on.)
 
-use coffer_server::okx;
+use coffer_gateway::okx;
 use coffer_store::testing::Backend;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -150,7 +150,13 @@ async fn extreme_timestamps_get_the_familys_4xx_never_a_5xx_or_a_panic(backend: 
     );
 
     // OKX: every route, correctly signed over each timestamp.
-    let credential = env.state.okx.create(&env.merchant.id).await.unwrap();
+    let credential = env
+        .state
+        .gateway
+        .okx
+        .create(&env.merchant.id)
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     for (method, path) in OKX_ROUTES {
         for timestamp in EXTREME.iter().chain(EXTREME_RFC3339) {
@@ -192,15 +198,4 @@ async fn extreme_timestamps_get_the_familys_4xx_never_a_5xx_or_a_panic(backend: 
     }
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(extreme_timestamps_get_the_familys_4xx_never_a_5xx_or_a_panic);
+coffer_store::on_both_databases!(extreme_timestamps_get_the_familys_4xx_never_a_5xx_or_a_panic);

@@ -9,7 +9,7 @@
 use coffer_store::testing::Backend;
 use serde_json::json;
 
-use coffer_server::facilitator_policy::FacilitatorPolicy;
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
 use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
 

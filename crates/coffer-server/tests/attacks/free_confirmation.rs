@@ -10,7 +10,7 @@
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
-use coffer_server::facilitator_policy::FacilitatorPolicy;
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
 use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
 
@@ -73,11 +73,12 @@ async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
     }
 
     // Nothing happened.
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
     assert!(order.amount_paid.is_zero());
     assert!(
         env.state
+            .gateway
             .store
             .payments_for_order(&order_id)
             .await
@@ -86,6 +87,7 @@ async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
     );
     assert!(
         env.state
+            .gateway
             .store
             .sale_for_order(&order_id)
             .await
@@ -137,7 +139,7 @@ async fn the_real_payment_still_confirms_the_order(backend: Backend) {
     let (status, again) = env.pelago_pay(&order_id, &header).await;
     assert_eq!((status, again), (200, body));
     assert_eq!(env.balance(PAY_TO).await, before);
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
 }
 
@@ -156,7 +158,7 @@ async fn an_underpayment_never_confirms_an_order(backend: Backend) {
         before,
         "nothing moved"
     );
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
 }
 

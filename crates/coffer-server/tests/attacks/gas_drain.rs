@@ -5,7 +5,7 @@
 //! per-client limits), and every credential acts only for its own merchant.
 
 use alloy::signers::local::PrivateKeySigner;
-use coffer_server::facilitator_policy::{Access, FacilitatorPolicy};
+use coffer_gateway::facilitator_policy::{Access, FacilitatorPolicy};
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
@@ -207,9 +207,16 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
         ..FacilitatorPolicy::default()
     };
     let env = Env::with(with_policy(backend, policy)).await;
-    let other = env.state.merchants.create("Other", None).await.unwrap();
+    let other = env
+        .state
+        .gateway
+        .merchants
+        .create("Other", None)
+        .await
+        .unwrap();
     let other_key = env
         .state
+        .gateway
         .merchants
         .create_key(&other.id, "t")
         .await
@@ -238,7 +245,7 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
     assert_eq!(env.signer_transactions().await, broadcasts);
 
     // An OKX credential of the other merchant is refused the same way.
-    let credential = env.state.okx.create(&other.id).await.unwrap();
+    let credential = env.state.gateway.okx.create(&other.id).await.unwrap();
     let body = serde_json::json!({
         "x402Version": 2,
         "paymentPayload": auth.v2_request(auth.payload(&env.payer))["paymentPayload"],
@@ -246,8 +253,8 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
     })
     .to_string();
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let secret = coffer_server::okx::expose(&credential.secret);
-    let passphrase = coffer_server::okx::expose(&credential.passphrase);
+    let secret = coffer_gateway::okx::expose(&credential.secret);
+    let passphrase = coffer_gateway::okx::expose(&credential.passphrase);
     let path = "/api/v6/pay/x402/settle";
     let response = reqwest::Client::new()
         .post(format!("{}{path}", env.base))
@@ -255,7 +262,7 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
         .header("OK-ACCESS-KEY", credential.access_key.as_str())
         .header(
             "OK-ACCESS-SIGN",
-            coffer_server::okx::sign(secret, &timestamp, "POST", path, body.as_bytes()),
+            coffer_gateway::okx::sign(secret, &timestamp, "POST", path, body.as_bytes()),
         )
         .header("OK-ACCESS-PASSPHRASE", passphrase)
         .header("OK-ACCESS-TIMESTAMP", timestamp)
@@ -280,22 +287,22 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
     // Its settlement's status is the merchant's own business: another merchant's OKX
     // credential cannot read it (it reads as unknown); the merchant's own can.
     let tx_hash = reply["transaction"].as_str().unwrap().to_owned();
-    let status_of = |credential: coffer_server::okx::NewCredential| {
+    let status_of = |credential: coffer_gateway::okx::NewCredential| {
         let path = format!("/api/v6/pay/x402/settle/status?txHash={tx_hash}");
         let base = env.base.clone();
         async move {
             let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-            let secret = coffer_server::okx::expose(&credential.secret);
+            let secret = coffer_gateway::okx::expose(&credential.secret);
             let response = reqwest::Client::new()
                 .get(format!("{base}{path}"))
                 .header("OK-ACCESS-KEY", credential.access_key.as_str())
                 .header(
                     "OK-ACCESS-SIGN",
-                    coffer_server::okx::sign(secret, &timestamp, "GET", &path, b""),
+                    coffer_gateway::okx::sign(secret, &timestamp, "GET", &path, b""),
                 )
                 .header(
                     "OK-ACCESS-PASSPHRASE",
-                    coffer_server::okx::expose(&credential.passphrase),
+                    coffer_gateway::okx::expose(&credential.passphrase),
                 )
                 .header("OK-ACCESS-TIMESTAMP", timestamp)
                 .send()
@@ -304,10 +311,18 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
             response.json::<Value>().await.unwrap()
         }
     };
-    let foreign = status_of(env.state.okx.create(&other.id).await.unwrap()).await;
+    let foreign = status_of(env.state.gateway.okx.create(&other.id).await.unwrap()).await;
     assert_eq!(foreign["code"], 51000, "{foreign}");
     assert!(foreign["data"].is_null(), "{foreign}");
-    let own = status_of(env.state.okx.create(&env.merchant.id).await.unwrap()).await;
+    let own = status_of(
+        env.state
+            .gateway
+            .okx
+            .create(&env.merchant.id)
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(own["data"]["status"], "success", "{own}");
 }
 

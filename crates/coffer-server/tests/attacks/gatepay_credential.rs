@@ -53,6 +53,7 @@ async fn create_payment_order(env: &Env, api_key: &str, order_info: &str, nonce:
 /// Every GatePay-format event of an order (`gatepay.…`).
 async fn gatepay_events(env: &Env, merchant: &coffer_core::MerchantId, order_id: &str) -> usize {
     env.state
+        .gateway
         .store
         .events(merchant, Some(order_id), 100)
         .await
@@ -71,6 +72,7 @@ async fn gatepay_deliveries(
     let mut deliveries = Vec::new();
     for event in env
         .state
+        .gateway
         .store
         .events(merchant, Some(order_id), 100)
         .await
@@ -79,6 +81,7 @@ async fn gatepay_deliveries(
         if event.event_type.starts_with("gatepay.") {
             deliveries.extend(
                 env.state
+                    .gateway
                     .store
                     .deliveries(merchant, Some(&event.event_id), 10)
                     .await
@@ -107,6 +110,7 @@ async fn an_order_info_naming_another_merchants_client_id_signs_nothing(backend:
     let (attacker_inbox, attacker_url) = Inbox::start().await;
     let (victim_inbox, victim_url) = Inbox::start().await;
     env.state
+        .gateway
         .store
         .set_merchant_webhook_url(&env.merchant.id, Some(&attacker_url))
         .await
@@ -129,7 +133,13 @@ async fn an_order_info_naming_another_merchants_client_id_signs_nothing(backend:
         .await;
     env.watch_and_deliver(&mut watcher).await;
     assert_eq!(
-        env.state.store.order(&order_id).await.unwrap().status,
+        env.state
+            .gateway
+            .store
+            .order(&order_id)
+            .await
+            .unwrap()
+            .status,
         coffer_core::OrderStatus::Confirmed
     );
 
@@ -156,11 +166,17 @@ async fn an_order_info_naming_another_merchants_client_id_signs_nothing(backend:
     );
     assert_eq!(gatepay_events(&env, &env.merchant.id, &order_id).await, 0);
     assert_eq!(
-        env.state.store.gatepay_order_of(&order_id).await.unwrap(),
+        env.state
+            .gateway
+            .store
+            .gatepay_order_of(&order_id)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
         env.state
+            .gateway
             .store
             .gatepay_order_by_prepay_id(&victim.id, "396582917385017611")
             .await
@@ -181,6 +197,7 @@ async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Back
     let env = Env::with_local_endpoints(backend).await;
     let (inbox, url) = Inbox::start().await;
     env.state
+        .gateway
         .store
         .set_merchant_webhook_url(&env.merchant.id, Some(&url))
         .await
@@ -205,13 +222,19 @@ async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Back
     let prepay_id = answer["data"]["prepayId"].as_str().unwrap().to_owned();
     let row = env
         .state
+        .gateway
         .store
         .gatepay_order_by_prepay_id(&env.merchant.id, &prepay_id)
         .await
         .unwrap()
         .unwrap();
 
-    env.state.gatepay.revoke(&creator.client_id).await.unwrap();
+    env.state
+        .gateway
+        .gatepay
+        .revoke(&creator.client_id)
+        .await
+        .unwrap();
     env.pay(
         answer["data"]["chain"]["address"].as_str().unwrap(),
         1_000_000,
@@ -219,7 +242,13 @@ async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Back
     .await;
     env.watch_and_deliver(&mut watcher).await;
     assert_eq!(
-        env.state.store.order(&row.order_id).await.unwrap().status,
+        env.state
+            .gateway
+            .store
+            .order(&row.order_id)
+            .await
+            .unwrap()
+            .status,
         coffer_core::OrderStatus::Confirmed
     );
 
@@ -241,6 +270,7 @@ async fn a_revoked_credential_never_signs_its_orders_notifications(backend: Back
     assert!(delivery.next_attempt_at_ms > chrono::Utc::now().timestamp_millis());
     let attempts = env
         .state
+        .gateway
         .store
         .delivery_attempts(&delivery.delivery_id)
         .await
@@ -254,6 +284,7 @@ async fn one_merchants_credential_never_signs_another_merchants_order(backend: B
     let (inbox_a, url_a) = Inbox::start().await;
     let (inbox_b, url_b) = Inbox::start().await;
     env.state
+        .gateway
         .store
         .set_merchant_webhook_url(&env.merchant.id, Some(&url_a))
         .await
@@ -269,6 +300,7 @@ async fn one_merchants_credential_never_signs_another_merchants_order(backend: B
         let order = create_payment_order(&env, &key_b, "{}", nonce).await;
         let order_id = order["order_id"].as_str().unwrap().to_owned();
         env.state
+            .gateway
             .store
             .insert_gatepay_order(&GatePayOrderRow {
                 prepay_id: format!("77{nonce}"),
@@ -319,18 +351,7 @@ async fn one_merchants_credential_never_signs_another_merchants_order(backend: B
     );
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     an_order_info_naming_another_merchants_client_id_signs_nothing,
     a_revoked_credential_never_signs_its_orders_notifications,
     one_merchants_credential_never_signs_another_merchants_order,

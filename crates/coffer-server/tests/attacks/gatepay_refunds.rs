@@ -77,7 +77,7 @@ async fn concurrent_refunds_never_exceed_what_was_paid(backend: Backend) {
                     .header("X-GatePay-Nonce", &nonce)
                     .header(
                         "X-GatePay-Signature",
-                        coffer_server::gatepay::sign(
+                        coffer_gateway::gatepay::sign(
                             &client.secret,
                             &timestamp,
                             &nonce,
@@ -138,6 +138,7 @@ async fn assert_at_most_what_was_paid(
     assert_eq!(accepted_count, 10, "exactly the ten tenths that fit");
     let recorded = env
         .state
+        .gateway
         .store
         .gatepay_refunds_for(&env.merchant.id, prepay_id)
         .await

@@ -93,7 +93,8 @@ impl Env {
     pub async fn with_local_endpoints(backend: Backend) -> Env {
         let mut options = Options::on(backend);
         options.configure = Box::new(|state| {
-            state.with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback())
+            state
+                .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback())
         });
         Env::with(options).await
     }
@@ -159,19 +160,27 @@ impl Env {
             .unwrap()
             .with_settlement(vec![signer.clone()], settle);
         let state = (options.configure)(state);
-        let merchant = state.merchants.create("Seller", None).await.unwrap();
+        let merchant = state
+            .gateway
+            .merchants
+            .create("Seller", None)
+            .await
+            .unwrap();
         let key = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "test")
             .await
             .unwrap();
         state
+            .gateway
             .sales
             .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
             .await
             .unwrap();
         if mainnet.is_some() {
             state
+                .gateway
                 .sales
                 .add_pay_to(&merchant, BASE_CHAIN_ID, PAY_TO)
                 .await
@@ -291,6 +300,7 @@ pub async fn start_chain(
 /// Every order of a merchant, oldest first.
 pub async fn orders_of(state: &AppState, merchant_id: &coffer_core::MerchantId) -> Vec<OrderRow> {
     let (orders, _) = state
+        .gateway
         .store
         .list_orders(&OrderQuery {
             merchant_id: merchant_id.clone(),
@@ -472,6 +482,7 @@ impl Env {
     /// Every event recorded for an order, by type.
     pub async fn event_types(&self, order_id: &str) -> Vec<String> {
         self.state
+            .gateway
             .store
             .events(&self.merchant.id, Some(order_id), 100)
             .await
@@ -485,6 +496,7 @@ impl Env {
     pub async fn order_count(&self) -> u64 {
         let (_, count) = self
             .state
+            .gateway
             .store
             .list_orders(&OrderQuery {
                 merchant_id: self.merchant.id.clone(),
@@ -645,7 +657,7 @@ impl GatePayClient {
                 .unwrap_or_default()
                 .to_owned()
         };
-        coffer_server::gatepay::verify(
+        coffer_gateway::gatepay::verify(
             &self.secret,
             &header("X-GatePay-Timestamp"),
             &header("X-GatePay-Nonce"),
@@ -660,12 +672,14 @@ impl Env {
     pub async fn another_merchant(&self, name: &str, webhook_url: &str) -> (MerchantRow, String) {
         let merchant = self
             .state
+            .gateway
             .merchants
             .create(name, Some(webhook_url))
             .await
             .unwrap();
         let key = self
             .state
+            .gateway
             .merchants
             .create_key(&merchant.id, "test")
             .await
@@ -682,6 +696,7 @@ impl Env {
             .to_base58()
             .unwrap();
         self.state
+            .gateway
             .store
             .set_wallet(merchant, 0, &xpub, 0)
             .await
@@ -690,7 +705,7 @@ impl Env {
 
     /// A new GatePay credential of a merchant.
     pub async fn gatepay_client(&self, merchant: &coffer_core::MerchantId) -> GatePayClient {
-        let credential = self.state.gatepay.create(merchant).await.unwrap();
+        let credential = self.state.gateway.gatepay.create(merchant).await.unwrap();
         GatePayClient {
             client_id: credential.client_id.clone(),
             secret: credential.secret.expose_secret().to_owned(),
@@ -711,7 +726,7 @@ impl Env {
         body: &str,
         timestamp: &str,
     ) -> (u16, Value) {
-        let nonce = coffer_server::events::new_id("n");
+        let nonce = coffer_gateway::events::new_id("n");
         let response = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .header("Content-Type", "application/json")
@@ -720,7 +735,7 @@ impl Env {
             .header("X-GatePay-Nonce", &nonce)
             .header(
                 "X-GatePay-Signature",
-                coffer_server::gatepay::sign(&client.secret, timestamp, &nonce, body.as_bytes()),
+                coffer_gateway::gatepay::sign(&client.secret, timestamp, &nonce, body.as_bytes()),
             )
             .body(body.to_owned())
             .send()
@@ -731,18 +746,18 @@ impl Env {
 
     /// A watcher of the test chain whose cursor is at the current block (start it before the
     /// payments it should see).
-    pub async fn watcher(&self) -> coffer_server::workers::watcher::Watcher {
+    pub async fn watcher(&self) -> coffer_gateway::workers::watcher::Watcher {
         let mut watcher =
-            coffer_server::workers::watcher::Watcher::new(&self.state, CHAIN_ID).unwrap();
+            coffer_gateway::workers::watcher::Watcher::new(&self.state.gateway, CHAIN_ID).unwrap();
         watcher.step().await.unwrap();
         watcher
     }
 
     /// Lets the watcher catch up with the chain, then sends every due webhook once.
-    pub async fn watch_and_deliver(&self, watcher: &mut coffer_server::workers::watcher::Watcher) {
-        use coffer_server::workers::watcher::StepReport;
+    pub async fn watch_and_deliver(&self, watcher: &mut coffer_gateway::workers::watcher::Watcher) {
+        use coffer_gateway::workers::watcher::StepReport;
         while watcher.step().await.unwrap() != StepReport::Idle {}
-        coffer_server::workers::dispatcher::Dispatcher::new(&self.state)
+        coffer_gateway::workers::dispatcher::Dispatcher::new(&self.state.gateway)
             .dispatch_due()
             .await
             .unwrap();

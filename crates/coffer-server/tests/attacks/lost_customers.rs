@@ -28,7 +28,7 @@ async fn every_payment_lands_in_its_own_order(backend: Backend) {
         async move {
             let mut sweeps = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                env.state.sales.sweep().await.unwrap();
+                env.state.gateway.sales.sweep().await.unwrap();
                 sweeps += 1;
                 tokio::task::yield_now().await;
             }
@@ -66,7 +66,7 @@ async fn every_payment_lands_in_its_own_order(backend: Backend) {
         failed.len()
     );
     for (order_id, _, _) in &outcomes {
-        let order = env.state.store.order(order_id).await.unwrap();
+        let order = env.state.gateway.store.order(order_id).await.unwrap();
         assert_eq!(order.status.as_str(), "confirmed", "{order_id}");
         assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
     }
@@ -96,13 +96,14 @@ async fn every_payment_lands_in_its_own_order_on_postgres() {
 /// are confirmed.
 #[tokio::test]
 async fn the_official_pypi_client_pays_200_orders_in_a_row() {
-    use coffer_server::workers::Worker;
+    use coffer_gateway::workers::Worker;
     let env = Arc::new(Env::new(Backend::Sqlite).await);
     let stop = Arc::new(AtomicBool::new(false));
     let reconciler = tokio::spawn({
         let (env, stop) = (env.clone(), stop.clone());
         async move {
-            let mut worker = coffer_server::workers::reconciler::Reconciler::new(&env.state);
+            let mut worker =
+                coffer_gateway::workers::reconciler::Reconciler::new(&env.state.gateway);
             while !stop.load(Ordering::Relaxed) {
                 worker.run_once().await.unwrap();
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -145,6 +146,7 @@ async fn the_official_pypi_client_pays_200_orders_in_a_row() {
     for result in results {
         let order = env
             .state
+            .gateway
             .store
             .order(result["orderId"].as_str().unwrap())
             .await

@@ -57,7 +57,7 @@ async fn the_paywall_first_then_the_order(backend: Backend) {
     let (status, body) = env.pelago_pay(&order_id, &header).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "PAYMENT_ALREADY_USED", "{body}");
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
 }
 

@@ -164,7 +164,9 @@ async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend
             mime_type: "application/json".to_owned(),
             max_timeout_seconds: 300,
         };
-        state.paywall = Arc::new(Paywall::new(&[route], &state.chains, &state.public_url).unwrap());
+        state.paywall = Arc::new(
+            Paywall::new(&[route], &state.gateway.chains, &state.gateway.public_url).unwrap(),
+        );
         state
     });
     let env = Env::with(options).await;
@@ -243,15 +245,4 @@ async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend
     }
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(every_html_page_sends_a_strict_content_security_policy);
+coffer_store::on_both_databases!(every_html_page_sends_a_strict_content_security_policy);

@@ -76,6 +76,7 @@ async fn non_http_links_are_refused_at_creation_in_both_families(backend: Backen
             );
             assert_eq!(
                 env.state
+                    .gateway
                     .store
                     .gatepay_order_by_trade_no(&env.merchant.id, &trade_no)
                     .await
@@ -131,6 +132,7 @@ async fn stored_order(env: &Env, nonce: i64, redirect_url: &str) -> (String, Add
     let address = Address::from(rand::random::<[u8; 20]>());
     let now = chrono::Utc::now().timestamp_millis();
     env.state
+        .gateway
         .store
         .insert_order(NewOrder {
             order_id: order_id.clone(),
@@ -190,7 +192,13 @@ async fn a_page_never_renders_a_non_http_link_even_from_the_database(backend: Ba
     env.pay(&stored[0].1.to_checksum(None), 1_000_000).await;
     env.watch_and_deliver(&mut watcher).await;
     assert_eq!(
-        env.state.store.order(&stored[0].0).await.unwrap().status,
+        env.state
+            .gateway
+            .store
+            .order(&stored[0].0)
+            .await
+            .unwrap()
+            .status,
         OrderStatus::Confirmed
     );
     for ((order_id, _), link) in stored.iter().zip(HOSTILE_LINKS) {
@@ -222,17 +230,20 @@ async fn a_page_never_renders_a_non_http_link_even_from_the_database(backend: Ba
         let prepay_id = answer["data"]["prepayId"].as_str().unwrap();
         let row = env
             .state
+            .gateway
             .store
             .gatepay_order_by_prepay_id(&env.merchant.id, prepay_id)
             .await
             .unwrap()
             .unwrap();
         env.state
+            .gateway
             .store
             .delete_gatepay_order(prepay_id)
             .await
             .unwrap();
         env.state
+            .gateway
             .store
             .insert_gatepay_order(&GatePayOrderRow {
                 cancel_url: Some((*link).to_owned()),
@@ -283,18 +294,7 @@ async fn a_page_never_renders_a_non_http_link_even_from_the_database(backend: Ba
     assert!(!carries_hostile_link(&page), "{page}");
 }
 
-macro_rules! on_both_databases {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Postgres).await; })*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     non_http_links_are_refused_at_creation_in_both_families,
     a_page_never_renders_a_non_http_link_even_from_the_database,
 );

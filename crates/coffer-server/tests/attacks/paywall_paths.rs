@@ -112,7 +112,12 @@ pub fn premium_route(upstream: &str) -> PaywallRouteConfig {
 /// Installs the premium route on a state.
 pub fn with_paywall(mut state: AppState, upstream: &str) -> AppState {
     state.paywall = Arc::new(
-        Paywall::new(&[premium_route(upstream)], &state.chains, &state.public_url).unwrap(),
+        Paywall::new(
+            &[premium_route(upstream)],
+            &state.gateway.chains,
+            &state.gateway.public_url,
+        )
+        .unwrap(),
     );
     state
 }
@@ -409,7 +414,7 @@ async fn second_replica(env: &Env, upstream: &Upstream) -> String {
         receipt_timeout: Duration::from_secs(5),
         ..SettleOptions::default()
     };
-    let state = AppState::new(store, (*env.state.chains).clone(), &base)
+    let state = AppState::new(store, (*env.state.gateway.chains).clone(), &base)
         .unwrap()
         .with_settlement(vec![env.signer.clone()], settle);
     let state = with_paywall(state, &upstream.url);

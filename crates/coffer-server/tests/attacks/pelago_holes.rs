@@ -55,7 +55,7 @@ async fn a_mainnet_order_is_never_paid_on_a_testnet(backend: Backend) {
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["code"], "NETWORK_MISMATCH", "{body}");
     assert_eq!(env.balance(env.payer.address()).await, testnet_before);
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
 
     // An order without a network is offered on its own network only.
@@ -115,7 +115,7 @@ async fn an_old_transfer_never_pays_a_new_order(backend: Backend) {
     let _: Value = env.chain.raw_request("evm_mine".into(), ()).await.unwrap();
     let tx_hash = format!("{:#x}", receipt.transaction_hash);
     let proof = |order_id: &str| {
-        let message = coffer_server::pelago::proof_message(order_id, &tx_hash);
+        let message = coffer_gateway::pelago::proof_message(order_id, &tx_hash);
         let signature = env.payer.sign_message_sync(message.as_bytes()).unwrap();
         x_payment_on(
             "base-sepolia",
@@ -128,10 +128,11 @@ async fn an_old_transfer_never_pays_a_new_order(backend: Backend) {
     let (status, body) = env.pelago_pay(&order_id, &proof(&order_id)).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(body["code"], "TX_TOO_OLD", "{body}");
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "pending");
     assert!(
         env.state
+            .gateway
             .store
             .payments_for_order(&order_id)
             .await

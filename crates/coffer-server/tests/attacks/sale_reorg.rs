@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Bytes, U256};
 use alloy::providers::Provider;
-use coffer_server::workers::watcher::{StepReport, Watcher};
+use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
@@ -55,6 +55,7 @@ async fn revert(env: &Env, id: &str) {
 
 async fn order_of_sale(env: &Env, tx_hash: &str) -> String {
     env.state
+        .gateway
         .store
         .order_paid_by(CHAIN_ID, &tx_hash.to_ascii_lowercase())
         .await
@@ -85,12 +86,12 @@ async fn a_sale_is_confirmed_at_the_chains_confirmations(backend: Backend) {
     let mut options = Options::on(backend);
     options.confirmations = 3;
     let env = Env::with(options).await;
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
 
     let reply = settle_to_merchant(&env, 1_000).await;
     let order_id = order_of_sale(&env, reply["transaction"].as_str().unwrap()).await;
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(
         order.status.as_str(),
         "processing",
@@ -114,6 +115,7 @@ async fn a_sale_is_confirmed_at_the_chains_confirmations(backend: Backend) {
     );
     assert_eq!(
         env.state
+            .gateway
             .store
             .order(&pelago)
             .await
@@ -131,7 +133,7 @@ async fn a_sale_is_confirmed_at_the_chains_confirmations(backend: Backend) {
         "{body}"
     );
     watcher.step().await.unwrap();
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "confirmed");
     assert!(
         env.event_types(&order_id)
@@ -155,7 +157,7 @@ async fn a_sale_is_confirmed_at_the_chains_confirmations_on_postgres() {
 /// the new chain. Rewinding below the sale must not orphan it: its block is canonical.
 async fn a_reorg_below_a_sale_leaves_it_paid(backend: Backend) {
     let env = Env::new(backend).await;
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     mine(&env, 2).await;
     let before_fork = snapshot(&env).await;
     mine(&env, 1).await;
@@ -167,6 +169,7 @@ async fn a_reorg_below_a_sale_leaves_it_paid(backend: Backend) {
     let order_id = order_of_sale(&env, reply["transaction"].as_str().unwrap()).await;
     assert_eq!(
         env.state
+            .gateway
             .store
             .order(&order_id)
             .await
@@ -179,14 +182,20 @@ async fn a_reorg_below_a_sale_leaves_it_paid(backend: Backend) {
     let report = watcher.step().await.unwrap();
     assert!(matches!(report, StepReport::Reorged { .. }), "{report:?}");
     watcher.step().await.unwrap();
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(
         order.status.as_str(),
         "confirmed",
         "the sale's block survived"
     );
     assert_eq!(order.amount_paid.to_base_units_string(), "1000");
-    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    let payments = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap();
     assert_eq!(payments.len(), 1);
     assert!(!payments[0].orphaned);
     let events = env.event_types(&order_id).await;
@@ -210,7 +219,7 @@ async fn a_reorg_below_a_sale_leaves_it_paid_on_postgres() {
 /// watcher finds it there (a sale is not watched by address, so no scan would).
 async fn a_sale_mined_again_is_found_in_its_new_block(backend: Backend) {
     let env = Env::new(backend).await;
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     mine(&env, 1).await;
     watcher.step().await.unwrap();
     let before_sale = snapshot(&env).await;
@@ -222,7 +231,13 @@ async fn a_sale_mined_again_is_found_in_its_new_block(backend: Backend) {
         .raw_request("eth_getRawTransactionByHash".into(), (tx_hash.clone(),))
         .await
         .unwrap();
-    let first_block = env.state.store.payments_for_order(&order_id).await.unwrap()[0]
+    let first_block = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap()[0]
         .payment
         .block_hash
         .clone();
@@ -241,9 +256,15 @@ async fn a_sale_mined_again_is_found_in_its_new_block(backend: Backend) {
     let report = watcher.step().await.unwrap();
     assert!(matches!(report, StepReport::Reorged { .. }), "{report:?}");
     watcher.step().await.unwrap();
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
-    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    let payments = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap();
     let live: Vec<_> = payments.iter().filter(|p| !p.orphaned).collect();
     assert_eq!(live.len(), 1, "{payments:?}");
     assert_ne!(
@@ -272,7 +293,7 @@ async fn a_sale_mined_again_is_found_in_its_new_block_on_postgres() {
 /// what the watcher judged off the chain, so the sale stays live and its order confirmed.
 async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid(backend: Backend) {
     let env = Env::new(backend).await;
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
     mine(&env, 2).await;
     watcher.step().await.unwrap();
@@ -295,21 +316,44 @@ async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid(backend: Backend) {
     // The sale settles now, in the block after the new tip: canonical, above the ancestor.
     let reply = settle_to_merchant(&env, 1_000).await;
     let order_id = order_of_sale(&env, reply["transaction"].as_str().unwrap()).await;
-    let sale_block = env.state.store.payments_for_order(&order_id).await.unwrap()[0]
+    let sale_block = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap()[0]
         .payment
         .block_number;
     assert!(sale_block > ancestor);
 
-    env.state.store.commit_chain_step(&judged).await.unwrap();
-    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    env.state
+        .gateway
+        .store
+        .commit_chain_step(&judged)
+        .await
+        .unwrap();
+    let payments = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap();
     assert_eq!(payments.len(), 1);
     assert!(!payments[0].orphaned, "the sale's block is canonical");
 
     while watcher.step().await.unwrap() != StepReport::Idle {}
-    let order = env.state.store.order(&order_id).await.unwrap();
+    let order = env.state.gateway.store.order(&order_id).await.unwrap();
     assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
     assert_eq!(order.amount_paid.to_base_units_string(), "1000");
-    let payments = env.state.store.payments_for_order(&order_id).await.unwrap();
+    let payments = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&order_id)
+        .await
+        .unwrap();
     assert!(payments.iter().all(|p| !p.orphaned), "{payments:?}");
     let events = env.event_types(&order_id).await;
     assert!(
@@ -346,7 +390,7 @@ async fn batching_env(backend: Backend) -> (Env, Watcher) {
     coffer_evm::testnet::install_multicall3(&env.chain)
         .await
         .unwrap();
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
     mine(&env, 1).await;
     watcher.step().await.unwrap();
@@ -392,6 +436,7 @@ async fn twin_sales(env: &Env) -> (Vec<Twin>, String, Bytes) {
     for order in orders {
         let sale = env
             .state
+            .gateway
             .store
             .sale_for_order(&order.order_id)
             .await
@@ -405,6 +450,7 @@ async fn twin_sales(env: &Env) -> (Vec<Twin>, String, Bytes) {
             .clone();
         let payments = env
             .state
+            .gateway
             .store
             .payments_for_order(&order.order_id)
             .await
@@ -424,8 +470,8 @@ async fn twin_sales(env: &Env) -> (Vec<Twin>, String, Bytes) {
 fn transfer_of(
     receipt: &alloy::rpc::types::TransactionReceipt,
     auth: &Auth,
-) -> Option<coffer_server::sales::FoundTransfer> {
-    coffer_server::sales::authorized_transfer(
+) -> Option<coffer_gateway::sales::FoundTransfer> {
+    coffer_gateway::sales::authorized_transfer(
         receipt,
         USDC,
         auth.from,
@@ -514,6 +560,7 @@ async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_aft
 
         let payments = env
             .state
+            .gateway
             .store
             .payments_for_order(&twin.order_id)
             .await
@@ -525,7 +572,7 @@ async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_aft
         assert_eq!(live[0].payment.amount.to_base_units_string(), "1000");
         live_logs.push(own_log);
 
-        let order = env.state.store.order(&twin.order_id).await.unwrap();
+        let order = env.state.gateway.store.order(&twin.order_id).await.unwrap();
         assert_eq!(order.status.as_str(), "confirmed", "{order:?}");
         assert_eq!(
             order.amount_paid.to_base_units_string(),
@@ -607,7 +654,7 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
         "its call failed"
     );
     assert!(authorization_used(&receipt, &twins[1].auth));
-    let transfers = coffer_server::sales::transfers_to(&receipt, USDC, PAY_TO);
+    let transfers = coffer_gateway::sales::transfers_to(&receipt, USDC, PAY_TO);
     assert_eq!(transfers.len(), 1, "one transfer left: {transfers:?}");
     let remaining = &transfers[0];
 
@@ -615,22 +662,36 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
     assert!(matches!(report, StepReport::Reorged { .. }), "{report:?}");
     while watcher.step().await.unwrap() != StepReport::Idle {}
 
-    let first = env.state.store.order(&twins[0].order_id).await.unwrap();
+    let first = env
+        .state
+        .gateway
+        .store
+        .order(&twins[0].order_id)
+        .await
+        .unwrap();
     assert_ne!(first.status.as_str(), "confirmed", "{first:?}");
     assert_eq!(first.amount_paid.to_base_units_string(), "0");
     let payments = env
         .state
+        .gateway
         .store
         .payments_for_order(&twins[0].order_id)
         .await
         .unwrap();
     assert!(payments.iter().all(|p| p.orphaned), "{payments:?}");
 
-    let second = env.state.store.order(&twins[1].order_id).await.unwrap();
+    let second = env
+        .state
+        .gateway
+        .store
+        .order(&twins[1].order_id)
+        .await
+        .unwrap();
     assert_eq!(second.status.as_str(), "confirmed", "{second:?}");
     assert_eq!(second.amount_paid.to_base_units_string(), "1000");
     let payments = env
         .state
+        .gateway
         .store
         .payments_for_order(&twins[1].order_id)
         .await
@@ -666,7 +727,7 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
 async fn a_dropped_settlement_does_not_jam_the_signer(backend: Backend) {
     let mut options = Options::on(backend);
     options.configure = Box::new(|state| {
-        state.with_facilitator_policy(coffer_server::facilitator_policy::FacilitatorPolicy::open())
+        state.with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open())
     });
     let env = Env::with(options).await;
     let before_payer = env.balance(env.payer.address()).await;
@@ -684,7 +745,7 @@ async fn a_dropped_settlement_does_not_jam_the_signer(backend: Backend) {
     // The reconciler fills the gap; both settlements land.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        env.state.settler.reconcile().await.unwrap();
+        env.state.gateway.settler.reconcile().await.unwrap();
         let (_, again) = env.post("/x402/settle", &[], &request).await;
         if again["success"] == true {
             break;

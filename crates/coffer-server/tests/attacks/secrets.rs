@@ -18,10 +18,10 @@ use alloy::signers::local::PrivateKeySigner;
 use axum::http::{HeaderMap, StatusCode};
 use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::testnet;
+use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_gateway::workers::watcher::Watcher;
 use coffer_server::AppState;
 use coffer_server::paywall::{Paywall, PaywallRouteConfig};
-use coffer_server::workers::dispatcher::Dispatcher;
-use coffer_server::workers::watcher::Watcher;
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{MasterKey, MerchantRow, Sealer, SecretError, StoreError};
 use coffer_x402::settlement::SettleOptions;
@@ -159,13 +159,20 @@ impl Leaky {
         registry.apply(&overrides).unwrap();
         let db = TestDatabase::new(backend).await.unwrap();
         let (base, state) = serve(db.store.clone(), registry).await;
-        let merchant = state.merchants.create("Seller", None).await.unwrap();
+        let merchant = state
+            .gateway
+            .merchants
+            .create("Seller", None)
+            .await
+            .unwrap();
         let key = state
+            .gateway
             .merchants
             .create_key(&merchant.id, "test")
             .await
             .unwrap();
         state
+            .gateway
             .sales
             .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
             .await
@@ -175,12 +182,13 @@ impl Leaky {
             .to_base58()
             .unwrap();
         state
+            .gateway
             .store
             .set_wallet(&merchant.id, 0, &xpub, 0)
             .await
             .unwrap();
-        let okx = state.okx.create(&merchant.id).await.unwrap();
-        let gatepay = state.gatepay.create(&merchant.id).await.unwrap();
+        let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
+        let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
         Leaky {
             base,
             merchant,
@@ -227,7 +235,8 @@ impl Leaky {
     fn okx_request(&self, method: &str, path: &str, body: &str) -> reqwest::RequestBuilder {
         let (key, secret, passphrase) = &self.okx;
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let signature = coffer_server::okx::sign(secret, &timestamp, method, path, body.as_bytes());
+        let signature =
+            coffer_gateway::okx::sign(secret, &timestamp, method, path, body.as_bytes());
         let client = reqwest::Client::new();
         let request = if method == "GET" {
             client.get(format!("{}{path}", self.base))
@@ -258,8 +267,8 @@ fn gatepay_request(
     body: &str,
 ) -> reqwest::RequestBuilder {
     let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let nonce = coffer_server::events::new_id("n");
-    let signature = coffer_server::gatepay::sign(secret, &timestamp, &nonce, body.as_bytes());
+    let nonce = coffer_gateway::events::new_id("n");
+    let signature = coffer_gateway::gatepay::sign(secret, &timestamp, &nonce, body.as_bytes());
     reqwest::Client::new()
         .post(format!("{base}{path}"))
         .header("Content-Type", "application/json")
@@ -283,7 +292,7 @@ async fn serve(store: Arc<dyn coffer_store::Store>, registry: ChainRegistry) -> 
     let mut state = AppState::new(store, registry, &base)
         .unwrap()
         .with_settlement(vec![testnet::dev_account(9).unwrap()], settle)
-        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback());
+        .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
     let route = PaywallRouteConfig {
         path: "/premium/*".to_owned(),
         method: Some("GET".to_owned()),
@@ -296,7 +305,7 @@ async fn serve(store: Arc<dyn coffer_store::Store>, registry: ChainRegistry) -> 
         mime_type: "application/json".to_owned(),
         max_timeout_seconds: 300,
     };
-    state.paywall = Arc::new(Paywall::new(&[route], &state.chains, &base).unwrap());
+    state.paywall = Arc::new(Paywall::new(&[route], &state.gateway.chains, &base).unwrap());
     tokio::spawn(coffer_server::serve(
         listener,
         coffer_server::router(state.clone()),
@@ -388,7 +397,7 @@ async fn hit_everything_that_reaches_the_rpc(env: &Leaky) {
         .await;
     assert!(refused.status >= 400, "{}", refused.text);
     let tx_hash = format!("0x{}", "ab".repeat(32));
-    let message = coffer_server::pelago::proof_message(&order_id, &tx_hash);
+    let message = coffer_gateway::pelago::proof_message(&order_id, &tx_hash);
     let signature = env.payer.sign_message_sync(message.as_bytes()).unwrap();
     let proof = b64(
         &json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
@@ -438,13 +447,19 @@ async fn hit_everything_that_reaches_the_rpc(env: &Leaky) {
     assert!(checkout.status < 500, "{}", checkout.text);
 
     // The chain watcher's step fails; what its loop would log must be clean too.
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).expect("a watcher for the chain");
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).expect("a watcher for the chain");
     let error = watcher.step().await.expect_err("the chain is down");
     tracing::warn!(%error, "watcher step failed");
     assert_no_secret("the watcher's error", &error.to_string());
     assert_no_secret("the watcher's error (Debug)", &format!("{error:?}"));
-    assert_no_secret("the RPC clients (Debug)", &format!("{:?}", env.state.rpcs));
-    assert_no_secret("the registry (Debug)", &format!("{:?}", env.state.chains));
+    assert_no_secret(
+        "the RPC clients (Debug)",
+        &format!("{:?}", env.state.gateway.rpcs),
+    );
+    assert_no_secret(
+        "the registry (Debug)",
+        &format!("{:?}", env.state.gateway.chains),
+    );
 }
 
 /// An RPC URL's key never appears in an answer of any API family, in readiness, or in the
@@ -563,15 +578,22 @@ async fn due_webhook(state: &AppState, base: &str, api_key: &str, nonce: u64) {
     );
     let order: Value = response.json().await.unwrap();
     let order_id = order["data"]["order_id"].as_str().unwrap().to_owned();
-    let stored = state.store.order(&order_id).await.unwrap();
-    let merchant = state.store.merchant(&stored.merchant_id).await.unwrap();
+    let stored = state.gateway.store.order(&order_id).await.unwrap();
+    let merchant = state
+        .gateway
+        .store
+        .merchant(&stored.merchant_id)
+        .await
+        .unwrap();
     let event = state
+        .gateway
         .store
         .events(&merchant.id, Some(&order_id), 10)
         .await
         .unwrap()
         .remove(0);
     state
+        .gateway
         .store
         .schedule_delivery(
             &event,
@@ -608,17 +630,33 @@ async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backen
     let (base, state) = serve(db.store.clone(), quiet_registry()).await;
     let inbox = Inbox::default();
     let hook = inbox.start().await;
-    let victim = state.merchants.create("Victim", Some(&hook)).await.unwrap();
-    let victim_gatepay = state.gatepay.create(&victim.id).await.unwrap();
-    let thief = state.merchants.create("Thief", Some(&hook)).await.unwrap();
-    let thief_gatepay = state.gatepay.create(&thief.id).await.unwrap();
-    let thief_key = state.merchants.create_key(&thief.id, "k").await.unwrap();
+    let victim = state
+        .gateway
+        .merchants
+        .create("Victim", Some(&hook))
+        .await
+        .unwrap();
+    let victim_gatepay = state.gateway.gatepay.create(&victim.id).await.unwrap();
+    let thief = state
+        .gateway
+        .merchants
+        .create("Thief", Some(&hook))
+        .await
+        .unwrap();
+    let thief_gatepay = state.gateway.gatepay.create(&thief.id).await.unwrap();
+    let thief_key = state
+        .gateway
+        .merchants
+        .create_key(&thief.id, "k")
+        .await
+        .unwrap();
     let thief_api_key = thief_key.key.expose_secret().to_owned();
     let xpub = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
         .unwrap()
         .to_base58()
         .unwrap();
     state
+        .gateway
         .store
         .set_wallet(&thief.id, 0, &xpub, 0)
         .await
@@ -709,11 +747,12 @@ async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backen
     // nothing leaves.
     let (fresh_base, fresh_state) = serve(db.reopen().await.unwrap(), quiet_registry()).await;
     assert!(matches!(
-        fresh_state.store.merchant(&thief.id).await,
+        fresh_state.gateway.store.merchant(&thief.id).await,
         Err(StoreError::Secret(SecretError::Tampered { .. }))
     ));
     assert_eq!(
         fresh_state
+            .gateway
             .store
             .merchant(&victim.id)
             .await
@@ -735,7 +774,10 @@ async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backen
         ["1"],
         "a webhook is due"
     );
-    let sent = Dispatcher::new(&fresh_state).dispatch_due().await.unwrap();
+    let sent = Dispatcher::new(&fresh_state.gateway)
+        .dispatch_due()
+        .await
+        .unwrap();
     assert_eq!(sent, 0);
     assert!(inbox.received().is_empty(), "nothing was sent");
     assert_eq!(
@@ -753,16 +795,27 @@ async fn after_rotation_only_the_new_key_works_and_every_signature_still_does(ba
     let (_, state) = serve(db.store.clone(), quiet_registry()).await;
     let inbox = Inbox::default();
     let hook = inbox.start().await;
-    let merchant = state.merchants.create("Shop", Some(&hook)).await.unwrap();
-    let api_key = state.merchants.create_key(&merchant.id, "k").await.unwrap();
+    let merchant = state
+        .gateway
+        .merchants
+        .create("Shop", Some(&hook))
+        .await
+        .unwrap();
+    let api_key = state
+        .gateway
+        .merchants
+        .create_key(&merchant.id, "k")
+        .await
+        .unwrap();
     let api_key = api_key.key.expose_secret().to_owned();
-    let gatepay = state.gatepay.create(&merchant.id).await.unwrap();
-    let okx = state.okx.create(&merchant.id).await.unwrap();
+    let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
+    let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
     let xpub = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
         .unwrap()
         .to_base58()
         .unwrap();
     state
+        .gateway
         .store
         .set_wallet(&merchant.id, 0, &xpub, 0)
         .await
@@ -834,7 +887,7 @@ async fn after_rotation_only_the_new_key_works_and_every_signature_still_does(ba
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let path = "/api/v6/x402/supported";
     let signature =
-        coffer_server::okx::sign(okx.secret.expose_secret(), &timestamp, "GET", path, b"");
+        coffer_gateway::okx::sign(okx.secret.expose_secret(), &timestamp, "GET", path, b"");
     let supported: Value = reqwest::Client::new()
         .get(format!("{base}{path}"))
         .header("OK-ACCESS-KEY", &okx.access_key)
@@ -853,14 +906,17 @@ async fn after_rotation_only_the_new_key_works_and_every_signature_still_does(ba
     );
 
     due_webhook(&state, &base, &api_key, 7).await;
-    let sent = Dispatcher::new(&state).dispatch_due().await.unwrap();
+    let sent = Dispatcher::new(&state.gateway)
+        .dispatch_due()
+        .await
+        .unwrap();
     assert_eq!(sent, 1);
     let received = inbox.received();
     assert_eq!(received.len(), 1);
     let (headers, body) = &received[0];
     let signature = headers["coffer-signature"].to_str().unwrap();
     let now = chrono::Utc::now().timestamp();
-    assert!(coffer_server::events::verify_signature(
+    assert!(coffer_gateway::events::verify_signature(
         &merchant.webhook_secret,
         signature,
         body.as_bytes(),
@@ -869,24 +925,7 @@ async fn after_rotation_only_the_new_key_works_and_every_signature_still_does(ba
     ));
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(super::Backend::Postgres).await;
-            })*
-        }
-    };
-}
-
-on_both_backends!(
+coffer_store::on_both_databases!(
     a_sealed_secret_moved_to_another_merchant_signs_nothing,
     after_rotation_only_the_new_key_works_and_every_signature_still_does,
 );

@@ -19,11 +19,11 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::ProviderBuilder;
 use coffer_core::MerchantId;
 use coffer_evm::contracts::IERC20;
+use coffer_gateway::merchants::MerchantError;
+use coffer_gateway::outbound::{OutboundPolicy, StaticResolver};
+use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
-use coffer_server::merchants::MerchantError;
-use coffer_server::outbound::{OutboundPolicy, StaticResolver};
-use coffer_server::workers::dispatcher::Dispatcher;
-use coffer_server::workers::watcher::{StepReport, Watcher};
 use coffer_store::OrderUpdate;
 use coffer_store::testing::Backend;
 use secrecy::ExposeSecret;
@@ -148,6 +148,7 @@ async fn env_with(backend: Backend, policy: OutboundPolicy) -> Env {
     options.configure = Box::new(move |state: AppState| state.with_outbound_policy(policy));
     let env = Env::with(options).await;
     env.state
+        .gateway
         .store
         .set_wallet(&env.merchant.id, 0, &xpub(), 0)
         .await
@@ -195,9 +196,9 @@ async fn gatepay_post(
 ) -> (u16, Value) {
     let body = body.to_string();
     let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let nonce = coffer_server::events::new_id("n");
+    let nonce = coffer_gateway::events::new_id("n");
     let signature =
-        coffer_server::gatepay::sign(&credential.1, &timestamp, &nonce, body.as_bytes());
+        coffer_gateway::gatepay::sign(&credential.1, &timestamp, &nonce, body.as_bytes());
     let response = reqwest::Client::new()
         .post(format!("{}{path}", env.base))
         .header("Content-Type", "application/json")
@@ -230,12 +231,15 @@ fn checkout_body(trade_no: &str, callback_url: &str) -> Value {
 }
 
 async fn dispatch(state: &AppState) -> usize {
-    Dispatcher::new(state).dispatch_due().await.unwrap()
+    Dispatcher::new(&state.gateway)
+        .dispatch_due()
+        .await
+        .unwrap()
 }
 
 /// The merchant's GatePay credential: `(client id, secret)`.
 async fn gatepay_credential(env: &Env, merchant: &MerchantId) -> (String, String) {
-    let credential = env.state.gatepay.create(merchant).await.unwrap();
+    let credential = env.state.gateway.gatepay.create(merchant).await.unwrap();
     (
         credential.client_id.clone(),
         credential.secret.expose_secret().to_owned(),
@@ -281,7 +285,7 @@ async fn closed_checkout(
 
 /// A watcher over the test chain, its cursor set (create it before paying).
 async fn watcher(env: &Env) -> Watcher {
-    let mut watcher = Watcher::new(&env.state, CHAIN_ID).unwrap();
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
     watcher
 }
@@ -410,14 +414,20 @@ async fn private_urls_are_refused_when_set_in_every_family(backend: Backend) {
     let target = Listener::on(v4(127, 0, 0, 1)).await;
     let target6 = Listener::on(IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
     let credential = gatepay_credential(&env, &env.merchant.id).await;
-    let merchants_before = env.state.merchants.list().await.unwrap().len();
+    let merchants_before = env.state.gateway.merchants.list().await.unwrap().len();
 
     for (n, url) in private_urls(target.port(), target6.port())
         .iter()
         .enumerate()
     {
         // The merchant endpoint, through the service the CLI uses.
-        match env.state.merchants.create("Scanner", Some(url)).await {
+        match env
+            .state
+            .gateway
+            .merchants
+            .create("Scanner", Some(url))
+            .await
+        {
             Err(MerchantError::UrlNotAllowed { field, refusal }) => {
                 assert_eq!(field, "webhook_url", "{url}");
                 assert!(refusal.is_forbidden_destination(), "{url}: {refusal}");
@@ -472,7 +482,7 @@ async fn private_urls_are_refused_when_set_in_every_family(backend: Backend) {
     }
     assert!(env.orders().await.is_empty(), "no order was created");
     assert_eq!(
-        env.state.merchants.list().await.unwrap().len(),
+        env.state.gateway.merchants.list().await.unwrap().len(),
         merchants_before,
         "no merchant was created"
     );
@@ -481,6 +491,7 @@ async fn private_urls_are_refused_when_set_in_every_family(backend: Backend) {
     // and nothing (not a nonce, not the GatePay trade number) was kept from the refused ones.
     let public = "https://shop.example/hook";
     env.state
+        .gateway
         .merchants
         .create("Shop", Some(public))
         .await
@@ -602,9 +613,9 @@ async fn only_the_address_that_was_checked_is_connected_to(backend: Backend) {
 /// Writes an event of `order_id` with a delivery to `url` straight into the store, past every
 /// check, as a URL stored before the checks existed (or by any other path) would be.
 async fn stored_delivery(env: &Env, order_id: &str, url: &str) {
-    let order = env.state.store.order(order_id).await.unwrap();
+    let order = env.state.gateway.store.order(order_id).await.unwrap();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let event = coffer_server::events::order_event(
+    let event = coffer_gateway::events::order_event(
         &env.merchant,
         order_id,
         Some(url),
@@ -614,6 +625,7 @@ async fn stored_delivery(env: &Env, order_id: &str, url: &str) {
         true,
     );
     env.state
+        .gateway
         .store
         .update_orders(&[OrderUpdate {
             order_id: order_id.to_owned(),
@@ -652,6 +664,7 @@ async fn a_stored_url_that_skipped_the_checks_is_refused_at_delivery(backend: Ba
     ]);
     // The merchant's endpoint, too, written past the checks.
     env.state
+        .gateway
         .store
         .set_merchant_webhook_url(&env.merchant.id, Some(&urls[0]))
         .await
@@ -741,6 +754,7 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
     // An event recorded but never sent (the order's creation) is not sent by redelivery either.
     let created = env
         .state
+        .gateway
         .store
         .events(&env.merchant.id, Some(&order_id), 100)
         .await
@@ -890,28 +904,7 @@ async fn an_allowed_network_or_host_admits_exactly_that_target(backend: Backend)
     );
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(coffer_store::testing::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(coffer_store::testing::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_databases!(
+coffer_store::on_both_databases!(
     private_urls_are_refused_when_set_in_every_family,
     a_name_that_resolves_public_then_private_is_never_connected_to,
     only_the_address_that_was_checked_is_connected_to,

@@ -1,0 +1,101 @@
+//! The API's description of itself: OpenAPI and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi))
+        .routes(routes!(metrics))
+}
+
+/// This document: every route Coffer serves.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+#[tracing::instrument(skip_all)]
+async fn openapi(
+    Extension(document): Extension<Arc<crate::ops::openapi::ServedDocument>>,
+) -> Json<serde_json::Value> {
+    Json(document.0.clone())
+}
+
+/// Prometheus metrics in text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "OpenMetrics text format (Prometheus reads it)", content_type = "application/openmetrics-text")))]
+#[tracing::instrument(skip_all)]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    let gas = settlement_gas(&state).await;
+    // The gas families go before the registry's closing `# EOF`.
+    let end = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(end, &gas);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Gas Coffer's signers spent on x402 settlements since start, per merchant owning the payee
+/// (`none` for payees no merchant registered), in OpenMetrics text.
+async fn settlement_gas(state: &AppState) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+
+    use coffer_x402::settlement::GasSpent;
+    let mut by_merchant: BTreeMap<String, GasSpent> = BTreeMap::new();
+    for (chain_id, payee, spent) in state.gateway.settler.gas_spent() {
+        let merchant = match state
+            .gateway
+            .store
+            .pay_to_owner(chain_id, &format!("{payee:#x}"))
+            .await
+        {
+            Ok(Some(owner)) => owner.merchant_id.as_str().to_owned(),
+            _ => "none".to_owned(),
+        };
+        let total = by_merchant.entry(merchant).or_default();
+        total.gas = total.gas.saturating_add(spent.gas);
+        total.wei = total.wei.saturating_add(spent.wei);
+        total.settlements += spent.settlements;
+    }
+    let mut text = String::new();
+    type Family = (&'static str, &'static str, fn(&GasSpent) -> String);
+    let families: [Family; 3] = [
+        (
+            "coffer_x402_settlement_gas",
+            "Gas units spent settling x402 payments, per merchant owning the payee",
+            |spent| spent.gas.to_string(),
+        ),
+        (
+            "coffer_x402_settlement_fee_wei",
+            "Fees paid settling x402 payments (gas times price, in wei), per merchant owning the payee",
+            |spent| spent.wei.to_string(),
+        ),
+        (
+            "coffer_x402_settlements_resolved",
+            "x402 settlements resolved (succeeded or failed), per merchant owning the payee",
+            |spent| spent.settlements.to_string(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(text, "# HELP {name} {help}.");
+        let _ = writeln!(text, "# TYPE {name} counter");
+        for (merchant, spent) in &by_merchant {
+            let _ = writeln!(
+                text,
+                "{name}_total{{merchant=\"{merchant}\"}} {}",
+                value(spent)
+            );
+        }
+    }
+    text
+}
