@@ -121,7 +121,7 @@ pub fn read_master_key_file(path: &Path) -> Result<coffer_store::MasterKey, Stri
 }
 
 /// `[outbound]`: where Coffer may send the webhooks and callbacks merchants ask for. Public
-/// addresses only, unless listed here (see `coffer_server::outbound`).
+/// addresses only, unless listed here (see `coffer_gateway::outbound`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboundConfig {
@@ -138,8 +138,8 @@ impl OutboundConfig {
     ///
     /// # Errors
     /// [`ConfigError`] naming the entry that does not parse (`outbound.allow_networks[1]: …`).
-    pub fn policy(&self) -> Result<coffer_server::outbound::OutboundPolicy, ConfigError> {
-        coffer_server::outbound::OutboundPolicy::strict()
+    pub fn policy(&self) -> Result<coffer_gateway::outbound::OutboundPolicy, ConfigError> {
+        coffer_gateway::outbound::OutboundPolicy::strict()
             .with_allow_lists(&self.allow_hosts, &self.allow_networks)
             .map_err(|error| ConfigError(format!("outbound.{error}")))
     }
@@ -357,7 +357,7 @@ pub struct X402Config {
     /// fees (same nonce).
     pub bump_after_seconds: u64,
     /// `[x402.facilitator]`: who may use the facilitator routes, and how much.
-    pub facilitator: coffer_server::facilitator_policy::FacilitatorPolicy,
+    pub facilitator: coffer_gateway::facilitator_policy::FacilitatorPolicy,
 }
 
 impl Default for X402Config {
@@ -372,7 +372,7 @@ impl Default for X402Config {
             batch_window_ms: 0,
             max_batch: 100,
             bump_after_seconds: 30,
-            facilitator: coffer_server::facilitator_policy::FacilitatorPolicy::default(),
+            facilitator: coffer_gateway::facilitator_policy::FacilitatorPolicy::default(),
         }
     }
 }
@@ -637,8 +637,8 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] naming the bad rate (`fiat.rates.EUR.USDC: …`).
-    pub fn fiat_rates(&self) -> Result<coffer_server::fiat::FiatRates, ConfigError> {
-        coffer_server::fiat::FiatRates::with_overrides(&self.fiat.rates).map_err(ConfigError)
+    pub fn fiat_rates(&self) -> Result<coffer_gateway::fiat::FiatRates, ConfigError> {
+        coffer_gateway::fiat::FiatRates::with_overrides(&self.fiat.rates).map_err(ConfigError)
     }
 
     /// The built-in chain registry with this configuration's chains applied.

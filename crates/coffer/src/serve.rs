@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use coffer_core::ChainRegistry;
+use coffer_gateway::workers::Intervals;
 use coffer_server::AppState;
-use coffer_server::workers::Intervals;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -117,7 +117,7 @@ impl Application {
         state.limits = config.server.request_limits();
         let paywall = coffer_server::paywall::Paywall::new(
             &config.paywall.routes,
-            &state.chains,
+            &state.gateway.chains,
             &public_url,
         )
         .map_err(|error| crate::config::ConfigError(error.to_string()))?;
@@ -148,7 +148,10 @@ impl Application {
     /// Changes where webhooks and callbacks may go (`coffer dev` also allows loopback, where
     /// its webhook inbox listens).
     #[must_use]
-    pub fn with_outbound_policy(mut self, policy: coffer_server::outbound::OutboundPolicy) -> Self {
+    pub fn with_outbound_policy(
+        mut self,
+        policy: coffer_gateway::outbound::OutboundPolicy,
+    ) -> Self {
         self.state = self.state.with_outbound_policy(policy);
         self
     }
@@ -169,8 +172,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let (stop_workers, workers_stopping) = tokio::sync::watch::channel(false);
-        let workers =
-            coffer_server::workers::spawn_all(&self.state, self.intervals, &workers_stopping);
+        let workers = coffer_gateway::workers::spawn_all(
+            &self.state.gateway,
+            self.intervals,
+            &workers_stopping,
+        );
         let router = coffer_server::router(self.state);
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

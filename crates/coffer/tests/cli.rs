@@ -2,10 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kit;
+
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use coffer_store::testing::{Backend, fresh_url};
+use kit::server::{free_port, wait_until_healthy};
 use serde_json::Value;
 
 fn coffer(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -30,13 +33,21 @@ fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
-#[test]
-fn config_example_prints_a_template_that_config_check_accepts() {
-    let output = coffer(&["config", "example"], &[]);
-    assert!(output.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("coffer.toml");
-    std::fs::write(&path, &output.stdout).unwrap();
+/// `coffer serve` on `port` over `database_url`, with nothing on its standard input, killed
+/// when dropped.
+fn serve(port: u16, database_url: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
+    command
+        .arg("serve")
+        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("COFFER__DATABASE__URL", database_url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// `coffer --config path config check`, which must succeed.
+fn config_check(path: &std::path::Path) -> Output {
     let check = coffer(
         &["--config", path.to_str().unwrap(), "config", "check"],
         &[],
@@ -46,6 +57,17 @@ fn config_example_prints_a_template_that_config_check_accepts() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
+    check
+}
+
+#[test]
+fn config_example_prints_a_template_that_config_check_accepts() {
+    let output = coffer(&["config", "example"], &[]);
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coffer.toml");
+    std::fs::write(&path, &output.stdout).unwrap();
+    let check = config_check(&path);
     assert!(String::from_utf8_lossy(&check.stdout).starts_with("# configuration is valid"));
 }
 
@@ -253,36 +275,17 @@ async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed_on_postgre
 #[tokio::test]
 async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("serve")
-        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "COFFER__DATABASE__URL",
-            format!("sqlite:{}", dir.path().join("c.db").display()),
-        )
+    let port = free_port();
+    let database_url = format!("sqlite:{}", dir.path().join("c.db").display());
+    let mut child = serve(port, &database_url)
         .env("COFFER__LOG__FORMAT", "json")
-        .stdin(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let mut healthy = false;
-    for _ in 0..100 {
-        if reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy, "serve never answered /healthz");
+    assert!(
+        wait_until_healthy(port, 100).await,
+        "serve never answered /healthz"
+    );
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -308,38 +311,20 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
 async fn serve_disconnects_a_client_that_sends_its_headers_slowly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("serve")
-        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+    let port = free_port();
+    let database_url = format!("sqlite:{}", dir.path().join("c.db").display());
+    let _child = serve(port, &database_url)
         .env("COFFER__SERVER__HEADER_READ_TIMEOUT_SECONDS", "1")
-        .env(
-            "COFFER__DATABASE__URL",
-            format!("sqlite:{}", dir.path().join("c.db").display()),
-        )
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
+    assert!(
+        wait_until_healthy(port, 100).await,
+        "serve never answered /healthz"
+    );
     let url = format!("http://127.0.0.1:{port}/healthz");
-    let mut healthy = false;
-    for _ in 0..100 {
-        if reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            healthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(healthy, "serve never answered /healthz");
 
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -410,15 +395,7 @@ upstream = "https://api.example/v1?key=SEKRETKEY123"
 "#,
     )
     .unwrap();
-    let check = coffer(
-        &["--config", path.to_str().unwrap(), "config", "check"],
-        &[],
-    );
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = config_check(&path);
     let printed = String::from_utf8_lossy(&check.stdout);
     assert!(
         printed.contains("https://base-sepolia.example/…")
@@ -454,22 +431,13 @@ upstream = "https://api.example/v1?key=SEKRETKEY123"
 /// `coffer serve` over `url`, with `key` as its master key (if any): whether it came up, and
 /// what it printed when it did not.
 async fn try_serve(url: &str, key: Option<&str>) -> (bool, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
+    let port = free_port();
+    let mut command = serve(port, url);
     command
-        .arg("serve")
-        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("COFFER__DATABASE__URL", url)
         .env("RUST_LOG", "warn")
         .env_remove("COFFER_MASTER_KEY")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     if let Some(key) = key {
         command.env("COFFER_MASTER_KEY", key);
     }
@@ -654,31 +622,25 @@ async fn secrets_rotate_reencrypts_everything_and_the_old_key_stops_working() {
     let status = stdout_json(&run(&["secrets", "status", "--json"], &old_file));
     assert_eq!(status["sealed"], serde_json::json!({ old_id.clone(): 3 }));
 
-    let rotated = stdout_json(&run(
-        &[
-            "secrets",
-            "rotate",
-            "--new-key-file",
-            new_file.to_str().unwrap(),
-            "--json",
-        ],
-        &old_file,
-    ));
+    let rotate = || {
+        stdout_json(&run(
+            &[
+                "secrets",
+                "rotate",
+                "--new-key-file",
+                new_file.to_str().unwrap(),
+                "--json",
+            ],
+            &old_file,
+        ))
+    };
+    let rotated = rotate();
     assert_eq!(rotated["resealed"], 3);
     let status = stdout_json(&run(&["secrets", "status", "--json"], &new_file));
     assert_eq!(status["sealed"], serde_json::json!({ new_id.clone(): 3 }));
     assert_eq!(status["plain"], 0);
     // Running it again changes nothing.
-    let again = stdout_json(&run(
-        &[
-            "secrets",
-            "rotate",
-            "--new-key-file",
-            new_file.to_str().unwrap(),
-            "--json",
-        ],
-        &old_file,
-    ));
+    let again = rotate();
     assert_eq!(again["resealed"], 0);
 
     let listed = run(&["merchant", "list", "--json"], &old_file);

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kit;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -12,7 +14,9 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolStruct};
-use coffer::dev::Summary;
+use kit::chain::transfer;
+use kit::dev::Dev;
+use kit::server::{json_answer, order_id_and_deposit};
 use tokio::process::{Child, Command};
 
 sol! {
@@ -30,16 +34,12 @@ sol! {
     struct Probe { uint256 value; }
 }
 
-struct Dev {
-    child: Child,
-    summary: Summary,
-    stdout: String,
-}
-
-async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
+/// Starts `coffer dev` with its data in `data_dir`; returns it once it has written its summary,
+/// with the banner it printed.
+async fn start_dev(data_dir: &Path, extra: &[&str]) -> (Dev, String) {
     let summary_path = data_dir.join("out/summary.json");
     let _ = std::fs::remove_file(&summary_path);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+    let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
         .args(["dev", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .arg("--summary")
@@ -52,22 +52,9 @@ async fn start_dev(data_dir: &Path, extra: &[&str]) -> Dev {
         .kill_on_drop(true)
         .spawn()
         .expect("coffer dev starts");
-    for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(&summary_path) {
-            let summary: Summary = serde_json::from_str(&text).expect("summary is JSON");
-            let stdout = read_banner(&mut child).await;
-            return Dev {
-                child,
-                summary,
-                stdout,
-            };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("coffer dev exited early with {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("coffer dev wrote no summary within 60 s");
+    let mut dev = Dev::when_summarised(child, &summary_path).await;
+    let banner = read_banner(&mut dev.child).await;
+    (dev, banner)
 }
 
 async fn read_banner(child: &mut Child) -> String {
@@ -89,28 +76,6 @@ async fn read_banner(child: &mut Child) -> String {
     banner
 }
 
-impl Drop for Dev {
-    /// A failing test still stops `coffer dev` gracefully, so its anvil chains stop too.
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-    }
-}
-
-async fn interrupt(mut dev: Dev) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(dev.child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
-        .await
-        .expect("stops")
-        .unwrap();
-    assert!(status.success(), "coffer dev exited with {status}");
-}
-
 fn banner_curl(banner: &str) -> (String, String) {
     let line = banner
         .lines()
@@ -130,12 +95,29 @@ fn banner_curl(banner: &str) -> (String, String) {
     (url, key)
 }
 
+/// The newest webhook in the inbox at `inbox_url` that `matches`, looked for every 100 ms for
+/// up to 15 s.
+async fn webhook_within_15_s(
+    inbox_url: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    for _ in 0..150 {
+        let inbox: serde_json::Value = reqwest::get(inbox_url).await.unwrap().json().await.unwrap();
+        let found = inbox.as_array().unwrap().iter().find(|hook| matches(hook));
+        if found.is_some() {
+            return found.cloned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
 #[tokio::test]
 async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state() {
     let data_dir = tempfile::tempdir().unwrap();
     // As an older `coffer dev` left it: readable by everyone.
     std::fs::set_permissions(data_dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-    let dev = start_dev(data_dir.path(), &[]).await;
+    let (dev, banner) = start_dev(data_dir.path(), &[]).await;
     let summary = dev.summary.clone();
 
     // The summary and the demo credentials hold keys: they, and the master key, are their
@@ -167,7 +149,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     }
 
     // The banner's curl works as printed.
-    let (url, key) = banner_curl(&dev.stdout);
+    let (url, key) = banner_curl(&banner);
     assert_eq!(key, summary.api_key);
     let response = reqwest::Client::new()
         .get(&url)
@@ -291,7 +273,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     // The payment-orders seed's request, verbatim but for host and key: an order on "base"
     // (the local Base chain), paid from a funded account, confirmed, and webhooked, signed.
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
+    let request = client
         .post(format!("{}/api/payment-orders/", summary.api_base_url))
         .bearer_auth(&summary.api_key)
         .json(&serde_json::json!({
@@ -300,70 +282,39 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
             "blockchain": "base",
             "order_info": serde_json::json!({"product": "Premium Plan", "customer_id": "user_123", "quantity": 1}).to_string(),
             "nonce": 1_640_995_200_123_456_i64,
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }));
+    let created = json_answer(request).await;
     assert_eq!(created["data"]["status"], "pending", "{created}");
-    let order_id = created["data"]["order_id"].as_str().unwrap().to_owned();
-    let deposit: Address = created["data"]["receiving_address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (order_id, deposit) = order_id_and_deposit(&created);
     let customer: alloy::signers::local::PrivateKeySigner =
         summary.chains[0].payers[2].private_key.parse().unwrap();
     let customer_chain = ProviderBuilder::new()
         .wallet(customer)
         .connect_http(summary.chains[0].rpc_url.parse().unwrap());
     let usdc_at: Address = summary.chains[0].tokens[0].address.parse().unwrap();
-    IToken::new(usdc_at, &customer_chain)
-        .transfer(deposit, U256::from(100_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let mut confirmed_hook = None;
-    for _ in 0..150 {
-        let inbox: serde_json::Value = reqwest::get(&summary.webhook_inbox_url)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        confirmed_hook = inbox
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|hook| {
-                hook["event_type"] == "payment_order.confirmed"
-                    && hook["body"]["data"]["order_id"] == order_id.as_str()
-            })
-            .cloned();
-        if confirmed_hook.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    transfer(
+        &customer_chain,
+        usdc_at,
+        deposit,
+        U256::from(100_000_000u64),
+    )
+    .await;
+    let confirmed_hook = webhook_within_15_s(&summary.webhook_inbox_url, |hook| {
+        hook["event_type"] == "payment_order.confirmed"
+            && hook["body"]["data"]["order_id"] == order_id.as_str()
+    })
+    .await;
     let hook = confirmed_hook.expect("a payment_order.confirmed webhook within 15 s");
     assert_eq!(hook["signature_valid"], true);
-    let order: serde_json::Value = client
-        .get(format!(
-            "{}/api/payment-orders/{order_id}/",
-            summary.api_base_url
-        ))
-        .bearer_auth(&summary.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order: serde_json::Value = json_answer(
+        client
+            .get(format!(
+                "{}/api/payment-orders/{order_id}/",
+                summary.api_base_url
+            ))
+            .bearer_auth(&summary.api_key),
+    )
+    .await;
     assert_eq!(order["data"]["status"], "confirmed");
     assert_eq!(order["data"]["amount_paid"], "100.00");
 
@@ -380,7 +331,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     .to_string();
     let gatepay_call = |path: &'static str, body: String, nonce: &'static str| {
         let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-        let signature = coffer_server::gatepay::sign(
+        let signature = coffer_gateway::gatepay::sign(
             &summary.gatepay.secret,
             &timestamp,
             nonce,
@@ -394,14 +345,8 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
             .header("X-GatePay-Nonce", nonce)
             .header("X-GatePay-Signature", signature)
             .body(body)
-            .send()
     };
-    let created: serde_json::Value = gatepay_call("/v1/pay/checkout/order", body, "dev1")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = json_answer(gatepay_call("/v1/pay/checkout/order", body, "dev1")).await;
     assert_eq!(created["status"], "SUCCESS", "{created}");
     let location = created["data"]["location"].as_str().unwrap();
     assert_eq!(reqwest::get(location).await.unwrap().status(), 200);
@@ -411,48 +356,19 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
         .unwrap()
         .parse()
         .unwrap();
-    IToken::new(usdc_at, &customer_chain)
-        .transfer(deposit, U256::from(3_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let mut notification = None;
-    for _ in 0..150 {
-        let inbox: serde_json::Value = reqwest::get(&summary.webhook_inbox_url)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        notification = inbox
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|hook| {
-                hook["event_type"] == "gatepay PAY_SUCCESS"
-                    && hook["body"]["bizId"] == prepay_id.as_str()
-            })
-            .cloned();
-        if notification.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    transfer(&customer_chain, usdc_at, deposit, U256::from(3_000_000u64)).await;
+    let notification = webhook_within_15_s(&summary.webhook_inbox_url, |hook| {
+        hook["event_type"] == "gatepay PAY_SUCCESS" && hook["body"]["bizId"] == prepay_id.as_str()
+    })
+    .await;
     let notification = notification.expect("a GatePay PAY_SUCCESS notification within 15 s");
     assert_eq!(notification["signature_valid"], true);
-    let queried: serde_json::Value = gatepay_call(
+    let queried = json_answer(gatepay_call(
         "/v1/pay/order/query",
         serde_json::json!({"prepayId": prepay_id}).to_string(),
         "dev2",
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    ))
+    .await;
     assert_eq!(queried["data"]["status"], "PAID", "{queried}");
 
     // A payer pays on chain; the transfer must survive a restart.
@@ -463,18 +379,11 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
         .wallet(payer_signer)
         .connect_http(summary.chains[0].rpc_url.parse().unwrap());
     let usdc_address: Address = summary.chains[0].tokens[0].address.parse().unwrap();
-    let receipt = IToken::new(usdc_address, &paying)
-        .transfer(payee, U256::from(1_500_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = transfer(&paying, usdc_address, payee, U256::from(1_500_000u64)).await;
     assert!(receipt.status());
 
     // Ctrl-C stops Coffer and the chains.
-    interrupt(dev).await;
+    dev.interrupt().await;
     for (rpc_url, _) in &balances {
         let provider = ProviderBuilder::new().connect_http(rpc_url.parse().unwrap());
         assert!(
@@ -484,7 +393,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     }
 
     // A second run keeps the merchant, the key and the chains' state (no second mint).
-    let again = start_dev(data_dir.path(), &[]).await;
+    let (again, _) = start_dev(data_dir.path(), &[]).await;
     assert_eq!(again.summary.merchant_id, summary.merchant_id);
     assert_eq!(again.summary.api_key, summary.api_key);
     assert_eq!(
@@ -506,22 +415,21 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
         U256::from(10_001_500_000u64)
     );
     assert!(provider.get_block_number().await.unwrap() >= receipt.block_number.unwrap());
-    interrupt(again).await;
+    again.interrupt().await;
 
     // --fresh starts over.
-    let fresh = start_dev(data_dir.path(), &["--fresh"]).await;
+    let (fresh, _) = start_dev(data_dir.path(), &["--fresh"]).await;
     assert_ne!(fresh.summary.merchant_id, summary.merchant_id);
-    interrupt(fresh).await;
+    fresh.interrupt().await;
 }
 
 #[tokio::test]
 async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() {
     use alloy::signers::SignerSync;
-    use base64::Engine;
     let data_dir = tempfile::tempdir().unwrap();
-    let dev = start_dev(data_dir.path(), &[]).await;
+    let (dev, banner) = start_dev(data_dir.path(), &[]).await;
     let summary = dev.summary.clone();
-    assert!(dev.stdout.contains(&summary.paywall.url), "{}", dev.stdout);
+    assert!(banner.contains(&summary.paywall.url), "{}", banner);
     let hits = || async {
         let count: serde_json::Value = reqwest::get(&summary.paywall.upstream_hits_url)
             .await
@@ -566,21 +474,13 @@ async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() 
         .connect_http(bsc.rpc_url.parse().unwrap());
     let usdt: Address = bsc.tokens[0].address.parse().unwrap();
     let pay_to: Address = summary.paywall.pay_to.parse().unwrap();
-    let receipt = IToken::new(usdt, &paying)
-        .transfer(pay_to, U256::from(2_600_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let receipt = transfer(&paying, usdt, pay_to, U256::from(2_600_000u64)).await;
     let tx_hash = format!("{:#x}", receipt.transaction_hash);
-    let message = coffer_server::pelago::proof_message("", &tx_hash);
+    let message = coffer_gateway::pelago::proof_message("", &tx_hash);
     let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
-    let x_payment = base64::engine::general_purpose::STANDARD.encode(
-        serde_json::json!({"x402Version": 1, "scheme": "exact", "network": "bsc-mainnet",
-            "payload": {"amount": "2600000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}})
-        .to_string(),
+    let x_payment = coffer_x402::headers::encode(
+        &serde_json::json!({"x402Version": 1, "scheme": "exact", "network": "bsc-mainnet",
+            "payload": {"amount": "2600000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}}),
     );
     let mut answer = serde_json::Value::Null;
     for _ in 0..30 {
@@ -612,19 +512,16 @@ async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() 
     assert_eq!(answer["status"], "confirmed", "{answer}");
     assert_eq!(answer["message"], "Payment successful");
     let order_id = answer["orderId"].as_str().unwrap();
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "{}/openapi/crypto/x402/order/{order_id}",
-            summary.api_base_url
-        ))
-        .header("Merchant-App-Key", &summary.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = json_answer(
+        reqwest::Client::new()
+            .get(format!(
+                "{}/openapi/crypto/x402/order/{order_id}",
+                summary.api_base_url
+            ))
+            .header("Merchant-App-Key", &summary.api_key),
+    )
+    .await;
     assert_eq!(status["txHash"], tx_hash.as_str());
     assert_eq!(status["payStatus"], "paid");
-    interrupt(dev).await;
+    dev.interrupt().await;
 }

@@ -5,36 +5,34 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kit;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256, address};
-use alloy::providers::{Provider, ProviderBuilder};
-use alloy::signers::SignerSync;
+use alloy::primitives::{Address, U256, address};
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::{IERC20, TransferWithAuthorization};
-use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_evm::contracts::IERC20;
+use coffer_evm::testnet;
 use coffer_store::testing::{Backend, fresh_url};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+use kit::chain::{USDC, chain_with_usdc, x402_request};
+use kit::server::{free_port, json_answer, wait_until_answering};
+
 const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
 const PASSWORD: &str = "correct horse battery staple";
 
+/// `coffer` with `env` and no keystore password from the test's own environment.
 fn coffer(env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    let mut command = kit::server::coffer();
     command
         .env_remove("COFFER_SIGNER_KEYSTORE_PASSWORD")
-        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())));
     command
 }
 
@@ -147,64 +145,6 @@ async fn signer_new_and_import_write_owner_only_keystores_and_never_overwrite() 
     );
 }
 
-async fn chain_with_usdc() -> (Anvil, alloy::providers::DynProvider) {
-    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-    let chain = Anvil::start(&AnvilOptions {
-        binary,
-        chain_id: 84_532,
-        port: 0,
-        state_file: None,
-        block_time: None,
-    })
-    .await
-    .unwrap();
-    let owner = testnet::dev_account(0).unwrap();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(owner.clone()))
-        .connect_http(chain.url().parse().unwrap())
-        .erased();
-    let spec = UsdcSpec {
-        name: "USDC".into(),
-        version: "2".into(),
-        symbol: "USDC".into(),
-        decimals: 6,
-        owner: owner.address(),
-    };
-    testnet::install_usdc_at(&provider, USDC, &spec)
-        .await
-        .unwrap();
-    (chain, provider)
-}
-
-fn x402_request(payer: &PrivateKeySigner, value: u64) -> Value {
-    let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
-    let nonce = B256::from(rand::random::<[u8; 32]>());
-    let message = TransferWithAuthorization {
-        from: payer.address(),
-        to: PAY_TO,
-        value: U256::from(value),
-        validAfter: U256::from(now - 600),
-        validBefore: U256::from(now + 600),
-        nonce,
-    };
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(84_532)),
-        Some(USDC),
-        None,
-    );
-    let signature = payer
-        .sign_hash_sync(&message.eip712_signing_hash(&domain))
-        .unwrap();
-    let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": value.to_string(), "asset": USDC.to_checksum(None),
-        "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 600, "extra": {"name": "USDC", "version": "2"}});
-    json!({"x402Version": 2, "paymentRequirements": requirements, "paymentPayload": {"x402Version": 2, "accepted": requirements,
-        "payload": {"signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "authorization": {
-            "from": payer.address().to_checksum(None), "to": PAY_TO.to_checksum(None), "value": value.to_string(),
-            "validAfter": (now - 600).to_string(), "validBefore": (now + 600).to_string(), "nonce": format!("{nonce:#x}")}}}})
-}
-
 async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
     let (chain, provider) = chain_with_usdc().await;
     let payer = testnet::dev_account(4).unwrap();
@@ -222,11 +162,7 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
     assert!(output.status.success(), "{}", text(&output));
 
     let (database_url, _db) = fresh_url(backend).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let env = vec![
@@ -248,15 +184,10 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
     ];
     let mut server = coffer(&env).arg("serve").spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..200 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "coffer serve did not come up");
+    assert!(
+        wait_until_answering(port, 200).await,
+        "coffer serve did not come up"
+    );
     let supported: Value = reqwest::get(format!("{base}/x402/supported"))
         .await
         .unwrap()
@@ -267,15 +198,12 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
         supported["signers"]["eip155:*"],
         json!([signer.address().to_checksum(None)])
     );
-    let settled: Value = reqwest::Client::new()
-        .post(format!("{base}/x402/settle"))
-        .json(&x402_request(&payer, 42_000))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let settled: Value = json_answer(
+        reqwest::Client::new()
+            .post(format!("{base}/x402/settle"))
+            .json(&x402_request(&payer, PAY_TO, 42_000)),
+    )
+    .await;
     assert_eq!(settled["success"], true, "{settled}");
     let hash: alloy::primitives::TxHash = settled["transaction"].as_str().unwrap().parse().unwrap();
     let transaction = provider

@@ -27,12 +27,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kit;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use coffer::dev::Summary;
-use tokio::process::{Child, Command};
+use kit::dev::Dev;
+use tokio::process::Command;
 
 /// The repository's root.
 fn root() -> PathBuf {
@@ -50,26 +52,9 @@ fn schemathesis() -> PathBuf {
     binary
 }
 
-/// `coffer dev`, stopped with Ctrl-C when dropped, so that it stops its chains itself.
-struct Dev {
-    child: Child,
-    summary: Summary,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
-        }
-    }
-}
-
 async fn start_dev(data_dir: &Path) -> Dev {
     let summary_path = data_dir.join("summary.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+    let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
         .args(["dev", "--fresh", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .arg("--summary")
@@ -81,28 +66,7 @@ async fn start_dev(data_dir: &Path) -> Dev {
         .stderr(std::fs::File::create(data_dir.join("coffer.log")).expect("log file"))
         .spawn()
         .expect("coffer dev starts");
-    for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(&summary_path) {
-            let summary: Summary = serde_json::from_str(&text).expect("summary is JSON");
-            return Dev { child, summary };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("coffer dev exited early with {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("coffer dev wrote no summary within 60 s");
-}
-
-/// Stops `coffer dev` with Ctrl-C and waits until it and its chains are gone.
-async fn interrupt(mut dev: Dev) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(dev.child.id().unwrap()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
-        .await
-        .expect("coffer dev stops within 30 s")
-        .unwrap();
-    assert!(status.success(), "coffer dev exited with {status}");
+    Dev::when_summarised(child, &summary_path).await
 }
 
 /// How many operations a document describes, but for `GET /openapi.json` itself (schemathesis
@@ -149,7 +113,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer_on_coffer
         .await
         .expect("schemathesis finishes within 10 minutes")
         .expect("schemathesis runs");
-    interrupt(dev).await;
+    dev.interrupt().await;
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

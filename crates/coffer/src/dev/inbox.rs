@@ -16,9 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use coffer_server::events::{SIGNATURE_HEADER, verify_signature};
+use coffer_gateway::events::{SIGNATURE_HEADER, verify_signature};
 use serde::Serialize;
 
+/// How many webhooks the inbox keeps.
 const KEEP: usize = 200;
 
 /// One received webhook.
@@ -39,17 +40,35 @@ struct Inbox {
     received: Arc<Mutex<VecDeque<Received>>>,
 }
 
+impl Inbox {
+    /// Keeps a received webhook, newest first, forgetting the oldest beyond [`KEEP`].
+    fn record(&self, event_type: String, signature_valid: bool, body: serde_json::Value) {
+        if let Ok(mut received) = self.received.lock() {
+            received.push_front(Received {
+                event_type,
+                signature_valid,
+                body,
+            });
+            received.truncate(KEEP);
+        }
+    }
+}
+
+/// A header's value as text; empty when it is missing or not text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
 async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) -> Response {
     if headers.contains_key("x-gatepay-signature") {
         return receive_gatepay(&inbox, &headers, &body);
     }
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
     let valid = verify_signature(
         &inbox.secret,
-        signature,
+        header(&headers, SIGNATURE_HEADER),
         &body,
         chrono::Utc::now().timestamp(),
         300,
@@ -64,14 +83,7 @@ async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) ->
         order["amount_paid"].as_str().unwrap_or("-"),
         if valid { "ok" } else { "INVALID" }
     );
-    if let Ok(mut received) = inbox.received.lock() {
-        received.push_front(Received {
-            event_type,
-            signature_valid: valid,
-            body: json,
-        });
-        received.truncate(KEEP);
-    }
+    inbox.record(event_type, valid, json);
     if valid {
         StatusCode::OK.into_response()
     } else {
@@ -80,19 +92,13 @@ async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) ->
 }
 
 fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-    };
     let valid = inbox.gatepay_secret.as_deref().is_some_and(|secret| {
-        coffer_server::gatepay::verify(
+        coffer_gateway::gatepay::verify(
             secret,
-            header("x-gatepay-timestamp"),
-            header("x-gatepay-nonce"),
+            header(headers, "x-gatepay-timestamp"),
+            header(headers, "x-gatepay-nonce"),
             body,
-            header("x-gatepay-signature"),
+            header(headers, "x-gatepay-signature"),
         )
     });
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
@@ -103,14 +109,7 @@ fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response 
         json["bizId"].as_str().unwrap_or("-"),
         if valid { "ok" } else { "INVALID" }
     );
-    if let Ok(mut received) = inbox.received.lock() {
-        received.push_front(Received {
-            event_type,
-            signature_valid: valid,
-            body: json,
-        });
-        received.truncate(KEEP);
-    }
+    inbox.record(event_type, valid, json);
     if valid {
         Json(serde_json::json!({"returnCode": "SUCCESS", "returnMessage": ""})).into_response()
     } else {

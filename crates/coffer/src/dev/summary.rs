@@ -1,0 +1,219 @@
+//! The summary `coffer dev` writes (a JSON file with everything a script needs to pay the local
+//! Coffer, readable by its owner only) and the banner it prints.
+
+use std::path::Path;
+
+use alloy::hex;
+use alloy::signers::local::PrivateKeySigner;
+use coffer_core::ChainRegistry;
+use serde::{Deserialize, Serialize};
+
+use crate::dev::chains::{BASE_SEPOLIA_USDC, BSC_USDT, LocalChain};
+use crate::failure::Failure;
+use crate::master_key::write_private_file;
+
+/// The summary file: everything a script needs to pay the local Coffer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Base URL of the API.
+    pub api_base_url: String,
+    /// The demo merchant.
+    pub merchant_id: String,
+    /// The demo merchant's API key (dev only).
+    pub api_key: String,
+    /// The demo merchant's webhook secret (dev only).
+    pub webhook_secret: String,
+    /// The demo merchant's webhook endpoint: a local inbox that verifies signatures and lists
+    /// what it received (`GET`).
+    pub webhook_inbox_url: String,
+    /// Coffer's own signer (hot wallet / facilitator) on every chain.
+    pub signer: String,
+    /// OKX-style credentials of the demo merchant, for `/api/v6/x402/*` (dev only).
+    pub okx: OkxSummary,
+    /// GatePay-style credentials of the demo merchant, for `/v1/pay/*` (dev only).
+    pub gatepay: GatePaySummary,
+    /// The local chains.
+    pub chains: Vec<ChainSummary>,
+    /// The demo x402 paywall route.
+    pub paywall: PaywallSummary,
+}
+
+/// The demo paywall route in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PaywallSummary {
+    /// The paywalled URL: fetch it with an x402 client.
+    pub url: String,
+    /// Its price (`0.01 USDC`).
+    pub price: String,
+    /// The same price in base units.
+    pub amount: String,
+    /// The network it is paid on.
+    pub network: String,
+    /// Who is paid (registered as the demo merchant's payTo, so each sale is an order).
+    pub pay_to: String,
+    /// The upstream it proxies to.
+    pub upstream_url: String,
+    /// The upstream's hit counter (`GET`, `{"hits": n}`).
+    pub upstream_hits_url: String,
+}
+
+/// OKX-style credentials in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OkxSummary {
+    /// `OK-ACCESS-KEY`.
+    pub access_key: String,
+    /// The HMAC secret `OK-ACCESS-SIGN` is made with.
+    pub secret: String,
+    /// `OK-ACCESS-PASSPHRASE`.
+    pub passphrase: String,
+}
+
+/// GatePay-style credentials in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatePaySummary {
+    /// `X-GatePay-Certificate-ClientId`.
+    pub client_id: String,
+    /// The HMAC-SHA512 secret requests and notifications are signed with.
+    pub secret: String,
+}
+
+/// One local chain in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainSummary {
+    /// Coffer's key (`base-sepolia`).
+    pub name: String,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// CAIP-2 id.
+    pub caip2: String,
+    /// HTTP RPC URL.
+    pub rpc_url: String,
+    /// Test tokens.
+    pub tokens: Vec<TokenSummary>,
+    /// Funded payer accounts.
+    pub payers: Vec<AccountSummary>,
+}
+
+/// A token in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSummary {
+    /// Ticker.
+    pub symbol: String,
+    /// Contract address.
+    pub address: String,
+    /// Decimals.
+    pub decimals: u8,
+    /// EIP-712 domain name, for EIP-3009 tokens.
+    pub eip712_name: Option<String>,
+    /// EIP-712 domain version, for EIP-3009 tokens.
+    pub eip712_version: Option<String>,
+}
+
+/// A funded account (dev keys only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountSummary {
+    /// Address.
+    pub address: String,
+    /// Private key, hex (anvil's public test key).
+    pub private_key: String,
+}
+
+/// A local chain as the summary shows it: its test token (as the registry knows it) and the
+/// funded payers.
+pub(crate) fn chain_summary(
+    chain: &LocalChain,
+    registry: &ChainRegistry,
+    payers: &[PrivateKeySigner],
+) -> ChainSummary {
+    let known = registry.by_chain_id(chain.chain_id);
+    let tokens = known
+        .map(|c| {
+            c.assets
+                .iter()
+                .filter(|asset| asset.address == BASE_SEPOLIA_USDC || asset.address == BSC_USDT)
+                .map(|asset| TokenSummary {
+                    symbol: asset.symbol.clone(),
+                    address: asset.address.to_checksum(None),
+                    decimals: asset.decimals,
+                    eip712_name: asset.eip712.as_ref().map(|d| d.name.clone()),
+                    eip712_version: asset.eip712.as_ref().map(|d| d.version.clone()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ChainSummary {
+        name: chain.key.to_owned(),
+        chain_id: chain.chain_id,
+        caip2: format!("eip155:{}", chain.chain_id),
+        rpc_url: chain.anvil.url().to_owned(),
+        tokens,
+        payers: payers
+            .iter()
+            .map(|payer| AccountSummary {
+                address: payer.address().to_checksum(None),
+                private_key: format!("0x{}", hex::encode(payer.to_bytes())),
+            })
+            .collect(),
+    }
+}
+
+/// Writes the summary (it holds keys) readable by its owner only, atomically.
+///
+/// # Errors
+/// [`Failure`] naming the file or directory that cannot be written.
+pub(crate) fn write_summary(path: &Path, summary: &Summary) -> Result<(), Failure> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(Failure::context(format!(
+            "cannot create {}",
+            parent.display()
+        )))?;
+    }
+    let text = serde_json::to_string_pretty(summary).map_err(|e| Failure::new(e.to_string()))?;
+    write_private_file(path, (text + "\n").as_bytes()).map_err(Failure::new)
+}
+
+/// Prints the banner: where everything is, and a request to try.
+pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
+    let mut banner = String::new();
+    banner.push_str("\n  Coffer dev is running\n\n");
+    banner.push_str(&format!("  API          {}\n", summary.api_base_url));
+    banner.push_str(&format!("  merchant     {}\n", summary.merchant_id));
+    banner.push_str(&format!("  API key      {}\n", summary.api_key));
+    banner.push_str(&format!(
+        "  GatePay      ClientId {} (its secret is in the summary)\n",
+        summary.gatepay.client_id
+    ));
+    for chain in &summary.chains {
+        let tokens: Vec<_> = chain
+            .tokens
+            .iter()
+            .map(|t| format!("{} {}", t.symbol, t.address))
+            .collect();
+        banner.push_str(&format!(
+            "  {:<13}{} (chain {}), {}\n",
+            chain.name,
+            chain.rpc_url,
+            chain.chain_id,
+            tokens.join(", ")
+        ));
+    }
+    banner.push_str(&format!(
+        "  webhooks     {} (signed deliveries land here)\n",
+        summary.webhook_inbox_url
+    ));
+    banner.push_str(&format!(
+        "  paywall      {} ({}; upstream hits at {})\n",
+        summary.paywall.url, summary.paywall.price, summary.paywall.upstream_hits_url
+    ));
+    banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
+    banner.push_str("  Try it:\n");
+    banner.push_str(&format!(
+        "    curl -s {}/api/merchant -H \"Authorization: Bearer {}\"\n\n",
+        summary.api_base_url, summary.api_key
+    ));
+    banner.push_str(
+        "  Ctrl-C stops Coffer and the chains; run again to resume, --fresh to start over.\n",
+    );
+    // A closed stdout (a script that stopped reading) must not stop Coffer.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{banner}\n").as_bytes());
+}
