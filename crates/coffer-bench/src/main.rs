@@ -1,6 +1,6 @@
 //! `coffer-bench`: measurements of Coffer's payment-order and settlement targets on a local anvil chain.
 //!
-//! - `watcher`: time per block of [`coffer_server::workers::watcher::Watcher::step`] with a
+//! - `watcher`: time per block of [`coffer_gateway::workers::watcher::Watcher::step`] with a
 //!   given number of open orders, steady state measured apart from the first step after a
 //!   start (which loads the whole watched-address set);
 //! - `webhook-latency`: with the workers running, the time from mining the block that completes

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256, address};
 use alloy::signers::SignerSync;
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::sol_types::SolStruct;
 use anyhow::{Result, bail};
-use base64::Engine;
 use coffer_evm::contracts::TransferWithAuthorization;
-use coffer_evm::testnet;
+use coffer_evm::testnet::{self, usdc_domain};
 use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::{Backend, TestDatabase};
+use coffer_x402::headers;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::json;
 
@@ -62,13 +62,7 @@ fn payment_header(payer: &alloy::signers::local::PrivateKeySigner) -> Result<Str
         validBefore: U256::from(before),
         nonce,
     };
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(CHAIN_ID)),
-        Some(USDC),
-        None,
-    );
+    let domain = usdc_domain(CHAIN_ID, USDC);
     let signature = payer.sign_hash_sync(&message.eip712_signing_hash(&domain))?;
     let payment = json!({
         "x402Version": 2,
@@ -80,7 +74,7 @@ fn payment_header(payer: &alloy::signers::local::PrivateKeySigner) -> Result<Str
                 "value": "10000", "validAfter": after.to_string(), "validBefore": before.to_string(),
                 "nonce": format!("{nonce:#x}")}},
     });
-    Ok(base64::engine::general_purpose::STANDARD.encode(payment.to_string()))
+    Ok(headers::encode(&payment))
 }
 
 /// Runs the measurement.
@@ -131,7 +125,7 @@ pub async fn run(args: Args) -> Result<()> {
             mime_type: "application/json".to_owned(),
             max_timeout_seconds: 300,
         }],
-        &state.chains,
+        &state.gateway.chains,
         &base,
     )?);
     tokio::spawn(coffer_server::serve(
@@ -157,7 +151,7 @@ pub async fn run(args: Args) -> Result<()> {
         let started = Instant::now();
         let response = client
             .get(format!("{base}/premium/quote"))
-            .header("PAYMENT-SIGNATURE", header)
+            .header(headers::PAYMENT_SIGNATURE, header)
             .send()
             .await?;
         let status = response.status();

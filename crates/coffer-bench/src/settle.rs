@@ -15,11 +15,11 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::sol_types::SolStruct;
 use anyhow::{Result, bail};
 use coffer_evm::contracts::TestUsdc;
 use coffer_evm::contracts::TransferWithAuthorization;
-use coffer_evm::testnet;
+use coffer_evm::testnet::{self, usdc_domain};
 use coffer_x402::settlement::SettleOptions;
 use coffer_x402::wire::PaymentRequest;
 use serde_json::json;
@@ -138,7 +138,7 @@ async fn measure(args: &Args, max_batch: usize) -> Result<Measured> {
         let calls: Vec<_> = requests
             .into_iter()
             .map(|request| {
-                let settler = state.settler.clone();
+                let settler = state.gateway.settler.clone();
                 tokio::spawn(async move { settler.settle(&request, now).await })
             })
             .collect();
@@ -195,13 +195,7 @@ fn signed_request(
         validBefore: U256::from(now + 3_600),
         nonce: B256::from(keccak256(index.to_be_bytes())),
     };
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(CHAIN_ID)),
-        Some(USDC),
-        None,
-    );
+    let domain = usdc_domain(CHAIN_ID, USDC);
     let signature = payer.sign_hash_sync(&message.eip712_signing_hash(&domain))?;
     let requirements = json!({
         "scheme": "exact", "network": "eip155:84532", "amount": value.to_string(),

@@ -384,13 +384,14 @@ pub fn app_state(store: Arc<dyn Store>, rpc_url: &str) -> Result<AppState> {
     );
     registry.apply(&overrides)?;
     Ok(AppState::new(store, registry, "http://127.0.0.1")?
-        .with_outbound_policy(coffer_server::outbound::OutboundPolicy::allowing_loopback()))
+        .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback()))
 }
 
 /// A merchant with the dev deposit wallet on every chain.
 pub async fn merchant(state: &AppState, webhook_url: Option<&str>) -> Result<MerchantRow> {
-    let merchant = state.merchants.create("Bench", webhook_url).await?;
+    let merchant = state.gateway.merchants.create("Bench", webhook_url).await?;
     state
+        .gateway
         .store
         .set_wallet(
             &merchant.id,

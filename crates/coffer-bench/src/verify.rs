@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256, Signature, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::sol_types::SolStruct;
 use anyhow::{Context, Result, ensure};
 use coffer_core::{ChainOverride, ChainRegistry};
 use coffer_evm::contracts::TransferWithAuthorization;
+use coffer_evm::testnet::usdc_domain;
 use coffer_x402::facilitator::{Facilitator, recovery};
 use coffer_x402::wire::PaymentRequest;
 use serde_json::json;
@@ -52,13 +53,7 @@ fn payment(now: u64) -> Result<Payment> {
         validBefore: U256::from(now + 600),
         nonce: B256::from(rand::random::<[u8; 32]>()),
     };
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(CHAIN_ID)),
-        Some(USDC),
-        None,
-    );
+    let domain = usdc_domain(CHAIN_ID, USDC);
     let digest = message.eip712_signing_hash(&domain);
     let signature = payer.sign_hash_sync(&digest)?;
     let requirements = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000",

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, U256, keccak256};
 use anyhow::{Context, Result, bail};
 use coffer_core::Amount;
-use coffer_server::events::order_event;
-use coffer_server::orders::{DEFAULT_EXPIRY_MS, MONITORING_WINDOW_MS};
-use coffer_server::workers::watcher::{StepReport, Watcher};
+use coffer_gateway::events::order_event;
+use coffer_gateway::orders::{DEFAULT_EXPIRY_MS, MONITORING_WINDOW_MS};
+use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_store::{MerchantRow, NewOrder, Store};
 
 use crate::setup::{self, Backend, CHAIN_ID, Chain, DatabaseArgs, ONE_USDC, USDC};
@@ -174,13 +174,15 @@ async fn measure(args: Args, store: Arc<dyn Store>) -> Result<()> {
     let state = setup::app_state(store.clone(), chain.url())?;
     let merchant = setup::merchant(&state, None).await?;
     let slug = state
+        .gateway
         .chains
         .by_chain_id(CHAIN_ID)
         .map(|chain| chain.names.cryptopay_slug.clone())
         .context("base-sepolia is not in the registry")?;
 
     // On a new database the first step records the head as the cursor.
-    let mut watcher = Watcher::new(&state, CHAIN_ID).context("no watcher for base-sepolia")?;
+    let mut watcher =
+        Watcher::new(&state.gateway, CHAIN_ID).context("no watcher for base-sepolia")?;
     watcher.step().await?;
 
     let concurrency = args.insert_concurrency.unwrap_or(match backend {
@@ -207,7 +209,8 @@ async fn measure(args: Args, store: Arc<dyn Store>) -> Result<()> {
     chain.set_automine(false).await?;
 
     // A new watcher, as after a restart: its first step loads every open order.
-    let mut watcher = Watcher::new(&state, CHAIN_ID).context("no watcher for base-sepolia")?;
+    let mut watcher =
+        Watcher::new(&state.gateway, CHAIN_ID).context("no watcher for base-sepolia")?;
     let mut next = 0;
     let transfers = args.transfers_per_block;
     let first = one_block(&mut chain, &mut watcher, &paid, transfers, &mut next).await?;

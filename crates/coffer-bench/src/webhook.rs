@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use axum::http::StatusCode;
-use coffer_server::orders::CreateOrderRequest;
-use coffer_server::workers::{self, Intervals};
+use coffer_gateway::orders::OrderCommand;
+use coffer_gateway::workers::{self, Intervals};
 use coffer_store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::setup::{self, CHAIN_ID, Chain, DatabaseArgs, ONE_USDC};
@@ -138,7 +138,7 @@ async fn measure(args: Args, store: Arc<dyn Store>) -> Result<()> {
         dispatcher: Duration::from_secs(1),
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let handles = workers::spawn_all(&state, intervals, &stopping);
+    let handles = workers::spawn_all(&state.gateway, intervals, &stopping);
     let result = async {
         // Payments count only once the watcher has recorded where it starts.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -152,18 +152,18 @@ async fn measure(args: Args, store: Arc<dyn Store>) -> Result<()> {
         let mut pickups = Vec::new();
         let mut rest = Vec::new();
         for index in 0..args.orders {
-            let body = json!({
-                "amount": "1.00",
-                "currency": "USDC",
-                "blockchain": "base-sepolia",
-                "order_info": "{}",
-                "nonce": index,
-            });
-            let request: CreateOrderRequest = serde_json::from_value(body.clone())?;
-            let raw = serde_json::to_vec(&body)?;
+            let command = OrderCommand {
+                amount: Some("1.00".to_owned()),
+                currency: "USDC".to_owned(),
+                blockchain: "base-sepolia".to_owned(),
+                order_info: "{}".to_owned(),
+                nonce: i64::from(index),
+                ..OrderCommand::default()
+            };
             let order = state
+                .gateway
                 .orders
-                .create(&merchant, &request, &raw, None)
+                .create(&merchant, &command, None)
                 .await?
                 .order;
             chain
