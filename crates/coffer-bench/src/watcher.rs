@@ -69,6 +69,7 @@ fn new_order(merchant: &MerchantRow, slug: &str, index: u32, now_ms: i64) -> New
     let order_id = format!("ORD-B{index:011}");
     let expires_at_ms = now_ms + DEFAULT_EXPIRY_MS;
     NewOrder {
+        external_reference: None,
         event: order_event(
             merchant,
             &order_id,

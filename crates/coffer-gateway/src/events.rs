@@ -11,7 +11,7 @@
 //! "<t>.<raw body>")>`; [`verify_signature`] is the reference check.
 
 use chrono::{TimeZone, Utc};
-use coffer_store::{MerchantRow, NewDelivery, NewEvent};
+use coffer_store::{MerchantRow, NewDelivery, NewEvent, WebhookFormat};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -63,6 +63,7 @@ pub fn order_event(
         order_id: Some(order_id.to_owned()),
         event_type: event_type.to_owned(),
         payload: payload.to_string(),
+        format: WebhookFormat::Coffer,
         created_at_ms: now_ms,
         delivery: url.filter(|_| deliver).map(|url| NewDelivery {
             delivery_id: new_id("whd"),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use coffer_core::MerchantId;
 use coffer_store::{
     GatePayCredentialRow, GatePayOrderRow, MerchantRow, NewDelivery, NewEvent, OrderRow, Store,
-    StoreError,
+    StoreError, WebhookFormat,
 };
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -40,8 +40,8 @@ use crate::events::new_id;
 pub const TIMESTAMP_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 /// How long a used nonce is remembered (longer than any timestamp that is still accepted).
 pub const NONCE_MEMORY_MS: i64 = 2 * TIMESTAMP_TOLERANCE_MS;
-/// Event types of GatePay notifications start with this; the dispatcher delivers them in
-/// GatePay's format.
+/// Event types of GatePay notifications start with this (how they are told apart in the
+/// events API; the dispatcher goes by the event's [`WebhookFormat`]).
 pub const EVENT_PREFIX: &str = "gatepay.";
 
 /// A refused request: GatePay's code, label and message.
@@ -438,6 +438,7 @@ pub fn notification_event(
         order_id: Some(order_id.to_owned()),
         event_type: format!("{EVENT_PREFIX}{}", status.as_str().to_ascii_lowercase()),
         payload: payload.to_string(),
+        format: WebhookFormat::GatePay,
         created_at_ms: now_ms,
         delivery: url.map(|url| NewDelivery {
             delivery_id: new_id("whd"),

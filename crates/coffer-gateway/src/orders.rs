@@ -20,8 +20,8 @@ use coffer_core::{
 };
 use coffer_evm::hd::DepositKey;
 use coffer_store::{
-    GatePayOrderRow, MerchantRow, NewOrder, OrderQuery, OrderQuoteRow, OrderRow, OrderUpdate,
-    PaymentRow, Store, StoreError,
+    ExternalReference, GatePayOrderRow, MerchantRow, NewOrder, OrderQuery, OrderQuoteRow, OrderRow,
+    OrderUpdate, PaymentRow, Store, StoreError,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -111,9 +111,13 @@ pub struct OrderCommand {
     pub expires_at: Option<String>,
     /// How much less than the price still completes the order, decimal text; none is `0`.
     pub underpayment_tolerance: Option<String>,
-    /// The order's public id when the caller chose it (another family that records its own
-    /// names for the order first); none draws one.
+    /// The order's public id when the caller chose it (another family whose names for the
+    /// order refer to it); none draws one.
     pub order_id: Option<String>,
+    /// The name another family knows the order by (GatePay's `prepayId` and
+    /// `merchantTradeNo`), written in the order's transaction; when it is taken, nothing is
+    /// written and the answer is [`OrderError::ReferenceTaken`].
+    pub external_reference: Option<ExternalReference>,
 }
 
 /// An `Idempotency-Key` and the request it came with: the same key with the same request
@@ -254,6 +258,9 @@ pub enum OrderError {
     /// No such order for this merchant.
     #[error("payment order {0} not found")]
     NotFound(String),
+    /// The command's external reference names another order already.
+    #[error("the order's external reference is already taken ({0:?})")]
+    ReferenceTaken(coffer_store::Constraint),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -828,6 +835,7 @@ impl PaymentOrders {
             created_at_ms: now,
             expires_at_ms,
             monitor_until_ms: expires_at_ms.saturating_add(MONITORING_WINDOW_MS),
+            external_reference: request.external_reference.clone(),
             event: order_event(
                 merchant,
                 &order_id,
@@ -847,6 +855,10 @@ impl PaymentOrders {
             Err(StoreError::Conflict(coffer_store::Constraint::Nonce)) => {
                 Err(OrderError::DuplicateNonce(request.nonce))
             }
+            Err(StoreError::Conflict(
+                taken @ (coffer_store::Constraint::MerchantTradeNo
+                | coffer_store::Constraint::PrepayId),
+            )) => Err(OrderError::ReferenceTaken(taken)),
             // A concurrent request with the same key won; answer as it did.
             Err(StoreError::Conflict(coffer_store::Constraint::IdempotencyKey)) => {
                 match idempotency {

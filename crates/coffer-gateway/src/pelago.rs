@@ -428,6 +428,7 @@ impl Pelago {
             expires_at_ms: now + ORDER_WINDOW_MS,
             // Never watched by address: the payTo is shared; payments arrive through X-PAYMENT.
             monitor_until_ms: now,
+            external_reference: None,
             event: order_event(
                 merchant,
                 &order_id,

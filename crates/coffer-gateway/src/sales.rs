@@ -714,6 +714,7 @@ impl X402Sales {
                     created_at_ms: now,
                     expires_at_ms: now,
                     monitor_until_ms: now,
+                    external_reference: None,
                     event: order_event(
                         merchant,
                         &order_id,

@@ -212,6 +212,10 @@ impl From<coffer_gateway::orders::OrderError> for ApiError {
                 "ORDER_NOT_FOUND",
                 format!("payment order {id} not found"),
             ),
+            // Only families that name orders their own way send a reference.
+            error @ OrderError::ReferenceTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "ORDER_EXISTS", error.to_string())
+            }
             OrderError::Store(error) => ApiError::internal(&error),
         }
     }

@@ -84,36 +84,47 @@ pub(crate) fn nul_in(raw: &[u8]) -> Option<String> {
     walk(&value, None).map(|path| path.unwrap_or_else(|| "body".to_owned()))
 }
 
-/// Parses `raw`, a JSON object, as `T`, naming the field at fault.
+/// Why a body was refused, for each API family to put in its own envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BodyError {
+    /// Whether the bytes were not JSON at all (rather than JSON of the wrong shape).
+    pub malformed: bool,
+    /// The field at fault (`body` for the body as a whole), a path such as `goods.goodsName`.
+    pub field: String,
+    /// What is wrong, never more of the client's text than serde quotes.
+    pub message: String,
+}
+
+impl BodyError {
+    fn new(malformed: bool, field: impl Into<String>, message: impl Into<String>) -> Self {
+        BodyError {
+            malformed,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The one body parser every family uses: parses `raw`, a JSON object, as `T`, naming the
+/// field at fault.
 ///
 /// # Errors
-/// [`ApiError`] 400 `INVALID_JSON` for malformed JSON, `VALIDATION_ERROR` for a value that is
-/// not an object, a wrong type, a missing or an unknown field, or text holding a NUL
-/// character.
-pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+/// [`BodyError`] for malformed JSON, a value that is not an object, a wrong type, a missing
+/// or an unknown field, or text holding a NUL character.
+pub(crate) fn parse_object<T: DeserializeOwned>(raw: &[u8]) -> Result<T, BodyError> {
     match not_an_object(raw) {
-        Some(Ok(())) => {
-            return Err(ApiError::field(
-                "VALIDATION_ERROR",
-                "body",
-                "must be a JSON object",
-            ));
-        }
-        Some(Err(malformed)) => return Err(ApiError::field("INVALID_JSON", "body", malformed)),
+        Some(Ok(())) => return Err(BodyError::new(false, "body", "must be a JSON object")),
+        Some(Err(malformed)) => return Err(BodyError::new(true, "body", malformed)),
         None => {}
     }
     let value = parse_fields(raw)?;
     match nul_in(raw) {
-        Some(field) => Err(ApiError::field(
-            "VALIDATION_ERROR",
-            field,
-            crate::extract::NUL,
-        )),
+        Some(field) => Err(BodyError::new(false, field, crate::extract::NUL)),
         None => Ok(value),
     }
 }
 
-fn parse_fields<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+fn parse_fields<T: DeserializeOwned>(raw: &[u8]) -> Result<T, BodyError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(raw);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -125,13 +136,30 @@ fn parse_fields<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             .unwrap_or(&message)
             .to_owned();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::field("INVALID_JSON", "body", format!("malformed JSON: {message}"))
+            BodyError::new(true, "body", format!("malformed JSON: {message}"))
         } else if path == "." {
             let field = named_field(&message).unwrap_or("body").to_owned();
-            ApiError::field("VALIDATION_ERROR", field, message)
+            BodyError::new(false, field, message)
         } else {
-            ApiError::field("VALIDATION_ERROR", path, message)
+            BodyError::new(false, path, message)
         }
+    })
+}
+
+/// Parses `raw`, a JSON object, as `T`, naming the field at fault in Coffer's envelope.
+///
+/// # Errors
+/// [`ApiError`] 400 `INVALID_JSON` for malformed JSON, `VALIDATION_ERROR` for a value that is
+/// not an object, a wrong type, a missing or an unknown field, or text holding a NUL
+/// character.
+pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    parse_object(raw).map_err(|error| {
+        let code = if error.malformed {
+            "INVALID_JSON"
+        } else {
+            "VALIDATION_ERROR"
+        };
+        ApiError::field(code, error.field, error.message)
     })
 }
 

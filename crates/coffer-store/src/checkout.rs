@@ -179,7 +179,8 @@ pub trait Checkout: Send + Sync + 'static {
         forget_before_ms: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Records GatePay's names for an order (before the order itself is written).
+    /// Records GatePay's names for an existing order. A new order carries them as its
+    /// [`ExternalReference`](crate::ExternalReference) instead, written in its transaction.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] with [`MerchantTradeNo`](crate::Constraint::MerchantTradeNo)
@@ -187,7 +188,7 @@ pub trait Checkout: Send + Sync + 'static {
     /// [`PrepayId`](crate::Constraint::PrepayId) when the id is taken.
     async fn insert_gatepay_order(&self, order: &GatePayOrderRow) -> Result<(), StoreError>;
 
-    /// Forgets GatePay's names for an order that could not be created.
+    /// Forgets GatePay's names for an order (the order itself stays).
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.

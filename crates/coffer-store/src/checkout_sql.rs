@@ -29,6 +29,46 @@ fn credential_row(sealer: &Sealer, row: &DbRow) -> Result<GatePayCredentialRow, 
     })
 }
 
+/// GatePay's names for an order, bound by [`bind_gatepay_order`]; written by the order's own
+/// transaction (see `ledger::insert_order`).
+pub(super) const INSERT_GATEPAY_ORDER: &str = "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id,
+         created_at_ms, terminal_type, goods_type, goods_name, goods_detail, merchant_user_id, channel_id, surcharge_amount, cancel_url)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Binds `order` to [`INSERT_GATEPAY_ORDER`]'s parameters.
+pub(super) fn bind_gatepay_order<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>,
+    order: &'q GatePayOrderRow,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>> {
+    query
+        .bind(&order.prepay_id)
+        .bind(order.merchant_id.as_str())
+        .bind(&order.merchant_trade_no)
+        .bind(&order.order_id)
+        .bind(&order.client_id)
+        .bind(order.created_at_ms)
+        .bind(&order.terminal_type)
+        .bind(&order.goods_type)
+        .bind(&order.goods_name)
+        .bind(&order.goods_detail)
+        .bind(order.merchant_user_id)
+        .bind(&order.channel_id)
+        .bind(order.surcharge_amount.to_base_units_string())
+        .bind(&order.cancel_url)
+}
+
+/// Classifies a unique violation on `gatepay_orders`: the trade number is the one a caller
+/// can act on; otherwise the (random) prepay id was taken.
+pub(super) fn gatepay_order_conflict(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+            StoreError::Conflict(if text.contains("merchant_trade_no") { Constraint::MerchantTradeNo } else { Constraint::PrepayId })
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
 fn order_row(row: &DbRow) -> Result<GatePayOrderRow, StoreError> {
     let read = StoreError::classify("GatePay order");
     Ok(GatePayOrderRow {
@@ -135,36 +175,11 @@ impl crate::Checkout for ThisStore {
     }
 
     async fn insert_gatepay_order(&self, order: &GatePayOrderRow) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms,
-                 terminal_type, goods_type, goods_name, goods_detail, merchant_user_id, channel_id, surcharge_amount, cancel_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&order.prepay_id)
-        .bind(order.merchant_id.as_str())
-        .bind(&order.merchant_trade_no)
-        .bind(&order.order_id)
-        .bind(&order.client_id)
-        .bind(order.created_at_ms)
-        .bind(&order.terminal_type)
-        .bind(&order.goods_type)
-        .bind(&order.goods_name)
-        .bind(&order.goods_detail)
-        .bind(order.merchant_user_id)
-        .bind(&order.channel_id)
-        .bind(order.surcharge_amount.to_base_units_string())
-        .bind(&order.cancel_url)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                // Tell which constraint: the trade number is the one a caller can act on.
-                let taken = crate::Checkout::gatepay_order_by_trade_no(self, &order.merchant_id, &order.merchant_trade_no).await?;
-                Err(StoreError::Conflict(if taken.is_some() { Constraint::MerchantTradeNo } else { Constraint::PrepayId }))
-            }
-            Err(error) => Err(StoreError::Database(error)),
-        }
+        bind_gatepay_order(sqlx::query(INSERT_GATEPAY_ORDER), order)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(gatepay_order_conflict)
     }
 
     async fn delete_gatepay_order(&self, prepay_id: &str) -> Result<(), StoreError> {

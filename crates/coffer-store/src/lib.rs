@@ -60,8 +60,9 @@ pub use checkout::{
 };
 pub use order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery,
-    EventRow, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow,
-    OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
+    EventRow, ExternalReference, NewDelivery, NewEvent, NewOrder, NewPayment, OrderOrdering,
+    OrderQuery, OrderRow, OrderUpdate, OrphanedPayment, PaymentRow, Redelivery, RedeliveryLimit,
+    WalletRow, WebhookFormat,
 };
 pub use payment_claims::{NewPaymentClaim, PaymentClaims};
 pub use rows::{ApiKeyRow, MerchantRow, NewApiKey, NewMerchant};
@@ -290,7 +291,8 @@ pub trait Ledger: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] with [`Constraint::Nonce`], [`Constraint::IdempotencyKey`] or
-    /// [`Constraint::ReceivingAddress`].
+    /// [`Constraint::ReceivingAddress`]; with [`Constraint::MerchantTradeNo`] or
+    /// [`Constraint::PrepayId`] when its external reference is taken (nothing is written).
     async fn insert_order(&self, order: NewOrder) -> Result<OrderRow, StoreError>;
 
     /// Reads an order by its public id.

@@ -85,6 +85,7 @@ macro_rules! migrations {
             7 "0007" settlement_terms,
             8 "0008" gatepay_order_facts,
             9 "0009" payment_claims,
+            10 "0010" event_formats,
         )
     };
     ($backend:literal: $($version:literal $number:literal $name:ident,)*) => {

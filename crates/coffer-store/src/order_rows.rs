@@ -63,6 +63,17 @@ pub struct NewOrder {
     pub monitor_until_ms: i64,
     /// The `payment_order.created` event.
     pub event: NewEvent,
+    /// The name another API knows the order by, written in the order's transaction: when it
+    /// is taken, no order is written.
+    pub external_reference: Option<ExternalReference>,
+}
+
+/// The name another API family gives a payment order, stored beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalReference {
+    /// GatePay's `prepayId` and the merchant's `merchantTradeNo`, with what the creating
+    /// request said.
+    GatePay(crate::checkout::GatePayOrderRow),
 }
 
 /// A stored payment order.
@@ -204,10 +215,43 @@ pub struct NewEvent {
     pub event_type: String,
     /// JSON payload sent to the merchant.
     pub payload: String,
+    /// The format the payload is written in, which decides how its webhook is signed.
+    pub format: WebhookFormat,
     /// Creation time.
     pub created_at_ms: i64,
     /// The delivery to create, when the merchant has a webhook endpoint.
     pub delivery: Option<NewDelivery>,
+}
+
+/// The format of an event's payload, chosen when the event is written from where its order
+/// came from: it decides how the webhook is signed and what acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    /// Coffer's own events, signed with the merchant's webhook secret
+    /// (`Coffer-Signature`); any 2xx acknowledges.
+    #[default]
+    Coffer,
+    /// GatePay's merchant notifications, signed with the order's GatePay credential
+    /// (`X-GatePay-*`); only `{"returnCode":"SUCCESS"}` acknowledges.
+    GatePay,
+}
+
+impl WebhookFormat {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Coffer => "coffer",
+            WebhookFormat::GatePay => "gatepay",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "coffer" => Some(WebhookFormat::Coffer),
+            "gatepay" => Some(WebhookFormat::GatePay),
+            _ => None,
+        }
+    }
 }
 
 /// A webhook delivery to schedule.
@@ -234,6 +278,8 @@ pub struct EventRow {
     pub event_type: String,
     /// JSON payload.
     pub payload: String,
+    /// The payload's format.
+    pub format: WebhookFormat,
     /// Creation time.
     pub created_at_ms: i64,
 }
@@ -345,6 +391,8 @@ pub struct DueDelivery {
     pub event_type: String,
     /// The event's payload.
     pub payload: String,
+    /// The payload's format.
+    pub format: WebhookFormat,
     /// The event's creation time (retries stop 3 days after it).
     pub event_created_at_ms: i64,
     /// The merchant's webhook secret.

@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::{Constraint, StoreError};
 use crate::order_rows::{
     AttemptOutcome, AttemptRow, ChainBlock, ChainStep, DeliveryRow, DeliveryStatus, DueDelivery, EventRow, NewDelivery, NewEvent,
-    NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow,
+    ExternalReference, NewOrder, NewPayment, OrderOrdering, OrderQuery, OrderRow, OrderUpdate, PaymentRow, Redelivery, RedeliveryLimit, WalletRow, WebhookFormat,
     amount_sort_key,
 };
 use crate::fetch;
@@ -121,8 +121,14 @@ fn event_row(row: &DbRow) -> Result<EventRow, StoreError> {
         order_id: row.try_get("order_id").map_err(&read)?,
         event_type: row.try_get("event_type").map_err(&read)?,
         payload: row.try_get("payload").map_err(&read)?,
+        format: webhook_format(row)?,
         created_at_ms: row.try_get("created_at_ms").map_err(&read)?,
     })
+}
+
+fn webhook_format(row: &DbRow) -> Result<WebhookFormat, StoreError> {
+    let format: String = row.try_get("format").map_err(StoreError::classify("event"))?;
+    WebhookFormat::parse(&format).ok_or_else(|| corrupt("event format", format))
 }
 
 fn delivery_row(row: &DbRow) -> Result<DeliveryRow, StoreError> {
@@ -227,12 +233,12 @@ async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), Store
     for events in events.chunks(EVENTS_PER_STATEMENT) {
         let values: Vec<String> = (0..events.len())
             .map(|i| {
-                let p = |n: usize| format!("${}", i * 6 + n);
-                format!("({}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6))
+                let p = |n: usize| format!("${}", i * 7 + n);
+                format!("({}, {}, {}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5), p(6), p(7))
             })
             .collect();
         let sql = format!(
-            "INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms) VALUES {}",
+            "INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, format, created_at_ms) VALUES {}",
             values.join(", ")
         );
         let mut insert = sqlx::query(&sql);
@@ -243,6 +249,7 @@ async fn insert_events(tx: &mut Tx<'_>, events: &[NewEvent]) -> Result<(), Store
                 .bind(&event.order_id)
                 .bind(&event.event_type)
                 .bind(&event.payload)
+                .bind(event.format.as_str())
                 .bind(event.created_at_ms);
         }
         insert.execute(&mut **tx).await.map_err(StoreError::unique(Constraint::Event))?;
@@ -301,11 +308,11 @@ fn order_values(first: usize) -> String {
 pub(crate) async fn insert_order(pool: &DbPool, order: NewOrder) -> Result<OrderRow, StoreError> {
     // Where the backend can, the order and its event are one statement (data-modifying CTE):
     // one round trip instead of four, and atomic without an explicit transaction.
-    if ORDER_AND_EVENT_IN_ONE_STATEMENT && order.event.delivery.is_none() {
+    if ORDER_AND_EVENT_IN_ONE_STATEMENT && order.event.delivery.is_none() && order.external_reference.is_none() {
         let sql = format!(
             "WITH inserted AS ({INSERT_ORDERS}{} RETURNING *),
-                  event AS (INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms)
-                            SELECT $22, merchant_id, $23, $24, $25, $26 FROM inserted)
+                  event AS (INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, format, created_at_ms)
+                            SELECT $22, merchant_id, $23, $24, $25, $26, $27 FROM inserted)
              SELECT * FROM inserted",
             order_values(0)
         );
@@ -314,6 +321,7 @@ pub(crate) async fn insert_order(pool: &DbPool, order: NewOrder) -> Result<Order
             .bind(&order.event.order_id)
             .bind(&order.event.event_type)
             .bind(&order.event.payload)
+            .bind(order.event.format.as_str())
             .bind(order.event.created_at_ms)
             .fetch_one(pool)
             .await
@@ -328,25 +336,35 @@ pub(crate) async fn insert_order(pool: &DbPool, order: NewOrder) -> Result<Order
         .map_err(order_conflict)?;
     let stored = order_row(&row)?;
     insert_events(&mut tx, std::slice::from_ref(&order.event)).await?;
+    match &order.external_reference {
+        None => {}
+        Some(ExternalReference::GatePay(names)) => {
+            super::checkout::bind_gatepay_order(sqlx::query(super::checkout::INSERT_GATEPAY_ORDER), names)
+                .execute(&mut *tx)
+                .await
+                .map_err(super::checkout::gatepay_order_conflict)?;
+        }
+    }
     tx.commit().await.map_err(StoreError::Database)?;
     Ok(stored)
 }
 
 /// Writes several orders and their events in one transaction of three statements, skipping
-/// (not failing on) any order that breaks a uniqueness rule: the rows returned are the orders
-/// written, and the caller writes each skipped one alone to learn why (see
-/// `crate::order_writer`).
+/// (not failing on) any order that breaks a uniqueness rule or carries an external reference
+/// (whose own uniqueness rules only a write alone can report): the rows returned are the
+/// orders written, and the caller writes each skipped one alone (see `crate::order_writer`).
 ///
 /// # Errors
 /// [`StoreError::Database`] when the batch fails as a whole (nothing of it is written).
 pub(crate) async fn insert_orders_together(pool: &DbPool, orders: &[NewOrder]) -> Result<Vec<OrderRow>, StoreError> {
+    let orders: Vec<&NewOrder> = orders.iter().filter(|order| order.external_reference.is_none()).collect();
     if orders.is_empty() {
         return Ok(Vec::new());
     }
     let values: Vec<String> = (0..orders.len()).map(|i| order_values(i * ORDER_PARAMETERS)).collect();
     let sql = format!("{INSERT_ORDERS}{} ON CONFLICT DO NOTHING RETURNING *", values.join(", "));
     let mut insert = sqlx::query(&sql);
-    for order in orders {
+    for order in &orders {
         insert = bind_new_order(insert, order)?;
     }
     let mut tx = pool.begin().await.map_err(StoreError::Database)?;
@@ -788,7 +806,7 @@ pub(crate) async fn claim_due_deliveries(
     let mut due = Vec::with_capacity(claimed.len());
     for delivery_id in claimed {
         let row = sqlx::query(
-            "SELECT d.*, e.event_type, e.payload, e.created_at_ms AS event_created_at_ms, m.webhook_secret
+            "SELECT d.*, e.event_type, e.payload, e.format, e.created_at_ms AS event_created_at_ms, m.webhook_secret
              FROM webhook_deliveries d
              JOIN events e ON e.event_id = d.event_id
              JOIN merchants m ON m.id = d.merchant_id
@@ -819,6 +837,7 @@ pub(crate) async fn claim_due_deliveries(
             delivery,
             event_type: row.try_get("event_type").map_err(&read)?,
             payload: row.try_get("payload").map_err(&read)?,
+            format: webhook_format(&row)?,
             event_created_at_ms: row.try_get("event_created_at_ms").map_err(&read)?,
             webhook_secret,
         });

@@ -79,7 +79,7 @@ macro_rules! compile {
 
         /// GatePay credentials, nonces, orders, refunds and fiat quotes.
         mod checkout {
-            use super::{BEGIN_REFUND, DbRow, LOCK_REFUNDED_ORDER, ThisStore};
+            use super::{BEGIN_REFUND, Db, DbRow, LOCK_REFUNDED_ORDER, ThisStore};
 
             include!("checkout_sql.rs");
         }

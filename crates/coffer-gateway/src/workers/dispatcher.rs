@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use coffer_store::{
     AttemptOutcome, AttemptRow, DeliveryRow, DeliveryStatus, DueDelivery, GatePayCredentialRow,
-    Store, StoreError,
+    Store, StoreError, WebhookFormat,
 };
 use futures_util::stream::{self, StreamExt};
 
@@ -130,7 +130,7 @@ impl Dispatcher {
             );
         };
         let body = due.payload.clone().into_bytes();
-        let gatepay = due.event_type.starts_with(gatepay::EVENT_PREFIX);
+        let gatepay = due.format == WebhookFormat::GatePay;
         let mut request = client
             .post(url)
             .header("Content-Type", "application/json")

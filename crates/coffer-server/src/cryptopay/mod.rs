@@ -94,6 +94,7 @@ impl From<CreateOrderRequest> for OrderCommand {
             expires_at: request.expires_at,
             underpayment_tolerance: request.underpayment_tolerance,
             order_id: None,
+            external_reference: None,
         }
     }
 }

@@ -15,7 +15,8 @@
 use axum::http::StatusCode;
 use coffer_core::{Amount, Asset, Chain, OrderStatus};
 use coffer_store::{
-    GatePayOrderRow, GatePayRefundRow, MerchantRow, OrderRow, RefundDecision, StoreError,
+    Constraint, ExternalReference, GatePayOrderRow, GatePayRefundRow, MerchantRow, OrderRow,
+    RefundDecision, StoreError,
 };
 use rand::Rng;
 use serde::Deserialize;
@@ -98,40 +99,7 @@ impl From<StoreError> for GatePayError {
 /// `400001` naming the field (or `body` for malformed JSON or a value that is not an object),
 /// also for text holding a NUL character.
 pub fn parse<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
-    match crate::json::not_an_object(raw) {
-        Some(Ok(())) => return Err(GatePayError::param("body", "must be a JSON object")),
-        Some(Err(malformed)) => return Err(GatePayError::param("body", malformed)),
-        None => {}
-    }
-    let value = parse_fields(raw)?;
-    match crate::json::nul_in(raw) {
-        Some(field) => Err(GatePayError::param(&field, crate::extract::NUL)),
-        None => Ok(value),
-    }
-}
-
-fn parse_fields<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, GatePayError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(raw);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            GatePayError::param("body", format!("malformed JSON: {message}"))
-        } else if path == "." {
-            let field = crate::json::named_field(&message)
-                .unwrap_or("body")
-                .to_owned();
-            GatePayError::param(&field, message)
-        } else {
-            GatePayError::param(&path, message)
-        }
-    })
+    crate::json::parse_object(raw).map_err(|error| GatePayError::param(&error.field, error.message))
 }
 
 /// `env` of a checkout order.
@@ -509,7 +477,7 @@ pub async fn create(
         check_url("callbackUrl", Some(url)).map_err(invalid_callback_url)?;
         // Coffer calls this URL: it must go where the outbound policy allows. Addresses and
         // localhost are refused here, before anything is written; a host name is looked up
-        // once, when the order is created below (which frees the trade number if it is refused).
+        // once, when the order is created below (which then writes nothing).
         state
             .gateway
             .outbound
@@ -574,10 +542,9 @@ pub async fn create(
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
 
     let prepay_id: i64 = rand::rng().random_range(100_000_000_000_000_000..=i64::MAX);
-    let prepay_id_text = prepay_id.to_string();
     let order_id = new_order_id();
     let row = GatePayOrderRow {
-        prepay_id: prepay_id_text.clone(),
+        prepay_id: prepay_id.to_string(),
         merchant_id: merchant.id.clone(),
         merchant_trade_no: request.merchant_trade_no.clone(),
         order_id: order_id.clone(),
@@ -592,21 +559,6 @@ pub async fn create(
         surcharge_amount: surcharge,
         cancel_url: request.cancel_url.clone(),
     };
-    match state.gateway.store.insert_gatepay_order(&row).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(coffer_store::Constraint::MerchantTradeNo)) => {
-            return Err(GatePayError::with(
-                StatusCode::CONFLICT,
-                "400201",
-                "ORDER_EXISTS",
-                format!(
-                    "merchantTradeNo: {:?} was already used",
-                    request.merchant_trade_no
-                ),
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    }
     // The merchant's description of the order, for listings; nothing reads it back.
     let description = json!({
         "merchantTradeNo": row.merchant_trade_no,
@@ -629,21 +581,22 @@ pub async fn create(
         expires_at: Some(expires_at),
         underpayment_tolerance: request.tolerance_amount.clone(),
         order_id: Some(order_id),
+        external_reference: Some(ExternalReference::GatePay(row.clone())),
     };
     let created = match state.gateway.orders.create(merchant, &command, None).await {
         Ok(created) => created,
-        Err(error) => {
-            // Free the trade number: nothing was created.
-            if let Err(cleanup) = state
-                .gateway
-                .store
-                .delete_gatepay_order(&prepay_id_text)
-                .await
-            {
-                tracing::error!(error = %cleanup, "freeing a merchantTradeNo failed");
-            }
-            return Err(from_order_error(error));
+        Err(OrderError::ReferenceTaken(Constraint::MerchantTradeNo)) => {
+            return Err(GatePayError::with(
+                StatusCode::CONFLICT,
+                "400201",
+                "ORDER_EXISTS",
+                format!(
+                    "merchantTradeNo: {:?} was already used",
+                    request.merchant_trade_no
+                ),
+            ));
         }
+        Err(error) => return Err(from_order_error(error)),
     };
     let order = &created.order;
     let view = state

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use coffer_core::{Amount, MerchantId, OrderStatus, PaymentSubStatus};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
-    Constraint, GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow, NewEvent, NewOrder,
-    OrderQuoteRow, OrderUpdate, RefundDecision, Store, StoreError,
+    Constraint, ExternalReference, GatePayCredentialRow, GatePayOrderRow, GatePayRefundRow,
+    NewEvent, NewOrder, OrderQuoteRow, OrderUpdate, RefundDecision, Store, StoreError,
+    WebhookFormat,
 };
 use sqlx::Connection;
 
@@ -137,7 +138,7 @@ async fn trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept(s
     );
     assert_eq!(store.gatepay_order_of("ORD-x").await.unwrap(), None);
 
-    // A failed creation frees the trade number.
+    // Forgotten names free the trade number.
     store.delete_gatepay_order("102").await.unwrap();
     assert_eq!(
         store
@@ -157,6 +158,74 @@ async fn trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept(s
     store.insert_order_quote(&quote).await.unwrap();
     assert_eq!(store.order_quote("ORD-a").await.unwrap(), Some(quote));
     assert_eq!(store.order_quote("ORD-x").await.unwrap(), None);
+}
+
+async fn an_order_and_its_gatepay_names_are_written_together_or_not_at_all(store: &dyn Store) {
+    let owner = merchant(store, "together").await;
+    let with_names = |n: u32, prepay: &str, trade: &str| {
+        let mut order = payment_order(&owner, n, "{}");
+        order.external_reference = Some(ExternalReference::GatePay(gatepay_order(
+            &owner,
+            prepay,
+            trade,
+            &order.order_id,
+        )));
+        order
+    };
+    store
+        .insert_order(with_names(1, "200", "T-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .gatepay_order_of("ORD-0001")
+            .await
+            .unwrap()
+            .map(|names| names.merchant_trade_no),
+        Some("T-1".to_owned())
+    );
+    // A taken trade number or prepay id: no order, no names, and the nonce stays free.
+    for (n, prepay, trade, taken) in [
+        (2, "201", "T-1", Constraint::MerchantTradeNo),
+        (3, "200", "T-3", Constraint::PrepayId),
+    ] {
+        let refused = store.insert_order(with_names(n, prepay, trade)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(constraint)) if constraint == taken),
+            "{refused:?}"
+        );
+        let order_id = format!("ORD-{n:04}");
+        assert!(matches!(
+            store.order(&order_id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.gatepay_order_of(&order_id).await.unwrap(), None);
+        store
+            .insert_order(payment_order(&owner, n, "{}"))
+            .await
+            .unwrap();
+    }
+    // Written at once (the writer groups concurrent orders): each is decided alone.
+    let (first, second, third) = tokio::join!(
+        store.insert_order(with_names(10, "300", "T-10")),
+        store.insert_order(with_names(11, "301", "T-10")),
+        store.insert_order(payment_order(&owner, 12, "{}")),
+    );
+    assert!(third.is_ok(), "{third:?}");
+    assert_eq!(
+        u8::from(first.is_ok()) + u8::from(second.is_ok()),
+        1,
+        "one trade number, one order: {first:?} {second:?}"
+    );
+    let loser = if first.is_ok() {
+        "ORD-0011"
+    } else {
+        "ORD-0010"
+    };
+    assert!(matches!(
+        store.order(loser).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 fn gatepay_order(merchant: &MerchantId, prepay: &str, trade: &str, order: &str) -> GatePayOrderRow {
@@ -202,12 +271,14 @@ fn payment_order(merchant: &MerchantId, n: u32, order_info: &str) -> NewOrder {
         created_at_ms: 1,
         expires_at_ms: 3_600_000,
         monitor_until_ms: 7_200_000,
+        external_reference: None,
         event: NewEvent {
             event_id: format!("evt_{n}"),
             merchant_id: merchant.clone(),
             order_id: Some(order_id),
             event_type: "payment_order.created".to_owned(),
             payload: "{}".to_owned(),
+            format: coffer_store::WebhookFormat::Coffer,
             created_at_ms: 1,
             delivery: None,
         },
@@ -363,24 +434,20 @@ async fn migration_8_moves_gatepay_facts_out_of_order_info(backend: Backend) {
     let facts = r#"{"gatepay":{"prepayId":"400","merchantTradeNo":"T-400","clientId":"client-legacy","terminalType":"APP","goodsType":"02","goodsName":"Tea \u0000 pot","goodsDetail":"green","merchantUserId":123,"channelId":"shop","orderAmount":"12","surchargeAmount":"0.5","currency":"USDC","cancelUrl":"https://shop.example/back"}}"#;
     let lookalike = r#"{"gatepay":{"prepayId":"401","merchantTradeNo":"T-401","clientId":"someone-else","terminalType":"WEB","goodsType":"","goodsName":"","goodsDetail":"","merchantUserId":null,"channelId":"","orderAmount":"1","surchargeAmount":"0","currency":"USDC","cancelUrl":"javascript:alert(1)"}}"#;
     let no_surcharge = r#"{"gatepay":{"prepayId":"402","merchantTradeNo":"T-402","clientId":"client-legacy","terminalType":"WEB","goodsType":"","goodsName":"","goodsDetail":"","merchantUserId":null,"channelId":"","orderAmount":"","surchargeAmount":"0","currency":"USDC","cancelUrl":null}}"#;
-    old.store
-        .insert_order(payment_order(&owner, 4, facts))
-        .await
-        .unwrap();
-    old.store
-        .insert_order(payment_order(&owner, 5, lookalike))
-        .await
-        .unwrap();
-    old.store
-        .insert_order(payment_order(&owner, 6, no_surcharge))
-        .await
-        .unwrap();
     // GatePay's names, as migration 4 stored them (ORD-0005 never was a GatePay order).
+    // Orders and events as an older Coffer wrote them, events without a format.
+    let owner_id = owner.as_str();
     let insert = format!(
-        "INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms)
-         VALUES ('400', '{owner}', 'T-400', 'ORD-0004', 'client-legacy', 1),
-                ('402', '{owner}', 'T-402', 'ORD-0006', 'client-legacy', 1)",
-        owner = owner.as_str()
+        "{orders};
+         INSERT INTO events (event_id, merchant_id, order_id, event_type, payload, created_at_ms)
+         VALUES ('evt_plain', '{owner_id}', 'ORD-0004', 'payment_order.confirmed', '{{}}', 1),
+                ('evt_gatepay', '{owner_id}', 'ORD-0004', 'gatepay.pay_success', '{{}}', 2);
+         INSERT INTO gatepay_orders (prepay_id, merchant_id, merchant_trade_no, order_id, client_id, created_at_ms)
+         VALUES ('400', '{owner_id}', 'T-400', 'ORD-0004', 'client-legacy', 1),
+                ('402', '{owner_id}', 'T-402', 'ORD-0006', 'client-legacy', 1)",
+        orders = [(4, facts), (5, lookalike), (6, no_surcharge)]
+            .map(|(n, order_info)| legacy_order(&owner, n, order_info))
+            .join(";\n"),
     );
     match backend {
         Backend::Sqlite => {
@@ -441,6 +508,39 @@ async fn migration_8_moves_gatepay_facts_out_of_order_info(backend: Backend) {
         facts,
         "order_info is kept as it was"
     );
+    // Migration 10: an event's format, told apart by the name GatePay's were given.
+    for (event_id, format) in [
+        ("evt_plain", WebhookFormat::Coffer),
+        ("evt_gatepay", WebhookFormat::GatePay),
+    ] {
+        assert_eq!(
+            store.event(event_id).await.unwrap().format,
+            format,
+            "{event_id}"
+        );
+    }
+}
+
+/// [`payment_order`] as an `INSERT` an older Coffer could run (no column of a later migration).
+fn legacy_order(merchant: &MerchantId, n: u32, order_info: &str) -> String {
+    let order = payment_order(merchant, n, order_info);
+    format!(
+        "INSERT INTO payment_orders (order_id, merchant_id, chain_id, blockchain, currency, asset_address,
+             decimals, amount, amount_sort_key, underpayment_tolerance, amount_paid, status, receiving_address,
+             derivation_index, order_info, nonce, closed, created_at_ms, expires_at_ms, monitor_until_ms,
+             updated_at_ms, version)
+         VALUES ('{}', '{}', 1, 'ethereum', 'USDC', '{}', 6, '{}', '{:040}', '0', '0', 'pending', '{}',
+             {n}, '{}', {n}, FALSE, 1, {}, {}, 1, 0)",
+        order.order_id,
+        merchant.as_str(),
+        order.asset_address.unwrap_or_default(),
+        order.amount.to_base_units_string(),
+        10_000_000u64,
+        order.receiving_address,
+        order.order_info.replace('\'', "''"),
+        order.expires_at_ms,
+        order.monitor_until_ms,
+    )
 }
 
 coffer_store::on_both_databases! {
@@ -448,6 +548,7 @@ coffer_store::on_both_databases! {
     store: [
         credentials_work_until_revoked_and_nonces_are_single_use,
         trade_numbers_are_unique_per_merchant_and_refunds_and_quotes_are_kept,
+        an_order_and_its_gatepay_names_are_written_together_or_not_at_all,
         refunds_are_recorded_only_for_paid_orders_and_up_to_what_was_paid,
     ];
     shared_store: [concurrent_refunds_never_total_more_than_was_paid];

@@ -77,12 +77,14 @@ fn new_order(merchant: &MerchantId, n: u32) -> NewOrder {
         created_at_ms: created,
         expires_at_ms: created + HOUR,
         monitor_until_ms: created + 24 * HOUR,
+        external_reference: None,
         event: NewEvent {
             event_id: format!("evt_created_{n}"),
             merchant_id: merchant.clone(),
             order_id: Some(id.clone()),
             event_type: "payment_order.created".to_owned(),
             payload: format!(r#"{{"order_id":"{id}","status":"pending"}}"#),
+            format: coffer_store::WebhookFormat::Coffer,
             created_at_ms: created,
             delivery: Some(NewDelivery {
                 delivery_id: format!("whd_created_{n}"),
@@ -143,6 +145,7 @@ fn event(
             r#"{{"order_id":"{}","event":"{event_type}"}}"#,
             order.order_id
         ),
+        format: coffer_store::WebhookFormat::Coffer,
         created_at_ms: at,
         delivery: delivery.map(|id| NewDelivery {
             delivery_id: id.to_owned(),
@@ -554,6 +557,7 @@ async fn an_order_is_written_with_its_creation_event_and_delivery(store: &dyn St
             order_id: Some(with_hook.order_id.clone()),
             event_type: "payment_order.created".to_owned(),
             payload: with_hook.event.payload.clone(),
+            format: coffer_store::WebhookFormat::Coffer,
             created_at_ms: with_hook.created_at_ms,
         }
     );

@@ -20,6 +20,7 @@ fn event(merchant: &MerchantId, order_id: &str, kind: &str) -> NewEvent {
         order_id: Some(order_id.to_owned()),
         event_type: format!("payment_order.{kind}"),
         payload: "{}".to_owned(),
+        format: coffer_store::WebhookFormat::Coffer,
         created_at_ms: 1,
         delivery: None,
     }
@@ -47,6 +48,7 @@ fn order(merchant: &MerchantId, order_id: &str) -> NewOrder {
         created_at_ms: 1,
         expires_at_ms: 1,
         monitor_until_ms: 1,
+        external_reference: None,
         event: event(merchant, order_id, "created"),
     }
 }
