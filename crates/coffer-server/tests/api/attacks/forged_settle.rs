@@ -11,7 +11,7 @@ use serde_json::json;
 
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
+use crate::kit::{Auth, Env, Options, PAY_TO, junk_signature};
 
 async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
     // The journal's defence must hold for an open facilitator too, where any payee is allowed.
@@ -84,7 +84,7 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
     );
     assert_eq!(
         env.balance(attacker_payee).await,
-        alloy::primitives::U256::from(crate::harness::FUNDED)
+        alloy::primitives::U256::from(crate::kit::FUNDED)
     );
 
     // The genuine request, repeated, still answers what it did the first time.

@@ -1,7 +1,5 @@
 //! The HTTP server against real databases (SQLite and PostgreSQL) and a real anvil chain.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,8 +2,6 @@
 //! API creates orders, real ERC-20 transfers pay them, the watcher, expirer and dispatcher are
 //! driven step by step, and a local endpoint receives the signed webhooks.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -13,7 +13,7 @@ use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::harness::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
+use crate::kit::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
 
 async fn mine(env: &Env, blocks: u64) {
     for _ in 0..blocks {

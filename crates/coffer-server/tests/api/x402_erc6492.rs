@@ -4,8 +4,6 @@
 //! deploys nothing. Settlement refuses, with a clear reason and nothing broadcast, until the
 //! wallet is on chain; then the same signature settles, exactly once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

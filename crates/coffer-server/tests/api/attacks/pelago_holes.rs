@@ -11,7 +11,7 @@ use coffer_evm::contracts::IERC20;
 use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::harness::{
+use crate::kit::{
     Auth, BASE_CHAIN_ID, BASE_USDC, Env, Options, PAY_TO, USDC, now, x_payment_on,
 };
 

@@ -3,8 +3,6 @@
 //! ever broadcast by verification. `/x402/settle`: exactly one transfer per authorization,
 //! however many calls, concurrent or repeated, or restarts in between.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

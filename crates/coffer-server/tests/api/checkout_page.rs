@@ -6,8 +6,6 @@
 //!
 //! Needs `scripts/install-tools.sh` (anvil, playwright-core and Chromium).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
+use crate::kit::{Auth, Env, Options, PAY_TO, junk_signature};
 
 const PRICE: u64 = 2_500_000;
 

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::harness::{CHAIN_ID, Env, Options, USDC};
+use crate::kit::{CHAIN_ID, Env, Options, USDC};
 
 /// The log entry of an attempt the policy refused.
 const REFUSED: &str = "refused by the outbound policy";

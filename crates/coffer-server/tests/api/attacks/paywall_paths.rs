@@ -20,7 +20,7 @@ use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, RawResponse, raw_request};
+use crate::kit::{Auth, Env, Options, PAY_TO, RawResponse, raw_request};
 
 /// The route's price in base units (0.01 USDC).
 pub const PRICE: u64 = 10_000;

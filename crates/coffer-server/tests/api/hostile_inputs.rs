@@ -19,8 +19,6 @@
 //! `{success: false, errorReason, …}` for `/x402/*`, the paywall's x402 answers, and Pelago's
 //! (native, or `{x402Version, code, error, orderId}`) for `/openapi/crypto/*`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

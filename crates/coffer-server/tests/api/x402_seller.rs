@@ -2,8 +2,6 @@
 //! recorded as orders (on SQLite and PostgreSQL), the paywall reverse proxy, and the
 //! Pelago-compatible order endpoint with both payment forms.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -29,7 +29,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Auth, CHAIN_ID, PAY_TO, USDC, b64, junk_signature};
+use crate::kit::{Auth, CHAIN_ID, PAY_TO, USDC, b64, junk_signature};
 
 /// What must never be read outside the process.
 const SECRETS: [&str; 4] = ["SEKRETKEY123", "SEKRETKEY456", "SEKRETPASS", "sekretuser"];

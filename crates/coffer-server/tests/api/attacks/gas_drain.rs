@@ -9,7 +9,7 @@ use coffer_gateway::facilitator_policy::{Access, FacilitatorPolicy};
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
-use crate::harness::{Auth, Env, Options, PAY_TO};
+use crate::kit::{Auth, Env, Options, PAY_TO};
 
 fn with_policy(backend: Backend, policy: FacilitatorPolicy) -> Options {
     let mut options = Options::on(backend);
@@ -161,7 +161,7 @@ async fn a_stranger_cannot_lock_a_payer_out(backend: Backend) {
             .post(
                 "/x402/verify",
                 &[],
-                &forged.v2_request(forged.payload_signed(&crate::harness::junk_signature())),
+                &forged.v2_request(forged.payload_signed(&crate::kit::junk_signature())),
             )
             .await;
         assert_ne!(status, 429, "junk counted against the payer: {reply}");

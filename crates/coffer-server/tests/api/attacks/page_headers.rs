@@ -14,7 +14,7 @@ use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Env, Options, PAY_TO};
+use crate::kit::{Env, Options, PAY_TO};
 
 /// One answer's headers and body.
 struct Answer {

@@ -3,8 +3,6 @@
 //! watcher and dispatcher are driven step by step, and a local merchant endpoint receives
 //! GatePay notifications signed with the same X-GatePay-* headers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -12,8 +12,8 @@ use coffer_store::testing::Backend;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Env, Options, parse_raw_response, raw_request};
-use crate::paywall_paths::{Upstream, ledger, payment, paywalled, with_paywall};
+use crate::kit::{Env, Options, parse_raw_response, raw_request};
+use super::paywall_paths::{Upstream, ledger, payment, paywalled, with_paywall};
 
 /// The `coffer_http_requests_total` series in a `/metrics` text.
 fn request_series(metrics: &str) -> Vec<&str> {
