@@ -6,33 +6,16 @@
 //!
 //! Needs `scripts/install-tools.sh` (anvil, playwright-core and Chromium).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::BufRead;
 use std::process::Stdio;
 use std::time::Duration;
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, U256};
-use alloy::providers::ext::AnvilApi;
-use alloy::providers::{Provider, ProviderBuilder};
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::IERC20;
-use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
-use coffer_gateway::gatepay;
 use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_gateway::workers::watcher::Watcher;
-use coffer_server::AppState;
-use coffer_store::testing::{Backend, TestDatabase};
-use serde_json::{Value, json};
-use std::io::BufRead;
+use coffer_store::testing::Backend;
+use serde_json::json;
 
-const USDC: Address = alloy::primitives::address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-const CHAIN_ID: u64 = 84_532;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::kit::{CHAIN_ID, Env, Inbox, Options, repo_root};
 
 #[tokio::test]
 async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
@@ -49,83 +32,24 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
     let shots = repo_root().join("target/screenshots/checkout-page");
     std::fs::create_dir_all(&shots).unwrap();
 
-    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-    let anvil = Anvil::start(&AnvilOptions {
-        binary,
-        chain_id: CHAIN_ID,
-        port: 0,
-        state_file: None,
-        block_time: None,
-    })
-    .await
-    .expect("anvil");
-    let owner = testnet::dev_account(0).unwrap();
-    let chain = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(owner.clone()))
-        .connect_http(anvil.url().parse().unwrap())
-        .erased();
-    let spec = UsdcSpec {
-        name: "USDC".into(),
-        version: "2".into(),
-        symbol: "USDC".into(),
-        decimals: 6,
-        owner: owner.address(),
-    };
-    testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-    let payer = testnet::dev_account(1).unwrap();
-    testnet::mint(&chain, USDC, payer.address(), U256::from(1_000_000_000u64))
-        .await
-        .unwrap();
-
-    let mut registry = ChainRegistry::builtin();
-    registry
-        .apply(&BTreeMap::from([(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                confirmations: Some(2),
-                ..Default::default()
-            },
-        )]))
-        .unwrap();
-    let db = TestDatabase::new(Backend::Sqlite).await.expect("database");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    // The shop is local: loopback is allowed, as under `coffer dev`.
-    let state = AppState::new(db.store.clone(), registry, &base)
-        .unwrap()
-        .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
-    // The shop: where the customer returns, and where notifications go.
-    let shop = axum::Router::new()
-        .route(
-            "/thanks",
-            axum::routing::get(|| async { axum::response::Html("<h1>Thanks for your order</h1>") }),
-        )
-        .route(
-            "/notify",
-            axum::routing::post(|| async { r#"{"returnCode":"SUCCESS"}"# }),
-        )
-        .merge(coffer_server::router(state.clone()));
-    tokio::spawn(async move { axum::serve(listener, shop).await });
-
-    let merchant = state
-        .gateway
-        .merchants
-        .create("Coffee Shop", Some(&format!("{base}/notify")))
-        .await
-        .unwrap();
-    let credential = state.gateway.gatepay.create(&merchant.id).await.unwrap();
-    let secret = secrecy::ExposeSecret::expose_secret(&credential.secret).to_owned();
-    let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-        .unwrap()
-        .to_base58()
-        .unwrap();
-    state
-        .gateway
-        .store
-        .set_wallet(&merchant.id, 0, &xpub, 0)
-        .await
-        .unwrap();
+    // The shop serves the page the customer returns to beside Coffer; its endpoint is local:
+    // loopback is allowed, as under `coffer dev`.
+    let (_notifications, notify_url) = Inbox::start().await;
+    let thanks = axum::Router::new().route(
+        "/thanks",
+        axum::routing::get(|| async { axum::response::Html("<h1>Thanks for your order</h1>") }),
+    );
+    let env = Env::with(
+        Options::on(Backend::Sqlite)
+            .confirmations(2)
+            .local_endpoints()
+            .merchant_webhook(&notify_url)
+            .routes(thanks),
+    )
+    .await;
+    env.deposit_wallet(&env.merchant.id).await;
+    let client = env.gatepay_client(&env.merchant.id).await;
+    let base = &env.base;
 
     let return_url = format!("{base}/thanks");
     let body = json!({
@@ -138,35 +62,17 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
         "cancelUrl": format!("{base}/cancelled"),
     })
     .to_string();
-    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/pay/checkout/order"))
-        .header("Content-Type", "application/json")
-        .header("X-GatePay-Certificate-ClientId", &credential.client_id)
-        .header("X-GatePay-Timestamp", &timestamp)
-        .header("X-GatePay-Nonce", "browser1")
-        .header(
-            "X-GatePay-Signature",
-            gatepay::sign(&secret, &timestamp, "browser1", body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, answer) = env.gatepay(&client, "/v1/pay/checkout/order", &body).await;
     assert_eq!(answer["status"], "SUCCESS", "{answer}");
     let location = answer["data"]["location"].as_str().unwrap().to_owned();
-    let deposit: Address = answer["data"]["chain"]["address"]
+    let deposit = answer["data"]["chain"]["address"]
         .as_str()
         .unwrap()
-        .parse()
-        .unwrap();
+        .to_owned();
 
     // The watcher and the dispatcher run as in `coffer serve`.
-    let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
-    let dispatcher = Dispatcher::new(&state.gateway);
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).expect("watcher");
+    let dispatcher = Dispatcher::new(&env.state.gateway);
     let workers = tokio::spawn(async move {
         loop {
             let _ = watcher.step().await;
@@ -206,20 +112,9 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
             match line.as_str() {
                 "READY" => {
                     // Pay from a funded test account: one block, the page shows 1 of 2.
-                    let wallet = ProviderBuilder::new()
-                        .wallet(EthereumWallet::from(payer.clone()))
-                        .connect_http(anvil.url().parse().unwrap());
-                    let receipt = IERC20::new(USDC, wallet)
-                        .transfer(deposit, U256::from(4_200_000u64))
-                        .send()
-                        .await
-                        .unwrap()
-                        .get_receipt()
-                        .await
-                        .unwrap();
-                    assert!(receipt.status());
+                    env.pay(&deposit, 4_200_000).await;
                 }
-                "CONFIRMING" => chain.anvil_mine(Some(1), None).await.unwrap(),
+                "CONFIRMING" => env.mine(1).await,
                 _ => {}
             }
             seen.push(line);

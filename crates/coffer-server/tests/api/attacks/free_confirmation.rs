@@ -18,8 +18,8 @@ const PRICE: u64 = 2_500_000;
 
 async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
     // An open facilitator, so that the stranger's own settlement gets journaled.
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let options = Options::on(backend)
+        .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
     let env = Env::with(options).await;
     let order_id = env.pelago_order("2.50").await;
 

@@ -12,9 +12,7 @@ use serde_json::Value;
 use crate::kit::{Auth, Env, Options, PAY_TO};
 
 fn with_policy(backend: Backend, policy: FacilitatorPolicy) -> Options {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(move |state| state.with_facilitator_policy(policy));
-    options
+    Options::on(backend).configure(move |state| state.with_facilitator_policy(policy))
 }
 
 async fn settle(
