@@ -30,7 +30,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use coffer_evm::testnet::{self, DEV_MNEMONIC};
+use coffer_evm::testnet;
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 use coffer_server::AppState;
 use coffer_server::paywall::PaywallRouteConfig;
@@ -43,7 +43,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::kit::{
-    self, CHAIN_ID, PAY_TO, USDC, now, paywall_route, registry, requirements_v2, rpc, with_paywall,
+    self, CHAIN_ID, PAY_TO, USDC, deposit_wallet, new_merchant, now, paywall_route, registry,
+    requirements_v2, rpc, with_paywall,
 };
 
 /// The paywall route configured for the test.
@@ -125,18 +126,8 @@ impl Harness {
             });
         let mut state = with_paywall(state, &[route]);
         state.readiness_timeout = Duration::from_millis(200);
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Shop", Some("https://shop.example/hooks"))
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "hostile")
-            .await
-            .unwrap();
+        let (merchant, api_key) =
+            new_merchant(&state, "Shop", Some("https://shop.example/hooks")).await;
         let revoked = state
             .gateway
             .merchants
@@ -151,16 +142,7 @@ impl Harness {
             .unwrap();
         let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
         let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
-        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        state
-            .gateway
-            .store
-            .set_wallet(&merchant.id, 0, &xpub, 0)
-            .await
-            .unwrap();
+        deposit_wallet(&state, &merchant.id).await;
         state
             .gateway
             .sales
@@ -169,7 +151,7 @@ impl Harness {
             .unwrap();
         let router = coffer_server::router(state);
         let keys = Keys {
-            api_key: key.key.expose_secret().to_owned(),
+            api_key,
             revoked_key: revoked.key.expose_secret().to_owned(),
             gatepay_client_id: gatepay.client_id.clone(),
             gatepay_secret: gatepay.secret.expose_secret().to_owned(),

@@ -274,18 +274,8 @@ impl Env {
             routes,
         )
         .await;
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Seller", options.merchant_webhook.as_deref())
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
+        let (merchant, api_key) =
+            new_merchant(&state, "Seller", options.merchant_webhook.as_deref()).await;
         if options.pay_to {
             state
                 .gateway
@@ -311,7 +301,7 @@ impl Env {
             signer,
             state,
             merchant,
-            api_key: key.key.expose_secret().to_owned(),
+            api_key,
             db,
             mainnet,
         }
@@ -912,6 +902,42 @@ impl Inbox {
     }
 }
 
+/// A new merchant (notified at `webhook_url`) and its API key, as its clients hold it.
+pub async fn new_merchant(
+    state: &AppState,
+    name: &str,
+    webhook_url: Option<&str>,
+) -> (MerchantRow, String) {
+    let merchant = state
+        .gateway
+        .merchants
+        .create(name, webhook_url)
+        .await
+        .unwrap();
+    let key = state
+        .gateway
+        .merchants
+        .create_key(&merchant.id, "test")
+        .await
+        .unwrap();
+    (merchant, key.key.expose_secret().to_owned())
+}
+
+/// Gives a merchant the development deposit wallet (xpub) on every chain, so that it can take
+/// payment orders.
+pub async fn deposit_wallet(state: &AppState, merchant: &coffer_core::MerchantId) {
+    let xpub = coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
+        .unwrap()
+        .to_base58()
+        .unwrap();
+    state
+        .gateway
+        .store
+        .set_wallet(merchant, 0, &xpub, 0)
+        .await
+        .unwrap();
+}
+
 /// A GatePay credential: ClientId and secret.
 #[derive(Clone)]
 pub struct GatePayClient {
@@ -942,37 +968,15 @@ impl GatePayClient {
 impl Env {
     /// Another merchant, with an API key; notifications go to `webhook_url`.
     pub async fn another_merchant(&self, name: &str, webhook_url: &str) -> (MerchantRow, String) {
-        let merchant = self
-            .state
-            .gateway
-            .merchants
-            .create(name, Some(webhook_url))
-            .await
-            .unwrap();
-        let key = self
-            .state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
-        self.deposit_wallet(&merchant.id).await;
-        (merchant, key.key.expose_secret().to_owned())
+        let merchant = new_merchant(&self.state, name, Some(webhook_url)).await;
+        self.deposit_wallet(&merchant.0.id).await;
+        merchant
     }
 
     /// Gives a merchant the development deposit wallet (xpub) on every chain, so that it can
     /// take payment orders.
     pub async fn deposit_wallet(&self, merchant: &coffer_core::MerchantId) {
-        let xpub = coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        self.state
-            .gateway
-            .store
-            .set_wallet(merchant, 0, &xpub, 0)
-            .await
-            .unwrap();
+        deposit_wallet(&self.state, merchant).await;
     }
 
     /// A new GatePay credential of a merchant.

@@ -23,7 +23,7 @@ use coffer_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, rpc, usdc};
+use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, new_merchant, rpc, usdc};
 
 /// The payment-order environment: the kit's, with two confirmations, a merchant whose webhooks
 /// go to a local endpoint, a deposit wallet and a watcher at the current block.
@@ -669,23 +669,10 @@ async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) 
     assert_eq!(error["error"]["code"], "INVALID_JSON");
 
     // A merchant without a deposit wallet.
-    let other = env
-        .state
-        .gateway
-        .merchants
-        .create("No Wallet", None)
-        .await
-        .unwrap();
-    let key = env
-        .state
-        .gateway
-        .merchants
-        .create_key(&other.id, "k")
-        .await
-        .unwrap();
+    let (_, key) = new_merchant(&env.state, "No Wallet", None).await;
     let response = reqwest::Client::new()
         .post(format!("{}/api/payment-orders/", env.base))
-        .bearer_auth(secrecy::ExposeSecret::expose_secret(&key.key))
+        .bearer_auth(&key)
         .json(&valid)
         .send()
         .await
