@@ -4,27 +4,20 @@
 //! deploys nothing. Settlement refuses, with a clear reason and nothing broadcast, until the
 //! wallet is on chain; then the same signature settles, exactly once.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+use std::ops::Deref;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, Bytes, U256, address};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::SignerSync;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
-use alloy::sol_types::{Eip712Domain, SolCall, SolStruct};
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::{IEip3009, TransferWithAuthorization};
-use coffer_evm::testnet::{self, UsdcSpec};
-use coffer_server::AppState;
-use coffer_store::testing::{Backend, TestDatabase};
+use alloy::sol_types::SolCall;
+use coffer_evm::testnet;
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
+use coffer_store::testing::Backend;
 use coffer_x402::facilitator::erc6492;
-use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
+
+use crate::kit::{self, Auth, Options, PAY_TO, USDC, requirements_v2};
 
 sol!(
     #[sol(rpc)]
@@ -32,97 +25,37 @@ sol!(
     "../../contracts/artifacts/TestSmartWalletFactory.json"
 );
 
-const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
-
+/// The facilitator's environment: the kit's with an open access policy, the registry's
+/// confirmations, no merchant payTo and nobody funded (the wallets are minted what they pay).
 struct Env {
-    _anvil: Anvil,
-    chain: DynProvider,
-    base: String,
-    settlement_signer: Address,
-    _db: TestDatabase,
+    kit: kit::Env,
+}
+
+impl Deref for Env {
+    type Target = kit::Env;
+
+    fn deref(&self) -> &kit::Env {
+        &self.kit
+    }
 }
 
 impl Env {
     async fn new(backend: Backend) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: 84_532,
-            port: 0,
-            state_file: None,
-            block_time: None,
-        })
-        .await
-        .unwrap();
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-        let db = TestDatabase::new(backend).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let signer = testnet::dev_account(9).unwrap();
-        let settlement_signer = signer.address();
-        let options = SettleOptions {
-            receipt_timeout: Duration::from_secs(5),
-            ..SettleOptions::default()
-        };
-        let state = AppState::new(db.store.clone(), registry, &base)
-            .unwrap()
-            .with_settlement(vec![signer], options)
-            .with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open());
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state),
-            std::future::pending(),
-        ));
+        let options = Options::on(backend)
+            .registry_confirmations()
+            .payer_funds(0)
+            .stranger_funds(0)
+            .without_pay_to()
+            .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
         Env {
-            _anvil: anvil,
-            chain,
-            base,
-            settlement_signer,
-            _db: db,
+            kit: kit::Env::with(options).await,
         }
     }
 
     async fn post(&self, path: &str, body: &Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        response.json().await.unwrap()
-    }
-
-    async fn balance(&self, who: Address) -> U256 {
-        IEip3009::new(USDC, &self.chain)
-            .balanceOf(who)
-            .call()
-            .await
-            .unwrap()
+        let (status, reply) = self.kit.post(path, &[], body).await;
+        assert_eq!(status, 200);
+        reply
     }
 
     async fn has_code(&self, who: Address) -> bool {
@@ -130,62 +63,21 @@ impl Env {
     }
 
     async fn settlement_transactions(&self) -> u64 {
-        self.chain
-            .get_transaction_count(self.settlement_signer)
-            .await
-            .unwrap()
+        self.signer_transactions().await
     }
 }
 
-fn now() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
-}
-
-fn authorization(from: Address, value: u64) -> TransferWithAuthorization {
-    TransferWithAuthorization {
-        from,
-        to: PAY_TO,
-        value: U256::from(value),
-        validAfter: U256::from(now() - 600),
-        validBefore: U256::from(now() + 300),
-        nonce: B256::from(rand::random::<[u8; 32]>()),
-    }
-}
-
-fn signed_by(signer: &PrivateKeySigner, auth: &TransferWithAuthorization) -> Bytes {
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(84_532)),
-        Some(USDC),
-        None,
-    );
-    let signature = signer
-        .sign_hash_sync(&auth.eip712_signing_hash(&domain))
-        .unwrap();
-    Bytes::from(signature.as_bytes().to_vec())
-}
-
-fn v2_request(auth: &TransferWithAuthorization, signature: &Bytes) -> Value {
-    let requirements = json!({
-        "scheme": "exact", "network": "eip155:84532", "amount": auth.value.to_string(),
-        "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300,
-        "extra": {"name": "USDC", "version": "2"}
-    });
-    let authorization = json!({
-        "from": auth.from.to_checksum(None), "to": auth.to.to_checksum(None),
-        "value": auth.value.to_string(), "validAfter": auth.validAfter.to_string(),
-        "validBefore": auth.validBefore.to_string(), "nonce": format!("{:#x}", auth.nonce),
-    });
+fn v2_request(auth: &Auth, signature: &Bytes) -> Value {
+    let requirements = requirements_v2(PAY_TO, auth.value);
     json!({
         "x402Version": 2,
         "paymentPayload": {"x402Version": 2, "resource": {"url": "http://127.0.0.1/paid"}, "accepted": requirements,
-                           "payload": {"signature": signature.to_string(), "authorization": authorization}},
+                           "payload": auth.payload_signed(&signature.to_string())},
         "paymentRequirements": requirements,
     })
 }
 
-fn v1_request(auth: &TransferWithAuthorization, signature: &Bytes) -> Value {
+fn v1_request(auth: &Auth, signature: &Bytes) -> Value {
     let v2 = v2_request(auth, signature);
     json!({
         "x402Version": 1,
@@ -231,11 +123,11 @@ impl Counterfactual {
     }
 
     /// The ERC-6492 signature of `auth` by the wallet's owner.
-    fn sign(&self, auth: &TransferWithAuthorization) -> Bytes {
+    fn sign(&self, auth: &Auth) -> Bytes {
         erc6492::wrap(
             self.factory,
             self.deploy.clone(),
-            signed_by(&self.owner, auth),
+            auth.signature(&self.owner),
         )
     }
 }
@@ -255,7 +147,7 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
     assert!(!env.has_code(wallet.address).await);
 
     // Valid in both versions, counterfactually.
-    let auth = authorization(wallet.address, 10_000);
+    let auth = Auth::fresh(wallet.address, PAY_TO, 10_000);
     let signature = wallet.sign(&auth);
     let payer = wallet.address.to_checksum(None);
     let valid = json!({"isValid": true, "payer": payer});
@@ -273,7 +165,7 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
     // The inner signature is always checked: a stranger's, wrapped with the real deployment,
     // is refused.
     let stranger = PrivateKeySigner::random();
-    let forged = erc6492::wrap(factory, wallet.deploy.clone(), signed_by(&stranger, &auth));
+    let forged = erc6492::wrap(factory, wallet.deploy.clone(), auth.signature(&stranger));
     let reply = env.post("/x402/verify", &v2_request(&auth, &forged)).await;
     assert_eq!(
         reply["invalidReason"], "invalid_exact_evm_signature",
@@ -288,7 +180,7 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
     let misdeployed = erc6492::wrap(
         factory,
         elsewhere.deploy.clone(),
-        signed_by(&wallet.owner, &auth),
+        auth.signature(&wallet.owner),
     );
     let reply = env
         .post("/x402/verify", &v2_request(&auth, &misdeployed))
@@ -308,7 +200,7 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
     let broken = erc6492::wrap(
         factory,
         Bytes::from(vec![0xde, 0xad, 0xbe, 0xef]),
-        signed_by(&wallet.owner, &auth),
+        auth.signature(&wallet.owner),
     );
     let reply = env.post("/x402/verify", &v2_request(&auth, &broken)).await;
     assert_eq!(
@@ -333,14 +225,14 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
         "{reply}"
     );
     // The owner's bare signature, without the deployment, cannot be checked by anyone.
-    let bare = signed_by(&wallet.owner, &auth);
+    let bare = auth.signature(&wallet.owner);
     let reply = env.post("/x402/verify", &v2_request(&auth, &bare)).await;
     assert_eq!(
         reply["invalidReason"], "invalid_exact_evm_signature",
         "{reply}"
     );
     // Balance is proved counterfactually too.
-    let too_much = authorization(wallet.address, 60_000);
+    let too_much = Auth::fresh(wallet.address, PAY_TO, 60_000);
     let reply = env
         .post(
             "/x402/verify",

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use coffer_server::AppState;
-use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, RawResponse, raw_request};
+use crate::kit::{self, Auth, Env, Options, PAY_TO, RawResponse, paywall_route, raw_request};
 
 /// The route's price in base units (0.01 USDC).
 pub const PRICE: u64 = 10_000;
@@ -93,41 +92,16 @@ impl Upstream {
     }
 }
 
-/// `GET /premium/*` for 0.01 USDC on the test chain, paid to the merchant's payTo.
-pub fn premium_route(upstream: &str) -> PaywallRouteConfig {
-    PaywallRouteConfig {
-        path: "/premium/*".to_owned(),
-        method: Some("GET".to_owned()),
-        price: "0.01".to_owned(),
-        networks: vec!["base-sepolia".to_owned()],
-        assets: vec!["USDC".to_owned()],
-        pay_to: PAY_TO.to_checksum(None),
-        upstream: upstream.to_owned(),
-        description: "Premium quotes".to_owned(),
-        mime_type: "application/json".to_owned(),
-        max_timeout_seconds: 300,
-    }
-}
-
-/// Installs the premium route on a state.
-pub fn with_paywall(mut state: AppState, upstream: &str) -> AppState {
-    state.paywall = Arc::new(
-        Paywall::new(
-            &[premium_route(upstream)],
-            &state.gateway.chains,
-            &state.gateway.public_url,
-        )
-        .unwrap(),
-    );
-    state
+/// Installs `GET /premium/*` for 0.01 USDC on the test chain, paid to the merchant's payTo,
+/// on a state.
+pub fn with_paywall(state: AppState, upstream: &str) -> AppState {
+    kit::with_paywall(state, &[paywall_route("/premium/*", upstream)])
 }
 
 /// An environment on `backend` whose paywall sells `/premium/*` from `upstream`.
 pub fn paywalled(backend: Backend, upstream: &Upstream) -> Options {
-    let mut options = Options::on(backend);
     let upstream = upstream.url.clone();
-    options.configure = Box::new(move |state| with_paywall(state, &upstream));
-    options
+    Options::on(backend).configure(move |state| with_paywall(state, &upstream))
 }
 
 /// A fresh v1 `X-PAYMENT` of the route's price from the env's payer.
@@ -335,10 +309,8 @@ async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_
     backend: Backend,
 ) {
     let upstream = Upstream::start().await;
-    let mut options = paywalled(backend, &upstream);
     // Blocks every two seconds: the settlement waits for its receipt.
-    options.block_time = Some(2);
-    let env = Env::with(options).await;
+    let env = Env::with(paywalled(backend, &upstream).block_time(2)).await;
     let before = ledger(&env).await;
     let header = payment(&env);
 
@@ -408,21 +380,17 @@ async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_postg
 /// its base URL.
 async fn second_replica(env: &Env, upstream: &Upstream) -> String {
     let store = env.db.reopen().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let settle = SettleOptions {
         receipt_timeout: Duration::from_secs(5),
         ..SettleOptions::default()
     };
-    let state = AppState::new(store, (*env.state.gateway.chains).clone(), &base)
-        .unwrap()
-        .with_settlement(vec![env.signer.clone()], settle);
-    let state = with_paywall(state, &upstream.url);
-    tokio::spawn(coffer_server::serve(
-        listener,
-        coffer_server::router(state),
-        std::future::pending(),
-    ));
+    let (base, _) = kit::serve(|base| {
+        let state = AppState::new(store, (*env.state.gateway.chains).clone(), base)
+            .unwrap()
+            .with_settlement(vec![env.signer.clone()], settle);
+        with_paywall(state, &upstream.url)
+    })
+    .await;
     base
 }
 

@@ -9,19 +9,16 @@
 //! with a secret moved from another merchant's row, and after a key rotation every signature
 //! still works with the new key only.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use axum::http::{HeaderMap, StatusCode};
-use coffer_core::{ChainOverride, ChainRegistry};
+use coffer_core::ChainRegistry;
 use coffer_evm::testnet;
 use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_gateway::workers::watcher::Watcher;
 use coffer_server::AppState;
-use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{MasterKey, MerchantRow, Sealer, SecretError, StoreError};
 use coffer_x402::settlement::SettleOptions;
@@ -29,7 +26,10 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Auth, CHAIN_ID, PAY_TO, USDC, b64, junk_signature};
+use crate::kit::{
+    self, Auth, CHAIN_ID, Inbox, PAY_TO, USDC, b64, deposit_wallet, junk_signature, new_merchant,
+    paywall_route, registry, rpc, with_paywall,
+};
 
 /// What must never be read outside the process.
 const SECRETS: [&str; 4] = ["SEKRETKEY123", "SEKRETKEY456", "SEKRETPASS", "sekretuser"];
@@ -146,53 +146,24 @@ impl Seen {
 
 impl Leaky {
     async fn start(backend: Backend, rpc_urls: Vec<String>) -> Leaky {
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls,
-                confirmations: Some(1),
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
+        let urls: Vec<&str> = rpc_urls.iter().map(String::as_str).collect();
+        let registry = registry(&[("base-sepolia", rpc(&urls, Some(1)))]);
         let db = TestDatabase::new(backend).await.unwrap();
         let (base, state) = serve(db.store.clone(), registry).await;
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Seller", None)
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
+        let (merchant, api_key) = new_merchant(&state, "Seller", None).await;
         state
             .gateway
             .sales
             .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
             .await
             .unwrap();
-        let xpub = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        state
-            .gateway
-            .store
-            .set_wallet(&merchant.id, 0, &xpub, 0)
-            .await
-            .unwrap();
+        deposit_wallet(&state, &merchant.id).await;
         let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
         let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
         Leaky {
             base,
             merchant,
-            api_key: key.key.expose_secret().to_owned(),
+            api_key,
             okx: (
                 okx.access_key.clone(),
                 okx.secret.expose_secret().to_owned(),
@@ -282,36 +253,19 @@ fn gatepay_request(
 /// Serves a state over `store` and `registry` on port 0 (with a settlement signer and a
 /// paywall route on the chain); its base URL and state.
 async fn serve(store: Arc<dyn coffer_store::Store>, registry: ChainRegistry) -> (String, AppState) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let settle = SettleOptions {
         receipt_timeout: std::time::Duration::from_secs(2),
         ..SettleOptions::default()
     };
-    // The tests' webhook inbox listens on this machine.
-    let mut state = AppState::new(store, registry, &base)
-        .unwrap()
-        .with_settlement(vec![testnet::dev_account(9).unwrap()], settle)
-        .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
-    let route = PaywallRouteConfig {
-        path: "/premium/*".to_owned(),
-        method: Some("GET".to_owned()),
-        price: "0.01".to_owned(),
-        networks: vec!["base-sepolia".to_owned()],
-        assets: vec!["USDC".to_owned()],
-        pay_to: PAY_TO.to_checksum(None),
-        upstream: "http://127.0.0.1:9".to_owned(),
-        description: "quote".to_owned(),
-        mime_type: "application/json".to_owned(),
-        max_timeout_seconds: 300,
-    };
-    state.paywall = Arc::new(Paywall::new(&[route], &state.gateway.chains, &base).unwrap());
-    tokio::spawn(coffer_server::serve(
-        listener,
-        coffer_server::router(state.clone()),
-        std::future::pending(),
-    ));
-    (base, state)
+    kit::serve(|base| {
+        // The tests' webhook inbox listens on this machine.
+        let state = AppState::new(store, registry, base)
+            .unwrap()
+            .with_settlement(vec![testnet::dev_account(9).unwrap()], settle)
+            .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
+        with_paywall(state, &[paywall_route("/premium/*", "http://127.0.0.1:9")])
+    })
+    .await
 }
 
 /// The URLs an operator might configure, each pointing at a failing local endpoint.
@@ -526,34 +480,6 @@ async fn raw_strings(db: &TestDatabase, backend: Backend, sql: &str) -> Vec<Stri
     }
 }
 
-/// A local webhook endpoint that records what it receives.
-#[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<(HeaderMap, String)>>>);
-
-impl Inbox {
-    async fn start(&self) -> String {
-        let inbox = self.clone();
-        let router = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let inbox = inbox.clone();
-                async move {
-                    inbox.0.lock().unwrap().push((headers, body));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        url
-    }
-
-    fn received(&self) -> Vec<(HeaderMap, String)> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
 /// Creates a payment order through the API and schedules a delivery of its `created` event to
 /// the merchant's endpoint through the store (the API sends only events meant to be sent): a
 /// signed webhook is then due.
@@ -607,17 +533,7 @@ async fn due_webhook(state: &AppState, base: &str, api_key: &str, nonce: u64) {
 
 /// The chain the encryption attacks configure (never contacted).
 fn quiet_registry() -> ChainRegistry {
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    overrides.insert(
-        "base-sepolia".to_owned(),
-        ChainOverride {
-            rpc_urls: vec!["http://127.0.0.1:9".to_owned()],
-            ..Default::default()
-        },
-    );
-    registry.apply(&overrides).unwrap();
-    registry
+    registry(&[("base-sepolia", rpc(&["http://127.0.0.1:9"], None))])
 }
 
 /// Someone who can write the database (but has no master key) copies a victim merchant's
@@ -628,8 +544,7 @@ fn quiet_registry() -> ChainRegistry {
 async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await.unwrap();
     let (base, state) = serve(db.store.clone(), quiet_registry()).await;
-    let inbox = Inbox::default();
-    let hook = inbox.start().await;
+    let (inbox, hook) = Inbox::start().await;
     let victim = state
         .gateway
         .merchants
@@ -637,30 +552,9 @@ async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backen
         .await
         .unwrap();
     let victim_gatepay = state.gateway.gatepay.create(&victim.id).await.unwrap();
-    let thief = state
-        .gateway
-        .merchants
-        .create("Thief", Some(&hook))
-        .await
-        .unwrap();
+    let (thief, thief_api_key) = new_merchant(&state, "Thief", Some(&hook)).await;
     let thief_gatepay = state.gateway.gatepay.create(&thief.id).await.unwrap();
-    let thief_key = state
-        .gateway
-        .merchants
-        .create_key(&thief.id, "k")
-        .await
-        .unwrap();
-    let thief_api_key = thief_key.key.expose_secret().to_owned();
-    let xpub = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
-        .unwrap()
-        .to_base58()
-        .unwrap();
-    state
-        .gateway
-        .store
-        .set_wallet(&thief.id, 0, &xpub, 0)
-        .await
-        .unwrap();
+    deposit_wallet(&state, &thief.id).await;
     // The thief's order: a webhook of theirs is due.
     due_webhook(&state, &base, &thief_api_key, 1).await;
 
@@ -793,33 +687,11 @@ async fn a_sealed_secret_moved_to_another_merchant_signs_nothing(backend: Backen
 async fn after_rotation_only_the_new_key_works_and_every_signature_still_does(backend: Backend) {
     let db = TestDatabase::new(backend).await.unwrap();
     let (_, state) = serve(db.store.clone(), quiet_registry()).await;
-    let inbox = Inbox::default();
-    let hook = inbox.start().await;
-    let merchant = state
-        .gateway
-        .merchants
-        .create("Shop", Some(&hook))
-        .await
-        .unwrap();
-    let api_key = state
-        .gateway
-        .merchants
-        .create_key(&merchant.id, "k")
-        .await
-        .unwrap();
-    let api_key = api_key.key.expose_secret().to_owned();
+    let (inbox, hook) = Inbox::start().await;
+    let (merchant, api_key) = new_merchant(&state, "Shop", Some(&hook)).await;
     let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
     let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
-    let xpub = coffer_evm::hd::dev_deposit_key(testnet::DEV_MNEMONIC)
-        .unwrap()
-        .to_base58()
-        .unwrap();
-    state
-        .gateway
-        .store
-        .set_wallet(&merchant.id, 0, &xpub, 0)
-        .await
-        .unwrap();
+    deposit_wallet(&state, &merchant.id).await;
 
     let (new_key, _) = MasterKey::generate();
     assert_eq!(db.store.reseal_secrets(&new_key).await.unwrap(), 3);

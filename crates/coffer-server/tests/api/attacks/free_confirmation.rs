@@ -12,14 +12,14 @@ use serde_json::Value;
 
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
+use crate::kit::{Auth, Env, Options, PAY_TO, junk_signature};
 
 const PRICE: u64 = 2_500_000;
 
 async fn a_journaled_nonce_never_confirms_an_order(backend: Backend) {
     // An open facilitator, so that the stranger's own settlement gets journaled.
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let options = Options::on(backend)
+        .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
     let env = Env::with(options).await;
     let order_id = env.pelago_order("2.50").await;
 

@@ -19,27 +19,21 @@
 //! `{success: false, errorReason, …}` for `/x402/*`, the paywall's x402 answers, and Pelago's
 //! (native, or `{x402Version, code, error, orderId}`) for `/openapi/crypto/*`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256, U256, address};
+use alloy::primitives::{B256, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::contracts::TransferWithAuthorization;
-use coffer_evm::testnet::{self, DEV_MNEMONIC};
+use coffer_evm::testnet;
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 use coffer_server::AppState;
-use coffer_server::paywall::{Paywall, PaywallRouteConfig};
+use coffer_server::paywall::PaywallRouteConfig;
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_x402::settlement::SettleOptions;
 use proptest::prelude::*;
@@ -48,11 +42,11 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// Base Sepolia's USDC, the chain's EIP-3009 token.
-const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-/// The merchant's registered payTo.
-const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
-const CHAIN_ID: u64 = 84_532;
+use crate::kit::{
+    self, CHAIN_ID, PAY_TO, USDC, deposit_wallet, new_merchant, now, paywall_route, registry,
+    requirements_v2, rpc, with_paywall,
+};
+
 /// The paywall route configured for the test.
 const PAYWALL_ROUTE: &str = "/premium/*";
 /// Cases per route and method.
@@ -110,35 +104,13 @@ impl Harness {
 
     async fn build(backend: Backend) -> (axum::Router, TestDatabase, Vec<String>, Keys) {
         let db = TestDatabase::new(backend).await.unwrap();
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![closed_port_url()],
-                confirmations: Some(1),
-                ..ChainOverride::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-        let paywall = Paywall::new(
-            &[PaywallRouteConfig {
-                path: PAYWALL_ROUTE.to_owned(),
-                method: None,
-                price: "0.01".to_owned(),
-                networks: vec!["base-sepolia".to_owned()],
-                assets: vec!["USDC".to_owned()],
-                pay_to: PAY_TO.to_checksum(None),
-                upstream: closed_port_url(),
-                description: "Premium".to_owned(),
-                mime_type: "application/json".to_owned(),
-                max_timeout_seconds: 300,
-            }],
-            &registry,
-            "http://127.0.0.1",
-        )
-        .unwrap();
-        let mut state = AppState::new(db.store.clone(), registry, "http://127.0.0.1")
+        let registry = registry(&[("base-sepolia", rpc(&[&closed_port_url()], Some(1)))]);
+        let route = PaywallRouteConfig {
+            method: None,
+            description: "Premium".to_owned(),
+            ..paywall_route(PAYWALL_ROUTE, &closed_port_url())
+        };
+        let state = AppState::new(db.store.clone(), registry, "http://127.0.0.1")
             .unwrap()
             .with_settlement(
                 vec![testnet::dev_account(9).unwrap()],
@@ -152,20 +124,10 @@ impl Harness {
                 client_per_minute: 0,
                 ..FacilitatorPolicy::default()
             });
-        state.paywall = Arc::new(paywall);
+        let mut state = with_paywall(state, &[route]);
         state.readiness_timeout = Duration::from_millis(200);
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Shop", Some("https://shop.example/hooks"))
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "hostile")
-            .await
-            .unwrap();
+        let (merchant, api_key) =
+            new_merchant(&state, "Shop", Some("https://shop.example/hooks")).await;
         let revoked = state
             .gateway
             .merchants
@@ -180,16 +142,7 @@ impl Harness {
             .unwrap();
         let gatepay = state.gateway.gatepay.create(&merchant.id).await.unwrap();
         let okx = state.gateway.okx.create(&merchant.id).await.unwrap();
-        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        state
-            .gateway
-            .store
-            .set_wallet(&merchant.id, 0, &xpub, 0)
-            .await
-            .unwrap();
+        deposit_wallet(&state, &merchant.id).await;
         state
             .gateway
             .sales
@@ -198,7 +151,7 @@ impl Harness {
             .unwrap();
         let router = coffer_server::router(state);
         let keys = Keys {
-            api_key: key.key.expose_secret().to_owned(),
+            api_key,
             revoked_key: revoked.key.expose_secret().to_owned(),
             gatepay_client_id: gatepay.client_id.clone(),
             gatepay_secret: gatepay.secret.expose_secret().to_owned(),
@@ -777,42 +730,16 @@ fn hostile() -> impl Strategy<Value = Hostile> {
 /// A signed EIP-3009 authorization of `value` base units to the merchant's payTo, as the
 /// `payload` of an x402 request.
 fn signed_authorization(payer: &PrivateKeySigner, value: u64, nonce: u64) -> Value {
-    let now = chrono::Utc::now().timestamp().unsigned_abs();
-    let authorization = TransferWithAuthorization {
+    let now = now();
+    let auth = kit::Auth {
         from: payer.address(),
         to: PAY_TO,
-        value: U256::from(value),
-        validAfter: U256::from(now - 600),
-        validBefore: U256::from(now + 600),
+        value,
         nonce: B256::from(U256::from(nonce) + U256::from(1u64 << 40)),
+        valid_after: now - 600,
+        valid_before: now + 600,
     };
-    let domain = Eip712Domain::new(
-        Some("USDC".into()),
-        Some("2".into()),
-        Some(U256::from(CHAIN_ID)),
-        Some(USDC),
-        None,
-    );
-    let signature = payer
-        .sign_hash_sync(&authorization.eip712_signing_hash(&domain))
-        .unwrap();
-    json!({
-        "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())),
-        "authorization": {
-            "from": payer.address().to_checksum(None),
-            "to": PAY_TO.to_checksum(None),
-            "value": value.to_string(),
-            "validAfter": (now - 600).to_string(),
-            "validBefore": (now + 600).to_string(),
-            "nonce": format!("{:#x}", authorization.nonce),
-        },
-    })
-}
-
-fn requirements_v2(value: u64) -> Value {
-    json!({"scheme": "exact", "network": "eip155:84532", "amount": value.to_string(),
-        "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None),
-        "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}})
+    auth.payload(payer)
 }
 
 fn requirements_v1(value: u64) -> Value {
@@ -835,7 +762,7 @@ fn payment_template(harness: &Harness, proof: bool, value: u64, v2: bool) -> Val
     }
     let payload = signed_authorization(&harness.payer, value, nonce);
     if v2 {
-        json!({"x402Version": 2, "accepted": requirements_v2(value), "payload": payload})
+        json!({"x402Version": 2, "accepted": requirements_v2(PAY_TO, value), "payload": payload})
     } else {
         json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia", "payload": payload})
     }
@@ -890,7 +817,7 @@ fn body_template(harness: &Harness, route: &Route, value: u64, ids: &[String]) -
             } else {
                 json!({"x402Version": 2,
                     "paymentPayload": payment_template(harness, false, value, true),
-                    "paymentRequirements": requirements_v2(value), "syncSettle": value.is_multiple_of(2)})
+                    "paymentRequirements": requirements_v2(PAY_TO, value), "syncSettle": value.is_multiple_of(2)})
             }
         }
         _ => json!({"orderId": id(5), "amount": "1", "note": "anything"}),
@@ -1619,7 +1546,7 @@ fn an_unreachable_chain_is_answered_as_unavailable_in_every_family(backend: Back
 
     let request = json!({"x402Version": 2,
         "paymentPayload": payment_template(&harness, false, 10_000, true),
-        "paymentRequirements": requirements_v2(10_000)})
+        "paymentRequirements": requirements_v2(PAY_TO, 10_000)})
     .to_string()
     .into_bytes();
     for (path, credential) in [

@@ -9,12 +9,10 @@ use coffer_gateway::facilitator_policy::{Access, FacilitatorPolicy};
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
-use crate::harness::{Auth, Env, Options, PAY_TO};
+use crate::kit::{Auth, Env, Options, PAY_TO};
 
 fn with_policy(backend: Backend, policy: FacilitatorPolicy) -> Options {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(move |state| state.with_facilitator_policy(policy));
-    options
+    Options::on(backend).configure(move |state| state.with_facilitator_policy(policy))
 }
 
 async fn settle(
@@ -161,7 +159,7 @@ async fn a_stranger_cannot_lock_a_payer_out(backend: Backend) {
             .post(
                 "/x402/verify",
                 &[],
-                &forged.v2_request(forged.payload_signed(&crate::harness::junk_signature())),
+                &forged.v2_request(forged.payload_signed(&crate::kit::junk_signature())),
             )
             .await;
         assert_ne!(status, 429, "junk counted against the payer: {reply}");

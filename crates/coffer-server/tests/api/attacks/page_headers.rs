@@ -6,15 +6,13 @@
 //! `X-Content-Type-Options: nosniff`, a `Referrer-Policy` and `X-Frame-Options`. The checkout
 //! page's own inline script is one the policy names, so it keeps working.
 
-use std::sync::Arc;
-
 use base64::Engine;
-use coffer_server::paywall::{Paywall, PaywallRouteConfig};
+use coffer_server::paywall::PaywallRouteConfig;
 use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Env, Options, PAY_TO};
+use crate::kit::{Env, Options, paywall_route, with_paywall};
 
 /// One answer's headers and body.
 struct Answer {
@@ -150,26 +148,12 @@ fn assert_strict(what: &str, answer: &Answer) {
 }
 
 async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend) {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|mut state| {
-        let route = PaywallRouteConfig {
-            path: "/premium/*".to_owned(),
-            method: Some("GET".to_owned()),
-            price: "0.01".to_owned(),
-            networks: vec!["base-sepolia".to_owned()],
-            assets: vec!["USDC".to_owned()],
-            pay_to: PAY_TO.to_checksum(None),
-            upstream: "http://127.0.0.1:9".to_owned(),
-            description: "Premium <b>quotes</b>".to_owned(),
-            mime_type: "application/json".to_owned(),
-            max_timeout_seconds: 300,
-        };
-        state.paywall = Arc::new(
-            Paywall::new(&[route], &state.gateway.chains, &state.gateway.public_url).unwrap(),
-        );
-        state
-    });
-    let env = Env::with(options).await;
+    let route = PaywallRouteConfig {
+        description: "Premium <b>quotes</b>".to_owned(),
+        ..paywall_route("/premium/*", "http://127.0.0.1:9")
+    };
+    let env =
+        Env::with(Options::on(backend).configure(|state| with_paywall(state, &[route]))).await;
     env.deposit_wallet(&env.merchant.id).await;
     let (name, value) = env.auth();
     let (status, order) = env

@@ -2,48 +2,41 @@
 //! recorded as orders (on SQLite and PostgreSQL), the paywall reverse proxy, and the
 //! Pelago-compatible order endpoint with both payment forms.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256, address};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::primitives::{Address, U256, address};
+use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
-use base64::Engine;
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::{IERC20, IEip3009, TransferWithAuthorization};
-use coffer_evm::testnet::{self, UsdcSpec};
-use coffer_server::AppState;
-use coffer_server::paywall::{Paywall, PaywallRouteConfig};
-use coffer_store::testing::{Backend, TestDatabase};
-use coffer_store::{MerchantRow, OrderOrdering, OrderQuery};
-use coffer_x402::settlement::SettleOptions;
-use secrecy::ExposeSecret;
+use coffer_evm::contracts::IERC20;
+use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 
-const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-/// The merchant's registered payTo.
-const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+use crate::kit::{
+    self, Auth, Options, PAY_TO, USDC, b64, interop, paywall_route, requirements_v2, unb64,
+    with_paywall,
+};
+
 /// A payTo nobody registered.
 const STRANGER_PAY_TO: Address = address!("0x1111111111111111111111111111111111111111");
 
+/// The seller's environment: the kit's, with a payer holding 5 USDC, a merchant whose webhook
+/// endpoint is local, and a paywall selling `/premium/*` and `/broken/*` from an upstream that
+/// counts its hits.
 struct Env {
-    _anvil: Anvil,
-    chain: DynProvider,
-    base: String,
-    payer: PrivateKeySigner,
-    state: AppState,
-    merchant: MerchantRow,
-    api_key: String,
+    kit: kit::Env,
     hits: Arc<AtomicU64>,
-    _db: TestDatabase,
+}
+
+impl Deref for Env {
+    type Target = kit::Env;
+
+    fn deref(&self) -> &kit::Env {
+        &self.kit
+    }
 }
 
 async fn upstream(hits: Arc<AtomicU64>) -> String {
@@ -74,230 +67,29 @@ async fn upstream(hits: Arc<AtomicU64>) -> String {
 
 impl Env {
     async fn new(backend: Backend) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: 84_532,
-            port: 0,
-            state_file: None,
-            block_time: None,
-        })
-        .await
-        .unwrap();
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-        let payer = testnet::dev_account(1).unwrap();
-        testnet::mint(&chain, USDC, payer.address(), U256::from(5_000_000u64))
-            .await
-            .unwrap();
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                confirmations: Some(1),
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-        let db = TestDatabase::new(backend).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let signer = testnet::dev_account(9).unwrap();
-        let options = SettleOptions {
-            receipt_timeout: Duration::from_secs(5),
-            ..SettleOptions::default()
-        };
-        // The merchant's webhook endpoint is local: loopback is allowed, as under `coffer dev`.
-        let mut state = AppState::new(db.store.clone(), registry, &base)
-            .unwrap()
-            .with_settlement(vec![signer], options)
-            .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback());
         let hits = Arc::new(AtomicU64::new(0));
         let upstream = upstream(hits.clone()).await;
-        let route = |path: &str| PaywallRouteConfig {
-            path: path.to_owned(),
-            method: Some("GET".to_owned()),
-            price: "0.01".to_owned(),
-            networks: vec!["base-sepolia".to_owned()],
-            assets: vec!["USDC".to_owned()],
-            pay_to: PAY_TO.to_checksum(None),
-            upstream: upstream.clone(),
-            description: "Premium quotes".to_owned(),
-            mime_type: "application/json".to_owned(),
-            max_timeout_seconds: 300,
-        };
-        state.paywall = Arc::new(
-            Paywall::new(
-                &[route("/premium/*"), route("/broken/*")],
-                &state.gateway.chains,
-                &base,
-            )
-            .unwrap(),
-        );
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Seller", Some("http://127.0.0.1:9/hooks"))
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
-        state
-            .gateway
-            .sales
-            .add_pay_to(&merchant, 84_532, PAY_TO)
-            .await
-            .unwrap();
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state.clone()),
-            std::future::pending(),
-        ));
+        // The merchant's webhook endpoint is local: loopback is allowed, as under `coffer dev`.
+        let options = Options::on(backend)
+            .payer_funds(5_000_000)
+            .local_endpoints()
+            .merchant_webhook("http://127.0.0.1:9/hooks")
+            .configure(move |state| {
+                let routes = [
+                    paywall_route("/premium/*", &upstream),
+                    paywall_route("/broken/*", &upstream),
+                ];
+                with_paywall(state, &routes)
+            });
         Env {
-            _anvil: anvil,
-            chain,
-            base,
-            payer,
-            state,
-            merchant,
-            api_key: key.key.expose_secret().to_owned(),
+            kit: kit::Env::with(options).await,
             hits,
-            _db: db,
         }
-    }
-
-    async fn balance(&self, who: Address) -> U256 {
-        IEip3009::new(USDC, &self.chain)
-            .balanceOf(who)
-            .call()
-            .await
-            .unwrap()
-    }
-
-    async fn orders(&self) -> Vec<coffer_store::OrderRow> {
-        let (orders, _) = self
-            .state
-            .gateway
-            .store
-            .list_orders(&OrderQuery {
-                merchant_id: self.merchant.id.clone(),
-                status: None,
-                chain_id: None,
-                currency: None,
-                ordering: OrderOrdering::OldestFirst,
-                offset: 0,
-                limit: 100,
-            })
-            .await
-            .unwrap();
-        orders
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
+        self.post(path, &[], body).await
     }
-}
-
-fn now() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
-}
-
-struct Auth {
-    from: Address,
-    to: Address,
-    value: u64,
-    nonce: B256,
-    valid_before: u64,
-}
-
-impl Auth {
-    fn fresh(from: Address, to: Address, value: u64) -> Auth {
-        Auth {
-            from,
-            to,
-            value,
-            nonce: B256::from(rand::random::<[u8; 32]>()),
-            valid_before: now() + 300,
-        }
-    }
-
-    fn sign(&self, signer: &PrivateKeySigner) -> String {
-        let domain = Eip712Domain::new(
-            Some("USDC".into()),
-            Some("2".into()),
-            Some(U256::from(84_532)),
-            Some(USDC),
-            None,
-        );
-        let message = TransferWithAuthorization {
-            from: self.from,
-            to: self.to,
-            value: U256::from(self.value),
-            validAfter: U256::from(now() - 600),
-            validBefore: U256::from(self.valid_before),
-            nonce: self.nonce,
-        };
-        let signature = signer
-            .sign_hash_sync(&message.eip712_signing_hash(&domain))
-            .unwrap();
-        format!("0x{}", alloy::hex::encode(signature.as_bytes()))
-    }
-
-    fn payload(&self, signer: &PrivateKeySigner) -> Value {
-        json!({
-            "signature": self.sign(signer),
-            "authorization": {
-                "from": self.from.to_checksum(None), "to": self.to.to_checksum(None),
-                "value": self.value.to_string(), "validAfter": (now() - 600).to_string(),
-                "validBefore": self.valid_before.to_string(), "nonce": format!("{:#x}", self.nonce),
-            }
-        })
-    }
-}
-
-fn requirements_v2(pay_to: Address, amount: u64) -> Value {
-    json!({
-        "scheme": "exact", "network": "eip155:84532", "amount": amount.to_string(),
-        "asset": USDC.to_checksum(None), "payTo": pay_to.to_checksum(None), "maxTimeoutSeconds": 300,
-        "extra": {"name": "USDC", "version": "2"}
-    })
-}
-
-fn b64(value: &Value) -> String {
-    base64::engine::general_purpose::STANDARD.encode(value.to_string())
-}
-
-fn unb64(text: &str) -> Value {
-    serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
@@ -611,7 +403,7 @@ async fn pelago(backend: Backend) {
     // Pay with a tx-hash proof: the payer transfers, then signs order id + tx hash.
     let payer_chain = ProviderBuilder::new()
         .wallet(EthereumWallet::from(env.payer.clone()))
-        .connect_http(env._anvil.url().parse().unwrap());
+        .connect_http(env.anvil.url().parse().unwrap());
     let token = IERC20::new(USDC, &payer_chain);
     let receipt = token
         .transfer(PAY_TO, U256::from(1_000_000u64))
@@ -721,36 +513,13 @@ async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof_on_postgres() 
     pelago(Backend::Postgres).await;
 }
 
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs an official client; returns its JSON output.
 fn official_fetch(client: &str, version: u8, key: &str, url: &str, request: &Value) -> Value {
-    let root = repo_root();
     let mut input = json!({"version": version, "privateKey": key, "url": url});
     for (name, value) in request.as_object().into_iter().flatten() {
         input[name] = value.clone();
     }
-    let input = input.to_string();
-    let output = match client {
-        "npm" => std::process::Command::new("node")
-            .arg(root.join("interop/x402_fetch.mjs"))
-            .arg(&input)
-            .output()
-            .unwrap(),
-        _ => std::process::Command::new(root.join(".tools/python/bin/python"))
-            .arg(root.join("interop/x402_fetch.py"))
-            .arg(&input)
-            .output()
-            .unwrap(),
-    };
-    assert!(
-        output.status.success(),
-        "{client} v{version}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    interop(client, "x402_fetch", &input)
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use coffer_store::testing::Backend;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{Env, Options, parse_raw_response, raw_request};
-use crate::paywall_paths::{Upstream, ledger, payment, paywalled, with_paywall};
+use super::paywall_paths::{Upstream, ledger, payment, paywalled};
+use crate::kit::{Env, Options, parse_raw_response, raw_request};
 
 /// The `coffer_http_requests_total` series in a `/metrics` text.
 fn request_series(metrics: &str) -> Vec<&str> {
@@ -159,10 +159,7 @@ async fn a_client_that_sends_headers_one_byte_a_second_is_disconnected() {
 async fn a_request_slower_than_the_request_timeout_is_answered_408_and_settles_nothing() {
     // The upstream's first answer takes longer than a request may.
     let upstream = Upstream::slow(Duration::from_secs(6), 1).await;
-    let mut options = paywalled(Backend::Sqlite, &upstream);
-    let url = upstream.url.clone();
-    options.configure = Box::new(move |state| {
-        let mut state = with_paywall(state, &url);
+    let options = paywalled(Backend::Sqlite, &upstream).configure(|mut state| {
         state.limits.request_timeout = Duration::from_secs(2);
         state
     });
@@ -248,10 +245,7 @@ async fn a_request_slower_than_the_request_timeout_is_answered_408_and_settles_n
 async fn past_the_concurrency_limit_requests_are_shed_with_503_and_retry_after() {
     // Two paid requests wait on a slow upstream: they hold both places.
     let upstream = Upstream::slow(Duration::from_secs(3), 2).await;
-    let mut options = paywalled(Backend::Sqlite, &upstream);
-    let url = upstream.url.clone();
-    options.configure = Box::new(move |state| {
-        let mut state = with_paywall(state, &url);
+    let options = paywalled(Backend::Sqlite, &upstream).configure(|mut state| {
         state.limits.max_concurrent_requests = 2;
         state
     });
@@ -309,8 +303,7 @@ async fn past_the_concurrency_limit_requests_are_shed_with_503_and_retry_after()
 /// before the request takes one, within its own deadline, then 408.
 #[tokio::test]
 async fn slow_bodies_take_no_place_and_are_answered_408() {
-    let mut options = Options::on(Backend::Sqlite);
-    options.configure = Box::new(|mut state| {
+    let options = Options::on(Backend::Sqlite).configure(|mut state| {
         state.limits.max_concurrent_requests = 2;
         state.limits.body_read_timeout = Duration::from_secs(2);
         state

@@ -14,24 +14,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, U256};
-use alloy::providers::ProviderBuilder;
-use coffer_core::MerchantId;
-use coffer_evm::contracts::IERC20;
 use coffer_gateway::merchants::MerchantError;
 use coffer_gateway::outbound::{OutboundPolicy, StaticResolver};
-use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_gateway::workers::watcher::{StepReport, Watcher};
-use coffer_server::AppState;
 use coffer_store::OrderUpdate;
 use coffer_store::testing::Backend;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::harness::{CHAIN_ID, Env, Options, USDC};
+use crate::kit::{Env, GatePayClient, Options};
 
 /// The log entry of an attempt the policy refused.
 const REFUSED: &str = "refused by the outbound policy";
@@ -144,23 +136,10 @@ const PUBLIC: IpAddr = IpAddr::V4(Ipv4Addr::new(93, 184, 216, 34));
 
 /// The environment with `policy` in force.
 async fn env_with(backend: Backend, policy: OutboundPolicy) -> Env {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(move |state: AppState| state.with_outbound_policy(policy));
+    let options = Options::on(backend).configure(move |state| state.with_outbound_policy(policy));
     let env = Env::with(options).await;
-    env.state
-        .gateway
-        .store
-        .set_wallet(&env.merchant.id, 0, &xpub(), 0)
-        .await
-        .unwrap();
+    env.deposit_wallet(&env.merchant.id).await;
     env
-}
-
-fn xpub() -> String {
-    coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
-        .unwrap()
-        .to_base58()
-        .unwrap()
 }
 
 fn order_body(nonce: i64, webhook_url: Option<&str>) -> Value {
@@ -190,32 +169,11 @@ async fn create_order(env: &Env, key: &str, body: &Value) -> (u16, Value) {
 /// A signed GatePay request.
 async fn gatepay_post(
     env: &Env,
-    credential: &(String, String),
+    credential: &GatePayClient,
     path: &str,
     body: &Value,
 ) -> (u16, Value) {
-    let body = body.to_string();
-    let timestamp = chrono::Utc::now().timestamp_millis().to_string();
-    let nonce = coffer_gateway::events::new_id("n");
-    let signature =
-        coffer_gateway::gatepay::sign(&credential.1, &timestamp, &nonce, body.as_bytes());
-    let response = reqwest::Client::new()
-        .post(format!("{}{path}", env.base))
-        .header("Content-Type", "application/json")
-        .header("X-GatePay-Certificate-ClientId", &credential.0)
-        .header("X-GatePay-Timestamp", &timestamp)
-        .header("X-GatePay-Nonce", &nonce)
-        .header("X-GatePay-Signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    env.gatepay(credential, path, &body.to_string()).await
 }
 
 fn checkout_body(trade_no: &str, callback_url: &str) -> Value {
@@ -230,27 +188,11 @@ fn checkout_body(trade_no: &str, callback_url: &str) -> Value {
     })
 }
 
-async fn dispatch(state: &AppState) -> usize {
-    Dispatcher::new(&state.gateway)
-        .dispatch_due()
-        .await
-        .unwrap()
-}
-
-/// The merchant's GatePay credential: `(client id, secret)`.
-async fn gatepay_credential(env: &Env, merchant: &MerchantId) -> (String, String) {
-    let credential = env.state.gateway.gatepay.create(merchant).await.unwrap();
-    (
-        credential.client_id.clone(),
-        credential.secret.expose_secret().to_owned(),
-    )
-}
-
 /// Creates a GatePay order (with `callback_url`, else the merchant's endpoint is notified) and
 /// closes it, which notifies `PAY_CLOSE`; returns the order's id.
 async fn closed_checkout(
     env: &Env,
-    credential: &(String, String),
+    credential: &GatePayClient,
     trade_no: &str,
     callback_url: Option<&str>,
 ) -> String {
@@ -283,33 +225,14 @@ async fn closed_checkout(
         .unwrap()
 }
 
-/// A watcher over the test chain, its cursor set (create it before paying).
-async fn watcher(env: &Env) -> Watcher {
-    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
-    watcher.step().await.unwrap();
-    watcher
-}
-
 /// Pays an order its full amount from the funded payer and lets the watcher see it (and the
 /// confirmation), which writes the order's delivered events.
 async fn pay_and_watch(env: &Env, watcher: &mut Watcher, order: &Value) {
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(env.payer.clone()))
-        .connect_http(env.anvil.url().parse().unwrap());
-    let to: Address = order["data"]["receiving_address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let receipt = IERC20::new(USDC, provider)
-        .transfer(to, U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    assert!(receipt.status());
+    env.pay(
+        order["data"]["receiving_address"].as_str().unwrap(),
+        1_000_000,
+    )
+    .await;
     while watcher.step().await.unwrap() != StepReport::Idle {}
 }
 
@@ -413,7 +336,7 @@ async fn private_urls_are_refused_when_set_in_every_family(backend: Backend) {
     let env = env_with(backend, policy).await;
     let target = Listener::on(v4(127, 0, 0, 1)).await;
     let target6 = Listener::on(IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let merchants_before = env.state.gateway.merchants.list().await.unwrap().len();
 
     for (n, url) in private_urls(target.port(), target6.port())
@@ -525,7 +448,7 @@ async fn a_name_that_resolves_public_then_private_is_never_connected_to(backend:
     );
     let policy = OutboundPolicy::strict().with_resolver(resolver.clone());
     let env = env_with(backend, policy).await;
-    let mut watcher = watcher(&env).await;
+    let mut watcher = env.watcher().await;
 
     // A CryptoPay order: public when its webhook_url is set, loopback when it is called.
     let url = format!("http://{native}:{}/hook", target.port());
@@ -533,7 +456,7 @@ async fn a_name_that_resolves_public_then_private_is_never_connected_to(backend:
     assert_eq!(status, 201, "public when checked: {order}");
     assert_eq!(resolver.lookups(native), 1);
     pay_and_watch(&env, &mut watcher, &order).await;
-    let attempts = dispatch(&env.state).await;
+    let attempts = env.deliver().await;
     assert!(attempts >= 1, "the payment's events are delivered");
     assert_eq!(
         resolver.lookups(native),
@@ -542,10 +465,10 @@ async fn a_name_that_resolves_public_then_private_is_never_connected_to(backend:
     );
 
     // A GatePay order's callbackUrl, the same way.
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let callback = format!("http://{checkout}:{}/notify", target.port());
     let checkout_order = closed_checkout(&env, &credential, "T-rebind", Some(&callback)).await;
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(resolver.lookups(checkout), 2);
 
     assert_eq!(
@@ -584,12 +507,12 @@ async fn only_the_address_that_was_checked_is_connected_to(backend: Backend) {
         .unwrap()
         .with_resolver(resolver.clone());
     let env = env_with(backend, policy).await;
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let port = allowed.port();
 
     let flip_url = format!("http://{flip}:{port}/notify");
     let flipped = closed_checkout(&env, &credential, "T-flip", Some(&flip_url)).await;
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(
         (allowed.connections(), target.connections()),
         (1, 0),
@@ -601,7 +524,7 @@ async fn only_the_address_that_was_checked_is_connected_to(backend: Backend) {
 
     let mixed_url = format!("http://{mixed}:{port}/notify");
     let mixed_order = closed_checkout(&env, &credential, "T-mixed", Some(&mixed_url)).await;
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(
         (allowed.connections(), target.connections()),
         (1, 0),
@@ -679,10 +602,10 @@ async fn a_stored_url_that_skipped_the_checks_is_refused_at_delivery(backend: Ba
         orders.push((url, order_id));
     }
     // A GatePay notification to the stored merchant endpoint.
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let checkout_order = closed_checkout(&env, &credential, "T-stored", None).await;
 
-    assert_eq!(dispatch(&env.state).await, urls.len() + 1);
+    assert_eq!(env.deliver().await, urls.len() + 1);
     assert_eq!(
         (target.connections(), target6.connections()),
         (0, 0),
@@ -697,10 +620,10 @@ async fn a_stored_url_that_skipped_the_checks_is_refused_at_delivery(backend: Ba
 async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backend) {
     let env = env_with(backend, OutboundPolicy::allowing_loopback()).await;
     let endpoint = Listener::on(v4(127, 0, 0, 1)).await;
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let url = format!("http://127.0.0.1:{}/notify", endpoint.port());
     let order_id = closed_checkout(&env, &credential, "T-redeliver", Some(&url)).await;
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(endpoint.connections(), 1);
     let (event_type, delivery) = deliveries_of(&env, &env.api_key, &order_id).await.remove(0);
     assert_eq!(event_type, "gatepay.pay_close");
@@ -725,13 +648,13 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
             "{answer}"
         );
     }
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(endpoint.connections(), 2);
 
     for sent in 3..=6 {
         let (status, answer) = env.post(&path, &headers, &empty).await;
         assert_eq!(status, 202, "{answer}");
-        assert_eq!(dispatch(&env.state).await, 1);
+        assert_eq!(env.deliver().await, 1);
         assert_eq!(endpoint.connections(), sent);
     }
 
@@ -747,7 +670,7 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
                 .contains("5 times in the last hour"),
             "{answer}"
         );
-        assert_eq!(dispatch(&env.state).await, 0);
+        assert_eq!(env.deliver().await, 0);
     }
     assert_eq!(endpoint.connections(), 6);
 
@@ -774,7 +697,7 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
         (400, &json!("NOT_DELIVERABLE")),
         "{answer}"
     );
-    assert_eq!(dispatch(&env.state).await, 0);
+    assert_eq!(env.deliver().await, 0);
     assert_eq!(endpoint.connections(), 6);
     let deliveries = deliveries_of(&env, &env.api_key, &order_id).await;
     assert_eq!(
@@ -788,21 +711,21 @@ async fn redelivery_is_limited_and_sends_nothing_beyond_the_limit(backend: Backe
 async fn the_coffer_dev_policy_still_delivers_locally(backend: Backend) {
     let env = env_with(backend, OutboundPolicy::allowing_loopback()).await;
     let endpoint = Listener::on(v4(127, 0, 0, 1)).await;
-    let mut watcher = watcher(&env).await;
+    let mut watcher = env.watcher().await;
     let url = format!("http://127.0.0.1:{}/hook", endpoint.port());
     let (status, order) = create_order(&env, &env.api_key, &order_body(1, Some(&url))).await;
     assert_eq!(status, 201, "{url}: {order}");
     pay_and_watch(&env, &mut watcher, &order).await;
-    let sent = dispatch(&env.state).await;
+    let sent = env.deliver().await;
     assert!(sent >= 1);
     assert_eq!(endpoint.connections(), sent);
     let order_id = order["data"]["order_id"].as_str().unwrap();
     assert_delivered(&env, &env.api_key, order_id, &url).await;
 
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
     let callback = format!("http://localhost:{}/notify", endpoint.port());
     let checkout = closed_checkout(&env, &credential, "T-local", Some(&callback)).await;
-    assert_eq!(dispatch(&env.state).await, 1);
+    assert_eq!(env.deliver().await, 1);
     assert_eq!(endpoint.connections(), sent + 1);
     assert_delivered(&env, &env.api_key, &checkout, &callback).await;
 
@@ -842,7 +765,7 @@ async fn an_allowed_network_or_host_admits_exactly_that_target(backend: Backend)
         .unwrap()
         .with_resolver(Arc::new(resolver));
     let env = env_with(backend, policy).await;
-    let credential = gatepay_credential(&env, &env.merchant.id).await;
+    let credential = env.gatepay_client(&env.merchant.id).await;
 
     for (n, (url, listener)) in [
         (format!("http://127.0.0.2:{port}/notify"), network),
@@ -852,7 +775,7 @@ async fn an_allowed_network_or_host_admits_exactly_that_target(backend: Backend)
     .enumerate()
     {
         let order_id = closed_checkout(&env, &credential, &format!("T-ok-{n}"), Some(&url)).await;
-        assert_eq!(dispatch(&env.state).await, 1);
+        assert_eq!(env.deliver().await, 1);
         assert_eq!(listener.connections(), 1, "{url}");
         assert_delivered(&env, &env.api_key, &order_id, &url).await;
     }
@@ -890,7 +813,7 @@ async fn an_allowed_network_or_host_admits_exactly_that_target(backend: Backend)
         assert_eq!(status, 201, "{order}");
         let order_id = order["data"]["order_id"].as_str().unwrap();
         stored_delivery(&env, order_id, url).await;
-        assert_eq!(dispatch(&env.state).await, 1);
+        assert_eq!(env.deliver().await, 1);
         assert_only_refused(&env, &env.api_key, order_id, url).await;
     }
     assert_eq!(

@@ -10,7 +10,7 @@ use coffer_store::testing::Backend;
 use coffer_store::{DeliveryRow, DeliveryStatus, GatePayOrderRow};
 use serde_json::{Value, json};
 
-use crate::harness::{Env, GatePayClient, Inbox};
+use crate::kit::{Env, GatePayClient, Inbox};
 
 /// GatePay's facts as an older Coffer kept them in `order_info`, naming `client_id` and a
 /// `javascript:` cancel URL.

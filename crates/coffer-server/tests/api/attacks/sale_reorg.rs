@@ -13,7 +13,7 @@ use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::harness::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
+use crate::kit::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
 
 async fn mine(env: &Env, blocks: u64) {
     for _ in 0..blocks {
@@ -83,9 +83,7 @@ async fn settle_to_merchant(env: &Env, value: u64) -> Value {
 /// With three confirmations asked, a sale is `processing` when mined and `confirmed` only when
 /// three blocks deep, through the facilitator and through Pelago alike.
 async fn a_sale_is_confirmed_at_the_chains_confirmations(backend: Backend) {
-    let mut options = Options::on(backend);
-    options.confirmations = 3;
-    let env = Env::with(options).await;
+    let env = Env::with(Options::on(backend).confirmations(3)).await;
     let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
 
@@ -375,21 +373,12 @@ async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_postgres() {
 /// An environment whose settler batches authorizations arriving together into one Multicall3
 /// transaction, with a watcher following the chain.
 async fn batching_env(backend: Backend) -> (Env, Watcher) {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| {
-        state.with_settlement(
-            vec![coffer_evm::testnet::dev_account(9).unwrap()],
-            SettleOptions {
-                receipt_timeout: Duration::from_secs(5),
-                batch_window: Duration::from_millis(400),
-                ..SettleOptions::default()
-            },
-        )
+    let options = Options::on(backend).multicall3().settle(SettleOptions {
+        receipt_timeout: Duration::from_secs(5),
+        batch_window: Duration::from_millis(400),
+        ..SettleOptions::default()
     });
     let env = Env::with(options).await;
-    coffer_evm::testnet::install_multicall3(&env.chain)
-        .await
-        .unwrap();
     let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     watcher.step().await.unwrap();
     mine(&env, 1).await;
@@ -725,8 +714,7 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
 /// "pending" payments that never land). The reconciler sends the lost transaction again; the
 /// signer moves on.
 async fn a_dropped_settlement_does_not_jam_the_signer(backend: Backend) {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| {
+    let options = Options::on(backend).configure(|state| {
         state.with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open())
     });
     let env = Env::with(options).await;

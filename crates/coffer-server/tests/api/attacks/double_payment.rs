@@ -10,7 +10,7 @@ use coffer_store::testing::Backend;
 use coffer_x402::wire::PaymentRequest;
 use serde_json::Value;
 
-use crate::harness::{Auth, Env, PAY_TO};
+use crate::kit::{Auth, Env, PAY_TO};
 
 const PRICE: u64 = 2_500_000;
 
@@ -70,7 +70,7 @@ async fn a_second_payment_that_moved_money_is_recorded_not_lost(backend: Backend
     let mut request: Value = second.v2_request(second.payload(&env.payer));
     request["paymentRequirements"]["extra"]["orderId"] = Value::from(order_id.clone());
     let request = PaymentRequest::parse(request.to_string().as_bytes()).unwrap();
-    let now = crate::harness::now();
+    let now = crate::kit::now();
     let settled = env
         .state
         .gateway

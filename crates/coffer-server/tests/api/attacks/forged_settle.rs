@@ -11,12 +11,12 @@ use serde_json::json;
 
 use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 
-use crate::harness::{Auth, Env, Options, PAY_TO, junk_signature};
+use crate::kit::{Auth, Env, Options, PAY_TO, junk_signature};
 
 async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
     // The journal's defence must hold for an open facilitator too, where any payee is allowed.
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let options = Options::on(backend)
+        .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
     let env = Env::with(options).await;
     let paid = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
     let genuine = paid.v2_request(paid.payload(&env.payer));
@@ -84,7 +84,7 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
     );
     assert_eq!(
         env.balance(attacker_payee).await,
-        alloy::primitives::U256::from(crate::harness::FUNDED)
+        alloy::primitives::U256::from(crate::kit::FUNDED)
     );
 
     // The genuine request, repeated, still answers what it did the first time.
@@ -98,8 +98,8 @@ async fn a_repeated_settle_with_other_terms_is_refused(backend: Backend) {
 /// The same signature spelled another way (`v` as 0/1 instead of 27/28) is the same signed
 /// authorization: repeated, it answers exactly what the first settle did.
 async fn a_signature_respelled_answers_the_same(backend: Backend) {
-    let mut options = Options::on(backend);
-    options.configure = Box::new(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    let options = Options::on(backend)
+        .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
     let env = Env::with(options).await;
     let paid = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
     let signature = paid.sign(&env.payer);

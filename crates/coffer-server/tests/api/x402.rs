@@ -3,215 +3,52 @@
 //! ever broadcast by verification. `/x402/settle`: exactly one transfer per authorization,
 //! however many calls, concurrent or repeated, or restarts in between.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256, address};
+use alloy::primitives::{Address, U256};
 use alloy::providers::ext::AnvilApi;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{Eip712Domain, SolStruct};
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::{IEip3009, TestSmartWallet, TransferWithAuthorization};
-use coffer_evm::testnet::{self, UsdcSpec};
+use coffer_evm::contracts::{IEip3009, TestSmartWallet};
+use coffer_evm::testnet;
+use coffer_gateway::facilitator_policy::FacilitatorPolicy;
 use coffer_server::AppState;
-use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+use crate::kit::{Auth, Env, Options, PAY_TO, USDC, interop, now, requirements_v2};
 
-struct Env {
-    _anvil: Anvil,
-    chain: DynProvider,
-    base: String,
-    payer: PrivateKeySigner,
-    state: AppState,
-    _db: TestDatabase,
-    client: reqwest::Client,
+/// The facilitator alone: an open access policy, Multicall3, a payer with 5 USDC (and no
+/// funds for the stranger, dev account 2), the registry's confirmations, and no merchant payTo.
+async fn facilitator() -> Env {
+    facilitator_with(SettleOptions {
+        receipt_timeout: Duration::from_secs(2),
+        ..SettleOptions::default()
+    })
+    .await
 }
 
-impl Env {
-    async fn new() -> Env {
-        Env::with(SettleOptions {
-            receipt_timeout: Duration::from_secs(2),
-            ..SettleOptions::default()
-        })
-        .await
-    }
-
-    async fn with(options: SettleOptions) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: 84_532,
-            port: 0,
-            state_file: None,
-            block_time: None,
-        })
-        .await
-        .unwrap();
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-        testnet::install_multicall3(&chain).await.unwrap();
-        let payer = testnet::dev_account(1).unwrap();
-        testnet::mint(&chain, USDC, payer.address(), U256::from(5_000_000u64))
-            .await
-            .unwrap();
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-        let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let signer = testnet::dev_account(9).unwrap();
-        let state = AppState::new(db.store.clone(), registry, &base)
-            .unwrap()
-            .with_settlement(vec![signer], options)
-            .with_facilitator_policy(coffer_gateway::facilitator_policy::FacilitatorPolicy::open());
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state.clone()),
-            std::future::pending(),
-        ));
-        Env {
-            _anvil: anvil,
-            chain,
-            base,
-            payer,
-            state,
-            _db: db,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn settle(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/x402/settle", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    async fn balance(&self, who: Address) -> U256 {
-        IEip3009::new(USDC, &self.chain)
-            .balanceOf(who)
-            .call()
-            .await
-            .unwrap()
-    }
-
-    async fn verify(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/x402/verify", self.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-}
-
-fn now() -> u64 {
-    u64::try_from(chrono::Utc::now().timestamp()).unwrap()
-}
-
-struct Auth {
-    from: Address,
-    to: Address,
-    value: u64,
-    valid_after: u64,
-    valid_before: u64,
-    nonce: B256,
-}
-
-impl Auth {
-    fn fresh(from: Address, value: u64) -> Auth {
-        Auth {
-            from,
-            to: PAY_TO,
-            value,
-            valid_after: now() - 600,
-            valid_before: now() + 300,
-            nonce: B256::from(rand::random::<[u8; 32]>()),
-        }
-    }
-
-    fn message(&self) -> TransferWithAuthorization {
-        TransferWithAuthorization {
-            from: self.from,
-            to: self.to,
-            value: U256::from(self.value),
-            validAfter: U256::from(self.valid_after),
-            validBefore: U256::from(self.valid_before),
-            nonce: self.nonce,
-        }
-    }
-
-    fn hash(&self, name: &str) -> B256 {
-        let domain = Eip712Domain::new(
-            Some(name.to_owned().into()),
-            Some("2".into()),
-            Some(U256::from(84_532)),
-            Some(USDC),
-            None,
-        );
-        self.message().eip712_signing_hash(&domain)
-    }
-
-    fn sign(&self, signer: &PrivateKeySigner) -> String {
-        let signature = signer.sign_hash_sync(&self.hash("USDC")).unwrap();
-        format!("0x{}", alloy::hex::encode(signature.as_bytes()))
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "from": self.from.to_checksum(None), "to": self.to.to_checksum(None), "value": self.value.to_string(),
-            "validAfter": self.valid_after.to_string(), "validBefore": self.valid_before.to_string(),
-            "nonce": format!("{:#x}", self.nonce),
-        })
-    }
+async fn facilitator_with(settle: SettleOptions) -> Env {
+    let options = Options::on(Backend::Sqlite)
+        .registry_confirmations()
+        .payer_funds(5_000_000)
+        .stranger_funds(0)
+        .multicall3()
+        .without_pay_to()
+        .settle(settle)
+        .configure(|state| state.with_facilitator_policy(FacilitatorPolicy::open()));
+    Env::with(options).await
 }
 
 fn v2_request(auth: &Auth, signature: &str, amount: u64) -> Value {
-    let requirements = json!({
-        "scheme": "exact", "network": "eip155:84532", "amount": amount.to_string(),
-        "asset": USDC.to_checksum(None), "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300,
-        "extra": {"name": "USDC", "version": "2"}
-    });
+    let requirements = requirements_v2(PAY_TO, amount);
     json!({
         "x402Version": 2,
         "paymentPayload": {"x402Version": 2, "resource": {"url": "http://127.0.0.1/paid"}, "accepted": requirements,
-                           "payload": {"signature": signature, "authorization": auth.json()}},
+                           "payload": auth.payload_signed(signature)},
         "paymentRequirements": requirements,
     })
 }
@@ -220,7 +57,7 @@ fn v1_request(auth: &Auth, signature: &str) -> Value {
     json!({
         "x402Version": 1,
         "paymentPayload": {"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
-                           "payload": {"signature": signature, "authorization": auth.json()}},
+                           "payload": auth.payload_signed(signature)},
         "paymentRequirements": {"scheme": "exact", "network": "base-sepolia", "maxAmountRequired": auth.value.to_string(),
             "resource": "http://127.0.0.1/paid", "description": "", "mimeType": "application/json",
             "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 60, "asset": USDC.to_checksum(None),
@@ -230,7 +67,7 @@ fn v1_request(auth: &Auth, signature: &str) -> Value {
 
 #[tokio::test]
 async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without_any_transaction() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     let payer = env.payer.clone();
     let nonce_before = env
         .chain
@@ -239,7 +76,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
         .unwrap();
     let block_before = env.chain.get_block_number().await.unwrap();
 
-    let auth = Auth::fresh(payer.address(), 10_000);
+    let auth = Auth::fresh(payer.address(), PAY_TO, 10_000);
     let (status, reply) = env
         .verify(&v2_request(&auth, &auth.sign(&payer), 10_000))
         .await;
@@ -269,7 +106,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
             {
                 let a = Auth {
                     valid_before: now() + 2,
-                    ..Auth::fresh(payer.address(), 10_000)
+                    ..Auth::fresh(payer.address(), PAY_TO, 10_000)
                 };
                 v2_request(&a, &a.sign(&payer), 10_000)
             },
@@ -280,7 +117,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
             {
                 let a = Auth {
                     valid_after: now() + 60,
-                    ..Auth::fresh(payer.address(), 10_000)
+                    ..Auth::fresh(payer.address(), PAY_TO, 10_000)
                 };
                 v2_request(&a, &a.sign(&payer), 10_000)
             },
@@ -291,7 +128,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
             {
                 let a = Auth {
                     to: other.address(),
-                    ..Auth::fresh(payer.address(), 10_000)
+                    ..Auth::fresh(payer.address(), PAY_TO, 10_000)
                 };
                 v2_request(&a, &a.sign(&payer), 10_000)
             },
@@ -305,7 +142,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
         (
             "insufficient balance",
             {
-                let a = Auth::fresh(payer.address(), 9_000_000);
+                let a = Auth::fresh(payer.address(), PAY_TO, 9_000_000);
                 v2_request(&a, &a.sign(&payer), 9_000_000)
             },
             "invalid_exact_evm_insufficient_balance",
@@ -335,7 +172,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
         (
             "wrong domain name",
             {
-                let a = Auth::fresh(payer.address(), 10_000);
+                let a = Auth::fresh(payer.address(), PAY_TO, 10_000);
                 let signature = payer.sign_hash_sync(&a.hash("USD Coin")).unwrap();
                 let mut request = v2_request(
                     &a,
@@ -427,7 +264,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
     let relayer = testnet::dev_account(5).unwrap();
     let relaying = ProviderBuilder::new()
         .wallet(EthereumWallet::from(relayer))
-        .connect_http(env._anvil.url().parse().unwrap());
+        .connect_http(env.anvil.url().parse().unwrap());
     let m = auth.message();
     IEip3009::new(USDC, &relaying)
         .transferWithAuthorization_0(
@@ -458,7 +295,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
 
 #[tokio::test]
 async fn a_contract_wallet_pays_with_an_erc1271_signature() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     let owner = testnet::dev_account(2).unwrap();
     let wallet = TestSmartWallet::deploy(&env.chain, owner.address())
         .await
@@ -466,7 +303,7 @@ async fn a_contract_wallet_pays_with_an_erc1271_signature() {
     testnet::mint(&env.chain, USDC, *wallet.address(), U256::from(50_000u64))
         .await
         .unwrap();
-    let auth = Auth::fresh(*wallet.address(), 10_000);
+    let auth = Auth::fresh(*wallet.address(), PAY_TO, 10_000);
     // The wallet vouches (ERC-1271) for a signature by its owner over the EIP-712 hash.
     let (_, reply) = env
         .verify(&v2_request(&auth, &auth.sign(&owner), 10_000))
@@ -487,7 +324,7 @@ async fn a_contract_wallet_pays_with_an_erc1271_signature() {
 
 #[tokio::test]
 async fn supported_lists_both_versions_of_each_configured_chain() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     let reply: Value = reqwest::get(format!("{}/x402/supported", env.base))
         .await
         .unwrap()
@@ -504,8 +341,8 @@ async fn supported_lists_both_versions_of_each_configured_chain() {
 
 #[tokio::test]
 async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
-    let env = Env::new().await;
-    let auth = Auth::fresh(env.payer.address(), 250_000);
+    let env = facilitator().await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 250_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 250_000);
     let payer_before = env.balance(env.payer.address()).await;
     let (status, first) = env.settle(&request).await;
@@ -542,7 +379,7 @@ async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
 
     // An invalid payment is refused before anything is written or sent.
     let stranger = PrivateKeySigner::random();
-    let bad = Auth::fresh(env.payer.address(), 1_000);
+    let bad = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
     let (_, refused) = env
         .settle(&v2_request(&bad, &bad.sign(&stranger), 1_000))
         .await;
@@ -556,8 +393,8 @@ async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer() {
-    let env = std::sync::Arc::new(Env::new().await);
-    let auth = Auth::fresh(env.payer.address(), 100_000);
+    let env = std::sync::Arc::new(facilitator().await);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 100_000);
     let request = std::sync::Arc::new(v2_request(&auth, &auth.sign(&env.payer), 100_000));
     let calls: Vec<_> = (0..200)
         .map(|_| {
@@ -587,11 +424,11 @@ async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors() {
-    let env = std::sync::Arc::new(Env::new().await);
+    let env = std::sync::Arc::new(facilitator().await);
     let calls: Vec<_> = (0..1000)
         .map(|_| {
             let env = env.clone();
-            let auth = Auth::fresh(env.payer.address(), 1_000);
+            let auth = Auth::fresh(env.payer.address(), PAY_TO, 1_000);
             let request = v2_request(&auth, &auth.sign(&env.payer), 1_000);
             tokio::spawn(async move { env.settle(&request).await.1 })
         })
@@ -621,7 +458,7 @@ async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_er
 async fn settlements_arriving_together_share_one_multicall_transaction_and_one_failing_call_fails_alone()
  {
     let env = std::sync::Arc::new(
-        Env::with(SettleOptions {
+        facilitator_with(SettleOptions {
             receipt_timeout: Duration::from_secs(5),
             batch_window: Duration::from_millis(400),
             ..SettleOptions::default()
@@ -636,11 +473,11 @@ async fn settlements_arriving_together_share_one_multicall_transaction_and_one_f
         .unwrap();
     let mut requests = Vec::new();
     for _ in 0..5 {
-        let auth = Auth::fresh(env.payer.address(), 100_000);
+        let auth = Auth::fresh(env.payer.address(), PAY_TO, 100_000);
         requests.push(v2_request(&auth, &auth.sign(&env.payer), 100_000));
     }
     for _ in 0..2 {
-        let auth = Auth::fresh(short.address(), 600_000);
+        let auth = Auth::fresh(short.address(), PAY_TO, 600_000);
         requests.push(v2_request(&auth, &auth.sign(&short), 600_000));
     }
     let calls: Vec<_> = requests
@@ -695,14 +532,14 @@ async fn settlements_arriving_together_share_one_multicall_transaction_and_one_f
 
 #[tokio::test]
 async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_mined_one() {
-    let env = Env::with(SettleOptions {
+    let env = facilitator_with(SettleOptions {
         receipt_timeout: Duration::from_millis(300),
         bump_after: Duration::ZERO,
         ..SettleOptions::default()
     })
     .await;
     env.chain.anvil_set_auto_mine(false).await.unwrap();
-    let auth = Auth::fresh(env.payer.address(), 31_000);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 31_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 31_000);
     let (_, pending) = env.settle(&request).await;
     assert_eq!(pending["errorReason"], "settlement_pending", "{pending}");
@@ -757,9 +594,9 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
 
 #[tokio::test]
 async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     env.chain.anvil_set_auto_mine(false).await.unwrap();
-    let auth = Auth::fresh(env.payer.address(), 42_000);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 42_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 42_000);
 
     // The receipt wait runs out: pending, with the hash, never a plain failure.
@@ -818,31 +655,13 @@ async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transactio
 
 /// Runs an official client (npm or PyPI) to build a payment payload.
 fn official_payload(client: &str, version: u8, private_key: &str, requirements: &Value) -> Value {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let input = json!({"version": version, "privateKey": private_key, "requirements": requirements, "resource": "http://127.0.0.1/paid"});
-    let (program, script) = match client {
-        "npm" => ("node".to_owned(), format!("{root}/interop/x402_client.mjs")),
-        _ => (
-            format!("{root}/.tools/python/bin/python"),
-            format!("{root}/interop/x402_client.py"),
-        ),
-    };
-    let output = std::process::Command::new(&program)
-        .arg(&script)
-        .arg(input.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is missing ({e}): run scripts/install-tools.sh"));
-    assert!(
-        output.status.success(),
-        "{client} v{version}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    interop(client, "x402_client", &input)
 }
 
 #[tokio::test]
 async fn payments_built_by_the_official_npm_and_pypi_clients_verify_and_settle() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
     let v2 = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000", "asset": USDC.to_checksum(None),
         "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}});
@@ -912,7 +731,7 @@ async fn okx_call(
 
 #[tokio::test]
 async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_credentials() {
-    let env = Env::new().await;
+    let env = facilitator().await;
     let merchant = env
         .state
         .gateway
@@ -937,10 +756,10 @@ async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_cred
         supported["data"],
         json!([{"x402Version": 1, "scheme": "exact", "chainIndex": "84532", "chainName": "Base Sepolia"}])
     );
-    let auth = Auth::fresh(env.payer.address(), 1_000_000);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 1_000_000);
     let body = json!({
         "x402Version": 1, "chainIndex": 84532,
-        "paymentPayload": {"x402Version": 1, "scheme": "exact", "payload": {"signature": auth.sign(&env.payer), "authorization": auth.json()}},
+        "paymentPayload": {"x402Version": 1, "scheme": "exact", "payload": {"signature": auth.sign(&env.payer), "authorization": auth.authorization()}},
         "paymentRequirements": {"scheme": "exact", "maxAmountRequired": "1000000", "resource": "https://api.example.com/premium/resource/123",
             "description": "Premium API access for data analysis", "mimeType": "application/json", "outputSchema": {"data": "string"},
             "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 10, "asset": USDC.to_checksum(None), "extra": {"gasLimit": "1000000"}},
@@ -979,7 +798,7 @@ async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_cred
         supported["data"]["kinds"],
         json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}])
     );
-    let auth = Auth::fresh(env.payer.address(), 30_000);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 30_000);
     let mut request = v2_request(&auth, &auth.sign(&env.payer), 30_000);
     request["syncSettle"] = json!(true);
     let (_, verified) = okx_call(

@@ -1,7 +1,5 @@
 //! The README's webhook-verification example runs and agrees with Coffer's signer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 

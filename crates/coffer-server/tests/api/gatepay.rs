@@ -3,36 +3,19 @@
 //! watcher and dispatcher are driven step by step, and a local merchant endpoint receives
 //! GatePay notifications signed with the same X-GatePay-* headers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, U256};
-use alloy::providers::ext::AnvilApi;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
-use axum::http::HeaderMap;
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
-use coffer_evm::contracts::IERC20;
-use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
 use coffer_gateway::fiat::FiatRates;
 use coffer_gateway::gatepay;
-use coffer_gateway::outbound::OutboundPolicy;
-use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
-use coffer_store::testing::{Backend, TestDatabase};
-use coffer_store::{DeliveryStatus, MerchantRow};
+use coffer_store::DeliveryStatus;
+use coffer_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-const USDC: Address = alloy::primitives::address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-const CHAIN_ID: u64 = 84_532;
+use crate::kit::{self, Answer, Inbox, Options, now_ms};
 
 /// The seed's example request body, byte for byte as published.
 const SEED_EXAMPLE: &str = r#"
@@ -52,187 +35,51 @@ const SEED_EXAMPLE: &str = r#"
 }
 "#;
 
-/// A merchant endpoint for GatePay notifications: records them and acknowledges with
-/// `{"returnCode":"SUCCESS"}`, or with a plain `OK` when told not to acknowledge.
-#[derive(Clone, Default)]
-struct Merchant {
-    received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
-    refuse: Arc<AtomicBool>,
-}
-
-impl Merchant {
-    async fn start(&self) -> String {
-        let sink = self.clone();
-        let router = axum::Router::new().route(
-            "/notify",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let sink = sink.clone();
-                async move {
-                    sink.received.lock().unwrap().push((headers, body));
-                    if sink.refuse.load(Ordering::SeqCst) {
-                        "OK".to_owned()
-                    } else {
-                        r#"{"returnCode":"SUCCESS","returnMessage":""}"#.to_owned()
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/notify", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        url
-    }
-
-    fn notifications(&self) -> Vec<(HeaderMap, String)> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
+/// The GatePay environment: the kit's, with two confirmations, Polygon enabled (never watched
+/// here) so that the seed's USDT_MATIC order can be created, a EUR rate, a merchant whose
+/// endpoint receives the notifications, a deposit wallet, a GatePay credential and a watcher at
+/// the current block.
 struct Env {
-    anvil: Anvil,
-    chain: DynProvider,
-    state: AppState,
-    base: String,
-    merchant: MerchantRow,
+    kit: kit::Env,
     client_id: String,
     secret: String,
-    payer: PrivateKeySigner,
     watcher: Watcher,
-    sink: Merchant,
-    db: TestDatabase,
-    _stop: oneshot::Sender<()>,
+    sink: Inbox,
 }
 
-fn registry(rpc: &str) -> ChainRegistry {
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    overrides.insert(
-        "base-sepolia".to_owned(),
-        ChainOverride {
-            rpc_urls: vec![rpc.to_owned()],
-            confirmations: Some(2),
-            ..Default::default()
-        },
-    );
-    // Polygon is enabled (never watched here) so that the seed's USDT_MATIC order can be
-    // created.
-    overrides.insert(
-        "polygon".to_owned(),
-        ChainOverride {
-            rpc_urls: vec![rpc.to_owned()],
-            ..Default::default()
-        },
-    );
-    registry.apply(&overrides).unwrap();
-    registry
-}
+impl Deref for Env {
+    type Target = kit::Env;
 
-async fn serve(state: &AppState) -> (String, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(coffer_server::serve(
-        listener,
-        coffer_server::router(state.clone()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    (base, stop)
+    fn deref(&self) -> &kit::Env {
+        &self.kit
+    }
 }
 
 impl Env {
     async fn new(backend: Backend) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: CHAIN_ID,
-            port: 0,
-            state_file: None,
-            block_time: None,
-        })
-        .await
-        .expect("anvil");
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-        let payer = testnet::dev_account(1).unwrap();
-        testnet::mint(
-            &chain,
-            USDC,
-            payer.address(),
-            U256::from(1_000_000_000_000u64),
-        )
-        .await
-        .unwrap();
-
-        let db = TestDatabase::new(backend).await.expect("database");
-        let mut eur = BTreeMap::new();
-        eur.insert(
+        let (sink, notify_url) = Inbox::start().await;
+        let eur = BTreeMap::from([(
             "EUR".to_owned(),
             BTreeMap::from([("USDC".to_owned(), "0.9".to_owned())]),
-        );
-        // The public URL is only used for links; the listener is bound below.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        )]);
+        let rates = FiatRates::with_overrides(&eur).unwrap();
         // The merchant's endpoint is local: loopback is allowed, as under `coffer dev`.
-        let state = AppState::new(db.store.clone(), registry(anvil.url()), &base)
-            .unwrap()
-            .with_fiat_rates(FiatRates::with_overrides(&eur).unwrap())
-            .with_outbound_policy(OutboundPolicy::allowing_loopback());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state.clone()),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let sink = Merchant::default();
-        let notify_url = sink.start().await;
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Shop", Some(&notify_url))
-            .await
-            .unwrap();
-        let credential = state.gateway.gatepay.create(&merchant.id).await.unwrap();
-        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        state
-            .gateway
-            .store
-            .set_wallet(&merchant.id, 0, &xpub, 0)
-            .await
-            .unwrap();
-        let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
-        watcher.step().await.expect("first step sets the cursor");
+        let options = Options::on(backend)
+            .confirmations(2)
+            .also_serving("polygon")
+            .local_endpoints()
+            .configure(move |state| state.with_fiat_rates(rates))
+            .merchant_webhook(&notify_url);
+        let kit = kit::Env::with(options).await;
+        kit.deposit_wallet(&kit.merchant.id).await;
+        let client = kit.gatepay_client(&kit.merchant.id).await;
+        let watcher = kit.watcher().await;
         Env {
-            anvil,
-            chain,
-            state,
-            base,
-            merchant,
-            client_id: credential.client_id.clone(),
-            secret: secrecy::ExposeSecret::expose_secret(&credential.secret).to_owned(),
-            payer,
+            client_id: client.client_id,
+            secret: client.secret,
             watcher,
             sink,
-            db,
-            _stop: stop,
+            kit,
         }
     }
 
@@ -304,40 +151,9 @@ impl Env {
         answer["data"].clone()
     }
 
-    async fn pay(&self, to: &str, units: u64) {
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(self.payer.clone()))
-            .connect_http(self.anvil.url().parse().unwrap());
-        let token = IERC20::new(USDC, provider);
-        let receipt = token
-            .transfer(to.parse().unwrap(), U256::from(units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
-    }
-
-    async fn mine(&self, blocks: u64) {
-        self.chain.anvil_mine(Some(blocks), None).await.unwrap();
-    }
-
     async fn watch(&mut self) {
         while self.watcher.step().await.expect("watcher step") != StepReport::Idle {}
     }
-
-    async fn deliver(&self) -> usize {
-        Dispatcher::new(&self.state.gateway)
-            .dispatch_due()
-            .await
-            .expect("dispatch")
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn order_body(trade_no: &str, amount: &str) -> Value {
@@ -475,8 +291,8 @@ async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(ba
     // The nonce is remembered in the database: a restarted server (a new state over a new
     // connection) still refuses the replay.
     let store = env.db.reopen().await.unwrap();
-    let restarted = AppState::new(store, registry(env.anvil.url()), &env.base).unwrap();
-    let (base, _stop) = serve(&restarted).await;
+    let chains = (*env.state.gateway.chains).clone();
+    let (base, _) = kit::serve(|_| AppState::new(store, chains, &env.base).unwrap()).await;
     let (status, answer) = env.send(&base, path, &body, &fresh).await;
     assert_eq!(
         (status, &answer["code"]),
@@ -652,7 +468,7 @@ async fn a_paid_order_queries_paid_and_the_merchant_gets_a_signed_notification(b
     assert_eq!(paid["payDetails"].as_array().unwrap().len(), 1);
 
     assert_eq!(env.deliver().await, 1);
-    let notifications = env.sink.notifications();
+    let notifications = env.sink.received();
     assert_eq!(
         notifications.len(),
         1,
@@ -730,14 +546,14 @@ async fn a_paid_order_queries_paid_and_the_merchant_gets_a_signed_notification(b
 
 async fn an_unacknowledged_notification_is_retried(backend: Backend) {
     let mut env = Env::new(backend).await;
-    env.sink.refuse.store(true, Ordering::SeqCst);
+    env.sink.answer_with(Answer::PlainOk);
     let data = env.create(order_body("retry-1", "1")).await;
     env.pay(data["chain"]["address"].as_str().unwrap(), 1_000_000)
         .await;
     env.mine(1).await;
     env.watch().await;
     assert_eq!(env.deliver().await, 1);
-    assert_eq!(env.sink.notifications().len(), 1);
+    assert_eq!(env.sink.received().len(), 1);
     let deliveries = env
         .state
         .gateway
@@ -803,7 +619,7 @@ async fn closing_an_unpaid_order_cancels_it_and_notifies_pay_close(backend: Back
         .await;
     assert_eq!(refund["code"], "400604");
     assert_eq!(env.deliver().await, 1);
-    let (_, body) = &env.sink.notifications()[0];
+    let (_, body) = &env.sink.received()[0];
     let notification: Value = serde_json::from_str(body).unwrap();
     assert_eq!(notification["bizStatus"], "PAY_CLOSE");
     let inner: Value = serde_json::from_str(notification["data"].as_str().unwrap()).unwrap();

@@ -10,7 +10,7 @@ use coffer_store::testing::Backend;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::harness::{Env, GatePayClient};
+use crate::kit::{Env, GatePayClient};
 
 /// What was paid: 10 USDC.
 const PAID: u64 = 10_000_000;

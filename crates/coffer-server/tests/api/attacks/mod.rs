@@ -2,9 +2,6 @@
 //! attacker would against a real server, a real anvil chain and both databases. Every test
 //! asserts that the attack fails and that nothing was credited, signed, sent or leaked.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![allow(dead_code, missing_docs)]
-
 mod double_payment;
 mod extreme_timestamps;
 mod forged_settle;
@@ -12,7 +9,6 @@ mod free_confirmation;
 mod gas_drain;
 mod gatepay_credential;
 mod gatepay_refunds;
-mod harness;
 mod http_limits;
 mod lost_customers;
 mod one_payment_two_purchases;

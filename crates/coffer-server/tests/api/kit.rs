@@ -1,13 +1,19 @@
-//! What every attack starts from: a real server on port 0 over a fresh database (SQLite or
+//! What every test starts from: a real server on port 0 over a fresh database (SQLite or
 //! PostgreSQL), one anvil chain (`base-sepolia`, chain id 84532) with the EIP-3009 test USDC at
 //! Base Sepolia's address, a funded payer, a settlement signer, and a merchant with an API key
-//! and a registered x402 payTo.
+//! and a registered x402 payTo. [`Options`] changes what a family needs (confirmations, a
+//! mainnet chain, a webhook endpoint, a paywall, …); the rest of this module is what tests
+//! share: signed EIP-3009 authorizations, raw HTTP, a merchant's endpoint, GatePay signing and
+//! the official clients.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256, address};
+use alloy::primitives::{Address, B256, Bytes, U256, address};
+use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
@@ -18,6 +24,7 @@ use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::{IEip3009, TransferWithAuthorization};
 use coffer_evm::testnet::{self, UsdcSpec};
 use coffer_server::AppState;
+use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{MerchantRow, OrderOrdering, OrderQuery, OrderRow};
 use coffer_x402::settlement::SettleOptions;
@@ -58,29 +65,146 @@ pub struct Env {
     pub mainnet: Option<Anvil>,
 }
 
-/// How the environment is built; the defaults suit most attacks.
+/// How the environment is built; the defaults suit most tests. A builder:
+/// `Options::on(backend).confirmations(2).merchant_webhook(&url)`.
 pub struct Options {
-    pub backend: Backend,
-    /// Confirmations the chain asks for.
-    pub confirmations: u64,
+    backend: Backend,
+    /// Confirmations the chain asks for; `None` keeps the registry's (5 on Base Sepolia).
+    confirmations: Option<u64>,
     /// anvil's block time; `None` mines on demand.
-    pub block_time: Option<u64>,
-    /// Also run a mainnet chain (`base`, chain id 8453, USDC "USD Coin"/2 at Base's address),
-    /// where the merchant registers the same payTo.
-    pub mainnet: bool,
-    /// Changes the state before the server starts (paywall routes, policies, …).
-    pub configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
+    block_time: Option<u64>,
+    /// Also run a mainnet chain.
+    mainnet: bool,
+    /// What the payer is minted.
+    payer_funds: u64,
+    /// What the stranger is minted.
+    stranger_funds: u64,
+    /// Install Multicall3 on the test chain.
+    multicall3: bool,
+    /// The merchant's webhook URL.
+    merchant_webhook: Option<String>,
+    /// Register the merchant's x402 payTo.
+    pay_to: bool,
+    /// Other chains enabled with the test chain's RPC URL (never watched).
+    also_serving: Vec<String>,
+    settle: SettleOptions,
+    configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
+    routes: Option<axum::Router>,
 }
 
 impl Options {
     pub fn on(backend: Backend) -> Options {
         Options {
             backend,
-            confirmations: 1,
+            confirmations: Some(1),
             block_time: None,
             mainnet: false,
+            payer_funds: FUNDED,
+            stranger_funds: FUNDED,
+            multicall3: false,
+            merchant_webhook: None,
+            pay_to: true,
+            also_serving: Vec::new(),
+            settle: SettleOptions {
+                receipt_timeout: Duration::from_secs(5),
+                ..SettleOptions::default()
+            },
             configure: Box::new(|state| state),
+            routes: None,
         }
+    }
+
+    /// The test chain asks for `confirmations` (1 unless told).
+    pub fn confirmations(mut self, confirmations: u64) -> Options {
+        self.confirmations = Some(confirmations);
+        self
+    }
+
+    /// The test chain keeps the registry's confirmations (5 on Base Sepolia).
+    pub fn registry_confirmations(mut self) -> Options {
+        self.confirmations = None;
+        self
+    }
+
+    /// anvil mines a block every `seconds` (else on demand).
+    pub fn block_time(mut self, seconds: u64) -> Options {
+        self.block_time = Some(seconds);
+        self
+    }
+
+    /// Also run a mainnet chain (`base`, chain id 8453, USDC "USD Coin"/2 at Base's address),
+    /// where the merchant registers the same payTo.
+    pub fn mainnet(mut self) -> Options {
+        self.mainnet = true;
+        self
+    }
+
+    /// The payer starts with `units` base units (else [`FUNDED`]).
+    pub fn payer_funds(mut self, units: u64) -> Options {
+        self.payer_funds = units;
+        self
+    }
+
+    /// The stranger starts with `units` base units (else [`FUNDED`]; 0 mints nothing).
+    pub fn stranger_funds(mut self, units: u64) -> Options {
+        self.stranger_funds = units;
+        self
+    }
+
+    /// Installs Multicall3 on the test chain (the facilitator batches through it).
+    pub fn multicall3(mut self) -> Options {
+        self.multicall3 = true;
+        self
+    }
+
+    /// The merchant's webhooks (and GatePay notifications) go to `url`.
+    pub fn merchant_webhook(mut self, url: &str) -> Options {
+        self.merchant_webhook = Some(url.to_owned());
+        self
+    }
+
+    /// The merchant registers no x402 payTo: settlements are not sales.
+    pub fn without_pay_to(mut self) -> Options {
+        self.pay_to = false;
+        self
+    }
+
+    /// Enables `chain` too, with the test chain's RPC URL (so that its orders can be created;
+    /// it is never watched).
+    pub fn also_serving(mut self, chain: &str) -> Options {
+        self.also_serving.push(chain.to_owned());
+        self
+    }
+
+    /// The settlement signer's options (a 5-second receipt timeout unless told).
+    pub fn settle(mut self, settle: SettleOptions) -> Options {
+        self.settle = settle;
+        self
+    }
+
+    /// Changes the state before the server starts (paywall routes, policies, …), after any
+    /// change already asked for.
+    pub fn configure(
+        mut self,
+        configure: impl FnOnce(AppState) -> AppState + Send + 'static,
+    ) -> Options {
+        let before = self.configure;
+        self.configure = Box::new(move |state| configure(before(state)));
+        self
+    }
+
+    /// Webhooks may go to endpoints on this machine (as `coffer dev`'s).
+    pub fn local_endpoints(self) -> Options {
+        self.configure(|state| {
+            state
+                .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback())
+        })
+    }
+
+    /// The server also answers `routes` (a merchant's pages served beside Coffer).
+    pub fn routes(mut self, routes: axum::Router) -> Options {
+        self.routes = Some(routes);
+        self
     }
 }
 
@@ -91,12 +215,7 @@ impl Env {
 
     /// An environment whose webhooks may go to endpoints on this machine (as `coffer dev`'s).
     pub async fn with_local_endpoints(backend: Backend) -> Env {
-        let mut options = Options::on(backend);
-        options.configure = Box::new(|state| {
-            state
-                .with_outbound_policy(coffer_gateway::outbound::OutboundPolicy::allowing_loopback())
-        });
-        Env::with(options).await
+        Env::with(Options::on(backend).local_endpoints()).await
     }
 
     pub async fn with(options: Options) -> Env {
@@ -106,7 +225,10 @@ impl Env {
             CHAIN_ID,
             USDC,
             "USDC",
-            &[payer.address(), stranger.address()],
+            &[
+                (payer.address(), options.payer_funds),
+                (stranger.address(), options.stranger_funds),
+            ],
             options.block_time,
         )
         .await;
@@ -114,83 +236,62 @@ impl Env {
             .wallet(EthereumWallet::from(testnet::dev_account(0).unwrap()))
             .connect_http(anvil.url().parse().unwrap())
             .erased();
+        if options.multicall3 {
+            testnet::install_multicall3(&chain).await.unwrap();
+        }
         let mainnet = match options.mainnet {
             true => Some(
                 start_chain(
                     BASE_CHAIN_ID,
                     BASE_USDC,
                     "USD Coin",
-                    &[payer.address()],
+                    &[(payer.address(), FUNDED)],
                     None,
                 )
                 .await,
             ),
             false => None,
         };
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
+        let mut overrides = Vec::new();
         if let Some(mainnet) = &mainnet {
-            overrides.insert(
-                "base".to_owned(),
-                ChainOverride {
-                    rpc_urls: vec![mainnet.url().to_owned()],
-                    confirmations: Some(options.confirmations),
-                    ..Default::default()
-                },
-            );
+            overrides.push(("base", rpc(&[mainnet.url()], options.confirmations)));
         }
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                confirmations: Some(options.confirmations),
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
+        overrides.push(("base-sepolia", rpc(&[anvil.url()], options.confirmations)));
+        for other in &options.also_serving {
+            overrides.push((other.as_str(), rpc(&[anvil.url()], None)));
+        }
+        let registry = registry(&overrides);
         let db = TestDatabase::new(options.backend).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let signer = testnet::dev_account(9).unwrap();
-        let settle = SettleOptions {
-            receipt_timeout: Duration::from_secs(5),
-            ..SettleOptions::default()
-        };
-        let state = AppState::new(db.store.clone(), registry, &base)
-            .unwrap()
-            .with_settlement(vec![signer.clone()], settle);
-        let state = (options.configure)(state);
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Seller", None)
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
-        state
-            .gateway
-            .sales
-            .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
-            .await
-            .unwrap();
-        if mainnet.is_some() {
+        let (configure, settle, routes) = (options.configure, options.settle, options.routes);
+        let (base, state) = serve_with(
+            |base| {
+                let state = AppState::new(db.store.clone(), registry, base)
+                    .unwrap()
+                    .with_settlement(vec![signer.clone()], settle);
+                configure(state)
+            },
+            routes,
+        )
+        .await;
+        let (merchant, api_key) =
+            new_merchant(&state, "Seller", options.merchant_webhook.as_deref()).await;
+        if options.pay_to {
             state
                 .gateway
                 .sales
-                .add_pay_to(&merchant, BASE_CHAIN_ID, PAY_TO)
+                .add_pay_to(&merchant, CHAIN_ID, PAY_TO)
                 .await
                 .unwrap();
+            if mainnet.is_some() {
+                state
+                    .gateway
+                    .sales
+                    .add_pay_to(&merchant, BASE_CHAIN_ID, PAY_TO)
+                    .await
+                    .unwrap();
+            }
         }
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state.clone()),
-            std::future::pending(),
-        ));
         Env {
             anvil,
             chain,
@@ -200,7 +301,7 @@ impl Env {
             signer,
             state,
             merchant,
-            api_key: key.key.expose_secret().to_owned(),
+            api_key,
             db,
             mainnet,
         }
@@ -248,24 +349,78 @@ impl Env {
         read(request.send().await.unwrap()).await
     }
 
+    /// `POST /x402/verify`.
+    pub async fn verify(&self, body: &Value) -> (u16, Value) {
+        self.post("/x402/verify", &[], body).await
+    }
+
+    /// `POST /x402/settle`.
+    pub async fn settle(&self, body: &Value) -> (u16, Value) {
+        self.post("/x402/settle", &[], body).await
+    }
+
     /// The merchant's API key as a header.
     pub fn auth(&self) -> (&'static str, String) {
         ("Authorization", format!("Bearer {}", self.api_key))
     }
+
+    /// Mines `blocks` blocks on the test chain.
+    pub async fn mine(&self, blocks: u64) {
+        self.chain.anvil_mine(Some(blocks), None).await.unwrap();
+    }
 }
 
-/// Starts an anvil chain (mining every `block_time` seconds, else on demand) with the EIP-3009
-/// test token at `token` (EIP-712 `name`, version `2`, owned by dev account 0) and funds
-/// `payers`.
-pub async fn start_chain(
-    chain_id: u64,
-    token: Address,
-    name: &str,
-    payers: &[Address],
-    block_time: Option<u64>,
-) -> Anvil {
+/// Binds port 0, builds the state for its base URL (`http://127.0.0.1:<port>`) and serves
+/// Coffer's router there until the test ends; the base URL and the state.
+pub async fn serve(state: impl FnOnce(&str) -> AppState) -> (String, AppState) {
+    serve_with(state, None).await
+}
+
+/// [`serve`], the server also answering `routes`.
+async fn serve_with(
+    state: impl FnOnce(&str) -> AppState,
+    routes: Option<axum::Router>,
+) -> (String, AppState) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = state(&base);
+    let mut router = coffer_server::router(state.clone());
+    if let Some(routes) = routes {
+        router = routes.merge(router);
+    }
+    tokio::spawn(coffer_server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    (base, state)
+}
+
+/// The built-in registry with `overrides` applied.
+pub fn registry(overrides: &[(&str, ChainOverride)]) -> ChainRegistry {
+    let mut registry = ChainRegistry::builtin();
+    let overrides: BTreeMap<String, ChainOverride> = overrides
+        .iter()
+        .map(|(chain, change)| ((*chain).to_owned(), change.clone()))
+        .collect();
+    registry.apply(&overrides).unwrap();
+    registry
+}
+
+/// A chain served by `urls`, asking for `confirmations` (`None`: the registry's).
+pub fn rpc(urls: &[&str], confirmations: Option<u64>) -> ChainOverride {
+    ChainOverride {
+        rpc_urls: urls.iter().map(|url| (*url).to_owned()).collect(),
+        confirmations,
+        ..ChainOverride::default()
+    }
+}
+
+/// Starts a bare anvil chain with `chain_id` (mining every `block_time` seconds, else on
+/// demand).
+pub async fn start_anvil(chain_id: u64, block_time: Option<u64>) -> Anvil {
     let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-    let anvil = Anvil::start(&AnvilOptions {
+    Anvil::start(&AnvilOptions {
         binary,
         chain_id,
         port: 0,
@@ -273,7 +428,20 @@ pub async fn start_chain(
         block_time,
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Starts an anvil chain (mining every `block_time` seconds, else on demand) with the EIP-3009
+/// test token at `token` (EIP-712 `name`, version `2`, owned by dev account 0) and mints each
+/// of `payers` its base units.
+pub async fn start_chain(
+    chain_id: u64,
+    token: Address,
+    name: &str,
+    payers: &[(Address, u64)],
+    block_time: Option<u64>,
+) -> Anvil {
+    let anvil = start_anvil(chain_id, block_time).await;
     let owner = testnet::dev_account(0).unwrap();
     let chain = ProviderBuilder::new()
         .wallet(EthereumWallet::from(owner.clone()))
@@ -289,10 +457,12 @@ pub async fn start_chain(
     testnet::install_usdc_at(&chain, token, &spec)
         .await
         .unwrap();
-    for who in payers {
-        testnet::mint(&chain, token, *who, U256::from(FUNDED))
-            .await
-            .unwrap();
+    for (who, units) in payers {
+        if *units > 0 {
+            testnet::mint(&chain, token, *who, U256::from(*units))
+                .await
+                .unwrap();
+        }
     }
     anvil
 }
@@ -325,8 +495,19 @@ async fn read(response: reqwest::Response) -> (u16, Value) {
     )
 }
 
+/// Unix seconds.
 pub fn now() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp()).unwrap()
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `units` whole USDC in base units.
+pub fn usdc(units: u64) -> u64 {
+    units * 1_000_000
 }
 
 /// An EIP-3009 `transferWithAuthorization` of the test USDC.
@@ -353,6 +534,41 @@ impl Auth {
         }
     }
 
+    /// The signed message.
+    pub fn message(&self) -> TransferWithAuthorization {
+        TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from(self.value),
+            validAfter: U256::from(self.valid_after),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        }
+    }
+
+    /// The EIP-712 hash for the test USDC under the domain name `name`.
+    pub fn hash(&self, name: &str) -> B256 {
+        self.hash_on(CHAIN_ID, USDC, name)
+    }
+
+    /// The EIP-712 hash for a token on a chain.
+    pub fn hash_on(&self, chain_id: u64, token: Address, name: &str) -> B256 {
+        let domain = Eip712Domain::new(
+            Some(name.to_owned().into()),
+            Some("2".into()),
+            Some(U256::from(chain_id)),
+            Some(token),
+            None,
+        );
+        self.message().eip712_signing_hash(&domain)
+    }
+
+    /// The payer's EIP-712 signature on the test chain.
+    pub fn signature(&self, signer: &PrivateKeySigner) -> Bytes {
+        let signature = signer.sign_hash_sync(&self.hash("USDC")).unwrap();
+        Bytes::from(signature.as_bytes().to_vec())
+    }
+
     /// The payer's EIP-712 signature on the test chain, 0x hex.
     pub fn sign(&self, signer: &PrivateKeySigner) -> String {
         self.sign_on(signer, CHAIN_ID, USDC, "USDC")
@@ -366,37 +582,24 @@ impl Auth {
         token: Address,
         name: &str,
     ) -> String {
-        let domain = Eip712Domain::new(
-            Some(name.to_owned().into()),
-            Some("2".into()),
-            Some(U256::from(chain_id)),
-            Some(token),
-            None,
-        );
-        let message = TransferWithAuthorization {
-            from: self.from,
-            to: self.to,
-            value: U256::from(self.value),
-            validAfter: U256::from(self.valid_after),
-            validBefore: U256::from(self.valid_before),
-            nonce: self.nonce,
-        };
         let signature = signer
-            .sign_hash_sync(&message.eip712_signing_hash(&domain))
+            .sign_hash_sync(&self.hash_on(chain_id, token, name))
             .unwrap();
         format!("0x{}", alloy::hex::encode(signature.as_bytes()))
     }
 
+    /// The `authorization` object of a payload.
+    pub fn authorization(&self) -> Value {
+        json!({
+            "from": self.from.to_checksum(None), "to": self.to.to_checksum(None),
+            "value": self.value.to_string(), "validAfter": self.valid_after.to_string(),
+            "validBefore": self.valid_before.to_string(), "nonce": format!("{:#x}", self.nonce),
+        })
+    }
+
     /// `{signature, authorization}` with the given signature.
     pub fn payload_signed(&self, signature: &str) -> Value {
-        json!({
-            "signature": signature,
-            "authorization": {
-                "from": self.from.to_checksum(None), "to": self.to.to_checksum(None),
-                "value": self.value.to_string(), "validAfter": self.valid_after.to_string(),
-                "validBefore": self.valid_before.to_string(), "nonce": format!("{:#x}", self.nonce),
-            }
-        })
+        json!({"signature": signature, "authorization": self.authorization()})
     }
 
     /// `{signature, authorization}` signed by `signer`.
@@ -437,6 +640,16 @@ pub fn requirements_v2(pay_to: Address, amount: u64) -> Value {
 /// Base64 (standard, padded) of a JSON value.
 pub fn b64(value: &Value) -> String {
     base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+/// The JSON value of standard base64.
+pub fn unb64(text: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// A 65-byte signature that signs nothing.
@@ -606,25 +819,53 @@ pub fn parse_raw_response(answer: &[u8]) -> RawResponse {
 // Payment orders, GatePay credentials and a merchant's endpoint (GatePay and page attacks)
 // ---------------------------------------------------------------------------------------------
 
-/// A merchant's endpoint on this machine: records every request POSTed to it and acknowledges
-/// it in GatePay's words (`{"returnCode":"SUCCESS"}`, which Coffer's own webhooks accept too).
-#[derive(Clone, Default)]
+/// How a merchant's endpoint answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `{"returnCode":"SUCCESS"}`: acknowledged in GatePay's words (Coffer's own webhooks take
+    /// any 2xx).
+    Acknowledge,
+    /// A plain `OK`: a 200 that is no GatePay acknowledgement (recorded).
+    PlainOk,
+    /// A 500, and nothing recorded: the endpoint is down.
+    Fail,
+}
+
+/// A merchant's endpoint on this machine: records every request POSTed to it and answers as
+/// told, [`Answer::Acknowledge`] until told otherwise.
+#[derive(Clone)]
 pub struct Inbox {
-    received: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+    received: Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+    answer: Arc<std::sync::Mutex<Answer>>,
 }
 
 impl Inbox {
     /// Starts the endpoint; returns it and its URL.
     pub async fn start() -> (Inbox, String) {
-        let inbox = Inbox::default();
+        let inbox = Inbox {
+            received: Arc::default(),
+            answer: Arc::new(std::sync::Mutex::new(Answer::Acknowledge)),
+        };
         let sink = inbox.clone();
         let router = axum::Router::new().route(
             "/hooks",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
                 let sink = sink.clone();
                 async move {
-                    sink.received.lock().unwrap().push((headers, body));
-                    r#"{"returnCode":"SUCCESS","returnMessage":""}"#
+                    use axum::response::IntoResponse;
+                    let answer = *sink.answer.lock().unwrap();
+                    if answer != Answer::Fail {
+                        sink.received.lock().unwrap().push((headers, body));
+                    }
+                    match answer {
+                        Answer::Acknowledge => {
+                            r#"{"returnCode":"SUCCESS","returnMessage":""}"#.into_response()
+                        }
+                        Answer::PlainOk => "OK".into_response(),
+                        Answer::Fail => {
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                        }
+                    }
                 }
             }),
         );
@@ -634,10 +875,67 @@ impl Inbox {
         (inbox, url)
     }
 
+    /// From now on, answers `answer`.
+    pub fn answer_with(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
     /// Every request received so far: headers and body.
     pub fn received(&self) -> Vec<(axum::http::HeaderMap, String)> {
         self.received.lock().unwrap().clone()
     }
+
+    /// Every request received so far, its body as JSON.
+    pub fn events(&self) -> Vec<(axum::http::HeaderMap, Value)> {
+        self.received()
+            .into_iter()
+            .map(|(headers, body)| (headers, serde_json::from_str(&body).unwrap()))
+            .collect()
+    }
+
+    /// The `type` of every event received so far.
+    pub fn event_types(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|(_, body)| body["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A new merchant (notified at `webhook_url`) and its API key, as its clients hold it.
+pub async fn new_merchant(
+    state: &AppState,
+    name: &str,
+    webhook_url: Option<&str>,
+) -> (MerchantRow, String) {
+    let merchant = state
+        .gateway
+        .merchants
+        .create(name, webhook_url)
+        .await
+        .unwrap();
+    let key = state
+        .gateway
+        .merchants
+        .create_key(&merchant.id, "test")
+        .await
+        .unwrap();
+    (merchant, key.key.expose_secret().to_owned())
+}
+
+/// Gives a merchant the development deposit wallet (xpub) on every chain, so that it can take
+/// payment orders.
+pub async fn deposit_wallet(state: &AppState, merchant: &coffer_core::MerchantId) {
+    let xpub = coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
+        .unwrap()
+        .to_base58()
+        .unwrap();
+    state
+        .gateway
+        .store
+        .set_wallet(merchant, 0, &xpub, 0)
+        .await
+        .unwrap();
 }
 
 /// A GatePay credential: ClientId and secret.
@@ -670,37 +968,15 @@ impl GatePayClient {
 impl Env {
     /// Another merchant, with an API key; notifications go to `webhook_url`.
     pub async fn another_merchant(&self, name: &str, webhook_url: &str) -> (MerchantRow, String) {
-        let merchant = self
-            .state
-            .gateway
-            .merchants
-            .create(name, Some(webhook_url))
-            .await
-            .unwrap();
-        let key = self
-            .state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
-        self.deposit_wallet(&merchant.id).await;
-        (merchant, key.key.expose_secret().to_owned())
+        let merchant = new_merchant(&self.state, name, Some(webhook_url)).await;
+        self.deposit_wallet(&merchant.0.id).await;
+        merchant
     }
 
     /// Gives a merchant the development deposit wallet (xpub) on every chain, so that it can
     /// take payment orders.
     pub async fn deposit_wallet(&self, merchant: &coffer_core::MerchantId) {
-        let xpub = coffer_evm::hd::dev_deposit_key(coffer_evm::testnet::DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        self.state
-            .gateway
-            .store
-            .set_wallet(merchant, 0, &xpub, 0)
-            .await
-            .unwrap();
+        deposit_wallet(&self.state, merchant).await;
     }
 
     /// A new GatePay credential of a merchant.
@@ -757,10 +1033,15 @@ impl Env {
     pub async fn watch_and_deliver(&self, watcher: &mut coffer_gateway::workers::watcher::Watcher) {
         use coffer_gateway::workers::watcher::StepReport;
         while watcher.step().await.unwrap() != StepReport::Idle {}
+        self.deliver().await;
+    }
+
+    /// Sends every due webhook once; how many were sent.
+    pub async fn deliver(&self) -> usize {
         coffer_gateway::workers::dispatcher::Dispatcher::new(&self.state.gateway)
             .dispatch_due()
             .await
-            .unwrap();
+            .unwrap()
     }
 
     /// Transfers `units` of the test USDC from the payer to `to` (one mined block).
@@ -778,4 +1059,65 @@ impl Env {
             .unwrap();
         assert!(receipt.status());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The paywall and the official clients
+// ---------------------------------------------------------------------------------------------
+
+/// `GET path` for 0.01 USDC on the test chain, paid to the merchant's payTo, proxied to
+/// `upstream`.
+pub fn paywall_route(path: &str, upstream: &str) -> PaywallRouteConfig {
+    PaywallRouteConfig {
+        path: path.to_owned(),
+        method: Some("GET".to_owned()),
+        price: "0.01".to_owned(),
+        networks: vec!["base-sepolia".to_owned()],
+        assets: vec!["USDC".to_owned()],
+        pay_to: PAY_TO.to_checksum(None),
+        upstream: upstream.to_owned(),
+        description: "Premium quotes".to_owned(),
+        mime_type: "application/json".to_owned(),
+        max_timeout_seconds: 300,
+    }
+}
+
+/// Installs paywall routes on a state.
+pub fn with_paywall(mut state: AppState, routes: &[PaywallRouteConfig]) -> AppState {
+    state.paywall =
+        Arc::new(Paywall::new(routes, &state.gateway.chains, &state.gateway.public_url).unwrap());
+    state
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs an official client's script, `interop/<script>.mjs` under node for `npm` and
+/// `interop/<script>.py` under `.tools/python` for `pypi`, with `input` as its argument; its
+/// JSON output.
+pub fn interop(client: &str, script: &str, input: &Value) -> Value {
+    let root = repo_root();
+    let (program, script) = match client {
+        "npm" => (
+            PathBuf::from("node"),
+            root.join(format!("interop/{script}.mjs")),
+        ),
+        _ => (
+            root.join(".tools/python/bin/python"),
+            root.join(format!("interop/{script}.py")),
+        ),
+    };
+    let output = std::process::Command::new(&program)
+        .arg(&script)
+        .arg(input.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{program:?} is missing ({e}): run scripts/install-tools.sh"));
+    assert!(
+        output.status.success(),
+        "{client} {script:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }

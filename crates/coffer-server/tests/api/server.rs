@@ -1,19 +1,18 @@
 //! The HTTP server against real databases (SQLite and PostgreSQL) and a real anvil chain.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
+use coffer_core::ChainRegistry;
 use coffer_server::AppState;
 use coffer_store::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+use crate::kit::{registry, rpc, start_anvil};
 
 struct TestServer {
     base: String,
@@ -77,31 +76,8 @@ impl TestServer {
     }
 }
 
-async fn start_anvil(chain_id: u64) -> Anvil {
-    let binary = anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-    Anvil::start(&AnvilOptions {
-        binary,
-        chain_id,
-        port: 0,
-        state_file: None,
-        block_time: None,
-    })
-    .await
-    .expect("anvil starts")
-}
-
 fn registry_with(chain: &str, rpc_url: &str) -> ChainRegistry {
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    overrides.insert(
-        chain.to_owned(),
-        ChainOverride {
-            rpc_urls: vec![rpc_url.to_owned()],
-            ..ChainOverride::default()
-        },
-    );
-    registry.apply(&overrides).expect("override");
-    registry
+    registry(&[(chain, rpc(&[rpc_url], None))])
 }
 
 async fn liveness_answers_without_dependencies(backend: Backend) {
@@ -115,7 +91,7 @@ async fn liveness_answers_without_dependencies(backend: Backend) {
 }
 
 async fn readiness_checks_the_database_and_each_chain(backend: Backend) {
-    let chain = start_anvil(84_532).await;
+    let chain = start_anvil(84_532, None).await;
     let server = TestServer::start(backend, registry_with("base-sepolia", chain.url())).await;
     let (status, body) = server.get("/readyz", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -223,24 +199,11 @@ coffer_store::on_both_databases!(
 
 #[tokio::test]
 async fn readiness_fails_when_a_chain_is_unreachable_or_the_wrong_chain() {
-    let wrong_chain = start_anvil(31_337).await;
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    overrides.insert(
-        "base".to_owned(),
-        ChainOverride {
-            rpc_urls: vec!["http://127.0.0.1:9".to_owned()],
-            ..Default::default()
-        },
-    );
-    overrides.insert(
-        "bsc".to_owned(),
-        ChainOverride {
-            rpc_urls: vec![wrong_chain.url().to_owned()],
-            ..Default::default()
-        },
-    );
-    registry.apply(&overrides).expect("override");
+    let wrong_chain = start_anvil(31_337, None).await;
+    let registry = registry(&[
+        ("base", rpc(&["http://127.0.0.1:9"], None)),
+        ("bsc", rpc(&[wrong_chain.url()], None)),
+    ]);
     let server = TestServer::start(Backend::Sqlite, registry).await;
     let (status, body) = server.get("/readyz", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -266,18 +229,8 @@ async fn readiness_fails_when_a_chain_is_unreachable_or_the_wrong_chain() {
 
 #[tokio::test]
 async fn a_failed_endpoint_fails_over_to_the_next() {
-    let chain = start_anvil(56).await;
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    let urls = vec!["http://127.0.0.1:9".to_owned(), chain.url().to_owned()];
-    overrides.insert(
-        "bsc".to_owned(),
-        ChainOverride {
-            rpc_urls: urls,
-            ..Default::default()
-        },
-    );
-    registry.apply(&overrides).expect("override");
+    let chain = start_anvil(56, None).await;
+    let registry = registry(&[("bsc", rpc(&["http://127.0.0.1:9", chain.url()], None))]);
     let server = TestServer::start(Backend::Sqlite, registry).await;
     let (status, body) = server.get("/readyz", &[]).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use coffer_store::testing::Backend;
 
-use crate::harness::{Auth, Env, PAY_TO, raw_request};
-use crate::paywall_paths::{PRICE, Upstream, ledger, paywalled};
+use super::paywall_paths::{PRICE, Upstream, ledger, paywalled};
+use crate::kit::{Auth, Env, PAY_TO, raw_request};
 
 fn one_payment(env: &Env) -> String {
     let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);

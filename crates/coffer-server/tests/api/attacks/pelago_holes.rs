@@ -11,9 +11,7 @@ use coffer_evm::contracts::IERC20;
 use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::harness::{
-    Auth, BASE_CHAIN_ID, BASE_USDC, Env, Options, PAY_TO, USDC, now, x_payment_on,
-};
+use crate::kit::{Auth, BASE_CHAIN_ID, BASE_USDC, Env, Options, PAY_TO, USDC, now, x_payment_on};
 
 async fn create(env: &Env, body: Value) -> Value {
     let (status, reply) = env
@@ -28,9 +26,7 @@ async fn create(env: &Env, body: Value) -> Value {
 }
 
 async fn a_mainnet_order_is_never_paid_on_a_testnet(backend: Backend) {
-    let mut options = Options::on(backend);
-    options.mainnet = true;
-    let env = Env::with(options).await;
+    let env = Env::with(Options::on(backend).mainnet()).await;
 
     let mainnet_order = create(
         &env,

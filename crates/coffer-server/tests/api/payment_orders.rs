@@ -2,213 +2,63 @@
 //! API creates orders, real ERC-20 transfers pay them, the watcher, expirer and dispatcher are
 //! driven step by step, and a local endpoint receives the signed webhooks.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::ext::AnvilApi;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::rpc::types::anvil::ReorgOptions;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
-use axum::http::HeaderMap;
-use coffer_core::{ChainOverride, ChainRegistry};
-use coffer_evm::anvil::{self, Anvil, AnvilOptions};
 use coffer_evm::contracts::IERC20;
-use coffer_evm::testnet::{self, DEV_MNEMONIC, UsdcSpec};
 use coffer_gateway::events::verify_signature;
-use coffer_gateway::outbound::OutboundPolicy;
-use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_gateway::workers::expirer::Expirer;
 use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
-use coffer_store::MerchantRow;
-use coffer_store::testing::{Backend, TestDatabase};
+use coffer_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-const USDC: Address = alloy::primitives::address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-const CHAIN_ID: u64 = 84_532;
+use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, new_merchant, rpc, usdc};
 
-/// A local webhook endpoint that records what it receives and can be switched off.
-#[derive(Clone, Default)]
-struct Sink {
-    received: Arc<Mutex<Vec<(HeaderMap, String)>>>,
-    failing: Arc<AtomicBool>,
-}
-
-impl Sink {
-    async fn start(&self) -> String {
-        let sink = self.clone();
-        let router = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let sink = sink.clone();
-                async move {
-                    if sink.failing.load(Ordering::SeqCst) {
-                        return StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    sink.received.lock().unwrap().push((headers, body));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        url
-    }
-
-    fn events(&self) -> Vec<(HeaderMap, Value)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(headers, body)| (headers.clone(), serde_json::from_str(body).unwrap()))
-            .collect()
-    }
-
-    fn event_types(&self) -> Vec<String> {
-        self.events()
-            .iter()
-            .map(|(_, body)| body["type"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
+/// The payment-order environment: the kit's, with two confirmations, a merchant whose webhooks
+/// go to a local endpoint, a deposit wallet and a watcher at the current block.
 struct Env {
-    anvil: Anvil,
-    chain: DynProvider,
-    state: AppState,
-    base: String,
-    merchant: MerchantRow,
-    key: String,
-    payer: PrivateKeySigner,
+    kit: kit::Env,
     watcher: Watcher,
-    sink: Sink,
-    sink_url: String,
-    _stop: oneshot::Sender<()>,
-    _db: TestDatabase,
+    sink: Inbox,
+}
+
+impl Deref for Env {
+    type Target = kit::Env;
+
+    fn deref(&self) -> &kit::Env {
+        &self.kit
+    }
 }
 
 impl Env {
     async fn new(backend: Backend) -> Env {
-        let binary =
-            anvil::locate_binary().expect("anvil is missing: run scripts/install-tools.sh");
-        let anvil = Anvil::start(&AnvilOptions {
-            binary,
-            chain_id: CHAIN_ID,
-            port: 0,
-            state_file: None,
-            block_time: None,
-        })
-        .await
-        .expect("anvil");
-        let owner = testnet::dev_account(0).unwrap();
-        let chain = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(owner.clone()))
-            .connect_http(anvil.url().parse().unwrap())
-            .erased();
-        let spec = UsdcSpec {
-            name: "USDC".into(),
-            version: "2".into(),
-            symbol: "USDC".into(),
-            decimals: 6,
-            owner: owner.address(),
-        };
-        testnet::install_usdc_at(&chain, USDC, &spec).await.unwrap();
-        let payer = testnet::dev_account(1).unwrap();
-        testnet::mint(
-            &chain,
-            USDC,
-            payer.address(),
-            U256::from(1_000_000_000_000u64),
-        )
-        .await
-        .unwrap();
-
-        let mut registry = ChainRegistry::builtin();
-        let mut overrides = BTreeMap::new();
-        overrides.insert(
-            "base-sepolia".to_owned(),
-            ChainOverride {
-                rpc_urls: vec![anvil.url().to_owned()],
-                confirmations: Some(2),
-                ..Default::default()
-            },
-        );
-        registry.apply(&overrides).unwrap();
-
-        let db = TestDatabase::new(backend).await.expect("database");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (sink, sink_url) = Inbox::start().await;
         // The webhook endpoints are local: loopback is allowed, as under `coffer dev`.
-        let state = AppState::new(db.store.clone(), registry, &base)
-            .unwrap()
-            .with_outbound_policy(OutboundPolicy::allowing_loopback());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(coffer_server::serve(
-            listener,
-            coffer_server::router(state.clone()),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-
-        let sink = Sink::default();
-        let sink_url = sink.start().await;
-        let merchant = state
-            .gateway
-            .merchants
-            .create("Shop", Some(&sink_url))
-            .await
-            .unwrap();
-        let key = state
-            .gateway
-            .merchants
-            .create_key(&merchant.id, "test")
-            .await
-            .unwrap();
-        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-            .unwrap()
-            .to_base58()
-            .unwrap();
-        state
-            .gateway
-            .store
-            .set_wallet(&merchant.id, 0, &xpub, 0)
-            .await
-            .unwrap();
-        let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).expect("watcher");
-        watcher.step().await.expect("first step sets the cursor");
-        Env {
-            anvil,
-            chain,
-            key: secrecy::ExposeSecret::expose_secret(&key.key).to_owned(),
-            state,
-            base,
-            merchant,
-            payer,
-            watcher,
-            sink,
-            sink_url,
-            _stop: stop,
-            _db: db,
-        }
+        let options = Options::on(backend)
+            .confirmations(2)
+            .local_endpoints()
+            .merchant_webhook(&sink_url);
+        let kit = kit::Env::with(options).await;
+        kit.deposit_wallet(&kit.merchant.id).await;
+        let watcher = kit.watcher().await;
+        Env { kit, watcher, sink }
     }
 
     async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (StatusCode, Value) {
         let mut request = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(&self.api_key)
             .json(&body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -223,7 +73,7 @@ impl Env {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = reqwest::Client::new()
             .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
+            .bearer_auth(&self.api_key)
             .send()
             .await
             .unwrap();
@@ -298,10 +148,6 @@ impl Env {
         raw
     }
 
-    async fn mine(&self, blocks: u64) {
-        self.chain.anvil_mine(Some(blocks), None).await.unwrap();
-    }
-
     /// Runs the watcher until it has caught up with the head.
     async fn watch(&mut self) -> Vec<StepReport> {
         let mut reports = Vec::new();
@@ -313,17 +159,6 @@ impl Env {
             reports.push(report);
         }
     }
-
-    async fn deliver(&self) -> usize {
-        Dispatcher::new(&self.state.gateway)
-            .dispatch_due()
-            .await
-            .expect("dispatch")
-    }
-}
-
-fn usdc(units: u64) -> u64 {
-    units * 1_000_000
 }
 
 async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature(
@@ -394,9 +229,7 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
         let now = chrono::Utc::now().timestamp();
         let received = env
             .sink
-            .received
-            .lock()
-            .unwrap()
+            .received()
             .iter()
             .find(|(_, text)| serde_json::from_str::<Value>(text).unwrap() == body)
             .unwrap()
@@ -629,9 +462,8 @@ async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
 
 async fn a_failing_webhook_endpoint_is_retried_and_never_blocks_others(backend: Backend) {
     let mut env = Env::new(backend).await;
-    let healthy = Sink::default();
-    let healthy_url = healthy.start().await;
-    env.sink.failing.store(true, Ordering::SeqCst);
+    let (healthy, healthy_url) = Inbox::start().await;
+    env.sink.answer_with(Answer::Fail);
     let down = env.create_order("1", 7, json!({})).await;
     let up = env
         .create_order("1", 8, json!({ "webhook_url": healthy_url }))
@@ -676,7 +508,7 @@ async fn a_failing_webhook_endpoint_is_retried_and_never_blocks_others(backend: 
     assert!(delivery["next_attempt_at"].is_string());
     assert_eq!(env.deliver().await, 0, "the retry waits for its backoff");
 
-    env.sink.failing.store(false, Ordering::SeqCst);
+    env.sink.answer_with(Answer::Acknowledge);
     let (status, scheduled) = env
         .post(
             &format!("/api/events/{event_id}/redeliver/"),
@@ -697,7 +529,6 @@ async fn a_failing_webhook_endpoint_is_retried_and_never_blocks_others(backend: 
         .map(|d| d["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["delivered", "pending"]);
-    let _ = env.sink_url;
 }
 
 async fn concurrent_orders_with_one_nonce_create_exactly_one(backend: Backend) {
@@ -827,7 +658,7 @@ async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) 
     }
     let response = reqwest::Client::new()
         .post(format!("{}/api/payment-orders/", env.base))
-        .bearer_auth(&env.key)
+        .bearer_auth(&env.api_key)
         .header("Content-Type", "application/json")
         .body("{\"amount\": ")
         .send()
@@ -838,23 +669,10 @@ async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) 
     assert_eq!(error["error"]["code"], "INVALID_JSON");
 
     // A merchant without a deposit wallet.
-    let other = env
-        .state
-        .gateway
-        .merchants
-        .create("No Wallet", None)
-        .await
-        .unwrap();
-    let key = env
-        .state
-        .gateway
-        .merchants
-        .create_key(&other.id, "k")
-        .await
-        .unwrap();
+    let (_, key) = new_merchant(&env.state, "No Wallet", None).await;
     let response = reqwest::Client::new()
         .post(format!("{}/api/payment-orders/", env.base))
-        .bearer_auth(secrecy::ExposeSecret::expose_secret(&key.key))
+        .bearer_auth(&key)
         .json(&valid)
         .send()
         .await
@@ -973,18 +791,10 @@ coffer_store::on_both_databases!(
 #[tokio::test]
 async fn the_watcher_fails_over_to_the_next_rpc_endpoint() {
     let env = Env::new(Backend::Sqlite).await;
-    let mut registry = ChainRegistry::builtin();
-    let mut overrides = BTreeMap::new();
-    let urls = vec!["http://127.0.0.1:9".to_owned(), env.anvil.url().to_owned()];
-    overrides.insert(
-        "base-sepolia".to_owned(),
-        ChainOverride {
-            rpc_urls: urls,
-            confirmations: Some(2),
-            ..Default::default()
-        },
-    );
-    registry.apply(&overrides).unwrap();
+    let registry = kit::registry(&[(
+        "base-sepolia",
+        rpc(&["http://127.0.0.1:9", env.anvil.url()], Some(2)),
+    )]);
     let state = AppState::new(env.state.gateway.store.clone(), registry, &env.base).unwrap();
     let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).unwrap();
 

@@ -14,7 +14,7 @@ use alloy::primitives::U256;
 use coffer_store::testing::Backend;
 use futures_util::stream::{self, StreamExt};
 
-use crate::harness::{Auth, Env, PAY_TO};
+use crate::kit::{Auth, Env, PAY_TO};
 
 const PAYMENTS: usize = 200;
 const PRICE: u64 = 10_000;

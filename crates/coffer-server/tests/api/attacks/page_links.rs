@@ -11,7 +11,7 @@ use coffer_store::testing::Backend;
 use coffer_store::{GatePayOrderRow, NewEvent, NewOrder};
 use serde_json::{Value, json};
 
-use crate::harness::{CHAIN_ID, Env, USDC};
+use crate::kit::{CHAIN_ID, Env, USDC};
 
 /// Links a page must never render or follow, in the spellings browsers forgive.
 const HOSTILE_LINKS: &[&str] = &[

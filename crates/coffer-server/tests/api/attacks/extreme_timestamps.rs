@@ -11,7 +11,7 @@ use coffer_store::testing::Backend;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::harness::Env;
+use crate::kit::Env;
 
 /// Timestamps no clock sends: the ends of i64, their neighbours, numbers past i64, and text.
 const EXTREME: &[&str] = &[
