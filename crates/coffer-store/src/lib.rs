@@ -520,12 +520,21 @@ pub trait Journal: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<(), StoreError>;
 
-    /// Forgets a journaled transaction the node refused (nothing was broadcast), freeing its
-    /// signer nonce.
+    /// Forgets a journaled transaction the node refused and does not hold (nothing was
+    /// broadcast), freeing its signer nonce, and releases the claims of the settlements it
+    /// carried, in one database transaction: their authorizations may be presented again.
     ///
     /// # Errors
     /// [`StoreError::Database`] on failure.
     async fn void_transaction(&self, tx_hash: &str) -> Result<(), StoreError>;
+
+    /// Releases a claim nothing was signed for (it is still `pending`): the authorization may
+    /// be presented again. `false` when the row had moved on (another process signed it) or
+    /// was gone.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn release_settlement_claim(&self, id: i64) -> Result<bool, StoreError>;
 
     /// Journals `signed`, a replacement of `replaced` at the same signer nonce with higher
     /// fees, and points the broadcast settlements of `replaced` at it. Returns how many

@@ -165,12 +165,27 @@ impl crate::Journal for ThisStore {
     }
 
     async fn void_transaction(&self, tx_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+        sqlx::query("DELETE FROM settlements WHERE tx_hash = $1 AND status = 'broadcast'")
+            .bind(tx_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
         sqlx::query("DELETE FROM settlement_transactions WHERE tx_hash = $1")
             .bind(tx_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Database)?;
+        tx.commit().await.map_err(StoreError::Database)
+    }
+
+    async fn release_settlement_claim(&self, id: i64) -> Result<bool, StoreError> {
+        let released = sqlx::query("DELETE FROM settlements WHERE id = $1 AND status = 'pending'")
+            .bind(id)
             .execute(&self.pool)
             .await
             .map_err(StoreError::Database)?;
-        Ok(())
+        Ok(released.rows_affected() == 1)
     }
 
     async fn replace_transaction(

@@ -497,25 +497,26 @@ impl Settler {
         }
         let Broadcast { signed, resolution } = match self.broadcast(&row, payment, key).await {
             Ok(broadcast) => broadcast,
-            Err(message) => {
+            Err(refused) => {
                 // Another process may have taken over the same claim and broadcast: then its
-                // transaction is the answer, and this row must not be marked failed.
+                // transaction is the answer.
                 let current = self.store.settlement(key).await?;
                 if let Some(current) =
                     current.filter(|current| current.status != SettlementStatus::Pending)
                 {
                     return self.existing(current, receipt_timeout).await;
                 }
-                tracing::warn!(%message, "the settlement transaction was not broadcast");
-                let (row, _) = self
-                    .finish(
-                        row,
-                        SettlementStatus::Failed,
-                        Some(TRANSACTION_FAILED),
-                        None,
-                    )
-                    .await?;
-                return Ok(SettleOutcome::from_row(row));
+                // Nothing went to the chain for this authorization, so nothing on chain says
+                // the payment failed: release the claim, so that the payer's retry with the
+                // same signature is settled, and say that trying again may succeed.
+                self.store.release_settlement_claim(row.id).await?;
+                tracing::warn!(error = %refused.redacted(), "nothing was broadcast; the claim is released");
+                return Ok(SettleOutcome::Failed(Failure::ChainUnavailable {
+                    message: format!(
+                        "the settlement was not sent ({}); nothing moved, try again",
+                        refused.redacted()
+                    ),
+                }));
             }
         };
         // The journal holds what was just written; no need to read it back.
@@ -1262,22 +1263,31 @@ impl Sender {
         let raw = envelope.encoded_2718();
         match provider.send_raw_transaction(&raw).await {
             Ok(_) => Ok(signed),
-            // The node refused it: nothing was broadcast. Forget the transaction (freeing its
-            // nonce for the next one) and fail the settlements it carried.
+            // The node answered with an error. That is no evidence that nothing was sent (an
+            // endpoint behind a retrying proxy answers "already known" for a transaction it
+            // passed on): ask the node whether it holds the transaction before deciding.
             Err(error) if error.as_error_resp().is_some() => {
-                self.store.void_transaction(&signed.tx_hash).await?;
-                self.store
-                    .finish_broadcast_settlements(
-                        ids,
-                        SettlementStatus::Failed,
-                        Some(TRANSACTION_FAILED),
-                        now_ms(),
-                    )
-                    .await?;
-                Err(SettleError::NodeRefused {
-                    tx_hash: signed.tx_hash,
-                    source: error,
-                })
+                match provider.get_transaction_by_hash(*envelope.tx_hash()).await {
+                    Ok(Some(_)) => {
+                        tracing::warn!(%error, tx = %signed.tx_hash, "the node refused a transaction it holds; following it");
+                        Ok(signed)
+                    }
+                    // Not broadcast: forget the transaction (freeing its nonce for the next
+                    // one) and release the claims it carried, so they can be presented again.
+                    Ok(None) => {
+                        self.store.void_transaction(&signed.tx_hash).await?;
+                        Err(SettleError::NodeRefused {
+                            tx_hash: signed.tx_hash,
+                            source: error,
+                        })
+                    }
+                    // Unknown: it stays journaled as broadcast; reconciliation rebroadcasts it
+                    // if the node does not know it.
+                    Err(lookup) => {
+                        tracing::warn!(%error, %lookup, tx = %signed.tx_hash, "broadcast outcome unknown; will reconcile");
+                        Ok(signed)
+                    }
+                }
             }
             Err(error) => {
                 // Unknown whether it arrived: it stays journaled as broadcast; reconciliation

@@ -98,11 +98,34 @@ async fn an_authorization_is_claimed_once_and_moves_by_compare_and_set(store: &d
         .await
         .unwrap();
     store.void_transaction("0xcc").await.unwrap();
-    finish_settlement(store, other.id, (Broadcast, Failed), Some("refused"), 7).await;
     assert_eq!(
         store.next_signer_nonce(84_532, "0xsigner").await.unwrap(),
         Some(8),
         "the voided nonce is reusable"
+    );
+    assert_eq!(
+        store.settlement(&settlement_key("0x02")).await.unwrap(),
+        None,
+        "the claim of a voided transaction's settlement is released"
+    );
+    assert!(store.settlement_by_tx_hash("0xcc").await.unwrap().is_none());
+    let (again, fresh) = store.claim_settlement(&claim("0x02")).await.unwrap();
+    assert!(fresh, "the authorization can be presented again");
+
+    // A claim nothing was signed for is released; one that was signed is not.
+    assert!(store.release_settlement_claim(again.id).await.unwrap());
+    assert!(
+        !store.release_settlement_claim(again.id).await.unwrap(),
+        "gone"
+    );
+    assert!(
+        !store.release_settlement_claim(row.id).await.unwrap(),
+        "a settled row stays"
+    );
+    assert_eq!(status_of(store, "0x01").await, Succeeded);
+    assert_eq!(
+        store.settlement(&settlement_key("0x02")).await.unwrap(),
+        None
     );
 }
 

@@ -37,16 +37,17 @@ pub enum SettleOutcome {
 /// How a settlement failed.
 #[derive(Debug)]
 pub enum Failure {
-    /// The journal records the settlement as failed: its transaction reverted, or the node
-    /// refused it, or it could not be signed or broadcast.
+    /// The journal records the settlement as failed, on evidence from the chain: its
+    /// transaction reverted, or its call in a batch failed when mined.
     Recorded {
         /// The journaled reason ([`TRANSACTION_FAILED`] unless another was recorded).
         reason: String,
         /// The transaction's hash, when one was signed.
         transaction: Option<String>,
     },
-    /// The chain could not be asked; nothing was decided or sent, and settling again later
-    /// may succeed.
+    /// The chain could not be asked, or the transaction could not be signed or sent (the
+    /// claim is released then); nothing was decided or moved, and settling the same
+    /// authorization again later may succeed.
     ChainUnavailable {
         /// Details for people (no URL in them).
         message: String,
