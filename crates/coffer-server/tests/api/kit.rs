@@ -28,6 +28,8 @@ use coffer_server::paywall::{Paywall, PaywallRouteConfig};
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{MerchantRow, OrderOrdering, OrderQuery, OrderRow};
 use coffer_x402::settlement::SettleOptions;
+
+use crate::faulty_rpc::FaultyRpc;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -63,6 +65,8 @@ pub struct Env {
     pub db: TestDatabase,
     /// The mainnet chain, when asked for.
     pub mainnet: Option<Anvil>,
+    /// The endpoint Coffer reaches the test chain through, when asked for a faulty one.
+    pub rpc_faults: Option<FaultyRpc>,
 }
 
 /// How the environment is built; the defaults suit most tests. A builder:
@@ -88,6 +92,8 @@ pub struct Options {
     /// Other chains enabled with the test chain's RPC URL (never watched).
     also_serving: Vec<String>,
     settle: SettleOptions,
+    /// Reach the test chain through a [`FaultyRpc`].
+    faulty_rpc: bool,
     configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
     routes: Option<axum::Router>,
 }
@@ -109,9 +115,17 @@ impl Options {
                 receipt_timeout: Duration::from_secs(5),
                 ..SettleOptions::default()
             },
+            faulty_rpc: false,
             configure: Box::new(|state| state),
             routes: None,
         }
+    }
+
+    /// Coffer reaches the test chain through a [`FaultyRpc`] (`Env::rpc_faults`), which fails
+    /// the calls a test plans; the test's own provider goes to anvil directly.
+    pub fn faulty_rpc(mut self) -> Options {
+        self.faulty_rpc = true;
+        self
     }
 
     /// The test chain asks for `confirmations` (1 unless told).
@@ -256,7 +270,17 @@ impl Env {
         if let Some(mainnet) = &mainnet {
             overrides.push(("base", rpc(&[mainnet.url()], options.confirmations)));
         }
-        overrides.push(("base-sepolia", rpc(&[anvil.url()], options.confirmations)));
+        let rpc_faults = match options.faulty_rpc {
+            true => Some(FaultyRpc::start(anvil.url()).await),
+            false => None,
+        };
+        let test_chain_url = rpc_faults
+            .as_ref()
+            .map_or(anvil.url(), |faulty| faulty.url.as_str());
+        overrides.push((
+            "base-sepolia",
+            rpc(&[test_chain_url], options.confirmations),
+        ));
         for other in &options.also_serving {
             overrides.push((other.as_str(), rpc(&[anvil.url()], None)));
         }
@@ -304,6 +328,7 @@ impl Env {
             api_key,
             db,
             mainnet,
+            rpc_faults,
         }
     }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, missing_docs)]
 
+mod faulty_rpc;
 mod kit;
 
 mod attacks;
@@ -13,6 +14,7 @@ mod gatepay;
 mod hostile_inputs;
 mod payment_orders;
 mod server;
+mod settlement_faults;
 mod webhook_example;
 mod x402;
 mod x402_erc6492;
