@@ -5,6 +5,11 @@
 //! Coffer's own HTTP transport, which never logs its URL and removes it from every error before
 //! anything above it can print one: error text from [`ChainRpc`] names an endpoint only as
 //! `https://host/…`. `Debug` of [`ChainRpc`] shows the same redacted form.
+//!
+//! The transport also rides out what a public endpoint does in passing: a call that times out
+//! (after 30 s), loses its connection, or meets an HTTP 408, 429 or 5xx is sent again up to
+//! twice, after a jittered exponential pause; only then does its error reach the caller, who
+//! fails over to the next endpoint.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -261,21 +266,88 @@ impl tower::Service<RequestPacket> for RpcHttp {
 
     fn call(&mut self, request: RequestPacket) -> Self::Future {
         let this = self.clone();
-        let scrubber = self.scrubber.clone();
         Box::pin(async move {
-            this.send(request)
-                .await
-                .map_err(|error| scrubber.scrub(error))
+            let mut retries = 0;
+            loop {
+                match this.clone().send(request.clone()).await {
+                    Err(error) if retries < MAX_RETRIES && is_transient(&error) => {
+                        retries += 1;
+                        let pause = backoff(retries, &error);
+                        tracing::debug!(
+                            retries,
+                            pause_ms = pause.as_millis() as u64,
+                            error = %this.scrubber.scrub(error),
+                            "RPC call failed in passing; asking again"
+                        );
+                        tokio::time::sleep(pause).await;
+                    }
+                    outcome => return outcome.map_err(|error| this.scrubber.scrub(error)),
+                }
+            }
         })
     }
+}
+
+/// How many times a call that failed in passing is sent again before its error is returned
+/// (and the caller fails over to the next endpoint).
+const MAX_RETRIES: u32 = 2;
+
+/// How long one call may take, answer included, before it counts as failed in passing.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether an error is one a public endpoint gives in passing, so asking again may succeed:
+/// a timeout, a connection dropped mid-call, or an HTTP 408, 429 or 5xx from the endpoint or a
+/// proxy before it. A JSON-RPC error is the node's answer, and an endpoint that refuses the
+/// connection is down: neither is asked again here (failover to the next endpoint is the
+/// caller's). Sending a call again is safe for every call Coffer makes: reads, and raw
+/// transactions, which the node knows by hash.
+fn is_transient(error: &TransportError) -> bool {
+    match error {
+        RpcError::Transport(
+            TransportErrorKind::HttpError(http)
+            | TransportErrorKind::HttpErrorWithRetryAfter { error: http, .. },
+        ) => matches!(http.status, 408 | 429 | 500 | 502 | 503 | 504),
+        RpcError::Transport(TransportErrorKind::Custom(inner)) => {
+            inner.downcast_ref::<reqwest::Error>().is_some_and(|error| {
+                error.is_timeout()
+                    || (!error.is_connect() && (error.is_request() || error.is_body()))
+            })
+        }
+        _ => false,
+    }
+}
+
+/// The pause before retry `retry` (1, 2, …): 50–100 ms, then 100–200 ms, at random within
+/// the range, so callers that failed together do not ask again together; a `Retry-After` up
+/// to a second is honoured.
+fn backoff(retry: u32, error: &TransportError) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+
+    if let RpcError::Transport(TransportErrorKind::HttpErrorWithRetryAfter {
+        retry_after: after,
+        ..
+    }) = error
+    {
+        return (*after).min(Duration::from_secs(1));
+    }
+    let ceiling_ms = 50u64 << retry.min(6);
+    // A fresh RandomState is seeded differently each time: enough randomness for jitter.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
 }
 
 /// A provider for `url` that never prints it, in errors or logs.
 fn scrubbed_provider(configured: &str, url: reqwest::Url) -> DynProvider {
     let scrubber = Arc::new(UrlScrubber::new(configured, &url));
     let is_local = alloy::transports::utils::guess_local_url(url.as_str());
+    let client = reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap_or_default();
     let transport = RpcHttp {
-        client: reqwest::Client::new(),
+        client,
         url,
         scrubber,
     };
@@ -397,6 +469,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::collections::BTreeMap;
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use alloy::providers::Provider;
     use coffer_core::{ChainOverride, ChainRegistry};
@@ -528,6 +602,97 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
         );
+    }
+
+    /// A node that answers its first `failures` calls with `status` (as a proxy in front of it
+    /// would) and every later `eth_blockNumber` with block 16; it counts the calls.
+    async fn flaky_node(status: u16, failures: usize) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0u8; 8192];
+                let read = socket.read(&mut request).await.unwrap_or(0);
+                let text = String::from_utf8_lossy(&request[..read]).into_owned();
+                let id = text
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+                    .map(|call| call["id"].clone())
+                    .unwrap_or_default();
+                let answer = if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                    format!(
+                        "HTTP/1.1 {status} Failing\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops"
+                    )
+                } else {
+                    let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"0x10"}}"#);
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, calls)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_fails_in_passing_is_asked_again_and_answered() {
+        for status in [429, 502, 503, 504] {
+            let (port, calls) = flaky_node(status, 2).await;
+            let rpc = rpc_for(vec![format!("http://127.0.0.1:{port}")]);
+            let (_, provider) = rpc.endpoint(0).unwrap();
+            assert_eq!(provider.get_block_number().await.unwrap(), 16, "{status}");
+            assert_eq!(calls.load(Ordering::SeqCst), 3, "{status}: two retries");
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_other_errors_are_not_retried() {
+        let (port, calls) = flaky_node(502, usize::MAX).await;
+        let rpc = rpc_for(vec![format!("http://127.0.0.1:{port}")]);
+        let (_, provider) = rpc.endpoint(0).unwrap();
+        let error = provider.get_block_number().await.unwrap_err();
+        assert!(error.to_string().contains("502"), "{error}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "one call and two retries");
+
+        // A 4xx other than 408 and 429 is the endpoint's answer (a bad key): asked once.
+        let (port, calls) = flaky_node(401, usize::MAX).await;
+        let rpc = rpc_for(vec![format!("http://127.0.0.1:{port}")]);
+        let (_, provider) = rpc.endpoint(0).unwrap();
+        provider.get_block_number().await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // A JSON-RPC error is the node's answer: asked once.
+        let port = echoing_node().await;
+        let rpc = rpc_for(vec![format!("http://127.0.0.1:{port}")]);
+        let (_, provider) = rpc.endpoint(0).unwrap();
+        let started = std::time::Instant::now();
+        provider.get_block_number().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "no pause before answering"
+        );
+    }
+
+    #[test]
+    fn pauses_grow_and_stay_within_their_range() {
+        let failed = TransportErrorKind::http_error(502, String::new());
+        for _ in 0..100 {
+            let first = backoff(1, &failed);
+            let second = backoff(2, &failed);
+            assert!((50..=100).contains(&first.as_millis()), "{first:?}");
+            assert!((100..=200).contains(&second.as_millis()), "{second:?}");
+        }
+        let asked = TransportErrorKind::http_error_with_retry_after(
+            429,
+            String::new(),
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(backoff(1, &asked), Duration::from_secs(1), "capped");
     }
 
     #[test]
