@@ -566,14 +566,11 @@ mod tests {
     }
 
     mod properties {
-        use axum::http::{HeaderMap, HeaderName, HeaderValue};
-        use coffer_store::testing::{Backend, TestDatabase};
         use proptest::prelude::*;
-        use proptest::test_runner::{Config, TestRunner};
         use secrecy::ExposeSecret;
 
         use super::super::*;
-        use crate::merchants::Merchants;
+        use crate::test_support::{MerchantFixture, header_map, run};
 
         const CLIENT_ID: &str = "x-gatepay-certificate-clientid";
         const TIMESTAMP: &str = "x-gatepay-timestamp";
@@ -582,35 +579,25 @@ mod tests {
 
         /// A merchant with a GatePay credential over a fresh SQLite database.
         struct Fixture {
-            runtime: tokio::runtime::Runtime,
+            base: MerchantFixture,
             service: GatePayCredentials,
             client_id: String,
             secret: String,
-            _db: TestDatabase,
         }
 
         impl Fixture {
             fn new() -> Fixture {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
+                let base = MerchantFixture::new();
+                let service = GatePayCredentials::new(base.db.store.clone());
+                let credential = base
+                    .runtime
+                    .block_on(service.create(&base.merchant.id))
                     .unwrap();
-                let (db, service, credential) = runtime.block_on(async {
-                    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
-                    let merchant = Merchants::new(db.store.clone())
-                        .create("Shop", None)
-                        .await
-                        .unwrap();
-                    let service = GatePayCredentials::new(db.store.clone());
-                    let credential = service.create(&merchant.id).await.unwrap();
-                    (db, service, credential)
-                });
                 Fixture {
-                    runtime,
-                    service,
                     client_id: credential.client_id.clone(),
                     secret: credential.secret.expose_secret().to_owned(),
-                    _db: db,
+                    base,
+                    service,
                 }
             }
 
@@ -631,29 +618,13 @@ mod tests {
                 headers: &[(&'static str, Vec<u8>)],
                 body: &[u8],
             ) -> Option<Result<(MerchantRow, String), AuthError>> {
-                let mut map = HeaderMap::new();
-                for (name, value) in headers {
-                    map.insert(
-                        HeaderName::from_static(name),
-                        HeaderValue::from_bytes(value).ok()?,
-                    );
-                }
+                let map = header_map(headers)?;
                 Some(
-                    self.runtime.block_on(
+                    self.base.runtime.block_on(
                         self.service
                             .authenticate(|name| map.get(name).and_then(|v| v.to_str().ok()), body),
                     ),
                 )
-            }
-        }
-
-        fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-        where
-            S::Value: std::fmt::Debug,
-        {
-            let mut runner = TestRunner::new(Config::with_cases(128));
-            if let Err(failure) = runner.run(&strategy, test) {
-                panic!("{failure}");
             }
         }
 

@@ -41,3 +41,6 @@ pub mod sales;
 pub mod workers;
 
 pub use gateway::Gateway;
+
+#[cfg(test)]
+mod test_support;

@@ -232,13 +232,11 @@ mod tests {
     }
 
     mod properties {
-        use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-        use coffer_store::testing::{Backend, TestDatabase};
+        use axum::http::{Method, Uri};
         use proptest::prelude::*;
-        use proptest::test_runner::{Config, TestRunner};
 
         use super::super::*;
-        use crate::merchants::Merchants;
+        use crate::test_support::{MerchantFixture, header_map, run};
 
         const KEY: &str = "ok-access-key";
         const PASSPHRASE: &str = "ok-access-passphrase";
@@ -248,37 +246,27 @@ mod tests {
 
         /// A merchant with an OKX credential over a fresh SQLite database.
         struct Fixture {
-            runtime: tokio::runtime::Runtime,
+            base: MerchantFixture,
             service: OkxCredentials,
             access_key: String,
             secret: String,
             passphrase: String,
-            _db: TestDatabase,
         }
 
         impl Fixture {
             fn new() -> Fixture {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
+                let base = MerchantFixture::new();
+                let service = OkxCredentials::new(base.db.store.clone());
+                let credential = base
+                    .runtime
+                    .block_on(service.create(&base.merchant.id))
                     .unwrap();
-                let (db, service, credential) = runtime.block_on(async {
-                    let db = TestDatabase::new(Backend::Sqlite).await.unwrap();
-                    let merchant = Merchants::new(db.store.clone())
-                        .create("Shop", None)
-                        .await
-                        .unwrap();
-                    let service = OkxCredentials::new(db.store.clone());
-                    let credential = service.create(&merchant.id).await.unwrap();
-                    (db, service, credential)
-                });
                 Fixture {
-                    runtime,
-                    service,
                     access_key: credential.access_key.clone(),
                     secret: expose(&credential.secret).to_owned(),
                     passphrase: expose(&credential.passphrase).to_owned(),
-                    _db: db,
+                    base,
+                    service,
                 }
             }
 
@@ -308,29 +296,13 @@ mod tests {
             ) -> Option<Result<MerchantRow, AuthError>> {
                 let method = Method::from_bytes(method.as_bytes()).ok()?;
                 let uri: Uri = path.parse().ok()?;
-                let mut map = HeaderMap::new();
-                for (name, value) in headers {
-                    map.insert(
-                        HeaderName::from_static(name),
-                        HeaderValue::from_bytes(value).ok()?,
-                    );
-                }
-                Some(self.runtime.block_on(self.service.authenticate(
+                let map = header_map(headers)?;
+                Some(self.base.runtime.block_on(self.service.authenticate(
                     method.as_str(),
                     uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()),
                     |name| map.get(name).and_then(|v| v.to_str().ok()),
                     body,
                 )))
-            }
-        }
-
-        fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-        where
-            S::Value: std::fmt::Debug,
-        {
-            let mut runner = TestRunner::new(Config::with_cases(128));
-            if let Err(failure) = runner.run(&strategy, test) {
-                panic!("{failure}");
             }
         }
 
