@@ -177,16 +177,6 @@ async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) 
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no merchant mer_nobody"));
 }
 
-#[tokio::test]
-async fn merchants_and_keys_are_managed_from_the_command_line_on_sqlite() {
-    merchants_and_keys_are_managed_from_the_command_line(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn merchants_and_keys_are_managed_from_the_command_line_on_postgres() {
-    merchants_and_keys_are_managed_from_the_command_line(Backend::Postgres).await;
-}
-
 /// Attack 4 (SSRF) through the CLI: a merchant endpoint on Coffer's own network is refused,
 /// naming the flag, and creates no merchant, unless the operator allowed that network.
 async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: Backend) {
@@ -260,16 +250,6 @@ async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: B
     assert_eq!(neighbour.status.code(), Some(1));
     let listed = stdout_json(&coffer(&["merchant", "list", "--json"], &env));
     assert_eq!(listed.as_array().unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed_on_sqlite() {
-    a_webhook_url_into_coffers_network_is_refused_unless_allowed(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed_on_postgres() {
-    a_webhook_url_into_coffers_network_is_refused_unless_allowed(Backend::Postgres).await;
 }
 
 #[tokio::test]
@@ -683,3 +663,10 @@ fn a_master_key_file_others_can_read_is_refused() {
         "the key itself is never printed"
     );
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        merchants_and_keys_are_managed_from_the_command_line,
+        a_webhook_url_into_coffers_network_is_refused_unless_allowed,
+    ];
+);

@@ -198,16 +198,6 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
 }
 
 #[tokio::test]
-async fn a_killed_server_resumes_without_losing_or_double_counting_on_sqlite() {
-    a_killed_server_resumes_without_losing_or_double_counting(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_killed_server_resumes_without_losing_or_double_counting_on_postgres() {
-    a_killed_server_resumes_without_losing_or_double_counting(Backend::Postgres).await;
-}
-
-#[tokio::test]
 async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart() {
     use alloy::providers::Provider;
     let (chain, provider) = chain_with_usdc().await;
@@ -300,3 +290,9 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
     kill(server).await;
     chain.stop().await.unwrap();
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        a_killed_server_resumes_without_losing_or_double_counting,
+    ];
+);

@@ -242,12 +242,8 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
     chain.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_server_with_a_keystore_signer_settles_on_sqlite() {
-    a_server_with_a_keystore_signer_settles(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_server_with_a_keystore_signer_settles_on_postgres() {
-    a_server_with_a_keystore_signer_settles(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        a_server_with_a_keystore_signer_settles,
+    ];
+);

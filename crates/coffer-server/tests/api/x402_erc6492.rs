@@ -314,13 +314,8 @@ async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deploye
     assert_eq!(env.settlement_transactions().await, 1);
 }
 
-#[tokio::test]
-async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deployed_on_sqlite() {
-    an_undeployed_wallet_verifies_counterfactually_and_settles_once_deployed(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn an_undeployed_wallet_verifies_counterfactually_and_settles_once_deployed_on_postgres() {
-    an_undeployed_wallet_verifies_counterfactually_and_settles_once_deployed(Backend::Postgres)
-        .await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        an_undeployed_wallet_verifies_counterfactually_and_settles_once_deployed,
+    ];
+);

@@ -92,7 +92,7 @@ impl Env {
     }
 }
 
-async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
+async fn settlements_to_a_merchants_pay_to_are_recorded_once(backend: Backend) {
     let env = Env::new(backend).await;
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 250_000);
     let requirements = requirements_v2(PAY_TO, 250_000);
@@ -201,17 +201,7 @@ async fn settlements_are_recorded_once_as_confirmed_orders(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn settlements_to_a_merchants_pay_to_are_recorded_once_on_sqlite() {
-    settlements_are_recorded_once_as_confirmed_orders(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn settlements_to_a_merchants_pay_to_are_recorded_once_on_postgres() {
-    settlements_are_recorded_once_as_confirmed_orders(Backend::Postgres).await;
-}
-
-async fn paywall(backend: Backend) {
+async fn the_paywall_answers_402_until_paid_then_proxies_once(backend: Backend) {
     let env = Env::new(backend).await;
     let client = reqwest::Client::new();
     let url = format!("{}/premium/quote?x=1", env.base);
@@ -335,17 +325,7 @@ async fn paywall(backend: Backend) {
     assert_eq!(env.balance(PAY_TO).await, before, "nothing settled");
 }
 
-#[tokio::test]
-async fn the_paywall_answers_402_until_paid_then_proxies_once_on_sqlite() {
-    paywall(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_paywall_answers_402_until_paid_then_proxies_once_on_postgres() {
-    paywall(Backend::Postgres).await;
-}
-
-async fn pelago(backend: Backend) {
+async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof(backend: Backend) {
     let env = Env::new(backend).await;
     let client = reqwest::Client::new();
     let endpoint = format!("{}/openapi/crypto/x402/order", env.base);
@@ -503,16 +483,6 @@ async fn pelago(backend: Backend) {
     assert_eq!(env.orders().await.len(), 3);
 }
 
-#[tokio::test]
-async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof_on_sqlite() {
-    pelago(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof_on_postgres() {
-    pelago(Backend::Postgres).await;
-}
-
 /// Runs an official client; returns its JSON output.
 fn official_fetch(client: &str, version: u8, key: &str, url: &str, request: &Value) -> Value {
     let mut input = json!({"version": version, "privateKey": key, "url": url});
@@ -600,3 +570,11 @@ async fn the_official_fetch_clients_pay_pelago_orders() {
         assert_eq!(order.status.as_str(), "confirmed");
     }
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        settlements_to_a_merchants_pay_to_are_recorded_once,
+        the_paywall_answers_402_until_paid_then_proxies_once,
+        pelago_orders_are_paid_by_authorization_or_tx_hash_proof,
+    ];
+);

@@ -43,16 +43,6 @@ async fn two_payments_for_one_order_settle_once(backend: Backend) {
     assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
 }
 
-#[tokio::test]
-async fn two_payments_for_one_order_settle_once_on_sqlite() {
-    two_payments_for_one_order_settle_once(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn two_payments_for_one_order_settle_once_on_postgres() {
-    two_payments_for_one_order_settle_once(Backend::Postgres).await;
-}
-
 /// A second settlement made for an order that another payment already paid (as a replica
 /// that did not see the first would make it) is recorded as its own sale by the reconciler's
 /// sweep, and nothing is left unrecorded.
@@ -98,12 +88,9 @@ async fn a_second_payment_that_moved_money_is_recorded_not_lost(backend: Backend
     assert_eq!(order.amount_paid.to_base_units_string(), PRICE.to_string());
 }
 
-#[tokio::test]
-async fn a_second_payment_that_moved_money_is_recorded_not_lost_on_sqlite() {
-    a_second_payment_that_moved_money_is_recorded_not_lost(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_second_payment_that_moved_money_is_recorded_not_lost_on_postgres() {
-    a_second_payment_that_moved_money_is_recorded_not_lost(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        two_payments_for_one_order_settle_once,
+        a_second_payment_that_moved_money_is_recorded_not_lost,
+    ];
+);

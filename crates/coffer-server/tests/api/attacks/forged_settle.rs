@@ -132,12 +132,8 @@ async fn a_signature_respelled_answers_the_same_on_sqlite() {
     a_signature_respelled_answers_the_same(Backend::Sqlite).await;
 }
 
-#[tokio::test]
-async fn a_repeated_settle_with_other_terms_is_refused_on_sqlite() {
-    a_repeated_settle_with_other_terms_is_refused(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_repeated_settle_with_other_terms_is_refused_on_postgres() {
-    a_repeated_settle_with_other_terms_is_refused(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        a_repeated_settle_with_other_terms_is_refused,
+    ];
+);

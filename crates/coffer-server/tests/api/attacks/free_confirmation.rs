@@ -162,32 +162,10 @@ async fn an_underpayment_never_confirms_an_order(backend: Backend) {
     assert_eq!(order.status.as_str(), "pending");
 }
 
-#[tokio::test]
-async fn a_journaled_nonce_never_confirms_an_order_on_sqlite() {
-    a_journaled_nonce_never_confirms_an_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_journaled_nonce_never_confirms_an_order_on_postgres() {
-    a_journaled_nonce_never_confirms_an_order(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn the_real_payment_still_confirms_the_order_on_sqlite() {
-    the_real_payment_still_confirms_the_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_real_payment_still_confirms_the_order_on_postgres() {
-    the_real_payment_still_confirms_the_order(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn an_underpayment_never_confirms_an_order_on_sqlite() {
-    an_underpayment_never_confirms_an_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn an_underpayment_never_confirms_an_order_on_postgres() {
-    an_underpayment_never_confirms_an_order(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        a_journaled_nonce_never_confirms_an_order,
+        the_real_payment_still_confirms_the_order,
+        an_underpayment_never_confirms_an_order,
+    ];
+);

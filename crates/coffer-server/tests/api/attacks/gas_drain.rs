@@ -325,26 +325,13 @@ async fn a_key_settles_only_for_its_own_merchant(backend: Backend) {
 }
 
 #[tokio::test]
-async fn strangers_cannot_spend_the_signers_gas_on_sqlite() {
-    strangers_cannot_spend_the_signers_gas(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn strangers_cannot_spend_the_signers_gas_on_postgres() {
-    strangers_cannot_spend_the_signers_gas(Backend::Postgres).await;
-}
-
-#[tokio::test]
 async fn floods_are_rate_limited_on_sqlite() {
     floods_are_rate_limited(Backend::Sqlite).await;
 }
 
-#[tokio::test]
-async fn a_key_settles_only_for_its_own_merchant_on_sqlite() {
-    a_key_settles_only_for_its_own_merchant(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_key_settles_only_for_its_own_merchant_on_postgres() {
-    a_key_settles_only_for_its_own_merchant(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        strangers_cannot_spend_the_signers_gas,
+        a_key_settles_only_for_its_own_merchant,
+    ];
+);

@@ -81,16 +81,6 @@ async fn every_payment_lands_in_its_own_order(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn every_payment_lands_in_its_own_order_on_sqlite() {
-    every_payment_lands_in_its_own_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn every_payment_lands_in_its_own_order_on_postgres() {
-    every_payment_lands_in_its_own_order(Backend::Postgres).await;
-}
-
 /// The official PyPI client pays 200 Pelago orders in a row (create → 402 → `X-PAYMENT` with
 /// the order id) while the real settlement reconciler runs, as in `coffer serve`: 200 of 200
 /// are confirmed.
@@ -155,3 +145,9 @@ async fn the_official_pypi_client_pays_200_orders_in_a_row() {
     }
     assert_eq!(env.order_count().await, PAYMENTS as u64);
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        every_payment_lands_in_its_own_order,
+    ];
+);

@@ -100,32 +100,10 @@ async fn a_paywall_request_waiting_on_its_upstream_loses_to_the_order(backend: B
     );
 }
 
-#[tokio::test]
-async fn the_order_first_then_the_paywall_on_sqlite() {
-    the_order_first_then_the_paywall(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_order_first_then_the_paywall_on_postgres() {
-    the_order_first_then_the_paywall(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn the_paywall_first_then_the_order_on_sqlite() {
-    the_paywall_first_then_the_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn the_paywall_first_then_the_order_on_postgres() {
-    the_paywall_first_then_the_order(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_paywall_request_waiting_on_its_upstream_loses_to_the_order_on_sqlite() {
-    a_paywall_request_waiting_on_its_upstream_loses_to_the_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_paywall_request_waiting_on_its_upstream_loses_to_the_order_on_postgres() {
-    a_paywall_request_waiting_on_its_upstream_loses_to_the_order(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        the_order_first_then_the_paywall,
+        the_paywall_first_then_the_order,
+        a_paywall_request_waiting_on_its_upstream_loses_to_the_order,
+    ];
+);

@@ -293,21 +293,9 @@ async fn a_payment_whose_client_went_away_can_be_presented_again(backend: Backen
     assert_eq!(ledger(&env).await, one_sale_after(before), "settled once");
 }
 
-#[tokio::test]
-async fn a_payment_whose_client_went_away_can_be_presented_again_on_sqlite() {
-    a_payment_whose_client_went_away_can_be_presented_again(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_payment_whose_client_went_away_can_be_presented_again_on_postgres() {
-    a_payment_whose_client_went_away_can_be_presented_again(Backend::Postgres).await;
-}
-
 /// A paid request whose client goes away while its payment settles: the settlement is not
 /// cut short — it is sent once, the sale is recorded — and the payment is then a replay.
-async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
-    backend: Backend,
-) {
+async fn a_client_that_leaves_while_its_payment_settles_is_charged_once(backend: Backend) {
     let upstream = Upstream::start().await;
     // Blocks every two seconds: the settlement waits for its receipt.
     let env = Env::with(paywalled(backend, &upstream).block_time(2)).await;
@@ -358,22 +346,6 @@ async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_
     assert!(is_replay(&replay), "{replay:?}");
     assert_eq!(upstream.calls_to("/premium/"), 1);
     assert_eq!(ledger(&env).await, one_sale_after(before), "charged once");
-}
-
-#[tokio::test]
-async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_sqlite() {
-    a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
-        Backend::Sqlite,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_client_that_leaves_while_its_payment_settles_is_charged_once_on_postgres() {
-    a_client_that_leaves_while_its_payment_settles_is_charged_once_and_the_sale_recorded(
-        Backend::Postgres,
-    )
-    .await;
 }
 
 /// A second Coffer replica over the env's database, with the same chain, signer and paywall;
@@ -428,16 +400,6 @@ async fn one_payment_sent_to_two_replicas_at_once_is_used_once(backend: Backend)
     assert_eq!(ledger(&env).await, one_sale_after(before));
 }
 
-#[tokio::test]
-async fn one_payment_sent_to_two_replicas_at_once_is_used_once_on_sqlite() {
-    one_payment_sent_to_two_replicas_at_once_is_used_once(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn one_payment_sent_to_two_replicas_at_once_is_used_once_on_postgres() {
-    one_payment_sent_to_two_replicas_at_once_is_used_once(Backend::Postgres).await;
-}
-
 /// The body of a 402 challenge names the canonical resource, never the raw path.
 #[tokio::test]
 async fn the_challenge_names_the_canonical_resource() {
@@ -451,3 +413,11 @@ async fn the_challenge_names_the_canonical_resource() {
     );
     assert!(upstream.seen().is_empty());
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        a_payment_whose_client_went_away_can_be_presented_again,
+        one_payment_sent_to_two_replicas_at_once_is_used_once,
+        a_client_that_leaves_while_its_payment_settles_is_charged_once,
+    ];
+);

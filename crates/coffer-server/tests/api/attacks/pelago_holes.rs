@@ -74,16 +74,6 @@ async fn a_mainnet_order_is_never_paid_on_a_testnet(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn a_mainnet_order_is_never_paid_on_a_testnet_on_sqlite() {
-    a_mainnet_order_is_never_paid_on_a_testnet(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_mainnet_order_is_never_paid_on_a_testnet_on_postgres() {
-    a_mainnet_order_is_never_paid_on_a_testnet(Backend::Postgres).await;
-}
-
 /// A transfer the payer made an hour ago (to the merchant's payTo, for some other reason) is
 /// presented as the tx-hash proof of a new order.
 async fn an_old_transfer_never_pays_a_new_order(backend: Backend) {
@@ -155,16 +145,6 @@ async fn an_old_transfer_never_pays_a_new_order(backend: Backend) {
     assert_eq!(env.order_count().await, 1, "no order was created for it");
 }
 
-#[tokio::test]
-async fn an_old_transfer_never_pays_a_new_order_on_sqlite() {
-    an_old_transfer_never_pays_a_new_order(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn an_old_transfer_never_pays_a_new_order_on_postgres() {
-    an_old_transfer_never_pays_a_new_order(Backend::Postgres).await;
-}
-
 /// Order ids open the public payment page: orders created in the same second must not give
 /// away each other's ids.
 #[tokio::test]
@@ -195,3 +175,10 @@ async fn order_ids_cannot_be_enumerated() {
     let (status, _) = env.get(&format!("/pay/{guess}/status"), &[]).await;
     assert_eq!(status, 404);
 }
+
+coffer_store::on_both_databases!(
+    backend: [
+        a_mainnet_order_is_never_paid_on_a_testnet,
+        an_old_transfer_never_pays_a_new_order,
+    ];
+);

@@ -141,16 +141,6 @@ async fn a_sale_is_confirmed_at_the_chains_confirmations(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn a_sale_is_confirmed_at_the_chains_confirmations_on_sqlite() {
-    a_sale_is_confirmed_at_the_chains_confirmations(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_sale_is_confirmed_at_the_chains_confirmations_on_postgres() {
-    a_sale_is_confirmed_at_the_chains_confirmations(Backend::Postgres).await;
-}
-
 /// The watcher is behind; a reorg replaced the block it last saw, and a sale was then mined on
 /// the new chain. Rewinding below the sale must not orphan it: its block is canonical.
 async fn a_reorg_below_a_sale_leaves_it_paid(backend: Backend) {
@@ -201,16 +191,6 @@ async fn a_reorg_below_a_sale_leaves_it_paid(backend: Backend) {
         !events.iter().any(|e| e == "payment_order.reorged"),
         "{events:?}"
     );
-}
-
-#[tokio::test]
-async fn a_reorg_below_a_sale_leaves_it_paid_on_sqlite() {
-    a_reorg_below_a_sale_leaves_it_paid(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_reorg_below_a_sale_leaves_it_paid_on_postgres() {
-    a_reorg_below_a_sale_leaves_it_paid(Backend::Postgres).await;
 }
 
 /// The sale's own block is dropped and its transaction mined again in another block: the
@@ -274,16 +254,6 @@ async fn a_sale_mined_again_is_found_in_its_new_block(backend: Backend) {
         "1000",
         "credited once"
     );
-}
-
-#[tokio::test]
-async fn a_sale_mined_again_is_found_in_its_new_block_on_sqlite() {
-    a_sale_mined_again_is_found_in_its_new_block(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_sale_mined_again_is_found_in_its_new_block_on_postgres() {
-    a_sale_mined_again_is_found_in_its_new_block(Backend::Postgres).await;
 }
 
 /// A rewind is judged while a sale settles beside the watcher: the sale lands in a canonical
@@ -358,16 +328,6 @@ async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid(backend: Backend) {
         !events.iter().any(|e| e == "payment_order.reorged"),
         "{events:?}"
     );
-}
-
-#[tokio::test]
-async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_sqlite() {
-    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_sale_recorded_while_a_rewind_is_judged_stays_paid_on_postgres() {
-    a_sale_recorded_while_a_rewind_is_judged_stays_paid(Backend::Postgres).await;
 }
 
 /// An environment whose settler batches authorizations arriving together into one Multicall3
@@ -579,24 +539,6 @@ async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_aft
     assert_eq!(env.balance(PAY_TO).await, U256::from(2_000u64));
 }
 
-#[tokio::test]
-async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg_on_sqlite()
- {
-    identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg(
-        Backend::Sqlite,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg_on_postgres()
- {
-    identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg(
-        Backend::Postgres,
-    )
-    .await;
-}
-
 /// The same twin sales ([`twin_sales`]); on the new chain someone submits the first sale's
 /// authorization on its own, so that when the batched transaction is mined again that call
 /// fails and only the other transfer happens. The transfer that remains is the second sale's:
@@ -694,21 +636,6 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
     );
 }
 
-#[tokio::test]
-async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin_on_sqlite() {
-    a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin(Backend::Sqlite)
-        .await;
-}
-
-#[tokio::test]
-async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin_on_postgres()
-{
-    a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin(
-        Backend::Postgres,
-    )
-    .await;
-}
-
 /// A reorg drops a mined settlement: the node is one nonce behind Coffer's journal, and every
 /// later settlement would wait behind the gap forever (and the paywall would keep serving
 /// "pending" payments that never land). The reconciler sends the lost transaction again; the
@@ -751,12 +678,14 @@ async fn a_dropped_settlement_does_not_jam_the_signer(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn a_dropped_settlement_does_not_jam_the_signer_on_sqlite() {
-    a_dropped_settlement_does_not_jam_the_signer(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_dropped_settlement_does_not_jam_the_signer_on_postgres() {
-    a_dropped_settlement_does_not_jam_the_signer(Backend::Postgres).await;
-}
+coffer_store::on_both_databases!(
+    backend: [
+        a_sale_is_confirmed_at_the_chains_confirmations,
+        a_reorg_below_a_sale_leaves_it_paid,
+        a_sale_mined_again_is_found_in_its_new_block,
+        a_sale_recorded_while_a_rewind_is_judged_stays_paid,
+        a_dropped_settlement_does_not_jam_the_signer,
+        identical_sales_batched_in_one_transaction_keep_their_own_transfers_after_a_reorg,
+        a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_its_twin,
+    ];
+);
