@@ -15,6 +15,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256, address};
 use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{Eip712Domain, SolStruct};
@@ -1068,7 +1069,21 @@ impl Env {
             .await
             .unwrap()
     }
+}
 
+/// A contract call or deployment sent and waited for until mined.
+pub trait Mined {
+    /// Sends the call from its provider's wallet and returns its receipt once mined.
+    fn mined(self) -> impl std::future::Future<Output = TransactionReceipt>;
+}
+
+impl<P: Provider, D: alloy::contract::CallDecoder> Mined for alloy::contract::CallBuilder<P, D> {
+    async fn mined(self) -> TransactionReceipt {
+        self.send().await.unwrap().get_receipt().await.unwrap()
+    }
+}
+
+impl Env {
     /// Transfers `units` of the test USDC from the payer to `to` (one mined block).
     pub async fn pay(&self, to: &str, units: u64) {
         let provider = ProviderBuilder::new()
@@ -1076,12 +1091,8 @@ impl Env {
             .connect_http(self.anvil.url().parse().unwrap());
         let receipt = coffer_evm::contracts::IERC20::new(USDC, provider)
             .transfer(to.parse().unwrap(), U256::from(units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+            .mined()
+            .await;
         assert!(receipt.status());
     }
 }

@@ -19,7 +19,7 @@ use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::kit::{Auth, Env, Options, PAY_TO, USDC, interop, now, requirements_v2};
+use crate::kit::{Auth, Env, Mined, Options, PAY_TO, USDC, interop, now, requirements_v2};
 
 /// The facilitator alone: an open access policy, Multicall3, a payer with 5 USDC (and no
 /// funds for the stranger, dev account 2), the registry's confirmations, and no merchant payTo.
@@ -278,12 +278,8 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
             signature.r().into(),
             signature.s().into(),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let (_, reply) = env
         .verify(&v2_request(&auth, &auth.sign(&payer), 10_000))
         .await;

@@ -16,7 +16,7 @@ use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 
 use crate::kit::{
-    self, Auth, Options, PAY_TO, USDC, b64, interop, paywall_route, requirements_v2, unb64,
+    self, Auth, Mined, Options, PAY_TO, USDC, b64, interop, paywall_route, requirements_v2, unb64,
     with_paywall,
 };
 
@@ -387,12 +387,8 @@ async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof(backend: Backe
     let token = IERC20::new(USDC, &payer_chain);
     let receipt = token
         .transfer(PAY_TO, U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let tx_hash = format!("{:#x}", receipt.transaction_hash);
     let response = create(json!({"amount": "1", "description": "proof"}))
         .send()

@@ -11,7 +11,9 @@ use coffer_evm::contracts::IERC20;
 use coffer_store::testing::Backend;
 use serde_json::{Value, json};
 
-use crate::kit::{Auth, BASE_CHAIN_ID, BASE_USDC, Env, Options, PAY_TO, USDC, now, x_payment_on};
+use crate::kit::{
+    Auth, BASE_CHAIN_ID, BASE_USDC, Env, Mined, Options, PAY_TO, USDC, now, x_payment_on,
+};
 
 async fn create(env: &Env, body: Value) -> Value {
     let (status, reply) = env
@@ -87,12 +89,8 @@ async fn an_old_transfer_never_pays_a_new_order(backend: Backend) {
     let payer_chain = env.wallet(&env.payer);
     let receipt = IERC20::new(USDC, &payer_chain)
         .transfer(PAY_TO, U256::from(1_000_000u64))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     let _: Value = env
         .chain
         .raw_request("anvil_setTime".into(), (now(),))

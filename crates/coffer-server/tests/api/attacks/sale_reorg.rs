@@ -13,7 +13,7 @@ use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::kit::{Auth, CHAIN_ID, Env, Options, PAY_TO, USDC};
+use crate::kit::{Auth, CHAIN_ID, Env, Mined, Options, PAY_TO, USDC};
 
 async fn mine(env: &Env, blocks: u64) {
     for _ in 0..blocks {
@@ -566,12 +566,8 @@ async fn a_batched_sale_whose_call_failed_when_mined_again_takes_nothing_from_it
             front_run.nonce,
             signature,
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .mined()
+        .await;
     env.chain
         .send_raw_transaction(&raw)
         .await
