@@ -19,7 +19,9 @@ use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
-use crate::kit::{Auth, Env, Mined, Options, PAY_TO, USDC, interop, now, requirements_v2};
+use crate::kit::{
+    Auth, CHAIN_ID, Env, Mined, Options, PAY_TO, USDC, interop, now, requirements_v2,
+};
 
 /// The facilitator alone: an open access policy, Multicall3, a payer with 5 USDC (and no
 /// funds for the stranger, dev account 2), the registry's confirmations, and no merchant payTo.
@@ -554,18 +556,42 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
         .expect("the first hash still finds its settlement");
     let replacement: alloy::primitives::TxHash = row.tx_hash.unwrap().parse().unwrap();
     assert_ne!(replacement, first, "a replacement was journaled");
-    let (old, new) = (
-        env.chain.get_transaction_by_hash(first).await.unwrap(),
-        env.chain
-            .get_transaction_by_hash(replacement)
-            .await
-            .unwrap()
-            .unwrap(),
+    // The node forgets a replaced transaction, so the journal is where both are compared.
+    let signer = testnet::dev_account(9).unwrap().address();
+    let journaled = env
+        .state
+        .gateway
+        .store
+        .transactions_at_nonce(CHAIN_ID, &format!("{signer:#x}"), 0)
+        .await
+        .unwrap();
+    let hashes: Vec<&str> = journaled.iter().map(|(hash, _)| hash.as_str()).collect();
+    assert_eq!(
+        hashes,
+        [format!("{first:#x}"), format!("{replacement:#x}")],
+        "the first transaction and its replacement, oldest first"
     );
-    if let Some(old) = old {
+    let decode = |raw: &str| {
+        use alloy::eips::eip2718::Decodable2718;
+        let bytes = alloy::hex::decode(raw).unwrap();
+        alloy::consensus::TxEnvelope::decode_2718(&mut bytes.as_slice()).unwrap()
+    };
+    let (old, new) = (decode(&journaled[0].1), decode(&journaled[1].1));
+    {
         use alloy::consensus::Transaction as _;
-        assert!(new.inner.inner().max_fee_per_gas() > old.inner.inner().max_fee_per_gas());
-        assert_eq!(new.inner.inner().nonce(), old.inner.inner().nonce());
+        assert_eq!(new.nonce(), old.nonce(), "the same signer nonce");
+        assert!(
+            new.max_fee_per_gas() > old.max_fee_per_gas(),
+            "{} then {}",
+            old.max_fee_per_gas(),
+            new.max_fee_per_gas()
+        );
+        assert!(new.max_priority_fee_per_gas() > old.max_priority_fee_per_gas());
+        assert_eq!(
+            (new.to(), new.input()),
+            (old.to(), old.input()),
+            "the same call"
+        );
     }
 
     env.chain.anvil_mine(Some(1), None).await.unwrap();
@@ -584,8 +610,48 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
         "the replaced transaction was never mined"
     );
     assert_eq!(env.balance(PAY_TO).await, U256::from(31_000u64));
-    let signer = testnet::dev_account(9).unwrap().address();
     assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_fee_above_the_cap_sends_nothing_and_leaves_the_authorization_free() {
+    let env = facilitator_with(SettleOptions {
+        max_fee_per_gas: 1,
+        ..SettleOptions::default()
+    })
+    .await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 27_000);
+    let request = v2_request(&auth, &auth.sign(&env.payer), 27_000);
+    for attempt in 0..2 {
+        let (_, refused) = env.settle(&request).await;
+        assert_eq!(refused["success"], false, "{refused}");
+        assert_eq!(
+            refused["errorReason"], "unexpected_settle_error",
+            "{refused}"
+        );
+        assert_eq!(refused["transaction"], "", "{refused}");
+        let message = refused["errorMessage"].as_str().unwrap();
+        assert!(message.contains("above the cap 1"), "{attempt}: {message}");
+    }
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 0);
+    assert_eq!(env.balance(PAY_TO).await, U256::ZERO);
+    let used = IEip3009::new(USDC, &env.chain)
+        .authorizationState(auth.from, auth.nonce)
+        .call()
+        .await
+        .unwrap();
+    assert!(!used, "the authorization is still the payer's");
+    assert!(
+        env.state
+            .gateway
+            .store
+            .next_signer_nonce(CHAIN_ID, &format!("{signer:#x}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was journaled"
+    );
 }
 
 #[tokio::test]
