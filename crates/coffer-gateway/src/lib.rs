@@ -42,5 +42,4 @@ pub mod workers;
 
 pub use gateway::Gateway;
 
-#[cfg(test)]
 mod test_support;

@@ -2,6 +2,8 @@
 //! SQLite database with a runtime to drive the async services from proptest's synchronous
 //! runner, header maps built from raw bytes, and the runner itself.
 
+#![cfg(test)]
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use coffer_store::MerchantRow;
 use coffer_store::testing::{Backend, TestDatabase};
