@@ -12,6 +12,7 @@
 //! fails over to the next endpoint.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,11 +27,39 @@ use coffer_core::Chain;
 
 use crate::EvmError;
 
-/// One endpoint: its provider and a printable URL.
+/// One endpoint: its provider, a printable URL and what its calls came to.
 #[derive(Clone)]
 struct Endpoint {
     printable: String,
     provider: DynProvider,
+    stats: Arc<CallStats>,
+}
+
+/// What an endpoint's calls came to since start, counted by its transport.
+#[derive(Debug, Default)]
+struct CallStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    retries: AtomicU64,
+    micros: AtomicU64,
+}
+
+/// A snapshot of one endpoint's calls since start, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointCalls {
+    /// The chain's key (`base-sepolia`).
+    pub chain: String,
+    /// The endpoint as `https://host/…`, never its key.
+    pub endpoint: String,
+    /// Calls made (each counted once, however often it was sent).
+    pub calls: u64,
+    /// Calls that ended in a transport error after their retries (a JSON-RPC error is the
+    /// node's answer, not counted here).
+    pub errors: u64,
+    /// Times a call was sent again after failing in passing.
+    pub retries: u64,
+    /// Time spent in calls, retries and pauses included, in microseconds.
+    pub micros: u64,
 }
 
 /// The RPC endpoints configured for one chain.
@@ -193,6 +222,7 @@ struct RpcHttp {
     client: reqwest::Client,
     url: reqwest::Url,
     scrubber: Arc<UrlScrubber>,
+    stats: Arc<CallStats>,
 }
 
 impl RpcHttp {
@@ -267,24 +297,41 @@ impl tower::Service<RequestPacket> for RpcHttp {
     fn call(&mut self, request: RequestPacket) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let mut retries = 0;
-            loop {
-                match this.clone().send(request.clone()).await {
-                    Err(error) if retries < MAX_RETRIES && is_transient(&error) => {
-                        retries += 1;
-                        let pause = backoff(retries, &error);
-                        tracing::debug!(
-                            retries,
-                            pause_ms = pause.as_millis() as u64,
-                            error = %this.scrubber.scrub(error),
-                            "RPC call failed in passing; asking again"
-                        );
-                        tokio::time::sleep(pause).await;
-                    }
-                    outcome => return outcome.map_err(|error| this.scrubber.scrub(error)),
-                }
+            let started = std::time::Instant::now();
+            let outcome = this.call_with_retries(request).await;
+            let stats = &this.stats;
+            stats.calls.fetch_add(1, Ordering::Relaxed);
+            if outcome.is_err() {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
             }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.micros.fetch_add(micros, Ordering::Relaxed);
+            outcome
         })
+    }
+}
+
+impl RpcHttp {
+    /// Sends `request`, again after a pause while it fails in passing (see [`is_transient`]).
+    async fn call_with_retries(&self, request: RequestPacket) -> TransportResult<ResponsePacket> {
+        let mut retries = 0;
+        loop {
+            match self.clone().send(request.clone()).await {
+                Err(error) if retries < MAX_RETRIES && is_transient(&error) => {
+                    retries += 1;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let pause = backoff(retries, &error);
+                    tracing::debug!(
+                        retries,
+                        pause_ms = pause.as_millis() as u64,
+                        error = %self.scrubber.scrub(error),
+                        "RPC call failed in passing; asking again"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                outcome => return outcome.map_err(|error| self.scrubber.scrub(error)),
+            }
+        }
     }
 }
 
@@ -339,7 +386,7 @@ fn backoff(retry: u32, error: &TransportError) -> Duration {
 }
 
 /// A provider for `url` that never prints it, in errors or logs.
-fn scrubbed_provider(configured: &str, url: reqwest::Url) -> DynProvider {
+fn scrubbed_provider(configured: &str, url: reqwest::Url, stats: Arc<CallStats>) -> DynProvider {
     let scrubber = Arc::new(UrlScrubber::new(configured, &url));
     let is_local = alloy::transports::utils::guess_local_url(url.as_str());
     let client = reqwest::Client::builder()
@@ -350,6 +397,7 @@ fn scrubbed_provider(configured: &str, url: reqwest::Url) -> DynProvider {
         client,
         url,
         scrubber,
+        stats,
     };
     let client = ClientBuilder::default().transport(transport, is_local);
     ProviderBuilder::new().connect_client(client).erased()
@@ -368,9 +416,11 @@ impl ChainRpc {
                 let parsed: reqwest::Url = url
                     .parse()
                     .map_err(|_| EvmError::InvalidUrl(printable_url(url)))?;
+                let stats = Arc::new(CallStats::default());
                 Ok(Endpoint {
                     printable: printable_url(url),
-                    provider: scrubbed_provider(url, parsed),
+                    provider: scrubbed_provider(url, parsed, stats.clone()),
+                    stats,
                 })
             })
             .collect::<Result<_, EvmError>>()?;
@@ -394,6 +444,21 @@ impl ChainRpc {
     /// How many endpoints there are.
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()
+    }
+
+    /// What each endpoint's calls came to since start (for metrics).
+    pub fn calls(&self) -> Vec<EndpointCalls> {
+        self.endpoints
+            .iter()
+            .map(|endpoint| EndpointCalls {
+                chain: self.chain.clone(),
+                endpoint: endpoint.printable.clone(),
+                calls: endpoint.stats.calls.load(Ordering::Relaxed),
+                errors: endpoint.stats.errors.load(Ordering::Relaxed),
+                retries: endpoint.stats.retries.load(Ordering::Relaxed),
+                micros: endpoint.stats.micros.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Endpoint `index` (modulo the count) as `(printable URL, provider)`, for callers that
@@ -470,7 +535,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use alloy::providers::Provider;
     use coffer_core::{ChainOverride, ChainRegistry};

@@ -31,10 +31,10 @@ async fn openapi(
 #[tracing::instrument(skip_all)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
-    let gas = settlement_gas(&state).await;
-    // The gas families go before the registry's closing `# EOF`.
+    let more = settlement_gas(&state).await + &rpc_calls(&state);
+    // These families go before the registry's closing `# EOF`.
     let end = text.rfind("# EOF").unwrap_or(text.len());
-    text.insert_str(end, &gas);
+    text.insert_str(end, &more);
     (
         [(
             header::CONTENT_TYPE,
@@ -94,6 +94,58 @@ async fn settlement_gas(state: &AppState) -> String {
                 text,
                 "{name}_total{{merchant=\"{merchant}\"}} {}",
                 value(spent)
+            );
+        }
+    }
+    text
+}
+
+/// Each RPC endpoint's calls since start, labelled by chain and endpoint (`https://host/…`,
+/// never its key: labels are bounded by the configuration), in OpenMetrics text.
+fn rpc_calls(state: &AppState) -> String {
+    use std::fmt::Write;
+
+    use coffer_evm::rpc::EndpointCalls;
+    let endpoints: Vec<EndpointCalls> = state
+        .gateway
+        .rpcs
+        .iter()
+        .flat_map(|rpc| rpc.calls())
+        .collect();
+    type Family = (&'static str, &'static str, fn(&EndpointCalls) -> String);
+    let families: [Family; 4] = [
+        (
+            "coffer_rpc_calls",
+            "RPC calls made per endpoint, each counted once however often it was sent",
+            |calls| calls.calls.to_string(),
+        ),
+        (
+            "coffer_rpc_errors",
+            "RPC calls that ended in a transport error after their retries, per endpoint",
+            |calls| calls.errors.to_string(),
+        ),
+        (
+            "coffer_rpc_retries",
+            "RPC calls sent again after failing in passing (timeouts, 408, 429, 5xx), per endpoint",
+            |calls| calls.retries.to_string(),
+        ),
+        (
+            "coffer_rpc_call_seconds",
+            "Time spent in RPC calls per endpoint, retries and pauses included",
+            |calls| format!("{:.6}", calls.micros as f64 / 1e6),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in families {
+        let _ = writeln!(text, "# HELP {name} {help}.");
+        let _ = writeln!(text, "# TYPE {name} counter");
+        for calls in &endpoints {
+            let _ = writeln!(
+                text,
+                "{name}_total{{chain=\"{}\",endpoint=\"{}\"}} {}",
+                calls.chain,
+                calls.endpoint,
+                value(calls)
             );
         }
     }

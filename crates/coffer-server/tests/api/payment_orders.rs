@@ -23,6 +23,7 @@ use coffer_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::faulty_rpc::Fault;
 use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, new_merchant, rpc, usdc};
 
 /// The payment-order environment: the kit's, with two confirmations, a merchant whose webhooks
@@ -43,13 +44,22 @@ impl Deref for Env {
 
 impl Env {
     async fn new(backend: Backend) -> Env {
+        Env::with(backend, |options| options).await
+    }
+
+    /// The environment with Coffer reaching the chain through a [`crate::faulty_rpc::FaultyRpc`].
+    async fn faulty(backend: Backend) -> Env {
+        Env::with(backend, Options::faulty_rpc).await
+    }
+
+    async fn with(backend: Backend, more: impl FnOnce(Options) -> Options) -> Env {
         let (sink, sink_url) = Inbox::start().await;
         // The webhook endpoints are local: loopback is allowed, as under `coffer dev`.
         let options = Options::on(backend)
             .confirmations(2)
             .local_endpoints()
             .merchant_webhook(&sink_url);
-        let kit = kit::Env::with(options).await;
+        let kit = kit::Env::with(more(options)).await;
         kit.deposit_wallet(&kit.merchant.id).await;
         let watcher = kit.watcher().await;
         Env { kit, watcher, sink }
@@ -292,6 +302,64 @@ async fn underpayment_waits_and_a_second_payment_completes_the_order(backend: Ba
     );
     assert_eq!(done["amount_paid"], "50.00");
     assert_eq!(done["payments"].as_array().unwrap().len(), 2);
+}
+
+/// A public endpoint fails some calls in passing (502s): every call the watcher makes fails
+/// twice before it is answered, and the watcher still takes every step and confirms the order.
+async fn the_watcher_rides_out_an_endpoint_that_fails_in_passing(backend: Backend) {
+    let mut env = Env::faulty(backend).await;
+    let rpc = env.rpc_faults.clone().unwrap();
+    let order = env.create_order("5", 3, json!({})).await;
+    let (order_id, address) = (
+        order["order_id"].as_str().unwrap(),
+        order["receiving_address"].as_str().unwrap(),
+    );
+    env.pay(address, usdc(5)).await;
+    env.mine(2).await;
+    let methods = ["eth_getBlockByNumber", "eth_getLogs"];
+    for method in methods {
+        rpc.fail(method, Fault::BadGateway, 2);
+    }
+    let reports = env.watch().await;
+    assert!(!reports.is_empty(), "the watcher made progress");
+    let done = env.order(order_id).await;
+    assert_eq!(done["status"], "confirmed", "{done}");
+    assert_eq!(done["amount_paid"], "5.00");
+    for method in methods {
+        assert!(
+            rpc.calls(method) >= 3,
+            "{method}: the faults were met and retried"
+        );
+    }
+    // /metrics counts the endpoint's calls, retries and errors.
+    let metrics = reqwest::get(format!("{}/metrics", env.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| {
+        let series = format!(
+            "{name}_total{{chain=\"base-sepolia\",endpoint=\"{}\"}} ",
+            rpc.url
+        );
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    assert!(
+        counter("coffer_rpc_retries") >= 4.0,
+        "two per planned fault"
+    );
+    assert!(counter("coffer_rpc_calls") >= 2.0);
+    assert_eq!(
+        counter("coffer_rpc_errors"),
+        0.0,
+        "every call was answered in the end"
+    );
+    assert!(counter("coffer_rpc_call_seconds") > 0.0);
 }
 
 async fn overpayment_confirms_and_is_flagged(backend: Backend) {
@@ -776,6 +844,7 @@ async fn native_coin_payments_are_detected(backend: Backend) {
 coffer_store::on_both_databases!(
     an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature,
     underpayment_waits_and_a_second_payment_completes_the_order,
+    the_watcher_rides_out_an_endpoint_that_fails_in_passing,
     overpayment_confirms_and_is_flagged,
     a_payment_after_expiry_is_recorded_and_flagged_paid_late,
     a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again,
