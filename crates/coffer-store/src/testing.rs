@@ -137,6 +137,8 @@ impl TestDatabase {
 ///
 /// What a test function takes depends on the list that names it:
 /// - `backend: [..]`: the [`Backend`] (the test makes its own databases);
+/// - `threaded_backend: [..]`: the [`Backend`], on a multi-threaded runtime (for tests whose
+///   tasks must really run at once);
 /// - `store: [..]`: `&dyn Store`, a fresh migrated store;
 /// - `shared_store: [..]`: `Arc<dyn Store>`, a fresh store to share between tasks, on a
 ///   multi-threaded runtime;
@@ -169,6 +171,7 @@ impl TestDatabase {
 macro_rules! on_both_databases {
     (@on $backend:ident
         backend: [$($backend_test:ident),*]
+        threaded_backend: [$($threaded_test:ident),*]
         store: [$($store_test:ident),*]
         shared_store: [$($shared_test:ident),*]
         blocking: [$($blocking_test:ident),*]
@@ -177,6 +180,12 @@ macro_rules! on_both_databases {
             #[tokio::test]
             async fn $backend_test() {
                 super::$backend_test($crate::testing::Backend::$backend).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $threaded_test() {
+                super::$threaded_test($crate::testing::Backend::$backend).await;
             }
         )*
         $(
@@ -207,6 +216,7 @@ macro_rules! on_both_databases {
     };
     (
         $(backend: [$($backend_test:ident),* $(,)?];)?
+        $(threaded_backend: [$($threaded_test:ident),* $(,)?];)?
         $(store: [$($store_test:ident),* $(,)?];)?
         $(shared_store: [$($shared_test:ident),* $(,)?];)?
         $(blocking: [$($blocking_test:ident),* $(,)?];)?
@@ -214,6 +224,7 @@ macro_rules! on_both_databases {
         mod sqlite {
             $crate::on_both_databases!(@on Sqlite
                 backend: [$($($backend_test),*)?]
+                threaded_backend: [$($($threaded_test),*)?]
                 store: [$($($store_test),*)?]
                 shared_store: [$($($shared_test),*)?]
                 blocking: [$($($blocking_test),*)?]
@@ -222,6 +233,7 @@ macro_rules! on_both_databases {
         mod postgres {
             $crate::on_both_databases!(@on Postgres
                 backend: [$($($backend_test),*)?]
+                threaded_backend: [$($($threaded_test),*)?]
                 store: [$($($store_test),*)?]
                 shared_store: [$($($shared_test),*)?]
                 blocking: [$($($blocking_test),*)?]

@@ -25,16 +25,16 @@ use crate::kit::{
 
 /// The facilitator alone: an open access policy, Multicall3, a payer with 5 USDC (and no
 /// funds for the stranger, dev account 2), the registry's confirmations, and no merchant payTo.
-async fn facilitator() -> Env {
-    facilitator_with(SettleOptions {
+async fn facilitator(backend: Backend) -> Env {
+    let settle = SettleOptions {
         receipt_timeout: Duration::from_secs(2),
         ..SettleOptions::default()
-    })
-    .await
+    };
+    facilitator_with(backend, settle).await
 }
 
-async fn facilitator_with(settle: SettleOptions) -> Env {
-    let options = Options::on(Backend::Sqlite)
+async fn facilitator_with(backend: Backend, settle: SettleOptions) -> Env {
+    let options = Options::on(backend)
         .registry_confirmations()
         .payer_funds(5_000_000)
         .stranger_funds(0)
@@ -69,7 +69,7 @@ fn v1_request(auth: &Auth, signature: &str) -> Value {
 
 #[tokio::test]
 async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without_any_transaction() {
-    let env = facilitator().await;
+    let env = facilitator(Backend::Sqlite).await;
     let payer = env.payer.clone();
     let nonce_before = env
         .chain
@@ -293,7 +293,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
 
 #[tokio::test]
 async fn a_contract_wallet_pays_with_an_erc1271_signature() {
-    let env = facilitator().await;
+    let env = facilitator(Backend::Sqlite).await;
     let owner = testnet::dev_account(2).unwrap();
     let wallet = TestSmartWallet::deploy(&env.chain, owner.address())
         .await
@@ -322,7 +322,7 @@ async fn a_contract_wallet_pays_with_an_erc1271_signature() {
 
 #[tokio::test]
 async fn supported_lists_both_versions_of_each_configured_chain() {
-    let env = facilitator().await;
+    let env = facilitator(Backend::Sqlite).await;
     let reply: Value = reqwest::get(format!("{}/x402/supported", env.base))
         .await
         .unwrap()
@@ -337,9 +337,8 @@ async fn supported_lists_both_versions_of_each_configured_chain() {
     assert_eq!(reply["signers"], json!({"eip155:*": [signer]}));
 }
 
-#[tokio::test]
-async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
-    let env = facilitator().await;
+async fn a_payment_settles_once_and_repeats_answer_the_same_transaction(backend: Backend) {
+    let env = facilitator(backend).await;
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 250_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 250_000);
     let payer_before = env.balance(env.payer.address()).await;
@@ -389,9 +388,8 @@ async fn a_payment_settles_once_and_repeats_answer_the_same_transaction() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer() {
-    let env = std::sync::Arc::new(facilitator().await);
+async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer(backend: Backend) {
+    let env = std::sync::Arc::new(facilitator(backend).await);
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 100_000);
     let request = std::sync::Arc::new(v2_request(&auth, &auth.sign(&env.payer), 100_000));
     let calls: Vec<_> = (0..200)
@@ -420,9 +418,10 @@ async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors() {
-    let env = std::sync::Arc::new(facilitator().await);
+async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors(
+    backend: Backend,
+) {
+    let env = std::sync::Arc::new(facilitator(backend).await);
     let calls: Vec<_> = (0..1000)
         .map(|_| {
             let env = env.clone();
@@ -452,15 +451,18 @@ async fn a_thousand_distinct_authorizations_settle_concurrently_without_nonce_er
     );
 }
 
-#[tokio::test]
-async fn settlements_arriving_together_share_one_multicall_transaction_and_one_failing_call_fails_alone()
- {
+async fn settlements_arriving_together_share_one_multicall_transaction_and_one_failing_call_fails_alone(
+    backend: Backend,
+) {
     let env = std::sync::Arc::new(
-        facilitator_with(SettleOptions {
-            receipt_timeout: Duration::from_secs(5),
-            batch_window: Duration::from_millis(400),
-            ..SettleOptions::default()
-        })
+        facilitator_with(
+            backend,
+            SettleOptions {
+                receipt_timeout: Duration::from_secs(5),
+                batch_window: Duration::from_millis(400),
+                ..SettleOptions::default()
+            },
+        )
         .await,
     );
     // A second payer holds 0.7 USDC and signs two 0.6 USDC authorizations: each one alone is
@@ -528,13 +530,17 @@ async fn settlements_arriving_together_share_one_multicall_transaction_and_one_f
     assert_eq!(env.balance(short.address()).await, U256::from(100_000u64));
 }
 
-#[tokio::test]
-async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_mined_one() {
-    let env = facilitator_with(SettleOptions {
-        receipt_timeout: Duration::from_millis(300),
-        bump_after: Duration::ZERO,
-        ..SettleOptions::default()
-    })
+async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_mined_one(
+    backend: Backend,
+) {
+    let env = facilitator_with(
+        backend,
+        SettleOptions {
+            receipt_timeout: Duration::from_millis(300),
+            bump_after: Duration::ZERO,
+            ..SettleOptions::default()
+        },
+    )
     .await;
     env.chain.anvil_set_auto_mine(false).await.unwrap();
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 31_000);
@@ -613,12 +619,14 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_min
     assert_eq!(env.chain.get_transaction_count(signer).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn a_fee_above_the_cap_sends_nothing_and_leaves_the_authorization_free() {
-    let env = facilitator_with(SettleOptions {
-        max_fee_per_gas: 1,
-        ..SettleOptions::default()
-    })
+async fn a_fee_above_the_cap_sends_nothing_and_leaves_the_authorization_free(backend: Backend) {
+    let env = facilitator_with(
+        backend,
+        SettleOptions {
+            max_fee_per_gas: 1,
+            ..SettleOptions::default()
+        },
+    )
     .await;
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 27_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 27_000);
@@ -654,9 +662,10 @@ async fn a_fee_above_the_cap_sends_nothing_and_leaves_the_authorization_free() {
     );
 }
 
-#[tokio::test]
-async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction() {
-    let env = facilitator().await;
+async fn a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction(
+    backend: Backend,
+) {
+    let env = facilitator(backend).await;
     env.chain.anvil_set_auto_mine(false).await.unwrap();
     let auth = Auth::fresh(env.payer.address(), PAY_TO, 42_000);
     let request = v2_request(&auth, &auth.sign(&env.payer), 42_000);
@@ -723,7 +732,7 @@ fn official_payload(client: &str, version: u8, private_key: &str, requirements: 
 
 #[tokio::test]
 async fn payments_built_by_the_official_npm_and_pypi_clients_verify_and_settle() {
-    let env = facilitator().await;
+    let env = facilitator(Backend::Sqlite).await;
     let key = format!("0x{}", alloy::hex::encode(env.payer.to_bytes()));
     let v2 = json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000", "asset": USDC.to_checksum(None),
         "payTo": PAY_TO.to_checksum(None), "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}});
@@ -793,7 +802,7 @@ async fn okx_call(
 
 #[tokio::test]
 async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_credentials() {
-    let env = facilitator().await;
+    let env = facilitator(Backend::Sqlite).await;
     let merchant = env
         .state
         .gateway
@@ -957,3 +966,19 @@ async fn okx_dialects_verify_and_settle_with_signed_requests_and_refuse_bad_cred
         okx_call(&env, "GET", "/api/v6/x402/supported", "", credential, None).await;
     assert_eq!((status, reply["code"].as_str()), (401, Some("50111")));
 }
+
+// The money paths run on both databases; verification and the dialects, which write nothing
+// the journal decides, on SQLite.
+coffer_store::on_both_databases!(
+    backend: [
+        a_payment_settles_once_and_repeats_answer_the_same_transaction,
+        settlements_arriving_together_share_one_multicall_transaction_and_one_failing_call_fails_alone,
+        a_stuck_settlement_is_replaced_with_higher_fees_and_resolves_to_the_mined_one,
+        a_fee_above_the_cap_sends_nothing_and_leaves_the_authorization_free,
+        a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction,
+    ];
+    threaded_backend: [
+        two_hundred_concurrent_settles_of_one_authorization_make_one_transfer,
+        a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors,
+    ];
+);
