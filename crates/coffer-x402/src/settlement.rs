@@ -592,11 +592,48 @@ impl Settler {
         row: SettlementRow,
         receipt_timeout: Duration,
     ) -> Result<SettleOutcome, SettleError> {
+        let deadline = tokio::time::Instant::now() + receipt_timeout;
+        // Claimed by another call (perhaps another process) that has not signed yet: wait for
+        // its transaction rather than answer without one.
         let row = match row.status {
-            SettlementStatus::Broadcast => self.await_receipt(row, receipt_timeout).await?,
+            SettlementStatus::Pending => match self.await_signing(row, deadline).await? {
+                Some(row) => row,
+                None => {
+                    return Ok(SettleOutcome::Failed(Failure::ChainUnavailable {
+                        message: "the settlement was not sent; nothing moved, try again".to_owned(),
+                    }));
+                }
+            },
+            _ => row,
+        };
+        let row = match row.status {
+            SettlementStatus::Broadcast => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                self.await_receipt(row, left).await?
+            }
             _ => row,
         };
         Ok(SettleOutcome::from_row(row))
+    }
+
+    /// Waits, until `deadline`, for a claim another call holds to be signed and journaled (or
+    /// decided). `None` when its holder released it: nothing was sent.
+    async fn await_signing(
+        &self,
+        row: SettlementRow,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<SettlementRow>, SettleError> {
+        let mut pause = Duration::from_millis(5);
+        let mut row = row;
+        while row.status == SettlementStatus::Pending && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+            match self.store.settlement(&row.key).await? {
+                Some(now) => row = now,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(row))
     }
 
     /// A journal row as it is now.
@@ -1626,7 +1663,16 @@ mod tests {
             matches!(outcome, SettleOutcome::Pending { transaction: None }),
             "{outcome:?}"
         );
-        let reply = settler.settle(&request, NOW).await;
+        // Waited for up to the bound, the holder never signs: still pending.
+        let reply = settler
+            .settle_outcome(
+                &request,
+                NOW,
+                Duration::from_millis(50),
+                Purpose::Order(None),
+            )
+            .await
+            .response(&request);
         assert_eq!(
             (
                 reply.success,
@@ -1635,6 +1681,26 @@ mod tests {
             ),
             (false, Some(SETTLEMENT_PENDING), "")
         );
+    }
+
+    #[tokio::test]
+    async fn a_claim_released_while_waited_for_answers_try_again() {
+        let (settler, db) = settler().await;
+        let (payment, request) = checked_payment();
+        let claim = journal_claim(db.store.as_ref(), &payment).await;
+        let store = db.store.clone();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(store.release_settlement_claim(claim.id).await.unwrap());
+        });
+        let outcome = settler
+            .settle_outcome(&request, NOW, Duration::from_secs(5), Purpose::Order(None))
+            .await;
+        release.await.unwrap();
+        let SettleOutcome::Failed(Failure::ChainUnavailable { message }) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(message.contains("try again"), "{message}");
     }
 
     #[tokio::test]

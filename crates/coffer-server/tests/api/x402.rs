@@ -20,7 +20,7 @@ use coffer_x402::settlement::SettleOptions;
 use serde_json::{Value, json};
 
 use crate::kit::{
-    Auth, CHAIN_ID, Env, Mined, Options, PAY_TO, USDC, interop, now, requirements_v2,
+    self, Auth, CHAIN_ID, Env, Mined, Options, PAY_TO, USDC, interop, now, requirements_v2,
 };
 
 /// The facilitator alone: an open access policy, Multicall3, a payer with 5 USDC (and no
@@ -410,6 +410,71 @@ async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer(b
         "every caller got the same transaction: {hashes:?}"
     );
     assert_eq!(env.balance(PAY_TO).await, U256::from(100_000u64));
+    let signer = testnet::dev_account(9).unwrap().address();
+    assert_eq!(
+        env.chain.get_transaction_count(signer).await.unwrap(),
+        1,
+        "one broadcast"
+    );
+}
+
+/// Two Coffer processes on one database and one signer (a second server over the same store),
+/// 50 settles of one authorization sent to each at once: one transfer, and every caller is
+/// answered with it. The journal, not a process's memory, makes a settlement happen once.
+async fn two_settlers_on_one_database_settle_an_authorization_once(backend: Backend) {
+    let env = std::sync::Arc::new(facilitator(backend).await);
+    let registry = kit::registry(&[("base-sepolia", kit::rpc(&[env.anvil.url()], None))]);
+    let (second, _) = kit::serve(|base| {
+        AppState::new(env.db.store.clone(), registry, base)
+            .unwrap()
+            .with_settlement(
+                vec![env.signer.clone()],
+                SettleOptions {
+                    receipt_timeout: Duration::from_secs(5),
+                    ..SettleOptions::default()
+                },
+            )
+            .with_facilitator_policy(FacilitatorPolicy::open())
+    })
+    .await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, 70_000);
+    let request = std::sync::Arc::new(v2_request(&auth, &auth.sign(&env.payer), 70_000));
+    let client = reqwest::Client::new();
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                env.base.clone()
+            } else {
+                second.clone()
+            };
+            let (client, request) = (client.clone(), request.clone());
+            tokio::spawn(async move {
+                let answer = client
+                    .post(format!("{base}/x402/settle"))
+                    .json(&*request)
+                    .send()
+                    .await
+                    .unwrap();
+                answer.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut hashes = std::collections::BTreeSet::new();
+    for call in calls {
+        let reply = call.await.unwrap();
+        assert_eq!(reply["success"], true, "{reply}");
+        hashes.insert(reply["transaction"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        hashes.len(),
+        1,
+        "one transaction for every caller: {hashes:?}"
+    );
+    assert_eq!(
+        env.balance(PAY_TO).await,
+        U256::from(70_000u64),
+        "paid once"
+    );
     let signer = testnet::dev_account(9).unwrap().address();
     assert_eq!(
         env.chain.get_transaction_count(signer).await.unwrap(),
@@ -978,6 +1043,7 @@ coffer_store::on_both_databases!(
         a_settlement_interrupted_after_broadcast_resolves_to_its_one_transaction,
     ];
     threaded_backend: [
+        two_settlers_on_one_database_settle_an_authorization_once,
         two_hundred_concurrent_settles_of_one_authorization_make_one_transfer,
         a_thousand_distinct_authorizations_settle_concurrently_without_nonce_errors,
     ];
