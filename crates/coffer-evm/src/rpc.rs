@@ -42,6 +42,8 @@ struct CallStats {
     errors: AtomicU64,
     retries: AtomicU64,
     micros: AtomicU64,
+    /// Until when (ms since the Unix epoch) the failover passes this endpoint over.
+    cool_until_ms: AtomicU64,
 }
 
 /// A snapshot of one endpoint's calls since start, for metrics.
@@ -68,6 +70,7 @@ pub struct ChainRpc {
     chain: String,
     chain_id: u64,
     endpoints: Vec<Endpoint>,
+    failover: DynProvider,
 }
 
 impl std::fmt::Debug for ChainRpc {
@@ -385,22 +388,107 @@ fn backoff(retry: u32, error: &TransportError) -> Duration {
     Duration::from_millis(ceiling_ms / 2 + random % (ceiling_ms / 2 + 1))
 }
 
-/// A provider for `url` that never prints it, in errors or logs.
-fn scrubbed_provider(configured: &str, url: reqwest::Url, stats: Arc<CallStats>) -> DynProvider {
+/// Coffer's transport for `url`, which never prints it, in errors or logs.
+fn transport_for(configured: &str, url: reqwest::Url, stats: Arc<CallStats>) -> RpcHttp {
     let scrubber = Arc::new(UrlScrubber::new(configured, &url));
-    let is_local = alloy::transports::utils::guess_local_url(url.as_str());
     let client = reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
         .build()
         .unwrap_or_default();
-    let transport = RpcHttp {
+    RpcHttp {
         client,
         url,
         scrubber,
         stats,
-    };
+    }
+}
+
+/// A provider over `transport`.
+fn provider_over<T>(transport: T, is_local: bool) -> DynProvider
+where
+    T: tower::Service<
+            RequestPacket,
+            Response = ResponsePacket,
+            Error = TransportError,
+            Future = TransportFut<'static>,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let client = ClientBuilder::default().transport(transport, is_local);
     ProviderBuilder::new().connect_client(client).erased()
+}
+
+/// How long an endpoint that failed a call is passed over by [`FailoverHttp`].
+const COOLDOWN: Duration = Duration::from_secs(30);
+
+/// One chain's endpoints as one transport: a call goes to the first endpoint, in configured
+/// order, that is not cooling down; an endpoint whose call fails (a transport error after its
+/// retries, or an answer that is not JSON-RPC) cools down for [`COOLDOWN`] and the call goes
+/// on to the next. When every endpoint is cooling down they are tried in order anyway. A
+/// JSON-RPC error is the node's answer and is returned as it is.
+#[derive(Clone)]
+struct FailoverHttp {
+    transports: Arc<[RpcHttp]>,
+}
+
+impl FailoverHttp {
+    /// Endpoint indexes in the order a call tries them: those not cooling down first.
+    fn order(&self) -> Vec<usize> {
+        let now = now_ms();
+        let mut order: Vec<usize> = (0..self.transports.len()).collect();
+        order.sort_by_key(|&index| {
+            self.transports[index]
+                .stats
+                .cool_until_ms
+                .load(Ordering::Relaxed)
+                > now
+        });
+        order
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+impl tower::Service<RequestPacket> for FailoverHttp {
+    type Response = ResponsePacket;
+    type Error = TransportError;
+    type Future = TransportFut<'static>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: RequestPacket) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut failure = None;
+            for index in this.order() {
+                let mut transport = this.transports[index].clone();
+                match tower::Service::call(&mut transport, request.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(error) => {
+                        let stats = &transport.stats;
+                        let cooldown = u64::try_from(COOLDOWN.as_millis()).unwrap_or(u64::MAX);
+                        stats
+                            .cool_until_ms
+                            .store(now_ms().saturating_add(cooldown), Ordering::Relaxed);
+                        tracing::warn!(%error, endpoint = index, "RPC endpoint failed; trying the next");
+                        failure = Some(error);
+                    }
+                }
+            }
+            Err(failure
+                .unwrap_or_else(|| TransportErrorKind::custom_str("no RPC endpoint configured")))
+        })
+    }
 }
 
 impl ChainRpc {
@@ -409,26 +497,44 @@ impl ChainRpc {
     /// # Errors
     /// [`EvmError::InvalidUrl`] for a URL that does not parse.
     pub fn new(chain: &Chain) -> Result<Self, EvmError> {
-        let endpoints = chain
-            .rpc_urls
-            .iter()
-            .map(|url| {
-                let parsed: reqwest::Url = url
-                    .parse()
-                    .map_err(|_| EvmError::InvalidUrl(printable_url(url)))?;
-                let stats = Arc::new(CallStats::default());
-                Ok(Endpoint {
-                    printable: printable_url(url),
-                    provider: scrubbed_provider(url, parsed, stats.clone()),
-                    stats,
-                })
-            })
-            .collect::<Result<_, EvmError>>()?;
+        let mut endpoints = Vec::new();
+        let mut transports = Vec::new();
+        let mut all_local = true;
+        for url in &chain.rpc_urls {
+            let parsed: reqwest::Url = url
+                .parse()
+                .map_err(|_| EvmError::InvalidUrl(printable_url(url)))?;
+            let is_local = alloy::transports::utils::guess_local_url(parsed.as_str());
+            all_local &= is_local;
+            let stats = Arc::new(CallStats::default());
+            let transport = transport_for(url, parsed, stats.clone());
+            endpoints.push(Endpoint {
+                printable: printable_url(url),
+                provider: provider_over(transport.clone(), is_local),
+                stats,
+            });
+            transports.push(transport);
+        }
+        let failover = provider_over(
+            FailoverHttp {
+                transports: transports.into(),
+            },
+            all_local,
+        );
         Ok(ChainRpc {
             chain: chain.key().to_owned(),
             chain_id: chain.chain_id,
             endpoints,
+            failover,
         })
+    }
+
+    /// A provider over every endpoint of the chain: a call goes to the first endpoint, in
+    /// configured order, that has not failed in the last 30 s, and fails over to the next
+    /// when it fails. What one-off calls (the facilitator's, the settler's) use. `None` when
+    /// the chain has no endpoint.
+    pub fn provider(&self) -> Option<&DynProvider> {
+        (!self.endpoints.is_empty()).then_some(&self.failover)
     }
 
     /// The chain's key.
@@ -741,6 +847,41 @@ mod tests {
             started.elapsed() < Duration::from_millis(50),
             "no pause before answering"
         );
+    }
+
+    #[tokio::test]
+    async fn the_chain_provider_fails_over_and_passes_over_a_failed_endpoint() {
+        // The first endpoint refuses connections; the second answers.
+        let down = broken_endpoint(true).await;
+        let (up, answered) = flaky_node(502, 0).await;
+        let rpc = rpc_for(vec![
+            format!("http://127.0.0.1:{down}/v2/SEKRETKEY123"),
+            format!("http://127.0.0.1:{up}"),
+        ]);
+        let provider = rpc.provider().unwrap();
+        assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        assert_eq!(answered.load(Ordering::SeqCst), 2);
+        let calls = rpc.calls();
+        assert_eq!(
+            (calls[0].calls, calls[0].errors),
+            (1, 1),
+            "the failed endpoint is passed over for the second call"
+        );
+        assert_eq!((calls[1].calls, calls[1].errors), (2, 0));
+        assert_clean(&format!("{calls:?}"));
+
+        // Every endpoint down: the last error, without the URL.
+        let rpc = rpc_for(vec![format!("http://127.0.0.1:{down}/v2/SEKRETKEY123")]);
+        let error = rpc
+            .provider()
+            .unwrap()
+            .get_block_number()
+            .await
+            .unwrap_err();
+        assert_clean(&error.to_string());
+        let none = rpc_for(Vec::new());
+        assert!(none.provider().is_none());
     }
 
     #[test]

@@ -576,7 +576,7 @@ impl X402Sales {
         self.rpcs
             .iter()
             .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .and_then(|rpc| rpc.provider().cloned())
             .ok_or_else(|| SaleError::Chain {
                 chain_id,
                 message: "no RPC endpoint configured".to_owned(),

@@ -246,7 +246,7 @@ impl Facilitator {
         self.rpcs
             .iter()
             .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .and_then(|rpc| rpc.provider().cloned())
     }
 
     /// Every (version, scheme, network) this facilitator verifies: configured chains with an

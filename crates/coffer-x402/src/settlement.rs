@@ -355,7 +355,7 @@ impl Settler {
         self.rpcs
             .iter()
             .find(|rpc| rpc.chain_id() == chain_id)
-            .and_then(|rpc| rpc.endpoint(0).map(|(_, provider)| provider.clone()))
+            .and_then(|rpc| rpc.provider().cloned())
     }
 
     fn signer_for(&self, key: &SettlementKey) -> Option<&PrivateKeySigner> {
