@@ -48,7 +48,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// (`none` for payees no merchant registered), in OpenMetrics text.
 async fn settlement_gas(state: &AppState) -> String {
     use std::collections::BTreeMap;
-    use std::fmt::Write;
 
     use coffer_x402::settlement::GasSpent;
     let mut by_merchant: BTreeMap<String, GasSpent> = BTreeMap::new();
@@ -67,9 +66,7 @@ async fn settlement_gas(state: &AppState) -> String {
         total.wei = total.wei.saturating_add(spent.wei);
         total.settlements += spent.settlements;
     }
-    let mut text = String::new();
-    type Family = (&'static str, &'static str, fn(&GasSpent) -> String);
-    let families: [Family; 3] = [
+    let families: [Family<GasSpent>; 3] = [
         (
             "coffer_x402_settlement_gas",
             "Gas units spent settling x402 payments, per merchant owning the payee",
@@ -86,15 +83,28 @@ async fn settlement_gas(state: &AppState) -> String {
             |spent| spent.settlements.to_string(),
         ),
     ];
+    let series: Vec<(String, GasSpent)> = by_merchant
+        .into_iter()
+        .map(|(merchant, spent)| (format!("merchant=\"{merchant}\""), spent))
+        .collect();
+    counters(&families, &series)
+}
+
+/// A counter family: its name (without `_total`), its help text, and how a series' value is
+/// read.
+type Family<T> = (&'static str, &'static str, fn(&T) -> String);
+
+/// Counter families in OpenMetrics text, one line per series (`labels` as written inside the
+/// braces).
+fn counters<T>(families: &[Family<T>], series: &[(String, T)]) -> String {
+    use std::fmt::Write;
+
+    let mut text = String::new();
     for (name, help, value) in families {
         let _ = writeln!(text, "# HELP {name} {help}.");
         let _ = writeln!(text, "# TYPE {name} counter");
-        for (merchant, spent) in &by_merchant {
-            let _ = writeln!(
-                text,
-                "{name}_total{{merchant=\"{merchant}\"}} {}",
-                value(spent)
-            );
+        for (labels, item) in series {
+            let _ = writeln!(text, "{name}_total{{{labels}}} {}", value(item));
         }
     }
     text
@@ -103,17 +113,8 @@ async fn settlement_gas(state: &AppState) -> String {
 /// Each RPC endpoint's calls since start, labelled by chain and endpoint (`https://host/…`,
 /// never its key: labels are bounded by the configuration), in OpenMetrics text.
 fn rpc_calls(state: &AppState) -> String {
-    use std::fmt::Write;
-
     use coffer_evm::rpc::EndpointCalls;
-    let endpoints: Vec<EndpointCalls> = state
-        .gateway
-        .rpcs
-        .iter()
-        .flat_map(|rpc| rpc.calls())
-        .collect();
-    type Family = (&'static str, &'static str, fn(&EndpointCalls) -> String);
-    let families: [Family; 4] = [
+    let families: [Family<EndpointCalls>; 4] = [
         (
             "coffer_rpc_calls",
             "RPC calls made per endpoint, each counted once however often it was sent",
@@ -135,19 +136,15 @@ fn rpc_calls(state: &AppState) -> String {
             |calls| format!("{:.6}", calls.micros as f64 / 1e6),
         ),
     ];
-    let mut text = String::new();
-    for (name, help, value) in families {
-        let _ = writeln!(text, "# HELP {name} {help}.");
-        let _ = writeln!(text, "# TYPE {name} counter");
-        for calls in &endpoints {
-            let _ = writeln!(
-                text,
-                "{name}_total{{chain=\"{}\",endpoint=\"{}\"}} {}",
-                calls.chain,
-                calls.endpoint,
-                value(calls)
-            );
-        }
-    }
-    text
+    let series: Vec<(String, EndpointCalls)> = state
+        .gateway
+        .rpcs
+        .iter()
+        .flat_map(|rpc| rpc.calls())
+        .map(|calls| {
+            let labels = format!("chain=\"{}\",endpoint=\"{}\"", calls.chain, calls.endpoint);
+            (labels, calls)
+        })
+        .collect();
+    counters(&families, &series)
 }
