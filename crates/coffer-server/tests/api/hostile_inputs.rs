@@ -43,8 +43,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::kit::{
-    self, CHAIN_ID, PAY_TO, USDC, deposit_wallet, new_merchant, now, paywall_route, registry,
-    requirements_v2, rpc, with_paywall,
+    self, CHAIN_ID, PAY_TO, USDC, closed_port_url, deposit_wallet, new_merchant, now,
+    paywall_route, registry, requirements_v2, rpc, with_paywall,
 };
 
 /// The paywall route configured for the test.
@@ -72,13 +72,6 @@ struct Harness {
 }
 
 /// A local URL nothing listens on.
-fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
-}
-
 impl Harness {
     fn new(backend: Backend) -> Harness {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -95,6 +95,8 @@ pub struct Options {
     settle: SettleOptions,
     /// Reach the test chain through a [`FaultyRpc`].
     faulty_rpc: bool,
+    /// List an endpoint that refuses connections before the test chain's own.
+    dead_endpoint_first: bool,
     configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
     routes: Option<axum::Router>,
 }
@@ -117,6 +119,7 @@ impl Options {
                 ..SettleOptions::default()
             },
             faulty_rpc: false,
+            dead_endpoint_first: false,
             configure: Box::new(|state| state),
             routes: None,
         }
@@ -126,6 +129,12 @@ impl Options {
     /// the calls a test plans; the test's own provider goes to anvil directly.
     pub fn faulty_rpc(mut self) -> Options {
         self.faulty_rpc = true;
+        self
+    }
+
+    /// The test chain's `rpc_urls` start with an endpoint that refuses connections.
+    pub fn dead_endpoint_first(mut self) -> Options {
+        self.dead_endpoint_first = true;
         self
     }
 
@@ -278,10 +287,12 @@ impl Env {
         let test_chain_url = rpc_faults
             .as_ref()
             .map_or(anvil.url(), |faulty| faulty.url.as_str());
-        overrides.push((
-            "base-sepolia",
-            rpc(&[test_chain_url], options.confirmations),
-        ));
+        let dead = closed_port_url();
+        let urls: Vec<&str> = match options.dead_endpoint_first {
+            true => vec![dead.as_str(), test_chain_url],
+            false => vec![test_chain_url],
+        };
+        overrides.push(("base-sepolia", rpc(&urls, options.confirmations)));
         for other in &options.also_serving {
             overrides.push((other.as_str(), rpc(&[anvil.url()], None)));
         }
@@ -420,6 +431,14 @@ async fn serve_with(
         std::future::pending(),
     ));
     (base, state)
+}
+
+/// `http://127.0.0.1:<port>` where nothing listens (the port was bound and let go).
+pub fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The built-in registry with `overrides` applied.

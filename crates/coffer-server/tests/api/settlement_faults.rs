@@ -105,8 +105,22 @@ async fn an_error_answer_to_a_transaction_that_went_through_is_not_reported_as_f
     assert_eq!(env.signer_transactions().await, 1);
 }
 
+/// The chain's first endpoint is down: verify and settle fail over to the next one.
+async fn a_dead_first_endpoint_is_failed_over(backend: Backend) {
+    let env = Env::with(Options::on(backend).dead_endpoint_first()).await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
+    let request = auth.v2_request(auth.payload(&env.payer));
+    let (_, verified) = env.verify(&request).await;
+    assert_eq!(verified["isValid"], true, "{verified}");
+    let (_, settled) = env.settle(&request).await;
+    assert_eq!(settled["success"], true, "{settled}");
+    assert!(authorization_used(&env, &auth).await);
+    assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE));
+}
+
 coffer_store::on_both_databases!(
     backend: [
+        a_dead_first_endpoint_is_failed_over,
         an_rpc_error_before_broadcast_leaves_the_authorization_to_the_retry,
         a_refused_broadcast_the_node_does_not_hold_frees_its_nonce_and_the_authorization,
         an_error_answer_to_a_transaction_that_went_through_is_not_reported_as_failed,
