@@ -56,6 +56,9 @@ pub struct Gateway {
     pub outbound: Arc<OutboundPolicy>,
     /// Who may use the facilitator routes, and how much.
     pub facilitator_gate: Arc<FacilitatorGate>,
+    /// The clock the scheduling workers (dispatcher, expirer) read: the system's unless
+    /// changed with [`Gateway::with_clock`].
+    pub clock: crate::clock::Clock,
 }
 
 impl Gateway {
@@ -93,6 +96,7 @@ impl Gateway {
             sales,
             outbound: Arc::new(OutboundPolicy::strict()),
             facilitator_gate: Arc::new(FacilitatorGate::default()),
+            clock: crate::clock::Clock::system(),
             settler: Arc::new(Settler::new(
                 facilitator.clone(),
                 store.clone(),
@@ -112,6 +116,13 @@ impl Gateway {
             rpcs,
             webhook_wakeup,
         })
+    }
+
+    /// Sets the clock the dispatcher and the expirer read (a manual one in tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Converts fiat prices with `rates` (the default table has the stablecoins at 1:1 to USD).

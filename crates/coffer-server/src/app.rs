@@ -147,6 +147,12 @@ impl AppState {
         self.map_gateway(|gateway| gateway.with_outbound_policy(policy))
     }
 
+    /// See [`Gateway::with_clock`].
+    #[must_use]
+    pub fn with_clock(self, clock: coffer_gateway::clock::Clock) -> Self {
+        self.map_gateway(|gateway| gateway.with_clock(clock))
+    }
+
     /// See [`Gateway::with_settlement`].
     #[must_use]
     pub fn with_settlement(self, signers: Vec<PrivateKeySigner>, options: SettleOptions) -> Self {

@@ -56,6 +56,7 @@ pub struct Dispatcher {
     /// `None` when the client could not be built: every attempt then fails (and is retried)
     /// rather than going out through a client without the policy.
     client: Option<reqwest::Client>,
+    clock: crate::clock::Clock,
 }
 
 impl Dispatcher {
@@ -74,6 +75,7 @@ impl Dispatcher {
             store: gateway.store.clone(),
             outbound: gateway.outbound.clone(),
             client: client.ok(),
+            clock: gateway.clock.clone(),
         }
     }
 
@@ -116,7 +118,7 @@ impl Dispatcher {
 
     async fn attempt(&self, due: DueDelivery) -> AttemptOutcome {
         let started = Instant::now();
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.clock.now_ms();
         let Ok(url) = self.outbound.admit(&due.delivery.url) else {
             return Self::refused(&due, now_ms);
         };
@@ -277,7 +279,7 @@ impl Dispatcher {
     /// [`StepError`] when the store fails.
     #[tracing::instrument(skip_all)]
     pub async fn dispatch_due(&self) -> Result<usize, StepError> {
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.clock.now_ms();
         let due = self
             .store
             .claim_due_deliveries(now_ms, LEASE_MS, BATCH)

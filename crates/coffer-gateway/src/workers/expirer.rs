@@ -19,6 +19,7 @@ pub struct Expirer {
     chains: Arc<ChainRegistry>,
     orders: PaymentOrders,
     wake: Arc<tokio::sync::Notify>,
+    clock: crate::clock::Clock,
 }
 
 impl Expirer {
@@ -29,6 +30,7 @@ impl Expirer {
             chains: gateway.chains.clone(),
             orders: gateway.orders.clone(),
             wake: gateway.webhook_wakeup.clone(),
+            clock: gateway.clock.clone(),
         }
     }
 
@@ -93,7 +95,7 @@ impl Worker for Expirer {
 
     #[tracing::instrument(name = "expirer", skip_all)]
     async fn run_once(&mut self) -> Result<Outcome, StepError> {
-        let changed = self.expire_due(crate::clock::now_ms()).await?;
+        let changed = self.expire_due(self.clock.now_ms()).await?;
         Ok(if changed > 0 {
             Outcome::Worked
         } else {

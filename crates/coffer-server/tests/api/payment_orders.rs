@@ -23,6 +23,8 @@ use coffer_store::testing::Backend;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use coffer_gateway::clock::Clock;
+
 use crate::faulty_rpc::Fault;
 use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, new_merchant, rpc, usdc};
 
@@ -360,6 +362,67 @@ async fn the_watcher_rides_out_an_endpoint_that_fails_in_passing(backend: Backen
         "every call was answered in the end"
     );
     assert!(counter("coffer_rpc_call_seconds") > 0.0);
+}
+
+/// The dispatcher's schedule, on a manual clock: a failing endpoint is asked again only when
+/// its backoff ends (10 s, then 20 s, …), and once 3 days have passed since the event the
+/// delivery is given up. Days pass without sleeping.
+async fn webhook_retries_follow_their_schedule_and_end_after_three_days(backend: Backend) {
+    // A minute ahead of the wall clock, so that events written now are due at once.
+    let clock = Clock::manual(coffer_gateway::clock::now_ms() + 60_000);
+    let workers_clock = clock.clone();
+    let mut env = Env::with(backend, move |options| {
+        options.configure(move |state| state.with_clock(workers_clock))
+    })
+    .await;
+    env.sink.answer_with(Answer::Fail);
+    let order = env.create_order("1", 9, json!({})).await;
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(1))
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+    let due = env.deliver().await;
+    assert!(due >= 1, "the order's events went out once");
+    for (wait, then) in [(9, 0), (1, due), (19, 0), (1, due)] {
+        clock.advance(Duration::from_secs(wait));
+        assert_eq!(env.deliver().await, then, "{wait} s later");
+    }
+    // Backoff doubles up to 6 hours; 3 days after the event the retries have run out.
+    let mut attempts = 2;
+    for _ in 0..14 {
+        clock.advance(Duration::from_secs(6 * 3600));
+        if env.deliver().await > 0 {
+            attempts += 1;
+        }
+    }
+    assert!(attempts > 4, "retried along the way: {attempts}");
+    let (_, events) = env
+        .get(&format!(
+            "/api/events/?order_id={}",
+            order["order_id"].as_str().unwrap()
+        ))
+        .await;
+    let mut checked = 0;
+    for event in events["data"].as_array().unwrap() {
+        let (_, deliveries) = env
+            .get(&format!(
+                "/api/events/{}/deliveries/",
+                event["id"].as_str().unwrap()
+            ))
+            .await;
+        for delivery in deliveries["data"].as_array().unwrap() {
+            assert_eq!(delivery["status"], "failed", "{delivery}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, due, "every delivery was given up");
+    clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(
+        env.deliver().await,
+        0,
+        "a failed delivery is never due again"
+    );
+    assert!(env.sink.events().is_empty());
 }
 
 async fn overpayment_confirms_and_is_flagged(backend: Backend) {
@@ -845,6 +908,7 @@ coffer_store::on_both_databases!(
     an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature,
     underpayment_waits_and_a_second_payment_completes_the_order,
     the_watcher_rides_out_an_endpoint_that_fails_in_passing,
+    webhook_retries_follow_their_schedule_and_end_after_three_days,
     overpayment_confirms_and_is_flagged,
     a_payment_after_expiry_is_recorded_and_flagged_paid_late,
     a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again,
