@@ -44,7 +44,26 @@ step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-cargo test --workspace --locked --no-fail-fast
+# Every test result is counted: a run where fewer tests ran than scripts/minimum-tests records
+# (a module dropped, a binary no longer built) fails even when all that ran passed. Raise the
+# number when adding tests.
+log="$(mktemp)"
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/ { sum += $4 } END { print sum + 0 }' "$log")
+failed=$(awk '/^test result:/ { sum += $6 } END { print sum + 0 }' "$log")
+minimum=$(tr -dc '0-9' <scripts/minimum-tests)
+rm -f "$log"
+echo "tests: $passed passed, $failed failed (at least $minimum must pass)"
+if [[ $status -ne 0 ]]; then
+    exit "$status"
+fi
+if (( passed < minimum )); then
+    echo "only $passed tests passed, fewer than the $minimum recorded in scripts/minimum-tests" >&2
+    exit 1
+fi
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
