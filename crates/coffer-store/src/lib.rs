@@ -597,6 +597,17 @@ pub trait Journal: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Database`] on failure.
     async fn open_settlements(&self, limit: u64) -> Result<Vec<SettlementRow>, StoreError>;
+
+    /// Settlements recorded `failed` at or after `since_ms`, oldest first: their
+    /// authorizations may still be used on chain by someone else while they are valid.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn failed_settlements_since(
+        &self,
+        since_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<SettlementRow>, StoreError>;
 }
 
 /// An OKX-style API credential.

@@ -307,4 +307,14 @@ impl crate::Journal for ThisStore {
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
         fetch::all(&self.pool, query, settlement_row).await
     }
+
+    async fn failed_settlements_since(&self, since_ms: i64, limit: u64) -> Result<Vec<SettlementRow>, StoreError> {
+        let sql = format!(
+            "{SELECT_SETTLEMENT} WHERE s.status = 'failed' AND s.updated_at_ms >= $1 ORDER BY s.updated_at_ms LIMIT $2"
+        );
+        let query = sqlx::query(&sql)
+            .bind(since_ms)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        fetch::all(&self.pool, query, settlement_row).await
+    }
 }

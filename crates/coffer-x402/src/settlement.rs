@@ -29,7 +29,7 @@ use std::time::Duration;
 use alloy::consensus::{Transaction, TxEnvelope};
 use alloy::eips::eip2718::{Decodable2718, Encodable2718};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
-use alloy::primitives::{Address, B256, Bytes, TxHash};
+use alloy::primitives::{Address, Bytes, TxHash};
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
@@ -46,8 +46,10 @@ use crate::facilitator::{CheckedPayment, Facilitator, Rejection, transfer_callda
 use crate::reasons::Reason;
 use crate::wire::{PaymentRequest, SettleResponse};
 
+mod evidence;
 mod outcome;
 
+use evidence::{Elsewhere, authorization_used, used_elsewhere};
 pub use outcome::{Failure, SettleError, SettleOutcome};
 
 /// The reason for a broadcast whose receipt has not arrived yet.
@@ -803,12 +805,26 @@ impl Settler {
             };
             match self.sender.receipts.get(&provider, hash).await {
                 Ok(Some(receipt)) => {
-                    let (status, reason) = if authorization_used(&receipt, &row.key) {
-                        (SettlementStatus::Succeeded, None)
+                    let ours = (candidate != current).then(|| candidate.clone());
+                    let (status, reason, mined) = if authorization_used(&receipt, &row.key) {
+                        (SettlementStatus::Succeeded, None, ours)
                     } else {
-                        (SettlementStatus::Failed, Some(TRANSACTION_FAILED))
+                        // Ours did not use it; the chain says whether another transaction did.
+                        match used_elsewhere(&provider, &row.key, receipt.block_number).await {
+                            Ok(Elsewhere::Unused) => {
+                                (SettlementStatus::Failed, Some(TRANSACTION_FAILED), ours)
+                            }
+                            Ok(Elsewhere::UsedBy(other)) => {
+                                tracing::warn!(tx = %candidate, used_by = %other, "another transaction used the authorization: the payment went through there");
+                                (SettlementStatus::Succeeded, None, Some(other))
+                            }
+                            Err(unknown) => {
+                                tracing::warn!(tx = %candidate, %unknown, "a settlement's transaction did not use its authorization; looking again later");
+                                return Ok(None);
+                            }
+                        }
                     };
-                    let mined = (candidate != current).then_some(candidate.as_str());
+                    let mined = mined.as_deref();
                     let (resolved, moved) = self.finish(row.clone(), status, reason, mined).await?;
                     if moved && let Ok(payee) = row.pay_to.parse::<Address>() {
                         // How many settlements the transaction carried: one per authorization
@@ -885,6 +901,48 @@ impl Settler {
         }
         self.fill_nonce_gaps().await?;
         Ok(resolved)
+    }
+
+    /// Looks again at settlements recorded `failed` in the last `window`: an EIP-3009
+    /// authorization can be submitted by anyone while it is valid, so one whose own
+    /// transaction failed may still pay. A settlement whose authorization the token now says
+    /// is used is corrected to succeeded, with the transaction that used it (and is then
+    /// recorded as a sale where it paid a merchant). Returns how many were corrected.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn recheck_failed(&self, window: Duration) -> Result<usize, StoreError> {
+        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let mut corrected = 0;
+        for row in self.store.failed_settlements_since(since, 100).await? {
+            let Some(provider) = self.provider(row.key.chain_id) else {
+                continue;
+            };
+            match used_elsewhere(&provider, &row.key, None).await {
+                Ok(Elsewhere::Unused) => {}
+                Ok(Elsewhere::UsedBy(other)) => {
+                    let moved = self
+                        .store
+                        .finish_settlement(
+                            row.id,
+                            SettlementStatus::Failed,
+                            SettlementStatus::Succeeded,
+                            None,
+                            Some(&other),
+                            now_ms(),
+                        )
+                        .await?;
+                    if moved {
+                        tracing::warn!(failed_tx = ?row.tx_hash, used_by = %other, "a settlement recorded as failed was paid on chain: corrected to succeeded");
+                        corrected += 1;
+                    }
+                }
+                Err(unknown) => {
+                    tracing::warn!(tx = ?row.tx_hash, %unknown, "rechecking a failed settlement");
+                }
+            }
+        }
+        Ok(corrected)
     }
 
     /// Sends again, for each signer on each chain, the journaled transaction at the nonce the
@@ -1193,6 +1251,36 @@ impl Sender {
         let (used, unused): (Vec<_>, Vec<_>) = rows
             .iter()
             .partition(|(_, key, _)| authorization_used(&receipt, key));
+        // An authorization this transaction did not use failed only if the token says it is
+        // unused; one that another transaction used paid there, and is recorded with it. Rows
+        // the chain could not tell about stay broadcast for the reconciler.
+        let mut failed = Vec::new();
+        for row in unused {
+            let (id, key, _) = row;
+            match used_elsewhere(&provider, key, receipt.block_number).await {
+                Ok(Elsewhere::Unused) => failed.push(row),
+                Ok(Elsewhere::UsedBy(other)) => {
+                    tracing::warn!(tx = %tx_hash, used_by = %other, "another transaction used the authorization: the payment went through there");
+                    let moved = self
+                        .store
+                        .finish_settlement(
+                            *id,
+                            SettlementStatus::Broadcast,
+                            SettlementStatus::Succeeded,
+                            None,
+                            Some(&other),
+                            now_ms(),
+                        )
+                        .await;
+                    if let Err(error) = moved {
+                        tracing::warn!(%error, tx = %tx_hash, "recording a settlement paid elsewhere failed");
+                    }
+                }
+                Err(unknown) => {
+                    tracing::warn!(tx = %tx_hash, %unknown, "a settlement's transaction did not use its authorization; looking again later");
+                }
+            }
+        }
         let now = now_ms();
         let mut outcome = Resolved {
             at_ms: now,
@@ -1206,7 +1294,7 @@ impl Sender {
                 &mut outcome.succeeded,
             ),
             (
-                unused,
+                failed,
                 SettlementStatus::Failed,
                 Some(TRANSACTION_FAILED),
                 &mut outcome.failed,
@@ -1334,28 +1422,6 @@ impl Sender {
             }
         }
     }
-}
-
-/// Whether a receipt shows this settlement's authorization used: its token's
-/// `AuthorizationUsed(payer, nonce)` log in a successful transaction. A batch whose own call
-/// for it failed has none.
-fn authorization_used(receipt: &TransactionReceipt, key: &SettlementKey) -> bool {
-    let (Ok(token), Ok(payer), Ok(nonce)) = (
-        key.token.parse::<Address>(),
-        key.payer.parse::<Address>(),
-        key.auth_nonce.parse::<B256>(),
-    ) else {
-        return false;
-    };
-    receipt.status()
-        && receipt.inner.logs().iter().any(|log| {
-            let topics = log.topics();
-            log.address() == token
-                && topics.len() == 3
-                && topics[0] == IEip3009::AuthorizationUsed::SIGNATURE_HASH
-                && topics[1] == payer.into_word()
-                && topics[2] == nonce
-        })
 }
 
 /// Whether a request presents the terms its journal row was made with: the same authorization

@@ -3,13 +3,19 @@
 //! free for the payer's retry with the same signature; an error answer to a transaction that
 //! reached the node does not hide the payment it made.
 
-use alloy::primitives::U256;
-use coffer_evm::contracts::IEip3009;
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, TxHash, U256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::SignerSync;
+use coffer_evm::contracts::{IERC20, IEip3009};
+use coffer_evm::testnet;
+use coffer_gateway::workers::Worker;
 use coffer_store::testing::Backend;
 use serde_json::Value;
 
 use crate::faulty_rpc::{Fault, FaultyRpc};
-use crate::kit::{Auth, Env, Options, PAY_TO, USDC};
+use crate::kit::{Auth, Env, FUNDED, Mined, Options, PAY_TO, USDC};
 
 const PRICE: u64 = 1_000_000;
 
@@ -118,8 +124,190 @@ async fn a_dead_first_endpoint_is_failed_over(backend: Backend) {
     assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE));
 }
 
+/// A tip far above the settler's, so that a transaction sent with it is mined first.
+const HIGH_TIP: u128 = 100_000_000_000;
+
+/// Submits `auth`, signed by the env's payer, from a relayer — anyone may submit an EIP-3009
+/// authorization — with [`HIGH_TIP`], and returns its hash without waiting for a block.
+async fn relay(env: &Env, auth: &Auth) -> TxHash {
+    let signature = env.payer.sign_hash_sync(&auth.hash("USDC")).unwrap();
+    let relayer = testnet::dev_account(5).unwrap();
+    let relaying = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(relayer))
+        .connect_http(env.anvil.url().parse().unwrap());
+    let m = auth.message();
+    *IEip3009::new(USDC, &relaying)
+        .transferWithAuthorization_0(
+            m.from,
+            m.to,
+            m.value,
+            m.validAfter,
+            m.validBefore,
+            m.nonce,
+            27 + u8::from(signature.v()),
+            signature.r().into(),
+            signature.s().into(),
+        )
+        .gas(200_000)
+        .max_priority_fee_per_gas(HIGH_TIP)
+        .max_fee_per_gas(2 * HIGH_TIP)
+        .send()
+        .await
+        .unwrap()
+        .tx_hash()
+}
+
+/// Waits until `who` has a transaction in the node's pool (its pending count passed `mined`).
+async fn until_pending(env: &Env, who: Address, mined: u64) {
+    for _ in 0..400 {
+        let pending = env
+            .chain
+            .get_transaction_count(who)
+            .pending()
+            .await
+            .unwrap();
+        if pending > mined {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no transaction of {who} reached the pool");
+}
+
+/// The receipt of a transaction sent while blocks are mined on demand, once it is mined.
+async fn receipt_of(env: &Env, hash: TxHash) -> alloy::rpc::types::TransactionReceipt {
+    for _ in 0..400 {
+        if let Some(receipt) = env.chain.get_transaction_receipt(hash).await.unwrap() {
+            return receipt;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{hash} was never mined");
+}
+
+/// Starts settling `request` with mining paused, and returns once the settler's transaction
+/// is in the pool: the caller decides what the next block holds.
+async fn settle_into_pool(
+    env: &std::sync::Arc<Env>,
+    request: &Value,
+) -> tokio::task::JoinHandle<(u16, Value)> {
+    env.chain.anvil_set_auto_mine(false).await.unwrap();
+    let settling = tokio::spawn({
+        let (env, request) = (env.clone(), request.clone());
+        async move { env.settle(&request).await }
+    });
+    until_pending(env, env.signer.address(), 0).await;
+    settling
+}
+
+/// The transaction hash a sale order was paid by, for the only order of the env's merchant.
+async fn sale_paid_by(env: &Env) -> String {
+    let orders = env.orders().await;
+    assert_eq!(orders.len(), 1, "one sale");
+    let payments = env
+        .state
+        .gateway
+        .store
+        .payments_for_order(&orders[0].order_id)
+        .await
+        .unwrap();
+    assert_eq!(payments.len(), 1);
+    payments[0].payment.tx_hash.clone()
+}
+
+/// A relayer submits the same authorization ahead of the settler's transaction, which then
+/// reverts: the payment went through (in the relayer's transaction), and is answered and
+/// recorded as paid there, never as failed.
+async fn an_authorization_submitted_first_by_someone_else_is_answered_as_paid_there(
+    backend: Backend,
+) {
+    let env = std::sync::Arc::new(Env::new(backend).await);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
+    let request = auth.v2_request(auth.payload(&env.payer));
+    let settling = settle_into_pool(&env, &request).await;
+    let relayed = relay(&env, &auth).await;
+    env.mine(1).await;
+    env.chain.anvil_set_auto_mine(true).await.unwrap();
+
+    let (status, reply) = settling.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(reply["success"], true, "the payment moved: {reply}");
+    assert_eq!(reply["transaction"], format!("{relayed:#x}"), "{reply}");
+    let ours = env
+        .chain
+        .get_transaction_count(env.signer.address())
+        .await
+        .unwrap();
+    assert_eq!(
+        ours, 1,
+        "the settler's own transaction was mined (and reverted)"
+    );
+    assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE), "paid once");
+    assert_eq!(sale_paid_by(&env).await, format!("{relayed:#x}"));
+    let (_, again) = env.settle(&request).await;
+    assert_eq!(again, reply, "a retry answers the same");
+}
+
+/// The settler's transaction reverts because the payer emptied their balance in the same
+/// block: failed, on the chain's evidence. Later the payer is funded and someone submits the
+/// same (still valid) authorization: the reconciler corrects the settlement to succeeded
+/// with that transaction and records the sale; a retry answers paid.
+async fn a_failed_settlement_whose_authorization_is_used_later_is_corrected(backend: Backend) {
+    let env = std::sync::Arc::new(Env::new(backend).await);
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
+    let request = auth.v2_request(auth.payload(&env.payer));
+    let settling = settle_into_pool(&env, &request).await;
+    let payer = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(env.payer.clone()))
+        .connect_http(env.anvil.url().parse().unwrap());
+    let drain = *IERC20::new(USDC, &payer)
+        .transfer(env.stranger.address(), U256::from(FUNDED))
+        .max_priority_fee_per_gas(HIGH_TIP)
+        .max_fee_per_gas(2 * HIGH_TIP)
+        .gas(100_000)
+        .send()
+        .await
+        .unwrap()
+        .tx_hash();
+    until_pending(&env, env.payer.address(), 0).await;
+    env.mine(1).await;
+    env.chain.anvil_set_auto_mine(true).await.unwrap();
+    assert!(receipt_of(&env, drain).await.status());
+
+    let (_, failed) = settling.await.unwrap();
+    assert_eq!(failed["success"], false, "{failed}");
+    assert_eq!(
+        failed["errorReason"],
+        "invalid_exact_evm_transaction_failed"
+    );
+    assert!(!authorization_used(&env, &auth).await, "nothing moved");
+
+    // Funded again, the authorization is submitted by someone else.
+    let stranger = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(env.stranger.clone()))
+        .connect_http(env.anvil.url().parse().unwrap());
+    IERC20::new(USDC, &stranger)
+        .transfer(env.payer.address(), U256::from(PRICE))
+        .mined()
+        .await;
+    let relayed = relay(&env, &auth).await;
+    assert!(receipt_of(&env, relayed).await.status());
+
+    let (_, before) = env.settle(&request).await;
+    assert_eq!(before, failed, "journaled as failed until rechecked");
+    let mut reconciler = coffer_gateway::workers::reconciler::Reconciler::new(&env.state.gateway);
+    reconciler.run_once().await.unwrap();
+    let (_, after) = env.settle(&request).await;
+    assert_eq!(after["success"], true, "{after}");
+    assert_eq!(after["transaction"], format!("{relayed:#x}"));
+    assert_eq!(sale_paid_by(&env).await, format!("{relayed:#x}"));
+    assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE), "paid once");
+}
+
 coffer_store::on_both_databases!(
     backend: [
+        an_authorization_submitted_first_by_someone_else_is_answered_as_paid_there,
+        a_failed_settlement_whose_authorization_is_used_later_is_corrected,
         a_dead_first_endpoint_is_failed_over,
         an_rpc_error_before_broadcast_leaves_the_authorization_to_the_retry,
         a_refused_broadcast_the_node_does_not_hold_frees_its_nonce_and_the_authorization,
