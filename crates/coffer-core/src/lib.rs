@@ -1,4 +1,4 @@
-//! Coffer's domain model, free of IO.
+//! Coffer's domain model, free of IO (but for reading the time).
 //!
 //! Everything here is pure data and pure functions so that every other crate — the store, the
 //! EVM layer, the HTTP adapters — agrees on one meaning for money and networks:
@@ -10,8 +10,12 @@
 //!   GatePay chain code, CryptoPay slug), and the overrides a configuration may apply.
 //! - [`ids`]: identifiers such as [`MerchantId`], built by fallible constructors.
 //! - [`redact`]: URLs made safe to show (RPC URLs carry API keys), alone or inside error text.
+//! - [`clock`]: the one clock (unix milliseconds), and a manual one for tests.
+//! - [`crash`]: named crash points, compiled in only for tests.
 
 pub mod amount;
+pub mod clock;
+pub mod crash;
 pub mod ids;
 pub mod order;
 pub mod redact;

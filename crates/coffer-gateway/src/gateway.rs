@@ -118,9 +118,14 @@ impl Gateway {
         })
     }
 
-    /// Sets the clock the dispatcher and the expirer read (a manual one in tests).
+    /// Sets the clock the dispatcher, the expirer and the settler read (a manual one in
+    /// tests), while the gateway is being built (before it is shared).
     #[must_use]
     pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.settler = match Arc::try_unwrap(self.settler) {
+            Ok(settler) => Arc::new(settler.with_clock(clock.clone())),
+            Err(shared) => shared,
+        };
         self.clock = clock;
         self
     }
@@ -163,13 +168,16 @@ impl Gateway {
             .map_or(alloy::primitives::Address::ZERO, PrivateKeySigner::address);
         self.facilitator = Facilitator::new(self.chains.clone(), self.rpcs.clone(), caller);
         self.settle_timeout = options.receipt_timeout;
-        self.settler = Arc::new(Settler::new(
-            self.facilitator.clone(),
-            self.store.clone(),
-            self.rpcs.clone(),
-            signers,
-            options,
-        ));
+        self.settler = Arc::new(
+            Settler::new(
+                self.facilitator.clone(),
+                self.store.clone(),
+                self.rpcs.clone(),
+                signers,
+                options,
+            )
+            .with_clock(self.clock.clone()),
+        );
         self
     }
 

@@ -22,7 +22,7 @@
 //! - [`workers`]: the chain watcher, the expirer, the webhook dispatcher and the settlement
 //!   reconciler, each a `run_once` step wrapped in a loop.
 
-pub mod clock;
+pub use coffer_core::clock;
 pub mod events;
 pub mod facilitator_policy;
 pub mod fiat;

@@ -34,7 +34,7 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent};
-use chrono::Utc;
+use coffer_core::clock::Clock;
 use coffer_evm::contracts::{IEip3009, IMulticall3, MULTICALL3};
 use coffer_evm::rpc::ChainRpc;
 use coffer_store::{
@@ -67,8 +67,6 @@ const GAS_PER_BATCHED_CALL: u64 = 120_000;
 const RECEIPT_CACHE_TTL: Duration = Duration::from_secs(10);
 /// A replacement raises both fee fields by at least this many percent (nodes demand 10).
 const FEE_BUMP_PERCENT: u128 = 25;
-/// A claimed row with no transaction after this long is taken over (its owner died).
-const ABANDONED_AFTER_MS: i64 = 30_000;
 
 /// Settlement limits.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +84,10 @@ pub struct SettleOptions {
     /// A broadcast transaction still without a receipt after this long is replaced by one with
     /// higher fees at the same signer nonce.
     pub bump_after: Duration,
+    /// A claim still unsigned this long after it was made is taken over by the next settle of
+    /// its authorization (its process died). Safe at any value: the journal lets one
+    /// transaction only be signed for a claim.
+    pub abandoned_after: Duration,
 }
 
 impl Default for SettleOptions {
@@ -96,6 +98,7 @@ impl Default for SettleOptions {
             batch_window: Duration::ZERO,
             max_batch: 100,
             bump_after: Duration::from_secs(30),
+            abandoned_after: Duration::from_secs(30),
         }
     }
 }
@@ -209,6 +212,8 @@ struct BatchQueue {
 struct Sender {
     store: Arc<dyn Store>,
     options: SettleOptions,
+    /// The time journaled rows are stamped with and judged by (abandoned claims, fee bumps).
+    clock: Clock,
     signer_nonces: Arc<Locks<(u64, Address)>>,
     /// Whether each chain has Multicall3, once looked up.
     multicall: Arc<Mutex<HashMap<u64, bool>>>,
@@ -295,10 +300,6 @@ impl std::fmt::Debug for Settler {
     }
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 fn key_of(payment: &CheckedPayment) -> SettlementKey {
     SettlementKey {
         chain_id: payment.chain.chain_id,
@@ -322,6 +323,7 @@ impl Settler {
             sender: Sender {
                 store: store.clone(),
                 options,
+                clock: Clock::system(),
                 signer_nonces: Arc::default(),
                 multicall: Arc::default(),
                 receipts: Arc::default(),
@@ -334,6 +336,22 @@ impl Settler {
             authorizations: Mutex::default(),
             queues: Arc::default(),
         }
+    }
+
+    /// Judges claims, stamps the journal and times fee bumps by `clock` (a manual one in
+    /// tests) instead of the system's.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.sender.clock = clock;
+        self
+    }
+
+    /// Whether a claimed row has no transaction long after its claim: its owner died, and
+    /// the claim is taken over.
+    fn abandoned(&self, row: &SettlementRow) -> bool {
+        let after = i64::try_from(self.options.abandoned_after.as_millis()).unwrap_or(i64::MAX);
+        row.status == SettlementStatus::Pending
+            && self.sender.clock.now_ms() - row.updated_at_ms >= after
     }
 
     /// Gas spent per `(chain, payee)` since this process started.
@@ -469,7 +487,7 @@ impl Settler {
             if purpose == Purpose::Exclusive {
                 return Ok(SettleOutcome::rejected(already_presented()));
             }
-            if !abandoned(&row) {
+            if !self.abandoned(&row) {
                 return self.existing(row, receipt_timeout).await;
             }
         }
@@ -485,7 +503,7 @@ impl Settler {
             network: request.network().to_owned(),
             terms_hash: payment.terms_hash(),
             order_id: order_id.map(str::to_owned),
-            now_ms: now_ms(),
+            now_ms: self.sender.clock.now_ms(),
         };
         let (row, fresh) = self.store.claim_settlement(&new).await?;
         if let Err(rejection) = same_terms(&row, payment) {
@@ -494,9 +512,10 @@ impl Settler {
         if !fresh && purpose == Purpose::Exclusive {
             return Ok(SettleOutcome::rejected(already_presented()));
         }
-        if !fresh && !abandoned(&row) {
+        if !fresh && !self.abandoned(&row) {
             return self.existing(row, receipt_timeout).await;
         }
+        coffer_core::crash_point!("settle.after_claim");
         let Broadcast { signed, resolution } = match self.broadcast(&row, payment, key).await {
             Ok(broadcast) => broadcast,
             Err(refused) => {
@@ -732,7 +751,7 @@ impl Settler {
         reason: Option<&str>,
         mined_tx: Option<&str>,
     ) -> Result<(SettlementRow, bool), SettleError> {
-        let now = now_ms();
+        let now = self.sender.clock.now_ms();
         let moved = self
             .store
             .finish_settlement(row.id, row.status, status, reason, mined_tx, now)
@@ -912,7 +931,8 @@ impl Settler {
     /// # Errors
     /// The store's error.
     pub async fn recheck_failed(&self, window: Duration) -> Result<usize, StoreError> {
-        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since =
+            self.sender.clock.now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let mut corrected = 0;
         for row in self.store.failed_settlements_since(since, 100).await? {
             let Some(provider) = self.provider(row.key.chain_id) else {
@@ -929,7 +949,7 @@ impl Settler {
                             SettlementStatus::Succeeded,
                             None,
                             Some(&other),
-                            now_ms(),
+                            self.sender.clock.now_ms(),
                         )
                         .await?;
                     if moved {
@@ -1016,7 +1036,7 @@ impl Settler {
                 let _ = provider.send_raw_transaction(&raw).await;
             }
             Ok(Some(_)) => {
-                let stuck_for = now_ms() - row.updated_at_ms;
+                let stuck_for = self.sender.clock.now_ms() - row.updated_at_ms;
                 let bump_after =
                     i64::try_from(self.options.bump_after.as_millis()).unwrap_or(i64::MAX);
                 if stuck_for >= bump_after
@@ -1089,7 +1109,7 @@ impl Settler {
         };
         let replaced = row.tx_hash.as_deref().unwrap_or_default();
         self.store
-            .replace_transaction(replaced, &signed, now_ms())
+            .replace_transaction(replaced, &signed, self.sender.clock.now_ms())
             .await?;
         tracing::info!(replaced, tx = %signed.tx_hash, max_fee, "replaced a stuck settlement with higher fees");
         provider
@@ -1269,7 +1289,7 @@ impl Sender {
                             SettlementStatus::Succeeded,
                             None,
                             Some(&other),
-                            now_ms(),
+                            self.clock.now_ms(),
                         )
                         .await;
                     if let Err(error) = moved {
@@ -1281,7 +1301,7 @@ impl Sender {
                 }
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut outcome = Resolved {
             at_ms: now,
             ..Resolved::default()
@@ -1384,10 +1404,16 @@ impl Sender {
             tx_hash: format!("{:#x}", envelope.tx_hash()),
             raw_tx: format!("0x{}", alloy::hex::encode(envelope.encoded_2718())),
         };
-        self.store.record_signed(ids, &signed, now_ms()).await?;
+        self.store
+            .record_signed(ids, &signed, self.clock.now_ms())
+            .await?;
+        coffer_core::crash_point!("settle.after_journal");
         let raw = envelope.encoded_2718();
         match provider.send_raw_transaction(&raw).await {
-            Ok(_) => Ok(signed),
+            Ok(_) => {
+                coffer_core::crash_point!("settle.after_broadcast");
+                Ok(signed)
+            }
             // The node answered with an error. That is no evidence that nothing was sent (an
             // endpoint behind a retrying proxy answers "already known" for a transaction it
             // passed on): ask the node whether it holds the transaction before deciding.
@@ -1473,12 +1499,6 @@ fn already_presented() -> Rejection {
     }
 }
 
-/// Whether a claimed row has no transaction long after its claim: its owner died, and the
-/// claim is taken over.
-fn abandoned(row: &SettlementRow) -> bool {
-    row.status == SettlementStatus::Pending && now_ms() - row.updated_at_ms > ABANDONED_AFTER_MS
-}
-
 /// Why a claim's transaction was not broadcast, shared by every claim it was to carry.
 type Refused = Arc<SettleError>;
 
@@ -1504,7 +1524,7 @@ mod tests {
             network: "eip155:84532".to_owned(),
             terms_hash: payment.terms_hash(),
             order_id: None,
-            now_ms: now_ms(),
+            now_ms: coffer_core::clock::now_ms(),
         }
     }
 
@@ -1616,7 +1636,7 @@ mod tests {
             raw_tx: "0x00".to_owned(),
         };
         store
-            .record_signed(&[row.id], &signed, now_ms())
+            .record_signed(&[row.id], &signed, coffer_core::clock::now_ms())
             .await
             .unwrap();
         row.id
@@ -1668,7 +1688,12 @@ mod tests {
         let (payment, request) = checked_payment();
         let id = journal_signed(db.store.as_ref(), &payment, TX).await;
         db.store
-            .finish_broadcast_settlements(&[id], SettlementStatus::Succeeded, None, now_ms())
+            .finish_broadcast_settlements(
+                &[id],
+                SettlementStatus::Succeeded,
+                None,
+                coffer_core::clock::now_ms(),
+            )
             .await
             .unwrap();
 
@@ -1779,7 +1804,7 @@ mod tests {
                 &[id],
                 SettlementStatus::Failed,
                 Some(TRANSACTION_FAILED),
-                now_ms(),
+                coffer_core::clock::now_ms(),
             )
             .await
             .unwrap();

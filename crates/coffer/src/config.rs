@@ -356,6 +356,9 @@ pub struct X402Config {
     /// Seconds without a receipt after which a settlement transaction is replaced with higher
     /// fees (same nonce).
     pub bump_after_seconds: u64,
+    /// Seconds after which a settlement claimed but never signed (its process died) is taken
+    /// over by the next settle of the same authorization.
+    pub abandoned_claim_seconds: u64,
     /// `[x402.facilitator]`: who may use the facilitator routes, and how much.
     pub facilitator: coffer_gateway::facilitator_policy::FacilitatorPolicy,
 }
@@ -372,6 +375,7 @@ impl Default for X402Config {
             batch_window_ms: 0,
             max_batch: 100,
             bump_after_seconds: 30,
+            abandoned_claim_seconds: 30,
             facilitator: coffer_gateway::facilitator_policy::FacilitatorPolicy::default(),
         }
     }
@@ -742,6 +746,10 @@ max_batch = 100
 # A settlement transaction with no receipt after this many seconds is replaced by one with
 # higher fees at the same nonce (up to max_fee_gwei).
 bump_after_seconds = 30
+# A settlement claimed but never signed (its process died before sending) is taken over by the
+# next settle of the same authorization after this many seconds. Any value is safe: only one
+# transaction can ever be journaled for a claim.
+abandoned_claim_seconds = 30
 
 # Who may use the facilitator routes (/x402/verify and /x402/settle, and OKX's): settling
 # costs the signers' gas.

@@ -106,6 +106,7 @@ impl Application {
             batch_window: Duration::from_millis(config.x402.batch_window_ms),
             max_batch: config.x402.max_batch,
             bump_after: Duration::from_secs(config.x402.bump_after_seconds),
+            abandoned_after: Duration::from_secs(config.x402.abandoned_claim_seconds),
         };
         let rates = config.fiat_rates()?;
         let mut state = AppState::new(store, registry, &public_url)?

@@ -3,6 +3,8 @@
 //! free for the payer's retry with the same signature; an error answer to a transaction that
 //! reached the node does not hide the payment it made.
 
+use std::time::Duration;
+
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, TxHash, U256};
 use alloy::providers::ext::AnvilApi;
@@ -10,8 +12,13 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::SignerSync;
 use coffer_evm::contracts::{IERC20, IEip3009};
 use coffer_evm::testnet;
+use coffer_gateway::clock::Clock;
+use coffer_gateway::sales::settlement_key;
 use coffer_gateway::workers::Worker;
+use coffer_store::NewSettlement;
 use coffer_store::testing::Backend;
+use coffer_x402::settlement::SettleOptions;
+use coffer_x402::wire::PaymentRequest;
 use serde_json::Value;
 
 use crate::faulty_rpc::{Fault, FaultyRpc};
@@ -169,7 +176,7 @@ async fn until_pending(env: &Env, who: Address, mined: u64) {
         if pending > mined {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("no transaction of {who} reached the pool");
 }
@@ -180,7 +187,7 @@ async fn receipt_of(env: &Env, hash: TxHash) -> alloy::rpc::types::TransactionRe
         if let Some(receipt) = env.chain.get_transaction_receipt(hash).await.unwrap() {
             return receipt;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("{hash} was never mined");
 }
@@ -304,8 +311,67 @@ async fn a_failed_settlement_whose_authorization_is_used_later_is_corrected(back
     assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE), "paid once");
 }
 
+/// A settle that claimed an authorization and died before signing (the journal row a
+/// `settle.after_claim` crash leaves) holds it: a retry waits, then answers that the
+/// settlement is pending, with no transaction yet. Once the claim is older than `abandoned_after` on the settler's clock, the next retry
+/// takes it over and pays, once. The half minute passes without sleeping.
+async fn an_abandoned_claim_is_taken_over_once_its_time_has_passed(backend: Backend) {
+    let clock = Clock::manual(coffer_gateway::clock::now_ms());
+    let settler_clock = clock.clone();
+    let options = Options::on(backend)
+        .settle(SettleOptions {
+            receipt_timeout: Duration::from_millis(500),
+            ..SettleOptions::default()
+        })
+        .configure(move |state| state.with_clock(settler_clock));
+    let env = Env::with(options).await;
+    let auth = Auth::fresh(env.payer.address(), PAY_TO, PRICE);
+    let request = auth.v2_request(auth.payload(&env.payer));
+
+    let parsed = PaymentRequest::parse(request.to_string().as_bytes()).unwrap();
+    let gateway = &env.state.gateway;
+    let payment = gateway
+        .facilitator
+        .check(&parsed, crate::kit::now())
+        .unwrap();
+    let (_, fresh) = gateway
+        .store
+        .claim_settlement(&NewSettlement {
+            key: settlement_key(&gateway.chains, &parsed).unwrap(),
+            pay_to: format!("{:#x}", payment.to),
+            value: payment.value.to_string(),
+            network: parsed.network().to_owned(),
+            terms_hash: payment.terms_hash(),
+            order_id: None,
+            now_ms: clock.now_ms(),
+        })
+        .await
+        .unwrap();
+    assert!(fresh);
+
+    let assert_held = |reply: &Value| {
+        assert_eq!(reply["success"], false, "{reply}");
+        assert_eq!(reply["errorReason"], "settlement_pending", "{reply}");
+        assert_eq!(reply["transaction"], "", "{reply}");
+    };
+    let (_, held) = env.settle(&request).await;
+    assert_held(&held);
+    clock.advance(Duration::from_secs(29));
+    let (_, still_held) = env.settle(&request).await;
+    assert_held(&still_held);
+    assert_eq!(env.signer_transactions().await, 0);
+
+    clock.advance(Duration::from_secs(1));
+    let (_, taken_over) = env.settle(&request).await;
+    assert_eq!(taken_over["success"], true, "{taken_over}");
+    assert!(authorization_used(&env, &auth).await);
+    assert_eq!(env.balance(PAY_TO).await, U256::from(PRICE));
+    assert_eq!(env.signer_transactions().await, 1);
+}
+
 coffer_store::on_both_databases!(
     backend: [
+        an_abandoned_claim_is_taken_over_once_its_time_has_passed,
         an_authorization_submitted_first_by_someone_else_is_answered_as_paid_there,
         a_failed_settlement_whose_authorization_is_used_later_is_corrected,
         a_dead_first_endpoint_is_failed_over,

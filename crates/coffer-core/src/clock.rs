@@ -1,9 +1,9 @@
 //! The one clock of the payment core: wall time in unix milliseconds, as the store keeps it.
 //!
-//! Services read [`now_ms`]. The workers whose behaviour is a schedule (the webhook
-//! dispatcher's backoff and 3-day give-up, the expirer) read the [`Clock`] of the
-//! [`crate::Gateway`] instead, which is the system clock unless a test sets a manual one and
-//! moves it, so that hours pass without sleeping.
+//! Services read [`now_ms`]. The parts whose behaviour is a schedule (the webhook
+//! dispatcher's backoff and 3-day give-up, the expirer, the x402 settler's abandoned-claim
+//! takeover and fee bumps) read a [`Clock`] instead, which is the system clock unless a test
+//! sets a manual one and moves it, so that hours pass without sleeping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,7 +11,10 @@ use std::time::Duration;
 
 /// Now, in unix milliseconds.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The workers' clock: the system's, or a manual one that only moves when told.
