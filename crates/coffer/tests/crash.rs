@@ -1,18 +1,26 @@
-//! `coffer serve` killed with SIGKILL in the middle of the payment flow and started again loses
-//! nothing and credits nothing twice, on SQLite and PostgreSQL.
+//! `coffer serve` killed with SIGKILL in the middle of the payment flow, or stopped at a named
+//! crash point (`coffer_core::crash`) between two steps of moving money, and started again
+//! loses nothing, credits nothing twice and sends nothing twice, on SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod kit;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, U256, address};
 use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
+use coffer_core::ChainRegistry;
+use coffer_core::crash::CRASH_EXIT_CODE;
 use coffer_evm::contracts::IERC20;
 use coffer_evm::testnet::{self, DEV_MNEMONIC};
+use coffer_gateway::Gateway;
+use coffer_gateway::clock::Clock;
+use coffer_gateway::outbound::OutboundPolicy;
+use coffer_gateway::workers::dispatcher::Dispatcher;
 use coffer_store::testing::{Backend, fresh_url};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -76,6 +84,71 @@ impl Node {
         );
         child
     }
+
+    /// `coffer serve` with the crash point `point` armed: it serves until it gets there.
+    async fn serve_crashing_at(&self, point: &str) -> Child {
+        let child = self
+            .command()
+            .arg("serve")
+            .env("FAILPOINTS", format!("{point}=return"))
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until_answering(self.port, 100).await,
+            "coffer serve did not come up"
+        );
+        child
+    }
+
+    /// A merchant with an API key (returned) and the dev deposit wallet.
+    async fn shop(&self) -> String {
+        let merchant = self
+            .cli(&["merchant", "create", "--name", "Crash Shop", "--json"])
+            .await;
+        let merchant_id = merchant["id"].as_str().unwrap();
+        let key = self
+            .cli(&["key", "create", "--merchant", merchant_id, "--json"])
+            .await["key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
+            .unwrap()
+            .to_base58()
+            .unwrap();
+        self.cli(&["wallet", "set", "--merchant", merchant_id, "--xpub", &xpub])
+            .await;
+        key
+    }
+}
+
+/// Waits for a server to stop at its armed crash point, and checks that this is why it
+/// stopped.
+async fn stopped_at_crash_point(mut child: Child, point: &str) {
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the server never reached {point}"))
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(CRASH_EXIT_CODE),
+        "stopped at {point}, not otherwise: {status}"
+    );
+}
+
+/// Waits until the watcher of a fresh database has set its cursor on the test chain, so that
+/// a payment made now is in a block it will scan.
+async fn until_watching(database_url: &str) {
+    let store = coffer_store::open(database_url, coffer_store::Sealer::none())
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if store.chain_cursor(84_532).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the watcher never started");
 }
 
 async fn kill(mut child: Child) {
@@ -118,29 +191,14 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
 
     let (database_url, _dir) = fresh_url(backend).await.unwrap();
     let node = Node::new(
-        database_url,
+        database_url.clone(),
         chain.url(),
         &[
             ("COFFER__CHAINS__BASE_SEPOLIA__CONFIRMATIONS", "3".into()),
             ("COFFER_MASTER_KEY", coffer_store::MasterKey::generate().1),
         ],
     );
-    let merchant = node
-        .cli(&["merchant", "create", "--name", "Crash Shop", "--json"])
-        .await;
-    let merchant_id = merchant["id"].as_str().unwrap();
-    let key = node
-        .cli(&["key", "create", "--merchant", merchant_id, "--json"])
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let xpub = coffer_evm::hd::dev_deposit_key(DEV_MNEMONIC)
-        .unwrap()
-        .to_base58()
-        .unwrap();
-    node.cli(&["wallet", "set", "--merchant", merchant_id, "--xpub", &xpub])
-        .await;
+    let key = node.shop().await;
 
     let base = node.base_url();
     let server = node.serve().await;
@@ -149,8 +207,7 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
         .bearer_auth(&key)
         .json(&json!({"amount": "12.5", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 1}));
     let (order_id, deposit) = order_id_and_deposit(&json_answer(request).await);
-    // Let the watcher set its cursor before the payment.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    until_watching(&database_url).await;
 
     // Pay, and kill the server at whatever point it is in.
     let paying = ProviderBuilder::new()
@@ -209,21 +266,9 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
 
     let signer = testnet::dev_account(7).unwrap();
     let (database_url, _dir) = fresh_url(Backend::Sqlite).await.unwrap();
-    let node = Node::new(
-        database_url,
-        chain.url(),
-        &[
-            (
-                "COFFER__X402__SIGNER_KEYS",
-                format!("[\"0x{}\"]", alloy::hex::encode(signer.to_bytes())),
-            ),
-            ("COFFER__X402__SETTLE_TIMEOUT_SECONDS", "30".into()),
-            // A stress test of settlement, not of the facilitator's access policy.
-            ("COFFER__X402__FACILITATOR__ACCESS", "public".into()),
-            ("COFFER__X402__FACILITATOR__PAYER_PER_MINUTE", "0".into()),
-            ("COFFER__X402__FACILITATOR__CLIENT_PER_MINUTE", "0".into()),
-        ],
-    );
+    let mut config = settling(&signer);
+    config.push(("COFFER__X402__SETTLE_TIMEOUT_SECONDS", "30".into()));
+    let node = Node::new(database_url, chain.url(), &config);
     let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
     let request = x402_request(&payer, payee, 70_000);
     let base = node.base_url();
@@ -291,8 +336,237 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
     chain.stop().await.unwrap();
 }
 
+/// The configuration of a node that settles x402 payments with `signer` for anyone.
+fn settling(signer: &alloy::signers::local::PrivateKeySigner) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "COFFER__X402__SIGNER_KEYS",
+            format!("[\"0x{}\"]", alloy::hex::encode(signer.to_bytes())),
+        ),
+        ("COFFER__X402__SETTLE_TIMEOUT_SECONDS", "10".into()),
+        // A stress test of settlement, not of the facilitator's access policy.
+        ("COFFER__X402__FACILITATOR__ACCESS", "public".into()),
+        ("COFFER__X402__FACILITATOR__PAYER_PER_MINUTE", "0".into()),
+        ("COFFER__X402__FACILITATOR__CLIENT_PER_MINUTE", "0".into()),
+    ]
+}
+
+/// `coffer serve` stopped at each step of an x402 settlement — claimed with nothing signed,
+/// signed and journaled but not sent, sent but its outcome not recorded — and started again:
+/// the payer's retry with the same signature settles, the payee is paid exactly once, and the
+/// signer sent one transaction per authorization.
+async fn a_settlement_stopped_at_each_step_pays_once_after_restart(backend: Backend) {
+    use alloy::providers::Provider;
+    let (chain, provider) = chain_with_usdc().await;
+    let payer = testnet::dev_account(4).unwrap();
+    testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
+        .await
+        .unwrap();
+    let signer = testnet::dev_account(7).unwrap();
+    let (database_url, _dir) = fresh_url(backend).await.unwrap();
+    let mut config = settling(&signer);
+    // The claim of the process that stopped is taken over at once (the default waits 30 s).
+    config.push(("COFFER__X402__ABANDONED_CLAIM_SECONDS", "0".into()));
+    let node = Node::new(database_url, chain.url(), &config);
+    let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+    let settle_url = format!("{}/x402/settle", node.base_url());
+    let mut paid = 0u64;
+    let points = [
+        "settle.after_claim",
+        "settle.after_journal",
+        "settle.after_broadcast",
+    ];
+    for (sent_before, point) in (0u64..).zip(points) {
+        let value = 10_000 * (sent_before + 1);
+        let request = x402_request(&payer, payee, value);
+        let server = node.serve_crashing_at(point).await;
+        let answer = reqwest::Client::new()
+            .post(&settle_url)
+            .json(&request)
+            .send()
+            .await;
+        assert!(answer.is_err(), "{point}: the caller got no answer");
+        stopped_at_crash_point(server, point).await;
+
+        let server = node.serve().await;
+        let mut settled = Value::Null;
+        for _ in 0..50 {
+            settled = json_answer(reqwest::Client::new().post(&settle_url).json(&request)).await;
+            if settled["success"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(settled["success"], true, "{point}: {settled}");
+        paid += value;
+        let balance = IERC20::new(USDC, &provider)
+            .balanceOf(payee)
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(balance, U256::from(paid), "{point}: paid once");
+        assert_eq!(
+            provider
+                .get_transaction_count(signer.address())
+                .await
+                .unwrap(),
+            sent_before + 1,
+            "{point}: one transaction for the authorization"
+        );
+        let again = json_answer(reqwest::Client::new().post(&settle_url).json(&request)).await;
+        assert_eq!(again, settled, "{point}: a retry answers the same");
+        kill(server).await;
+    }
+    chain.stop().await.unwrap();
+}
+
+/// `coffer serve` stopped after the watcher read a payment and before it committed it, and
+/// started again: the payment is read again, credited once, and the order confirmed.
+async fn a_payment_read_but_not_committed_is_credited_once_after_restart(backend: Backend) {
+    let (chain, provider) = chain_with_usdc().await;
+    let payer = testnet::dev_account(3).unwrap();
+    testnet::mint(&provider, USDC, payer.address(), U256::from(100_000_000u64))
+        .await
+        .unwrap();
+    let (database_url, _dir) = fresh_url(backend).await.unwrap();
+    let node = Node::new(
+        database_url.clone(),
+        chain.url(),
+        &[
+            ("COFFER__CHAINS__BASE_SEPOLIA__CONFIRMATIONS", "3".into()),
+            ("COFFER_MASTER_KEY", coffer_store::MasterKey::generate().1),
+        ],
+    );
+    let key = node.shop().await;
+    let base = node.base_url();
+    let server = node.serve_crashing_at("watcher.after_fetch").await;
+    let request = reqwest::Client::new()
+        .post(format!("{base}/api/payment-orders/"))
+        .bearer_auth(&key)
+        .json(&json!({"amount": "7", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 1}));
+    let (order_id, deposit) = order_id_and_deposit(&json_answer(request).await);
+    until_watching(&database_url).await;
+    let paying = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(payer))
+        .connect_http(chain.url().parse().unwrap());
+    transfer(&paying, USDC, deposit, U256::from(7_000_000u64)).await;
+    stopped_at_crash_point(server, "watcher.after_fetch").await;
+
+    let server = node.serve().await;
+    provider.anvil_mine(Some(3), None).await.unwrap();
+    let done = wait_for_status(&base, &key, &order_id, "confirmed").await;
+    assert_eq!(done["amount_paid"], "7.00");
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1, "{done}");
+    kill(server).await;
+    chain.stop().await.unwrap();
+}
+
+/// A merchant's webhook endpoint that answers 200 and keeps what it was sent.
+async fn webhook_inbox() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// `coffer serve` stopped after a webhook was delivered and before the delivery was recorded:
+/// the delivery stays leased (no second copy while it might still be in flight), then is sent
+/// again — the same event, which the merchant recognises by its id — and recorded once. The
+/// lease's minute passes on a manual clock, in a dispatcher over the same database.
+#[tokio::test]
+async fn a_webhook_sent_but_not_recorded_is_sent_again_once_its_lease_ends() {
+    let (chain, provider) = chain_with_usdc().await;
+    let payer = testnet::dev_account(3).unwrap();
+    testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
+        .await
+        .unwrap();
+    let (database_url, _dir) = fresh_url(Backend::Sqlite).await.unwrap();
+    let (master_key, master_key_text) = coffer_store::MasterKey::generate();
+    let node = Node::new(
+        database_url.clone(),
+        chain.url(),
+        &[
+            ("COFFER_MASTER_KEY", master_key_text),
+            (
+                "COFFER__OUTBOUND__ALLOW_NETWORKS",
+                "[\"127.0.0.0/8\"]".into(),
+            ),
+        ],
+    );
+    let key = node.shop().await;
+    let (hook, received) = webhook_inbox().await;
+    let server = node.serve_crashing_at("dispatcher.after_send").await;
+    let request = reqwest::Client::new()
+        .post(format!("{}/api/payment-orders/", node.base_url()))
+        .bearer_auth(&key)
+        .json(&json!({"amount": "1", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 1, "webhook_url": hook}));
+    let (_, deposit) = order_id_and_deposit(&json_answer(request).await);
+    until_watching(&database_url).await;
+    let paying = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(payer))
+        .connect_http(chain.url().parse().unwrap());
+    transfer(&paying, USDC, deposit, U256::from(1_000_000u64)).await;
+    stopped_at_crash_point(server, "dispatcher.after_send").await;
+    let ids = |events: &[Value]| {
+        let mut ids: Vec<String> = events
+            .iter()
+            .map(|event| event["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let first = ids(&received.lock().unwrap());
+    assert!(!first.is_empty(), "delivered before the stop");
+    let store = coffer_store::open(&database_url, coffer_store::Sealer::new(master_key))
+        .await
+        .unwrap();
+    let clock = Clock::manual(coffer_gateway::clock::now_ms());
+    let gateway = Gateway::new(store, ChainRegistry::builtin(), "http://127.0.0.1")
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_outbound_policy(OutboundPolicy::allowing_loopback());
+    let dispatcher = Dispatcher::new(&gateway);
+    assert_eq!(
+        dispatcher.dispatch_due().await.unwrap(),
+        0,
+        "still leased: it may be in flight"
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        dispatcher.dispatch_due().await.unwrap(),
+        first.len(),
+        "sent again"
+    );
+    let again = ids(&received.lock().unwrap()[first.len()..]);
+    assert_eq!(again, first, "the same events, by id");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        dispatcher.dispatch_due().await.unwrap(),
+        0,
+        "recorded as delivered"
+    );
+    assert_eq!(received.lock().unwrap().len(), 2 * first.len());
+    chain.stop().await.unwrap();
+}
+
 coffer_store::on_both_databases!(
     backend: [
         a_killed_server_resumes_without_losing_or_double_counting,
+        a_settlement_stopped_at_each_step_pays_once_after_restart,
+        a_payment_read_but_not_committed_is_credited_once_after_restart,
     ];
 );

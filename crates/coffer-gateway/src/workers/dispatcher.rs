@@ -290,6 +290,9 @@ impl Dispatcher {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        if count > 0 {
+            coffer_core::crash_point!("dispatcher.after_send");
+        }
         for outcome in outcomes {
             self.store.record_attempt(&outcome).await?;
         }

@@ -671,6 +671,9 @@ impl Watcher {
         let notify = updates
             .iter()
             .any(|update: &OrderUpdate| !update.events.is_empty());
+        if !payments.is_empty() {
+            coffer_core::crash_point!("watcher.after_fetch");
+        }
         self.commit(ChainStep {
             chain_id,
             rewind_to: None,
