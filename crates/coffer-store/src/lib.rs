@@ -712,6 +712,18 @@ pub trait ReorgQueries: Send + Sync + 'static {
         chain_id: u64,
         block_number: u64,
     ) -> Result<Vec<OrderRow>, StoreError>;
+
+    /// The blocks `(number, hash)` that hold live payments at or below `block_number`, newest
+    /// first, at most `limit`: where a reorg deeper than the kept block hashes is looked for.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn payment_blocks_at_or_below(
+        &self,
+        chain_id: u64,
+        block_number: u64,
+        limit: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
 }
 
 /// Everything Coffer persists.

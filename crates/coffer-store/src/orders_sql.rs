@@ -997,4 +997,25 @@ impl crate::ReorgQueries for ThisStore {
     async fn orders_paid_after(&self, chain_id: u64, block_number: u64) -> Result<Vec<OrderRow>, StoreError> {
         orders_paid_after(&self.pool, chain_id, block_number).await
     }
+
+    async fn payment_blocks_at_or_below(&self, chain_id: u64, block_number: u64, limit: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT block_number, block_hash FROM payments
+             WHERE chain_id = $1 AND block_number <= $2 AND orphaned = FALSE
+             ORDER BY block_number DESC LIMIT $3",
+        )
+        .bind(to_i64(chain_id, "chain id")?)
+        .bind(to_i64(block_number, "block number")?)
+        .bind(to_i64(limit, "limit")?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|row| {
+                let read = StoreError::classify("payment block");
+                let number: i64 = row.try_get("block_number").map_err(&read)?;
+                Ok((to_u64(number, "block number")?, row.try_get("block_hash").map_err(&read)?))
+            })
+            .collect()
+    }
 }

@@ -753,9 +753,11 @@ impl Watcher {
                     tracing::error!(
                         chain = self.chain.key(),
                         block = number,
-                        "reorg deeper than the kept block hashes"
+                        "reorg deeper than the kept block hashes: looking for the common ancestor among the blocks of recorded payments"
                     );
-                    break canonical_block;
+                    break self
+                        .ancestor_below_kept_hashes(provider, number, &mut canonical_hashes)
+                        .await?;
                 }
             }
         };
@@ -850,6 +852,51 @@ impl Watcher {
             order_updates: updates,
             keep_blocks: KEEP_BLOCKS,
             now_ms,
+        })
+    }
+
+    /// The common ancestor of a reorg that reaches below the kept block hashes (`below` has
+    /// none): the newest block holding a recorded payment that the chain still holds, found
+    /// page by page from `below` down (the chain agrees up to any block whose hash it still
+    /// has). When the chain holds none of them, the block before the oldest (nothing older
+    /// was paid), or `below` itself when no payment is that old. Every payment above it is
+    /// then checked, and the range above it scanned again.
+    async fn ancestor_below_kept_hashes(
+        &self,
+        provider: &DynProvider,
+        below: u64,
+        canonical_hashes: &mut HashMap<u64, Option<String>>,
+    ) -> Result<ChainBlock, StepError> {
+        const PAGE: u64 = 100;
+        let chain_id = self.chain.chain_id;
+        let mut at_or_below = below;
+        let mut oldest_lost = None;
+        let agreed = 'search: loop {
+            let page = self
+                .store
+                .payment_blocks_at_or_below(chain_id, at_or_below, PAGE)
+                .await?;
+            for (number, hash) in &page {
+                let header = Self::header(provider, *number, false).await?;
+                let canonical = hash_text(header.header.hash);
+                canonical_hashes.insert(*number, Some(canonical.clone()));
+                if canonical == *hash {
+                    break 'search *number;
+                }
+                oldest_lost = Some(*number);
+            }
+            match page.last() {
+                Some((oldest, _)) if page.len() as u64 == PAGE && *oldest > 0 => {
+                    at_or_below = oldest - 1;
+                }
+                _ => break oldest_lost.map_or(below, |oldest| oldest.saturating_sub(1)),
+            }
+        };
+        let block = Self::header(provider, agreed, false).await?;
+        Ok(ChainBlock {
+            number: agreed,
+            hash: hash_text(block.header.hash),
+            parent_hash: hash_text(block.header.parent_hash),
         })
     }
 

@@ -556,6 +556,104 @@ async fn a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_a
     );
 }
 
+/// A reorg deeper than the chain's confirmations drops the payment of a confirmed order: the
+/// money is not there any more, so the order goes back to pending and the merchant is told
+/// (`payment_order.reorged`); when the same transaction is mined again, it is confirmed again
+/// with the one payment.
+async fn a_reorg_below_a_confirmed_payment_takes_the_order_back_and_tells_the_merchant(
+    backend: Backend,
+) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("4", 11, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.watch().await;
+    let raw = env
+        .pay(order["receiving_address"].as_str().unwrap(), usdc(4))
+        .await;
+    env.mine(2).await;
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "confirmed");
+
+    // The payment's block and the two above it are replaced by empty blocks.
+    env.chain
+        .anvil_reorg(ReorgOptions {
+            depth: 3,
+            tx_block_pairs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    env.watch().await;
+    let dropped = env.order(order_id).await;
+    assert_eq!(
+        (dropped["status"].as_str(), dropped["amount_paid"].as_str()),
+        (Some("pending"), Some("0.00")),
+        "{dropped}"
+    );
+    assert_eq!(dropped["payments"][0]["status"], "orphaned");
+    env.deliver().await;
+    let types = env.sink.event_types();
+    assert!(
+        types.contains(&"payment_order.reorged".to_owned()),
+        "{types:?}"
+    );
+
+    let mined_again = env
+        .chain
+        .send_raw_transaction(&raw)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(mined_again.status());
+    env.mine(2).await;
+    env.watch().await;
+    let back = env.order(order_id).await;
+    assert_eq!(back["status"], "confirmed", "{back}");
+    assert_eq!(back["amount_paid"], "4.00");
+    let live: Vec<&Value> = back["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|payment| payment["status"] != "orphaned")
+        .collect();
+    assert_eq!(live.len(), 1, "{back}");
+}
+
+/// A reorg deeper than the 256 block hashes the watcher keeps: the block of a confirmed
+/// payment is replaced far below them. The watcher finds the common ancestor among the
+/// blocks of recorded payments, orphans the payment, and takes the order back.
+async fn a_reorg_deeper_than_the_kept_block_hashes_still_orphans_the_payments_it_drops(
+    backend: Backend,
+) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("2", 12, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.watch().await;
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(2))
+        .await;
+    env.mine(300).await;
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "confirmed");
+
+    env.chain
+        .anvil_reorg(ReorgOptions {
+            depth: 302,
+            tx_block_pairs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    env.mine(1).await;
+    env.watch().await;
+    let dropped = env.order(order_id).await;
+    assert_eq!(dropped["payments"][0]["status"], "orphaned", "{dropped}");
+    assert_eq!(
+        (dropped["status"].as_str(), dropped["amount_paid"].as_str()),
+        (Some("pending"), Some("0.00")),
+        "{dropped}"
+    );
+}
+
 async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
     let mut env = Env::new(backend).await;
     let order = env.create_order("3", 6, json!({})).await;
@@ -912,6 +1010,8 @@ coffer_store::on_both_databases!(
     overpayment_confirms_and_is_flagged,
     a_payment_after_expiry_is_recorded_and_flagged_paid_late,
     a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again,
+    a_reorg_below_a_confirmed_payment_takes_the_order_back_and_tells_the_merchant,
+    a_reorg_deeper_than_the_kept_block_hashes_still_orphans_the_payments_it_drops,
     a_restarted_watcher_replays_nothing_twice,
     a_failing_webhook_endpoint_is_retried_and_never_blocks_others,
     concurrent_orders_with_one_nonce_create_exactly_one,
