@@ -6,7 +6,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::eips::eip2718::Encodable2718;
+use alloy::consensus::{Transaction, TxEnvelope};
+use alloy::eips::eip2718::{Decodable2718, Encodable2718};
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::ext::AnvilApi;
@@ -620,6 +621,62 @@ async fn a_reorg_below_a_confirmed_payment_takes_the_order_back_and_tells_the_me
     assert_eq!(live.len(), 1, "{back}");
 }
 
+/// A double spend: the block holding a payment is replaced, and the payer's conflicting
+/// transaction — the same account nonce, the money sent elsewhere — is mined instead. The
+/// payment is orphaned for good: the order goes back to pending and stays there, and the
+/// original transaction can never be mined again.
+async fn a_double_spend_that_replaces_the_payment_leaves_the_order_unpaid(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("5", 13, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.watch().await;
+    let raw = env
+        .pay(order["receiving_address"].as_str().unwrap(), usdc(5))
+        .await;
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "processing");
+
+    env.chain
+        .anvil_reorg(ReorgOptions {
+            depth: 1,
+            tx_block_pairs: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let elsewhere = env.stranger.address().to_checksum(None);
+    let conflicting = env.signed_transfer(&elsewhere, usdc(5)).await;
+    assert_eq!(
+        TxEnvelope::decode_2718(&mut conflicting.as_ref())
+            .unwrap()
+            .nonce(),
+        TxEnvelope::decode_2718(&mut raw.as_ref()).unwrap().nonce(),
+        "the same account nonce as the payment"
+    );
+    let replaced = env
+        .chain
+        .send_raw_transaction(&conflicting)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(replaced.status());
+    env.mine(3).await;
+    env.watch().await;
+
+    let unpaid = env.order(order_id).await;
+    assert_eq!(
+        (unpaid["status"].as_str(), unpaid["amount_paid"].as_str()),
+        (Some("pending"), Some("0.00")),
+        "{unpaid}"
+    );
+    assert_eq!(unpaid["payments"][0]["status"], "orphaned");
+    assert!(
+        env.chain.send_raw_transaction(&raw).await.is_err(),
+        "the payment's nonce is spent"
+    );
+}
+
 /// A reorg deeper than the 256 block hashes the watcher keeps: the block of a confirmed
 /// payment is replaced far below them. The watcher finds the common ancestor among the
 /// blocks of recorded payments, orphans the payment, and takes the order back.
@@ -1012,6 +1069,7 @@ coffer_store::on_both_databases!(
     a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_again,
     a_reorg_below_a_confirmed_payment_takes_the_order_back_and_tells_the_merchant,
     a_reorg_deeper_than_the_kept_block_hashes_still_orphans_the_payments_it_drops,
+    a_double_spend_that_replaces_the_payment_leaves_the_order_unpaid,
     a_restarted_watcher_replays_nothing_twice,
     a_failing_webhook_endpoint_is_retried_and_never_blocks_others,
     concurrent_orders_with_one_nonce_create_exactly_one,
