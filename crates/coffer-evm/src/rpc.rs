@@ -44,6 +44,62 @@ struct CallStats {
     micros: AtomicU64,
     /// Until when (ms since the Unix epoch) the failover passes this endpoint over.
     cool_until_ms: AtomicU64,
+    /// How its recent calls went, for the failover's order.
+    health: Health,
+}
+
+/// An endpoint's recent calls, weighted toward the latest: how long they took and how many
+/// failed, in passing (a retry) or for good. Integer moving averages, each new call counting
+/// for [`HEALTH_WEIGHT`] of the whole.
+#[derive(Debug, Default)]
+struct Health {
+    /// Call time, retries and pauses included, in microseconds.
+    micros: AtomicU64,
+    /// Share of calls that needed a retry or failed, in parts per 1,024.
+    failing: AtomicU64,
+    /// When the last call ended (ms since the Unix epoch); 0 before the first.
+    last_ms: AtomicU64,
+}
+
+/// A new call counts for 1/8 of an endpoint's health.
+const HEALTH_WEIGHT: u64 = 8;
+
+/// An endpoint not called for this long is judged afresh: it gets the next call (it may have
+/// recovered).
+const HEALTH_STALE: Duration = Duration::from_secs(60);
+
+impl Health {
+    fn record(&self, micros: u64, failed: bool, now_ms: u64) {
+        let blend = |average: &AtomicU64, sample: u64, first: bool| {
+            let old = average.load(Ordering::Relaxed);
+            let new = if first {
+                sample
+            } else if sample >= old {
+                old + (sample - old) / HEALTH_WEIGHT
+            } else {
+                old - (old - sample) / HEALTH_WEIGHT
+            };
+            average.store(new, Ordering::Relaxed);
+        };
+        let first = self.last_ms.load(Ordering::Relaxed) == 0;
+        blend(&self.micros, micros, first);
+        blend(&self.failing, if failed { 1_024 } else { 0 }, first);
+        self.last_ms.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// A cost to rank endpoints by, lower is better: the average call time, up to nine times
+    /// more for an endpoint whose every call fails. An endpoint with nothing recent to judge it
+    /// by costs nothing, so that it is tried.
+    fn cost(&self, now_ms: u64) -> u64 {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let stale = u64::try_from(HEALTH_STALE.as_millis()).unwrap_or(u64::MAX);
+        if last == 0 || now_ms.saturating_sub(last) > stale {
+            return 0;
+        }
+        let micros = self.micros.load(Ordering::Relaxed);
+        let failing = self.failing.load(Ordering::Relaxed);
+        micros.saturating_mul(1_024 + 8 * failing) / 1_024
+    }
 }
 
 /// A snapshot of one endpoint's calls since start, for metrics.
@@ -301,7 +357,7 @@ impl tower::Service<RequestPacket> for RpcHttp {
         let this = self.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
-            let outcome = this.call_with_retries(request).await;
+            let (outcome, retries) = this.call_with_retries(request).await;
             let stats = &this.stats;
             stats.calls.fetch_add(1, Ordering::Relaxed);
             if outcome.is_err() {
@@ -309,14 +365,21 @@ impl tower::Service<RequestPacket> for RpcHttp {
             }
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             stats.micros.fetch_add(micros, Ordering::Relaxed);
+            stats
+                .health
+                .record(micros, outcome.is_err() || retries > 0, now_ms());
             outcome
         })
     }
 }
 
 impl RpcHttp {
-    /// Sends `request`, again after a pause while it fails in passing (see [`is_transient`]).
-    async fn call_with_retries(&self, request: RequestPacket) -> TransportResult<ResponsePacket> {
+    /// Sends `request`, again after a pause while it fails in passing (see [`is_transient`]);
+    /// the outcome, and how many times it was sent again.
+    async fn call_with_retries(
+        &self,
+        request: RequestPacket,
+    ) -> (TransportResult<ResponsePacket>, u32) {
         let mut retries = 0;
         loop {
             match self.clone().send(request.clone()).await {
@@ -332,7 +395,9 @@ impl RpcHttp {
                     );
                     tokio::time::sleep(pause).await;
                 }
-                outcome => return outcome.map_err(|error| self.scrubber.scrub(error)),
+                outcome => {
+                    return (outcome.map_err(|error| self.scrubber.scrub(error)), retries);
+                }
             }
         }
     }
@@ -423,27 +488,42 @@ where
 /// How long an endpoint that failed a call is passed over by [`FailoverHttp`].
 const COOLDOWN: Duration = Duration::from_secs(30);
 
-/// One chain's endpoints as one transport: a call goes to the first endpoint, in configured
-/// order, that is not cooling down; an endpoint whose call fails (a transport error after its
-/// retries, or an answer that is not JSON-RPC) cools down for [`COOLDOWN`] and the call goes
-/// on to the next. When every endpoint is cooling down they are tried in order anyway. A
-/// JSON-RPC error is the node's answer and is returned as it is.
+/// One chain's endpoints as one transport: a call goes to the healthiest endpoint that is not
+/// cooling down; an endpoint whose call fails (a transport error after its retries, or an
+/// answer that is not JSON-RPC) cools down for [`COOLDOWN`] and the call goes on to the next.
+/// Health ranks endpoints in two tiers: those whose recent calls cost at most twice the
+/// cheapest (plus 50 ms), in configured order, then the rest — so the first configured
+/// endpoint keeps the traffic while it is about as good as the others, and one that is slow
+/// or fails in passing loses it until it has been left alone for [`HEALTH_STALE`]. When every
+/// endpoint is cooling down they are tried anyway. A JSON-RPC error is the node's answer and
+/// is returned as it is.
 #[derive(Clone)]
 struct FailoverHttp {
     transports: Arc<[RpcHttp]>,
 }
 
 impl FailoverHttp {
-    /// Endpoint indexes in the order a call tries them: those not cooling down first.
+    /// Endpoint indexes in the order a call tries them: those not cooling down first, the
+    /// healthy tier before the rest, configured order within each.
     fn order(&self) -> Vec<usize> {
+        /// Slack over twice the cheapest cost before an endpoint drops a tier, in µs.
+        const SLACK_MICROS: u64 = 50_000;
         let now = now_ms();
+        let costs: Vec<u64> = self
+            .transports
+            .iter()
+            .map(|transport| transport.stats.health.cost(now))
+            .collect();
+        let cheapest = costs.iter().copied().min().unwrap_or(0);
         let mut order: Vec<usize> = (0..self.transports.len()).collect();
         order.sort_by_key(|&index| {
-            self.transports[index]
+            let cooling = self.transports[index]
                 .stats
                 .cool_until_ms
                 .load(Ordering::Relaxed)
-                > now
+                > now;
+            let unhealthy = costs[index] > cheapest.saturating_mul(2) + SLACK_MICROS;
+            (cooling, unhealthy)
         });
         order
     }
@@ -778,6 +858,27 @@ mod tests {
     /// A node that answers its first `failures` calls with `status` (as a proxy in front of it
     /// would) and every later `eth_blockNumber` with block 16; it counts the calls.
     async fn flaky_node(status: u16, failures: usize) -> (u16, Arc<AtomicUsize>) {
+        test_node(status, move |call| call < failures, Duration::ZERO).await
+    }
+
+    /// A node that answers every call right, after `delay`; it counts the calls.
+    async fn slow_node(delay: Duration) -> (u16, Arc<AtomicUsize>) {
+        test_node(502, |_| false, delay).await
+    }
+
+    /// A node that answers every other request with 502 (each call is answered on its
+    /// retry); it counts the requests.
+    async fn alternating_node() -> (u16, Arc<AtomicUsize>) {
+        test_node(502, |call| call % 2 == 0, Duration::ZERO).await
+    }
+
+    /// A node that answers request number `n` (from 0) with `status` when `fails(n)`, else
+    /// `eth_blockNumber` with block 16, each after `delay`; it counts the requests.
+    async fn test_node(
+        status: u16,
+        fails: impl Fn(usize) -> bool + Send + 'static,
+        delay: Duration,
+    ) -> (u16, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let calls = Arc::new(AtomicUsize::new(0));
@@ -793,7 +894,8 @@ mod tests {
                     .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
                     .map(|call| call["id"].clone())
                     .unwrap_or_default();
-                let answer = if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                tokio::time::sleep(delay).await;
+                let answer = if fails(counted.fetch_add(1, Ordering::SeqCst)) {
                     format!(
                         "HTTP/1.1 {status} Failing\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops"
                     )
@@ -882,6 +984,62 @@ mod tests {
         assert_clean(&error.to_string());
         let none = rpc_for(Vec::new());
         assert!(none.provider().is_none());
+    }
+
+    #[tokio::test]
+    async fn calls_move_to_a_healthier_endpoint_and_stay_with_the_first_while_it_is_as_good() {
+        // The first endpoint answers, but slowly; the second at once.
+        let (slow, slow_calls) = slow_node(Duration::from_millis(300)).await;
+        let (fast, fast_calls) = flaky_node(502, 0).await;
+        let rpc = rpc_for(vec![
+            format!("http://127.0.0.1:{slow}"),
+            format!("http://127.0.0.1:{fast}"),
+        ]);
+        let provider = rpc.provider().unwrap();
+        for _ in 0..10 {
+            assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        }
+        assert_eq!(
+            slow_calls.load(Ordering::SeqCst),
+            1,
+            "the slow endpoint had one call to judge it by"
+        );
+        assert_eq!(fast_calls.load(Ordering::SeqCst), 9);
+
+        // One that fails in passing on every call (a retry each time) loses the traffic too.
+        let (flaky, flaky_calls) = alternating_node().await;
+        let (steady, steady_calls) = flaky_node(502, 0).await;
+        let rpc = rpc_for(vec![
+            format!("http://127.0.0.1:{flaky}"),
+            format!("http://127.0.0.1:{steady}"),
+        ]);
+        let provider = rpc.provider().unwrap();
+        for _ in 0..10 {
+            assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        }
+        assert_eq!(
+            flaky_calls.load(Ordering::SeqCst),
+            2,
+            "one call, answered on its retry"
+        );
+        assert_eq!(steady_calls.load(Ordering::SeqCst), 9);
+
+        // Two endpoints alike: the first configured keeps every call.
+        let (first, first_calls) = flaky_node(502, 0).await;
+        let (second, second_calls) = flaky_node(502, 0).await;
+        let rpc = rpc_for(vec![
+            format!("http://127.0.0.1:{first}"),
+            format!("http://127.0.0.1:{second}"),
+        ]);
+        let provider = rpc.provider().unwrap();
+        for _ in 0..10 {
+            assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        }
+        assert!(
+            first_calls.load(Ordering::SeqCst) >= 9,
+            "the second was tried at most once: {}",
+            second_calls.load(Ordering::SeqCst)
+        );
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Watcher {
     last_order_id: i64,
     range: u64,
     steps: u64,
+    /// Block headers a failed step already fetched (and whether with their transactions):
+    /// the next step reuses those still in its range instead of asking for them again.
+    fetched: (HashMap<u64, Block>, bool),
 }
 
 /// What [`Watcher::step`] did.
@@ -193,6 +196,7 @@ impl Watcher {
             native_watchers: 0,
             last_order_id: 0,
             range: 50,
+            fetched: (HashMap::new(), false),
             steps: 0,
         })
     }
@@ -451,20 +455,35 @@ impl Watcher {
         let chain_id = self.chain.chain_id;
         // Blocks whose hashes we keep (the recent ones) and whose contents we need.
         let near_from = to.saturating_sub(KEEP_BLOCKS - 1).max(from);
-        let mut blocks: HashMap<u64, Block> = HashMap::new();
-        blocks.insert(from, first);
         let full = self.native_watchers > 0;
+        // What a failed step fetched is kept (and checked below with the rest).
+        let (mut blocks, fetched_full) = std::mem::take(&mut self.fetched);
+        if fetched_full != full {
+            blocks.clear();
+        }
+        blocks.retain(|number, _| (from..=to).contains(number));
+        blocks.insert(from, first);
         let wanted: Vec<u64> = if full {
             (from..=to).collect()
         } else {
             (near_from..=to).collect()
         };
         for number in wanted {
-            if let std::collections::hash_map::Entry::Vacant(entry) = blocks.entry(number) {
-                entry.insert(Self::header(provider, number, full).await?);
+            if blocks.contains_key(&number) {
+                continue;
+            }
+            match Self::header(provider, number, full).await {
+                Ok(block) => {
+                    blocks.insert(number, block);
+                }
+                Err(error) => {
+                    self.fetched = (blocks, full);
+                    return Err(error);
+                }
             }
         }
-        // Consecutive blocks we fetched must link up, or a reorg happened mid-step.
+        // Consecutive blocks we fetched must link up, or a reorg happened mid-step (and what
+        // was kept is stale).
         for number in from + 1..=to {
             if let (Some(parent), Some(child)) = (blocks.get(&(number - 1)), blocks.get(&number))
                 && child.header.parent_hash != parent.header.hash
@@ -474,6 +493,8 @@ impl Watcher {
                 )));
             }
         }
+        // Headers fetched from here on are kept if the step fails.
+        let keep = |blocks: &HashMap<u64, Block>| (blocks.clone(), full);
 
         let mut payments = Vec::new();
         if !self.tokens.is_empty() && !self.watched.is_empty() {
@@ -482,7 +503,13 @@ impl Watcher {
                 .event_signature(IERC20::Transfer::SIGNATURE_HASH)
                 .from_block(from)
                 .to_block(to);
-            let logs = provider.get_logs(&filter).await.map_err(rpc_error)?;
+            let logs = match provider.get_logs(&filter).await {
+                Ok(logs) => logs,
+                Err(error) => {
+                    self.fetched = keep(&blocks);
+                    return Err(rpc_error(error));
+                }
+            };
             for log in logs {
                 if log.removed {
                     continue;

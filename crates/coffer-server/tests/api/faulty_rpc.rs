@@ -25,8 +25,8 @@ pub enum Fault {
 
 #[derive(Default)]
 struct Plan {
-    /// `(method, fault, calls left)`.
-    faults: Vec<(String, Fault, u32)>,
+    /// `(method, fault, calls let through first, calls left to fail)`.
+    faults: Vec<(String, Fault, u32, u32)>,
     /// Every method called, in order.
     seen: Vec<String>,
 }
@@ -58,7 +58,14 @@ impl FaultyRpc {
 
     /// The next `times` calls of `method` meet `fault`.
     pub fn fail(&self, method: &str, fault: Fault, times: u32) {
-        self.lock().faults.push((method.to_owned(), fault, times));
+        self.fail_after(method, 0, fault, times);
+    }
+
+    /// The next `pass` calls of `method` go through; the `times` after them meet `fault`.
+    pub fn fail_after(&self, method: &str, pass: u32, fault: Fault, times: u32) {
+        self.lock()
+            .faults
+            .push((method.to_owned(), fault, pass, times));
     }
 
     /// Forgets every planned fault.
@@ -88,8 +95,12 @@ impl FaultyRpc {
         let planned = plan
             .faults
             .iter_mut()
-            .find(|(planned, _, left)| planned == method && *left > 0)?;
-        planned.2 -= 1;
+            .find(|(planned, _, _, left)| planned == method && *left > 0)?;
+        if planned.2 > 0 {
+            planned.2 -= 1;
+            return None;
+        }
+        planned.3 -= 1;
         Some(planned.1)
     }
 

@@ -365,6 +365,42 @@ async fn the_watcher_rides_out_an_endpoint_that_fails_in_passing(backend: Backen
     assert!(counter("coffer_rpc_call_seconds") > 0.0);
 }
 
+/// A step that fails half-way through reading 40 blocks keeps the headers it had read: the
+/// next step asks only for the rest, and the payment among them is confirmed.
+async fn a_failed_watcher_step_keeps_the_blocks_it_had_read(backend: Backend) {
+    let mut env = Env::faulty(backend).await;
+    let rpc = env.rpc_faults.clone().unwrap();
+    let order = env.create_order("6", 14, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.watch().await;
+    env.mine(20).await;
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(6))
+        .await;
+    env.mine(19).await;
+
+    // The step reads the head, the first block and 20 more; the next read fails (a JSON-RPC
+    // error is not retried).
+    let before = rpc.calls("eth_getBlockByNumber");
+    rpc.fail_after("eth_getBlockByNumber", 22, Fault::ErrorAnswer, 1);
+    assert!(env.watcher.step().await.is_err());
+    let failed_step = rpc.calls("eth_getBlockByNumber") - before;
+    assert_eq!(failed_step, 23);
+
+    let before = rpc.calls("eth_getBlockByNumber");
+    let report = env.watcher.step().await.unwrap();
+    let next_step = rpc.calls("eth_getBlockByNumber") - before;
+    assert!(
+        matches!(report, StepReport::Progressed { payments: 1, .. }),
+        "{report:?}"
+    );
+    assert!(
+        next_step <= 2 + 20,
+        "the head, the first block and the 19 or 20 not read yet, not all 40 again: {next_step}"
+    );
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "confirmed");
+}
+
 /// The dispatcher's schedule, on a manual clock: a failing endpoint is asked again only when
 /// its backoff ends (10 s, then 20 s, …), and once 3 days have passed since the event the
 /// delivery is given up. Days pass without sleeping.
@@ -1063,6 +1099,7 @@ coffer_store::on_both_databases!(
     an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_valid_signature,
     underpayment_waits_and_a_second_payment_completes_the_order,
     the_watcher_rides_out_an_endpoint_that_fails_in_passing,
+    a_failed_watcher_step_keeps_the_blocks_it_had_read,
     webhook_retries_follow_their_schedule_and_end_after_three_days,
     overpayment_confirms_and_is_flagged,
     a_payment_after_expiry_is_recorded_and_flagged_paid_late,
