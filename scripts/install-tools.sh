@@ -10,6 +10,8 @@
 #   python - tools/requirements.txt (the PyPI x402 client, schemathesis) in a venv at .tools/python
 #   chromium - Debian's chromium package (/usr/bin/chromium) for the checkout-page browser
 #            test, installed with apt-get when missing (needs root, as in CI)
+#   nextest - cargo-nextest, the test runner, at tools/nextest-version: the machine's when it
+#            is that version, else built with `cargo install` into .tools/cargo
 #
 # To add a toolset, write an install_<name> function and call it from main.
 set -euo pipefail
@@ -110,6 +112,27 @@ install_chromium() {
     log "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
 }
 
+# The test runner. `scripts/test.sh` runs .tools/bin/cargo-nextest.
+install_nextest() {
+    local want have
+    want="$(tr -d '[:space:]' <"${PINS_DIR}/nextest-version")"
+    for candidate in "${TOOLS_DIR}/cargo/bin/cargo-nextest" "$(command -v cargo-nextest || true)"; do
+        [[ -n "${candidate}" && -x "${candidate}" ]] || continue
+        have="$("${candidate}" nextest --version 2>/dev/null | head -n1 | awk '{print $2}')"
+        if [[ "${have}" == "${want}" ]]; then
+            mkdir -p "${TOOLS_BIN}"
+            ln -sfn "${candidate}" "${TOOLS_BIN}/cargo-nextest"
+            log "nextest: cargo-nextest ${have} (${candidate})"
+            return
+        fi
+    done
+    need cargo
+    log "nextest: building cargo-nextest ${want} with cargo install (a few minutes, once)"
+    cargo install --locked --quiet --root "${TOOLS_DIR}/cargo" cargo-nextest --version "=${want}"
+    ln -sfn "${TOOLS_DIR}/cargo/bin/cargo-nextest" "${TOOLS_BIN}/cargo-nextest"
+    log "nextest: cargo-nextest ${want} (.tools/cargo)"
+}
+
 main() {
     case "$(uname -s)-$(uname -m)" in
         Linux-x86_64) ;;
@@ -121,6 +144,7 @@ main() {
     install_npm_tools
     install_python_tools
     install_chromium
+    install_nextest
 
     log "done: $("${TOOLS_BIN}/anvil" --version | head -n1)"
 }
