@@ -36,6 +36,8 @@ pub mod ops;
 pub mod pages;
 pub mod paywall;
 pub mod pelago;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod x402;
 
 pub use app::{AppState, router, serve};

@@ -15,12 +15,13 @@ use alloy::providers::ProviderBuilder;
 use alloy::providers::ext::AnvilApi;
 use coffer_core::ChainRegistry;
 use coffer_core::crash::CRASH_EXIT_CODE;
-use coffer_evm::contracts::IERC20;
+use coffer_evm::contracts::{IERC20, IEip3009};
 use coffer_evm::testnet::{self, DEV_MNEMONIC};
 use coffer_gateway::Gateway;
 use coffer_gateway::clock::Clock;
 use coffer_gateway::outbound::OutboundPolicy;
 use coffer_gateway::workers::dispatcher::Dispatcher;
+use coffer_server::testing::{FaultyRpc, Flakiness};
 use coffer_store::testing::{Backend, fresh_url};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -563,10 +564,237 @@ async fn a_webhook_sent_but_not_recorded_is_sent_again_once_its_lease_ends() {
     chain.stop().await.unwrap();
 }
 
+/// A running `coffer serve` that a killer task replaces, with SIGKILL, every 1–3 s.
+struct Killer {
+    server: Arc<tokio::sync::Mutex<Child>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Killer {
+    async fn start(node: Arc<Node>) -> Killer {
+        let server = Arc::new(tokio::sync::Mutex::new(node.serve().await));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (server, stop) = (server.clone(), stop.clone());
+            async move {
+                let mut kills = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let pause = rand::random_range(1_000..3_000);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    let mut running = server.lock().await;
+                    running.start_kill().unwrap();
+                    running.wait().await.unwrap();
+                    *running = node.serve().await;
+                    kills += 1;
+                }
+                kills
+            }
+        });
+        Killer { server, stop, task }
+    }
+
+    /// Stops killing; the server then running keeps running. How many kills there were.
+    async fn stop(self) -> (u32, Arc<tokio::sync::Mutex<Child>>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (self.task.await.unwrap(), self.server)
+    }
+}
+
+/// Sends `request` until it is answered with JSON (the server may be down for a moment).
+async fn answered(request: impl Fn() -> reqwest::RequestBuilder) -> Value {
+    for _ in 0..600 {
+        if let Ok(response) = request().send().await
+            && let Ok(answer) = response.json::<Value>().await
+        {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never answered");
+}
+
+/// The operator's acceptance run: the chain behind an endpoint that answers 502 to 7% of
+/// calls and holds another 7% for 0.3–1.5 s, and `coffer serve` killed with SIGKILL every
+/// 1–3 s and started again, while 12 orders are created (each retried with its
+/// `Idempotency-Key` until answered) and paid, and 24 x402 authorizations are settled by
+/// clients that present the same signature until it is settled. In the end every order is
+/// confirmed with exactly what was paid and one `confirmed` event, every authorization paid
+/// once, and no answer ever said failed for a payment that moved money.
+async fn a_flaky_endpoint_and_repeated_kills_lose_nothing_and_pay_nothing_twice(backend: Backend) {
+    use alloy::providers::Provider;
+    const ORDERS: u64 = 12;
+    const AUTHORIZATIONS: u64 = 24;
+    let (chain, provider) = chain_with_usdc().await;
+    let customer = testnet::dev_account(3).unwrap();
+    let x402_payer = testnet::dev_account(4).unwrap();
+    for who in [customer.address(), x402_payer.address()] {
+        testnet::mint(&provider, USDC, who, U256::from(1_000_000_000u64))
+            .await
+            .unwrap();
+    }
+    let flaky = FaultyRpc::start(chain.url()).await.unwrap();
+    flaky.flaky(Flakiness {
+        bad_gateway_per_mille: 70,
+        stall_per_mille: 70,
+        stall: Duration::from_millis(300)..Duration::from_millis(1_500),
+    });
+    let signer = testnet::dev_account(7).unwrap();
+    let (database_url, _dir) = fresh_url(backend).await.unwrap();
+    let mut config = settling(&signer);
+    config.extend([
+        ("COFFER__X402__SETTLE_TIMEOUT_SECONDS", "5".to_owned()),
+        ("COFFER__X402__ABANDONED_CLAIM_SECONDS", "1".to_owned()),
+        (
+            "COFFER__CHAINS__BASE_SEPOLIA__CONFIRMATIONS",
+            "2".to_owned(),
+        ),
+        ("COFFER_MASTER_KEY", coffer_store::MasterKey::generate().1),
+    ]);
+    let node = Arc::new(Node::new(database_url, &flaky.url, &config));
+    let key = node.shop().await;
+    let base = node.base_url();
+    let killer = Killer::start(node.clone()).await;
+
+    // Customers create orders and pay them exactly.
+    let customers = tokio::spawn({
+        let (base, key, rpc_url) = (base.clone(), key.clone(), chain.url().to_owned());
+        async move {
+            let paying = ProviderBuilder::new()
+                .wallet(EthereumWallet::from(customer))
+                .connect_http(rpc_url.parse().unwrap());
+            let mut orders = Vec::new();
+            for index in 0..ORDERS {
+                let amount = index + 1;
+                let created = answered(|| {
+                    reqwest::Client::new()
+                        .post(format!("{base}/api/payment-orders/"))
+                        .bearer_auth(&key)
+                        .header("Idempotency-Key", format!("order-{index}"))
+                        .json(&json!({"amount": amount.to_string(), "currency": "USDC",
+                            "blockchain": "base-sepolia", "order_info": "{}", "nonce": index + 1}))
+                })
+                .await;
+                let (order_id, deposit) = order_id_and_deposit(&created);
+                transfer(&paying, USDC, deposit, U256::from(amount * 1_000_000)).await;
+                orders.push((order_id, amount));
+            }
+            orders
+        }
+    });
+
+    // x402 clients present each authorization until it is settled.
+    let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
+    let mut clients = Vec::new();
+    for client in 0..4u64 {
+        let (base, payer, provider) = (base.clone(), x402_payer.clone(), provider.clone());
+        clients.push(tokio::spawn(async move {
+            let mut settled = Vec::new();
+            let mut false_failures = Vec::new();
+            for index in 0..AUTHORIZATIONS / 4 {
+                let value = 1_000 * (client * 100 + index + 1);
+                let request = x402_request(&payer, payee, value);
+                loop {
+                    let reply = answered(|| {
+                        reqwest::Client::new()
+                            .post(format!("{base}/x402/settle"))
+                            .json(&request)
+                    })
+                    .await;
+                    if reply["success"] == true {
+                        settled.push((request, value));
+                        break;
+                    }
+                    if reply["errorReason"] == "invalid_exact_evm_transaction_failed" {
+                        let auth = &request["paymentPayload"]["payload"]["authorization"];
+                        let used = IEip3009::new(USDC, &provider)
+                            .authorizationState(
+                                auth["from"].as_str().unwrap().parse().unwrap(),
+                                auth["nonce"].as_str().unwrap().parse().unwrap(),
+                            )
+                            .call()
+                            .await
+                            .unwrap();
+                        false_failures.push((reply.clone(), used));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            (settled, false_failures)
+        }));
+    }
+    let orders = customers.await.unwrap();
+    let mut settled = Vec::new();
+    let mut failures = Vec::new();
+    for client in clients {
+        let (done, failed) = client.await.unwrap();
+        settled.extend(done);
+        failures.extend(failed);
+    }
+    let (kills, server) = killer.stop().await;
+    assert!(kills >= 2, "the server was killed along the way: {kills}");
+    assert!(
+        failures.is_empty(),
+        "no settlement answered failed (money moved: the second value): {failures:?}"
+    );
+    assert_eq!(settled.len() as u64, AUTHORIZATIONS);
+
+    // Every order confirmed with exactly what was paid, once.
+    provider.anvil_mine(Some(3), None).await.unwrap();
+    for (order_id, amount) in &orders {
+        let done = wait_for_status(&base, &key, order_id, "confirmed").await;
+        assert_eq!(done["amount_paid"], format!("{amount}.00"), "{done}");
+        assert_eq!(done["payments"].as_array().unwrap().len(), 1, "{done}");
+        let events = json_answer(
+            reqwest::Client::new()
+                .get(format!("{base}/api/events/?order_id={order_id}"))
+                .bearer_auth(&key),
+        )
+        .await;
+        let confirmed = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["type"] == "payment_order.confirmed")
+            .count();
+        assert_eq!(confirmed, 1, "{events}");
+    }
+
+    // Every authorization paid once, by no more transactions than authorizations.
+    let paid: u64 = settled.iter().map(|(_, value)| value).sum();
+    let balance = IERC20::new(USDC, &provider)
+        .balanceOf(payee)
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(balance, U256::from(paid));
+    let sent = provider
+        .get_transaction_count(signer.address())
+        .await
+        .unwrap();
+    assert!(
+        (1..=AUTHORIZATIONS).contains(&sent),
+        "{sent} settlement transactions"
+    );
+    for (request, _) in &settled {
+        let again = json_answer(
+            reqwest::Client::new()
+                .post(format!("{base}/x402/settle"))
+                .json(request),
+        )
+        .await;
+        assert_eq!(again["success"], true, "a retry answers paid: {again}");
+    }
+    kill(Arc::try_unwrap(server).unwrap().into_inner()).await;
+    chain.stop().await.unwrap();
+}
+
 coffer_store::on_both_databases!(
     backend: [
         a_killed_server_resumes_without_losing_or_double_counting,
         a_settlement_stopped_at_each_step_pays_once_after_restart,
         a_payment_read_but_not_committed_is_credited_once_after_restart,
+        a_flaky_endpoint_and_repeated_kills_lose_nothing_and_pay_nothing_twice,
     ];
 );

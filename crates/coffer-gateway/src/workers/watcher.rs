@@ -2,9 +2,11 @@
 //!
 //! Each step follows the chain from the stored cursor towards the head:
 //!
-//! 1. refresh the in-memory set of watched deposit addresses (new orders since the last step;
-//!    now and then a fresh set is read alongside, a chunk per step, and replaces the old one,
-//!    dropping orders closed or past their monitoring window);
+//! 1. read the head, then refresh the in-memory set of watched deposit addresses (new orders
+//!    since the last step, and ids skipped over lately, whose insert may commit late; now and
+//!    then a fresh set is read alongside, a chunk per step, and replaces the old one, dropping
+//!    orders closed or past their monitoring window) — in that order, so that an order paid
+//!    in a block up to the head is always watched when the block is scanned;
 //! 2. check that the next block's parent is the cursor's hash; if not, walk back through the
 //!    stored block hashes to the common ancestor and commit a rewind: payments in dropped
 //!    blocks are orphaned, each by name (a sale recorded beside the watcher meanwhile is left
@@ -23,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::consensus::Transaction as _;
 use alloy::eips::BlockNumberOrTag;
@@ -56,6 +59,11 @@ const RELOAD_EVERY: u64 = 600;
 /// step, so that it never holds SQLite's one connection for more than a few milliseconds at a
 /// time: reading 50,000 open orders at once stalled order creation for hundreds of them.
 const LOAD_CHUNK: usize = 1_000;
+/// How long an order id skipped over is read again: longer than an insert takes to commit.
+const GAP_PATIENCE: Duration = Duration::from_secs(30);
+/// The most ids one jump records as gaps; a larger burst (thousands of sales at once) is
+/// passed over.
+const MAX_GAPS: i64 = 1_000;
 
 /// A fresh address set being read, a chunk per step, to replace the current one.
 #[derive(Debug, Default)]
@@ -100,6 +108,12 @@ pub struct Watcher {
     reload: Option<Reload>,
     native_watchers: usize,
     last_order_id: i64,
+    /// Order ids skipped over by the ids read so far, with when they were first missed: an
+    /// insert that took a lower id may commit after a higher one (PostgreSQL sequences), so
+    /// they are read again until [`GAP_PATIENCE`] has passed.
+    gaps: std::collections::BTreeMap<i64, i64>,
+    /// Whether the open orders were read once (gaps are looked for after that).
+    loaded: bool,
     range: u64,
     steps: u64,
     /// Block headers a failed step already fetched (and whether with their transactions):
@@ -195,6 +209,8 @@ impl Watcher {
             reload: None,
             native_watchers: 0,
             last_order_id: 0,
+            gaps: std::collections::BTreeMap::new(),
+            loaded: false,
             range: 50,
             fetched: (HashMap::new(), false),
             steps: 0,
@@ -256,11 +272,41 @@ impl Watcher {
     }
 
     async fn refresh_watched(&mut self, now_ms: i64) -> Result<(), StepError> {
+        // Ids skipped earlier whose insert may have committed since: read from the oldest
+        // again (a few rows), and give up on those older than the patience.
+        let patience = i64::try_from(GAP_PATIENCE.as_millis()).unwrap_or(i64::MAX);
+        self.gaps
+            .retain(|_, missed_at| now_ms - *missed_at <= patience);
+        let start = match self.gaps.first_key_value() {
+            Some((oldest, _)) => (*oldest - 1).min(self.last_order_id),
+            None => self.last_order_id,
+        };
         // New orders since the last step (at start: every open order).
+        let mut after = start;
         loop {
-            let (entries, last_id, done) = self.read_watched(self.last_order_id, now_ms).await?;
-            self.last_order_id = last_id;
-            for (address, watched) in entries {
+            let batch = self
+                .store
+                .watched_orders(self.chain.chain_id, after, now_ms, LOAD_CHUNK as u64)
+                .await?;
+            let done = batch.len() < LOAD_CHUNK;
+            for order in batch {
+                self.gaps.remove(&order.id);
+                if order.id > self.last_order_id {
+                    // Ids between the last one read and this one are closed orders (a sale is
+                    // written confirmed), rolled-back inserts, or inserts not committed yet.
+                    // Only new orders count (not the first load), and not a burst.
+                    let skipped = self.last_order_id + 1..order.id;
+                    if self.loaded && skipped.end - skipped.start <= MAX_GAPS {
+                        for missing in skipped {
+                            self.gaps.entry(missing).or_insert(now_ms);
+                        }
+                    }
+                    self.last_order_id = order.id;
+                }
+                after = order.id;
+                let Some((address, watched)) = watched_entry(order) else {
+                    continue;
+                };
                 let native = watched.asset.is_none();
                 let replaced = self.watched.insert(address, watched);
                 self.native_watchers += usize::from(native);
@@ -272,6 +318,7 @@ impl Watcher {
                 break;
             }
         }
+        self.loaded = true;
         if self.steps > 0 && self.steps.is_multiple_of(RELOAD_EVERY) && self.reload.is_none() {
             self.reload = Some(Reload::default());
         }
@@ -323,10 +370,14 @@ impl Watcher {
 
     async fn step_inner(&mut self) -> Result<StepReport, StepError> {
         let now_ms = crate::clock::now_ms();
+        let provider = self.provider()?;
+        // The head first, then the orders: an order paid in a block up to this head was
+        // created before the block was mined, so it is among the orders read next. (Read the
+        // other way round, an order created and paid between the two reads would be scanned
+        // past without being watched.)
+        let latest = Self::latest(&provider).await?;
         self.refresh_watched(now_ms).await?;
         self.steps += 1;
-        let provider = self.provider()?;
-        let latest = Self::latest(&provider).await?;
         let head = latest.header.number;
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {

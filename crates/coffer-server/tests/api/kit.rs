@@ -30,7 +30,7 @@ use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{MerchantRow, OrderOrdering, OrderQuery, OrderRow};
 use coffer_x402::settlement::SettleOptions;
 
-use crate::faulty_rpc::FaultyRpc;
+use coffer_server::testing::FaultyRpc;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -281,7 +281,7 @@ impl Env {
             overrides.push(("base", rpc(&[mainnet.url()], options.confirmations)));
         }
         let rpc_faults = match options.faulty_rpc {
-            true => Some(FaultyRpc::start(anvil.url()).await),
+            true => Some(FaultyRpc::start(anvil.url()).await.unwrap()),
             false => None,
         };
         let test_chain_url = rpc_faults

@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use coffer_gateway::clock::Clock;
 
-use crate::faulty_rpc::Fault;
 use crate::kit::{self, Answer, CHAIN_ID, Inbox, Options, USDC, new_merchant, rpc, usdc};
+use coffer_server::testing::Fault;
 
 /// The payment-order environment: the kit's, with two confirmations, a merchant whose webhooks
 /// go to a local endpoint, a deposit wallet and a watcher at the current block.
@@ -50,7 +50,7 @@ impl Env {
         Env::with(backend, |options| options).await
     }
 
-    /// The environment with Coffer reaching the chain through a [`crate::faulty_rpc::FaultyRpc`].
+    /// The environment with Coffer reaching the chain through a [`coffer_server::testing::FaultyRpc`].
     async fn faulty(backend: Backend) -> Env {
         Env::with(backend, Options::faulty_rpc).await
     }
@@ -363,6 +363,83 @@ async fn the_watcher_rides_out_an_endpoint_that_fails_in_passing(backend: Backen
         "every call was answered in the end"
     );
     assert!(counter("coffer_rpc_call_seconds") > 0.0);
+}
+
+/// An order created and paid while a watcher step waits for the chain's head (a slow
+/// endpoint) is credited: the step reads the head before the orders, so the order is watched
+/// when the block holding its payment is scanned. (Read the other way round, the block was
+/// scanned before the order was known, and the payment was never seen.)
+async fn an_order_paid_while_the_watcher_waits_for_the_head_is_credited(backend: Backend) {
+    let mut env = Env::faulty(backend).await;
+    let rpc = env.rpc_faults.clone().unwrap();
+    env.watch().await;
+    let arrived = rpc.calls("eth_getBlockByNumber");
+    rpc.fail(
+        "eth_getBlockByNumber",
+        Fault::Stall(Duration::from_millis(800)),
+        1,
+    );
+    let mut watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
+    let step = tokio::spawn(async move {
+        let report = watcher.step().await;
+        (watcher, report)
+    });
+    while rpc.calls("eth_getBlockByNumber") == arrived {
+        tokio::task::yield_now().await;
+    }
+    let order = env.create_order("3", 15, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(3))
+        .await;
+    let (watcher, report) = step.await.unwrap();
+    report.unwrap();
+    env.watcher = watcher;
+    env.mine(2).await;
+    env.watch().await;
+    let done = env.order(order_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("3.00")),
+        "{done}"
+    );
+}
+
+/// On PostgreSQL an order's id comes from a sequence when it is inserted, so an order may
+/// become visible after one with a higher id (its transaction committed later). The watcher
+/// reads the ids it skipped over again for a while: such an order is watched, and its payment
+/// credited. (Simulated: an id is taken from the sequence, a later order committed, and then
+/// an order given the skipped id.)
+#[tokio::test]
+async fn an_order_whose_lower_id_commits_late_is_still_watched() {
+    let mut env = Env::new(Backend::Postgres).await;
+    let sql = sqlx::PgPool::connect(&env.db.url).await.unwrap();
+    env.watch().await;
+    let skipped: i64 =
+        sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('payment_orders', 'id'))")
+            .fetch_one(&sql)
+            .await
+            .unwrap();
+    env.create_order("1", 16, json!({})).await;
+    env.watch().await;
+
+    let late = env.create_order("2", 17, json!({})).await;
+    let late_id = late["order_id"].as_str().unwrap();
+    sqlx::query("UPDATE payment_orders SET id = $1 WHERE order_id = $2")
+        .bind(skipped)
+        .bind(late_id)
+        .execute(&sql)
+        .await
+        .unwrap();
+    env.pay(late["receiving_address"].as_str().unwrap(), usdc(2))
+        .await;
+    env.mine(2).await;
+    env.watch().await;
+    let done = env.order(late_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("2.00")),
+        "{done}"
+    );
 }
 
 /// A step that fails half-way through reading 40 blocks keeps the headers it had read: the
@@ -1100,6 +1177,7 @@ coffer_store::on_both_databases!(
     underpayment_waits_and_a_second_payment_completes_the_order,
     the_watcher_rides_out_an_endpoint_that_fails_in_passing,
     a_failed_watcher_step_keeps_the_blocks_it_had_read,
+    an_order_paid_while_the_watcher_waits_for_the_head_is_credited,
     webhook_retries_follow_their_schedule_and_end_after_three_days,
     overpayment_confirms_and_is_flagged,
     a_payment_after_expiry_is_recorded_and_flagged_paid_late,

@@ -21,8 +21,8 @@ use coffer_x402::settlement::SettleOptions;
 use coffer_x402::wire::PaymentRequest;
 use serde_json::Value;
 
-use crate::faulty_rpc::{Fault, FaultyRpc};
 use crate::kit::{Auth, Env, FUNDED, Mined, Options, PAY_TO, USDC};
+use coffer_server::testing::{Fault, FaultyRpc};
 
 const PRICE: u64 = 1_000_000;
 

@@ -1,14 +1,18 @@
-//! A JSON-RPC endpoint in front of a real anvil that fails chosen calls on demand: the faults an
-//! operator sees from a public RPC endpoint (502s, error answers, an answer lost after the call
-//! went through) that a real node will not produce when asked. Everything else is passed on to
-//! the node unchanged.
+//! Test support (the `testing` feature, for Coffer's own tests only): a JSON-RPC endpoint in
+//! front of a real anvil that fails calls on demand — the faults an operator sees from a
+//! public RPC endpoint (502s, error answers, stalls, an answer lost after the call went
+//! through) that a real node will not produce when asked. Everything else is passed on to the
+//! node unchanged.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use rand::Rng as _;
 use serde_json::{Value, json};
 
 /// What a call meets instead of the node's answer.
@@ -21,12 +25,29 @@ pub enum Fault {
     /// The call reaches the node, and the caller gets a JSON-RPC error instead of its answer
     /// (as from a proxy that retried a call that had already gone through).
     ErrorAfterForwarding,
+    /// The call is held this long, then passed on (a slow endpoint).
+    Stall(Duration),
 }
+
+/// Faults met at random by every call, as on a busy public endpoint.
+#[derive(Debug, Clone)]
+pub struct Flakiness {
+    /// Calls answered 502 without reaching the node, per thousand.
+    pub bad_gateway_per_mille: u32,
+    /// Calls held before they are passed on, per thousand.
+    pub stall_per_mille: u32,
+    /// How long a held call is held.
+    pub stall: Range<Duration>,
+}
+
+/// A planned fault: the method it is for, the fault, how many calls of the method go through
+/// first, and how many then meet it.
+type Planned = (String, Fault, u32, u32);
 
 #[derive(Default)]
 struct Plan {
-    /// `(method, fault, calls let through first, calls left to fail)`.
-    faults: Vec<(String, Fault, u32, u32)>,
+    faults: Vec<Planned>,
+    flakiness: Option<Flakiness>,
     /// Every method called, in order.
     seen: Vec<String>,
 }
@@ -41,19 +62,29 @@ pub struct FaultyRpc {
     plan: Arc<Mutex<Plan>>,
 }
 
+/// What a call meets.
+enum Fate {
+    Forward,
+    Fail(Fault),
+    StallThenForward(Duration),
+}
+
 impl FaultyRpc {
-    /// Starts an endpoint passing calls on to `upstream`.
-    pub async fn start(upstream: &str) -> FaultyRpc {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Starts an endpoint on a free loopback port passing calls on to `upstream`.
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(upstream: &str) -> std::io::Result<FaultyRpc> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let rpc = FaultyRpc {
-            url: format!("http://{}", listener.local_addr().unwrap()),
+            url: format!("http://{}", listener.local_addr()?),
             upstream: upstream.to_owned(),
             client: reqwest::Client::new(),
             plan: Arc::default(),
         };
         let app = axum::Router::new().fallback(answer).with_state(rpc.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        rpc
+        Ok(rpc)
     }
 
     /// The next `times` calls of `method` meet `fault`.
@@ -68,9 +99,16 @@ impl FaultyRpc {
             .push((method.to_owned(), fault, pass, times));
     }
 
-    /// Forgets every planned fault.
+    /// From now on, every call meets `flakiness` (planned faults come first).
+    pub fn flaky(&self, flakiness: Flakiness) {
+        self.lock().flakiness = Some(flakiness);
+    }
+
+    /// Forgets every planned fault and the flakiness.
     pub fn heal(&self) {
-        self.lock().faults.clear();
+        let mut plan = self.lock();
+        plan.faults.clear();
+        plan.flakiness = None;
     }
 
     /// How many calls of `method` arrived (failed or not).
@@ -88,20 +126,36 @@ impl FaultyRpc {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The fault the next call of `method` meets, counting it down.
-    fn fault_for(&self, method: &str) -> Option<Fault> {
+    /// What the next call of `method` meets, counting planned faults down.
+    fn fate_of(&self, method: &str) -> Fate {
         let mut plan = self.lock();
         plan.seen.push(method.to_owned());
-        let planned = plan
+        if let Some(planned) = plan
             .faults
             .iter_mut()
-            .find(|(planned, _, _, left)| planned == method && *left > 0)?;
-        if planned.2 > 0 {
-            planned.2 -= 1;
-            return None;
+            .find(|(planned, _, _, left)| planned == method && *left > 0)
+        {
+            if planned.2 > 0 {
+                planned.2 -= 1;
+                return Fate::Forward;
+            }
+            planned.3 -= 1;
+            return Fate::Fail(planned.1);
         }
-        planned.3 -= 1;
-        Some(planned.1)
+        let Some(flakiness) = &plan.flakiness else {
+            return Fate::Forward;
+        };
+        let mut random = rand::rng();
+        let draw = random.random_range(0..1_000);
+        if draw < flakiness.bad_gateway_per_mille {
+            Fate::Fail(Fault::BadGateway)
+        } else if draw < flakiness.bad_gateway_per_mille + flakiness.stall_per_mille
+            && !flakiness.stall.is_empty()
+        {
+            Fate::StallThenForward(random.random_range(flakiness.stall.clone()))
+        } else {
+            Fate::Forward
+        }
     }
 
     async fn forward(&self, body: Bytes) -> Response {
@@ -114,7 +168,8 @@ impl FaultyRpc {
             .await
         {
             Ok(answer) => {
-                let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                let status = StatusCode::from_u16(answer.status().as_u16())
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
                 let bytes = answer.bytes().await.unwrap_or_default();
                 (status, [("content-type", "application/json")], bytes).into_response()
             }
@@ -137,11 +192,15 @@ async fn answer(State(rpc): State<FaultyRpc>, body: Bytes) -> Response {
     let (Some(method), id) = (call["method"].as_str(), &call["id"]) else {
         return rpc.forward(body).await;
     };
-    match rpc.fault_for(method) {
-        None => rpc.forward(body).await,
-        Some(Fault::BadGateway) => (StatusCode::BAD_GATEWAY, "bad gateway").into_response(),
-        Some(Fault::ErrorAnswer) => error_answer(id),
-        Some(Fault::ErrorAfterForwarding) => {
+    match rpc.fate_of(method) {
+        Fate::Forward => rpc.forward(body).await,
+        Fate::Fail(Fault::BadGateway) => (StatusCode::BAD_GATEWAY, "bad gateway").into_response(),
+        Fate::Fail(Fault::ErrorAnswer) => error_answer(id),
+        Fate::Fail(Fault::Stall(stall)) | Fate::StallThenForward(stall) => {
+            tokio::time::sleep(stall).await;
+            rpc.forward(body).await
+        }
+        Fate::Fail(Fault::ErrorAfterForwarding) => {
             let _ = rpc.forward(body.clone()).await;
             error_answer(id)
         }
