@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use coffer_store::testing::{Backend, fresh_url};
-use kit::server::{free_port, wait_until_healthy};
+use kit::server::{serve_on_its_own_port, wait_until_healthy};
 use serde_json::Value;
 
 fn coffer(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -33,13 +33,12 @@ fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
-/// `coffer serve` on `port` over `database_url`, with nothing on its standard input, killed
-/// when dropped.
-fn serve(port: u16, database_url: &str) -> tokio::process::Command {
+/// `coffer serve` over `database_url`, with nothing on its standard input, killed when
+/// dropped; started with [`serve_on_its_own_port`].
+fn serve(database_url: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"));
     command
         .arg("serve")
-        .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("COFFER__DATABASE__URL", database_url)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -255,13 +254,9 @@ async fn a_webhook_url_into_coffers_network_is_refused_unless_allowed(backend: B
 #[tokio::test]
 async fn serve_answers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let database_url = format!("sqlite:{}", dir.path().join("c.db").display());
-    let mut child = serve(port, &database_url)
-        .env("COFFER__LOG__FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let served = serve_on_its_own_port(serve(&database_url)).await.unwrap();
+    let (mut child, port) = (served.child, served.port);
     assert!(
         wait_until_healthy(port, 100).await,
         "serve never answered /healthz"
@@ -273,10 +268,7 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         .expect("exits")
         .unwrap();
     assert!(status.success(), "{status}");
-    let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
-        .await
-        .unwrap();
+    let stderr = served.log.lock().unwrap().join("\n");
     let first = stderr
         .lines()
         .find(|line| line.contains("coffer is listening"))
@@ -291,15 +283,13 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
 async fn serve_disconnects_a_client_that_sends_its_headers_slowly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let database_url = format!("sqlite:{}", dir.path().join("c.db").display());
-    let _child = serve(port, &database_url)
+    let mut command = serve(&database_url);
+    command
         .env("COFFER__SERVER__HEADER_READ_TIMEOUT_SECONDS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::null());
+    let served = serve_on_its_own_port(command).await.unwrap();
+    let (_child, port) = (served.child, served.port);
     assert!(
         wait_until_healthy(port, 100).await,
         "serve never answered /healthz"
@@ -411,32 +401,21 @@ upstream = "https://api.example/v1?key=SEKRETKEY123"
 /// `coffer serve` over `url`, with `key` as its master key (if any): whether it came up, and
 /// what it printed when it did not.
 async fn try_serve(url: &str, key: Option<&str>) -> (bool, String) {
-    let port = free_port();
-    let mut command = serve(port, url);
+    let mut command = serve(url);
     command
-        .env("RUST_LOG", "warn")
         .env_remove("COFFER_MASTER_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(Stdio::null());
     if let Some(key) = key {
         command.env("COFFER_MASTER_KEY", key);
     }
-    let mut child = command.spawn().unwrap();
-    for _ in 0..100 {
-        if let Ok(Some(_)) = child.try_wait() {
-            let output = child.wait_with_output().await.unwrap();
-            return (false, String::from_utf8_lossy(&output.stderr).into_owned());
+    match serve_on_its_own_port(command).await {
+        Ok(mut served) => {
+            assert!(wait_until_healthy(served.port, 100).await);
+            served.child.kill().await.unwrap();
+            (true, String::new())
         }
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            child.kill().await.unwrap();
-            return (true, String::new());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(log) => (false, log),
     }
-    panic!("coffer serve neither came up nor stopped");
 }
 
 #[tokio::test]

@@ -27,24 +27,21 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use kit::chain::{USDC, chain_with_usdc, transfer, x402_request};
-use kit::server::{coffer, free_port, json_answer, order_id_and_deposit, wait_until_answering};
+use kit::server::{
+    coffer, json_answer, order_id_and_deposit, serve_on_its_own_port, wait_until_answering,
+};
 
 struct Node {
     env: Vec<(String, String)>,
-    port: u16,
+    /// The port the first `coffer serve` bound; later ones listen on it too.
+    port: std::sync::OnceLock<u16>,
 }
 
 impl Node {
-    /// A node on a free port over `database_url` and the chain at `rpc_url`, with `more`
-    /// configuration.
+    /// A node over `database_url` and the chain at `rpc_url`, with `more` configuration.
     fn new(database_url: String, rpc_url: &str, more: &[(&str, String)]) -> Node {
-        let port = free_port();
         let mut env = vec![
             ("COFFER__DATABASE__URL".to_owned(), database_url),
-            (
-                "COFFER__SERVER__LISTEN".to_owned(),
-                format!("127.0.0.1:{port}"),
-            ),
             (
                 "COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS".to_owned(),
                 format!("[\"{rpc_url}\"]"),
@@ -54,11 +51,16 @@ impl Node {
             more.iter()
                 .map(|(key, value)| ((*key).to_owned(), value.clone())),
         );
-        Node { env, port }
+        Node {
+            env,
+            port: std::sync::OnceLock::new(),
+        }
     }
 
+    /// Where it serves (once it has served).
     fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let port = self.port.get().expect("served once");
+        format!("http://127.0.0.1:{port}")
     }
 
     fn command(&self) -> Command {
@@ -78,27 +80,36 @@ impl Node {
     }
 
     async fn serve(&self) -> Child {
-        let child = self.command().arg("serve").spawn().unwrap();
-        assert!(
-            wait_until_answering(self.port, 100).await,
-            "coffer serve did not come up"
-        );
-        child
+        self.start(self.command()).await
     }
 
     /// `coffer serve` with the crash point `point` armed: it serves until it gets there.
     async fn serve_crashing_at(&self, point: &str) -> Child {
-        let child = self
-            .command()
-            .arg("serve")
-            .env("FAILPOINTS", format!("{point}=return"))
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_until_answering(self.port, 100).await,
-            "coffer serve did not come up"
-        );
-        child
+        let mut command = self.command();
+        command.env("FAILPOINTS", format!("{point}=return"));
+        self.start(command).await
+    }
+
+    /// Starts `command` serving: the first time on a port it binds itself (read back), then on
+    /// that port again.
+    async fn start(&self, mut command: Command) -> Child {
+        command.arg("serve");
+        if let Some(port) = self.port.get() {
+            let child = command
+                .env("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .spawn()
+                .unwrap();
+            assert!(
+                wait_until_answering(*port, 100).await,
+                "coffer serve did not come up"
+            );
+            return child;
+        }
+        let serving = serve_on_its_own_port(command)
+            .await
+            .unwrap_or_else(|log| panic!("coffer serve did not come up: {log}"));
+        self.port.set(serving.port).unwrap();
+        serving.child
     }
 
     /// A merchant with an API key (returned) and the dev deposit wallet.
@@ -201,8 +212,8 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
     );
     let key = node.shop().await;
 
-    let base = node.base_url();
     let server = node.serve().await;
+    let base = node.base_url();
     let request = reqwest::Client::new()
         .post(format!("{base}/api/payment-orders/"))
         .bearer_auth(&key)
@@ -272,10 +283,10 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
     let node = Node::new(database_url, chain.url(), &config);
     let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
     let request = x402_request(&payer, payee, 70_000);
-    let base = node.base_url();
 
     // The server broadcasts, then waits for a receipt that cannot come; it is killed meanwhile.
     let server = node.serve().await;
+    let base = node.base_url();
     let pending = tokio::spawn({
         let (url, request) = (format!("{base}/x402/settle"), request.clone());
         async move { reqwest::Client::new().post(url).json(&request).send().await }
@@ -370,7 +381,6 @@ async fn a_settlement_stopped_at_each_step_pays_once_after_restart(backend: Back
     config.push(("COFFER__X402__ABANDONED_CLAIM_SECONDS", "0".into()));
     let node = Node::new(database_url, chain.url(), &config);
     let payee: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
-    let settle_url = format!("{}/x402/settle", node.base_url());
     let mut paid = 0u64;
     let points = [
         "settle.after_claim",
@@ -381,6 +391,7 @@ async fn a_settlement_stopped_at_each_step_pays_once_after_restart(backend: Back
         let value = 10_000 * (sent_before + 1);
         let request = x402_request(&payer, payee, value);
         let server = node.serve_crashing_at(point).await;
+        let settle_url = format!("{}/x402/settle", node.base_url());
         let answer = reqwest::Client::new()
             .post(&settle_url)
             .json(&request)
@@ -439,8 +450,8 @@ async fn a_payment_read_but_not_committed_is_credited_once_after_restart(backend
         ],
     );
     let key = node.shop().await;
-    let base = node.base_url();
     let server = node.serve_crashing_at("watcher.after_fetch").await;
+    let base = node.base_url();
     let request = reqwest::Client::new()
         .post(format!("{base}/api/payment-orders/"))
         .bearer_auth(&key)
@@ -653,8 +664,8 @@ async fn a_flaky_endpoint_and_repeated_kills_lose_nothing_and_pay_nothing_twice(
     ]);
     let node = Arc::new(Node::new(database_url, &flaky.url, &config));
     let key = node.shop().await;
-    let base = node.base_url();
     let killer = Killer::start(node.clone()).await;
+    let base = node.base_url();
 
     // Customers create orders and pay them exactly.
     let customers = tokio::spawn({

@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use kit::chain::{USDC, chain_with_usdc, x402_request};
-use kit::server::{free_port, json_answer, wait_until_answering};
+use kit::server::{json_answer, serve_on_its_own_port};
 
 const PAY_TO: Address = address!("0x209693Bc6afc0C5328bA36FaF03C514EF312287C");
 const PASSWORD: &str = "correct horse battery staple";
@@ -162,12 +162,10 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
     assert!(output.status.success(), "{}", text(&output));
 
     let (database_url, _db) = fresh_url(backend).await.unwrap();
-    let port = free_port();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let env = vec![
         ("COFFER__DATABASE__URL", database_url),
-        ("COFFER__SERVER__LISTEN", format!("127.0.0.1:{port}")),
         (
             "COFFER__CHAINS__BASE_SEPOLIA__RPC_URLS",
             format!("[\"{}\"]", chain.url()),
@@ -182,12 +180,12 @@ async fn a_server_with_a_keystore_signer_settles(backend: Backend) {
         ),
         ("COFFER__X402__FACILITATOR__ACCESS", "public".to_owned()),
     ];
-    let mut server = coffer(&env).arg("serve").spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        wait_until_answering(port, 200).await,
-        "coffer serve did not come up"
-    );
+    let mut serve = coffer(&env);
+    serve.arg("serve");
+    let served = serve_on_its_own_port(serve)
+        .await
+        .unwrap_or_else(|log| panic!("coffer serve did not come up: {log}"));
+    let (mut server, base) = (served.child, format!("http://127.0.0.1:{}", served.port));
     let supported: Value = reqwest::get(format!("{base}/x402/supported"))
         .await
         .unwrap()
