@@ -555,30 +555,25 @@ async fn overpayment_confirms_and_is_flagged(backend: Backend) {
 }
 
 async fn a_payment_after_expiry_is_recorded_and_flagged_paid_late(backend: Backend) {
-    let mut env = Env::new(backend).await;
+    let clock = Clock::manual(coffer_gateway::clock::now_ms());
+    let workers_clock = clock.clone();
+    let mut env = Env::with(backend, move |options| {
+        options.configure(move |state| state.with_clock(workers_clock))
+    })
+    .await;
     let expires = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let order = env
         .create_order("5", 4, json!({ "expires_at": expires }))
         .await;
     let order_id = order["order_id"].as_str().unwrap();
     let expirer = Expirer::new(&env.state.gateway);
-    assert_eq!(
-        expirer
-            .expire_due(chrono::Utc::now().timestamp_millis())
-            .await
-            .unwrap(),
-        0
-    );
-    // Past the window, by more than the chain clock's one-second resolution.
-    tokio::time::sleep(Duration::from_millis(3_200)).await;
-    assert_eq!(
-        expirer
-            .expire_due(chrono::Utc::now().timestamp_millis())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(expirer.expire_due(clock.now_ms()).await.unwrap(), 0);
+    // Past the window on the workers' clock, and on the chain's by more than its one-second
+    // resolution, without waiting.
+    clock.advance(Duration::from_millis(3_200));
+    assert_eq!(expirer.expire_due(clock.now_ms()).await.unwrap(), 1);
     assert_eq!(env.order(order_id).await["status"], "expired");
+    env.chain.anvil_increase_time(4).await.unwrap();
     env.mine(1).await;
     env.pay(order["receiving_address"].as_str().unwrap(), usdc(5))
         .await;
