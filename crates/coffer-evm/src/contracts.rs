@@ -42,14 +42,6 @@ sol!(
     "../../contracts/artifacts/TestSmartWallet.json"
 );
 
-sol!(
-    /// Multicall3's `aggregate3`, for local chains (public chains have Multicall3 deployed at
-    /// [`MULTICALL3`]).
-    #[sol(rpc)]
-    TestMulticall3,
-    "../../contracts/artifacts/TestMulticall3.json"
-);
-
 sol! {
     /// Multicall3's batching entry point (the canonical ABI; struct names do not change it).
     #[sol(rpc)]

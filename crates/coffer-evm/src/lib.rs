@@ -63,6 +63,9 @@ pub enum EvmError {
     /// An RPC URL is not valid.
     #[error("invalid RPC URL {0:?}")]
     InvalidUrl(String),
+    /// A canonical contract's committed bytecode is not the one public chains hold.
+    #[error("{0}")]
+    Artifact(String),
 }
 
 impl EvmError {

@@ -6,14 +6,14 @@
 //! reason, and behave identically when deployed normally.
 
 use alloy::network::Ethereum;
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{Address, B256, Bytes, U256, b256, keccak256};
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
 use alloy::sol_types::{Eip712Domain, eip712_domain};
 
 use crate::EvmError;
-use crate::contracts::{MULTICALL3, TestMulticall3, TestUsdc, TestUsdt};
+use crate::contracts::{MULTICALL3, TestUsdc, TestUsdt};
 
 /// The mnemonic anvil funds its default accounts from. Public: for local chains only.
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -184,17 +184,46 @@ async fn initialize_plain<P: Provider<Ethereum>>(
     .await
 }
 
-/// Installs a Multicall3-compatible contract at [`MULTICALL3`] on an anvil chain (public
-/// chains have the real one there); does nothing when code is already there.
+/// The keccak-256 of Multicall3's code at [`MULTICALL3`] on Ethereum mainnet (and every chain
+/// it was deployed to with its keyless transaction).
+pub const MULTICALL3_CODEHASH: B256 =
+    b256!("d5c15df687b16f2ff992fc8d767b4216323184a2bbc6ee2f9c398c318e770891");
+
+/// Multicall3's canonical deployed bytecode, from `contracts/canonical/Multicall3.json` (taken
+/// from a registry package by `contracts/canonical/extract.mjs`), checked against
+/// [`MULTICALL3_CODEHASH`].
 ///
 /// # Errors
-/// [`EvmError::Rpc`] when an RPC call fails.
+/// [`EvmError::Artifact`] when the committed artifact is not that code.
+pub fn canonical_multicall3() -> Result<Bytes, EvmError> {
+    let artifact: serde_json::Value =
+        serde_json::from_str(include_str!("../../../contracts/canonical/Multicall3.json"))
+            .map_err(|error| EvmError::Artifact(format!("Multicall3 artifact: {error}")))?;
+    let code: Bytes = artifact["deployedBytecode"]
+        .as_str()
+        .and_then(|hex| hex.parse().ok())
+        .ok_or_else(|| EvmError::Artifact("Multicall3 artifact: no deployedBytecode".into()))?;
+    if keccak256(&code) != MULTICALL3_CODEHASH {
+        return Err(EvmError::Artifact(format!(
+            "Multicall3 artifact: code hash {} is not the canonical {MULTICALL3_CODEHASH}",
+            keccak256(&code)
+        )));
+    }
+    Ok(code)
+}
+
+/// Installs Multicall3's canonical code at [`MULTICALL3`] on an anvil chain (public chains
+/// have it there); does nothing when code is already there.
+///
+/// # Errors
+/// [`EvmError::Rpc`] when an RPC call fails, [`EvmError::Artifact`] when the committed code is
+/// not the canonical one.
 pub async fn install_multicall3<P: Provider<Ethereum>>(provider: &P) -> Result<bool, EvmError> {
     if has_code(provider, MULTICALL3).await? {
         return Ok(false);
     }
     provider
-        .anvil_set_code(MULTICALL3, TestMulticall3::DEPLOYED_BYTECODE.clone())
+        .anvil_set_code(MULTICALL3, canonical_multicall3()?)
         .await?;
     Ok(true)
 }
@@ -223,4 +252,16 @@ pub async fn has_code<P: Provider<Ethereum>>(
 ) -> Result<bool, EvmError> {
     let code: Bytes = provider.get_code_at(address).await?;
     Ok(!code.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_multicall3_is_mainnets_code() {
+        let code = canonical_multicall3().expect("the canonical artifact");
+        assert_eq!(keccak256(&code), MULTICALL3_CODEHASH);
+        assert_eq!(code.len(), 3_808);
+    }
 }
