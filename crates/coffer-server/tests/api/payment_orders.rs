@@ -21,6 +21,7 @@ use coffer_gateway::workers::expirer::Expirer;
 use coffer_gateway::workers::watcher::{StepReport, Watcher};
 use coffer_server::AppState;
 use coffer_store::testing::Backend;
+use coffer_store::{ChainBlock, ChainStep};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -819,6 +820,82 @@ async fn a_reorg_deeper_than_the_kept_block_hashes_still_orphans_the_payments_it
     );
 }
 
+/// A range committed already is scanned again (the cursor put back before the payment's
+/// block, as a crash between a commit and its acknowledgement would leave it): the payment
+/// is found again and credited once, the order confirmed once.
+async fn a_committed_range_scanned_again_credits_nothing_twice(backend: Backend) {
+    let mut env = Env::new(backend).await;
+    let order = env.create_order("4", 18, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.watch().await;
+    let before = env.chain.get_block_number().await.unwrap();
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(4))
+        .await;
+    env.watch().await;
+    assert_eq!(env.order(order_id).await["status"], "processing");
+
+    let back = env
+        .chain
+        .get_block_by_number(before.into())
+        .await
+        .unwrap()
+        .unwrap();
+    let cursor = ChainBlock {
+        number: before,
+        hash: format!("{:#x}", back.header.hash),
+        parent_hash: format!("{:#x}", back.header.parent_hash),
+    };
+    env.state
+        .gateway
+        .store
+        .commit_chain_step(&ChainStep {
+            chain_id: CHAIN_ID,
+            rewind_to: Some(before),
+            orphans: Vec::new(),
+            blocks: vec![cursor.clone()],
+            cursor,
+            payments: Vec::new(),
+            order_updates: Vec::new(),
+            keep_blocks: 256,
+            now_ms: coffer_gateway::clock::now_ms(),
+        })
+        .await
+        .unwrap();
+    let replayed = env.watch().await;
+    assert!(
+        replayed.iter().any(
+            |report| matches!(report, StepReport::Progressed { from, .. } if *from == before + 1)
+        ),
+        "the range was scanned again: {replayed:?}"
+    );
+    env.mine(1).await;
+    env.watch().await;
+    let done = env.order(order_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("4.00")),
+        "{done}"
+    );
+    assert_eq!(done["payments"].as_array().unwrap().len(), 1, "{done}");
+    let (_, events) = env.get(&format!("/api/events/?order_id={order_id}")).await;
+    let mut types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "payment_order.confirmed",
+            "payment_order.created",
+            "payment_order.payment_detected",
+            "payment_order.processing"
+        ]
+    );
+}
+
 async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
     let mut env = Env::new(backend).await;
     let order = env.create_order("3", 6, json!({})).await;
@@ -1181,6 +1258,7 @@ coffer_store::on_both_databases!(
     a_reorg_deeper_than_the_kept_block_hashes_still_orphans_the_payments_it_drops,
     a_double_spend_that_replaces_the_payment_leaves_the_order_unpaid,
     a_restarted_watcher_replays_nothing_twice,
+    a_committed_range_scanned_again_credits_nothing_twice,
     a_failing_webhook_endpoint_is_retried_and_never_blocks_others,
     concurrent_orders_with_one_nonce_create_exactly_one,
     idempotency_keys_replay_the_same_order_and_refuse_a_different_body,

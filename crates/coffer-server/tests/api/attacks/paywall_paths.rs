@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
+use alloy::providers::Provider;
 use coffer_server::AppState;
 use coffer_store::testing::Backend;
 use coffer_x402::settlement::SettleOptions;
@@ -321,8 +322,18 @@ async fn a_client_that_leaves_while_its_payment_settles_is_charged_once(backend:
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The upstream answered; the settlement is waiting for its block.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The upstream answered; the client leaves once the settlement waits for its block.
+    while env
+        .chain
+        .get_transaction_count(env.signer.address())
+        .pending()
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the settlement was never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(client);
 
     let deadline = Instant::now() + Duration::from_secs(15);
