@@ -61,6 +61,9 @@ struct Health {
     last_ms: AtomicU64,
 }
 
+/// Slack over twice the cheapest cost before an endpoint drops to the unhealthy tier, in µs.
+const HEALTHY_SLACK_MICROS: u64 = 50_000;
+
 /// A new call counts for 1/8 of an endpoint's health.
 const HEALTH_WEIGHT: u64 = 8;
 
@@ -506,8 +509,6 @@ impl FailoverHttp {
     /// Endpoint indexes in the order a call tries them: those not cooling down first, the
     /// healthy tier before the rest, configured order within each.
     fn order(&self) -> Vec<usize> {
-        /// Slack over twice the cheapest cost before an endpoint drops a tier, in µs.
-        const SLACK_MICROS: u64 = 50_000;
         let now = now_ms();
         let costs: Vec<u64> = self
             .transports
@@ -522,7 +523,7 @@ impl FailoverHttp {
                 .cool_until_ms
                 .load(Ordering::Relaxed)
                 > now;
-            let unhealthy = costs[index] > cheapest.saturating_mul(2) + SLACK_MICROS;
+            let unhealthy = costs[index] > cheapest.saturating_mul(2) + HEALTHY_SLACK_MICROS;
             (cooling, unhealthy)
         });
         order
@@ -609,12 +610,28 @@ impl ChainRpc {
         })
     }
 
-    /// A provider over every endpoint of the chain: a call goes to the first endpoint, in
-    /// configured order, that has not failed in the last 30 s, and fails over to the next
+    /// A provider over every endpoint of the chain: a call goes to the healthiest endpoint
+    /// that has not failed in the last 30 s (see [`FailoverHttp`]), and fails over to the next
     /// when it fails. What one-off calls (the facilitator's, the settler's) use. `None` when
     /// the chain has no endpoint.
     pub fn provider(&self) -> Option<&DynProvider> {
         (!self.endpoints.is_empty()).then_some(&self.failover)
+    }
+
+    /// The endpoint to move to from `current` (which failed): among the others, the first in
+    /// configured order whose recent calls cost at most twice the cheapest's plus 50 ms, as
+    /// the failover provider ranks them. `None` with a single endpoint.
+    pub fn healthiest_except(&self, current: usize) -> Option<usize> {
+        let now = now_ms();
+        let costs: Vec<(usize, u64)> = (0..self.endpoints.len())
+            .filter(|index| *index != current)
+            .map(|index| (index, self.endpoints[index].stats.health.cost(now)))
+            .collect();
+        let cheapest = costs.iter().map(|(_, cost)| *cost).min()?;
+        costs
+            .iter()
+            .find(|(_, cost)| *cost <= cheapest.saturating_mul(2) + HEALTHY_SLACK_MICROS)
+            .map(|(index, _)| *index)
     }
 
     /// The chain's key.
@@ -1039,6 +1056,37 @@ mod tests {
             first_calls.load(Ordering::SeqCst) >= 9,
             "the second was tried at most once: {}",
             second_calls.load(Ordering::SeqCst)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_healthiest_other_endpoint_is_the_first_about_as_good_as_the_best() {
+        let (slow, _) = slow_node(Duration::from_millis(300)).await;
+        let (fast, _) = flaky_node(502, 0).await;
+        let (current, _) = flaky_node(502, 0).await;
+        let rpc = rpc_for(vec![
+            format!("http://127.0.0.1:{current}"),
+            format!("http://127.0.0.1:{slow}"),
+            format!("http://127.0.0.1:{fast}"),
+        ]);
+        assert_eq!(
+            rpc.healthiest_except(0),
+            Some(1),
+            "nothing known yet: configured order"
+        );
+        for index in [1, 2] {
+            let (_, provider) = rpc.endpoint(index).unwrap();
+            assert_eq!(provider.get_block_number().await.unwrap(), 16);
+        }
+        assert_eq!(
+            rpc.healthiest_except(0),
+            Some(2),
+            "the slow one is passed over"
+        );
+        assert_eq!(rpc.healthiest_except(2), Some(0), "unknown costs nothing");
+        assert_eq!(
+            rpc_for(vec![format!("http://127.0.0.1:{fast}")]).healthiest_except(0),
+            None
         );
     }
 

@@ -20,8 +20,8 @@
 //!    payments, order updates, events, recent block hashes and the cursor in one transaction.
 //!
 //! A crash anywhere replays the range: payments are keyed by (chain, tx hash, log index), so a
-//! replay never credits twice. RPC failures rotate to the next configured endpoint; the loop
-//! backs off. The range grows while calls succeed and halves when a node refuses it.
+//! replay never credits twice. An RPC failure moves the watcher to the healthiest other
+//! endpoint (each step reads one endpoint, for a consistent view); the loop backs off. The range grows while calls succeed and halves when a node refuses it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -241,7 +241,10 @@ impl Watcher {
                 .endpoint(self.endpoint)
                 .map(|(url, _)| url.to_owned())
                 .unwrap_or_default();
-            self.endpoint = (self.endpoint + 1) % self.rpc.endpoint_count();
+            self.endpoint = self
+                .rpc
+                .healthiest_except(self.endpoint)
+                .unwrap_or((self.endpoint + 1) % self.rpc.endpoint_count());
             let to = self
                 .rpc
                 .endpoint(self.endpoint)
