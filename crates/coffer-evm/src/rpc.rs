@@ -611,7 +611,8 @@ impl ChainRpc {
     }
 
     /// A provider over every endpoint of the chain: a call goes to the healthiest endpoint
-    /// that has not failed in the last 30 s (see [`FailoverHttp`]), and fails over to the next
+    /// that has not failed in the last 30 s (ranked as [`ChainRpc::healthiest_except`] ranks
+    /// them), and fails over to the next
     /// when it fails. What one-off calls (the facilitator's, the settler's) use. `None` when
     /// the chain has no endpoint.
     pub fn provider(&self) -> Option<&DynProvider> {

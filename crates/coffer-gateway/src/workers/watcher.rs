@@ -59,6 +59,8 @@ const RELOAD_EVERY: u64 = 600;
 /// step, so that it never holds SQLite's one connection for more than a few milliseconds at a
 /// time: reading 50,000 open orders at once stalled order creation for hundreds of them.
 const LOAD_CHUNK: usize = 1_000;
+/// How far below the head a watcher's first step starts when orders are open already.
+const FIRST_RUN_LOOKBACK: u64 = KEEP_BLOCKS;
 /// How long an order id skipped over is read again: longer than an insert takes to commit.
 const GAP_PATIENCE: Duration = Duration::from_secs(30);
 /// The most ids one jump records as gaps; a larger burst (thousands of sales at once) is
@@ -384,10 +386,17 @@ impl Watcher {
         let head = latest.header.number;
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
-            // First run on this chain: start at the head.
-            let block = Self::header(&provider, head, false).await?;
+            // First run on this chain: start at the head — or, when orders are open already
+            // (created before this watcher's first step), [`FIRST_RUN_LOOKBACK`] blocks
+            // below it, so that a payment made before the first step is scanned.
+            let number = if self.watched.is_empty() {
+                head
+            } else {
+                head.saturating_sub(FIRST_RUN_LOOKBACK)
+            };
+            let block = Self::header(&provider, number, false).await?;
             let start = ChainBlock {
-                number: head,
+                number,
                 hash: hash_text(block.header.hash),
                 parent_hash: hash_text(block.header.parent_hash),
             };
@@ -405,8 +414,8 @@ impl Watcher {
                 })
                 .await?;
             return Ok(StepReport::Progressed {
-                from: head,
-                to: head,
+                from: number,
+                to: number,
                 payments: 0,
                 updated: 0,
             });

@@ -896,6 +896,29 @@ async fn a_committed_range_scanned_again_credits_nothing_twice(backend: Backend)
     );
 }
 
+/// An order created and paid before the chain's watcher ever ran (a fresh database, the
+/// first process killed before its watcher's first step): the first step starts below the
+/// head, and the payment is credited.
+async fn a_payment_made_before_the_watchers_first_step_is_credited(backend: Backend) {
+    let kit = kit::Env::with(Options::on(backend).confirmations(2).local_endpoints()).await;
+    kit.deposit_wallet(&kit.merchant.id).await;
+    let watcher = Watcher::new(&kit.state.gateway, CHAIN_ID).unwrap();
+    let (sink, _) = Inbox::start().await;
+    let mut env = Env { kit, watcher, sink };
+    let order = env.create_order("2", 19, json!({})).await;
+    let order_id = order["order_id"].as_str().unwrap();
+    env.pay(order["receiving_address"].as_str().unwrap(), usdc(2))
+        .await;
+    env.mine(2).await;
+    env.watch().await;
+    let done = env.order(order_id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str()),
+        (Some("confirmed"), Some("2.00")),
+        "{done}"
+    );
+}
+
 async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
     let mut env = Env::new(backend).await;
     let order = env.create_order("3", 6, json!({})).await;
@@ -1259,6 +1282,7 @@ coffer_store::on_both_databases!(
     a_double_spend_that_replaces_the_payment_leaves_the_order_unpaid,
     a_restarted_watcher_replays_nothing_twice,
     a_committed_range_scanned_again_credits_nothing_twice,
+    a_payment_made_before_the_watchers_first_step_is_credited,
     a_failing_webhook_endpoint_is_retried_and_never_blocks_others,
     concurrent_orders_with_one_nonce_create_exactly_one,
     idempotency_keys_replay_the_same_order_and_refuse_a_different_body,
