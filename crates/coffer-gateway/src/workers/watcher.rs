@@ -21,7 +21,8 @@
 //!
 //! A crash anywhere replays the range: payments are keyed by (chain, tx hash, log index), so a
 //! replay never credits twice. An RPC failure moves the watcher to the healthiest other
-//! endpoint (each step reads one endpoint, for a consistent view); the loop backs off. The range grows while calls succeed and halves when a node refuses it.
+//! endpoint (each step reads one endpoint, for a consistent view); the loop backs off. The
+//! range grows while calls succeed and halves when a node refuses it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

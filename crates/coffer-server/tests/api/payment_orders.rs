@@ -113,6 +113,17 @@ impl Env {
         body["data"].clone()
     }
 
+    /// The order, once its status and amount paid are checked (the order is in the message).
+    async fn order_in(&self, order_id: &str, status: &str, amount_paid: &str) -> Value {
+        let order = self.order(order_id).await;
+        assert_eq!(
+            (order["status"].as_str(), order["amount_paid"].as_str()),
+            (Some(status), Some(amount_paid)),
+            "{order}"
+        );
+        order
+    }
+
     async fn order(&self, order_id: &str) -> Value {
         let (status, body) = self.get(&format!("/api/payment-orders/{order_id}/")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -207,11 +218,7 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
 
     env.pay(address, usdc(100)).await;
     env.watch().await;
-    let seen = env.order(order_id).await;
-    assert_eq!(
-        (seen["status"].as_str(), seen["amount_paid"].as_str()),
-        (Some("processing"), Some("100.00"))
-    );
+    let seen = env.order_in(order_id, "processing", "100.00").await;
     assert_eq!(seen["transaction"]["confirmations"], 1);
 
     env.mine(1).await;
@@ -397,12 +404,7 @@ async fn an_order_paid_while_the_watcher_waits_for_the_head_is_credited(backend:
     env.watcher = watcher;
     env.mine(2).await;
     env.watch().await;
-    let done = env.order(order_id).await;
-    assert_eq!(
-        (done["status"].as_str(), done["amount_paid"].as_str()),
-        (Some("confirmed"), Some("3.00")),
-        "{done}"
-    );
+    env.order_in(order_id, "confirmed", "3.00").await;
 }
 
 /// On PostgreSQL an order's id comes from a sequence when it is inserted, so an order may
@@ -435,12 +437,7 @@ async fn an_order_whose_lower_id_commits_late_is_still_watched() {
         .await;
     env.mine(2).await;
     env.watch().await;
-    let done = env.order(late_id).await;
-    assert_eq!(
-        (done["status"].as_str(), done["amount_paid"].as_str()),
-        (Some("confirmed"), Some("2.00")),
-        "{done}"
-    );
+    env.order_in(late_id, "confirmed", "2.00").await;
 }
 
 /// A step that fails half-way through reading 40 blocks keeps the headers it had read: the
@@ -626,11 +623,7 @@ async fn a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_a
             .any(|r| matches!(r, StepReport::Reorged { updated: 1, .. })),
         "{reports:?}"
     );
-    let dropped = env.order(order_id).await;
-    assert_eq!(
-        (dropped["status"].as_str(), dropped["amount_paid"].as_str()),
-        (Some("pending"), Some("0.00"))
-    );
+    let dropped = env.order_in(order_id, "pending", "0.00").await;
     assert_eq!(dropped["payments"][0]["status"], "orphaned");
     env.deliver().await;
     // Deliveries run concurrently, so they may arrive in any order.
@@ -693,12 +686,7 @@ async fn a_reorg_below_a_confirmed_payment_takes_the_order_back_and_tells_the_me
         .await
         .unwrap();
     env.watch().await;
-    let dropped = env.order(order_id).await;
-    assert_eq!(
-        (dropped["status"].as_str(), dropped["amount_paid"].as_str()),
-        (Some("pending"), Some("0.00")),
-        "{dropped}"
-    );
+    let dropped = env.order_in(order_id, "pending", "0.00").await;
     assert_eq!(dropped["payments"][0]["status"], "orphaned");
     env.deliver().await;
     let types = env.sink.event_types();
@@ -773,12 +761,7 @@ async fn a_double_spend_that_replaces_the_payment_leaves_the_order_unpaid(backen
     env.mine(3).await;
     env.watch().await;
 
-    let unpaid = env.order(order_id).await;
-    assert_eq!(
-        (unpaid["status"].as_str(), unpaid["amount_paid"].as_str()),
-        (Some("pending"), Some("0.00")),
-        "{unpaid}"
-    );
+    let unpaid = env.order_in(order_id, "pending", "0.00").await;
     assert_eq!(unpaid["payments"][0]["status"], "orphaned");
     assert!(
         env.chain.send_raw_transaction(&raw).await.is_err(),
@@ -870,12 +853,7 @@ async fn a_committed_range_scanned_again_credits_nothing_twice(backend: Backend)
     );
     env.mine(1).await;
     env.watch().await;
-    let done = env.order(order_id).await;
-    assert_eq!(
-        (done["status"].as_str(), done["amount_paid"].as_str()),
-        (Some("confirmed"), Some("4.00")),
-        "{done}"
-    );
+    let done = env.order_in(order_id, "confirmed", "4.00").await;
     assert_eq!(done["payments"].as_array().unwrap().len(), 1, "{done}");
     let (_, events) = env.get(&format!("/api/events/?order_id={order_id}")).await;
     let mut types: Vec<&str> = events["data"]
@@ -911,12 +889,7 @@ async fn a_payment_made_before_the_watchers_first_step_is_credited(backend: Back
         .await;
     env.mine(2).await;
     env.watch().await;
-    let done = env.order(order_id).await;
-    assert_eq!(
-        (done["status"].as_str(), done["amount_paid"].as_str()),
-        (Some("confirmed"), Some("2.00")),
-        "{done}"
-    );
+    env.order_in(order_id, "confirmed", "2.00").await;
 }
 
 async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
@@ -930,11 +903,7 @@ async fn a_restarted_watcher_replays_nothing_twice(backend: Backend) {
     env.watcher = Watcher::new(&env.state.gateway, CHAIN_ID).unwrap();
     env.mine(1).await;
     env.watch().await;
-    let done = env.order(order_id).await;
-    assert_eq!(
-        (done["status"].as_str(), done["amount_paid"].as_str()),
-        (Some("confirmed"), Some("3.00"))
-    );
+    let done = env.order_in(order_id, "confirmed", "3.00").await;
     assert_eq!(done["payments"].as_array().unwrap().len(), 1);
     let (_, events) = env.get(&format!("/api/events/?order_id={order_id}")).await;
     let types: Vec<&str> = events["data"]
