@@ -1,4 +1,4 @@
-//! `coffer dev` as a new user meets it: it comes up with two chains, its summary lets a script
+//! `coffer dev` as a new user meets it: it comes up with four chains, its summary lets a script
 //! pay, the banner's request works, Ctrl-C stops everything, and a second run resumes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,7 +7,6 @@ mod kit;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -17,7 +16,7 @@ use alloy::sol_types::{Eip712Domain, SolStruct};
 use kit::chain::transfer;
 use kit::dev::Dev;
 use kit::server::{json_answer, order_id_and_deposit};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 sol! {
     #[sol(rpc)]
@@ -32,48 +31,6 @@ sol! {
     }
 
     struct Probe { uint256 value; }
-}
-
-/// Starts `coffer dev` with its data in `data_dir`; returns it once it has written its summary,
-/// with the banner it printed.
-async fn start_dev(data_dir: &Path, extra: &[&str]) -> (Dev, String) {
-    let summary_path = data_dir.join("out/summary.json");
-    let _ = std::fs::remove_file(&summary_path);
-    let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["dev", "--port", "0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--summary")
-        .arg(&summary_path)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .env_remove("COFFER_MASTER_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("coffer dev starts");
-    let mut dev = Dev::when_summarised(child, &summary_path).await;
-    let banner = read_banner(&mut dev.child).await;
-    (dev, banner)
-}
-
-async fn read_banner(child: &mut Child) -> String {
-    use tokio::io::AsyncBufReadExt;
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let mut banner = String::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
-    {
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.contains("Ctrl-C") {
-            break;
-        }
-    }
-    // Keep reading, as a terminal would, so coffer dev never writes into a closed pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    banner
 }
 
 fn banner_curl(banner: &str) -> (String, String) {
@@ -113,11 +70,11 @@ async fn webhook_within_15_s(
 }
 
 #[tokio::test]
-async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state() {
+async fn coffer_dev_runs_four_funded_chains_a_demo_merchant_and_resumes_its_state() {
     let data_dir = tempfile::tempdir().unwrap();
     // As an older `coffer dev` left it: readable by everyone.
     std::fs::set_permissions(data_dir.path(), PermissionsExt::from_mode(0o755)).unwrap();
-    let (dev, banner) = start_dev(data_dir.path(), &[]).await;
+    let (dev, banner) = Dev::start(data_dir.path(), &[]).await;
     let summary = dev.summary.clone();
 
     // The summary and the demo credentials hold keys: they, and the master key, are their
@@ -176,55 +133,73 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
         .iter()
         .map(|c| (c.name.as_str(), c.chain_id))
         .collect();
-    assert_eq!(names, [("base-sepolia", 84_532), ("bsc", 56)]);
-    let mut balances = Vec::new();
+    assert_eq!(
+        names,
+        [
+            ("base-sepolia", 84_532),
+            ("bsc", 56),
+            ("polygon", 137),
+            ("x-layer", 196)
+        ]
+    );
+    let mut rpc_urls = Vec::new();
     let mut domains_checked = 0;
     for chain in &summary.chains {
         let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().unwrap());
         assert_eq!(provider.get_chain_id().await.unwrap(), chain.chain_id);
-        assert_eq!(chain.tokens.len(), 1);
-        let token = &chain.tokens[0];
-        let address: Address = token.address.parse().unwrap();
-        let contract = IToken::new(address, &provider);
-        assert_eq!(contract.decimals().call().await.unwrap(), token.decimals);
-        assert_eq!(contract.symbol().call().await.unwrap(), token.symbol);
-        if let (Some(name), Some(version)) = (&token.eip712_name, &token.eip712_version) {
-            assert_eq!(contract.name().call().await.unwrap(), *name);
-            assert_eq!(contract.version().call().await.unwrap(), *version);
-            let domain = Eip712Domain::new(
-                Some(name.clone().into()),
-                Some(version.clone().into()),
-                Some(U256::from(chain.chain_id)),
-                Some(address),
-                None,
-            );
-            assert_eq!(
-                contract.DOMAIN_SEPARATOR().call().await.unwrap(),
-                domain.separator()
-            );
-            let _ = Probe { value: U256::ZERO }.eip712_signing_hash(&domain);
-            domains_checked += 1;
-        }
+        assert!(!chain.tokens.is_empty(), "{} has no token", chain.name);
         assert!(chain.payers.len() >= 2);
+        for token in &chain.tokens {
+            let address: Address = token.address.parse().unwrap();
+            let contract = IToken::new(address, &provider);
+            assert_eq!(contract.decimals().call().await.unwrap(), token.decimals);
+            assert_eq!(contract.symbol().call().await.unwrap(), token.symbol);
+            if let (Some(name), Some(version)) = (&token.eip712_name, &token.eip712_version) {
+                assert_eq!(contract.name().call().await.unwrap(), *name);
+                assert_eq!(contract.version().call().await.unwrap(), *version);
+                let domain = Eip712Domain::new(
+                    Some(name.clone().into()),
+                    Some(version.clone().into()),
+                    Some(U256::from(chain.chain_id)),
+                    Some(address),
+                    None,
+                );
+                assert_eq!(
+                    contract.DOMAIN_SEPARATOR().call().await.unwrap(),
+                    domain.separator()
+                );
+                let _ = Probe { value: U256::ZERO }.eip712_signing_hash(&domain);
+                domains_checked += 1;
+            }
+            for payer in &chain.payers {
+                let signer: alloy::signers::local::PrivateKeySigner =
+                    payer.private_key.parse().unwrap();
+                assert_eq!(signer.address().to_checksum(None), payer.address);
+                let balance = contract.balanceOf(signer.address()).call().await.unwrap();
+                assert_eq!(
+                    balance,
+                    U256::from(10_000u64) * U256::from(10u64).pow(U256::from(token.decimals)),
+                    "{} {}",
+                    chain.name,
+                    token.symbol
+                );
+            }
+        }
         for payer in &chain.payers {
-            let signer: alloy::signers::local::PrivateKeySigner =
-                payer.private_key.parse().unwrap();
-            assert_eq!(signer.address().to_checksum(None), payer.address);
-            let balance = contract.balanceOf(signer.address()).call().await.unwrap();
-            assert_eq!(
-                balance,
-                U256::from(10_000u64) * U256::from(10u64).pow(U256::from(token.decimals))
-            );
             assert!(
-                provider.get_balance(signer.address()).await.unwrap() > U256::ZERO,
+                provider
+                    .get_balance(payer.address.parse().unwrap())
+                    .await
+                    .unwrap()
+                    > U256::ZERO,
                 "payer has gas"
             );
         }
-        balances.push((chain.rpc_url.clone(), address));
+        rpc_urls.push(chain.rpc_url.clone());
     }
-    assert!(
-        domains_checked >= 1,
-        "at least one EIP-3009 token's domain was checked"
+    assert_eq!(
+        domains_checked, 4,
+        "the EIP-3009 tokens: Base Sepolia USDC, Polygon USDC, X Layer USD₮0 and USDG"
     );
     let usdc = &summary.chains[0].tokens[0];
     assert_eq!(
@@ -239,42 +214,43 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
             Some("2")
         )
     );
-    assert_eq!(
+    let token = |chain: usize, symbol: &str| {
+        let token = summary.chains[chain]
+            .tokens
+            .iter()
+            .find(|token| token.symbol == symbol)
+            .unwrap_or_else(|| panic!("{symbol} on chain {chain}"));
         (
-            summary.chains[1].tokens[0].symbol.as_str(),
-            summary.chains[1].tokens[0].decimals
-        ),
-        ("USDT", 18)
+            token.address.clone(),
+            token.decimals,
+            token.eip712_name.clone(),
+        )
+    };
+    assert_eq!(
+        token(1, "USDT"),
+        (
+            "0x55d398326f99059fF775485246999027B3197955".to_owned(),
+            18,
+            None
+        )
+    );
+    assert_eq!(
+        token(2, "USDT"),
+        (
+            "0xc2132D05D31c914a87C6611C10748AEb04B58e8F".to_owned(),
+            6,
+            None
+        )
+    );
+    assert_eq!(
+        token(3, "USDT"),
+        (
+            "0x779Ded0c9e1022225f8E0630b35a9b54bE713736".to_owned(),
+            6,
+            Some("USD₮0".to_owned())
+        )
     );
     summary.signer.parse::<Address>().expect("signer address");
-
-    // The seed's JavaScript example, run by node, creates an order.
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/create_order.mjs"
-    );
-    let output = tokio::process::Command::new("node")
-        .arg(script)
-        .env("COFFER_URL", &summary.api_base_url)
-        .env("CRYPTOPAY_API_KEY", &summary.api_key)
-        .output()
-        .await
-        .expect("node runs the example");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let from_js: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(from_js["success"], true, "{from_js}");
-    assert_eq!(
-        (
-            from_js["data"]["status"].as_str(),
-            from_js["data"]["amount"].as_str()
-        ),
-        (Some("pending"), Some("100.00"))
-    );
-    assert_eq!(from_js["data"]["blockchain"], "base");
 
     // The payment-orders seed's request, verbatim but for host and key: an order on "base"
     // (the local Base chain), paid from a funded account, confirmed, and webhooked, signed.
@@ -390,7 +366,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
 
     // Ctrl-C stops Coffer and the chains.
     dev.interrupt().await;
-    for (rpc_url, _) in &balances {
+    for rpc_url in &rpc_urls {
         let provider = ProviderBuilder::new().connect_http(rpc_url.parse().unwrap());
         assert!(
             provider.get_chain_id().await.is_err(),
@@ -399,7 +375,7 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     }
 
     // A second run keeps the merchant, the key and the chains' state (no second mint).
-    let (again, _) = start_dev(data_dir.path(), &[]).await;
+    let (again, _) = Dev::start(data_dir.path(), &[]).await;
     assert_eq!(again.summary.merchant_id, summary.merchant_id);
     assert_eq!(again.summary.api_key, summary.api_key);
     assert_eq!(
@@ -423,111 +399,49 @@ async fn coffer_dev_runs_two_funded_chains_a_demo_merchant_and_resumes_its_state
     assert!(provider.get_block_number().await.unwrap() >= receipt.block_number.unwrap());
     again.interrupt().await;
 
-    // --fresh starts over.
-    let (fresh, _) = start_dev(data_dir.path(), &["--fresh"]).await;
+    // --fresh starts over; --chains runs a subset, by any of the chains' names, and the demo
+    // paywall moves to the first of them with an EIP-3009 token.
+    let (fresh, banner) =
+        Dev::start(data_dir.path(), &["--fresh", "--chains", "xlayer,matic"]).await;
     assert_ne!(fresh.summary.merchant_id, summary.merchant_id);
+    let names: Vec<_> = fresh
+        .summary
+        .chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["polygon", "x-layer"]);
+    let paywall = fresh.summary.paywall.clone().expect("a paywall");
+    assert_eq!(
+        (paywall.network.as_str(), paywall.price.as_str()),
+        ("polygon", "0.01 USDC")
+    );
+    let runs = |name: &str| {
+        banner
+            .lines()
+            .any(|line| line.trim_start().starts_with(&format!("{name} ")))
+    };
+    assert!(runs("x-layer") && !runs("bsc"), "{banner}");
     fresh.interrupt().await;
 }
 
 #[tokio::test]
-async fn the_demo_paywall_and_the_pelago_seed_example_work_against_coffer_dev() {
-    use alloy::signers::SignerSync;
+async fn coffer_dev_refuses_a_chain_it_does_not_run() {
     let data_dir = tempfile::tempdir().unwrap();
-    let (dev, banner) = start_dev(data_dir.path(), &[]).await;
-    let summary = dev.summary.clone();
-    assert!(banner.contains(&summary.paywall.url), "{}", banner);
-    let hits = || async {
-        let count: serde_json::Value = reqwest::get(&summary.paywall.upstream_hits_url)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        count["hits"].as_u64().unwrap()
-    };
-
-    // The demo paywall: 402 until paid, then the upstream's answer, once.
-    let unpaid = reqwest::get(&summary.paywall.url).await.unwrap();
-    assert_eq!(unpaid.status().as_u16(), 402);
-    assert!(unpaid.headers().contains_key("payment-required"));
-    assert_eq!(hits().await, 0);
-    let payer = &summary.chains[0].payers[2];
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let input = serde_json::json!({"version": 2, "privateKey": payer.private_key, "url": summary.paywall.url});
-    let output = Command::new("node")
-        .arg(root.join("interop/x402_fetch.mjs"))
-        .arg(input.to_string())
+    let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["dev", "--chains", "bsc,solana", "--data-dir"])
+        .arg(data_dir.path())
         .output()
         .await
         .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.contains("--chains: \"solana\" is not a chain coffer dev runs; choose from base-sepolia, bsc, polygon, x-layer"),
+        "{stderr}"
     );
-    let paid: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(paid["status"], 200, "{paid}");
-    assert_eq!(paid["paymentResponse"]["success"], true);
-    assert_eq!(hits().await, 1);
-
-    // Pelago's published curl example, with real values: a USDT transfer on bsc-mainnet (the
-    // local chain 56), proven by its tx hash and the sender's signature.
-    let bsc = &summary.chains[1];
-    let payer = &bsc.payers[2];
-    let signer: alloy::signers::local::PrivateKeySigner = payer.private_key.parse().unwrap();
-    let paying = ProviderBuilder::new()
-        .wallet(signer.clone())
-        .connect_http(bsc.rpc_url.parse().unwrap());
-    let usdt: Address = bsc.tokens[0].address.parse().unwrap();
-    let pay_to: Address = summary.paywall.pay_to.parse().unwrap();
-    let receipt = transfer(&paying, usdt, pay_to, U256::from(2_600_000u64)).await;
-    let tx_hash = format!("{:#x}", receipt.transaction_hash);
-    let message = coffer_gateway::pelago::proof_message("", &tx_hash);
-    let signature = signer.sign_message_sync(message.as_bytes()).unwrap();
-    let x_payment = coffer_x402::headers::encode(
-        &serde_json::json!({"x402Version": 1, "scheme": "exact", "network": "bsc-mainnet",
-            "payload": {"amount": "2600000", "signature": format!("0x{}", alloy::hex::encode(signature.as_bytes())), "txHash": tx_hash}}),
+    assert!(
+        std::fs::read_dir(data_dir.path()).unwrap().next().is_none(),
+        "nothing was created"
     );
-    let mut answer = serde_json::Value::Null;
-    for _ in 0..30 {
-        let output = Command::new("curl")
-            .args(["-s", "--location", "--request", "POST"])
-            .arg(format!(
-                "{}/openapi/crypto/x402/order",
-                summary.api_base_url
-            ))
-            .args(["--header", &format!("X-PAYMENT: {x_payment}")])
-            .args([
-                "--header",
-                &format!("Merchant-App-Key: {}", summary.api_key),
-            ])
-            .args(["--header", "Content-Type: application/json"])
-            .args([
-                "--data-raw",
-                "{\n    \"description\": \"Payment for premium subscription\"\n}",
-            ])
-            .output()
-            .await
-            .unwrap();
-        answer = serde_json::from_slice(&output.stdout).unwrap();
-        if answer["code"] != "TX_NOT_CONFIRMED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(answer["status"], "confirmed", "{answer}");
-    assert_eq!(answer["message"], "Payment successful");
-    let order_id = answer["orderId"].as_str().unwrap();
-    let status: serde_json::Value = json_answer(
-        reqwest::Client::new()
-            .get(format!(
-                "{}/openapi/crypto/x402/order/{order_id}",
-                summary.api_base_url
-            ))
-            .header("Merchant-App-Key", &summary.api_key),
-    )
-    .await;
-    assert_eq!(status["txHash"], tx_hash.as_str());
-    assert_eq!(status["payStatus"], "paid");
-    dev.interrupt().await;
 }

@@ -1,27 +1,27 @@
-//! The local chains of `coffer dev`: two anvil nodes, each with its test token installed at the
-//! real chain's address, Multicall3, funded payers, and blocks mined at an interval.
+//! The local chains of `coffer dev`: one anvil node per network the vendor examples use, each
+//! with every stablecoin the registry lists for it installed at the real chain's address (with
+//! its decimals and EIP-712 domain), Multicall3, funded payers, and blocks mined at an interval.
 
 use std::path::Path;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, U256, address};
+use alloy::primitives::U256;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
+use coffer_core::registry::Asset;
+use coffer_core::{Chain, ChainRegistry};
 use coffer_evm::anvil::{Anvil, AnvilOptions};
 use coffer_evm::testnet::{self, PlainTokenSpec, UsdcSpec};
 
 use crate::failure::Failure;
 
-/// Base Sepolia's USDC address, where the official x402 clients expect USDC on chain 84532.
-pub const BASE_SEPOLIA_USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
-/// BSC's USDT address.
-pub const BSC_USDT: Address = address!("0x55d398326f99059fF775485246999027B3197955");
 /// Dev account indexes funded as payers.
 pub(crate) const PAYERS: std::ops::RangeInclusive<u32> = 1..=4;
 /// Whole tokens minted to each payer.
 const PAYER_TOKENS: u64 = 10_000;
-/// The chains, by Coffer's key and chain id.
-const CHAINS: [(&str, u64); 2] = [("base-sepolia", 84_532), ("bsc", 56)];
+/// The networks `coffer dev` can run, by Coffer's key, in the order they start. Each keeps its
+/// place here as its RPC port offset, so a chain's port does not depend on which others run.
+pub const DEV_CHAINS: [&str; 4] = ["base-sepolia", "bsc", "polygon", "x-layer"];
 
 /// A running local chain.
 pub(crate) struct LocalChain {
@@ -33,30 +33,100 @@ pub(crate) struct LocalChain {
     pub(crate) anvil: Anvil,
 }
 
-/// Starts the chains with `binary`, their state kept in `data_dir` so a re-run resumes.
+/// The chains named in `--chains` (Coffer keys or any name the registry knows them by), in
+/// [`DEV_CHAINS`] order; all of them when `names` is empty.
 ///
 /// # Errors
-/// [`Failure`] naming the chain that did not start.
-pub(crate) async fn start(binary: &Path, data_dir: &Path) -> Result<Vec<LocalChain>, Failure> {
-    let mut chains = Vec::new();
-    for (key, chain_id) in CHAINS {
+/// [`Failure`] naming a chain `coffer dev` does not run, with the ones it does.
+pub(crate) fn select(
+    names: &[String],
+    registry: &ChainRegistry,
+) -> Result<Vec<&'static str>, Failure> {
+    if names.is_empty() {
+        return Ok(DEV_CHAINS.to_vec());
+    }
+    let mut wanted = Vec::new();
+    for name in names {
+        let key = registry
+            .by_name(name.trim())
+            .and_then(|chain| DEV_CHAINS.iter().find(|key| **key == chain.key()))
+            .ok_or_else(|| {
+                Failure::new(format!(
+                    "--chains: {name:?} is not a chain coffer dev runs; choose from {}",
+                    DEV_CHAINS.join(", ")
+                ))
+            })?;
+        wanted.push(*key);
+    }
+    Ok(DEV_CHAINS
+        .into_iter()
+        .filter(|key| wanted.contains(key))
+        .collect())
+}
+
+/// Starts the chains `keys` with `binary`, together, their state kept in `data_dir` so a re-run
+/// resumes. With `first_port` set, chain `i` of [`DEV_CHAINS`] listens on `first_port + i`
+/// (stable across restarts); with `None`, each takes a free port.
+///
+/// # Errors
+/// [`Failure`] naming the chain that did not start (the others are stopped).
+pub(crate) async fn start(
+    binary: &Path,
+    data_dir: &Path,
+    keys: &[&'static str],
+    registry: &ChainRegistry,
+    first_port: Option<u16>,
+) -> Result<Vec<LocalChain>, Failure> {
+    let starting = keys.iter().map(|key| async move {
+        let chain_id = registry
+            .by_name(key)
+            .map(|chain| chain.chain_id)
+            .ok_or_else(|| Failure::new(format!("{key}: not in the chain registry")))?;
+        let port = match first_port {
+            None => 0,
+            Some(first) => {
+                let offset = DEV_CHAINS.iter().position(|k| k == key).unwrap_or(0);
+                first.saturating_add(u16::try_from(offset).unwrap_or(0))
+            }
+        };
         let options = AnvilOptions {
             binary: binary.to_path_buf(),
             chain_id,
-            port: 0,
+            port,
             state_file: Some(data_dir.join(format!("{key}.chain.json"))),
             block_time: None,
         };
-        let anvil = Anvil::start(&options)
-            .await
-            .map_err(Failure::context(key))?;
-        chains.push(LocalChain {
+        let anvil = Anvil::start(&options).await.map_err(|error| {
+            Failure::new(format!(
+                "{key}: {error}{}",
+                if port == 0 {
+                    String::new()
+                } else {
+                    format!(" (port {port}: is another node using it? --rpc-ports-from 0 picks free ports)")
+                }
+            ))
+        })?;
+        Ok::<_, Failure>(LocalChain {
             key,
             chain_id,
             anvil,
-        });
+        })
+    });
+    let mut chains = Vec::new();
+    let mut failure = None;
+    for started in futures_util::future::join_all(starting).await {
+        match started {
+            Ok(chain) => chains.push(chain),
+            Err(error) => failure = failure.or(Some(error)),
+        }
     }
-    Ok(chains)
+    match failure {
+        None => Ok(chains),
+        Some(error) => {
+            stop(chains).await;
+            Err(error)
+        }
+    }
 }
 
 /// Stops the chains, reporting (not failing on) a chain that does not stop cleanly.
@@ -68,13 +138,16 @@ pub(crate) async fn stop(chains: Vec<LocalChain>) {
     }
 }
 
-/// Installs the chain's test token (minting to `payers` on the first run) and Multicall3, and
-/// starts interval mining every `block_time` seconds.
+/// Installs each of the chain's stablecoins as `known` lists them — an EIP-3009 token with
+/// the registry's EIP-712 domain, or a plain ERC-20 — at its real address (minting to
+/// `payers` when first installed), and Multicall3, and starts interval mining every
+/// `block_time` seconds.
 ///
 /// # Errors
 /// [`Failure`] naming the chain.
 pub(crate) async fn prepare(
     chain: &LocalChain,
+    known: &Chain,
     signer: &PrivateKeySigner,
     payers: &[PrivateKeySigner],
     block_time: u64,
@@ -87,43 +160,24 @@ pub(crate) async fn prepare(
     let provider = ProviderBuilder::new()
         .wallet(EthereumWallet::from(signer.clone()))
         .connect_http(url);
-    let owner = signer.address();
-    let (token, decimals, installed) = if chain.chain_id == 84_532 {
-        let spec = UsdcSpec {
-            name: "USDC".to_owned(),
-            version: "2".to_owned(),
-            symbol: "USDC".to_owned(),
-            decimals: 6,
-            owner,
-        };
-        let installed = testnet::install_usdc_at(&provider, BASE_SEPOLIA_USDC, &spec)
+    for asset in &known.assets {
+        let installed = install_token(&provider, asset, signer)
             .await
-            .map_err(Failure::context(chain.key))?;
-        (BASE_SEPOLIA_USDC, spec.decimals, installed)
-    } else {
-        let spec = PlainTokenSpec {
-            name: "Tether USD".to_owned(),
-            symbol: "USDT".to_owned(),
-            decimals: 18,
-            owner,
-        };
-        let installed = testnet::install_plain_token_at(&provider, BSC_USDT, &spec)
-            .await
-            .map_err(Failure::context(chain.key))?;
-        (BSC_USDT, spec.decimals, installed)
-    };
+            .map_err(Failure::context(format!("{}: {}", chain.key, asset.symbol)))?;
+        if installed {
+            let amount =
+                U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(asset.decimals));
+            for payer in payers {
+                testnet::mint(&provider, asset.address, payer.address(), amount)
+                    .await
+                    .map_err(Failure::context(format!("{}: {}", chain.key, asset.symbol)))?;
+            }
+        }
+    }
     // Public chains have Multicall3; settlement batches use it here too.
     testnet::install_multicall3(&provider)
         .await
         .map_err(Failure::context(chain.key))?;
-    if installed {
-        let amount = U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(decimals));
-        for payer in payers {
-            testnet::mint(&provider, token, payer.address(), amount)
-                .await
-                .map_err(Failure::context(chain.key))?;
-        }
-    }
     // Blocks keep coming without transactions, so confirmations advance.
     provider
         .raw_request::<_, ()>("evm_setIntervalMining".into(), (block_time,))
@@ -133,4 +187,43 @@ pub(crate) async fn prepare(
             chain.key
         )))?;
     Ok(())
+}
+
+/// Installs `asset`'s test token (owned by `signer`), unless code is already at its address;
+/// whether it did.
+async fn install_token<P: Provider>(
+    provider: &P,
+    asset: &Asset,
+    signer: &PrivateKeySigner,
+) -> Result<bool, coffer_evm::EvmError> {
+    match &asset.eip712 {
+        Some(domain) => {
+            let spec = UsdcSpec {
+                name: domain.name.clone(),
+                version: domain.version.clone(),
+                symbol: asset.symbol.clone(),
+                decimals: asset.decimals,
+                owner: signer.address(),
+            };
+            testnet::install_usdc_at(provider, asset.address, &spec).await
+        }
+        None => {
+            let spec = PlainTokenSpec {
+                name: plain_token_name(&asset.symbol),
+                symbol: asset.symbol.clone(),
+                decimals: asset.decimals,
+                owner: signer.address(),
+            };
+            testnet::install_plain_token_at(provider, asset.address, &spec).await
+        }
+    }
+}
+
+/// The ERC-20 name a plain token goes by on the public chains.
+fn plain_token_name(symbol: &str) -> String {
+    match symbol {
+        "USDT" => "Tether USD".to_owned(),
+        "USDC" => "USD Coin".to_owned(),
+        other => other.to_owned(),
+    }
 }

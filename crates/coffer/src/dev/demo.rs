@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use alloy::primitives::Address;
-use coffer_core::MerchantId;
+use coffer_core::{ChainRegistry, MerchantId};
 use coffer_evm::testnet;
 use coffer_server::AppState;
 use coffer_server::paywall::PaywallRouteConfig;
@@ -55,15 +55,46 @@ pub(crate) fn pay_to() -> Result<Address, Failure> {
         .address())
 }
 
-/// The demo paywall route: `GET /premium/*` for 0.01 USDC on base-sepolia, paid to `pay_to`,
-/// proxied to `upstream`.
-pub(crate) fn paywall_route(pay_to: Address, upstream: &DemoUpstream) -> PaywallRouteConfig {
+/// The token the demo paywall is priced in.
+pub(crate) struct PaywallToken {
+    /// Coffer's key of its chain.
+    network: String,
+    /// Its symbol.
+    symbol: String,
+    /// Its decimals.
+    decimals: u8,
+}
+
+/// The demo paywall's token: the first running chain's first EIP-3009 token (Base Sepolia's
+/// USDC unless `--chains` leaves that chain out); `None` when no running chain has one.
+pub(crate) fn paywall_token(
+    chains: &[LocalChain],
+    registry: &ChainRegistry,
+) -> Option<PaywallToken> {
+    chains.iter().find_map(|chain| {
+        let known = registry.by_chain_id(chain.chain_id)?;
+        let asset = known.assets.iter().find(|asset| asset.eip712.is_some())?;
+        Some(PaywallToken {
+            network: chain.key.to_owned(),
+            symbol: asset.symbol.clone(),
+            decimals: asset.decimals,
+        })
+    })
+}
+
+/// The demo paywall route: `GET /premium/*` for 0.01 of `token`, paid to `pay_to`, proxied to
+/// `upstream`.
+pub(crate) fn paywall_route(
+    pay_to: Address,
+    upstream: &DemoUpstream,
+    token: &PaywallToken,
+) -> PaywallRouteConfig {
     PaywallRouteConfig {
         path: "/premium/*".to_owned(),
         method: Some("GET".to_owned()),
         price: DEMO_PRICE.to_owned(),
-        networks: vec!["base-sepolia".to_owned()],
-        assets: vec!["USDC".to_owned()],
+        networks: vec![token.network.clone()],
+        assets: vec![token.symbol.clone()],
         pay_to: pay_to.to_checksum(None),
         upstream: upstream.base_url.clone(),
         description: "A premium quote (coffer dev demo)".to_owned(),
@@ -77,12 +108,15 @@ pub(crate) fn paywall_summary(
     api_base_url: &str,
     pay_to: Address,
     upstream: &DemoUpstream,
+    token: &PaywallToken,
 ) -> PaywallSummary {
+    // DEMO_PRICE is a hundredth of a token.
+    let amount = 10u128.pow(u32::from(token.decimals.saturating_sub(2)));
     PaywallSummary {
         url: format!("{api_base_url}/premium/quote"),
-        price: format!("{DEMO_PRICE} USDC"),
-        amount: "10000".to_owned(),
-        network: "base-sepolia".to_owned(),
+        price: format!("{DEMO_PRICE} {}", token.symbol),
+        amount: amount.to_string(),
+        network: token.network.clone(),
         pay_to: pay_to.to_checksum(None),
         upstream_url: upstream.base_url.clone(),
         upstream_hits_url: upstream.hits_url.clone(),

@@ -1,10 +1,14 @@
 //! `coffer dev`: a complete local environment in one command.
 //!
-//! It starts two anvil chains — chain id 84532 as `base-sepolia` with the EIP-3009 test token
-//! installed at Base Sepolia's real USDC address (EIP-712 name "USDC", version "2"), and chain
-//! id 56 as `bsc` with the plain 18-decimal token at BSC's USDT address — funds payer accounts,
-//! creates a demo merchant with an API key and a webhook secret, serves the API, and writes a
-//! machine-readable summary so scripts can start paying at once.
+//! It starts a local anvil chain for each network the vendor examples use — chain id 84532 as
+//! `base-sepolia`, 56 as `bsc`, 137 as `polygon` and 196 as `x-layer` (`--chains` picks a
+//! subset) — with every stablecoin the registry lists for the chain installed at its real
+//! address, decimals and EIP-712 domain (Base Sepolia's USDC, BSC's 18-decimal USDT and USDC,
+//! Polygon's USDC and plain 6-decimal USDT, X Layer's EIP-3009 USD₮0 and USDG), funds payer
+//! accounts, creates a demo merchant with an API key, vendor credentials and a webhook secret,
+//! serves the API, and writes a machine-readable summary so scripts can start paying at once.
+//! Each chain's RPC port is fixed (8545 for `base-sepolia`, then 8546, 8547, 8548 in that
+//! order; `--rpc-ports-from` moves them, 0 picks free ports).
 //!
 //! State lives in a data directory (default `.coffer-dev/`, mode 0700): the chains' state
 //! files, the SQLite database, the master key its secrets are encrypted with (`master.key`,
@@ -43,7 +47,7 @@ use crate::failure::Failure;
 use crate::master_key::{create_private_dir, dev_master_key};
 use crate::serve::{self, Application};
 
-pub use chains::{BASE_SEPOLIA_USDC, BSC_USDT};
+pub use chains::DEV_CHAINS;
 pub use summary::{
     AccountSummary, ChainSummary, GatePaySummary, OkxSummary, PaywallSummary, Summary, TokenSummary,
 };
@@ -66,6 +70,13 @@ pub struct DevArgs {
     /// Seconds between blocks on the local chains.
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
+    /// The local chains to run, comma-separated (default: all of base-sepolia, bsc, polygon,
+    /// x-layer).
+    #[arg(long, value_delimiter = ',', value_name = "CHAINS")]
+    pub chains: Vec<String>,
+    /// RPC port of the first local chain; the others follow in order (0: free ports).
+    #[arg(long, default_value_t = 8545, value_name = "PORT")]
+    pub rpc_ports_from: u16,
 }
 
 /// Runs the local environment until Ctrl-C, then stops the server and the chains.
@@ -74,6 +85,8 @@ pub struct DevArgs {
 /// [`Failure`] when anvil is missing, a chain cannot be set up, or the server cannot start.
 pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
     let shutdown = serve::shutdown_signal();
+    let registry = config.registry()?;
+    let keys = chains::select(&args.chains, &registry)?;
     if args.fresh && args.data_dir.exists() {
         std::fs::remove_dir_all(&args.data_dir).map_err(Failure::context(format!(
             "cannot remove {}",
@@ -85,8 +98,9 @@ pub async fn run(mut config: Config, args: DevArgs) -> Result<(), Failure> {
         Failure::new("anvil not found: run scripts/install-tools.sh, put Foundry's anvil on PATH, or set COFFER_ANVIL")
     })?;
 
-    eprintln!("coffer dev: starting local chains");
-    let chains = chains::start(&binary, &args.data_dir).await?;
+    eprintln!("coffer dev: starting local chains: {}", keys.join(", "));
+    let first_port = (args.rpc_ports_from != 0).then_some(args.rpc_ports_from);
+    let chains = chains::start(&binary, &args.data_dir, &keys, &registry, first_port).await?;
     let outcome = run_with_chains(&mut config, &args, &chains, shutdown).await;
     eprintln!("coffer dev: stopping local chains");
     chains::stop(chains).await;
@@ -104,21 +118,34 @@ async fn run_with_chains(
         .map(testnet::dev_account)
         .collect::<Result<Vec<_>, _>>()
         .map_err(Failure::context("payers"))?;
-    for chain in chains {
-        eprintln!("coffer dev: {}: preparing test tokens", chain.key);
-        chains::prepare(chain, &signer, &payers, args.block_time).await?;
+    configure(config, args, chains, &signer)?;
+    let registry = config.registry()?;
+    eprintln!("coffer dev: installing tokens and funding payers");
+    let preparing = chains.iter().map(|chain| {
+        let registry = &registry;
+        let (signer, payers) = (&signer, &payers);
+        async move {
+            let known = registry
+                .by_chain_id(chain.chain_id)
+                .ok_or_else(|| Failure::new(format!("{}: not in the chain registry", chain.key)))?;
+            chains::prepare(chain, known, signer, payers, args.block_time).await
+        }
+    });
+    for prepared in futures_util::future::join_all(preparing).await {
+        prepared?;
     }
 
-    configure(config, args, chains, &signer)?;
     let upstream = upstream::start()
         .await
         .map_err(Failure::context("cannot start the demo upstream"))?;
     let pay_to = demo::pay_to()?;
-    config
-        .paywall
-        .routes
-        .push(demo::paywall_route(pay_to, &upstream));
-    let registry = config.registry()?;
+    let paywall_token = demo::paywall_token(chains, &registry);
+    if let Some(token) = &paywall_token {
+        config
+            .paywall
+            .routes
+            .push(demo::paywall_route(pay_to, &upstream, token));
+    }
     // The webhook inbox listens on this machine: loopback is allowed, on top of the configured
     // allow-lists.
     let outbound = config.outbound.policy()?.with_loopback_allowed();
@@ -133,7 +160,9 @@ async fn run_with_chains(
     let api_base_url = format!("http://{}", app.address());
     let demo = demo::set_up(app.state(), &args.data_dir, chains, pay_to).await?;
     let summary = Summary {
-        paywall: demo::paywall_summary(&api_base_url, pay_to, &upstream),
+        paywall: paywall_token
+            .as_ref()
+            .map(|token| demo::paywall_summary(&api_base_url, pay_to, &upstream, token)),
         api_base_url,
         merchant_id: demo.credentials.merchant_id,
         api_key: demo.credentials.api_key,
@@ -145,6 +174,7 @@ async fn run_with_chains(
         webhook_secret: demo.webhook_secret,
         webhook_inbox_url: demo.inbox_url,
         signer: signer.address().to_checksum(None),
+        pay_to: pay_to.to_checksum(None),
         chains: chains
             .iter()
             .map(|chain| chain_summary(chain, &registry, &payers))

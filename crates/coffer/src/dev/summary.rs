@@ -8,7 +8,7 @@ use alloy::signers::local::PrivateKeySigner;
 use coffer_core::ChainRegistry;
 use serde::{Deserialize, Serialize};
 
-use crate::dev::chains::{BASE_SEPOLIA_USDC, BSC_USDT, LocalChain};
+use crate::dev::chains::LocalChain;
 use crate::failure::Failure;
 use crate::master_key::write_private_file;
 
@@ -28,14 +28,17 @@ pub struct Summary {
     pub webhook_inbox_url: String,
     /// Coffer's own signer (hot wallet / facilitator) on every chain.
     pub signer: String,
+    /// The demo merchant's x402 payTo on every local chain: a payment to it (the paywall's, a
+    /// Pelago order's, an OKX settlement's) is recorded as the demo merchant's sale.
+    pub pay_to: String,
     /// OKX-style credentials of the demo merchant, for `/api/v6/x402/*` (dev only).
     pub okx: OkxSummary,
     /// GatePay-style credentials of the demo merchant, for `/v1/pay/*` (dev only).
     pub gatepay: GatePaySummary,
     /// The local chains.
     pub chains: Vec<ChainSummary>,
-    /// The demo x402 paywall route.
-    pub paywall: PaywallSummary,
+    /// The demo x402 paywall route, when a running chain has an EIP-3009 token to price it in.
+    pub paywall: Option<PaywallSummary>,
 }
 
 /// The demo paywall route in the summary.
@@ -88,7 +91,7 @@ pub struct ChainSummary {
     pub caip2: String,
     /// HTTP RPC URL.
     pub rpc_url: String,
-    /// Test tokens.
+    /// Its stablecoins, each installed at the real chain's address.
     pub tokens: Vec<TokenSummary>,
     /// Funded payer accounts.
     pub payers: Vec<AccountSummary>,
@@ -118,8 +121,8 @@ pub struct AccountSummary {
     pub private_key: String,
 }
 
-/// A local chain as the summary shows it: its test token (as the registry knows it) and the
-/// funded payers.
+/// A local chain as the summary shows it: its tokens (as the registry knows them, each
+/// installed) and the funded payers.
 pub(crate) fn chain_summary(
     chain: &LocalChain,
     registry: &ChainRegistry,
@@ -130,7 +133,6 @@ pub(crate) fn chain_summary(
         .map(|c| {
             c.assets
                 .iter()
-                .filter(|asset| asset.address == BASE_SEPOLIA_USDC || asset.address == BSC_USDT)
                 .map(|asset| TokenSummary {
                     symbol: asset.symbol.clone(),
                     address: asset.address.to_checksum(None),
@@ -201,10 +203,12 @@ pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
         "  webhooks     {} (signed deliveries land here)\n",
         summary.webhook_inbox_url
     ));
-    banner.push_str(&format!(
-        "  paywall      {} ({}; upstream hits at {})\n",
-        summary.paywall.url, summary.paywall.price, summary.paywall.upstream_hits_url
-    ));
+    if let Some(paywall) = &summary.paywall {
+        banner.push_str(&format!(
+            "  paywall      {} ({} on {}; upstream hits at {})\n",
+            paywall.url, paywall.price, paywall.network, paywall.upstream_hits_url
+        ));
+    }
     banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
     banner.push_str("  Try it:\n");
     banner.push_str(&format!(

@@ -1,10 +1,11 @@
 //! `coffer dev` in a test: started, its summary read, stopped with Ctrl-C.
 
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use coffer::dev::Summary;
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 
 /// `coffer dev`, stopped with Ctrl-C when dropped, so that it stops its chains itself (a
 /// failing test too).
@@ -27,6 +28,30 @@ impl Drop for Dev {
 }
 
 impl Dev {
+    /// Starts `coffer dev` with its data in `data_dir` (free ports for the API and the chains,
+    /// the summary at `data_dir/out/summary.json`), plus the `extra` arguments; returns it once
+    /// it has written its summary, with the banner it printed.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> (Dev, String) {
+        let summary_path = data_dir.join("out/summary.json");
+        let _ = std::fs::remove_file(&summary_path);
+        let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+            .args(["dev", "--port", "0", "--rpc-ports-from", "0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--summary")
+            .arg(&summary_path)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("COFFER_MASTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("coffer dev starts");
+        let mut dev = Dev::when_summarised(child, &summary_path).await;
+        let banner = read_banner(&mut dev.child).await;
+        (dev, banner)
+    }
+
     /// Waits up to 60 s for `child`, a starting `coffer dev`, to write its summary to
     /// `summary_path`.
     pub async fn when_summarised(mut child: Child, summary_path: &Path) -> Dev {
@@ -53,4 +78,23 @@ impl Dev {
             .unwrap();
         assert!(status.success(), "coffer dev exited with {status}");
     }
+}
+
+async fn read_banner(child: &mut Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await
+    {
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    // Keep reading, as a terminal would, so coffer dev never writes into a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    banner
 }
