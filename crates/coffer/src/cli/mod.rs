@@ -44,8 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve,
-    /// Run everything locally: two anvil chains with test tokens, funded payers, a demo
-    /// merchant, and the server.
+    /// Run everything locally: anvil chains for Base Sepolia, BSC, Polygon and X Layer with
+    /// their stablecoins, funded payers, a demo merchant, and the server.
     Dev(DevArgs),
     /// Apply database migrations and exit.
     Migrate,
