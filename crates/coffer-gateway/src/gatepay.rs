@@ -52,14 +52,36 @@ pub struct AuthError {
     /// GatePay's label (`INVALID_SIGNATURE` …).
     pub label: &'static str,
     /// Message naming the header at fault.
-    pub message: &'static str,
+    pub message: std::borrow::Cow<'static, str>,
 }
 
 const fn refuse(code: &'static str, label: &'static str, message: &'static str) -> AuthError {
     AuthError {
         code,
         label,
-        message,
+        message: std::borrow::Cow::Borrowed(message),
+    }
+}
+
+/// The refusal of a timestamp more than 5 minutes from `now_ms`, showing the server time, and
+/// saying so when the client sent seconds (or microseconds) where milliseconds belong.
+fn stale_timestamp(sent: i64, now_ms: i64) -> AuthError {
+    let close = |scaled: Option<i64>| {
+        scaled.is_some_and(|ms| now_ms.abs_diff(ms) <= TIMESTAMP_TOLERANCE_MS.unsigned_abs())
+    };
+    let hint = if close(sent.checked_mul(1000)) {
+        " (it looks like unix seconds: send milliseconds)"
+    } else if close(Some(sent / 1000)) {
+        " (it looks like unix microseconds: send milliseconds)"
+    } else {
+        ""
+    };
+    AuthError {
+        code: "400003",
+        label: "REQUEST_TIMESTAMP_TIMEOUT",
+        message: std::borrow::Cow::Owned(format!(
+            "X-GatePay-Timestamp: {sent} is more than 5 minutes from the server time {now_ms} (unix milliseconds){hint}"
+        )),
     }
 }
 
@@ -219,11 +241,7 @@ impl GatePayCredentials {
         let now_ms = crate::clock::now_ms();
         // `abs_diff`: total for every i64 a client can send (`now - i64::MIN` overflows).
         if now_ms.abs_diff(sent) > TIMESTAMP_TOLERANCE_MS.unsigned_abs() {
-            return Err(refuse(
-                "400003",
-                "REQUEST_TIMESTAMP_TIMEOUT",
-                "X-GatePay-Timestamp: more than 5 minutes from the server time",
-            ));
+            return Err(stale_timestamp(sent, now_ms));
         }
         let nonce = header("x-gatepay-nonce").ok_or(refuse(
             "400020",

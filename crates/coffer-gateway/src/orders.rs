@@ -465,10 +465,11 @@ impl PaymentOrders {
     }
 
     fn resolve<'a>(&'a self, request: &OrderCommand) -> Result<PaidWith<'a>, OrderError> {
-        let chain = self
+        let known = self
             .chains
             .by_cryptopay_slug(&request.blockchain)
-            .or_else(|| self.chains.by_name(&request.blockchain))
+            .or_else(|| self.chains.by_name(&request.blockchain));
+        let chain = known
             .filter(|chain| !chain.rpc_urls.is_empty())
             .ok_or_else(|| {
                 let supported: Vec<_> = self
@@ -476,11 +477,15 @@ impl PaymentOrders {
                     .configured()
                     .map(|c| c.names.cryptopay_slug.as_str())
                     .collect();
+                let why = match known {
+                    Some(chain) => chain.rpc_urls_hint(),
+                    None => "is not a chain Coffer knows".to_owned(),
+                };
                 invalid(
                     "INVALID_BLOCKCHAIN",
                     OrderField::Blockchain,
                     format!(
-                        "{:?} is not supported; use one of: {}",
+                        "{:?}: {why}; this server accepts: {}",
                         request.blockchain,
                         supported.join(", ")
                     ),
@@ -1006,7 +1011,7 @@ impl PaymentOrders {
             receiving_address: order.receiving_address.clone(),
             token_address: order.asset_address.clone(),
             payment_url: format!("{}/pay/{}", self.public_url, order.order_id),
-            qr_code_url: format!("/qr/{}", order.order_id),
+            qr_code_url: format!("{}/qr/{}", self.public_url, order.order_id),
             fiat_currency: None,
             fiat_amount: None,
             exchange_rate: None,

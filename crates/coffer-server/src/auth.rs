@@ -25,14 +25,21 @@ pub fn presented_key(headers: &HeaderMap) -> Result<Option<SecretString>, ApiErr
         let value = value
             .to_str()
             .map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("Authorization header must be \"Bearer <api key>\"")
-            })?;
+        let (scheme, token) = value
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((value.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::unauthorized(
+                "Authorization header must be \"Bearer <api key>\"",
+            ));
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ApiError::unauthorized(
+                "Authorization: the API key after \"Bearer\" is empty (is the variable holding it set?)",
+            ));
+        }
         return Ok(Some(SecretString::from(token.to_owned())));
     }
     if let Some(value) = headers.get("merchant-app-key") {

@@ -207,11 +207,19 @@ impl From<coffer_gateway::orders::OrderError> for ApiError {
                 "was already used with a different request body",
             )
             .with_status(StatusCode::CONFLICT),
-            OrderError::NotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ORDER_NOT_FOUND",
-                format!("payment order {id} not found"),
-            ),
+            OrderError::NotFound(id) => {
+                // The numeric `id` of an order's answer is not how it is looked up.
+                let hint = if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+                    ": orders are looked up by their order_id (\"ORD-…\"), not the numeric id"
+                } else {
+                    ""
+                };
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "ORDER_NOT_FOUND",
+                    format!("payment order {id} not found{hint}"),
+                )
+            }
             // Only families that name orders their own way send a reference.
             error @ OrderError::ReferenceTaken(_) => {
                 ApiError::new(StatusCode::CONFLICT, "ORDER_EXISTS", error.to_string())

@@ -130,6 +130,17 @@ impl Chain {
         &self.names.x402_v1
     }
 
+    /// What an operator does to use a chain this Coffer knows but does not watch: the setting
+    /// that gives it RPC URLs, in the configuration file and in the environment.
+    pub fn rpc_urls_hint(&self) -> String {
+        let key = self.key();
+        format!(
+            "{} is known to Coffer but not configured on this server: set chains.{key}.rpc_urls (or COFFER__CHAINS__{}__RPC_URLS) to accept it",
+            self.display_name,
+            key.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+
     /// Finds a token by symbol, case-insensitively.
     pub fn asset_by_symbol(&self, symbol: &str) -> Option<&Asset> {
         self.assets

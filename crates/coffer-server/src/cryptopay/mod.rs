@@ -22,6 +22,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_order, list_orders))
         .routes(routes!(get_order))
+        // CryptoPay's paths end in a slash; the same paths without it answer the same (they
+        // are not documented twice).
+        .route(
+            "/api/payment-orders",
+            axum::routing::post(create_order).get(list_orders),
+        )
+        .route(
+            "/api/payment-orders/{order_id}",
+            axum::routing::get(get_order),
+        )
 }
 
 /// `POST /api/payment-orders/` body.
@@ -314,10 +324,20 @@ async fn list_orders(
     let chain_id = match params.blockchain.as_deref() {
         None => None,
         Some(slug) => Some(state.gateway.orders.chain_id_for(slug).ok_or_else(|| {
+            let known: Vec<_> = state
+                .gateway
+                .chains
+                .chains()
+                .iter()
+                .map(|chain| chain.names.cryptopay_slug.as_str())
+                .collect();
             ApiError::field(
                 "INVALID_BLOCKCHAIN",
                 "blockchain",
-                format!("{slug:?} is not a known blockchain"),
+                format!(
+                    "{slug:?} is not a known blockchain; use one of: {}",
+                    known.join(", ")
+                ),
             )
         })?),
     };

@@ -77,12 +77,13 @@ impl GatePayError {
         )
     }
 
-    fn order_not_found() -> Self {
+    /// `400202`: no order of this merchant is `value` in `field`.
+    fn order_not_found(field: &str, value: &str) -> Self {
         GatePayError::with(
             StatusCode::NOT_FOUND,
             "400202",
             "ORDER_NOT_EXIST",
-            "order does not exist".to_owned(),
+            format!("{field}: order {value:?} does not exist (for this ClientId's merchant)"),
         )
     }
 }
@@ -298,14 +299,16 @@ fn resolve<'a>(
     };
     let (chain, asset) = match (&request.full_curr_type, &request.chain) {
         (Some(full), chain_code) => {
-            let (chain, asset) = state
-                .gateway
-                .chains
-                .by_gatepay_full_curr_type(full.trim())
+            let known = state.gateway.chains.by_gatepay_full_curr_type(full.trim());
+            let (chain, asset) = known
                 .filter(|(chain, _)| !chain.rpc_urls.is_empty())
                 .ok_or_else(|| {
+                    let why = match known {
+                        Some((chain, _)) => chain.rpc_urls_hint(),
+                        None => "is not supported here".to_owned(),
+                    };
                     invalid_currency(format!(
-                        "fullCurrType: {full:?} is not supported here; use one of: {}",
+                        "fullCurrType: {full:?} {why}; use one of: {}",
                         supported()
                     ))
                 })?;
@@ -323,18 +326,17 @@ fn resolve<'a>(
             (chain, asset)
         }
         (None, Some(code)) => {
-            let chain = state
-                .gateway
-                .chains
-                .by_gatepay_chain(code.trim())
+            let known = state.gateway.chains.by_gatepay_chain(code.trim());
+            let chain = known
                 .filter(|chain| !chain.rpc_urls.is_empty())
                 .ok_or_else(|| {
+                    let why = match known {
+                        Some(chain) => chain.rpc_urls_hint(),
+                        None => "is not supported here".to_owned(),
+                    };
                     GatePayError::param(
                         "chain",
-                        format!(
-                            "{code:?} is not supported here; use fullCurrType, one of: {}",
-                            supported()
-                        ),
+                        format!("{code:?} {why}; use fullCurrType, one of: {}", supported()),
                     )
                 })?;
             let symbol = request
@@ -657,7 +659,7 @@ fn order_data(
         "inUsdt": in_usdt(&order.currency, &pay_amount),
         "appName": merchant.name,
         "appLogo": "",
-        "qrCodeUrl": format!("{}{}", state.gateway.public_url, view.qr_code_url),
+        "qrCodeUrl": view.qr_code_url.clone(),
     })
 }
 
@@ -679,21 +681,23 @@ async fn find(
     raw: &[u8],
 ) -> Result<(GatePayOrderRow, OrderRow), GatePayError> {
     let reference: OrderRef = parse(raw)?;
-    let row = match (&reference.prepay_id, &reference.merchant_trade_no) {
-        (Some(id), None) => {
+    let (row, (field, value)) = match (&reference.prepay_id, &reference.merchant_trade_no) {
+        (Some(id), None) => (
             state
                 .gateway
                 .store
                 .gatepay_order_by_prepay_id(&merchant.id, id.trim())
-                .await?
-        }
-        (None, Some(number)) => {
+                .await?,
+            ("prepayId", id),
+        ),
+        (None, Some(number)) => (
             state
                 .gateway
                 .store
                 .gatepay_order_by_trade_no(&merchant.id, number.trim())
-                .await?
-        }
+                .await?,
+            ("merchantTradeNo", number),
+        ),
         _ => {
             return Err(GatePayError::param(
                 "prepayId",
@@ -701,10 +705,10 @@ async fn find(
             ));
         }
     };
-    let row = row.ok_or_else(GatePayError::order_not_found)?;
+    let row = row.ok_or_else(|| GatePayError::order_not_found(field, value))?;
     match state.gateway.store.order(&row.order_id).await {
         Ok(order) => Ok((row, order)),
-        Err(StoreError::NotFound(_)) => Err(GatePayError::order_not_found()),
+        Err(StoreError::NotFound(_)) => Err(GatePayError::order_not_found(field, value)),
         Err(error) => Err(error.into()),
     }
 }
@@ -888,10 +892,15 @@ pub async fn refund(
         .store
         .gatepay_order_by_prepay_id(&merchant.id, request.prepay_id.trim())
         .await?
-        .ok_or_else(GatePayError::order_not_found)?;
+        .ok_or_else(|| GatePayError::order_not_found("prepayId", &request.prepay_id))?;
     let order = match state.gateway.store.order(&row.order_id).await {
         Ok(order) => order,
-        Err(StoreError::NotFound(_)) => return Err(GatePayError::order_not_found()),
+        Err(StoreError::NotFound(_)) => {
+            return Err(GatePayError::order_not_found(
+                "prepayId",
+                &request.prepay_id,
+            ));
+        }
         Err(error) => return Err(error.into()),
     };
     let not_paid = |status: OrderStatus| {
@@ -932,7 +941,12 @@ pub async fn refund(
         .await;
     match decision {
         Ok(RefundDecision::Recorded) => {}
-        Ok(RefundDecision::UnknownOrder) => return Err(GatePayError::order_not_found()),
+        Ok(RefundDecision::UnknownOrder) => {
+            return Err(GatePayError::order_not_found(
+                "prepayId",
+                &request.prepay_id,
+            ));
+        }
         Ok(RefundDecision::NotPaid(status)) => return Err(not_paid(status)),
         Ok(RefundDecision::MoreThanPaid { total, paid }) => {
             return Err(GatePayError::with(
@@ -997,7 +1011,7 @@ pub async fn refund_query(
         .store
         .gatepay_order_by_prepay_id(&merchant.id, &refund.prepay_id)
         .await?
-        .ok_or_else(GatePayError::order_not_found)?;
+        .ok_or_else(|| GatePayError::order_not_found("prepayId", &refund.prepay_id))?;
     let order = state.gateway.store.order(&row.order_id).await?;
     Ok(json!({
         "refundRequestId": refund.refund_request_id,

@@ -120,7 +120,7 @@ async fn handle(
                 status,
                 code: error.code,
                 label: error.label,
-                message: error.message.to_owned(),
+                message: error.message.into_owned(),
             });
         }
     };

@@ -17,6 +17,13 @@ use serde_json::{Value, json};
 
 use crate::kit::{self, Answer, Inbox, Options, now_ms};
 
+fn answer_text(answer: &Value) -> String {
+    answer["errorMessage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The seed's example request body, byte for byte as published.
 const SEED_EXAMPLE: &str = r#"
 {
@@ -250,6 +257,20 @@ async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(ba
         env.send(&env.base, path, &body, &future).await.1["code"],
         "400003"
     );
+    // Seconds where milliseconds belong: said so, with the server's time to compare.
+    let seconds = env.signed_headers(&body, now_ms() / 1000, "n4s");
+    let (_, answer) = env.send(&env.base, path, &body, &seconds).await;
+    let text = answer["errorMessage"].as_str().unwrap();
+    assert_eq!(answer["code"], "400003");
+    assert!(
+        text.contains("looks like unix seconds: send milliseconds")
+            && text.contains("from the server time 1"),
+        "{text}"
+    );
+    assert!(
+        !answer_text(&env.send(&env.base, path, &body, &stale).await.1).contains("looks like"),
+        "a plain stale timestamp gets no hint"
+    );
 
     let fresh = env.signed_headers(&body, now_ms(), "n5");
     let (status, answer) = env.send(&env.base, path, &body, &fresh).await;
@@ -430,6 +451,17 @@ async fn bad_input_gets_a_4xx_in_gatepays_envelope_naming_the_field(backend: Bac
     assert_eq!(
         (status, &answer["code"]),
         (StatusCode::NOT_FOUND, &json!("400202"))
+    );
+    assert!(
+        answer_text(&answer).starts_with("prepayId: order \"123\" does not exist"),
+        "{answer}"
+    );
+    let (_, answer) = env
+        .call("/v1/pay/order/close", r#"{"merchantTradeNo":"shop-9"}"#)
+        .await;
+    assert!(
+        answer_text(&answer).starts_with("merchantTradeNo: order \"shop-9\" does not exist"),
+        "{answer}"
     );
     // Nothing was created.
     let stored = env
