@@ -115,6 +115,33 @@ async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) 
     let listed = stdout_json(&coffer(&["merchant", "list", "--json"], &env));
     assert_eq!(listed[0]["id"], merchant_id.as_str());
     assert_eq!(listed[0]["name"], "Tea Shop");
+    // For a person: a header row, and every column starting where its header does.
+    stdout_json(&coffer(
+        &[
+            "merchant",
+            "create",
+            "--name",
+            "Café",
+            "--webhook-url",
+            "https://hooks.example/coffer",
+            "--json",
+        ],
+        &env,
+    ));
+    let table = coffer(&["merchant", "list"], &env);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let column = |line: &str, word: &str| line.find(word).unwrap();
+    let webhook = column(lines[0], "WEBHOOK");
+    let name = column(lines[0], "NAME");
+    assert!(lines[0].starts_with("ID "), "{table}");
+    for line in &lines[1..] {
+        let cells: Vec<&str> = line.split("  ").filter(|c| !c.is_empty()).collect();
+        assert_eq!(cells.len(), 4, "{line}");
+        assert!(line[webhook..].starts_with(cells[2]), "{table}");
+        assert!(line[name..].starts_with(cells[3]), "{table}");
+    }
 
     let key = stdout_json(&coffer(
         &[
@@ -174,6 +201,32 @@ async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) 
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no GatePay credential nobody"));
     let missing = coffer(&["gatepay-key", "create", "--merchant", "mer_nobody"], &env);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no merchant mer_nobody"));
+
+    // payTo addresses: listed under a header, checksummed, by chain name.
+    let pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+    let added = coffer(
+        &[
+            "payto",
+            "add",
+            "--merchant",
+            &merchant_id,
+            "--chain",
+            "base-sepolia",
+            "--address",
+            &pay_to.to_lowercase(),
+        ],
+        &env,
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let listed = coffer(&["payto", "list", "--merchant", &merchant_id], &env);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        format!("CHAIN         PAYTO\nbase-sepolia  {pay_to}\n")
+    );
 }
 
 /// Attack 4 (SSRF) through the CLI: a merchant endpoint on Coffer's own network is refused,
@@ -649,3 +702,17 @@ coffer_store::on_both_databases!(
         a_webhook_url_into_coffers_network_is_refused_unless_allowed,
     ];
 );
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("coffer.db").display());
+    let output = coffer(
+        &["migrate"],
+        &[("COFFER__DATABASE__URL", &url), ("RUST_LOG", "info")],
+    );
+    assert!(output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("applied migration"), "{log}");
+    assert!(!log.contains('\u{1b}'), "an escape code in {log:?}");
+}

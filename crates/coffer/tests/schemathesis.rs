@@ -55,7 +55,15 @@ fn schemathesis() -> PathBuf {
 async fn start_dev(data_dir: &Path) -> Dev {
     let summary_path = data_dir.join("summary.json");
     let child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["dev", "--fresh", "--port", "0", "--rpc-ports-from", "0", "--data-dir"])
+        .args([
+            "dev",
+            "--fresh",
+            "--port",
+            "0",
+            "--rpc-ports-from",
+            "0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .arg("--summary")
         .arg(&summary_path)

@@ -206,13 +206,14 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
             && page.contains("data-stage=\"waiting\""),
         "{page}"
     );
-    let qr = reqwest::get(format!(
-        "{}{}",
-        env.base,
-        order["qr_code_url"].as_str().unwrap()
-    ))
-    .await
-    .unwrap();
+    // Absolute, like payment_url: a client opens it as given.
+    assert_eq!(
+        order["qr_code_url"],
+        format!("{}/qr/{order_id}", env.base).as_str()
+    );
+    let qr = reqwest::get(order["qr_code_url"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(qr.headers()["content-type"], "image/svg+xml");
     assert!(qr.text().await.unwrap().contains("<svg"));
 
@@ -1153,6 +1154,93 @@ async fn bad_requests_get_their_error_code_and_change_nothing(backend: Backend) 
     );
 }
 
+/// What a newcomer gets wrong first, each answered with how to fix it.
+async fn errors_say_how_to_fix_what_a_newcomer_got_wrong(backend: Backend) {
+    let env = Env::new(backend).await;
+    let client = reqwest::Client::new();
+    let message = |answer: &Value| {
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // `Authorization: Bearer $COFFER_API_KEY` with the variable unset.
+    for header in ["Bearer ", "Bearer", "bearer    "] {
+        let response = client
+            .get(format!("{}/api/merchant", env.base))
+            .header("Authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            message(&answer).contains("API key after \"Bearer\" is empty"),
+            "{header:?}: {answer}"
+        );
+    }
+    let response = client
+        .get(format!("{}/api/merchant", env.base))
+        .header("Authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        message(&answer).contains("must be \"Bearer <api key>\""),
+        "{answer}"
+    );
+
+    // The paths without their trailing slash answer the same.
+    let body = json!({"amount": "2", "currency": "USDC", "blockchain": "base-sepolia", "order_info": "{}", "nonce": 7});
+    let (status, created) = env.post("/api/payment-orders", body, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let order_id = created["data"]["order_id"].as_str().unwrap();
+    let (status, order) = env.get(&format!("/api/payment-orders/{order_id}")).await;
+    assert_eq!(
+        (status, order["data"]["order_id"].as_str()),
+        (StatusCode::OK, Some(order_id))
+    );
+    let (status, page) = env.get("/api/payment-orders").await;
+    assert_eq!((status, page["count"].as_u64()), (StatusCode::OK, Some(1)));
+
+    // A chain Coffer knows but this server does not watch: the setting that enables it.
+    let body = json!({"amount": "2", "currency": "USDT", "blockchain": "polygon", "order_info": "{}", "nonce": 8});
+    let (status, error) = env.post("/api/payment-orders/", body, &[]).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_BLOCKCHAIN"))
+    );
+    let text = message(&error);
+    for part in [
+        "Polygon is known to Coffer but not configured",
+        "chains.polygon.rpc_urls",
+        "COFFER__CHAINS__POLYGON__RPC_URLS",
+        "this server accepts: base-sepolia",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+
+    // The list's filter names the chains it knows.
+    let (status, error) = env.get("/api/payment-orders/?blockchain=solana").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&error).contains("use one of: ethereum, base, base-sepolia, polygon"),
+        "{error}"
+    );
+
+    // The numeric `id` of an answer is not how an order is looked up.
+    let (status, error) = env.get("/api/payment-orders/1/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        message(&error).contains("looked up by their order_id"),
+        "{error}"
+    );
+    let (_, error) = env.get("/api/payment-orders/ORD-nothing/").await;
+    assert!(!message(&error).contains("numeric"), "{error}");
+}
+
 async fn the_list_filters_orders_and_pages_through_them(backend: Backend) {
     let mut env = Env::new(backend).await;
     for (i, amount) in ["5", "1", "3", "2", "4"].iter().enumerate() {
@@ -1256,6 +1344,7 @@ coffer_store::on_both_databases!(
     concurrent_orders_with_one_nonce_create_exactly_one,
     idempotency_keys_replay_the_same_order_and_refuse_a_different_body,
     bad_requests_get_their_error_code_and_change_nothing,
+    errors_say_how_to_fix_what_a_newcomer_got_wrong,
     the_list_filters_orders_and_pages_through_them,
     native_coin_payments_are_detected,
 );

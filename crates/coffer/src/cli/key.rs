@@ -6,7 +6,7 @@ use coffer_store::StoreError;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::cli::output::{print_json, print_json_or_lines};
+use crate::cli::output::{print_json, print_json_or_lines, print_table};
 use crate::cli::store::{merchant_not_found, open_store, parse_merchant};
 use crate::config::Config;
 use crate::failure::Failure;
@@ -84,18 +84,23 @@ pub async fn command(config: &Config, action: KeyAction) -> Result<(), Failure> 
                     .collect();
                 print_json(&json!(rows));
             } else {
-                println!("{:<16} {:<22} {:<8} LABEL", "ID", "MERCHANT", "STATE");
-                for k in keys {
-                    let state = if k.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<16} {:<22} {:<8} {}",
-                        k.id, k.merchant_id, state, k.label
-                    );
-                }
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        let state = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        vec![
+                            k.id.to_string(),
+                            k.merchant_id.to_string(),
+                            state.to_owned(),
+                            k.label.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "MERCHANT", "STATE", "LABEL"], &rows);
             }
         }
         KeyAction::Revoke { id } => {

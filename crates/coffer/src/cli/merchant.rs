@@ -6,7 +6,7 @@ use clap::Subcommand;
 use coffer_gateway::merchants::{MerchantError, Merchants};
 use serde_json::json;
 
-use crate::cli::output::{print_json, print_json_or_lines};
+use crate::cli::output::{print_json, print_json_or_lines, print_table};
 use crate::cli::store::open_store;
 use crate::config::Config;
 use crate::failure::Failure;
@@ -80,19 +80,19 @@ pub async fn command(config: &Config, action: MerchantAction) -> Result<(), Fail
                     .collect();
                 print_json(&json!(rows));
             } else {
-                println!("{:<22} {:<25} {:<32} NAME", "ID", "CREATED", "WEBHOOK");
-                for m in all {
-                    let created = m
-                        .created_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                    println!(
-                        "{:<22} {:<25} {:<32} {}",
-                        m.id,
-                        created,
-                        m.webhook_url.as_deref().unwrap_or("-"),
-                        m.name
-                    );
-                }
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.id.to_string(),
+                            m.created_at
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            m.webhook_url.clone().unwrap_or_else(|| "-".to_owned()),
+                            m.name.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "CREATED", "WEBHOOK", "NAME"], &rows);
             }
         }
     }

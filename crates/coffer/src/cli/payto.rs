@@ -6,7 +6,7 @@ use clap::Subcommand;
 use coffer_store::StoreError;
 use serde_json::json;
 
-use crate::cli::output::print_json;
+use crate::cli::output::{print_json, print_table};
 use crate::cli::store::{merchant_not_found, open_store, parse_merchant};
 use crate::config::Config;
 use crate::failure::Failure;
@@ -131,9 +131,11 @@ pub async fn command(config: &Config, action: PayToAction) -> Result<(), Failure
                     .collect();
                 print_json(&json!(list));
             } else {
-                for (chain, address) in named {
-                    println!("{chain:<20} {address}");
-                }
+                let rows: Vec<Vec<String>> = named
+                    .into_iter()
+                    .map(|(chain, address)| vec![chain, address])
+                    .collect();
+                print_table(&["CHAIN", "PAYTO"], &rows);
             }
         }
     }
