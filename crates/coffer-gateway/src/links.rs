@@ -47,9 +47,15 @@ pub fn renderable_link(stored: Option<&str>) -> Option<&str> {
     stored.filter(|link| is_page_link(link, MAX_RENDERED_LINK))
 }
 
-/// The EIP-681 link a wallet understands: a token transfer, or a plain value transfer.
+/// The EIP-681 link a wallet understands: a token transfer, or a plain value transfer, of what
+/// is still due on the order (its amount less what was paid), so a customer who scans it after
+/// a partial payment is never asked for too much.
 pub fn payment_link(order: &OrderRow) -> String {
-    let units = order.amount.base_units();
+    let units = order
+        .amount
+        .checked_sub(order.amount_paid)
+        .unwrap_or(coffer_core::Amount::ZERO)
+        .base_units();
     match &order.asset_address {
         Some(token) => format!(
             "ethereum:{token}@{}/transfer?address={}&uint256={units}",

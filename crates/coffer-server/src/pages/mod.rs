@@ -6,7 +6,10 @@
 //! it polls from `/pay/{order_id}/status` every two seconds: waiting → payment detected →
 //! confirming (n of m) → paid. On success it follows the order's `redirect_url` / `returnUrl`;
 //! on expiry or cancellation it follows GatePay's `cancelUrl` when there is one. Underpaid,
-//! overpaid, expired and cancelled orders get their own screens. The text is English or
+//! overpaid, expired and cancelled orders get their own screens. The headline amount and the QR
+//! code ask only for what is still due (after a partial payment, the rest); an order that is
+//! confirming, paid, expired or closed shows no address and no QR code, and `/qr/{order_id}`
+//! answers 410 for it. A browser that opens an unknown order's page gets an HTML page saying so. The text is English or
 //! Chinese by `Accept-Language`; everything (styles, script, QR) is served by Coffer, and the
 //! page works without script (it then refreshes itself).
 //!
@@ -179,6 +182,8 @@ struct Words {
     cancel: &'static str,
     order: &'static str,
     exact: &'static str,
+    not_found_title: &'static str,
+    not_found: &'static str,
 }
 
 const ENGLISH: Words = Words {
@@ -205,6 +210,8 @@ const ENGLISH: Words = Words {
     cancel: "Cancel and return to the shop",
     order: "Order",
     exact: "Send only {currency} on {network} to this address; other tokens or networks are lost.",
+    not_found_title: "Payment not found",
+    not_found: "There is no payment request at this link. Check the link the shop gave you, or ask the shop for a new one.",
 };
 
 const CHINESE: Words = Words {
@@ -231,6 +238,8 @@ const CHINESE: Words = Words {
     cancel: "取消并返回商户",
     order: "订单",
     exact: "请仅在 {network} 上向此地址发送 {currency}；其他代币或网络的转账将会丢失。",
+    not_found_title: "未找到付款",
+    not_found: "此链接没有对应的付款请求。请核对商户提供的链接，或向商户索取新的链接。",
 };
 
 /// Chinese when the first language the browser prefers (by `q`) is Chinese, else English.
@@ -284,6 +293,8 @@ var d=root.dataset,t=JSON.parse(document.getElementById('words').textContent);
 var statusEl=document.getElementById('status'),leftEl=document.getElementById('time-left');
 var paidEl=document.getElementById('paid'),dueEl=document.getElementById('due'),dueRow=document.getElementById('due-row');
 var overEl=document.getElementById('overpaid'),redirEl=document.getElementById('redirecting');
+var payEl=document.getElementById('pay'),payToEl=document.getElementById('pay-to');
+var amountEl=document.getElementById('amount'),qrEl=document.getElementById('qr');
 var skew=0,expires=Number(d.expires),done=false,last='';
 function fmt(ms){if(ms<=0)return '0:00';var s=Math.floor(ms/1000),h=Math.floor(s/3600),m=Math.floor(s%3600/60),x=s%60;
 return (h?h+':'+(m<10?'0':''):'')+m+':'+(x<10?'0':'')+x;}
@@ -295,6 +306,10 @@ function show(s){
  paidEl.textContent=s.amount_paid+' '+s.currency;
  dueRow.hidden=!(s.stage==='underpaid');dueEl.textContent=s.amount_due+' '+s.currency;
  overEl.hidden=s.payment_status!=='overpaid';
+ var payable=s.stage==='waiting'||s.stage==='underpaid',due=s.amount_due+' '+s.currency;
+ payEl.hidden=!payable;payToEl.hidden=!payable;
+ if(payable&&amountEl.textContent!==due){amountEl.textContent=due;
+  qrEl.src=d.qrUrl+'?due='+encodeURIComponent(s.amount_due);qrEl.alt=qrEl.dataset.alt.replace('{amount}',due);}
  var cancelEl=document.getElementById('cancel');if(cancelEl)cancelEl.hidden=s.stage!=='waiting';
  if(s.stage==='paid'){done=true;leftEl.textContent='—';go(s.redirect_url);}
  else if(s.stage==='expired'||s.stage==='cancelled'){done=true;leftEl.textContent='0:00';go(s.cancel_url);}
@@ -320,7 +335,7 @@ setInterval(tick,1000);tick();poll();
     responses(
         (status = 200, description = "HTML page (English or Chinese by Accept-Language)", content_type = "text/html"),
         (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
-        (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
+        (status = 404, description = "ORDER_NOT_FOUND; a browser (Accept: text/html) gets an HTML page saying so", body = crate::error::ErrorBody)
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -329,9 +344,15 @@ async fn payment_page(
     ApiPath(order_id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let order = load(&state, &order_id).await?;
-    let live = live_status(&state, &order).await?;
     let w = words(&headers);
+    let order = match load(&state, &order_id).await {
+        Ok(order) => order,
+        Err(error) if error.status() == StatusCode::NOT_FOUND && wants_html(&headers) => {
+            return Ok(not_found_page(w, &order_id));
+        }
+        Err(error) => return Err(error),
+    };
+    let live = live_status(&state, &order).await?;
     let network = state
         .gateway
         .chains
@@ -340,7 +361,9 @@ async fn payment_page(
             || order.blockchain.clone(),
             |chain| chain.display_name.clone(),
         );
-    let amount = format!("{} {}", live.amount, order.currency);
+    // The page asks only for what is still due, and only while the order can be paid.
+    let amount = format!("{} {}", live.amount_due, order.currency);
+    let payable = matches!(live.stage, "waiting" | "underpaid");
     let stage_text = match live.stage {
         "paid" => w.paid,
         "confirming" => w.confirming,
@@ -392,16 +415,20 @@ async fn payment_page(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}\
 <title>{title}: {amount_e}</title><style>{STYLE}</style></head><body><main>\
-<div class=\"card\" id=\"checkout\" data-status-url=\"/pay/{order_id}/status\" data-expires=\"{expires}\">\
+<div class=\"card\" id=\"checkout\" data-status-url=\"/pay/{order_id}/status\" data-qr-url=\"/qr/{order_id}\" data-expires=\"{expires}\">\
 <h1>{title}</h1>\
+<div id=\"pay\"{pay_hidden}>\
 <p class=\"label\" id=\"amount-label\">{send}</p>\
 <p class=\"amount\" id=\"amount\" aria-labelledby=\"amount-label\">{amount_e}</p>\
+</div>\
 <p class=\"label\">{network_label}</p><p id=\"network\"><strong>{network}</strong></p>\
+<div id=\"pay-to\"{pay_hidden}>\
 <p class=\"label\" id=\"address-label\">{address_label}</p>\
 <div class=\"address\"><code id=\"address\" aria-labelledby=\"address-label\">{address}</code>\
 <button type=\"button\" id=\"copy\" aria-label=\"{copy}\">{copy}</button></div>\
 <p class=\"note warn\">{exact}</p>\
-<div class=\"qr\"><img id=\"qr\" src=\"/qr/{order_id}\" width=\"240\" height=\"240\" alt=\"{qr}\"></div>\
+<div class=\"qr\"><img id=\"qr\" src=\"/qr/{order_id}?due={due_e}\" width=\"240\" height=\"240\" alt=\"{qr}\" data-alt=\"{qr_template}\"></div>\
+</div>\
 <p class=\"label\">{status_label}</p>\
 <p class=\"status\" id=\"status\" role=\"status\" aria-live=\"polite\" data-stage=\"{stage}\">{stage_text}</p>\
 <p id=\"redirecting\" class=\"note\" hidden>{redirecting}</p>\
@@ -429,6 +456,9 @@ async fn payment_page(
                 .replace("{network}", &network)
         ),
         qr = escape(&w.qr.replace("{amount}", &amount)),
+        qr_template = escape(w.qr),
+        due_e = escape(&live.amount_due),
+        pay_hidden = if payable { "" } else { " hidden" },
         order_id = escape(&order.order_id),
         expires = order.expires_at_ms,
         status_label = w.status,
@@ -464,6 +494,41 @@ async fn payment_page(
         .into_response())
 }
 
+/// Whether the client is a browser asking for a page (`Accept` names `text/html`).
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// The page a customer sees for a payment link that leads nowhere: 404, in their language.
+fn not_found_page(w: &Words, order_id: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head><body><main>\
+<div class=\"card\" id=\"not-found\"><h1>{title}</h1>\
+<p class=\"status\" data-stage=\"expired\">{message}</p>\
+<p class=\"note\">{order_label} <code>{order_id}</code></p></div></main></body></html>",
+        lang = w.lang,
+        title = w.not_found_title,
+        message = w.not_found,
+        order_label = w.order,
+        order_id = escape(order_id),
+    );
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::VARY, "Accept, Accept-Language"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_POLICY.as_str()),
+        ],
+        Html(html),
+    )
+        .into_response()
+}
+
 /// The live status the checkout page polls.
 #[utoipa::path(
     get,
@@ -493,7 +558,8 @@ async fn payment_status(
     tag = "payment page",
     params(("order_id" = String, Path, description = "ORD-…")),
     responses(
-        (status = 200, description = "SVG image", content_type = "image/svg+xml"),
+        (status = 200, description = "SVG image of what is still due", content_type = "image/svg+xml"),
+        (status = 410, description = "NOTHING_TO_PAY: the order is paid, confirming, expired or closed", body = crate::error::ErrorBody),
         (status = 400, description = "VALIDATION_ERROR: the path is not UTF-8", body = crate::error::ErrorBody),
         (status = 404, description = "ORDER_NOT_FOUND", body = crate::error::ErrorBody)
     )
@@ -504,6 +570,19 @@ async fn payment_qr(
     ApiPath(order_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let order = load(&state, &order_id).await?;
+    // Only an order still waiting for money has a code to scan: a paid, confirming, expired or
+    // closed one asks for nothing.
+    if order.status != coffer_core::OrderStatus::Pending {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "NOTHING_TO_PAY",
+            format!(
+                "payment order {} asks for no payment now (it is {})",
+                order.order_id,
+                order.status.as_str()
+            ),
+        ));
+    }
     let code = QrCode::new(coffer_gateway::links::payment_link(&order).as_bytes())
         .map_err(|error| ApiError::internal(&error))?;
     let image = code
@@ -513,7 +592,8 @@ async fn payment_qr(
     Ok((
         [
             (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
+            // It changes with every payment: what is due shrinks.
+            (header::CACHE_CONTROL, "no-store"),
         ],
         image,
     )

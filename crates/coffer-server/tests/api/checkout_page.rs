@@ -1,7 +1,9 @@
 //! The hosted checkout page in a real browser: Coffer and anvil run here, headless Chromium
 //! (Debian's `/usr/bin/chromium`, driven by playwright-core from `.tools/`) opens the page of
 //! a GatePay checkout order, checks the amount and the QR code, and watches the test pay on
-//! anvil: the page moves to "confirming (1 of 2)", then "paid", then follows `returnUrl`.
+//! anvil: part of it first — the page then asks only for the rest, in its headline and its QR
+//! code — then the rest: the page moves to "confirming (1 of 2)" with no way left to pay, then
+//! "paid", then follows `returnUrl`; an unknown order's link shows a "not found" page.
 //! Screenshots land in `target/screenshots/checkout-page/`.
 //!
 //! Needs `scripts/install-tools.sh` (anvil, playwright-core and Chromium).
@@ -86,6 +88,7 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
         .arg(&script)
         .arg(&location)
         .arg("4.20 USDC")
+        .arg("3.00 USDC")
         .arg(&return_url)
         .arg(&shots)
         .env("PLAYWRIGHT_CORE", &playwright)
@@ -111,9 +114,11 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
         while let Some(line) = rx.recv().await {
             match line.as_str() {
                 "READY" => {
-                    // Pay from a funded test account: one block, the page shows 1 of 2.
-                    env.pay(&deposit, 4_200_000).await;
+                    // Part of it first, from a funded test account.
+                    env.pay(&deposit, 1_200_000).await;
                 }
+                // The rest: one block, the page shows 1 of 2.
+                "PARTIAL" => env.pay(&deposit, 3_000_000).await,
                 "CONFIRMING" => env.mine(1).await,
                 _ => {}
             }
@@ -131,13 +136,15 @@ async fn the_checkout_page_shows_the_qr_and_amount_then_paid_and_redirects() {
         "the browser script did not finish in time; saw {seen:?}"
     );
     assert!(status.success(), "the browser script failed; saw {seen:?}");
-    assert_eq!(seen, ["READY", "CONFIRMING", "PAID", "DONE"]);
+    assert_eq!(seen, ["READY", "PARTIAL", "CONFIRMING", "PAID", "DONE"]);
     for shot in [
         "00-waiting-zh.png",
         "01-waiting.png",
-        "02-confirming.png",
-        "03-paid.png",
-        "04-returned.png",
+        "02-partial.png",
+        "03-confirming.png",
+        "04-paid.png",
+        "05-returned.png",
+        "06-not-found.png",
     ] {
         assert!(shots.join(shot).is_file(), "screenshot {shot} missing");
     }

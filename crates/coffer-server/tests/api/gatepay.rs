@@ -678,10 +678,65 @@ async fn the_checkout_page_shows_what_an_underpaid_order_still_needs(backend: Ba
     );
     let page = reqwest::get(location).await.unwrap().text().await.unwrap();
     assert!(page.contains("data-stage=\"underpaid\""), "{page}");
-    assert_eq!(
-        env.query(data["prepayId"].as_str().unwrap()).await["subStatus"],
-        "underpaid"
+    // The headline and the QR code ask for the 3.00 still due, never the 5 of the order.
+    assert!(
+        page.contains("id=\"amount\" aria-labelledby=\"amount-label\">3.00 USDC<"),
+        "{page}"
     );
+    assert!(!page.contains(">5.00 USDC<"), "{page}");
+    let queried = env.query(data["prepayId"].as_str().unwrap()).await;
+    assert_eq!(queried["subStatus"], "underpaid");
+    assert!(
+        queried["qrContent"]
+            .as_str()
+            .unwrap()
+            .ends_with("&uint256=3000000"),
+        "{queried}"
+    );
+    let qr_url = data["qrCodeUrl"].as_str().unwrap();
+    let qr = reqwest::get(qr_url).await.unwrap();
+    assert_eq!(
+        (qr.status(), qr.headers()["cache-control"].to_str().unwrap()),
+        (StatusCode::OK, "no-store")
+    );
+
+    // Paid in full: the page offers no way to pay, and there is no code to scan.
+    env.pay(data["chain"]["address"].as_str().unwrap(), 3_000_000)
+        .await;
+    env.mine(1).await;
+    env.watch().await;
+    let page = reqwest::get(location).await.unwrap().text().await.unwrap();
+    assert!(page.contains("<div id=\"pay\" hidden>"), "{page}");
+    assert!(page.contains("<div id=\"pay-to\" hidden>"), "{page}");
+    let qr = reqwest::get(qr_url).await.unwrap();
+    assert_eq!(qr.status(), StatusCode::GONE);
+    let gone: Value = qr.json().await.unwrap();
+    assert_eq!(gone["error"]["code"], "NOTHING_TO_PAY");
+
+    // An unknown order: a browser gets a page saying so, an API client JSON.
+    let unknown = format!("{}/pay/ORD-nothing-here", env.base);
+    let page = reqwest::Client::new()
+        .get(&unknown)
+        .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("Payment not found") && text.contains("ORD-nothing-here"),
+        "{text}"
+    );
+    let api = reqwest::get(&unknown).await.unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    let api: Value = api.json().await.unwrap();
+    assert_eq!(api["error"]["code"], "ORDER_NOT_FOUND");
 }
 
 async fn fiat_priced_orders_lock_and_return_the_rate(backend: Backend) {

@@ -1,13 +1,18 @@
 // Drives Coffer's hosted checkout page in headless Chromium (Debian's /usr/bin/chromium) with
 // playwright-core, for the `checkout_page` integration test.
 //
-// Usage: node checkout_page.cjs <page url> <expected amount text> <return url> <screenshot dir>
+// Usage: node checkout_page.cjs <page url> <expected amount text> <amount due after the first
+//        payment> <return url> <screenshot dir>
 //
 // It prints one line per milestone on stdout, which the Rust test waits for:
-//   READY       the page shows the amount and the QR code (the test then pays on anvil)
-//   CONFIRMING  the page shows "confirming (1 of 2)" (the test then mines one more block)
+//   READY       the page shows the amount and the QR code (the test then pays part of it)
+//   PARTIAL     the page asks for what is still due, in the headline and the QR code (the test
+//               then pays the rest)
+//   CONFIRMING  the page shows "confirming (1 of 2)" and no way to pay (the test then mines
+//               one more block)
 //   PAID        the page shows "paid"
-//   DONE        the browser followed the redirect to the return URL
+//   DONE        the browser followed the redirect to the return URL, and an unknown order's
+//               link shows a "not found" page
 // The page runs under its Content-Security-Policy (no inline script but its own, by hash): any
 // violation the browser reports fails the run, and the page's own script and style must work.
 // Any failure exits non-zero with the reason on stderr.
@@ -16,9 +21,9 @@
 const path = require('path');
 const { chromium } = require(process.env.PLAYWRIGHT_CORE || 'playwright-core');
 
-const [url, amount, returnUrl, shots] = process.argv.slice(2);
-if (!url || !amount || !returnUrl || !shots) {
-  console.error('usage: node checkout_page.cjs <url> <amount> <return url> <screenshot dir>');
+const [url, amount, due, returnUrl, shots] = process.argv.slice(2);
+if (!url || !amount || !due || !returnUrl || !shots) {
+  console.error('usage: node checkout_page.cjs <url> <amount> <due after a partial payment> <return url> <screenshot dir>');
   process.exit(2);
 }
 
@@ -85,6 +90,27 @@ async function main() {
     await page.screenshot({ path: path.join(shots, '01-waiting.png'), fullPage: true });
     console.log('READY');
 
+    // Part paid: the headline and the QR code ask for the rest, and only the rest.
+    await page.waitForFunction(
+      () => document.getElementById('status').dataset.stage === 'underpaid',
+      null,
+      { timeout: 60000, polling: 100 },
+    );
+    await page.waitForFunction(
+      (want) => document.getElementById('amount').textContent.trim() === want,
+      due,
+      { timeout: 10000, polling: 100 },
+    );
+    const qrSrc = await page.getAttribute('#qr', 'src');
+    check(qrSrc.includes('due=' + encodeURIComponent(due.split(' ')[0])), `the QR code was not redrawn for what is due: ${qrSrc}`);
+    check((await page.getAttribute('#qr', 'alt')).includes(due), 'the QR code text still names the full amount');
+    await page.waitForFunction(() => {
+      const img = document.getElementById('qr');
+      return img && img.complete && img.naturalWidth > 0;
+    }, null, { timeout: 10000 });
+    await page.screenshot({ path: path.join(shots, '02-partial.png'), fullPage: true });
+    console.log('PARTIAL');
+
     await page.waitForFunction(
       () => document.getElementById('status').dataset.stage === 'confirming',
       null,
@@ -92,7 +118,9 @@ async function main() {
     );
     const confirming = await page.textContent('#status');
     check(/1 of 2/.test(confirming), `expected "1 of 2" confirmations, saw ${JSON.stringify(confirming)}`);
-    await page.screenshot({ path: path.join(shots, '02-confirming.png'), fullPage: true });
+    check(!(await page.isVisible('#qr')) && !(await page.isVisible('#copy')) && !(await page.isVisible('#amount')),
+      'a fully paid order still shows a way to pay');
+    await page.screenshot({ path: path.join(shots, '03-confirming.png'), fullPage: true });
     console.log('CONFIRMING');
 
     await page.waitForFunction(
@@ -100,11 +128,18 @@ async function main() {
       null,
       { timeout: 60000, polling: 100 },
     );
-    await page.screenshot({ path: path.join(shots, '03-paid.png'), fullPage: true });
+    check(!(await page.isVisible('#qr')) && !(await page.isVisible('#address')), 'a paid order still shows a way to pay');
+    await page.screenshot({ path: path.join(shots, '04-paid.png'), fullPage: true });
     console.log('PAID');
 
     await page.waitForURL(returnUrl, { timeout: 30000 });
-    await page.screenshot({ path: path.join(shots, '04-returned.png'), fullPage: true });
+    await page.screenshot({ path: path.join(shots, '05-returned.png'), fullPage: true });
+
+    // A link to no order: a page for the customer, not JSON.
+    const missing = await page.goto(origin + '/pay/ORD-no-such-order');
+    check(missing.status() === 404, `an unknown order answered ${missing.status()}`);
+    check((await page.textContent('h1')).includes('Payment not found'), 'no "not found" page for an unknown order');
+    await page.screenshot({ path: path.join(shots, '06-not-found.png'), fullPage: true });
     check(foreign.length === 0, `the page loaded external resources: ${foreign.join(', ')}`);
     check(violations.length === 0, `the page broke its own policy: ${violations.join(' | ')}`);
     console.log('DONE');
