@@ -840,6 +840,17 @@ pub async fn open(url: &str, sealer: Sealer) -> Result<Arc<dyn Store>, StoreErro
     }
 }
 
+/// The file a `sqlite:` URL names, or `None` for another scheme, an in-memory database or a URL
+/// that does not parse.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if !url.to_ascii_lowercase().starts_with("sqlite:") || url.contains(":memory:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
 /// A database URL safe to log: its password, and query parameters that look like one
 /// (`password`, `sslpassword`, `…key`, `…token`, `…secret`), become `***`. Text that does not
 /// parse as a URL but looks like one is reduced to scheme, host and port

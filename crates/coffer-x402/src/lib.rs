@@ -23,6 +23,7 @@
 //! - [`reasons`]: the reason strings, in the TypeScript reference's set for v2 and the legacy
 //!   names for v1.
 
+pub mod client;
 pub mod facilitator;
 pub mod headers;
 #[cfg(test)]

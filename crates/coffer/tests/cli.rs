@@ -137,7 +137,11 @@ async fn merchants_and_keys_are_managed_from_the_command_line(backend: Backend) 
     let name = column(lines[0], "NAME");
     assert!(lines[0].starts_with("ID "), "{table}");
     for line in &lines[1..] {
-        let cells: Vec<&str> = line.split("  ").filter(|c| !c.is_empty()).collect();
+        let cells: Vec<&str> = line
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
         assert_eq!(cells.len(), 4, "{line}");
         assert!(line[webhook..].starts_with(cells[2]), "{table}");
         assert!(line[name..].starts_with(cells[3]), "{table}");
@@ -715,4 +719,40 @@ fn logs_written_to_a_file_carry_no_colour_codes() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(log.contains("applied migration"), "{log}");
     assert!(!log.contains('\u{1b}'), "an escape code in {log:?}");
+}
+
+#[test]
+fn a_command_run_where_there_is_no_database_says_so_and_creates_none() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["merchant", "list"])
+        .current_dir(elsewhere.path())
+        .env_remove("COFFER__DATABASE__URL")
+        .env_remove("COFFER_MASTER_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no database at") && stderr.contains("COFFER__DATABASE__URL"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "a database was created"
+    );
+    // `coffer migrate` is how one is made on purpose.
+    let migrate = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .arg("migrate")
+        .current_dir(elsewhere.path())
+        .env_remove("COFFER__DATABASE__URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(migrate.status.success());
+    assert!(elsewhere.path().join("coffer.db").is_file());
 }

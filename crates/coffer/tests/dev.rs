@@ -33,23 +33,51 @@ sol! {
     struct Probe { uint256 value; }
 }
 
-fn banner_curl(banner: &str) -> (String, String) {
-    let line = banner
+/// The banner's lines for another shell (`export …`) and its curl line, as printed.
+fn banner_shell(banner: &str) -> (Vec<String>, String) {
+    let exports = banner
         .lines()
-        .find(|line| line.trim_start().starts_with("curl "))
-        .expect("a curl line");
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http"))
-        .expect("url")
+        .map(str::trim)
+        .filter(|line| line.starts_with("export "))
+        .map(str::to_owned)
+        .collect();
+    let curl = banner
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("curl "))
+        .expect("a curl line")
         .to_owned();
-    let key = line
-        .split("Bearer ")
-        .nth(1)
-        .expect("bearer")
-        .trim_end_matches('"')
-        .to_owned();
-    (url, key)
+    (exports, curl)
+}
+
+/// Runs `script` in bash from an empty folder; its stdout, once it succeeded.
+async fn in_another_shell(script: &str) -> String {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new("bash")
+        .args(["-c", script])
+        .current_dir(elsewhere.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                Path::new(env!("CARGO_BIN_EXE_coffer"))
+                    .parent()
+                    .unwrap()
+                    .display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("COFFER__DATABASE__URL")
+        .env_remove("COFFER_MASTER_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The newest webhook in the inbox at `inbox_url` that `matches`, looked for every 100 ms for
@@ -105,18 +133,37 @@ async fn coffer_dev_runs_four_funded_chains_a_demo_merchant_and_resumes_its_stat
         );
     }
 
-    // The banner's curl works as printed.
-    let (url, key) = banner_curl(&banner);
-    assert_eq!(key, summary.api_key);
-    let response = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    // The banner's lines work as printed in another shell, from another folder: the curl,
+    // and the coffer CLI on coffer dev's database and master key.
+    let (exports, curl) = banner_shell(&banner);
+    assert_eq!(exports.len(), 5, "{banner}");
+    assert_eq!(summary.shell, exports);
+    let body: serde_json::Value =
+        serde_json::from_str(&in_another_shell(&format!("{}\n{curl}", exports.join("\n"))).await)
+            .unwrap();
     assert_eq!(body["data"]["id"], summary.merchant_id.as_str());
+    let listed: serde_json::Value = serde_json::from_str(
+        &in_another_shell(&format!(
+            "{}\ncoffer merchant list --json",
+            exports.join("\n")
+        ))
+        .await,
+    )
+    .unwrap();
+    assert_eq!(listed[0]["id"], summary.merchant_id.as_str(), "{listed}");
+    let okx: serde_json::Value = serde_json::from_str(
+        &in_another_shell(&format!(
+            "{}\ncoffer okx-key create --merchant {} --json",
+            exports.join("\n"),
+            summary.merchant_id
+        ))
+        .await,
+    )
+    .unwrap();
+    assert!(
+        okx["access_key"].is_string(),
+        "the master key was found: {okx}"
+    );
     assert!(summary.webhook_secret.starts_with("whsec_"));
     let ready: serde_json::Value = reqwest::get(format!("{}/readyz", summary.api_base_url))
         .await
@@ -288,6 +335,30 @@ async fn coffer_dev_runs_four_funded_chains_a_demo_merchant_and_resumes_its_stat
     .await;
     let hook = confirmed_hook.expect("a payment_order.confirmed webhook within 15 s");
     assert_eq!(hook["signature_valid"], true);
+    // The inbox keeps the raw body and the signature as they arrived: the example verifier
+    // accepts them with the summary's secret.
+    let mut verifier = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/verify_webhook.py"
+        ))
+        .arg(&summary.webhook_secret)
+        .arg(hook["headers"]["coffer-signature"].as_str().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = verifier.stdin.take().unwrap();
+        stdin
+            .write_all(hook["raw_body"].as_str().unwrap().as_bytes())
+            .await
+            .unwrap();
+    }
+    let verdict = verifier.wait_with_output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&verdict.stdout).trim(), "valid");
+    assert_eq!(hook["headers"]["coffer-event"], "payment_order.confirmed");
     let order: serde_json::Value = json_answer(
         client
             .get(format!(

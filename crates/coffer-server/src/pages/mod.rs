@@ -93,6 +93,14 @@ pub struct PaymentStatus {
     pub amount_due: String,
     /// Token symbol.
     pub currency: String,
+    /// EIP-155 chain id of the network to pay on.
+    pub chain_id: u64,
+    /// The deposit address to pay (shown on the page).
+    pub receiving_address: String,
+    /// The token's contract, or null for the chain's native coin.
+    pub token_address: Option<String>,
+    /// Decimals of the amounts' token.
+    pub decimals: u8,
     /// Confirmations of the latest payment.
     pub confirmations: u64,
     /// Confirmations needed.
@@ -148,6 +156,10 @@ async fn live_status(state: &AppState, order: &OrderRow) -> Result<PaymentStatus
         amount_paid: view.amount_paid,
         amount_due: due.to_decimal_string_min(order.decimals, 2),
         currency: order.currency.clone(),
+        chain_id: order.chain_id,
+        receiving_address: order.receiving_address.clone(),
+        token_address: order.asset_address.clone(),
+        decimals: order.decimals,
         confirmations: confirmations.min(required),
         required_confirmations: required,
         expires_at_ms: order.expires_at_ms,

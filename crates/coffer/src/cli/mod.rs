@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::dev::{self, DevArgs};
+use crate::dev::{self, DevCommand};
 use crate::failure::Failure;
 use crate::serve::{self, Application};
 use crate::telemetry;
@@ -45,8 +45,9 @@ pub enum Command {
     /// Run the server.
     Serve,
     /// Run everything locally: anvil chains for Base Sepolia, BSC, Polygon and X Layer with
-    /// their stablecoins, funded payers, a demo merchant, and the server.
-    Dev(DevArgs),
+    /// their stablecoins, funded payers, a demo merchant, and the server; `coffer dev pay` and
+    /// `coffer dev pay-x402` pay it from the terminal.
+    Dev(DevCommand),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage merchants.
@@ -138,9 +139,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             app.run_until(shutdown).await?;
             Ok(())
         }
-        Command::Dev(args) => dev::run(config, args).await,
+        Command::Dev(command) => dev::command(config, command).await,
         Command::Migrate => {
-            let store = store::open_store(&config).await?;
+            let store = store::open_or_create_store(&config).await?;
             println!("database is up to date ({})", store.backend());
             Ok(())
         }

@@ -1,12 +1,14 @@
 //! A webhook inbox for `coffer dev`: the demo merchant's webhook endpoint.
 //!
 //! It checks each delivery's `Coffer-Signature` with the merchant's secret, prints one line per
-//! webhook, and lists what it received at `GET /webhooks` (newest first), so the whole loop —
-//! order, payment, confirmation, signed webhook — can be watched locally. GatePay-format
+//! webhook, and lists what it received at `GET /webhooks` (newest first) — the parsed body, and
+//! the raw body with the signing headers exactly as they arrived, so a verifier such as
+//! `examples/verify_webhook.py` can be tried on real deliveries — so the whole loop — order,
+//! payment, confirmation, signed webhook — can be watched locally. GatePay-format
 //! notifications (`X-GatePay-Signature`) are checked with the demo GatePay secret and
 //! acknowledged with `{"returnCode":"SUCCESS"}`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -31,6 +33,25 @@ pub struct Received {
     pub signature_valid: bool,
     /// The body as JSON.
     pub body: serde_json::Value,
+    /// The body exactly as it arrived (what a signature is checked over).
+    pub raw_body: String,
+    /// The signing and identifying headers as they arrived (`coffer-signature`,
+    /// `coffer-event`, `coffer-delivery`, `x-gatepay-*`), by lower-case name.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The headers the inbox keeps with each delivery.
+fn kept_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name.starts_with("coffer-") || name.starts_with("x-gatepay-")
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
 }
 
 #[derive(Clone)]
@@ -42,12 +63,15 @@ struct Inbox {
 
 impl Inbox {
     /// Keeps a received webhook, newest first, forgetting the oldest beyond [`KEEP`].
-    fn record(&self, event_type: String, signature_valid: bool, body: serde_json::Value) {
+    fn record(&self, event_type: String, signature_valid: bool, headers: &HeaderMap, raw: &[u8]) {
+        let body = serde_json::from_slice(raw).unwrap_or_default();
         if let Ok(mut received) = self.received.lock() {
             received.push_front(Received {
                 event_type,
                 signature_valid,
                 body,
+                raw_body: String::from_utf8_lossy(raw).into_owned(),
+                headers: kept_headers(headers),
             });
             received.truncate(KEEP);
         }
@@ -83,7 +107,7 @@ async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) ->
         order["amount_paid"].as_str().unwrap_or("-"),
         if valid { "ok" } else { "INVALID" }
     );
-    inbox.record(event_type, valid, json);
+    inbox.record(event_type, valid, &headers, &body);
     if valid {
         StatusCode::OK.into_response()
     } else {
@@ -109,7 +133,7 @@ fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response 
         json["bizId"].as_str().unwrap_or("-"),
         if valid { "ok" } else { "INVALID" }
     );
-    inbox.record(event_type, valid, json);
+    inbox.record(event_type, valid, headers, body);
     if valid {
         Json(serde_json::json!({"returnCode": "SUCCESS", "returnMessage": ""})).into_response()
     } else {

@@ -26,6 +26,7 @@
 mod chains;
 mod demo;
 pub mod inbox;
+pub mod pay;
 pub mod summary;
 pub mod upstream;
 
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use alloy::hex;
 use alloy::signers::local::PrivateKeySigner;
-use clap::Args;
+use clap::{Args, Subcommand};
 use coffer_evm::anvil;
 use coffer_evm::testnet;
 use coffer_gateway::workers::Intervals;
@@ -51,6 +52,40 @@ pub use chains::DEV_CHAINS;
 pub use summary::{
     AccountSummary, ChainSummary, GatePaySummary, OkxSummary, PaywallSummary, Summary, TokenSummary,
 };
+
+/// `coffer dev`: run the environment, or pay it from the terminal.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DevCommand {
+    /// Pay the running environment instead of starting it.
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
+    /// How to run it.
+    #[command(flatten)]
+    pub args: DevArgs,
+}
+
+/// What `coffer dev` can do besides running.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DevAction {
+    /// Pay an order of the running coffer dev from a funded dev account (what is still due,
+    /// or --amount).
+    Pay(pay::PayArgs),
+    /// Pay a paywalled URL with an x402 payment, signed as the official clients sign it.
+    PayX402(pay::PayX402Args),
+}
+
+/// Runs `coffer dev` or one of its payment commands.
+///
+/// # Errors
+/// [`Failure`] from the environment or the payment.
+pub async fn command(config: Config, command: DevCommand) -> Result<(), Failure> {
+    match command.action {
+        None => run(config, command.args).await,
+        Some(DevAction::Pay(args)) => pay::pay(args).await,
+        Some(DevAction::PayX402(args)) => pay::pay_x402(args).await,
+    }
+}
 
 /// Options of `coffer dev`.
 #[derive(Debug, Clone, Args)]
@@ -159,6 +194,17 @@ async fn run_with_chains(
         });
     let api_base_url = format!("http://{}", app.address());
     let demo = demo::set_up(app.state(), &args.data_dir, chains, pay_to).await?;
+    let summary_path = args
+        .summary
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("summary.json"));
+    let shell = summary::shell_lines(
+        &args.data_dir,
+        &summary_path,
+        config.secrets.master_key_file.as_deref(),
+        &api_base_url,
+        &demo.credentials.api_key,
+    );
     let summary = Summary {
         paywall: paywall_token
             .as_ref()
@@ -179,11 +225,8 @@ async fn run_with_chains(
             .iter()
             .map(|chain| chain_summary(chain, &registry, &payers))
             .collect(),
+        shell,
     };
-    let summary_path = args
-        .summary
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("summary.json"));
     write_summary(&summary_path, &summary)?;
     print_banner(&summary, &summary_path);
     app.run_until(shutdown).await?;

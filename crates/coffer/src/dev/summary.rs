@@ -37,6 +37,11 @@ pub struct Summary {
     pub gatepay: GatePaySummary,
     /// The local chains.
     pub chains: Vec<ChainSummary>,
+    /// Shell lines that point another shell at this environment: the `coffer` CLI at its
+    /// database and master key, `coffer dev pay` and the seed scripts at this summary
+    /// (`COFFER_DEV_SUMMARY`), and scripts at its API and key (`COFFER_URL`,
+    /// `COFFER_API_KEY`).
+    pub shell: Vec<String>,
     /// The demo x402 paywall route, when a running chain has an EIP-3009 token to price it in.
     pub paywall: Option<PaywallSummary>,
 }
@@ -210,14 +215,49 @@ pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
         ));
     }
     banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
+    banner.push_str(
+        "  In another shell, to use the coffer CLI and the examples on this environment:\n",
+    );
+    for line in &summary.shell {
+        banner.push_str(&format!("    {line}\n"));
+    }
+    banner.push('\n');
     banner.push_str("  Try it:\n");
-    banner.push_str(&format!(
-        "    curl -s {}/api/merchant -H \"Authorization: Bearer {}\"\n\n",
-        summary.api_base_url, summary.api_key
-    ));
+    banner.push_str(
+        "    curl -s \"$COFFER_URL/api/merchant\" -H \"Authorization: Bearer $COFFER_API_KEY\"\n\n",
+    );
     banner.push_str(
         "  Ctrl-C stops Coffer and the chains; run again to resume, --fresh to start over.\n",
     );
     // A closed stdout (a script that stopped reading) must not stop Coffer.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{banner}\n").as_bytes());
+}
+
+/// The lines that point another shell at a `coffer dev` whose data is in `data_dir` (made
+/// absolute, so they work from any folder).
+pub(crate) fn shell_lines(
+    data_dir: &Path,
+    summary_path: &Path,
+    master_key_file: Option<&Path>,
+    api_base_url: &str,
+    api_key: &str,
+) -> Vec<String> {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut lines = vec![format!(
+        "export COFFER__DATABASE__URL=sqlite:{}",
+        absolute(&data_dir.join("coffer.db")).display()
+    )];
+    if let Some(file) = master_key_file {
+        lines.push(format!(
+            "export COFFER__SECRETS__MASTER_KEY_FILE={}",
+            absolute(file).display()
+        ));
+    }
+    lines.push(format!(
+        "export COFFER_DEV_SUMMARY={}",
+        absolute(summary_path).display()
+    ));
+    lines.push(format!("export COFFER_URL={api_base_url}"));
+    lines.push(format!("export COFFER_API_KEY={api_key}"));
+    lines
 }

@@ -1,0 +1,211 @@
+//! The payer's side of `exact` on EVM: from a 402 answer, the payment header an official
+//! client sends — `PAYMENT-SIGNATURE` with a version-2 payload echoing the chosen requirement,
+//! or `X-PAYMENT` with a version-1 payload — carrying an EIP-3009 `TransferWithAuthorization`
+//! signed over the token's EIP-712 domain (`extra.name` / `extra.version`). `coffer dev
+//! pay-x402` pays with it; the interop tests prove the official clients build the same.
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use coffer_evm::contracts::TransferWithAuthorization;
+use serde_json::{Value, json};
+
+use crate::headers;
+use crate::wire::{
+    Authorization, ExactEvmPayload, PayloadV1, PayloadV2, RequirementsV1, RequirementsV2,
+};
+
+/// What a 402 answer offers, by version.
+#[derive(Debug, Clone)]
+pub enum Offer {
+    /// Version 2: the decoded `PAYMENT-REQUIRED` header's `resource` and `accepts`.
+    V2 {
+        /// The resource object, echoed in the payment.
+        resource: Option<Value>,
+        /// The requirements offered.
+        accepts: Vec<RequirementsV2>,
+    },
+    /// Version 1: the body's `accepts`.
+    V1(Vec<RequirementsV1>),
+}
+
+impl Offer {
+    /// Reads a 402 answer: the `PAYMENT-REQUIRED` header when there is one, else the body.
+    ///
+    /// # Errors
+    /// A message saying what the answer lacks.
+    pub fn from_answer(payment_required: Option<&str>, body: &[u8]) -> Result<Offer, String> {
+        if let Some(header) = payment_required {
+            let required: Value =
+                headers::decode(header).map_err(|error| format!("PAYMENT-REQUIRED: {error}"))?;
+            let accepts = serde_json::from_value(required["accepts"].clone())
+                .map_err(|error| format!("PAYMENT-REQUIRED accepts: {error}"))?;
+            return Ok(Offer::V2 {
+                resource: required.get("resource").cloned(),
+                accepts,
+            });
+        }
+        let body: Value = serde_json::from_slice(body).map_err(|_| {
+            "the 402 answer has neither a PAYMENT-REQUIRED header nor a JSON body".to_owned()
+        })?;
+        let accepts = serde_json::from_value(body["accepts"].clone())
+            .map_err(|error| format!("the 402 body's accepts: {error}"))?;
+        Ok(Offer::V1(accepts))
+    }
+}
+
+/// One requirement, whichever version it came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// The network as the offer names it (`eip155:84532` or `base-sepolia`).
+    pub network: String,
+    /// Token contract.
+    pub asset: Address,
+    /// Recipient.
+    pub pay_to: Address,
+    /// Amount in base units.
+    pub amount: U256,
+    /// Seconds the payment may take.
+    pub max_timeout_seconds: u64,
+    /// EIP-712 domain name and version (`extra`).
+    pub domain: Option<(String, String)>,
+}
+
+fn terms(
+    network: &str,
+    asset: &str,
+    pay_to: &str,
+    amount: &str,
+    timeout: u64,
+    extra: Option<&Value>,
+) -> Option<Terms> {
+    let domain = extra.and_then(|extra| {
+        Some((
+            extra.get("name")?.as_str()?.to_owned(),
+            extra.get("version")?.as_str()?.to_owned(),
+        ))
+    });
+    Some(Terms {
+        network: network.to_owned(),
+        asset: asset.parse().ok()?,
+        pay_to: pay_to.parse().ok()?,
+        amount: amount.parse().ok()?,
+        max_timeout_seconds: timeout,
+        domain,
+    })
+}
+
+impl Offer {
+    /// Every `exact` requirement offered that can be read, in the offer's order.
+    pub fn exact_terms(&self) -> Vec<Terms> {
+        match self {
+            Offer::V2 { accepts, .. } => accepts
+                .iter()
+                .filter(|r| r.scheme == "exact")
+                .filter_map(|r| {
+                    terms(
+                        &r.network,
+                        &r.asset,
+                        &r.pay_to,
+                        &r.amount,
+                        r.max_timeout_seconds,
+                        r.extra.as_ref(),
+                    )
+                })
+                .collect(),
+            Offer::V1(accepts) => accepts
+                .iter()
+                .filter(|r| r.scheme == "exact")
+                .filter_map(|r| {
+                    terms(
+                        &r.network,
+                        &r.asset,
+                        &r.pay_to,
+                        &r.max_amount_required,
+                        r.max_timeout_seconds,
+                        r.extra.as_ref(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The header that pays `chosen` (one of [`Offer::exact_terms`]) on chain `chain_id`,
+    /// signed by `payer` at unix time `now` with `nonce`: its name and value.
+    ///
+    /// # Errors
+    /// A message when the requirement names no EIP-712 domain or cannot be signed.
+    pub fn pay(
+        &self,
+        chosen: &Terms,
+        chain_id: u64,
+        payer: &PrivateKeySigner,
+        now: u64,
+        nonce: B256,
+    ) -> Result<(&'static str, String), String> {
+        let (name, version) = chosen
+            .domain
+            .clone()
+            .ok_or("the requirement names no EIP-712 domain (extra.name, extra.version)")?;
+        // As the official clients do: valid from ten minutes ago until the requirement's timeout.
+        let authorization = TransferWithAuthorization {
+            from: payer.address(),
+            to: chosen.pay_to,
+            value: chosen.amount,
+            validAfter: U256::from(now.saturating_sub(600)),
+            validBefore: U256::from(now + chosen.max_timeout_seconds.max(60)),
+            nonce,
+        };
+        let domain = Eip712Domain::new(
+            Some(name.into()),
+            Some(version.into()),
+            Some(U256::from(chain_id)),
+            Some(chosen.asset),
+            None,
+        );
+        let signature = payer
+            .sign_hash_sync(&authorization.eip712_signing_hash(&domain))
+            .map_err(|error| format!("cannot sign: {error}"))?;
+        let payload = ExactEvmPayload {
+            signature: format!("0x{}", alloy::hex::encode(signature.as_bytes())),
+            authorization: Authorization {
+                from: authorization.from.to_checksum(None),
+                to: authorization.to.to_checksum(None),
+                value: authorization.value.to_string(),
+                valid_after: authorization.validAfter.to_string(),
+                valid_before: authorization.validBefore.to_string(),
+                nonce: format!("{:#x}", authorization.nonce),
+            },
+        };
+        match self {
+            Offer::V2 { resource, accepts } => {
+                let accepted = accepts
+                    .iter()
+                    .find(|r| {
+                        r.network == chosen.network
+                            && r.asset.parse::<Address>().ok() == Some(chosen.asset)
+                    })
+                    .cloned()
+                    .ok_or("the chosen requirement is not in the offer")?;
+                let payment = PayloadV2 {
+                    x402_version: 2,
+                    resource: resource.clone(),
+                    accepted,
+                    payload,
+                    extensions: None,
+                };
+                Ok(("PAYMENT-SIGNATURE", headers::encode(&payment)))
+            }
+            Offer::V1(_) => {
+                let payment = PayloadV1 {
+                    x402_version: 1,
+                    scheme: "exact".to_owned(),
+                    network: chosen.network.clone(),
+                    payload,
+                };
+                Ok(("X-PAYMENT", headers::encode(&json!(payment))))
+            }
+        }
+    }
+}
