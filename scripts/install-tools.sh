@@ -13,6 +13,10 @@
 #   nextest - cargo-nextest, the test runner, at tools/nextest-version: the machine's when it
 #            is that version, else built with `cargo install` into .tools/cargo
 #
+# `install-tools.sh --run` installs only what running Coffer locally needs (the npm toolset:
+# anvil, and viem for examples/seeds); `scripts/dev.sh` uses it. Without it, everything the
+# tests need is installed too.
+#
 # To add a toolset, write an install_<name> function and call it from main.
 set -euo pipefail
 
@@ -142,9 +146,11 @@ main() {
     log "installing into ${TOOLS_DIR}"
 
     install_npm_tools
-    install_python_tools
-    install_chromium
-    install_nextest
+    if [[ "${1:-}" != "--run" ]]; then
+        install_python_tools
+        install_chromium
+        install_nextest
+    fi
 
     log "done: $("${TOOLS_BIN}/anvil" --version | head -n1)"
 }

@@ -136,7 +136,7 @@ async fn coffer_dev_runs_four_funded_chains_a_demo_merchant_and_resumes_its_stat
     // The banner's lines work as printed in another shell, from another folder: the curl,
     // and the coffer CLI on coffer dev's database and master key.
     let (exports, curl) = banner_shell(&banner);
-    assert_eq!(exports.len(), 5, "{banner}");
+    assert_eq!(exports.len(), 8, "{banner}");
     assert_eq!(summary.shell, exports);
     let body: serde_json::Value =
         serde_json::from_str(&in_another_shell(&format!("{}\n{curl}", exports.join("\n"))).await)

@@ -3,7 +3,9 @@
 //! It checks each delivery's `Coffer-Signature` with the merchant's secret, prints one line per
 //! webhook, and lists what it received at `GET /webhooks` (newest first) — the parsed body, and
 //! the raw body with the signing headers exactly as they arrived, so a verifier such as
-//! `examples/verify_webhook.py` can be tried on real deliveries — so the whole loop — order,
+//! `examples/verify_webhook.py` can be tried on real deliveries (the newest one's body and
+//! signature also as plain text at `GET /webhooks/latest/body` and `…/signature`) — so the
+//! whole loop — order,
 //! payment, confirmation, signed webhook — can be watched locally. GatePay-format
 //! notifications (`X-GatePay-Signature`) are checked with the demo GatePay secret and
 //! acknowledged with `{"returnCode":"SUCCESS"}`.
@@ -145,6 +147,36 @@ fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response 
     }
 }
 
+/// The newest delivery's raw body (`/webhooks/latest/body`) or `Coffer-Signature`
+/// (`/webhooks/latest/signature`), as plain text, to feed a verifier from the shell.
+async fn latest(
+    State(inbox): State<Inbox>,
+    axum::extract::Path(part): axum::extract::Path<String>,
+) -> Response {
+    let newest = inbox
+        .received
+        .lock()
+        .ok()
+        .and_then(|received| received.front().cloned());
+    let Some(newest) = newest else {
+        return (StatusCode::NOT_FOUND, "no webhook received yet\n").into_response();
+    };
+    match part.as_str() {
+        "body" => newest.raw_body.into_response(),
+        "signature" => newest
+            .headers
+            .get("coffer-signature")
+            .cloned()
+            .unwrap_or_default()
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "use /webhooks/latest/body or /webhooks/latest/signature\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn list(State(inbox): State<Inbox>) -> Json<Vec<Received>> {
     Json(
         inbox
@@ -167,6 +199,7 @@ pub async fn start(secret: String, gatepay_secret: Option<String>) -> std::io::R
     };
     let router = Router::new()
         .route("/webhooks", post(receive).get(list))
+        .route("/webhooks/latest/{part}", axum::routing::get(latest))
         .with_state(inbox);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/webhooks", listener.local_addr()?);

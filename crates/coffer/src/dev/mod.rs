@@ -198,13 +198,15 @@ async fn run_with_chains(
         .summary
         .clone()
         .unwrap_or_else(|| args.data_dir.join("summary.json"));
-    let shell = summary::shell_lines(
-        &args.data_dir,
-        &summary_path,
-        config.secrets.master_key_file.as_deref(),
-        &api_base_url,
-        &demo.credentials.api_key,
-    );
+    let shell = summary::shell_lines(&summary::ShellSetup {
+        data_dir: &args.data_dir,
+        summary_path: &summary_path,
+        master_key_file: config.secrets.master_key_file.as_deref(),
+        api_base_url: &api_base_url,
+        api_key: &demo.credentials.api_key,
+        webhook_inbox_url: &demo.inbox_url,
+        webhook_secret: &demo.webhook_secret,
+    });
     let summary = Summary {
         paywall: paywall_token
             .as_ref()
@@ -227,8 +229,9 @@ async fn run_with_chains(
             .collect(),
         shell,
     };
+    let env_path = summary::write_env_file(&args.data_dir, &summary.shell)?;
     write_summary(&summary_path, &summary)?;
-    print_banner(&summary, &summary_path);
+    print_banner(&summary, &summary_path, &env_path);
     app.run_until(shutdown).await?;
     Ok(())
 }

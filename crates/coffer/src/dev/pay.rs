@@ -47,6 +47,9 @@ pub struct PayArgs {
     /// How much to send, in token units (`1.5`); default: what is still due.
     #[arg(long, value_name = "AMOUNT")]
     pub amount: Option<String>,
+    /// Wait until the order is confirmed (up to two minutes), showing its confirmations.
+    #[arg(long)]
+    pub confirmed: bool,
     /// The running coffer dev and the paying account.
     #[command(flatten)]
     pub from: SummaryArg,
@@ -209,8 +212,42 @@ pub async fn pay(args: PayArgs) -> Result<(), Failure> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
+    if args.confirmed {
+        wait_until_confirmed(&status_url).await?;
+    }
     println!("watch it: {}/pay/{}", summary.api_base_url, args.order_id);
     Ok(())
+}
+
+/// Polls the order's status until it is confirmed, printing each change; fails after two
+/// minutes, or when the order ends otherwise.
+async fn wait_until_confirmed(status_url: &str) -> Result<(), Failure> {
+    let mut last = String::new();
+    for _ in 0..480 {
+        let (_, now) = get_json(status_url).await?;
+        let status = now["status"].as_str().unwrap_or("?");
+        let line = format!(
+            "order {status}: {} of {} confirmations, {} paid of {}",
+            now["confirmations"],
+            now["required_confirmations"],
+            now["amount_paid"].as_str().unwrap_or("?"),
+            now["amount"].as_str().unwrap_or("?"),
+        );
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        match status {
+            "confirmed" => return Ok(()),
+            "expired" | "failed" => {
+                return Err(Failure::new(format!("the order ended {status}")));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+    Err(Failure::new(
+        "the order was not confirmed within two minutes",
+    ))
 }
 
 /// Pays a paywalled URL as an official x402 client would.

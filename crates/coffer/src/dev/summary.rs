@@ -180,7 +180,7 @@ pub(crate) fn write_summary(path: &Path, summary: &Summary) -> Result<(), Failur
 }
 
 /// Prints the banner: where everything is, and a request to try.
-pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
+pub(crate) fn print_banner(summary: &Summary, summary_path: &Path, env_path: &Path) {
     let mut banner = String::new();
     banner.push_str("\n  Coffer dev is running\n\n");
     banner.push_str(&format!("  API          {}\n", summary.api_base_url));
@@ -215,14 +215,15 @@ pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
         ));
     }
     banner.push_str(&format!("  summary      {}\n\n", summary_path.display()));
-    banner.push_str(
-        "  In another shell, to use the coffer CLI and the examples on this environment:\n",
-    );
+    banner.push_str(&format!(
+        "  In another shell, `source {}` sets:\n",
+        env_path.display()
+    ));
     for line in &summary.shell {
         banner.push_str(&format!("    {line}\n"));
     }
     banner.push('\n');
-    banner.push_str("  Try it:\n");
+    banner.push_str("  Try it there:\n");
     banner.push_str(
         "    curl -s \"$COFFER_URL/api/merchant\" -H \"Authorization: Bearer $COFFER_API_KEY\"\n\n",
     );
@@ -233,21 +234,42 @@ pub(crate) fn print_banner(summary: &Summary, summary_path: &Path) {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), format!("{banner}\n").as_bytes());
 }
 
-/// The lines that point another shell at a `coffer dev` whose data is in `data_dir` (made
+/// What another shell needs to use a `coffer dev` whose data is in `data_dir` (paths made
 /// absolute, so they work from any folder).
-pub(crate) fn shell_lines(
-    data_dir: &Path,
-    summary_path: &Path,
-    master_key_file: Option<&Path>,
-    api_base_url: &str,
-    api_key: &str,
-) -> Vec<String> {
+pub(crate) struct ShellSetup<'a> {
+    /// The data directory.
+    pub data_dir: &'a Path,
+    /// Where the summary is written.
+    pub summary_path: &'a Path,
+    /// The master key file, unless the key comes from the environment.
+    pub master_key_file: Option<&'a Path>,
+    /// The API.
+    pub api_base_url: &'a str,
+    /// The demo merchant's API key.
+    pub api_key: &'a str,
+    /// The demo merchant's webhook inbox.
+    pub webhook_inbox_url: &'a str,
+    /// The demo merchant's webhook secret.
+    pub webhook_secret: &'a str,
+}
+
+/// The `export` lines of [`ShellSetup`]: `coffer` on `PATH`, the CLI on this database and
+/// master key, `coffer dev pay` and the seed scripts on this summary, and the API, key and
+/// webhook inbox for scripts.
+pub(crate) fn shell_lines(setup: &ShellSetup<'_>) -> Vec<String> {
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut lines = vec![format!(
+    let mut lines = Vec::new();
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        lines.push(format!("export PATH=\"{}:$PATH\"", bin.display()));
+    }
+    lines.push(format!(
         "export COFFER__DATABASE__URL=sqlite:{}",
-        absolute(&data_dir.join("coffer.db")).display()
-    )];
-    if let Some(file) = master_key_file {
+        absolute(&setup.data_dir.join("coffer.db")).display()
+    ));
+    if let Some(file) = setup.master_key_file {
         lines.push(format!(
             "export COFFER__SECRETS__MASTER_KEY_FILE={}",
             absolute(file).display()
@@ -255,9 +277,35 @@ pub(crate) fn shell_lines(
     }
     lines.push(format!(
         "export COFFER_DEV_SUMMARY={}",
-        absolute(summary_path).display()
+        absolute(setup.summary_path).display()
     ));
-    lines.push(format!("export COFFER_URL={api_base_url}"));
-    lines.push(format!("export COFFER_API_KEY={api_key}"));
+    lines.push(format!("export COFFER_URL={}", setup.api_base_url));
+    lines.push(format!("export COFFER_API_KEY={}", setup.api_key));
+    lines.push(format!(
+        "export COFFER_WEBHOOK_INBOX={}",
+        setup.webhook_inbox_url
+    ));
+    lines.push(format!(
+        "export COFFER_WEBHOOK_SECRET={}",
+        setup.webhook_secret
+    ));
     lines
+}
+
+/// Writes `env.sh` into the data directory (it holds keys: owner only): the [`shell_lines`],
+/// for `source .coffer-dev/env.sh`.
+///
+/// # Errors
+/// [`Failure`] naming the file.
+pub(crate) fn write_env_file(
+    data_dir: &Path,
+    lines: &[String],
+) -> Result<std::path::PathBuf, Failure> {
+    let path = data_dir.join("env.sh");
+    let text = format!(
+        "# coffer dev: `source` this file to use the running environment from another shell.\n{}\n",
+        lines.join("\n")
+    );
+    write_private_file(&path, text.as_bytes()).map_err(Failure::new)?;
+    Ok(path)
 }
