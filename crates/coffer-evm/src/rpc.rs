@@ -130,6 +130,8 @@ pub struct ChainRpc {
     chain_id: u64,
     endpoints: Vec<Endpoint>,
     failover: DynProvider,
+    /// The newest head a reader of this chain saw (0: none yet), shared by every clone.
+    head: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ChainRpc {
@@ -607,7 +609,22 @@ impl ChainRpc {
             chain_id: chain.chain_id,
             endpoints,
             failover,
+            head: Arc::default(),
         })
+    }
+
+    /// Records `number` as the chain's head, as the watcher read it.
+    pub fn note_head(&self, number: u64) {
+        self.head
+            .store(number, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The head last recorded with [`ChainRpc::note_head`], if any.
+    pub fn last_head(&self) -> Option<u64> {
+        match self.head.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            head => Some(head),
+        }
     }
 
     /// A provider over every endpoint of the chain: a call goes to the healthiest endpoint

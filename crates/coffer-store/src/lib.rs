@@ -237,6 +237,19 @@ impl std::fmt::Display for Constraint {
     }
 }
 
+/// What an operator watches, counted in the database (see [`Ledger::operations_census`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationsCensus {
+    /// Webhook deliveries by status (`pending`, `delivered`, `failed`).
+    pub deliveries: Vec<(String, u64)>,
+    /// When the oldest delivery still `pending` was created (unix ms).
+    pub oldest_pending_delivery_ms: Option<i64>,
+    /// x402 settlements by status (`pending`, `submitted`, `succeeded`, `failed`, …).
+    pub settlements: Vec<(String, u64)>,
+    /// Each chain's watcher cursor: chain id, last block processed, when (unix ms).
+    pub cursors: Vec<(u64, u64, i64)>,
+}
+
 /// The payment ledger: deposit wallets, payment orders, payments, chain progress, events and
 /// webhook deliveries.
 ///
@@ -366,6 +379,14 @@ pub trait Ledger: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Database`] on failure.
     async fn chain_cursor(&self, chain_id: u64) -> Result<Option<ChainBlock>, StoreError>;
+
+    /// What an operator watches, counted in the database: webhook deliveries and x402
+    /// settlements by status, the oldest delivery still to be sent, and each chain's watcher
+    /// cursor. `/metrics` reads it when scraped.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure.
+    async fn operations_census(&self) -> Result<OperationsCensus, StoreError>;
 
     /// A processed block by number, if still kept.
     ///

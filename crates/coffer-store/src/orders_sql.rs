@@ -531,6 +531,42 @@ pub(crate) async fn payments_for_order(pool: &DbPool, order_id: &str) -> Result<
     fetch::all(pool, query, payment_row).await
 }
 
+pub(crate) async fn operations_census(pool: &DbPool) -> Result<crate::OperationsCensus, StoreError> {
+    let read = StoreError::classify("operations census");
+    let read = &read;
+    let counts = |sql: &'static str| async move {
+        let rows = sqlx::query(sql).fetch_all(pool).await.map_err(StoreError::Database)?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status").map_err(read)?;
+                let count: i64 = row.try_get("n").map_err(read)?;
+                Ok((status, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    };
+    let deliveries = counts("SELECT status, COUNT(*) AS n FROM webhook_deliveries GROUP BY status ORDER BY status").await?;
+    let settlements = counts("SELECT status, COUNT(*) AS n FROM settlements GROUP BY status ORDER BY status").await?;
+    let oldest: Option<i64> = sqlx::query("SELECT MIN(created_at_ms) AS oldest FROM webhook_deliveries WHERE status = 'pending'")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::Database)?
+        .try_get("oldest")
+        .map_err(read)?;
+    let cursors = sqlx::query("SELECT chain_id, block_number, updated_at_ms FROM chain_cursors ORDER BY chain_id")
+        .fetch_all(pool)
+        .await
+        .map_err(StoreError::Database)?
+        .iter()
+        .map(|row| {
+            let chain_id: i64 = row.try_get("chain_id").map_err(read)?;
+            let block: i64 = row.try_get("block_number").map_err(read)?;
+            let at: i64 = row.try_get("updated_at_ms").map_err(read)?;
+            Ok((u64::try_from(chain_id).unwrap_or_default(), u64::try_from(block).unwrap_or_default(), at))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(crate::OperationsCensus { deliveries, oldest_pending_delivery_ms: oldest, settlements, cursors })
+}
+
 pub(crate) async fn chain_cursor(pool: &DbPool, chain_id: u64) -> Result<Option<ChainBlock>, StoreError> {
     let query = sqlx::query(
         "SELECT c.block_number, c.block_hash, COALESCE(b.parent_hash, '') AS parent_hash
@@ -931,6 +967,10 @@ impl crate::Ledger for ThisStore {
 
     async fn chain_cursor(&self, chain_id: u64) -> Result<Option<ChainBlock>, StoreError> {
         chain_cursor(&self.pool, chain_id).await
+    }
+
+    async fn operations_census(&self) -> Result<crate::OperationsCensus, StoreError> {
+        operations_census(&self.pool).await
     }
 
     async fn chain_block(&self, chain_id: u64, number: u64) -> Result<Option<ChainBlock>, StoreError> {

@@ -385,6 +385,7 @@ impl Watcher {
         self.refresh_watched(now_ms).await?;
         self.steps += 1;
         let head = latest.header.number;
+        self.rpc.note_head(head);
         let chain_id = self.chain.chain_id;
         let Some(cursor) = self.store.chain_cursor(chain_id).await? else {
             // First run on this chain: start at the head — or, when orders are open already

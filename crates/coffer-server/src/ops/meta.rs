@@ -31,7 +31,7 @@ async fn openapi(
 #[tracing::instrument(skip_all)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
-    let more = settlement_gas(&state).await + &rpc_calls(&state);
+    let more = settlement_gas(&state).await + &rpc_calls(&state) + &operations(&state).await;
     // These families go before the registry's closing `# EOF`.
     let end = text.rfind("# EOF").unwrap_or(text.len());
     text.insert_str(end, &more);
@@ -88,6 +88,103 @@ async fn settlement_gas(state: &AppState) -> String {
         .map(|(merchant, spent)| (format!("merchant=\"{merchant}\""), spent))
         .collect();
     counters(&families, &series)
+}
+
+/// What an operator watches, as gauges read from the database and the watchers when scraped:
+/// each chain's head and the watcher's last processed block (and the lag between them), webhook
+/// deliveries and x402 settlements by status, and how long the oldest undelivered webhook has
+/// waited. A database that cannot be read leaves them out (the HTTP metrics still answer).
+async fn operations(state: &AppState) -> String {
+    let census = match state.gateway.store.operations_census().await {
+        Ok(census) => census,
+        Err(error) => {
+            tracing::warn!(%error, "metrics: the operations census could not be read");
+            return String::new();
+        }
+    };
+    let mut heads = Vec::new();
+    let mut processed = Vec::new();
+    let mut lag = Vec::new();
+    for rpc in state.gateway.rpcs.iter() {
+        let labels = format!("chain=\"{}\"", rpc.chain());
+        let cursor = census
+            .cursors
+            .iter()
+            .find(|(chain_id, _, _)| *chain_id == rpc.chain_id())
+            .map(|(_, block, _)| *block);
+        if let Some(head) = rpc.last_head() {
+            heads.push((labels.clone(), head.to_string()));
+            if let Some(block) = cursor {
+                lag.push((labels.clone(), head.saturating_sub(block).to_string()));
+            }
+        }
+        if let Some(block) = cursor {
+            processed.push((labels, block.to_string()));
+        }
+    }
+    let by_status = |counts: &[(String, u64)]| -> Vec<(String, String)> {
+        counts
+            .iter()
+            .map(|(status, n)| (format!("status=\"{status}\""), n.to_string()))
+            .collect()
+    };
+    let oldest = census.oldest_pending_delivery_ms.map_or(0, |created| {
+        (coffer_gateway::clock::now_ms() - created).max(0) / 1000
+    });
+    let mut text = String::new();
+    gauges(
+        &mut text,
+        "coffer_chain_head_block",
+        "The newest block the watcher saw on each chain",
+        &heads,
+    );
+    gauges(
+        &mut text,
+        "coffer_watcher_block",
+        "The last block the watcher processed on each chain",
+        &processed,
+    );
+    gauges(
+        &mut text,
+        "coffer_watcher_lag_blocks",
+        "Blocks between each chain's head and the last one the watcher processed",
+        &lag,
+    );
+    gauges(
+        &mut text,
+        "coffer_webhook_deliveries",
+        "Webhook deliveries by status (pending: not acknowledged yet, retried on schedule; failed: given up after 3 days)",
+        &by_status(&census.deliveries),
+    );
+    gauges(
+        &mut text,
+        "coffer_webhook_oldest_pending_seconds",
+        "How long the oldest webhook not yet delivered has waited (0: none)",
+        &[(String::new(), oldest.to_string())],
+    );
+    gauges(
+        &mut text,
+        "coffer_x402_settlements",
+        "x402 settlements by status (pending and submitted are in flight)",
+        &by_status(&census.settlements),
+    );
+    text
+}
+
+/// A gauge family in OpenMetrics text, one line per series (`labels` as written inside the
+/// braces; empty for none).
+fn gauges(text: &mut String, name: &str, help: &str, series: &[(String, String)]) {
+    use std::fmt::Write;
+
+    let _ = writeln!(text, "# HELP {name} {help}.");
+    let _ = writeln!(text, "# TYPE {name} gauge");
+    for (labels, value) in series {
+        if labels.is_empty() {
+            let _ = writeln!(text, "{name} {value}");
+        } else {
+            let _ = writeln!(text, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// A counter family: its name (without `_total`), its help text, and how a series' value is

@@ -283,6 +283,36 @@ async fn an_exact_payment_is_confirmed_after_two_blocks_and_webhooked_with_a_val
         0,
         "delivered events are not sent again"
     );
+    // What an operator watches: the watcher against the head, and the deliveries.
+    let (_, metrics) = raw_get(&env.base, "/metrics").await;
+    let head = env.chain.get_block_number().await.unwrap();
+    let processed = metric(&metrics, r#"coffer_watcher_block{chain="base-sepolia"}"#);
+    let seen = metric(&metrics, r#"coffer_chain_head_block{chain="base-sepolia"}"#);
+    assert!(processed <= seen && seen <= head, "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"coffer_watcher_lag_blocks{chain="base-sepolia"}"#
+        ),
+        seen - processed
+    );
+    assert_eq!(
+        metric(&metrics, r#"coffer_webhook_deliveries{status="delivered"}"#),
+        3
+    );
+    assert_eq!(metric(&metrics, "coffer_webhook_oldest_pending_seconds"), 0);
+}
+
+/// The value of the series `name` (with its labels) in OpenMetrics `text`.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
+async fn raw_get(base: &str, path: &str) -> (StatusCode, String) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (response.status(), response.text().await.unwrap())
 }
 
 async fn underpayment_waits_and_a_second_payment_completes_the_order(backend: Backend) {

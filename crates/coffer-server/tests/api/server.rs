@@ -521,6 +521,49 @@ async fn metrics_count_requests_by_route_and_status() {
     server.shutdown().await;
 }
 
+/// Every metric `deploy/grafana/coffer.json` reads is one a running Coffer serves.
+#[tokio::test]
+async fn the_grafana_dashboard_reads_only_metrics_coffer_serves() {
+    let server = TestServer::start(Backend::Sqlite, ChainRegistry::builtin()).await;
+    server.get("/healthz", &[]).await;
+    let (_, text) = server.get("/metrics", &[]).await;
+    let text = text.as_str().expect("text").to_owned();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let path = crate::kit::repo_root().join("deploy/grafana/coffer.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut read = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("coffer_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                read.push(name);
+            }
+        }
+    }
+    assert!(read.len() >= 10, "{read:?}");
+    for name in read {
+        let family = ["_bucket", "_total", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(
+            families.contains(&family),
+            "the dashboard reads {name}, which Coffer does not serve:\n{text}"
+        );
+    }
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
     let (entered_tx, entered_rx) = oneshot::channel::<()>();

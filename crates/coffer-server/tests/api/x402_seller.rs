@@ -323,6 +323,24 @@ async fn the_paywall_answers_402_until_paid_then_proxies_once(backend: Backend) 
     assert_eq!(failed.status().as_u16(), 500);
     assert!(!failed.headers().contains_key("payment-response"));
     assert_eq!(env.balance(PAY_TO).await, before, "nothing settled");
+
+    // Metrics name the paywall route as configured, and count the settlements by status.
+    let metrics = client
+        .get(format!("{}/metrics", env.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"coffer_http_requests_total{method="GET",route="/premium/*",status="200"} 2"#,
+        r#"coffer_http_requests_total{method="GET",route="/premium/*",status="402"} 4"#,
+        r#"coffer_x402_settlements{status="succeeded"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(!metrics.contains("route=\"unmatched\""), "{metrics}");
 }
 
 async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof(backend: Backend) {
