@@ -2,7 +2,8 @@
 //! folder as a newcomer starts it, then the README's block (after `<!-- walkthrough -->`) in
 //! bash from the same folder — create an order, pay part of it and the rest from the terminal,
 //! follow it to confirmed, verify the newest webhook with the example verifier, pay the demo
-//! paywall as an x402 client.
+//! paywall as an x402 client — and the other README blocks marked the same way (GatePay's
+//! signed checkout order).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,21 +15,26 @@ use std::process::Stdio;
 use kit::dev::Dev;
 use tokio::process::Command;
 
-/// The shell block that follows `<!-- walkthrough -->` in the README.
+/// The shell blocks that follow each `<!-- walkthrough -->` in the README, in order, as one
+/// script.
 fn walkthrough(readme: &str) -> String {
-    let after = readme
-        .split_once("<!-- walkthrough -->")
-        .expect("the README marks its walkthrough")
-        .1;
-    let block = after
-        .split_once("```sh\n")
-        .expect("a sh block after the marker")
-        .1;
-    block
-        .split_once("```")
-        .expect("the block ends")
-        .0
-        .to_owned()
+    let blocks: Vec<String> = readme
+        .split("<!-- walkthrough -->")
+        .skip(1)
+        .map(|after| {
+            let block = after
+                .split_once("```sh\n")
+                .expect("a sh block after the marker")
+                .1;
+            block
+                .split_once("```")
+                .expect("the block ends")
+                .0
+                .to_owned()
+        })
+        .collect();
+    assert!(blocks.len() >= 3, "the README marks its walkthrough blocks");
+    blocks.join("\n")
 }
 
 #[tokio::test]
@@ -73,6 +79,11 @@ async fn the_readme_walkthrough_runs_as_written() {
         "\nvalid\n",
         "paid 10000 base units to",
         "\"quote\":",
+        // The payment-orders curl example.
+        "\"order_info\":\"{\\\"product\\\": \\\"Premium Plan\\\", \\\"quantity\\\": 1}\"",
+        // The GatePay example: a signed checkout order.
+        "\"status\":\"SUCCESS\"",
+        "\"fullCurrType\":\"USDC_BASESEPOLIA\"",
     ] {
         assert!(
             stdout.contains(expected),
