@@ -126,6 +126,7 @@ impl Gateway {
             Ok(settler) => Arc::new(settler.with_clock(clock.clone())),
             Err(shared) => shared,
         };
+        self.merchants = self.merchants.with_clock(clock.clone());
         self.clock = clock;
         self
     }

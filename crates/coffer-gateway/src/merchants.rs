@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use coffer_core::MerchantId;
@@ -87,10 +87,12 @@ pub struct Merchants {
     /// kept, for [`KEY_CACHE_TTL`], so a key revoked by another process stops working within
     /// that time (at once when revoked through this one).
     verified: Arc<std::sync::Mutex<VerifiedKeys>>,
+    /// The clock the cache's age is read from.
+    clock: crate::clock::Clock,
 }
 
-/// Key id → (secret hash, merchant, when read).
-type VerifiedKeys = HashMap<String, (Vec<u8>, MerchantRow, Instant)>;
+/// Key id → (secret hash, merchant, when read in unix ms).
+type VerifiedKeys = HashMap<String, (Vec<u8>, MerchantRow, i64)>;
 
 /// How long a verified API key is trusted without reading the database again.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -118,7 +120,21 @@ impl Merchants {
             store,
             outbound: Arc::new(OutboundPolicy::strict()),
             verified: Arc::default(),
+            clock: crate::clock::Clock::system(),
         }
+    }
+
+    /// The same service, timing its key cache by `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether a key read at `read_at_ms` may still be trusted without reading it again.
+    fn fresh(&self, read_at_ms: i64) -> bool {
+        let ttl = i64::try_from(KEY_CACHE_TTL.as_millis()).unwrap_or(i64::MAX);
+        self.clock.now_ms().saturating_sub(read_at_ms) < ttl
     }
 
     /// The same service, judging webhook URLs with `policy`.
@@ -256,7 +272,7 @@ impl Merchants {
         let id = key_id(presented).ok_or(MerchantError::InvalidKey)?;
         let presented_hash = hash_key(presented);
         if let Some((hash, merchant, read_at)) = self.verified_keys().get(id)
-            && read_at.elapsed() < KEY_CACHE_TTL
+            && self.fresh(*read_at)
             && bool::from(presented_hash.ct_eq(hash))
         {
             return Ok(merchant.clone());
@@ -272,11 +288,12 @@ impl Merchants {
         if row.revoked_at.is_some() {
             return Err(MerchantError::RevokedKey);
         }
+        let now_ms = self.clock.now_ms();
         let mut verified = self.verified_keys();
-        verified.retain(|_, (_, _, read_at)| read_at.elapsed() < KEY_CACHE_TTL);
+        verified.retain(|_, (_, _, read_at)| self.fresh(*read_at));
         verified.insert(
             id.to_owned(),
-            (row.secret_hash.clone(), merchant.clone(), Instant::now()),
+            (row.secret_hash.clone(), merchant.clone(), now_ms),
         );
         Ok(merchant)
     }
