@@ -9,9 +9,9 @@
 //! overpaid, expired and cancelled orders get their own screens. The headline amount and the QR
 //! code ask only for what is still due (after a partial payment, the rest); an order that is
 //! confirming, paid, expired or closed shows no address and no QR code, and `/qr/{order_id}`
-//! answers 410 for it. A browser that opens an unknown order's page gets an HTML page saying so. The text is English or
-//! Chinese by `Accept-Language`; everything (styles, script, QR) is served by Coffer, and the
-//! page works without script (it then refreshes itself).
+//! answers 410 for it. A browser that opens an unknown order's page gets an HTML page saying
+//! so. The text is English or Chinese by `Accept-Language`; everything (styles, script, QR) is
+//! served by Coffer, and the page works without script (it then refreshes itself).
 //!
 //! The page answers with a Content-Security-Policy that allows exactly its own inline script
 //! and style (by SHA-256 hash) and nothing else, and it renders or follows a return or cancel
