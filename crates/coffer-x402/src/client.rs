@@ -183,8 +183,11 @@ impl Offer {
                 let accepted = accepts
                     .iter()
                     .find(|r| {
-                        r.network == chosen.network
+                        r.scheme == "exact"
+                            && r.network == chosen.network
                             && r.asset.parse::<Address>().ok() == Some(chosen.asset)
+                            && r.pay_to.parse::<Address>().ok() == Some(chosen.pay_to)
+                            && r.amount.parse::<U256>().ok() == Some(chosen.amount)
                     })
                     .cloned()
                     .ok_or("the chosen requirement is not in the offer")?;
@@ -207,5 +210,109 @@ impl Offer {
                 Ok(("X-PAYMENT", headers::encode(&json!(payment))))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const ASSET: &str = "0x036CbD53842c5426634e7929541eC2318f3dCF7e";
+    const PAY_TO: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
+
+    fn requirement() -> Value {
+        json!({"scheme": "exact", "network": "eip155:84532", "amount": "10000", "asset": ASSET,
+            "payTo": PAY_TO, "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}})
+    }
+
+    #[test]
+    fn a_v2_offer_is_paid_with_a_signed_authorization_echoing_the_requirement() {
+        let header = headers::encode(
+            &json!({"x402Version": 2, "resource": {"url": "http://x/premium"},
+            "accepts": [{"scheme": "upto", "network": "eip155:84532", "amount": "1", "asset": ASSET, "payTo": PAY_TO}, requirement()]}),
+        );
+        let offer = Offer::from_answer(Some(&header), b"").unwrap();
+        let terms = offer.exact_terms();
+        assert_eq!(terms.len(), 1, "only exact is offered to pay");
+        let payer = PrivateKeySigner::random();
+        let (name, value) = offer
+            .pay(
+                &terms[0],
+                84_532,
+                &payer,
+                1_800_000_000,
+                B256::repeat_byte(9),
+            )
+            .unwrap();
+        assert_eq!(name, "PAYMENT-SIGNATURE");
+        let payment: PayloadV2 = headers::decode(&value).unwrap();
+        assert_eq!(
+            serde_json::to_value(&payment.accepted).unwrap(),
+            requirement()
+        );
+        assert_eq!(payment.resource, Some(json!({"url": "http://x/premium"})));
+        let auth = &payment.payload.authorization;
+        assert_eq!(
+            (
+                auth.value.as_str(),
+                auth.valid_after.as_str(),
+                auth.valid_before.as_str()
+            ),
+            ("10000", "1799999400", "1800000300")
+        );
+        // The signature is the payer's, over the token's EIP-712 domain.
+        let signed = TransferWithAuthorization {
+            from: payer.address(),
+            to: PAY_TO.parse().unwrap(),
+            value: U256::from(10_000u64),
+            validAfter: U256::from(1_799_999_400u64),
+            validBefore: U256::from(1_800_000_300u64),
+            nonce: B256::repeat_byte(9),
+        };
+        let digest = signed.eip712_signing_hash(&coffer_evm::testnet::usdc_domain(
+            84_532,
+            ASSET.parse().unwrap(),
+        ));
+        let signature: alloy::primitives::Signature = payment.payload.signature.parse().unwrap();
+        assert_eq!(
+            signature.recover_address_from_prehash(&digest).unwrap(),
+            payer.address()
+        );
+    }
+
+    #[test]
+    fn a_v1_offer_is_paid_with_x_payment_and_an_offer_without_a_domain_is_refused() {
+        let mut v1 = requirement();
+        v1["maxAmountRequired"] = json!("10000");
+        v1["network"] = json!("base-sepolia");
+        let body = serde_json::to_vec(&json!({"x402Version": 1, "accepts": [v1]})).unwrap();
+        let offer = Offer::from_answer(None, &body).unwrap();
+        let terms = offer.exact_terms();
+        let payer = PrivateKeySigner::random();
+        let (name, value) = offer
+            .pay(&terms[0], 84_532, &payer, 1_800_000_000, B256::ZERO)
+            .unwrap();
+        assert_eq!(name, "X-PAYMENT");
+        let payment: PayloadV1 = headers::decode(&value).unwrap();
+        assert_eq!(
+            (payment.x402_version, payment.network.as_str()),
+            (1, "base-sepolia")
+        );
+
+        let mut bare = terms[0].clone();
+        bare.domain = None;
+        assert!(
+            offer
+                .pay(&bare, 84_532, &payer, 1_800_000_000, B256::ZERO)
+                .unwrap_err()
+                .contains("EIP-712 domain")
+        );
+        assert!(
+            Offer::from_answer(None, b"not json")
+                .unwrap_err()
+                .contains("neither a PAYMENT-REQUIRED header")
+        );
     }
 }
