@@ -206,9 +206,19 @@ async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend
     assert_strict("the paywall's 402 page", &paywall);
     assert!(!paywall.body.contains("<b>"), "the description is escaped");
 
+    // A browser opening an unknown order's link gets a page, under the same policy.
+    let missing = fetch(&format!("{}/pay/ORD-nope", env.base), true).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_strict("the unknown order's page", &missing);
+    assert!(missing.body.contains("ORD-nope"), "{}", missing.body);
+
     // What is not HTML is not sniffed as HTML either.
-    for path in ["/openapi.json", "/pay/ORD-nope", "/no/such/route"] {
-        let answer = fetch(&format!("{}{path}", env.base), true).await;
+    for (path, browser) in [
+        ("/openapi.json", true),
+        ("/pay/ORD-nope", false),
+        ("/no/such/route", true),
+    ] {
+        let answer = fetch(&format!("{}{path}", env.base), browser).await;
         assert_eq!(
             answer
                 .headers
