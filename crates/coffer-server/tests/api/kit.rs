@@ -49,7 +49,8 @@ pub const BASE_CHAIN_ID: u64 = 8453;
 
 /// A running Coffer with one chain and one merchant.
 pub struct Env {
-    pub anvil: Anvil,
+    /// The test chain; `None` for a chain-free environment ([`Options::without_chain`]).
+    pub anvil: Option<Anvil>,
     /// The chain, sending from anvil's first dev account (the token's owner).
     pub chain: DynProvider,
     /// `http://127.0.0.1:<port>`.
@@ -97,6 +98,8 @@ pub struct Options {
     faulty_rpc: bool,
     /// List an endpoint that refuses connections before the test chain's own.
     dead_endpoint_first: bool,
+    /// Start the test chain (else its RPC URL refuses connections).
+    with_chain: bool,
     configure: Box<dyn FnOnce(AppState) -> AppState + Send>,
     routes: Option<axum::Router>,
 }
@@ -104,6 +107,7 @@ pub struct Options {
 impl Options {
     pub fn on(backend: Backend) -> Options {
         Options {
+            with_chain: true,
             backend,
             confirmations: Some(1),
             block_time: None,
@@ -127,6 +131,14 @@ impl Options {
 
     /// Coffer reaches the test chain through a [`FaultyRpc`] (`Env::rpc_faults`), which fails
     /// the calls a test plans; the test's own provider goes to anvil directly.
+    /// No chain: for tests that never touch one (authentication, input checks, pages of
+    /// unpaid orders). The chain's RPC URL refuses connections, so a test that does touch it
+    /// fails rather than passing by accident.
+    pub fn without_chain(mut self) -> Options {
+        self.with_chain = false;
+        self
+    }
+
     pub fn faulty_rpc(mut self) -> Options {
         self.faulty_rpc = true;
         self
@@ -245,20 +257,33 @@ impl Env {
     pub async fn with(options: Options) -> Env {
         let payer = testnet::dev_account(1).unwrap();
         let stranger = testnet::dev_account(2).unwrap();
-        let anvil = start_chain(
-            CHAIN_ID,
-            USDC,
-            "USDC",
-            &[
-                (payer.address(), options.payer_funds),
-                (stranger.address(), options.stranger_funds),
-            ],
-            options.block_time,
-        )
-        .await;
+        let dead = closed_port_url();
+        let anvil = match options.with_chain {
+            true => Some(
+                start_chain(
+                    CHAIN_ID,
+                    USDC,
+                    "USDC",
+                    &[
+                        (payer.address(), options.payer_funds),
+                        (stranger.address(), options.stranger_funds),
+                    ],
+                    options.block_time,
+                )
+                .await,
+            ),
+            false => {
+                assert!(
+                    !(options.mainnet || options.faulty_rpc || options.multicall3),
+                    "a chain-free environment has no chain to extend"
+                );
+                None
+            }
+        };
+        let chain_url = anvil.as_ref().map_or(dead.as_str(), Anvil::url);
         let chain = ProviderBuilder::new()
             .wallet(EthereumWallet::from(testnet::dev_account(0).unwrap()))
-            .connect_http(anvil.url().parse().unwrap())
+            .connect_http(chain_url.parse().unwrap())
             .erased();
         if options.multicall3 {
             testnet::install_multicall3(&chain).await.unwrap();
@@ -281,20 +306,19 @@ impl Env {
             overrides.push(("base", rpc(&[mainnet.url()], options.confirmations)));
         }
         let rpc_faults = match options.faulty_rpc {
-            true => Some(FaultyRpc::start(anvil.url()).await.unwrap()),
+            true => Some(FaultyRpc::start(chain_url).await.unwrap()),
             false => None,
         };
         let test_chain_url = rpc_faults
             .as_ref()
-            .map_or(anvil.url(), |faulty| faulty.url.as_str());
-        let dead = closed_port_url();
+            .map_or(chain_url, |faulty| faulty.url.as_str());
         let urls: Vec<&str> = match options.dead_endpoint_first {
             true => vec![dead.as_str(), test_chain_url],
             false => vec![test_chain_url],
         };
         overrides.push(("base-sepolia", rpc(&urls, options.confirmations)));
         for other in &options.also_serving {
-            overrides.push((other.as_str(), rpc(&[anvil.url()], None)));
+            overrides.push((other.as_str(), rpc(&[chain_url], None)));
         }
         let registry = registry(&overrides);
         let db = TestDatabase::new(options.backend).await.unwrap();
@@ -342,6 +366,14 @@ impl Env {
             mainnet,
             rpc_faults,
         }
+    }
+
+    /// The test chain's RPC URL.
+    pub fn anvil_url(&self) -> &str {
+        self.anvil
+            .as_ref()
+            .expect("this test's environment has a chain")
+            .url()
     }
 
     /// A token balance.
@@ -733,7 +765,7 @@ impl Env {
     pub fn wallet(&self, signer: &PrivateKeySigner) -> DynProvider {
         ProviderBuilder::new()
             .wallet(EthereumWallet::from(signer.clone()))
-            .connect_http(self.anvil.url().parse().unwrap())
+            .connect_http(self.anvil_url().parse().unwrap())
             .erased()
     }
 
@@ -1107,7 +1139,7 @@ impl Env {
     pub async fn pay(&self, to: &str, units: u64) {
         let provider = ProviderBuilder::new()
             .wallet(EthereumWallet::from(self.payer.clone()))
-            .connect_http(self.anvil.url().parse().unwrap());
+            .connect_http(self.anvil_url().parse().unwrap());
         let receipt = coffer_evm::contracts::IERC20::new(USDC, provider)
             .transfer(to.parse().unwrap(), U256::from(units))
             .mined()

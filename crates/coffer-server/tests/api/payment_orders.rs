@@ -1333,7 +1333,7 @@ async fn native_coin_payments_are_detected(backend: Backend) {
         .unwrap();
     let wallet = ProviderBuilder::new()
         .wallet(EthereumWallet::from(env.payer.clone()))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     let tx = TransactionRequest::default()
         .with_to(to)
         .with_value(U256::from(250_000_000_000_000_000u64));
@@ -1384,7 +1384,7 @@ async fn the_watcher_fails_over_to_the_next_rpc_endpoint() {
     let env = Env::new(Backend::Sqlite).await;
     let registry = kit::registry(&[(
         "base-sepolia",
-        rpc(&["http://127.0.0.1:9", env.anvil.url()], Some(2)),
+        rpc(&["http://127.0.0.1:9", env.anvil_url()], Some(2)),
     )]);
     let state = AppState::new(env.state.gateway.store.clone(), registry, &env.base).unwrap();
     let mut watcher = Watcher::new(&state.gateway, CHAIN_ID).unwrap();

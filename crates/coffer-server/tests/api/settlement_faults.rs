@@ -141,7 +141,7 @@ async fn relay(env: &Env, auth: &Auth) -> TxHash {
     let relayer = testnet::dev_account(5).unwrap();
     let relaying = ProviderBuilder::new()
         .wallet(EthereumWallet::from(relayer))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     let m = auth.message();
     *IEip3009::new(USDC, &relaying)
         .transferWithAuthorization_0(
@@ -266,7 +266,7 @@ async fn a_failed_settlement_whose_authorization_is_used_later_is_corrected(back
     let settling = settle_into_pool(&env, &request).await;
     let payer = ProviderBuilder::new()
         .wallet(EthereumWallet::from(env.payer.clone()))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     let drain = *IERC20::new(USDC, &payer)
         .transfer(env.stranger.address(), U256::from(FUNDED))
         .max_priority_fee_per_gas(HIGH_TIP)
@@ -292,7 +292,7 @@ async fn a_failed_settlement_whose_authorization_is_used_later_is_corrected(back
     // Funded again, the authorization is submitted by someone else.
     let stranger = ProviderBuilder::new()
         .wallet(EthereumWallet::from(env.stranger.clone()))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     IERC20::new(USDC, &stranger)
         .transfer(env.payer.address(), U256::from(PRICE))
         .mined()

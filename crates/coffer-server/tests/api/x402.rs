@@ -266,7 +266,7 @@ async fn valid_payments_verify_in_both_versions_and_invalid_ones_say_why_without
     let relayer = testnet::dev_account(5).unwrap();
     let relaying = ProviderBuilder::new()
         .wallet(EthereumWallet::from(relayer))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     let m = auth.message();
     IEip3009::new(USDC, &relaying)
         .transferWithAuthorization_0(
@@ -423,7 +423,7 @@ async fn two_hundred_concurrent_settles_of_one_authorization_make_one_transfer(b
 /// answered with it. The journal, not a process's memory, makes a settlement happen once.
 async fn two_settlers_on_one_database_settle_an_authorization_once(backend: Backend) {
     let env = std::sync::Arc::new(facilitator(backend).await);
-    let registry = kit::registry(&[("base-sepolia", kit::rpc(&[env.anvil.url()], None))]);
+    let registry = kit::registry(&[("base-sepolia", kit::rpc(&[env.anvil_url()], None))]);
     let (second, _) = kit::serve(|base| {
         AppState::new(env.db.store.clone(), registry, base)
             .unwrap()

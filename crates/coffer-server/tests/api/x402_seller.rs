@@ -401,7 +401,7 @@ async fn pelago_orders_are_paid_by_authorization_or_tx_hash_proof(backend: Backe
     // Pay with a tx-hash proof: the payer transfers, then signs order id + tx hash.
     let payer_chain = ProviderBuilder::new()
         .wallet(EthereumWallet::from(env.payer.clone()))
-        .connect_http(env.anvil.url().parse().unwrap());
+        .connect_http(env.anvil_url().parse().unwrap());
     let token = IERC20::new(USDC, &payer_chain);
     let receipt = token
         .transfer(PAY_TO, U256::from(1_000_000u64))

@@ -11,7 +11,7 @@ use coffer_store::testing::Backend;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::kit::Env;
+use crate::kit::{Env, Options};
 
 /// Timestamps no clock sends: the ends of i64, their neighbours, numbers past i64, and text.
 const EXTREME: &[&str] = &[
@@ -74,7 +74,7 @@ const OKX_ROUTES: &[(&str, &str)] = &[
 ];
 
 async fn extreme_timestamps_get_the_familys_4xx_never_a_5xx_or_a_panic(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::with(Options::on(backend).without_chain()).await;
     env.deposit_wallet(&env.merchant.id).await;
     let client = env.gatepay_client(&env.merchant.id).await;
 

@@ -104,7 +104,7 @@ async fn serve_with_limits(env: &Env, limits: ConnectionLimits) -> String {
 
 #[tokio::test]
 async fn a_client_that_sends_headers_one_byte_a_second_is_disconnected() {
-    let env = Env::new(Backend::Sqlite).await;
+    let env = Env::with(Options::on(Backend::Sqlite).without_chain()).await;
     let timeout = Duration::from_secs(2);
     let base = serve_with_limits(
         &env,
@@ -348,7 +348,7 @@ async fn slow_bodies_take_no_place_and_are_answered_408() {
 /// One client cannot hold every connection: past its share, its connections are closed.
 #[tokio::test]
 async fn one_client_cannot_take_every_connection() {
-    let env = Env::new(Backend::Sqlite).await;
+    let env = Env::with(Options::on(Backend::Sqlite).without_chain()).await;
     let base = serve_with_limits(
         &env,
         ConnectionLimits {

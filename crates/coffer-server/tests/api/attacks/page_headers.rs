@@ -152,8 +152,12 @@ async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend
         description: "Premium <b>quotes</b>".to_owned(),
         ..paywall_route("/premium/*", "http://127.0.0.1:9")
     };
-    let env =
-        Env::with(Options::on(backend).configure(|state| with_paywall(state, &[route]))).await;
+    let env = Env::with(
+        Options::on(backend)
+            .without_chain()
+            .configure(|state| with_paywall(state, &[route])),
+    )
+    .await;
     env.deposit_wallet(&env.merchant.id).await;
     let (name, value) = env.auth();
     let (status, order) = env

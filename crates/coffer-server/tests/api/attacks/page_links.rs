@@ -11,7 +11,7 @@ use coffer_store::testing::Backend;
 use coffer_store::{GatePayOrderRow, NewEvent, NewOrder};
 use serde_json::{Value, json};
 
-use crate::kit::{CHAIN_ID, Env, USDC};
+use crate::kit::{CHAIN_ID, Env, Options, USDC};
 
 /// Links a page must never render or follow, in the spellings browsers forgive.
 const HOSTILE_LINKS: &[&str] = &[
@@ -49,7 +49,7 @@ fn carries_hostile_link(page: &str) -> bool {
 }
 
 async fn non_http_links_are_refused_at_creation_in_both_families(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::with(Options::on(backend).without_chain()).await;
     env.deposit_wallet(&env.merchant.id).await;
     let client = env.gatepay_client(&env.merchant.id).await;
     let (name, value) = env.auth();
