@@ -266,8 +266,9 @@ async fn a_killed_server_resumes_without_losing_or_double_counting(backend: Back
     chain.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart() {
+async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart(
+    backend: Backend,
+) {
     use alloy::providers::Provider;
     let (chain, provider) = chain_with_usdc().await;
     let payer = testnet::dev_account(4).unwrap();
@@ -277,7 +278,7 @@ async fn a_server_killed_between_broadcast_and_receipt_settles_the_one_transacti
     provider.anvil_set_auto_mine(false).await.unwrap();
 
     let signer = testnet::dev_account(7).unwrap();
-    let (database_url, _dir) = fresh_url(Backend::Sqlite).await.unwrap();
+    let (database_url, _dir) = fresh_url(backend).await.unwrap();
     let mut config = settling(&signer);
     config.push(("COFFER__X402__SETTLE_TIMEOUT_SECONDS", "30".into()));
     let node = Node::new(database_url, chain.url(), &config);
@@ -499,14 +500,13 @@ async fn webhook_inbox() -> (String, Arc<Mutex<Vec<Value>>>) {
 /// the delivery stays leased (no second copy while it might still be in flight), then is sent
 /// again — the same event, which the merchant recognises by its id — and recorded once. The
 /// lease's minute passes on a manual clock, in a dispatcher over the same database.
-#[tokio::test]
-async fn a_webhook_sent_but_not_recorded_is_sent_again_once_its_lease_ends() {
+async fn a_webhook_sent_but_not_recorded_is_sent_again_once_its_lease_ends(backend: Backend) {
     let (chain, provider) = chain_with_usdc().await;
     let payer = testnet::dev_account(3).unwrap();
     testnet::mint(&provider, USDC, payer.address(), U256::from(1_000_000u64))
         .await
         .unwrap();
-    let (database_url, _dir) = fresh_url(Backend::Sqlite).await.unwrap();
+    let (database_url, _dir) = fresh_url(backend).await.unwrap();
     let (master_key, master_key_text) = coffer_store::MasterKey::generate();
     let node = Node::new(
         database_url.clone(),
@@ -807,5 +807,7 @@ coffer_store::on_both_databases!(
         a_settlement_stopped_at_each_step_pays_once_after_restart,
         a_payment_read_but_not_committed_is_credited_once_after_restart,
         a_flaky_endpoint_and_repeated_kills_lose_nothing_and_pay_nothing_twice,
+        a_server_killed_between_broadcast_and_receipt_settles_the_one_transaction_after_restart,
+        a_webhook_sent_but_not_recorded_is_sent_again_once_its_lease_ends,
     ];
 );
