@@ -18,6 +18,7 @@ use crate::merchants::Merchants;
 use crate::okx::OkxCredentials;
 use crate::orders::PaymentOrders;
 use crate::outbound::OutboundPolicy;
+use crate::payout_wallets::PayoutWallets;
 use crate::pelago::Pelago;
 use crate::sales::X402Sales;
 
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     /// Merchants and API keys.
     pub merchants: Merchants,
+    /// Merchants' payout wallets (money out).
+    pub payout_wallets: PayoutWallets,
     /// Payment orders.
     pub orders: PaymentOrders,
     /// The x402 facilitator (verification).
@@ -109,6 +112,7 @@ impl Gateway {
             okx: OkxCredentials::new(store.clone()),
             gatepay: GatePayCredentials::new(store.clone()),
             merchants: Merchants::new(store.clone()),
+            payout_wallets: PayoutWallets::new(store.clone(), chains.clone(), rpcs.clone()),
             orders,
             public_url: public_url.trim_end_matches('/').to_owned(),
             store,

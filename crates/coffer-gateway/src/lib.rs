@@ -35,6 +35,7 @@ pub mod merchants;
 pub mod okx;
 pub mod orders;
 pub mod outbound;
+pub mod payout_wallets;
 pub mod pelago;
 pub mod rate_limit;
 pub mod sales;

@@ -171,6 +171,7 @@ pub fn router(state: AppState) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(crate::ops::openapi::ApiDoc::openapi())
         .merge(crate::ops::health::routes())
         .merge(crate::native::merchant::routes())
+        .merge(crate::native::payout_wallets::routes())
         .merge(crate::cryptopay::routes())
         .merge(crate::native::webhooks::routes())
         .merge(crate::pages::routes())

@@ -198,6 +198,8 @@ pub enum Constraint {
     OrderQuote,
     /// An OKX-style credential's access key.
     OkxCredential,
+    /// One payout wallet per merchant and chain.
+    PayoutWallet,
 }
 
 impl Constraint {
@@ -227,6 +229,7 @@ impl Constraint {
             Constraint::RefundRequestId => "refundRequestId",
             Constraint::OrderQuote => "order quote",
             Constraint::OkxCredential => "OKX credential",
+            Constraint::PayoutWallet => "payout wallet",
         }
     }
 }
@@ -648,6 +651,39 @@ pub struct OkxCredentialRow {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// A merchant's payout wallet on one chain: the hot wallet money goes out from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PayoutWalletRow {
+    /// Owner.
+    pub merchant_id: MerchantId,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Its address, checksummed.
+    pub address: String,
+    /// Its private key, hex (`0x…`); sealed with the master key at rest.
+    pub private_key: String,
+    /// Creation time.
+    pub created_at_ms: i64,
+}
+
+impl PayoutWalletRow {
+    /// The row the sealed key is bound to: `<merchant id>:<chain id>`.
+    pub fn wallet_id(&self) -> String {
+        format!("{}:{}", self.merchant_id, self.chain_id)
+    }
+}
+
+impl std::fmt::Debug for PayoutWalletRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayoutWalletRow")
+            .field("merchant_id", &self.merchant_id)
+            .field("chain_id", &self.chain_id)
+            .field("address", &self.address)
+            .field("private_key", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for OkxCredentialRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OkxCredentialRow")
@@ -692,6 +728,22 @@ pub trait Credentials: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown key.
     async fn revoke_okx_credential(&self, access_key: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Stores a merchant's payout wallet on a chain, its key sealed.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with [`Constraint::PayoutWallet`] when the merchant has one on
+    /// that chain; [`StoreError::Secret`] without a master key.
+    async fn insert_payout_wallet(&self, wallet: &PayoutWalletRow) -> Result<(), StoreError>;
+
+    /// A merchant's payout wallets, by chain id, their keys opened.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] on failure; [`StoreError::Secret`] when a key cannot be opened.
+    async fn payout_wallets(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Vec<PayoutWalletRow>, StoreError>;
 }
 
 /// The encryption of the secret columns as a whole.

@@ -86,6 +86,7 @@ macro_rules! migrations {
             8 "0008" gatepay_order_facts,
             9 "0009" payment_claims,
             10 "0010" event_formats,
+            11 "0011" payout_wallets,
         )
     };
     ($backend:literal: $($version:literal $number:literal $name:ident,)*) => {

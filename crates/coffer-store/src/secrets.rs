@@ -75,8 +75,21 @@ pub const OKX_SECRET: SecretColumn = SecretColumn {
     what: "OKX credential secret",
 };
 
+/// `payout_wallets.private_key`, keyed by wallet id (`<merchant id>:<chain id>`).
+pub const PAYOUT_WALLET_KEY: SecretColumn = SecretColumn {
+    table: "payout_wallets",
+    column: "private_key",
+    key_column: "wallet_id",
+    what: "payout wallet key",
+};
+
 /// Every column that holds secrets.
-pub const SECRET_COLUMNS: [SecretColumn; 3] = [MERCHANT_WEBHOOK_SECRET, GATEPAY_SECRET, OKX_SECRET];
+pub const SECRET_COLUMNS: [SecretColumn; 4] = [
+    MERCHANT_WEBHOOK_SECRET,
+    GATEPAY_SECRET,
+    OKX_SECRET,
+    PAYOUT_WALLET_KEY,
+];
 
 /// Why a secret could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -102,7 +102,8 @@ impl crate::SecretStorage for ThisStore {
                     COUNT(*) AS stored
              FROM (SELECT webhook_secret AS s FROM merchants
                    UNION ALL SELECT secret AS s FROM gatepay_credentials
-                   UNION ALL SELECT secret AS s FROM okx_credentials) AS secrets
+                   UNION ALL SELECT secret AS s FROM okx_credentials
+                   UNION ALL SELECT private_key AS s FROM payout_wallets) AS secrets
              GROUP BY 1",
         )
         .fetch_all(&self.pool)

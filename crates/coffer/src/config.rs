@@ -41,7 +41,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
 }
 
-/// `[secrets]`: the master key that encrypts webhook, GatePay and OKX secrets in the database.
+/// `[secrets]`: the master key that encrypts webhook, GatePay and OKX secrets and payout wallet
+/// keys in the database.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {

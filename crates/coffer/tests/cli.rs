@@ -756,3 +756,117 @@ fn a_command_run_where_there_is_no_database_says_so_and_creates_none() {
     assert!(migrate.status.success());
     assert!(elsewhere.path().join("coffer.db").is_file());
 }
+
+#[test]
+fn payout_wallets_are_made_and_imported_from_the_command_line_without_showing_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("coffer.db").display());
+    let (_, master_key) = coffer_store::MasterKey::generate();
+    let env = [
+        ("COFFER__DATABASE__URL", url.as_str()),
+        ("COFFER_MASTER_KEY", master_key.as_str()),
+    ];
+    let merchant = stdout_json(&coffer(
+        &["merchant", "create", "--name", "Payouts", "--json"],
+        &env,
+    ));
+    let merchant_id = merchant["id"].as_str().unwrap();
+    let made = coffer(
+        &[
+            "payout-wallet",
+            "new",
+            "--merchant",
+            merchant_id,
+            "--chain",
+            "polygon",
+            "--json",
+        ],
+        &env,
+    );
+    let made = stdout_json(&made);
+    let address = made["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("0x") && address.len() == 42, "{made}");
+    assert!(made.get("private_key").is_none(), "{made}");
+
+    // An imported key is read from standard input and never echoed or stored in plain text.
+    let key = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+    let mut import = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args([
+            "payout-wallet",
+            "import",
+            "--merchant",
+            merchant_id,
+            "--chain",
+            "bsc",
+        ])
+        .envs(env)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(import.stdin.take().unwrap(), "{key}").unwrap();
+    }
+    let imported = import.wait_with_output().unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&imported.stdout),
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert!(
+        said.contains("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+        "{said}"
+    );
+    assert!(!said.contains(&key[2..]), "the key was printed");
+    let mut database = Vec::new();
+    for file in ["coffer.db", "coffer.db-wal"] {
+        database.extend(std::fs::read(dir.path().join(file)).unwrap_or_default());
+    }
+    assert!(
+        !String::from_utf8_lossy(&database).contains(&key[2..]),
+        "the key is stored in plain text"
+    );
+
+    let listed = coffer(&["payout-wallet", "list", "--merchant", merchant_id], &env);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.starts_with("CHAIN "), "{listed}");
+    assert!(
+        listed.contains(&address) && listed.contains("bsc"),
+        "{listed}"
+    );
+    // One per chain, and a bad chain is named.
+    let again = coffer(
+        &[
+            "payout-wallet",
+            "new",
+            "--merchant",
+            merchant_id,
+            "--chain",
+            "polygon",
+        ],
+        &env,
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("has a payout wallet on polygon already")
+    );
+    let unknown = coffer(
+        &[
+            "payout-wallet",
+            "new",
+            "--merchant",
+            merchant_id,
+            "--chain",
+            "solana",
+        ],
+        &env,
+    );
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("--chain: \"solana\""));
+}

@@ -299,6 +299,40 @@ async fn coffer_dev_runs_four_funded_chains_a_demo_merchant_and_resumes_its_stat
     );
     summary.signer.parse::<Address>().expect("signer address");
 
+    // The demo merchant's payout wallet on every chain, funded, as the API shows it.
+    let chains_with_wallets: Vec<_> = summary
+        .payout_wallets
+        .iter()
+        .map(|w| w.chain.as_str())
+        .collect();
+    assert_eq!(
+        chains_with_wallets,
+        ["bsc", "polygon", "x-layer", "base-sepolia"],
+        "by chain id"
+    );
+    let wallets: serde_json::Value = json_answer(
+        reqwest::Client::new()
+            .get(format!("{}/api/payout-wallets/", summary.api_base_url))
+            .bearer_auth(&summary.api_key),
+    )
+    .await;
+    for (wallet, listed) in wallets["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&summary.payout_wallets)
+    {
+        assert_eq!(wallet["address"], listed.address.as_str());
+        let balances = wallet["balances"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{wallet}"));
+        assert_eq!(balances[0]["amount"], "100.00", "{wallet}");
+        assert!(
+            balances[1..].iter().all(|b| b["amount"] == "10000.00"),
+            "{wallet}"
+        );
+    }
+
     // The payment-orders seed's request, verbatim but for host and key: an order on "base"
     // (the local Base chain), paid from a funded account, confirmed, and webhooked, signed.
     let client = reqwest::Client::new();

@@ -1,5 +1,6 @@
 //! Coffer's own API around the vendor dialects: the calling merchant's profile and keys, its
-//! events, and their webhook deliveries.
+//! payout wallets, its events, and their webhook deliveries.
 
 pub mod merchant;
+pub mod payout_wallets;
 pub mod webhooks;

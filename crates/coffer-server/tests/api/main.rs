@@ -12,6 +12,7 @@ mod checkout_page;
 mod gatepay;
 mod hostile_inputs;
 mod payment_orders;
+mod payout_wallets;
 mod server;
 mod settlement_faults;
 mod webhook_example;

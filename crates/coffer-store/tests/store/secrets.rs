@@ -1,4 +1,5 @@
-//! Secrets at rest, on both backends: webhook, GatePay and OKX secrets are encrypted in the
+//! Secrets at rest, on both backends: webhook, GatePay and OKX secrets and payout wallet keys
+//! are encrypted in the
 //! database, bound to their row, re-encrypted by rotation, and legacy plain text is sealed when
 //! a store with a key opens the database. Rows are read back with plain SQL, as someone holding
 //! a copy of the database (a backup, a replica, a stolen disk) would.
@@ -7,14 +8,15 @@ use chrono::Utc;
 use coffer_core::MerchantId;
 use coffer_store::testing::{Backend, TestDatabase};
 use coffer_store::{
-    GatePayCredentialRow, MasterKey, NewMerchant, OkxCredentialRow, Sealer, SecretError, Store,
-    StoreError,
+    GatePayCredentialRow, MasterKey, NewMerchant, OkxCredentialRow, PayoutWalletRow, Sealer,
+    SecretError, Store, StoreError,
 };
 
 const WEBHOOK_SECRET: &str = "whsec_SEKRETWEBHOOK1";
 const GATEPAY_SECRET: &str = "SEKRETGATEPAY22";
 const OKX_SECRET: &str = "SEKRETOKX333";
-const SECRETS: [&str; 3] = [WEBHOOK_SECRET, GATEPAY_SECRET, OKX_SECRET];
+const PAYOUT_KEY: &str = "0xSEKRETPAYOUT4444";
+const SECRETS: [&str; 4] = [WEBHOOK_SECRET, GATEPAY_SECRET, OKX_SECRET, PAYOUT_KEY];
 
 /// Plain SQL on the test database, beside the store.
 struct Raw {
@@ -86,7 +88,8 @@ impl Raw {
                 .strings(
                     "SELECT t::text FROM merchants t
                      UNION ALL SELECT t::text FROM gatepay_credentials t
-                     UNION ALL SELECT t::text FROM okx_credentials t",
+                     UNION ALL SELECT t::text FROM okx_credentials t
+                     UNION ALL SELECT t::text FROM payout_wallets t",
                 )
                 .await
                 .join("\n"),
@@ -104,7 +107,8 @@ fn new_merchant(suffix: &str, secret: &str) -> NewMerchant {
     }
 }
 
-/// A merchant with one GatePay and one OKX credential, all with known secrets.
+/// A merchant with one GatePay and one OKX credential and a payout wallet, all with known
+/// secrets.
 async fn merchant_with_credentials(store: &dyn Store, suffix: &str) -> MerchantId {
     let merchant = store
         .insert_merchant(new_merchant(suffix, &format!("{WEBHOOK_SECRET}{suffix}")))
@@ -131,11 +135,21 @@ async fn merchant_with_credentials(store: &dyn Store, suffix: &str) -> MerchantI
         })
         .await
         .unwrap();
+    store
+        .insert_payout_wallet(&PayoutWalletRow {
+            merchant_id: merchant.id.clone(),
+            chain_id: 84_532,
+            address: format!("0xaddress-{suffix}"),
+            private_key: format!("{PAYOUT_KEY}{suffix}"),
+            created_at_ms: 1,
+        })
+        .await
+        .unwrap();
     merchant.id
 }
 
-/// The three secrets of a merchant as the store reads them.
-async fn read_secrets(store: &dyn Store, id: &MerchantId, suffix: &str) -> [String; 3] {
+/// The four secrets of a merchant as the store reads them.
+async fn read_secrets(store: &dyn Store, id: &MerchantId, suffix: &str) -> [String; 4] {
     [
         store.merchant(id).await.unwrap().webhook_secret,
         store
@@ -150,15 +164,18 @@ async fn read_secrets(store: &dyn Store, id: &MerchantId, suffix: &str) -> [Stri
             .unwrap()
             .unwrap()
             .secret,
+        store.payout_wallets(id).await.unwrap()[0]
+            .private_key
+            .clone(),
     ]
 }
 
-fn expected(suffix: &str) -> [String; 3] {
+fn expected(suffix: &str) -> [String; 4] {
     SECRETS.map(|secret| format!("{secret}{suffix}"))
 }
 
 /// The raw stored value of each secret column of a merchant.
-async fn stored(raw: &Raw, suffix: &str) -> [String; 3] {
+async fn stored(raw: &Raw, suffix: &str) -> [String; 4] {
     [
         raw.one(&format!(
             "SELECT webhook_secret FROM merchants WHERE id = 'mer_{suffix}'"
@@ -170,6 +187,10 @@ async fn stored(raw: &Raw, suffix: &str) -> [String; 3] {
         .await,
         raw.one(&format!(
             "SELECT secret FROM okx_credentials WHERE access_key = 'ak-{suffix}'"
+        ))
+        .await,
+        raw.one(&format!(
+            "SELECT private_key FROM payout_wallets WHERE wallet_id = 'mer_{suffix}:84532'"
         ))
         .await,
     ]
@@ -209,7 +230,7 @@ async fn a_ciphertext_moved_to_another_row_does_not_open(backend: Backend) {
     let raw = Raw::of(&db, backend);
     merchant_with_credentials(&*db.store, "victim").await;
     let attacker = merchant_with_credentials(&*db.store, "thief").await;
-    let [webhook, gatepay, okx] = stored(&raw, "victim").await;
+    let [webhook, gatepay, okx, payout_key] = stored(&raw, "victim").await;
     // Someone with write access to the database copies the victim's sealed secrets onto the
     // attacker's rows, hoping Coffer will hand them out or sign with them there.
     raw.execute(
@@ -227,6 +248,11 @@ async fn a_ciphertext_moved_to_another_row_does_not_open(backend: Backend) {
         &[&okx],
     )
     .await;
+    raw.execute(
+        "UPDATE payout_wallets SET private_key = $1 WHERE wallet_id = 'mer_thief:84532'",
+        &[&payout_key],
+    )
+    .await;
     let store = db.reopen().await.unwrap();
     assert!(matches!(
         store.merchant(&attacker).await,
@@ -238,6 +264,10 @@ async fn a_ciphertext_moved_to_another_row_does_not_open(backend: Backend) {
     ));
     assert!(matches!(
         store.okx_credential("ak-thief").await,
+        Err(StoreError::Secret(SecretError::Tampered { .. }))
+    ));
+    assert!(matches!(
+        store.payout_wallets(&attacker).await,
         Err(StoreError::Secret(SecretError::Tampered { .. }))
     ));
     // The victim's own rows still open.
@@ -267,7 +297,7 @@ async fn rotation_reseals_everything_and_the_old_key_stops_working(backend: Back
     let (new_key, _) = MasterKey::generate();
 
     let resealed = db.store.reseal_secrets(&new_key).await.unwrap();
-    assert_eq!(resealed, 6);
+    assert_eq!(resealed, 8);
     for (suffix, old) in [("rot1", &before[0]), ("rot2", &before[1])] {
         for (value, old) in stored(&raw, suffix).await.iter().zip(old) {
             assert!(
@@ -281,7 +311,7 @@ async fn rotation_reseals_everything_and_the_old_key_stops_working(backend: Back
     assert_eq!(census.plain, 0);
     assert_eq!(
         census.sealed.into_iter().collect::<Vec<_>>(),
-        [(new_key.id().to_owned(), 6)]
+        [(new_key.id().to_owned(), 8)]
     );
     // A second run (say, after a crash right after the first committed) changes nothing.
     let again = stored(&raw, "rot1").await;
@@ -346,6 +376,17 @@ async fn legacy_rows(raw: &Raw, suffix: &str) {
         ],
     )
     .await;
+    // (Plain text in a payout wallet row too: whatever wrote it, it is sealed the same way.)
+    raw.execute(
+        "INSERT INTO payout_wallets (wallet_id, merchant_id, chain_id, address, private_key, created_at_ms)
+         VALUES ($1, $2, 84532, '0x', $3, 1)",
+        &[
+            &format!("mer_{suffix}:84532"),
+            &format!("mer_{suffix}"),
+            &format!("{PAYOUT_KEY}{suffix}"),
+        ],
+    )
+    .await;
 }
 
 async fn legacy_plain_text_is_sealed_once_when_a_keyed_store_opens(backend: Backend) {
@@ -358,7 +399,7 @@ async fn legacy_plain_text_is_sealed_once_when_a_keyed_store_opens(backend: Back
     // secrets are neither readable nor touched.
     let keyless = coffer_store::open(&db.url, Sealer::none()).await.unwrap();
     let census = keyless.secrets_census().await.unwrap();
-    assert_eq!((census.plain, census.total()), (3, 3));
+    assert_eq!((census.plain, census.total()), (4, 4));
     assert!(matches!(
         keyless.merchant(&id).await,
         Err(StoreError::Secret(SecretError::NoMasterKey))
@@ -375,7 +416,7 @@ async fn legacy_plain_text_is_sealed_once_when_a_keyed_store_opens(backend: Back
         expected("old1")
     );
     let census = upgraded.secrets_census().await.unwrap();
-    assert_eq!((census.plain, census.total()), (0, 3));
+    assert_eq!((census.plain, census.total()), (0, 4));
     // Opening again changes nothing.
     db.reopen().await.unwrap();
     assert_eq!(stored(&raw, "old1").await, sealed);
@@ -383,7 +424,7 @@ async fn legacy_plain_text_is_sealed_once_when_a_keyed_store_opens(backend: Back
     // Rotation also seals plain text left by an old replica meanwhile.
     legacy_rows(&raw, "old2").await;
     let (new_key, _) = MasterKey::generate();
-    assert_eq!(upgraded.reseal_secrets(&new_key).await.unwrap(), 6);
+    assert_eq!(upgraded.reseal_secrets(&new_key).await.unwrap(), 8);
     let rotated = coffer_store::open(&db.url, Sealer::new(new_key))
         .await
         .unwrap();

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod key;
 pub mod merchant;
 mod output;
+pub mod payout_wallet;
 pub mod payto;
 pub mod secrets;
 pub mod signer;
@@ -87,6 +88,13 @@ pub enum Command {
         #[command(subcommand)]
         action: payto::PayToAction,
     },
+    /// Manage merchants' payout wallets: the hot wallet per chain that refunds and payouts
+    /// go out from (its key sealed with the master key, never printed).
+    PayoutWallet {
+        /// What to do with payout wallets.
+        #[command(subcommand)]
+        action: payout_wallet::PayoutWalletAction,
+    },
     /// Write encrypted keystores of x402 settlement signers (for `x402.signer_keystores`).
     Signer {
         /// What to do with signers.
@@ -94,7 +102,8 @@ pub enum Command {
         action: signer::SignerAction,
     },
     /// Work with the master key that encrypts secrets at rest (webhook, GatePay and OKX
-    /// secrets): make one, rotate it, see how the stored secrets are encrypted.
+    /// secrets, payout wallet keys): make one, rotate it, see how the stored secrets are
+    /// encrypted.
     Secrets {
         /// What to do with the master key.
         #[command(subcommand)]
@@ -151,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::OkxKey { action } => credentials::okx_key_command(&config, action).await,
         Command::GatepayKey { action } => credentials::gatepay_key_command(&config, action).await,
         Command::Payto { action } => payto::command(&config, action).await,
+        Command::PayoutWallet { action } => payout_wallet::command(&config, action).await,
         Command::Signer { action } => signer::command(&config, action),
         Command::Secrets { action } => secrets::command(&config, action).await,
     }

@@ -102,7 +102,7 @@ pub fn command(config: &Config, action: SignerAction) -> Result<(), Failure> {
 }
 
 /// Reads one private key (0x hex) from standard input.
-fn read_private_key() -> Result<PrivateKeySigner, Failure> {
+pub(crate) fn read_private_key() -> Result<PrivateKeySigner, Failure> {
     use std::io::{BufRead, IsTerminal, Write};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {

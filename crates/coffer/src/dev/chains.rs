@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::U256;
+use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use coffer_core::registry::Asset;
@@ -165,12 +165,8 @@ pub(crate) async fn prepare(
             .await
             .map_err(Failure::context(format!("{}: {}", chain.key, asset.symbol)))?;
         if installed {
-            let amount =
-                U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(asset.decimals));
             for payer in payers {
-                testnet::mint(&provider, asset.address, payer.address(), amount)
-                    .await
-                    .map_err(Failure::context(format!("{}: {}", chain.key, asset.symbol)))?;
+                mint(&provider, chain, asset, payer.address()).await?;
             }
         }
     }
@@ -186,6 +182,49 @@ pub(crate) async fn prepare(
             "{}: cannot start interval mining",
             chain.key
         )))?;
+    Ok(())
+}
+
+/// Mints [`PAYER_TOKENS`] whole tokens of `asset` to `to`; the provider's wallet owns the token.
+async fn mint<P: Provider>(
+    provider: &P,
+    chain: &LocalChain,
+    asset: &Asset,
+    to: Address,
+) -> Result<(), Failure> {
+    let amount = U256::from(PAYER_TOKENS) * U256::from(10u64).pow(U256::from(asset.decimals));
+    testnet::mint(provider, asset.address, to, amount)
+        .await
+        .map_err(Failure::context(format!("{}: {}", chain.key, asset.symbol)))
+}
+
+/// Funds `to` on `chain` like a payer: 100 of the native coin for gas and [`PAYER_TOKENS`] of
+/// each of the chain's tokens, minted by `owner` (the tokens' owner).
+///
+/// # Errors
+/// [`Failure`] naming the chain.
+pub(crate) async fn fund(
+    chain: &LocalChain,
+    known: &Chain,
+    owner: &PrivateKeySigner,
+    to: Address,
+) -> Result<(), Failure> {
+    let url = chain
+        .anvil
+        .url()
+        .parse()
+        .map_err(|_| Failure::new(format!("{}: bad RPC URL", chain.key)))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner.clone()))
+        .connect_http(url);
+    let gas = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u8));
+    provider
+        .raw_request::<_, ()>("anvil_setBalance".into(), (to, gas))
+        .await
+        .map_err(Failure::context(format!("{}: cannot fund {to}", chain.key)))?;
+    for asset in &known.assets {
+        mint(&provider, chain, asset, to).await?;
+    }
     Ok(())
 }
 

@@ -182,6 +182,47 @@ pub(crate) async fn set_up(
     })
 }
 
+/// The demo merchant's payout wallet on every running chain, made and funded (gas and 10,000
+/// of each token, minted by `owner`) the first time; `(chain, address)` of each.
+///
+/// # Errors
+/// [`Failure`] naming the chain.
+pub(crate) async fn payout_wallets(
+    state: &AppState,
+    merchant: &str,
+    chains: &[LocalChain],
+    registry: &ChainRegistry,
+    owner: &alloy::signers::local::PrivateKeySigner,
+) -> Result<Vec<(String, String)>, Failure> {
+    let merchant = merchant_id_of(merchant)?;
+    let wallets = &state.gateway.payout_wallets;
+    let failed = |error: coffer_gateway::payout_wallets::PayoutWalletError| {
+        Failure::new(format!("demo payout wallet: {error}"))
+    };
+    let existing = wallets.list(&merchant).await.map_err(failed)?;
+    for chain in chains {
+        if existing
+            .iter()
+            .any(|(_, chain_id, _)| *chain_id == chain.chain_id)
+        {
+            continue;
+        }
+        let known = registry
+            .by_chain_id(chain.chain_id)
+            .ok_or_else(|| Failure::new(format!("{}: not in the chain registry", chain.key)))?;
+        let address = wallets.create(&merchant, chain.key).await.map_err(failed)?;
+        crate::dev::chains::fund(chain, known, owner, address).await?;
+    }
+    Ok(wallets
+        .list(&merchant)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .filter(|(_, chain_id, _)| chains.iter().any(|c| c.chain_id == *chain_id))
+        .map(|(chain, _, address)| (chain, address))
+        .collect())
+}
+
 fn merchant_id_of(text: &str) -> Result<MerchantId, Failure> {
     MerchantId::parse(text).map_err(|error| Failure::new(error.to_string()))
 }

@@ -50,7 +50,8 @@ use crate::serve::{self, Application};
 
 pub use chains::DEV_CHAINS;
 pub use summary::{
-    AccountSummary, ChainSummary, GatePaySummary, OkxSummary, PaywallSummary, Summary, TokenSummary,
+    AccountSummary, ChainSummary, GatePaySummary, OkxSummary, PayoutWalletSummary, PaywallSummary,
+    Summary, TokenSummary,
 };
 
 /// `coffer dev`: run the environment, or pay it from the terminal.
@@ -194,6 +195,17 @@ async fn run_with_chains(
         });
     let api_base_url = format!("http://{}", app.address());
     let demo = demo::set_up(app.state(), &args.data_dir, chains, pay_to).await?;
+    let payout_wallets = demo::payout_wallets(
+        app.state(),
+        &demo.credentials.merchant_id,
+        chains,
+        &registry,
+        &signer,
+    )
+    .await?
+    .into_iter()
+    .map(|(chain, address)| summary::PayoutWalletSummary { chain, address })
+    .collect();
     let summary_path = args
         .summary
         .clone()
@@ -223,6 +235,7 @@ async fn run_with_chains(
         webhook_inbox_url: demo.inbox_url,
         signer: signer.address().to_checksum(None),
         pay_to: pay_to.to_checksum(None),
+        payout_wallets,
         chains: chains
             .iter()
             .map(|chain| chain_summary(chain, &registry, &payers))

@@ -31,6 +31,9 @@ pub struct Summary {
     /// The demo merchant's x402 payTo on every local chain: a payment to it (the paywall's, a
     /// Pelago order's, an OKX settlement's) is recorded as the demo merchant's sale.
     pub pay_to: String,
+    /// The demo merchant's payout wallet on each chain (`GET /api/payout-wallets/` shows its
+    /// balances), funded with gas and tokens: its key is sealed in the database, not here.
+    pub payout_wallets: Vec<PayoutWalletSummary>,
     /// OKX-style credentials of the demo merchant, for `/api/v6/x402/*` (dev only).
     pub okx: OkxSummary,
     /// GatePay-style credentials of the demo merchant, for `/v1/pay/*` (dev only).
@@ -63,6 +66,15 @@ pub struct PaywallSummary {
     pub upstream_url: String,
     /// The upstream's hit counter (`GET`, `{"hits": n}`).
     pub upstream_hits_url: String,
+}
+
+/// A payout wallet in the summary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PayoutWalletSummary {
+    /// Coffer's key of the chain.
+    pub chain: String,
+    /// The wallet's address.
+    pub address: String,
 }
 
 /// OKX-style credentials in the summary.
@@ -208,6 +220,11 @@ pub(crate) fn print_banner(summary: &Summary, summary_path: &Path, env_path: &Pa
         "  webhooks     {} (signed deliveries land here)\n",
         summary.webhook_inbox_url
     ));
+    if !summary.payout_wallets.is_empty() {
+        banner.push_str(
+            "  payouts      the demo merchant's funded payout wallet on each chain (GET /api/payout-wallets/)\n",
+        );
+    }
     if let Some(paywall) = &summary.paywall {
         banner.push_str(&format!(
             "  paywall      {} ({} on {}; upstream hits at {})\n",
