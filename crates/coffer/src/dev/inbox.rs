@@ -147,19 +147,44 @@ fn receive_gatepay(inbox: &Inbox, headers: &HeaderMap, body: &[u8]) -> Response 
     }
 }
 
+/// Which delivery `/webhooks/latest/…` shows.
+#[derive(serde::Deserialize)]
+struct Latest {
+    /// Only a delivery of this event type (`payment_order.confirmed`); waits up to 10 s for one.
+    event: Option<String>,
+}
+
 /// The newest delivery's raw body (`/webhooks/latest/body`) or `Coffer-Signature`
-/// (`/webhooks/latest/signature`), as plain text, to feed a verifier from the shell.
+/// (`/webhooks/latest/signature`), as plain text, to feed a verifier from the shell;
+/// `?event=<type>` picks the newest of that type, waiting up to 10 s for one to arrive.
 async fn latest(
     State(inbox): State<Inbox>,
     axum::extract::Path(part): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<Latest>,
 ) -> Response {
-    let newest = inbox
-        .received
-        .lock()
-        .ok()
-        .and_then(|received| received.front().cloned());
-    let Some(newest) = newest else {
-        return (StatusCode::NOT_FOUND, "no webhook received yet\n").into_response();
+    let newest = || {
+        inbox.received.lock().ok().and_then(|received| {
+            received
+                .iter()
+                .find(|hook| {
+                    query
+                        .event
+                        .as_ref()
+                        .is_none_or(|event| hook.event_type == *event)
+                })
+                .cloned()
+        })
+    };
+    let mut found = newest();
+    for _ in 0..100 {
+        if found.is_some() || query.event.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        found = newest();
+    }
+    let Some(newest) = found else {
+        return (StatusCode::NOT_FOUND, "no such webhook received yet\n").into_response();
     };
     match part.as_str() {
         "body" => newest.raw_body.into_response(),
