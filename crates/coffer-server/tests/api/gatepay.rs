@@ -64,6 +64,16 @@ impl Deref for Env {
 
 impl Env {
     async fn new(backend: Backend) -> Env {
+        Env::with(backend, true).await
+    }
+
+    /// The environment without a chain (its RPC refuses connections), for tests that pay
+    /// nothing: a test that does touch the chain fails.
+    async fn chain_free(backend: Backend) -> Env {
+        Env::with(backend, false).await
+    }
+
+    async fn with(backend: Backend, with_chain: bool) -> Env {
         let (sink, notify_url) = Inbox::start().await;
         let eur = BTreeMap::from([(
             "EUR".to_owned(),
@@ -77,10 +87,19 @@ impl Env {
             .local_endpoints()
             .configure(move |state| state.with_fiat_rates(rates))
             .merchant_webhook(&notify_url);
+        let options = if with_chain {
+            options
+        } else {
+            options.without_chain()
+        };
         let kit = kit::Env::with(options).await;
         kit.deposit_wallet(&kit.merchant.id).await;
         let client = kit.gatepay_client(&kit.merchant.id).await;
-        let watcher = kit.watcher().await;
+        let watcher = if with_chain {
+            kit.watcher().await
+        } else {
+            Watcher::new(&kit.state.gateway, kit::CHAIN_ID).unwrap()
+        };
         Env {
             client_id: client.client_id,
             secret: client.secret,
@@ -177,7 +196,7 @@ fn order_body(trade_no: &str, amount: &str) -> Value {
 }
 
 async fn the_seeds_example_request_correctly_signed_succeeds(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let (status, answer) = env.call("/v1/pay/checkout/order", SEED_EXAMPLE).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(
@@ -220,7 +239,7 @@ async fn the_seeds_example_request_correctly_signed_succeeds(backend: Backend) {
 }
 
 async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let body = order_body("auth-1", "1").to_string();
     let path = "/v1/pay/checkout/order";
 
@@ -332,7 +351,7 @@ async fn wrong_signature_stale_timestamp_and_reused_nonce_get_gatepays_errors(ba
 }
 
 async fn a_merchant_trade_number_is_used_once(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let first = env.create(order_body("dup-1", "2.5")).await;
     let (status, answer) = env
         .call(
@@ -364,7 +383,7 @@ async fn a_merchant_trade_number_is_used_once(backend: Backend) {
 }
 
 async fn bad_input_gets_a_4xx_in_gatepays_envelope_naming_the_field(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let valid = order_body("bad-1", "1");
     let with = |key: &str, value: Value| {
         let mut body = valid.clone();
@@ -609,7 +628,7 @@ async fn an_unacknowledged_notification_is_retried(backend: Backend) {
 }
 
 async fn closing_an_unpaid_order_cancels_it_and_notifies_pay_close(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let data = env.create(order_body("close-1", "1")).await;
     let prepay_id = data["prepayId"].as_str().unwrap();
     let (status, answer) = env
@@ -740,7 +759,7 @@ async fn the_checkout_page_shows_what_an_underpaid_order_still_needs(backend: Ba
 }
 
 async fn fiat_priced_orders_lock_and_return_the_rate(backend: Backend) {
-    let env = Env::new(backend).await;
+    let env = Env::chain_free(backend).await;
     let mut body = order_body("fiat-1", "1");
     body.as_object_mut().unwrap().remove("orderAmount");
     body["fiatCurrency"] = json!("USD");
