@@ -44,7 +44,10 @@ link_bin() {
     [[ -f "${TOOLS_DIR}/${target}" ]] || die "expected binary missing: .tools/${target}"
     chmod +x "${TOOLS_DIR}/${target}"
     mkdir -p "${TOOLS_BIN}"
-    ln -sfn "../${target}" "${TOOLS_BIN}/${name}"
+    # Left alone when already right: a running test may be starting the tool through it.
+    if [[ "$(readlink "${TOOLS_BIN}/${name}" 2>/dev/null)" != "../${target}" ]]; then
+        ln -sfn "../${target}" "${TOOLS_BIN}/${name}"
+    fi
 }
 
 # --- npm toolset -------------------------------------------------------------

@@ -870,3 +870,32 @@ fn payout_wallets_are_made_and_imported_from_the_command_line_without_showing_a_
     );
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("--chain: \"solana\""));
 }
+
+/// `scripts/dev.sh` installs only what running needs: `install-tools.sh --run` sets up the npm
+/// tools (anvil) and nothing the tests alone need (Python, Chromium, nextest), so it runs
+/// without root; and dev.sh lets cargo show its build.
+#[test]
+fn the_run_command_installs_only_what_running_needs_and_shows_the_build() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new("bash")
+        .arg(root.join("scripts/install-tools.sh"))
+        .arg("--run")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("anvil: linked"), "{said}");
+    for test_only in ["python", "chromium", "nextest"] {
+        assert!(
+            !said.contains(test_only),
+            "--run installed {test_only}: {said}"
+        );
+    }
+    let dev = std::fs::read_to_string(root.join("scripts/dev.sh")).unwrap();
+    assert!(dev.contains("install-tools.sh --run"), "{dev}");
+    assert!(!dev.contains("--quiet"), "the build is hidden: {dev}");
+}
