@@ -256,6 +256,7 @@ async fn openapi_documents_every_route_the_server_answers() {
         "/api/merchant",
         "/api/payment-orders/",
         "/api/payment-orders/{order_id}/",
+        "/api/payout-wallets/",
         "/api/events/",
         "/api/events/{event_id}/deliveries/",
         "/api/events/{event_id}/redeliver/",
