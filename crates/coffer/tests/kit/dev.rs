@@ -23,6 +23,14 @@ impl Drop for Dev {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGINT,
             );
+            // Give it time to stop its chains before the child is killed outright (it is
+            // spawned with kill_on_drop): a failing test must not leave anvil nodes behind.
+            for _ in 0..200 {
+                if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
