@@ -75,11 +75,7 @@ pub async fn command(config: &Config, action: PayoutWalletAction) -> Result<(), 
             chain,
             json,
         } => {
-            let merchant = parse_merchant(&merchant)?;
-            store
-                .merchant(&merchant)
-                .await
-                .map_err(merchant_not_found(&merchant))?;
+            let merchant = existing_merchant(&*store, &merchant).await?;
             let address = wallets.create(&merchant, &chain).await.map_err(told)?;
             made(json, &merchant.to_string(), &chain, address);
         }
@@ -88,11 +84,7 @@ pub async fn command(config: &Config, action: PayoutWalletAction) -> Result<(), 
             chain,
             json,
         } => {
-            let merchant = parse_merchant(&merchant)?;
-            store
-                .merchant(&merchant)
-                .await
-                .map_err(merchant_not_found(&merchant))?;
+            let merchant = existing_merchant(&*store, &merchant).await?;
             let signer = read_private_key()?;
             let key = SecretString::from(format!("0x{}", hex::encode(signer.to_bytes())));
             let address = wallets
@@ -120,6 +112,19 @@ pub async fn command(config: &Config, action: PayoutWalletAction) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// `--merchant`, which must name a merchant that exists.
+async fn existing_merchant(
+    store: &dyn coffer_store::Store,
+    text: &str,
+) -> Result<coffer_core::MerchantId, Failure> {
+    let merchant = parse_merchant(text)?;
+    store
+        .merchant(&merchant)
+        .await
+        .map_err(merchant_not_found(&merchant))?;
+    Ok(merchant)
 }
 
 fn made(json: bool, merchant: &str, chain: &str, address: alloy::primitives::Address) {

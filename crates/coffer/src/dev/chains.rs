@@ -152,14 +152,7 @@ pub(crate) async fn prepare(
     payers: &[PrivateKeySigner],
     block_time: u64,
 ) -> Result<(), Failure> {
-    let url = chain
-        .anvil
-        .url()
-        .parse()
-        .map_err(|_| Failure::new(format!("{}: bad RPC URL", chain.key)))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer.clone()))
-        .connect_http(url);
+    let provider = sending_as(chain, signer)?;
     for asset in &known.assets {
         let installed = install_token(&provider, asset, signer)
             .await
@@ -183,6 +176,18 @@ pub(crate) async fn prepare(
             chain.key
         )))?;
     Ok(())
+}
+
+/// A provider on `chain` whose transactions `signer` sends.
+fn sending_as(chain: &LocalChain, signer: &PrivateKeySigner) -> Result<impl Provider, Failure> {
+    let url = chain
+        .anvil
+        .url()
+        .parse()
+        .map_err(|_| Failure::new(format!("{}: bad RPC URL", chain.key)))?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(url))
 }
 
 /// Mints [`PAYER_TOKENS`] whole tokens of `asset` to `to`; the provider's wallet owns the token.
@@ -209,14 +214,7 @@ pub(crate) async fn fund(
     owner: &PrivateKeySigner,
     to: Address,
 ) -> Result<(), Failure> {
-    let url = chain
-        .anvil
-        .url()
-        .parse()
-        .map_err(|_| Failure::new(format!("{}: bad RPC URL", chain.key)))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(owner.clone()))
-        .connect_http(url);
+    let provider = sending_as(chain, owner)?;
     let gas = U256::from(100u64) * U256::from(10u64).pow(U256::from(18u8));
     provider
         .raw_request::<_, ()>("anvil_setBalance".into(), (to, gas))
