@@ -72,63 +72,52 @@ pub struct Terms {
     pub domain: Option<(String, String)>,
 }
 
-fn terms(
-    network: &str,
-    asset: &str,
-    pay_to: &str,
-    amount: &str,
-    timeout: u64,
-    extra: Option<&Value>,
-) -> Option<Terms> {
-    let domain = extra.and_then(|extra| {
+/// The terms of `exact` requirement `r`; `None` for another scheme or one that does not read.
+fn terms(r: &RequirementsV2) -> Option<Terms> {
+    if r.scheme != "exact" {
+        return None;
+    }
+    let domain = r.extra.as_ref().and_then(|extra| {
         Some((
             extra.get("name")?.as_str()?.to_owned(),
             extra.get("version")?.as_str()?.to_owned(),
         ))
     });
     Some(Terms {
-        network: network.to_owned(),
-        asset: asset.parse().ok()?,
-        pay_to: pay_to.parse().ok()?,
-        amount: amount.parse().ok()?,
-        max_timeout_seconds: timeout,
+        network: r.network.clone(),
+        asset: r.asset.parse().ok()?,
+        pay_to: r.pay_to.parse().ok()?,
+        amount: r.amount.parse().ok()?,
+        max_timeout_seconds: r.max_timeout_seconds,
         domain,
     })
 }
 
+/// A version-1 requirement in version 2's shape (the fields `exact` pays by are the same).
+fn as_v2(r: &RequirementsV1) -> RequirementsV2 {
+    RequirementsV2 {
+        scheme: r.scheme.clone(),
+        network: r.network.clone(),
+        amount: r.max_amount_required.clone(),
+        asset: r.asset.clone(),
+        pay_to: r.pay_to.clone(),
+        max_timeout_seconds: r.max_timeout_seconds,
+        extra: r.extra.clone(),
+    }
+}
+
 impl Offer {
+    /// The requirements offered, in version 2's shape.
+    fn requirements(&self) -> Vec<RequirementsV2> {
+        match self {
+            Offer::V2 { accepts, .. } => accepts.clone(),
+            Offer::V1(accepts) => accepts.iter().map(as_v2).collect(),
+        }
+    }
+
     /// Every `exact` requirement offered that can be read, in the offer's order.
     pub fn exact_terms(&self) -> Vec<Terms> {
-        match self {
-            Offer::V2 { accepts, .. } => accepts
-                .iter()
-                .filter(|r| r.scheme == "exact")
-                .filter_map(|r| {
-                    terms(
-                        &r.network,
-                        &r.asset,
-                        &r.pay_to,
-                        &r.amount,
-                        r.max_timeout_seconds,
-                        r.extra.as_ref(),
-                    )
-                })
-                .collect(),
-            Offer::V1(accepts) => accepts
-                .iter()
-                .filter(|r| r.scheme == "exact")
-                .filter_map(|r| {
-                    terms(
-                        &r.network,
-                        &r.asset,
-                        &r.pay_to,
-                        &r.max_amount_required,
-                        r.max_timeout_seconds,
-                        r.extra.as_ref(),
-                    )
-                })
-                .collect(),
-        }
+        self.requirements().iter().filter_map(terms).collect()
     }
 
     /// The header that pays `chosen` (one of [`Offer::exact_terms`]) on chain `chain_id`,
@@ -182,13 +171,7 @@ impl Offer {
             Offer::V2 { resource, accepts } => {
                 let accepted = accepts
                     .iter()
-                    .find(|r| {
-                        r.scheme == "exact"
-                            && r.network == chosen.network
-                            && r.asset.parse::<Address>().ok() == Some(chosen.asset)
-                            && r.pay_to.parse::<Address>().ok() == Some(chosen.pay_to)
-                            && r.amount.parse::<U256>().ok() == Some(chosen.amount)
-                    })
+                    .find(|r| terms(r).as_ref() == Some(chosen))
                     .cloned()
                     .ok_or("the chosen requirement is not in the offer")?;
                 let payment = PayloadV2 {

@@ -507,7 +507,7 @@ async fn payment_page(
 }
 
 /// Whether the client is a browser asking for a page (`Accept` names `text/html`).
-fn wants_html(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok())

@@ -655,14 +655,14 @@ fn expose(headers: &mut HeaderMap) {
     );
 }
 
+/// A browser: it asks for a page, and says it is one (x402 clients that send `Accept: */*`
+/// or `text/html` without a browser's user agent get the JSON challenge).
 fn is_browser(headers: &HeaderMap) -> bool {
-    let get = |name| {
-        headers
-            .get(name)
+    crate::pages::wants_html(headers)
+        && headers
+            .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    };
-    get(header::ACCEPT).contains("text/html") && get(header::USER_AGENT).contains("Mozilla")
+            .is_some_and(|agent| agent.contains("Mozilla"))
 }
 
 fn lower(text: &str) -> String {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use alloy::hex;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use coffer_gateway::payout_wallets::{PayoutWalletError, PayoutWallets};
 use secrecy::SecretString;
 use serde_json::json;
@@ -16,33 +16,27 @@ use crate::cli::store::{merchant_not_found, open_store, parse_merchant};
 use crate::config::Config;
 use crate::failure::Failure;
 
+/// Whose wallet, on which chain, and how to print it: `new` and `import` take the same.
+#[derive(Debug, Args)]
+pub struct WalletFor {
+    /// The merchant's id (`mer_…`).
+    #[arg(long)]
+    merchant: String,
+    /// The chain (a key such as `base-sepolia`, or any name the registry knows).
+    #[arg(long)]
+    chain: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `coffer payout-wallet …`.
 #[derive(Debug, Subcommand)]
 pub enum PayoutWalletAction {
     /// Make a new wallet for the merchant on a chain (its key is generated and sealed).
-    New {
-        /// The merchant's id (`mer_…`).
-        #[arg(long)]
-        merchant: String,
-        /// The chain (a key such as `base-sepolia`, or any name the registry knows).
-        #[arg(long)]
-        chain: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    New(WalletFor),
     /// Import an existing key, read from standard input, as the merchant's wallet on a chain.
-    Import {
-        /// The merchant's id (`mer_…`).
-        #[arg(long)]
-        merchant: String,
-        /// The chain.
-        #[arg(long)]
-        chain: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Import(WalletFor),
     /// List the merchant's wallets (addresses only).
     List {
         /// The merchant's id (`mer_…`).
@@ -69,29 +63,19 @@ pub async fn command(config: &Config, action: PayoutWalletAction) -> Result<(), 
         PayoutWalletError::Store(error) => Failure::from(error),
         other => Failure::new(other.to_string()),
     };
+    let imported = matches!(action, PayoutWalletAction::Import(_));
     match action {
-        PayoutWalletAction::New {
-            merchant,
-            chain,
-            json,
-        } => {
-            let merchant = existing_merchant(&*store, &merchant).await?;
-            let address = wallets.create(&merchant, &chain).await.map_err(told)?;
-            made(json, &merchant.to_string(), &chain, address);
-        }
-        PayoutWalletAction::Import {
-            merchant,
-            chain,
-            json,
-        } => {
-            let merchant = existing_merchant(&*store, &merchant).await?;
-            let signer = read_private_key()?;
-            let key = SecretString::from(format!("0x{}", hex::encode(signer.to_bytes())));
-            let address = wallets
-                .import(&merchant, &chain, &key)
-                .await
-                .map_err(told)?;
-            made(json, &merchant.to_string(), &chain, address);
+        PayoutWalletAction::New(target) | PayoutWalletAction::Import(target) => {
+            let merchant = existing_merchant(&*store, &target.merchant).await?;
+            let address = if imported {
+                let signer = read_private_key()?;
+                let key = SecretString::from(format!("0x{}", hex::encode(signer.to_bytes())));
+                wallets.import(&merchant, &target.chain, &key).await
+            } else {
+                wallets.create(&merchant, &target.chain).await
+            }
+            .map_err(told)?;
+            made(target.json, &merchant.to_string(), &target.chain, address);
         }
         PayoutWalletAction::List { merchant, json } => {
             let merchant = parse_merchant(&merchant)?;

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
@@ -109,11 +109,8 @@ async fn get_json(url: &str) -> Result<(u16, serde_json::Value), Failure> {
 /// transfer that failed.
 pub async fn pay(args: PayArgs) -> Result<(), Failure> {
     let summary = read_summary(&args.from.summary)?;
-    let (status, order) = get_json(&format!(
-        "{}/pay/{}/status",
-        summary.api_base_url, args.order_id
-    ))
-    .await?;
+    let status_url = format!("{}/pay/{}/status", summary.api_base_url, args.order_id);
+    let (status, order) = get_json(&status_url).await?;
     if status != 200 {
         return Err(Failure::new(format!(
             "order {}: {}",
@@ -161,7 +158,7 @@ pub async fn pay(args: PayArgs) -> Result<(), Failure> {
                 .parse()
                 .map_err(|_| Failure::new("bad RPC URL in the summary"))?,
         );
-    let value = U256::from(amount.base_units());
+    let value = amount.base_units();
     let pending = match order["token_address"].as_str() {
         Some(token) => {
             let token: Address = token
@@ -196,7 +193,6 @@ pub async fn pay(args: PayArgs) -> Result<(), Failure> {
         receipt.block_number.unwrap_or_default(),
     );
     // Wait until Coffer has seen it, so that what is due is current for the next command.
-    let status_url = format!("{}/pay/{}/status", summary.api_base_url, args.order_id);
     let paid_before = order["amount_paid"].clone();
     for _ in 0..80 {
         let (_, now) = get_json(&status_url).await?;
