@@ -215,6 +215,16 @@ async fn every_html_page_sends_a_strict_content_security_policy(backend: Backend
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert_strict("the unknown order's page", &missing);
     assert!(missing.body.contains("ORD-nope"), "{}", missing.body);
+    // The id in the link is the visitor's text: shown, never run.
+    let hostile = fetch(
+        &format!("{}/pay/%3Cscript%3Ealert(1)%3C%2Fscript%3E", env.base),
+        true,
+    )
+    .await;
+    assert_eq!(hostile.status, 404, "{}", hostile.body);
+    assert_strict("an unknown order's page with markup in its id", &hostile);
+    assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
+    assert!(hostile.body.contains("&lt;script&gt;"), "{}", hostile.body);
 
     // What is not HTML is not sniffed as HTML either.
     for (path, browser) in [
