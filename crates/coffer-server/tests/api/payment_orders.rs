@@ -677,15 +677,24 @@ async fn a_reorg_that_drops_the_payment_moves_the_order_back_until_it_is_mined_a
         "{types:?}"
     );
 
-    // The same signed transaction is mined again: the same payment comes back, once.
-    let receipt = env
+    // The same signed transaction is mined again: the same payment comes back, once. Its
+    // receipt is asked for directly: a pending-transaction watcher may still remember the
+    // orphaned block that held the same hash, and ask for a receipt the node no longer has.
+    let hash = *env
         .chain
         .send_raw_transaction(&raw)
         .await
         .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .tx_hash();
+    let mut receipt = None;
+    for _ in 0..100 {
+        receipt = env.chain.get_transaction_receipt(hash).await.unwrap();
+        if receipt.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let receipt = receipt.expect("the transaction is mined again");
     assert!(receipt.status());
     env.mine(1).await;
     let reports = env.watch().await;
